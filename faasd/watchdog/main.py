@@ -1,7 +1,199 @@
-"""Placeholder until the watchdog lands (being written now)."""
+"""``faasd watchdog``: read the env config, serve, and shut down cleanly on SIGTERM.
+
+Lifecycle (docs/watchdog.md):
+
+1. Parse the config; a bad value prints one line and exits 2.
+2. Bind the invoke port (and the metrics port), write the lock file, mark ready.
+3. On SIGTERM/SIGINT: remove the lock file (health turns 503), keep serving for
+   ``healthcheck_interval``, close the listener and idle connections, let calls in flight finish for up
+   to ``write_timeout``, then kill what is left and exit 0. A second signal skips the wait.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from faasd import logs
+from faasd.logs import event
+from faasd.watchdog.config import ConfigError, WatchdogConfig
+
+if TYPE_CHECKING:
+    from faasd.http1 import Request
+    from faasd.watchdog.metrics import WatchdogStats
+    from faasd.watchdog.server import HttpConnection
+
+__all__ = ["main"]
+
+log = logging.getLogger("faasd.watchdog")
+
+SHUTDOWN_KILL_GRACE_S = 2.0
+"""After killing what outlived the drain, how long to wait for those calls to answer."""
+
+FLUSH_GRACE_S = 1.0
+"""How long closing connections get to flush their last answers before the process exits."""
+
+_HELP = """\
+usage: faasd watchdog
+
+Serve a function over HTTP; configured by environment variables (fprocess, port, exec_timeout, ...).
+See docs/watchdog.md for every variable.
+"""
+
 
 def main(argv: list[str]) -> int:
-    raise SystemExit("faasd watchdog: not built yet")
+    """Run the watchdog until SIGTERM; return the process exit status."""
+    if argv and argv[0] in ("-h", "--help"):
+        print(_HELP, end="")
+        return 0
+    if argv:
+        print(f"faasd watchdog: unexpected argument {argv[0]!r}; configure with env vars", file=sys.stderr)
+        return 2
+    try:
+        config = WatchdogConfig.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"faasd watchdog: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(config.log_level)
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"faasd watchdog: cannot serve: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def serve(config: WatchdogConfig) -> None:
+    """Serve until a stop signal, then drain (see module docstring)."""
+    from faasd.watchdog.app import WatchdogApp
+    from faasd.watchdog.metrics import WatchdogStats
+    from faasd.watchdog.server import HttpServer
+
+    loop = asyncio.get_running_loop()
+    stats = WatchdogStats()
+    app = WatchdogApp(config, stats, loop)
+    server = HttpServer(
+        app,
+        read_timeout_s=config.read_timeout_s,
+        write_timeout_s=config.write_timeout_s,
+        max_header_bytes=config.max_header_bytes,
+        max_body_bytes=config.max_body_bytes,
+        on_response=stats.record,
+    )
+    app.server = server
+    stop = asyncio.Event()
+    signals_seen: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        signals_seen.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    await server.listen(config.bind, config.port)
+    metrics_server: HttpServer | None = None
+    if config.metrics_port:
+        metrics_server = HttpServer(
+            _MetricsApp(stats),
+            read_timeout_s=config.read_timeout_s,
+            write_timeout_s=config.write_timeout_s,
+            max_header_bytes=config.max_header_bytes,
+            max_body_bytes=1024,
+        )
+        await metrics_server.listen(config.bind, config.metrics_port)
+    if not config.suppress_lock:
+        _write_lock(config.lock_file)
+    app.ready = True
+    event(
+        log,
+        logging.INFO,
+        "ready",
+        mode=config.mode,
+        fprocess=" ".join(config.argv),
+        port=config.port,
+        metrics_port=config.metrics_port,
+        lock_file="" if config.suppress_lock else config.lock_file,
+    )
+
+    await stop.wait()
+    event(log, logging.INFO, "shutting down", signal=signal.Signals(signals_seen[0]).name)
+    if not config.suppress_lock:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(config.lock_file)
+    app.ready = False
+    if config.healthcheck_interval_s and len(signals_seen) < 2:
+        await _sleep_unless(config.healthcheck_interval_s, lambda: len(signals_seen) > 1)
+    server.stop_accepting()
+    drained = await _wait_until(
+        lambda: not app.calls_in_flight() and not server.busy_connections(),
+        config.write_timeout_s,
+        abort=lambda: len(signals_seen) > 1,
+    )
+    if not drained:
+        event(log, logging.WARNING, "drain time over, killing calls", calls=app.calls_in_flight())
+        app.kill_all("shutdown")
+        await _wait_until(lambda: not server.busy_connections(), SHUTDOWN_KILL_GRACE_S)
+    for connection in list(server.connections):
+        connection.close()
+    await _wait_until(lambda: not server.connections, FLUSH_GRACE_S)
+    server.close()
+    if metrics_server is not None:
+        metrics_server.stop_accepting()
+        metrics_server.close()
+    event(log, logging.INFO, "stopped", answered=sum(stats.requests_by_code().values()))
+
+
+def _write_lock(path: str) -> None:
+    """Create the lock file health checks look for (mode 0660, as the OpenFaaS watchdogs)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o660)
+    except OSError as exc:
+        reason = f"cannot write lock_file {path}: {exc.strerror} (set suppress_lock=true to skip)"
+        raise OSError(exc.errno, reason) from None
+    os.close(fd)
+
+
+async def _wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    abort: Callable[[], bool] | None = None,
+    poll_s: float = 0.01,
+) -> bool:
+    """Poll ``condition()`` until true (return True) or ``timeout_s`` passes or ``abort()`` (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline or (abort is not None and abort()):
+            return False
+        await asyncio.sleep(poll_s)
+    return True
+
+
+async def _sleep_unless(seconds: float, abort: Callable[[], bool]) -> None:
+    await _wait_until(lambda: False, seconds, abort=abort, poll_s=0.05)
+
+
+class _MetricsApp:
+    """Serves ``GET /metrics`` on the metrics port."""
+
+    def __init__(self, stats: WatchdogStats) -> None:
+        self.stats = stats
+
+    def handle(self, request: Request, connection: HttpConnection) -> None:
+        if request.path != "/metrics":
+            connection.respond(404, b"Not found; metrics are at /metrics\n", "text/plain")
+        elif request.method not in ("GET", "HEAD"):
+            connection.respond(405, b"Method not allowed\n", "text/plain", b"Allow: GET, HEAD\r\n")
+        else:
+            body = self.stats.render()
+            connection.respond(200, body, "text/plain; version=0.0.4; charset=utf-8")
+
+    def tick(self, now: float) -> bool:
+        return False

@@ -1,0 +1,186 @@
+"""The watchdog's settings, read from environment variables as the OpenFaaS classic watchdog does.
+
+Pure: :meth:`WatchdogConfig.from_env` takes the environment as an argument, so tests pass a dict and
+the defaults and error messages are checked without starting anything. Every malformed value raises
+:class:`ConfigError` naming the variable; ``main`` prints it as one line and exits 2.
+The variables are documented in ``docs/watchdog.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from faasd.http1 import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES
+from faasd.units import parse_bool, parse_duration, parse_size
+
+__all__ = ["MODES", "ConfigError", "WatchdogConfig"]
+
+Mode = Literal["fork"]
+MODES: tuple[str, ...] = ("fork",)
+
+DEFAULT_TIMEOUT_S = 30.0
+"""read/write timeout default, as the OpenFaaS classic watchdog."""
+
+DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+"""Largest function output kept in memory before the call is killed and answered 502."""
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the watchdog cannot use."""
+
+    def __init__(self, name: str, value: str | None, reason: str) -> None:
+        shown = "<unset>" if value is None else repr(value)
+        super().__init__(f"invalid {name}={shown}: {reason}")
+        self.name = name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchdogConfig:
+    """Validated watchdog settings; units are in the field names."""
+
+    argv: tuple[str, ...]
+    """``fprocess`` split with shlex; ``argv[0]`` as written."""
+    executable: str
+    """``argv[0]`` resolved on PATH once at start-up (spawning by absolute path skips the search)."""
+    mode: Mode = "fork"
+    port: int = 8080
+    bind: str = "0.0.0.0"
+    metrics_port: int = 8081
+    read_timeout_s: float = DEFAULT_TIMEOUT_S
+    write_timeout_s: float = DEFAULT_TIMEOUT_S
+    exec_timeout_s: float = 0.0
+    max_inflight: int = 0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    content_type: str | None = None
+    combine_output: bool = True
+    cgi_headers: bool = True
+    marshal_request: bool = False
+    write_debug: bool = False
+    suppress_lock: bool = False
+    lock_file: str = "/tmp/.lock"
+    healthcheck_interval_s: float = 0.0
+    log_level: str = "info"
+
+    @property
+    def call_limit_s(self) -> float:
+        """How long one call may run: ``exec_timeout``, or ``write_timeout`` when that is 0 (unbounded
+        calls would outlive their clients and pile up)."""
+        return self.exec_timeout_s or self.write_timeout_s
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WatchdogConfig:
+        """Build the config from ``env`` (normally ``os.environ``).
+
+        Raises:
+            ConfigError: a variable is missing or malformed; the message names it.
+        """
+        reader = _EnvReader(env)
+        fprocess = env.get("fprocess") or env.get("function_process")
+        if not fprocess or not fprocess.strip():
+            raise ConfigError("fprocess", fprocess, "required: the command to run for each request")
+        try:
+            argv = tuple(shlex.split(fprocess))
+        except ValueError as exc:
+            raise ConfigError("fprocess", fprocess, f"cannot split: {exc}") from None
+        path = env.get("PATH", os.defpath)
+        executable = shutil.which(argv[0], path=path)
+        if executable is None:
+            raise ConfigError("fprocess", fprocess, f"{argv[0]!r} not found on PATH or not executable")
+        mode = env.get("mode", "fork").strip() or "fork"
+        if mode not in MODES:
+            raise ConfigError("mode", mode, f"unknown mode; use one of {', '.join(MODES)}")
+        tmpdir = env.get("TMPDIR") or "/tmp"
+        log_level = env.get("log_level", "info").strip().lower() or "info"
+        if log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError("log_level", log_level, "use debug, info, warning or error")
+        port = reader.get("port", _parse_port, 8080)
+        metrics_port = reader.get("metrics_port", _parse_port_or_zero, 8081)
+        if metrics_port and metrics_port == port:
+            raise ConfigError("metrics_port", str(metrics_port), "must differ from port")
+        return cls(
+            argv=argv,
+            executable=executable,
+            mode="fork",
+            port=port,
+            bind=env.get("bind", "0.0.0.0").strip() or "0.0.0.0",
+            metrics_port=metrics_port,
+            read_timeout_s=reader.get("read_timeout", _positive_duration, DEFAULT_TIMEOUT_S),
+            write_timeout_s=reader.get("write_timeout", _positive_duration, DEFAULT_TIMEOUT_S),
+            exec_timeout_s=reader.get("exec_timeout", parse_duration, 0.0),
+            max_inflight=reader.get("max_inflight", _non_negative_int, 0),
+            max_body_bytes=reader.get("max_body_bytes", _positive_size, DEFAULT_MAX_BODY_BYTES),
+            max_output_bytes=reader.get("max_output_bytes", _positive_size, DEFAULT_MAX_OUTPUT_BYTES),
+            max_header_bytes=reader.get("max_header_bytes", _positive_size, DEFAULT_MAX_HEADER_BYTES),
+            content_type=env.get("content_type") or None,
+            combine_output=reader.get("combine_output", parse_bool, True),
+            cgi_headers=reader.get("cgi_headers", parse_bool, True),
+            marshal_request=reader.get("marshal_request", parse_bool, False),
+            write_debug=reader.get("write_debug", parse_bool, False),
+            suppress_lock=reader.get("suppress_lock", parse_bool, False),
+            lock_file=env.get("lock_file") or os.path.join(tmpdir, ".lock"),
+            healthcheck_interval_s=reader.get("healthcheck_interval", parse_duration, 0.0),
+            log_level=log_level,
+        )
+
+
+class _EnvReader:
+    """Reads one variable with a parser, turning its ValueError into a ConfigError naming it."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise ConfigError(name, raw, str(exc)) from None
+
+
+def _parse_port(text: str) -> int:
+    port = _non_negative_int(text)
+    if not 1 <= port <= 65535:
+        raise ValueError("must be a port number 1-65535")
+    return port
+
+
+def _parse_port_or_zero(text: str) -> int:
+    port = _non_negative_int(text)
+    if port > 65535:
+        raise ValueError("must be a port number 1-65535, or 0 to disable")
+    return port
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError("not a whole number") from None
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _positive_size(text: str) -> int:
+    value = parse_size(text)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value

@@ -1,0 +1,468 @@
+"""Fork mode: run the function's process once per request, body on stdin, stdout as the answer.
+
+Why it is built this way (measured on the 2-core project machines, see docs/performance notes in the
+closing notes and ``bench/watchdog.py``):
+
+* ``os.posix_spawn`` (vfork + exec inside glibc) with pipes made by ``os.pipe2(O_CLOEXEC)``; no
+  ``subprocess`` (its Popen bookkeeping costs more than the spawn) and no threads.
+* The pipes and a pidfd (``os.pidfd_open``) are watched by the event loop's epoll with plain
+  ``add_reader`` callbacks: no task, no future, no transport object per call.
+* Small bodies (<= :data:`PIPE_ATOMIC_BYTES`) are written to stdin before the event loop runs again:
+  a fresh pipe always has room for them. An empty body gives the process ``/dev/null``.
+* The child gets its own process group so a timeout, an output flood or shutdown kills everything the
+  function started, not only its first process.
+
+Kill policy (trio's ``deliver_cancel`` in spirit, but immediate): a call past its deadline, over
+``max_output_bytes``, abandoned by its client, or still running when shutdown's drain time is up gets
+its process group SIGKILLed. Functions that need a graceful stop should be written to finish within
+``exec_timeout``; there is nothing useful a fork-mode call can do with a SIGTERM grace period.
+Error handling: a process that cannot start answers 500 ``Cannot start process: <reason>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from faasd.http1 import canonical_header_name
+from faasd.logs import event
+
+if TYPE_CHECKING:
+    from faasd.http1 import Request
+    from faasd.watchdog.config import WatchdogConfig
+    from faasd.watchdog.metrics import WatchdogStats
+
+__all__ = ["CallResult", "ForkRunner", "original_environ"]
+
+log = logging.getLogger("faasd.watchdog")
+
+PIPE_ATOMIC_BYTES = 4096
+"""A body this small fits in any new pipe (even one the kernel limited to a single page), so it is
+written with one blocking ``write`` that cannot block."""
+
+READ_CHUNK_BYTES = 256 * 1024
+"""Bytes asked for per read of the function's output (pipes hold 64 KiB; this drains them in one)."""
+
+FORCE_FINISH_AFTER_KILL_S = 1.0
+"""After a kill, how long to wait for the output pipes to close before answering anyway: a process
+that left the group (``setsid``) can keep them open for ever."""
+
+_SIGDEF = (signal.SIGPIPE, signal.SIGXFSZ)
+"""Signals Python ignores that must be back to default in the function (as ``subprocess`` does)."""
+
+CallResult = tuple[int, bytes, str | None]
+"""(status, body, content type override or None) handed to the call's ``done`` callback."""
+
+
+def original_environ() -> dict[str, str]:
+    """The environment this process was started with: what the function must see.
+
+    Not ``os.environ``: started in the C locale, Python adds ``LC_CTYPE=C.UTF-8`` to it (PEP 538
+    locale coercion). Passed on, that makes every function's libc load a locale -- measured ~40 us of
+    extra CPU per ``cat`` on the project machines, ~8 % of a fork-mode call -- and functions would see
+    a variable nobody set. ``/proc/self/environ`` still holds the environment as exec'd.
+    """
+    try:
+        with open("/proc/self/environ", "rb") as file:
+            data = file.read()
+    except OSError:
+        return dict(os.environ)
+    env: dict[str, str] = {}
+    for item in data.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key:
+            env[os.fsdecode(key)] = os.fsdecode(value)
+    return env
+
+
+class ForkRunner:
+    """Starts fork-mode calls and owns every call in flight.
+
+    Resource handling: each call owns its pipes, pidfd and process group until it finishes; the runner
+    keeps the set of live calls so :meth:`check_deadlines` and :meth:`kill_all` can reach them.
+    """
+
+    def __init__(self, config: WatchdogConfig, stats: WatchdogStats, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.stats = stats
+        self.loop = loop
+        self.calls: set[ForkCall] = set()
+        self.base_env = original_environ()
+        self._env_keys: dict[str, str] = {}
+
+    def start(self, request: Request, done: Callable[[CallResult], None]) -> ForkCall | None:
+        """Spawn the function for ``request``; ``done`` is called exactly once with the result.
+
+        Returns the live call, or None when it finished at once (the process could not start).
+        """
+        call = ForkCall(self, request, done)
+        if call.spawn():
+            self.calls.add(call)
+            self.stats.in_flight = len(self.calls)
+            return call
+        return None
+
+    def release(self, call: ForkCall) -> None:
+        """Forget a call whose process is gone and whose pipes are closed."""
+        self.calls.discard(call)
+        self.stats.in_flight = len(self.calls)
+
+    def child_env(self, request: Request) -> dict[str, str]:
+        """The function's environment: the watchdog's own plus ``Http_*`` request metadata."""
+        env = self.base_env.copy()
+        if not self.config.cgi_headers:
+            return env
+        keys = self._env_keys
+        for name, value in request.headers:
+            key = keys.get(name)
+            if key is None:
+                key = keys[name] = "Http_" + canonical_header_name(name).replace("-", "_")
+            env.setdefault(key, value)
+        env["Http_Method"] = request.method
+        if request.path:
+            env["Http_Path"] = request.path
+        if request.query:
+            env["Http_Query"] = request.query
+        if request.content_type is not None:
+            env["Http_ContentType"] = request.content_type
+        env["Http_Content_Length"] = str(request.content_length)
+        env["Http_Host"] = request.host
+        return env
+
+    def stdin_bytes(self, request: Request) -> bytes:
+        """What the function reads on stdin: the body, or the OpenFaaS marshalled request."""
+        if not self.config.marshal_request:
+            return request.body
+        header: dict[str, list[str]] = {}
+        for name, value in request.headers:
+            header.setdefault(canonical_header_name(name), []).append(value)
+        document = {"header": header, "body": {"raw": base64.b64encode(request.body).decode("ascii")}}
+        return json.dumps(document).encode()
+
+    def check_deadlines(self, now: float) -> None:
+        """Kill calls past their deadline; force-finish killed calls whose pipes never closed."""
+        for call in list(self.calls):
+            if call.pidfd < 0:
+                call.poll_exit()
+                if call not in self.calls:
+                    continue
+            if call.kill_reason is None:
+                if now >= call.deadline:
+                    call.kill("timeout")
+            elif now >= call.force_deadline:
+                call.force_finish()
+
+    def kill_all(self, reason: str) -> None:
+        """Kill every call in flight (shutdown after the drain time)."""
+        for call in list(self.calls):
+            if call.kill_reason is None:
+                call.kill(reason)
+
+
+class ForkCall:
+    """One process run for one request, from spawn to the ``done`` callback."""
+
+    __slots__ = (
+        "_done",
+        "_err_chunks",
+        "_out_chunks",
+        "_stdin_view",
+        "deadline",
+        "err_fd",
+        "force_deadline",
+        "in_fd",
+        "kill_reason",
+        "out_bytes",
+        "out_fd",
+        "pid",
+        "pidfd",
+        "request",
+        "runner",
+        "started",
+        "status",
+    )
+
+    def __init__(self, runner: ForkRunner, request: Request, done: Callable[[CallResult], None]) -> None:
+        self.runner = runner
+        self.request = request
+        self._done: Callable[[CallResult], None] | None = done
+        self.started = time.monotonic()
+        self.deadline = self.started + runner.config.call_limit_s
+        self.force_deadline = 0.0
+        self.pid = 0
+        self.pidfd = -1
+        self.in_fd = -1
+        self.out_fd = -1
+        self.err_fd = -1
+        self.status: int | None = None
+        self.kill_reason: str | None = None
+        self.out_bytes = 0
+        self._out_chunks: list[bytes] = []
+        self._err_chunks: list[bytes] = []
+        self._stdin_view: memoryview | None = None
+
+    # -- start ------------------------------------------------------------------------------------
+    def spawn(self) -> bool:
+        """Start the process; False if it could not start (``done`` was then called).
+
+        Measured alternative, not kept: handing ``posix_spawn`` (which releases the GIL while the
+        vfork'd child execs) to a helper thread did not raise c16 throughput -- the children's own
+        start-up dominates the machine -- so spawning stays on the event loop, with no threads.
+        """
+        runner = self.runner
+        config = runner.config
+        body = runner.stdin_bytes(self.request)
+        child_ends: list[int] = []
+        actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = []
+        try:
+            if body:
+                r_in, self.in_fd = os.pipe2(os.O_CLOEXEC)
+                child_ends.append(r_in)
+                actions.append((os.POSIX_SPAWN_DUP2, r_in, 0))
+            else:
+                actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+            self.out_fd, w_out = os.pipe2(os.O_CLOEXEC)
+            child_ends.append(w_out)
+            actions.append((os.POSIX_SPAWN_DUP2, w_out, 1))
+            if config.combine_output:
+                actions.append((os.POSIX_SPAWN_DUP2, w_out, 2))
+            else:
+                self.err_fd, w_err = os.pipe2(os.O_CLOEXEC)
+                child_ends.append(w_err)
+                actions.append((os.POSIX_SPAWN_DUP2, w_err, 2))
+        except OSError as exc:
+            self._spawned(0, exc, child_ends, body)
+            return False
+        env = runner.child_env(self.request)
+        try:
+            pid = os.posix_spawn(
+                config.executable, config.argv, env, file_actions=actions, setpgroup=0, setsigdef=_SIGDEF
+            )
+        except OSError as exc:
+            self._spawned(0, exc, child_ends, body)
+            return False
+        self._spawned(pid, None, child_ends, body)
+        return True
+
+    def _spawned(self, pid: int, error: OSError | None, child_ends: list[int], body: bytes) -> None:
+        """Finish starting (on the event loop): close the child's pipe ends, watch ours, feed stdin."""
+        for fd in child_ends:
+            os.close(fd)
+        runner = self.runner
+        if error is not None:
+            for fd in (self.in_fd, self.out_fd, self.err_fd):
+                if fd >= 0:
+                    os.close(fd)
+            self.in_fd = self.out_fd = self.err_fd = -1
+            self._stdin_view = None
+            runner.release(self)
+            event(log, logging.ERROR, "process start failed", error=error.strerror or str(error))
+            self._finish_with(
+                (500, f"Cannot start process: {error.strerror or error}\n".encode(), "text/plain")
+            )
+            return
+        self.pid = pid
+        runner.stats.process_starts += 1
+        loop = runner.loop
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except OSError:  # No pidfd (kernel < 5.3 or a seccomp filter): the deadline tick polls instead.
+            self.pidfd = -1
+        else:
+            loop.add_reader(self.pidfd, self._on_exit)
+        loop.add_reader(self.out_fd, self._on_stdout)
+        if self.err_fd >= 0:
+            loop.add_reader(self.err_fd, self._on_stderr)
+        if self.kill_reason is not None:  # Killed (timeout, client gone) before it even started.
+            self._signal_group()
+            self._close_stdin()
+        elif body:
+            self._write_stdin(body)
+
+    def _write_stdin(self, body: bytes) -> None:
+        fd = self.in_fd
+        if len(body) <= PIPE_ATOMIC_BYTES:
+            try:  # noqa: SIM105 -- hot path; contextlib.suppress costs a context manager per call.
+                os.write(fd, body)
+            except OSError:  # The process exited without reading: its answer says what happened.
+                pass
+            os.close(fd)
+            self.in_fd = -1
+            return
+        os.set_blocking(fd, False)
+        self._stdin_view = memoryview(body)
+        self._on_stdin_writable(first=True)
+
+    def _on_stdin_writable(self, first: bool = False) -> None:
+        view = self._stdin_view
+        assert view is not None
+        try:
+            written = os.write(self.in_fd, view)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # EPIPE: the process stopped reading; drop the rest.
+            written = len(view)
+        view = view[written:]
+        if view:
+            self._stdin_view = view
+            if first:
+                self.runner.loop.add_writer(self.in_fd, self._on_stdin_writable)
+            return
+        if not first:
+            self.runner.loop.remove_writer(self.in_fd)
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self.in_fd >= 0:
+            if self._stdin_view is not None:
+                self.runner.loop.remove_writer(self.in_fd)
+            os.close(self.in_fd)
+            self.in_fd = -1
+            self._stdin_view = None
+
+    # -- output and exit --------------------------------------------------------------------------
+    def _on_stdout(self) -> None:
+        try:
+            data = os.read(self.out_fd, READ_CHUNK_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        if data:
+            self._take(data, self._out_chunks)
+            return
+        self.runner.loop.remove_reader(self.out_fd)
+        os.close(self.out_fd)
+        self.out_fd = -1
+        self._maybe_finish()
+
+    def _on_stderr(self) -> None:
+        try:
+            data = os.read(self.err_fd, READ_CHUNK_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        if data:
+            self._take(data, self._err_chunks)
+            return
+        self.runner.loop.remove_reader(self.err_fd)
+        os.close(self.err_fd)
+        self.err_fd = -1
+        self._maybe_finish()
+
+    def _take(self, data: bytes, chunks: list[bytes]) -> None:
+        if self.kill_reason is not None:
+            return  # Killed: drain and drop until EOF.
+        self.out_bytes += len(data)
+        if self.out_bytes > self.runner.config.max_output_bytes:
+            self._out_chunks.clear()
+            self._err_chunks.clear()
+            self.kill("output_limit")
+            return
+        chunks.append(data)
+
+    def _on_exit(self) -> None:
+        self.runner.loop.remove_reader(self.pidfd)
+        os.close(self.pidfd)
+        self.pidfd = -1
+        self._reap(blocking=True)
+        self._maybe_finish()
+
+    def _reap(self, blocking: bool) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, 0 if blocking else os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0
+        if pid:
+            self.status = status
+
+    def poll_exit(self) -> None:
+        """Reap without a pidfd (fallback path), from the deadline tick."""
+        if self.pid > 0 and self.pidfd < 0 and self.status is None:
+            self._reap(blocking=False)
+            self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self.status is None or self.out_fd >= 0 or self.err_fd >= 0:
+            return
+        self._close_stdin()
+        self.runner.release(self)
+        if self._done is not None:
+            self._finish_with(self._result())
+
+    def _result(self) -> CallResult:
+        config = self.runner.config
+        reason = self.kill_reason
+        if reason == "timeout":
+            message = f"Killed process: exceeded exec_timeout of {config.call_limit_s:g}s\n"
+            return 408, message.encode(), "text/plain"
+        if reason == "output_limit":
+            limit = config.max_output_bytes
+            message = f"Function output exceeded max_output_bytes ({limit} bytes); process killed\n"
+            return 502, message.encode(), "text/plain"
+        if reason == "shutdown":
+            return 503, b"Shutting down: call stopped before it finished\n", "text/plain"
+        output = b"".join(self._out_chunks)
+        errors = b"".join(self._err_chunks)
+        if errors:
+            event(log, logging.INFO, "stderr", text=errors[:4096].decode("utf-8", "replace"))
+        if config.write_debug:
+            event(log, logging.INFO, "output", text=output[:4096].decode("utf-8", "replace"))
+        code = os.waitstatus_to_exitcode(self.status or 0)
+        if code == 0:
+            return 200, output, None
+        if code > 0:
+            head = f"exit status {code}\n".encode()
+        else:
+            head = f"killed by signal {signal.Signals(-code).name}\n".encode()
+        return 500, head + output + errors, "text/plain"
+
+    def _finish_with(self, result: CallResult) -> None:
+        done = self._done
+        self._done = None
+        if done is not None:
+            done(result)
+
+    # -- killing ----------------------------------------------------------------------------------
+    def kill(self, reason: str) -> None:
+        """SIGKILL the call's process group; the call answers by ``reason`` once its pipes close."""
+        if self.kill_reason is not None:
+            return
+        self.kill_reason = reason
+        self.force_deadline = time.monotonic() + FORCE_FINISH_AFTER_KILL_S
+        self.runner.stats.count_kill(reason)
+        event(log, logging.WARNING, "killing process group", pid=self.pid, reason=reason)
+        if self.pid > 0:  # Else still being spawned: _spawned() kills it as soon as it exists.
+            self._signal_group()
+            self._close_stdin()
+
+    def _signal_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def abandon(self) -> None:
+        """The client went away: kill the process and never answer."""
+        self._done = None
+        self.kill("client_gone")
+
+    def force_finish(self) -> None:
+        """Answer a killed call whose pipes are still held open by an escaped descendant."""
+        loop = self.runner.loop
+        for fd in (self.out_fd, self.err_fd):
+            if fd >= 0:
+                loop.remove_reader(fd)
+                os.close(fd)
+        self.out_fd = self.err_fd = -1
+        if self.status is None:
+            self._reap(blocking=False)
+        if self.status is None:
+            # The leader itself is stuck (uninterruptible sleep); answer now, reap when its pidfd fires.
+            self.status = -1
+        self.runner.release(self)
+        self._close_stdin()
+        self._finish_with(self._result())

@@ -1,0 +1,376 @@
+"""The watchdog's HTTP/1.1 server: asyncio protocols around the sans-I/O parser in :mod:`faasd.http1`.
+
+Why asyncio and not trio here (measured on the project machines): the watchdog starts once per replica
+and its budget is ~150 ms to ready, while ``import trio`` alone costs 70-220 ms there; and per request
+a trio task plus stream wrappers cost more CPU than the whole rest of the server. asyncio's protocol
+callbacks (no task per request) keep the watchdog's own share of a fork-mode call near 0.1 ms. The
+daemon, which starts once, uses trio.
+
+Structure: :class:`HttpServer` owns the listeners, the live connections and one periodic tick that
+enforces every deadline (idle and slow-client read timeouts, stuck writes, and the app's own, e.g. a
+function's exec timeout) -- one timer for the whole process instead of one per request. Each
+:class:`HttpConnection` answers its requests strictly in order (pipelining is allowed, answers are
+not interleaved) through :meth:`HttpConnection.respond`, which writes the whole answer in one send
+(no Nagle/delayed-ACK stalls; asyncio also sets TCP_NODELAY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Protocol
+
+from faasd.http1 import RemoteProtocolError, RequestParser
+from faasd.logs import event
+
+if TYPE_CHECKING:
+    from faasd.http1 import Request
+
+__all__ = ["App", "HttpConnection", "HttpServer"]
+
+log = logging.getLogger("faasd.watchdog")
+
+FAST_TICK_S = 0.05
+"""Deadline check period while anything is in flight (the precision of timeouts)."""
+
+IDLE_TICK_S = 1.0
+"""Deadline check period when idle: only keep-alive idle timeouts are due then."""
+
+MAX_PIPELINED_BYTES = 1024 * 1024
+"""Bytes of a next request buffered while the current one runs; past it reading pauses."""
+
+_HEAD_TEMPLATE = (
+    b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nX-Duration-Seconds: %.6f\r\n"
+)
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+class App(Protocol):
+    """What the server calls for each complete request."""
+
+    def handle(self, request: Request, connection: HttpConnection) -> None:
+        """Answer ``request`` by calling ``connection.respond`` exactly once, now or later."""
+
+    def tick(self, now: float) -> bool:
+        """Enforce the app's own deadlines; return True while it has work in flight."""
+
+
+class HttpServer:
+    """Listeners, connections and the deadline tick for one app.
+
+    Args:
+        app: answers requests.
+        read_timeout_s: a request must arrive whole within this (and idle keep-alive connections
+            are closed after it).
+        write_timeout_s: an answer must be taken by the client within this.
+        max_header_bytes, max_body_bytes: parser limits (431 / 413).
+        on_response: called with (status, method, seconds) for every answer, for metrics.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        read_timeout_s: float,
+        write_timeout_s: float,
+        max_header_bytes: int,
+        max_body_bytes: int,
+        on_response: Callable[[int, str, float], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.read_timeout_s = read_timeout_s
+        self.write_timeout_s = write_timeout_s
+        self.max_header_bytes = max_header_bytes
+        self.max_body_bytes = max_body_bytes
+        self.on_response = on_response
+        self.connections: set[HttpConnection] = set()
+        self.listeners: list[asyncio.Server] = []
+        self.draining = False
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._tick_fast = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        busy = sum(1 for connection in self.connections if connection.busy)
+        return f"<HttpServer connections={len(self.connections)} busy={busy} draining={self.draining}>"
+
+    async def listen(self, host: str, port: int) -> asyncio.Server:
+        """Start accepting on ``host:port``; returns once the socket is bound and listening."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        server = await loop.create_server(
+            lambda: HttpConnection(self), host, port, backlog=1024, reuse_address=True
+        )
+        self.listeners.append(server)
+        if self._tick_handle is None:
+            self._tick_handle = loop.call_later(IDLE_TICK_S, self._tick)
+        return server
+
+    def wake_tick(self) -> None:
+        """Make sure deadlines are checked at the fast rate (called when work starts)."""
+        if not self._tick_fast and self._loop is not None:
+            self._tick_fast = True
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
+            self._tick_handle = self._loop.call_later(FAST_TICK_S, self._tick)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        busy = self.app.tick(now)
+        for connection in list(self.connections):
+            if connection.busy:
+                busy = True
+            elif connection.deadline and now >= connection.deadline:
+                connection.read_timed_out()
+            if connection.write_deadline and now >= connection.write_deadline:
+                connection.write_timed_out()
+            elif connection.partial:
+                busy = True
+        self._tick_fast = busy
+        assert self._loop is not None
+        self._tick_handle = self._loop.call_later(FAST_TICK_S if busy else IDLE_TICK_S, self._tick)
+
+    def stop_accepting(self) -> None:
+        """Close the listeners and every connection that has no request in flight."""
+        self.draining = True
+        for server in self.listeners:
+            server.close()
+        for connection in list(self.connections):
+            if not connection.busy:
+                connection.close()
+
+    def busy_connections(self) -> int:
+        """Connections with a request in flight."""
+        return sum(1 for connection in self.connections if connection.busy)
+
+    def close(self) -> None:
+        """Stop the tick and abort whatever connections remain."""
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        for connection in list(self.connections):
+            connection.close()
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parse, hand complete requests to the app, write answers in order."""
+
+    __slots__ = (
+        "_continue_sent",
+        "_in_process",
+        "_paused",
+        "busy",
+        "call",
+        "closed",
+        "deadline",
+        "parser",
+        "partial",
+        "peer_eof",
+        "request",
+        "server",
+        "started",
+        "transport",
+        "write_deadline",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.parser = RequestParser(server.max_header_bytes, server.max_body_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.busy = False
+        self.closed = False
+        self.peer_eof = False
+        self.partial = False
+        self.request: Request | None = None
+        self.call: object | None = None
+        """The app's handle on the work running for ``request`` (it has an ``abandon()``)."""
+        self.started = 0.0
+        self.deadline = 0.0
+        self.write_deadline = 0.0
+        self._continue_sent = False
+        self._in_process = False
+        self._paused = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.server.draining:
+            transport.close()
+            return
+        self.server.connections.add(self)
+        self.deadline = time.monotonic() + self.server.read_timeout_s
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+        if self.busy:
+            if len(self.parser._buffer) > MAX_PIPELINED_BYTES and not self._paused:
+                self._paused = True
+                assert self.transport is not None
+                self.transport.pause_reading()
+            return
+        self._process()
+
+    def eof_received(self) -> bool:
+        self.peer_eof = True
+        if not self.busy:
+            self.close()
+        return True  # Keep the write side open: an answer may still be on its way.
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        call = self.call
+        if call is not None:
+            self.call = None
+            abandon = getattr(call, "abandon", None)
+            if abandon is not None:
+                abandon()
+
+    def pause_writing(self) -> None:
+        self.write_deadline = time.monotonic() + self.server.write_timeout_s
+
+    def resume_writing(self) -> None:
+        self.write_deadline = 0.0
+
+    # -- requests ---------------------------------------------------------------------------------
+    def _process(self) -> None:
+        """Hand every complete buffered request to the app, one at a time."""
+        self._in_process = True
+        try:
+            parser = self.parser
+            while not self.busy and not self.closed:
+                try:
+                    request = parser.next_request()
+                except RemoteProtocolError as exc:
+                    self._protocol_error(exc)
+                    return
+                if request is None:
+                    self._waiting_for_more()
+                    return
+                self.partial = False
+                self._continue_sent = False
+                self.busy = True
+                self.request = request
+                self.started = time.monotonic()
+                try:
+                    self.server.app.handle(request, self)
+                except Exception:
+                    # A bug must cost one request, never the connection or the process.
+                    log.exception("request handler failed")
+                    if self.busy and self.request is request:
+                        self.call = None
+                        self.respond(500, b"Internal watchdog error\n", "text/plain")
+        finally:
+            self._in_process = False
+
+    def _waiting_for_more(self) -> None:
+        parser = self.parser
+        pending = parser.pending
+        if pending is not None and pending.expect_continue and not self._continue_sent:
+            self._continue_sent = True
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if parser.has_partial_request:
+            if not self.partial:
+                self.partial = True
+                self.deadline = time.monotonic() + self.server.read_timeout_s
+                self.server.wake_tick()
+        elif self.peer_eof or self.server.draining:
+            self.close()
+        if self._paused:
+            self._paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+
+    def respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "text/plain; charset=utf-8",
+        extra_headers: bytes = b"",
+    ) -> None:
+        """Write the answer to the current request in one send, then go on with the next one.
+
+        ``extra_headers`` are complete ``Name: value\\r\\n`` lines.
+        """
+        request = self.request
+        now = time.monotonic()
+        duration = now - self.started
+        self.busy = False
+        self.request = None
+        self.call = None
+        method = request.method if request is not None else "-"
+        if self.server.on_response is not None:
+            self.server.on_response(status, method, duration)
+        if self.closed:
+            return
+        keep_alive = (
+            request is not None and request.keep_alive and not self.server.draining and not self.peer_eof
+        )
+        head = _HEAD_TEMPLATE % (
+            status,
+            _REASONS.get(status, b"Unknown"),
+            _http_date(),
+            content_type.encode("latin-1"),
+            len(body),
+            duration,
+        )
+        if not keep_alive:
+            head += b"Connection: close\r\n"
+        transport = self.transport
+        assert transport is not None
+        if request is not None and request.method == "HEAD":
+            body = b""
+        transport.write(head + extra_headers + b"\r\n" + body)
+        if not keep_alive:
+            self.close()
+            return
+        self.deadline = now + self.server.read_timeout_s
+        if not self._in_process and (self.parser._buffer or self._paused):
+            self._process()
+
+    def _protocol_error(self, exc: RemoteProtocolError) -> None:
+        """Answer a request we could not parse, then close (the stream position is lost)."""
+        event(log, logging.INFO, "bad request", status=exc.status, reason=exc.reason)
+        self.busy = True
+        self.started = time.monotonic()
+        self.request = None
+        self.peer_eof = True  # Forces Connection: close.
+        self.respond(exc.status, exc.reason.encode() + b"\n", "text/plain")
+
+    # -- timeouts and closing ---------------------------------------------------------------------
+    def read_timed_out(self) -> None:
+        """No complete request within read_timeout: answer 408 if one had started, then close."""
+        if self.parser.has_partial_request:
+            self._protocol_error(RemoteProtocolError(408, "Request not received within read_timeout"))
+        else:
+            self.close()
+
+    def write_timed_out(self) -> None:
+        """The client did not take the answer within write_timeout: drop the connection."""
+        event(log, logging.INFO, "write timeout, closing connection")
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        """Close after flushing what is already written."""
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.server.connections.discard(self)
+            self.transport.close()
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _http_date() -> bytes:
+    """The ``Date`` header value, formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode())
+    return _date_cache[1]
