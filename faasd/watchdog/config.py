@@ -52,6 +52,9 @@ class WatchdogConfig:
     mode: Mode = "fork"
     port: int = 8080
     bind: str = "0.0.0.0"
+    listen_fd: int | None = None
+    """An inherited, already listening TCP socket to serve on instead of binding ``port``: env
+    ``listen_fd=N``, or systemd socket activation (``LISTEN_FDS``/``LISTEN_PID`` -> fd 3)."""
     metrics_port: int = 8081
     read_timeout_s: float = DEFAULT_TIMEOUT_S
     write_timeout_s: float = DEFAULT_TIMEOUT_S
@@ -106,8 +109,13 @@ class WatchdogConfig:
         metrics_port = reader.get("metrics_port", _parse_port_or_zero, 8081)
         if metrics_port and metrics_port == port:
             raise ConfigError("metrics_port", str(metrics_port), "must differ from port")
+        listen_fd = reader.get("listen_fd", _non_negative_int, None)
+        socket_activated = env.get("LISTEN_PID") == str(os.getpid())
+        if listen_fd is None and socket_activated and reader.get("LISTEN_FDS", _non_negative_int, 0) >= 1:
+            listen_fd = 3  # SD_LISTEN_FDS_START
         return cls(
             argv=argv,
+            listen_fd=listen_fd,
             executable=executable,
             mode="fork",
             port=port,

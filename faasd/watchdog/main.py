@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -98,7 +99,12 @@ async def serve(config: WatchdogConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
 
-    await server.listen(config.bind, config.port)
+    if config.listen_fd is not None:
+        inherited = socket.socket(fileno=config.listen_fd)
+        inherited.setblocking(False)
+        await server.listen(config.bind, config.port, sock=inherited)
+    else:
+        await server.listen(config.bind, config.port)
     metrics_server: HttpServer | None = None
     if config.metrics_port:
         metrics_server = HttpServer(
@@ -118,7 +124,7 @@ async def serve(config: WatchdogConfig) -> None:
         "ready",
         mode=config.mode,
         fprocess=" ".join(config.argv),
-        port=config.port,
+        port=config.port if config.listen_fd is None else f"fd:{config.listen_fd}",
         metrics_port=config.metrics_port,
         lock_file="" if config.suppress_lock else config.lock_file,
     )

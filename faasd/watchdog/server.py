@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -97,13 +98,16 @@ class HttpServer:
         busy = sum(1 for connection in self.connections if connection.busy)
         return f"<HttpServer connections={len(self.connections)} busy={busy} draining={self.draining}>"
 
-    async def listen(self, host: str, port: int) -> asyncio.Server:
-        """Start accepting on ``host:port``; returns once the socket is bound and listening."""
+    async def listen(self, host: str, port: int, sock: socket.socket | None = None) -> asyncio.Server:
+        """Start accepting on ``host:port`` (or on the listening ``sock`` given); returns once bound."""
         loop = asyncio.get_running_loop()
         self._loop = loop
-        server = await loop.create_server(
-            lambda: HttpConnection(self), host, port, backlog=1024, reuse_address=True
-        )
+        if sock is not None:
+            server = await loop.create_server(lambda: HttpConnection(self), sock=sock, backlog=1024)
+        else:
+            server = await loop.create_server(
+                lambda: HttpConnection(self), host, port, backlog=1024, reuse_address=True
+            )
         self.listeners.append(server)
         if self._tick_handle is None:
             self._tick_handle = loop.call_later(IDLE_TICK_S, self._tick)

@@ -1,0 +1,288 @@
+"""Wire types shared by the gateway, the store and every provider, with their OpenFaaS JSON forms.
+
+Pure: no I/O, no trio. ``FunctionSpec`` is what should run (the OpenFaaS ``FunctionDeployment``);
+``FunctionStatus`` is what runs (``FunctionStatus``: the spec plus observed fields). The JSON names are
+OpenFaaS's, exactly (``envProcess``, ``availableReplicas``, ...), mapped in one ``to_json``/``from_json``
+pair per type; ``tests/unit/test_provider_types.py`` pins the serialised forms. Optional fields are
+left out of the JSON when empty, as the Go ``omitempty`` does, so clients treat a missing number as 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from faasd.errors import InvalidRequest
+
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "NAME_PATTERN",
+    "Endpoint",
+    "FunctionSpec",
+    "FunctionStatus",
+    "LogMessage",
+    "LogRequest",
+    "Resources",
+    "validate_name",
+]
+
+NAME_PATTERN = re.compile(r"[-a-zA-Z_0-9.]+")
+"""Function and secret names: the OpenFaaS character class."""
+
+MAX_NAME_LENGTH = 63
+"""Longest name accepted: a DNS label, so the same name works as a Swarm service or Marathon app id."""
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+"""What OpenFaaS reports as ``createdAt`` when unknown (a Go zero time)."""
+
+LABEL_SCALE_MIN = "com.openfaas.scale.min"
+
+
+def validate_name(name: object, field_name: str = "service") -> str:
+    """Return ``name`` if it is a valid function/secret name.
+
+    Raises:
+        InvalidRequest: naming ``field_name``.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"{field_name} is required and must be a non-empty string")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidRequest(f"{field_name} {name[:80]!r} is longer than {MAX_NAME_LENGTH} characters")
+    if not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
+        raise InvalidRequest(f"{field_name} {name!r} may only contain letters, digits, '-', '_' and '.'")
+    return name
+
+
+def _string_map(value: object, field_name: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise InvalidRequest(f"{field_name} must be an object of string values")
+    return dict(value)
+
+
+def _string_list(value: object, field_name: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequest(f"{field_name} must be a list of strings")
+    return list(value)
+
+
+def _optional_str(value: object, field_name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{field_name} must be a string")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resources:
+    """OpenFaaS ``limits``/``requests``: Docker-style memory (``128M``) and CPU (``0.5`` or nano-CPUs)."""
+
+    memory: str = ""
+    cpu: str = ""
+
+    @classmethod
+    def from_json(cls, value: object, field_name: str) -> Resources | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise InvalidRequest(f'{field_name} must be an object like {{"memory": "128M", "cpu": "0.5"}}')
+        memory = _optional_str(value.get("memory"), f"{field_name}.memory")
+        cpu = _optional_str(value.get("cpu"), f"{field_name}.cpu")
+        return cls(memory=memory, cpu=cpu)
+
+    def to_json(self) -> dict[str, str]:
+        result = {}
+        if self.memory:
+            result["memory"] = self.memory
+        if self.cpu:
+            result["cpu"] = self.cpu
+        return result
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionSpec:
+    """A function as it should run: the OpenFaaS FunctionDeployment, plus faasd's handler archive."""
+
+    name: str
+    image: str = ""
+    namespace: str = ""
+    env_process: str = ""
+    env_vars: Mapping[str, str] = field(default_factory=dict)
+    constraints: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    limits: Resources | None = None
+    requests: Resources | None = None
+    read_only_root_filesystem: bool = False
+    handler_archive: bytes = b""
+    """A .tar.gz of the function's directory (``faasd deploy --handler DIR``), unpacked into its
+    working directory by the local backend. JSON field ``handlerArchive`` (base64); faasd's own."""
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+
+    @property
+    def min_replicas(self) -> int:
+        """Replicas to start with: label ``com.openfaas.scale.min`` (default 1), as faas-swarm did."""
+        raw = self.labels.get(LABEL_SCALE_MIN)
+        if raw is None:
+            return 1
+        try:
+            return max(0, int(raw))
+        except ValueError:
+            return 1
+
+    def with_image(self, image: str) -> FunctionSpec:
+        return replace(self, image=image)
+
+    @classmethod
+    def from_json(cls, document: object) -> FunctionSpec:
+        """Validate an OpenFaaS FunctionDeployment document.
+
+        Raises:
+            InvalidRequest: naming the first bad or missing field.
+        """
+        if not isinstance(document, Mapping):
+            raise InvalidRequest("the body must be a JSON object (a FunctionDeployment)")
+        name = validate_name(document.get("service"), "service")
+        archive_text = _optional_str(document.get("handlerArchive"), "handlerArchive")
+        try:
+            archive = base64.b64decode(archive_text, validate=True) if archive_text else b""
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("handlerArchive must be base64") from None
+        read_only = document.get("readOnlyRootFilesystem", False)
+        if not isinstance(read_only, bool):
+            raise InvalidRequest("readOnlyRootFilesystem must be true or false")
+        return cls(
+            name=name,
+            image=_optional_str(document.get("image"), "image"),
+            namespace=_optional_str(document.get("namespace"), "namespace"),
+            env_process=_optional_str(document.get("envProcess"), "envProcess"),
+            env_vars=_string_map(document.get("envVars"), "envVars"),
+            constraints=tuple(_string_list(document.get("constraints"), "constraints")),
+            secrets=tuple(_string_list(document.get("secrets"), "secrets")),
+            labels=_string_map(document.get("labels"), "labels"),
+            annotations=_string_map(document.get("annotations"), "annotations"),
+            limits=Resources.from_json(document.get("limits"), "limits"),
+            requests=Resources.from_json(document.get("requests"), "requests"),
+            read_only_root_filesystem=read_only,
+            handler_archive=archive,
+        )
+
+    def to_json(self, *, include_archive: bool = True) -> dict[str, Any]:
+        """The FunctionDeployment document (empty optional fields left out)."""
+        document: dict[str, Any] = {"service": self.name, "image": self.image}
+        _put(document, "namespace", self.namespace)
+        _put(document, "envProcess", self.env_process)
+        _put(document, "envVars", dict(self.env_vars))
+        _put(document, "constraints", list(self.constraints))
+        _put(document, "secrets", list(self.secrets))
+        _put(document, "labels", dict(self.labels))
+        _put(document, "annotations", dict(self.annotations))
+        if self.limits is not None:
+            _put(document, "limits", self.limits.to_json())
+        if self.requests is not None:
+            _put(document, "requests", self.requests.to_json())
+        _put(document, "readOnlyRootFilesystem", self.read_only_root_filesystem)
+        if include_archive and self.handler_archive:
+            document["handlerArchive"] = base64.b64encode(self.handler_archive).decode("ascii")
+        return document
+
+
+def _put(document: dict[str, Any], key: str, value: object) -> None:
+    if value:
+        document[key] = value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionStatus:
+    """A function as it runs: its spec plus what the backend observes."""
+
+    spec: FunctionSpec
+    # -- observed -------------------------------------------------------------------------------
+    replicas: int = 0
+    """Desired replicas (what the backend is asked to run)."""
+    available_replicas: int = 0
+    """Replicas that are ready (their watchdog's health check passes)."""
+    invocation_count: float = 0.0
+    created_at: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def to_json(self) -> dict[str, Any]:
+        """The OpenFaaS FunctionStatus document."""
+        document = self.spec.to_json(include_archive=False)
+        document["name"] = document.pop("service")
+        document["invocationCount"] = self.invocation_count
+        document["replicas"] = self.replicas
+        document["availableReplicas"] = self.available_replicas
+        document["createdAt"] = (
+            self.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if self.created_at else ZERO_TIME
+        )
+        return document
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where one ready replica answers: always an address the daemon host can reach (127.0.0.1)."""
+
+    host: str
+    port: int
+    replica: str
+    """Backend-specific replica id (local process id, Swarm task id, Marathon task id)."""
+
+    @property
+    def authority(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogRequest:
+    """OpenFaaS log query (``GET /system/logs``)."""
+
+    name: str
+    instance: str = ""
+    tail: int = 0
+    """Last N lines only; <= 0 means all kept lines."""
+    follow: bool = False
+    since: datetime | None = None
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogMessage:
+    """One log line of a function replica (NDJSON item of ``/system/logs``)."""
+
+    name: str
+    instance: str
+    timestamp: datetime
+    text: str
+    namespace: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "instance": self.instance,
+            "timestamp": self.timestamp.astimezone(UTC)
+            .isoformat(timespec="microseconds")
+            .replace("+00:00", "Z"),
+            "text": self.text,
+        }

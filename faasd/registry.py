@@ -1,0 +1,69 @@
+"""Ready replica endpoints per function: written by discovery, read by the invoke path.
+
+Discovery (a provider's ``run`` task) publishes the full list of ready endpoints of a function whenever
+it changes; the gateway's router reads :meth:`EndpointRegistry.get` on every call (a dict lookup) and
+waits with :meth:`EndpointRegistry.wait_for` when a function has none yet (cold start, scale from
+zero). One owner writes, many read, all on the trio thread: no locks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import trio
+
+from faasd.providers.types import Endpoint
+
+__all__ = ["EndpointRegistry"]
+
+
+class EndpointRegistry:
+    """Function name -> tuple of ready endpoints, with change notification."""
+
+    def __init__(self) -> None:
+        self._endpoints: dict[str, tuple[Endpoint, ...]] = {}
+        self._changed: dict[str, trio.Event] = {}
+
+    def __repr__(self) -> str:
+        ready = sum(len(endpoints) for endpoints in self._endpoints.values())
+        return f"<EndpointRegistry functions={len(self._endpoints)} ready_endpoints={ready}>"
+
+    def get(self, name: str) -> tuple[Endpoint, ...]:
+        """The ready endpoints of ``name`` now (empty when none or unknown)."""
+        return self._endpoints.get(name, ())
+
+    def publish(self, name: str, endpoints: Iterable[Endpoint]) -> None:
+        """Replace the ready endpoints of ``name`` and wake whoever waits for a change."""
+        new = tuple(endpoints)
+        if self._endpoints.get(name) == new:
+            return
+        if new:
+            self._endpoints[name] = new
+        else:
+            self._endpoints.pop(name, None)
+        event = self._changed.pop(name, None)
+        if event is not None:
+            event.set()
+
+    def forget(self, name: str) -> None:
+        """The function is gone: drop its endpoints (waiters wake and see none)."""
+        self.publish(name, ())
+
+    def names(self) -> list[str]:
+        """Functions with at least one ready endpoint."""
+        return list(self._endpoints)
+
+    async def wait_for(self, name: str, timeout_s: float = math.inf) -> tuple[Endpoint, ...]:
+        """Return the ready endpoints of ``name``, waiting up to ``timeout_s`` for one to appear.
+
+        Returns an empty tuple when the time is up (the caller decides what that means: 503).
+        """
+        with trio.move_on_after(timeout_s):
+            while not (endpoints := self._endpoints.get(name)):
+                event = self._changed.get(name)
+                if event is None:
+                    event = self._changed[name] = trio.Event()
+                await event.wait()
+            return endpoints
+        return ()

@@ -1,0 +1,122 @@
+"""Value parsing (durations, sizes, booleans) and the watchdog's env config, without starting anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from faasd.units import parse_bool, parse_duration, parse_size
+from faasd.watchdog.config import ConfigError, WatchdogConfig
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("10", 10.0),
+        ("0.5", 0.5),
+        ("0", 0.0),
+        ("10s", 10.0),
+        ("500ms", 0.5),
+        ("1m30s", 90.0),
+        ("1h", 3600.0),
+        ("1.5h", 5400.0),
+        ("2us", 2e-6),
+        (" 3s ", 3.0),
+    ],
+)
+def test_durations(text: str, seconds: float):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "10x", "-1", "-1s", "s10", "1s2", "nan", "inf"])
+def test_bad_durations(text: str):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("100", 100), ("1k", 1024), ("10m", 10 << 20), ("10Mi", 10 << 20), ("2GB", 2 << 30), ("1.5k", 1536)],
+)
+def test_sizes(text: str, size: int):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "m", "10q", "-5", "1 0"])
+def test_bad_sizes(text: str):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_booleans():
+    assert parse_bool("true") and parse_bool("TRUE") and parse_bool("1") and parse_bool("yes")
+    assert not parse_bool("false") and not parse_bool("0") and not parse_bool("")
+    with pytest.raises(ValueError):
+        parse_bool("treu")
+
+
+BASE = {"fprocess": "cat", "PATH": "/usr/bin:/bin"}
+
+
+def test_defaults_follow_the_classic_watchdog():
+    config = WatchdogConfig.from_env(BASE)
+    assert config.argv == ("cat",)
+    assert config.executable.endswith("/cat")
+    assert config.port == 8080 and config.metrics_port == 8081
+    assert config.read_timeout_s == config.write_timeout_s == 30.0
+    assert config.exec_timeout_s == 0.0
+    assert config.call_limit_s == 30.0  # exec_timeout 0: bounded by write_timeout
+    assert config.combine_output and config.cgi_headers and not config.marshal_request
+    assert config.lock_file == "/tmp/.lock"
+
+
+def test_fprocess_is_split_like_a_shell_but_not_run_by_one():
+    config = WatchdogConfig.from_env({**BASE, "fprocess": "sh -c 'echo \"a b\"; exit 3'"})
+    assert config.argv == ("sh", "-c", 'echo "a b"; exit 3')
+
+
+def test_values_are_parsed():
+    config = WatchdogConfig.from_env(
+        {
+            **BASE,
+            "port": "9000",
+            "exec_timeout": "1m",
+            "read_timeout": "5",
+            "max_inflight": "4",
+            "max_body_bytes": "1m",
+            "combine_output": "false",
+            "TMPDIR": "/var/tmp",
+        }
+    )
+    assert config.port == 9000
+    assert config.exec_timeout_s == 60.0 and config.call_limit_s == 60.0
+    assert config.read_timeout_s == 5.0
+    assert config.max_inflight == 4
+    assert config.max_body_bytes == 1 << 20
+    assert not config.combine_output
+    assert config.lock_file == "/var/tmp/.lock"
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"PATH": "/usr/bin:/bin"}, "fprocess"),
+        ({**BASE, "fprocess": "  "}, "fprocess"),
+        ({**BASE, "fprocess": "no-such-program-anywhere"}, "fprocess"),
+        ({**BASE, "fprocess": "sh -c 'unterminated"}, "fprocess"),
+        ({**BASE, "port": "abc"}, "port"),
+        ({**BASE, "port": "70000"}, "port"),
+        ({**BASE, "metrics_port": "8080"}, "metrics_port"),
+        ({**BASE, "exec_timeout": "xyz"}, "exec_timeout"),
+        ({**BASE, "read_timeout": "0"}, "read_timeout"),
+        ({**BASE, "max_inflight": "-1"}, "max_inflight"),
+        ({**BASE, "max_output_bytes": "lots"}, "max_output_bytes"),
+        ({**BASE, "combine_output": "maybe"}, "combine_output"),
+        ({**BASE, "mode": "teleport"}, "mode"),
+        ({**BASE, "log_level": "loud"}, "log_level"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], name: str):
+    with pytest.raises(ConfigError) as info:
+        WatchdogConfig.from_env(env)
+    assert info.value.name == name
+    assert str(info.value).startswith(f"invalid {name}=")
