@@ -8,25 +8,11 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """\
-usage: faasd <command> [options]
-
-Functions as a Service in one file.
-
-commands:
-  watchdog      run a function replica (configured by environment, see docs/watchdog.md)
-  version       print the version
-
-options:
-  -h, --help    show this help
-  --version     print the version
-"""
-
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a role and return its exit status."""
     args = sys.argv[1:] if argv is None else argv
-    command = args[0] if args else "--help"
+    command = args[0] if args else ""
     if command == "watchdog":
         from faasd.watchdog.main import main as watchdog_main
 
@@ -36,11 +22,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"faasd {__version__}")
         return 0
-    if command in ("-h", "--help", "help"):
-        print(USAGE, end="")
-        return 0
-    print(f"faasd: unknown command {command!r}; run 'faasd --help'", file=sys.stderr)
-    return 2
+    from faasd.cli import main as cli_main
+
+    return cli_main(args)
 
 
 if __name__ == "__main__":

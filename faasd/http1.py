@@ -25,10 +25,13 @@ from urllib.parse import unquote
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_HEADER_BYTES",
+    "ChunkedDecoder",
     "RemoteProtocolError",
     "Request",
     "RequestParser",
+    "ResponseHead",
     "canonical_header_name",
+    "parse_response_head",
 ]
 
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
@@ -107,10 +110,103 @@ def canonical_header_name(lower_name: str) -> str:
 # Parser states.
 _HEAD = 0
 _BODY_LENGTH = 1
-_CHUNK_SIZE = 2
-_CHUNK_DATA = 3
-_CHUNK_CRLF = 4
-_TRAILERS = 5
+_CHUNKED = 2
+
+# ChunkedDecoder states.
+_CHUNK_SIZE = 0
+_CHUNK_DATA = 1
+_CHUNK_CRLF = 2
+_TRAILERS = 3
+
+
+class ChunkedDecoder:
+    """Incremental decoder of a ``Transfer-Encoding: chunked`` body (requests and responses).
+
+    :meth:`feed` returns the data decoded from the bytes given; once :attr:`done`, :attr:`leftover`
+    holds what followed the body. Trailer fields are read and dropped.
+
+    Raises (from feed):
+        RemoteProtocolError: malformed framing (``error_status``), or the body passes ``max_bytes``
+            (413) or the trailers pass ``max_trailer_bytes`` (431).
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_remaining",
+        "_state",
+        "done",
+        "error_status",
+        "leftover",
+        "max_bytes",
+        "max_trailer_bytes",
+        "total",
+    )
+
+    def __init__(self, max_bytes: int, max_trailer_bytes: int, *, error_status: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_trailer_bytes = max_trailer_bytes
+        self.error_status = error_status
+        self.total = 0
+        self.done = False
+        self.leftover = b""
+        self._buffer = b""
+        self._state = _CHUNK_SIZE
+        self._remaining = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Decode what ``data`` completes; keeps any partial size line or CRLF for the next call."""
+        buffer = self._buffer + data if self._buffer else data
+        pieces: list[bytes] = []
+        while not self.done:
+            state = self._state
+            if state == _CHUNK_DATA:
+                if not buffer:
+                    break
+                take = buffer[: self._remaining]
+                pieces.append(take)
+                self._remaining -= len(take)
+                buffer = buffer[len(take) :]
+                if not self._remaining:
+                    self._state = _CHUNK_CRLF
+            elif state == _CHUNK_SIZE:
+                end = buffer.find(b"\r\n")
+                if end < 0:
+                    if len(buffer) > MAX_CHUNK_LINE_BYTES:
+                        raise RemoteProtocolError(self.error_status, "Chunk size line too long")
+                    break
+                size_text = buffer[:end].split(b";", 1)[0].strip(b" \t")
+                if not _HEX.fullmatch(size_text):
+                    raise RemoteProtocolError(self.error_status, "Invalid chunk size")
+                size = int(size_text, 16)
+                buffer = buffer[end + 2 :]
+                if size == 0:
+                    self._state = _TRAILERS
+                    continue
+                self.total += size
+                if self.total > self.max_bytes:
+                    raise RemoteProtocolError(413, _too_large(self.max_bytes))
+                self._remaining = size
+                self._state = _CHUNK_DATA
+            elif state == _CHUNK_CRLF:
+                if len(buffer) < 2:
+                    break
+                if buffer[:2] != b"\r\n":
+                    raise RemoteProtocolError(self.error_status, "Chunk data not followed by CRLF")
+                buffer = buffer[2:]
+                self._state = _CHUNK_SIZE
+            else:  # _TRAILERS: read and drop trailer fields up to the empty line.
+                end = buffer.find(b"\r\n")
+                if end < 0:
+                    if len(buffer) > self.max_trailer_bytes:
+                        raise RemoteProtocolError(431, "Trailer fields too large")
+                    break
+                buffer = buffer[end + 2 :]
+                if end == 0:
+                    self.done = True
+                    self.leftover = buffer
+                    buffer = b""
+        self._buffer = buffer
+        return pieces
 
 
 class RequestParser:
@@ -122,9 +218,9 @@ class RequestParser:
     """
 
     __slots__ = (
-        "_body_total",
         "_buffer",
         "_chunks",
+        "_decoder",
         "_remaining",
         "_state",
         "max_body_bytes",
@@ -144,7 +240,7 @@ class RequestParser:
         self._state = _HEAD
         self._chunks: list[bytes] = []
         self._remaining = 0
-        self._body_total = 0
+        self._decoder: ChunkedDecoder | None = None
 
     def feed(self, data: bytes) -> None:
         """Append bytes received from the peer."""
@@ -181,7 +277,8 @@ class RequestParser:
             self.pending = request
             self._state = framing
             self._remaining = length
-            self._body_total = 0
+            if framing == _CHUNKED:
+                self._decoder = ChunkedDecoder(self.max_body_bytes, self.max_header_bytes, error_status=400)
             # Fast path: the whole body came with the head.
             if framing == _BODY_LENGTH and len(self._buffer) >= length:
                 request.body = self._buffer[:length]
@@ -194,56 +291,24 @@ class RequestParser:
     def _continue_body(self) -> Request | None:
         request = self.pending
         assert request is not None
-        while True:
-            state = self._state
-            buffer = self._buffer
-            if state in (_BODY_LENGTH, _CHUNK_DATA):
-                if not buffer:
-                    return None
-                take = buffer[: self._remaining]
-                self._chunks.append(take)
-                self._remaining -= len(take)
-                self._buffer = buffer[len(take) :]
-                if self._remaining:
-                    return None
-                if state == _BODY_LENGTH:
-                    return self._finish(request)
-                self._state = _CHUNK_CRLF
-            elif state == _CHUNK_SIZE:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > MAX_CHUNK_LINE_BYTES:
-                        raise RemoteProtocolError(400, "Chunk size line too long")
-                    return None
-                size_text = buffer[:end].split(b";", 1)[0].strip(b" \t")
-                if not _HEX.fullmatch(size_text):
-                    raise RemoteProtocolError(400, "Invalid chunk size")
-                size = int(size_text, 16)
-                self._buffer = buffer[end + 2 :]
-                if size == 0:
-                    self._state = _TRAILERS
-                    continue
-                self._body_total += size
-                if self._body_total > self.max_body_bytes:
-                    raise RemoteProtocolError(413, _too_large(self.max_body_bytes))
-                self._remaining = size
-                self._state = _CHUNK_DATA
-            elif state == _CHUNK_CRLF:
-                if len(buffer) < 2:
-                    return None
-                if buffer[:2] != b"\r\n":
-                    raise RemoteProtocolError(400, "Chunk data not followed by CRLF")
-                self._buffer = buffer[2:]
-                self._state = _CHUNK_SIZE
-            else:  # _TRAILERS: read and drop trailer fields up to the empty line.
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > self.max_header_bytes:
-                        raise RemoteProtocolError(431, "Trailer fields too large")
-                    return None
-                self._buffer = buffer[end + 2 :]
-                if end == 0:
-                    return self._finish(request)
+        buffer = self._buffer
+        if self._state == _BODY_LENGTH:
+            if not buffer:
+                return None
+            take = buffer[: self._remaining]
+            self._chunks.append(take)
+            self._remaining -= len(take)
+            self._buffer = buffer[len(take) :]
+            return None if self._remaining else self._finish(request)
+        decoder = self._decoder
+        assert decoder is not None
+        self._buffer = b""
+        self._chunks.extend(decoder.feed(buffer))
+        if not decoder.done:
+            return None
+        self._buffer = decoder.leftover
+        self._decoder = None
+        return self._finish(request)
 
     def _finish(self, request: Request) -> Request:
         request.body = b"".join(self._chunks)
@@ -345,7 +410,7 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
         host=host or "",
     )
     if chunked:
-        return request, _CHUNK_SIZE, 0
+        return request, _CHUNKED, 0
     if content_length > 0:
         return request, _BODY_LENGTH, content_length
     request.content_length = 0
@@ -364,3 +429,70 @@ def _origin_form(target: str, method: bytes) -> str:
     if slash < 0 or (0 <= question < slash):
         return "/" + (rest[question:] if question >= 0 else "")
     return rest[slash:]
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [^\r\n]*)?")
+
+# Body framing of a response, decided from its head (RFC 9112 section 6.3).
+FRAMING_NONE = 0
+"""No body (HEAD, 1xx, 204, 304, or Content-Length: 0)."""
+FRAMING_LENGTH = 1
+FRAMING_CHUNKED = 2
+FRAMING_UNTIL_CLOSE = 3
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """An upstream response's status line and headers (names lower-cased bytes, as ASGI wants)."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    framing: int
+    content_length: int
+    keep_alive: bool
+
+
+def parse_response_head(head: bytes, *, request_method: str) -> ResponseHead:
+    """Parse a response head (without the final blank line) from a function replica.
+
+    Raises:
+        RemoteProtocolError: status 502 -- the replica answered something that is not HTTP/1.x.
+    """
+    lines = head.split(b"\r\n")
+    match = _STATUS_LINE.fullmatch(lines[0])
+    if match is None:
+        raise RemoteProtocolError(502, "Upstream sent a malformed status line")
+    http11 = match.group(1) == b"1"
+    status = int(match.group(2))
+    headers: list[tuple[bytes, bytes]] = []
+    content_length = -1
+    chunked = False
+    connection = b""
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _HEADER_NAME.fullmatch(name):
+            raise RemoteProtocolError(502, "Upstream sent a malformed header line")
+        key = name.lower()
+        value = value.strip(b" \t")
+        if key == b"content-length":
+            if not _DIGITS.fullmatch(value) or (content_length >= 0 and int(value) != content_length):
+                raise RemoteProtocolError(502, "Upstream sent an invalid Content-Length")
+            content_length = int(value)
+        elif key == b"transfer-encoding":
+            chunked = value.lower() == b"chunked"
+            if not chunked:
+                raise RemoteProtocolError(502, "Upstream used a transfer coding other than chunked")
+        elif key == b"connection":
+            connection = value.lower()
+        headers.append((key, value))
+    keep_alive = (b"close" not in connection) if http11 else (b"keep-alive" in connection)
+    if request_method == "HEAD" or status < 200 or status in (204, 304):
+        framing = FRAMING_NONE
+    elif chunked:
+        framing = FRAMING_CHUNKED
+    elif content_length >= 0:
+        framing = FRAMING_LENGTH if content_length else FRAMING_NONE
+    else:
+        framing = FRAMING_UNTIL_CLOSE
+        keep_alive = False
+    return ResponseHead(status, headers, framing, content_length, keep_alive)

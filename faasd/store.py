@@ -111,9 +111,7 @@ class Store:
         return None if row is None else _function_from_row(row)
 
     def list_functions(self) -> list[StoredFunction]:
-        rows = self._db.execute(
-            "SELECT spec, replicas, created_at, updated_at FROM functions ORDER BY name"
-        ).fetchall()
+        rows = self._db.execute("SELECT spec, replicas, created_at, updated_at FROM functions ORDER BY name").fetchall()
         return [_function_from_row(row) for row in rows]
 
     def set_replicas(self, name: str, replicas: int) -> bool:

@@ -61,9 +61,7 @@ def validate_name(name: object, field_name: str = "service") -> str:
 def _string_map(value: object, field_name: str) -> dict[str, str]:
     if value is None:
         return {}
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise InvalidRequest(f"{field_name} must be an object of string values")
     return dict(value)
 
@@ -225,8 +223,9 @@ class FunctionStatus:
 
     def to_json(self) -> dict[str, Any]:
         """The OpenFaaS FunctionStatus document."""
-        document = self.spec.to_json(include_archive=False)
-        document["name"] = document.pop("service")
+        spec = self.spec.to_json(include_archive=False)
+        del spec["service"]
+        document = {"name": self.spec.name, **spec}
         document["invocationCount"] = self.invocation_count
         document["replicas"] = self.replicas
         document["availableReplicas"] = self.available_replicas
@@ -281,8 +280,6 @@ class LogMessage:
             "name": self.name,
             "namespace": self.namespace,
             "instance": self.instance,
-            "timestamp": self.timestamp.astimezone(UTC)
-            .isoformat(timespec="microseconds")
-            .replace("+00:00", "Z"),
+            "timestamp": self.timestamp.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             "text": self.text,
         }

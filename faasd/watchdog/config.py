@@ -71,6 +71,9 @@ class WatchdogConfig:
     suppress_lock: bool = False
     lock_file: str = "/tmp/.lock"
     healthcheck_interval_s: float = 0.0
+    parent_pid: int | None = None
+    """Shut down (as on SIGTERM) when this process ends: the local backend sets it so replicas never
+    outlive a daemon that crashed."""
     log_level: str = "info"
 
     @property
@@ -136,6 +139,7 @@ class WatchdogConfig:
             suppress_lock=reader.get("suppress_lock", parse_bool, False),
             lock_file=env.get("lock_file") or os.path.join(tmpdir, ".lock"),
             healthcheck_interval_s=reader.get("healthcheck_interval", parse_duration, 0.0),
+            parent_pid=reader.get("parent_pid", _non_negative_int, None),
             log_level=log_level,
         )
 

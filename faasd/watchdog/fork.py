@@ -265,9 +265,7 @@ class ForkCall:
             self._stdin_view = None
             runner.release(self)
             event(log, logging.ERROR, "process start failed", error=error.strerror or str(error))
-            self._finish_with(
-                (500, f"Cannot start process: {error.strerror or error}\n".encode(), "text/plain")
-            )
+            self._finish_with((500, f"Cannot start process: {error.strerror or error}\n".encode(), "text/plain"))
             return
         self.pid = pid
         runner.stats.process_starts += 1

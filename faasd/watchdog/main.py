@@ -98,6 +98,8 @@ async def serve(config: WatchdogConfig) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    if config.parent_pid:
+        _watch_parent(loop, config.parent_pid, lambda: on_signal(signal.SIGTERM))
 
     if config.listen_fd is not None:
         inherited = socket.socket(fileno=config.listen_fd)
@@ -155,6 +157,24 @@ async def serve(config: WatchdogConfig) -> None:
         metrics_server.stop_accepting()
         metrics_server.close()
     event(log, logging.INFO, "stopped", answered=sum(stats.requests_by_code().values()))
+
+
+def _watch_parent(loop: asyncio.AbstractEventLoop, pid: int, stop: Callable[[], None]) -> None:
+    """Call ``stop`` when process ``pid`` ends (at once if it is already gone)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        if os.getppid() != pid:
+            stop()
+        return
+
+    def parent_exited() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        event(log, logging.WARNING, "parent process ended", parent_pid=pid)
+        stop()
+
+    loop.add_reader(fd, parent_exited)
 
 
 def _write_lock(path: str) -> None:

@@ -85,9 +85,7 @@ class WatchdogStats:
             durations.add_metric(labels, buckets, entry[1])
         yield requests
         yield durations
-        yield GaugeMetricFamily(
-            "http_requests_in_flight", "Requests being answered now", value=self.in_flight
-        )
+        yield GaugeMetricFamily("http_requests_in_flight", "Requests being answered now", value=self.in_flight)
         yield CounterMetricFamily(
             "faasd_watchdog_process_starts_total", "Function processes started", value=self.process_starts
         )

@@ -43,9 +43,7 @@ IDLE_TICK_S = 1.0
 MAX_PIPELINED_BYTES = 1024 * 1024
 """Bytes of a next request buffered while the current one runs; past it reading pauses."""
 
-_HEAD_TEMPLATE = (
-    b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nX-Duration-Seconds: %.6f\r\n"
-)
+_HEAD_TEMPLATE = b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nX-Duration-Seconds: %.6f\r\n"
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -312,9 +310,7 @@ class HttpConnection(asyncio.Protocol):
             self.server.on_response(status, method, duration)
         if self.closed:
             return
-        keep_alive = (
-            request is not None and request.keep_alive and not self.server.draining and not self.peer_eof
-        )
+        keep_alive = request is not None and request.keep_alive and not self.server.draining and not self.peer_eof
         head = _HEAD_TEMPLATE % (
             status,
             _REASONS.get(status, b"Unknown"),

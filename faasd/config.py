@@ -1,0 +1,159 @@
+"""The daemon's settings: defaults, a TOML file, ``FAASD_*`` env vars and command-line flags.
+
+Precedence: flags > env > file > defaults. Every key has the same name in all three places
+(``state_dir`` in TOML, ``FAASD_STATE_DIR`` in env, ``--state-dir`` as a flag). An unknown key in the
+file or a malformed value anywhere is a :class:`ConfigError` naming the key and where it came from.
+
+Pure: the sources are arguments, so tests pass dicts.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from faasd.units import parse_duration, parse_size
+
+__all__ = ["PROVIDERS", "ConfigError", "DaemonConfig", "default_state_dir"]
+
+PROVIDERS = ("local", "swarm", "marathon")
+
+
+class ConfigError(ValueError):
+    """A setting has a value faasd cannot use; the message names the key and its source."""
+
+
+def default_state_dir(env: Mapping[str, str]) -> str:
+    """Where state lives: systemd's ``$STATE_DIRECTORY`` (``StateDirectory=faasd`` gives
+    ``/var/lib/faasd``), else ``$XDG_STATE_HOME/faasd``, else ``~/.local/state/faasd``."""
+    if env.get("STATE_DIRECTORY"):
+        return env["STATE_DIRECTORY"].split(":")[0]
+    base = env.get("XDG_STATE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "faasd")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonConfig:
+    """Validated daemon settings; units in the field names. Keys drop the unit suffix
+    (``upstream_timeout`` sets ``upstream_timeout_s``)."""
+
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    state_dir: str = ""
+    provider: str = "local"
+    log_level: str = "info"
+    upstream_timeout_s: float = 60.0
+    """Longest a function call may take through the gateway (OpenFaaS's upstream_timeout)."""
+    ready_timeout_s: float = 30.0
+    """Longest a call waits for a ready replica (cold start) before 503."""
+    shutdown_timeout_s: float = 30.0
+    """Longest shutdown waits for calls in flight."""
+    max_body_bytes: int = 64 * 1024 * 1024
+    """Largest request body the gateway accepts (413 above)."""
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        file: str | None = None,
+        env: Mapping[str, str] | None = None,
+        flags: Mapping[str, object] | None = None,
+    ) -> DaemonConfig:
+        """Merge the sources (flags > env > file > defaults) and validate.
+
+        Args:
+            file: path of a TOML file, or None.
+            env: environment (``FAASD_<KEY>`` variables are read), default ``os.environ``.
+            flags: key -> value from the command line (None values are ignored).
+
+        Raises:
+            ConfigError: unreadable file, unknown key, or malformed value.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        if file is not None:
+            try:
+                with open(file, "rb") as handle:
+                    document = tomllib.load(handle)
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+            for key, value in document.items():
+                if key not in _PARSERS:
+                    raise ConfigError(f"unknown key {key!r} in {file}; known keys: {', '.join(sorted(_PARSERS))}")
+                values[key] = value
+                sources[key] = file
+        for key in _PARSERS:
+            variable = f"FAASD_{key.upper()}"
+            if variable in env and env[variable] != "":
+                values[key] = env[variable]
+                sources[key] = f"${variable}"
+        for key, value in (flags or {}).items():
+            if value is not None:
+                if key not in _PARSERS:
+                    raise ConfigError(f"unknown setting {key!r}")
+                values[key] = value
+                sources[key] = f"--{key.replace('_', '-')}"
+        parsed: dict[str, Any] = {}
+        for key, value in values.items():
+            field_name, parse = _PARSERS[key]
+            try:
+                parsed[field_name] = parse(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"invalid {key}={value!r} (from {sources[key]}): {exc}") from None
+        if not parsed.get("state_dir"):
+            parsed["state_dir"] = default_state_dir(env)
+        parsed["state_dir"] = os.path.abspath(os.path.expanduser(parsed["state_dir"]))
+        return cls(**parsed)
+
+    def to_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _port(value: object) -> int:
+    port = int(str(value))
+    if not 0 <= port <= 65535:
+        raise ValueError("must be a port number 0-65535 (0 picks a free one)")
+    return port
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"use one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _duration(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else parse_duration(str(value))
+
+
+def _size(value: object) -> int:
+    return int(value) if isinstance(value, int) else parse_size(str(value))
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("must be a string")
+    return value
+
+
+_PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
+    "bind": ("bind", _text),
+    "port": ("port", _port),
+    "state_dir": ("state_dir", _text),
+    "provider": ("provider", _choice(PROVIDERS)),
+    "log_level": ("log_level", _choice(("debug", "info", "warning", "error"))),
+    "upstream_timeout": ("upstream_timeout_s", _duration),
+    "ready_timeout": ("ready_timeout_s", _duration),
+    "shutdown_timeout": ("shutdown_timeout_s", _duration),
+    "max_body_size": ("max_body_bytes", _size),
+}

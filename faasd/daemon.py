@@ -1,0 +1,203 @@
+"""``faasd up``: the daemon. One ``trio.run``, one root nursery, every long-lived part a task in it.
+
+Tasks (children of the root nursery):
+
+* ``signals`` -- SIGTERM/SIGINT set the shutdown event; a second one cuts the drain short;
+* ``provider`` -- the backend's discovery/supervision loop (:meth:`Provider.run`);
+* ``gateway`` -- hypercorn serving :class:`~faasd.gateway.GatewayApp`, stopping on the shutdown event;
+* ``scaler`` -- samples per-function load every tick (the decision logic comes with the autoscaler).
+
+Start order: state dir and credentials, store, provider (started), stored functions restored, then
+the gateway binds -- so the first request already sees every function. Shutdown order: the gateway
+stops accepting and drains in-flight calls (bounded by ``shutdown_timeout``), then the provider is
+cancelled (the local backend stops its replicas), then the store closes. Exit status 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from faasd import __version__
+from faasd.config import DaemonConfig
+from faasd.gateway import (
+    BasicAuth,
+    GatewayApp,
+    GatewayMetrics,
+    Invoker,
+    UpstreamPool,
+    create_management_app,
+    load_or_create_password,
+)
+from faasd.gateway.auth import USERNAME
+from faasd.logs import event
+from faasd.providers import load_provider
+from faasd.registry import EndpointRegistry
+from faasd.service import FunctionService
+from faasd.store import AsyncStore, Store
+
+__all__ = ["DaemonInfo", "run"]
+
+log = logging.getLogger("faasd.daemon")
+
+SCALER_TICK_S = 2.0
+
+
+@dataclass(slots=True)
+class DaemonInfo:
+    """What a started daemon tells its starter (tests, ``faasd up -f``): where it listens."""
+
+    url: str
+    password_file: str | None
+    state_dir: str
+    started_at: float = field(default_factory=time.time)
+
+
+async def run(
+    config: DaemonConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT (or cancellation); see the module docstring."""
+    env = os.environ if env is None else env
+    started = time.monotonic()
+    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+    password, password_file = load_or_create_password(config.state_dir, env)
+    store = AsyncStore(await trio.to_thread.run_sync(Store.open, os.path.join(config.state_dir, "faasd.db")))
+    registry = EndpointRegistry()
+    provider = load_provider(config.provider, state_dir=config.state_dir, registry=registry, secrets=store.get_secret)
+    service_ref: list[FunctionService] = []
+    metrics = GatewayMetrics(ready_replicas=lambda: {name: len(registry.get(name)) for name in service_ref[0].names()})
+    service = FunctionService(
+        store,
+        provider,
+        registry,
+        invocations=lambda name: metrics.invocations.get(name, 0),
+        on_removed=metrics.forget,
+    )
+    service_ref.append(service)
+    pool = UpstreamPool()
+    invoker = Invoker(
+        exists=service.exists,
+        registry=registry,
+        metrics=metrics,
+        pool=pool,
+        upstream_timeout_s=config.upstream_timeout_s,
+        ready_timeout_s=config.ready_timeout_s,
+        max_body_bytes=config.max_body_bytes,
+    )
+    management = create_management_app(
+        service=service,
+        auth=BasicAuth(USERNAME, password),
+        provider_name=provider.name,
+        orchestration=provider.orchestration,
+        max_body_bytes=config.max_body_bytes,
+        health=provider.health,
+    )
+    app = GatewayApp(invoker=invoker, management=management, metrics=metrics, health=provider.health)
+    shutdown = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope)
+            await nursery.start(provider.run)
+            await service.restore()
+            gateway_done = trio.Event()
+            binds = await nursery.start(_serve_gateway, app, config, shutdown, gateway_done)
+            nursery.start_soon(_sample_load, metrics)
+            url = binds[0] if binds else f"http://{config.bind}:{config.port}"
+            info = DaemonInfo(url=url, password_file=password_file, state_dir=config.state_dir)
+            event(
+                log,
+                logging.INFO,
+                "ready",
+                version=__version__,
+                url=url,
+                provider=provider.name,
+                state_dir=config.state_dir,
+                password_file=password_file or "$FAASD_PASSWORD",
+                functions=len(service.names()),
+                startup_ms=round((time.monotonic() - started) * 1000),
+            )
+            task_status.started(info)
+            await gateway_done.wait()
+            event(log, logging.INFO, "gateway stopped; stopping replicas")
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await pool.aclose()
+            await provider.aclose()
+            await store.aclose()
+    event(log, logging.INFO, "stopped")
+
+
+async def _serve_gateway(
+    app: GatewayApp,
+    config: DaemonConfig,
+    shutdown: trio.Event,
+    done: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    hypercorn = HypercornConfig()
+    hypercorn.bind = [f"{config.bind}:{config.port}"]
+    hypercorn.accesslog = None
+    hypercorn.errorlog = logging.getLogger("faasd.gateway.server")
+    hypercorn.graceful_timeout = config.shutdown_timeout_s
+    hypercorn.keep_alive_timeout = 75.0  # Longer than common client pools' idle time: no reset races.
+    hypercorn.backlog = 1024
+    hypercorn.include_server_header = False
+    try:
+        await serve(app, hypercorn, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
+    finally:
+        done.set()
+
+
+async def _watch_signals(shutdown: trio.Event, root: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if not shutdown.is_set():
+                event(log, logging.INFO, "shutting down", signal=signal.Signals(signum).name)
+                shutdown.set()
+            else:
+                event(log, logging.WARNING, "second signal: stopping now", signal=signal.Signals(signum).name)
+                root.cancel()
+
+
+async def _sample_load(metrics: GatewayMetrics) -> None:
+    """Placeholder scaler: samples per-function calls and in-flight counts every tick (the decisions
+    come with the autoscaler); logs a line at debug level when a function's load changed."""
+    previous: dict[str, int] = {}
+    while True:
+        await trio.sleep(SCALER_TICK_S)
+        current = dict(metrics.invocations)
+        for name, total in current.items():
+            rate = (total - previous.get(name, 0)) / SCALER_TICK_S
+            if rate:
+                event(
+                    log,
+                    logging.DEBUG,
+                    "load",
+                    function=name,
+                    rps=round(rate, 1),
+                    in_flight=metrics.in_flight.get(name, 0),
+                )
+        previous = current
+
+
+def main_up(config: DaemonConfig) -> int:
+    """Run the daemon in this process; the exit status."""
+    from faasd import logs
+
+    logs.configure(config.log_level)
+    trio.run(partial(run, config))
+    return 0

@@ -1,0 +1,369 @@
+"""The invoke routes, served as raw ASGI before Quart sees the request (the hot path).
+
+* ``/function/{name}[/{path}]``, any method: the OpenFaaS route; the replica sees ``/{path}?{query}``.
+* ``POST /`` with ``X-Function: name``: the 2016 gateway's header routing.
+* ``POST /`` with an Alexa Skills request body: routed to the function named after
+  ``request.intent.name``.
+
+Per call: find a ready replica (waiting up to ``ready_timeout_s`` if the function has none yet),
+forward with :func:`faasd.gateway.proxy.forward`, count it in the metrics. Every error is a one-line
+``text/plain`` answer: 404 unknown function, 503 no ready replica in time, 502 replica failed or timed
+out, 413 body too large, 400 bad name or unroutable ``POST /``. Every answer carries ``X-Call-Id``
+(the caller's, or a new UUID) and ``X-Start-Time`` (Unix time in ns), as the OpenFaaS gateway does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import MutableMapping
+from typing import Any
+
+from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NoReplicaAvailable, PayloadTooLarge
+from faasd.gateway.metrics import GatewayMetrics
+from faasd.gateway.proxy import ProxyRequest, Receive, ReplicaUnreachable, Scope, Send, UpstreamPool, forward
+from faasd.logs import event
+from faasd.providers.types import NAME_PATTERN, Endpoint
+from faasd.registry import EndpointRegistry
+
+__all__ = ["Invoker", "Router", "send_text"]
+
+log = logging.getLogger(__name__)
+
+_DROP = frozenset(
+    {
+        b"connection",
+        b"proxy-connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+        b"content-length",
+        b"host",
+    }
+)
+_ALEXA_HINT = b"sessionId"
+_NO_ROUTE = "Provide an x-function header or a valid Alexa SDK request."
+MAX_FAILOVER = 3
+"""Replicas tried for one call when earlier ones refuse the connection."""
+
+
+class Router:
+    """Picks the replica for a call: the least busy, rotating among equals (round-robin when idle)."""
+
+    def __init__(self) -> None:
+        self.in_flight: dict[str, int] = {}
+        self._turn: dict[str, int] = {}
+
+    def pick(self, function: str, endpoints: tuple[Endpoint, ...], exclude: frozenset[str] = frozenset()) -> Endpoint:
+        count = len(endpoints)
+        if count == 1 and not exclude:
+            return endpoints[0]
+        turn = self._turn.get(function, 0)
+        self._turn[function] = turn + 1
+        in_flight = self.in_flight
+        best: Endpoint | None = None
+        best_load = 0
+        for offset in range(count):
+            endpoint = endpoints[(turn + offset) % count]
+            if endpoint.authority in exclude:
+                continue
+            load = in_flight.get(endpoint.authority, 0)
+            if best is None or load < best_load:
+                best, best_load = endpoint, load
+                if load == 0:
+                    break
+        if best is None:
+            raise NoReplicaAvailable(f"No reachable replica for function: {function}")
+        return best
+
+
+class Invoker:
+    """Everything the invoke routes need, and the routes themselves."""
+
+    def __init__(
+        self,
+        *,
+        exists: Any,
+        registry: EndpointRegistry,
+        metrics: GatewayMetrics,
+        pool: UpstreamPool,
+        upstream_timeout_s: float,
+        ready_timeout_s: float,
+        max_body_bytes: int,
+    ) -> None:
+        self.exists = exists
+        """``exists(name) -> bool``: is the function deployed (answered from memory)."""
+        self.registry = registry
+        self.metrics = metrics
+        self.pool = pool
+        self.router = Router()
+        self.upstream_timeout_s = upstream_timeout_s
+        self.ready_timeout_s = ready_timeout_s
+        self.max_body_bytes = max_body_bytes
+
+    # -- routes -----------------------------------------------------------------------------------
+    async def function_route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/function/{name}[/{path}]``."""
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        name_bytes, _, rest = raw_path[len(b"/function/") :].partition(b"/")
+        name = name_bytes.decode("latin-1")
+        query: bytes = scope.get("query_string", b"")
+        target = b"/" + rest + (b"?" + query if query else b"")
+        await self.invoke(scope, receive, send, name, target)
+
+    async def root_route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /``: X-Function header, else an Alexa intent, else 400."""
+        for header, value in scope["headers"]:
+            if header == b"x-function":
+                await self.invoke(scope, receive, send, value.decode("latin-1").strip(), b"/")
+                return
+        call_headers = _call_headers(scope)
+        try:
+            body = await _read_body(receive, self.max_body_bytes, _content_length(scope))
+        except FaasdError as exc:
+            await send_text(send, exc.http_status, exc.message, call_headers)
+            return
+        intent = _alexa_intent(body)
+        if intent is None:
+            await send_text(send, 400, _NO_ROUTE, call_headers)
+            return
+        await self.invoke(scope, _replay(body), send, intent, b"/", preread=True)
+
+    # -- the call ---------------------------------------------------------------------------------
+    async def invoke(
+        self, scope: Scope, receive: Receive, send: Send, name: str, target: bytes, *, preread: bool = False
+    ) -> None:
+        started_ns = time.time_ns()
+        started = time.monotonic()
+        call_headers = _call_headers(scope, started_ns)
+        if not NAME_PATTERN.fullmatch(name) or len(name) > 63:
+            await send_text(send, 400, f"Invalid function name: {name[:80]!r}", call_headers)
+            return
+        if not self.registry.get(name) and not self.exists(name):
+            # Not counted in the metrics: label values must stay bounded whatever names clients try.
+            await send_text(send, 404, f"Function not found: {name}", call_headers)
+            return
+        metrics = self.metrics
+        metrics.started(name)
+        status = 500
+        response_started = False
+
+        async def tracking_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal response_started
+            response_started = True
+            await send(message)
+
+        try:
+            status = await self._call(scope, receive, tracking_send, name, target, call_headers, preread)
+        except FaasdError as exc:
+            status = exc.http_status
+            if response_started:
+                raise
+            if status >= 500:
+                event(
+                    log,
+                    logging.WARNING,
+                    "invoke failed",
+                    function=name,
+                    status=status,
+                    error=exc.message,
+                    call_id=call_headers[0][1].decode(),
+                )
+            await send_text(send, status, exc.message, call_headers)
+        finally:
+            metrics.finished(name, status, time.monotonic() - started)
+
+    async def _call(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        name: str,
+        target: bytes,
+        call_headers: list[tuple[bytes, bytes]],
+        preread: bool,
+    ) -> int:
+        endpoints = self.registry.get(name)
+        if not endpoints:
+            if not self.exists(name):
+                raise FunctionNotFound(f"Function not found: {name}")
+            endpoints = await self.registry.wait_for(name, self.ready_timeout_s)
+            if not endpoints:
+                raise NoReplicaAvailable(f"No ready replica for function {name} within {self.ready_timeout_s:g}s")
+        request = await self._proxy_request(scope, receive, target, call_headers, preread)
+        tried: set[str] = set()
+        in_flight = self.router.in_flight
+        while True:
+            endpoint = self.router.pick(name, endpoints, frozenset(tried))
+            authority = endpoint.authority
+            in_flight[authority] = in_flight.get(authority, 0) + 1
+            try:
+                return await forward(
+                    self.pool,
+                    endpoint,
+                    request,
+                    send,
+                    timeout_s=self.upstream_timeout_s,
+                    response_headers=call_headers,
+                )
+            except ReplicaUnreachable:
+                tried.add(authority)
+                self.pool.forget(authority)
+                if len(tried) >= min(len(endpoints), MAX_FAILOVER):
+                    raise
+            finally:
+                in_flight[authority] -= 1
+
+    async def _proxy_request(
+        self,
+        scope: Scope,
+        receive: Receive,
+        target: bytes,
+        call_headers: list[tuple[bytes, bytes]],
+        preread: bool,
+    ) -> ProxyRequest:
+        method: str = scope["method"]
+        length = -1 if preread else _content_length(scope)
+        if length > self.max_body_bytes:
+            raise PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes")
+        host = b""
+        parts = [method.encode(), b" ", target, b" HTTP/1.1"]
+        forwarded_for = forwarded_host = False
+        for name, value in scope["headers"]:
+            if name in _DROP:
+                if name == b"host":
+                    host = value
+                continue
+            if name == b"x-call-id" or name == b"x-start-time":
+                continue
+            if name == b"x-forwarded-for":
+                forwarded_for = True
+            elif name == b"x-forwarded-host":
+                forwarded_host = True
+            parts += (b"\r\n", name, b": ", value)
+        parts += (b"\r\nHost: ", host or b"localhost")
+        if not forwarded_for and scope.get("client"):
+            parts += (b"\r\nX-Forwarded-For: ", scope["client"][0].encode())
+        if not forwarded_host and host:
+            parts += (b"\r\nX-Forwarded-Host: ", host)
+        for name, value in call_headers:
+            parts += (b"\r\n", name, b": ", value)
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        more_body = bool(message.get("more_body", False))
+        if len(body) > self.max_body_bytes:
+            raise PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes")
+        if more_body and length < 0:
+            receive = _limited(receive, self.max_body_bytes - len(body))
+        return ProxyRequest(
+            method=method,
+            head=b"".join(parts),
+            body=body,
+            more_body=more_body,
+            length=length,
+            receive=receive,
+        )
+
+
+def _call_headers(scope: Scope, started_ns: int | None = None) -> list[tuple[bytes, bytes]]:
+    """X-Call-Id (the caller's or a new UUID) and X-Start-Time for the request and the answer."""
+    call_id = None
+    for name, value in scope["headers"]:
+        if name == b"x-call-id":
+            call_id = value
+            break
+    if call_id is None:
+        call_id = str(uuid.uuid4()).encode()
+    return [(b"x-call-id", call_id), (b"x-start-time", str(started_ns or time.time_ns()).encode())]
+
+
+def _content_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                raise InvalidRequest("Invalid Content-Length") from None
+    return -1
+
+
+async def _read_body(receive: Receive, limit: int, declared: int) -> bytes:
+    if declared > limit:
+        raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+    chunks = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise InvalidRequest("Client disconnected")
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def _limited(receive: Receive, remaining: int) -> Receive:
+    """Wrap ``receive`` so a chunked upload stops with 413 once it passes the limit."""
+    budget = [remaining]
+
+    async def limited() -> MutableMapping[str, Any]:
+        message = await receive()
+        budget[0] -= len(message.get("body", b""))
+        if budget[0] < 0:
+            raise PayloadTooLarge("Request body exceeds the gateway's max_body_size")
+        return message
+
+    return limited
+
+
+def _alexa_intent(body: bytes) -> str | None:
+    """The intent name of an Alexa Skills request, or None when ``body`` is not one.
+
+    As the 2016 gateway: the body must mention ``sessionId``, and ``session.sessionId``,
+    ``session.application.applicationId`` and ``request.intent.name`` must all be non-empty.
+    """
+    if _ALEXA_HINT not in body:
+        return None
+    try:
+        document = json.loads(body)
+        session = document["session"]
+        intent = document["request"]["intent"]["name"]
+        if session["sessionId"] and session["application"]["applicationId"] and isinstance(intent, str) and intent:
+            return intent
+    except (ValueError, KeyError, TypeError):
+        return None
+    return None
+
+
+async def send_text(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+    """Answer with one line of text/plain."""
+    body = message.encode() + b"\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

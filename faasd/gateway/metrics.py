@@ -1,0 +1,140 @@
+"""The gateway's Prometheus metrics, under the OpenFaaS names so existing dashboards work.
+
+The only module that creates prometheus_client objects. Per call the invoke path does one
+:meth:`GatewayMetrics.started` and one :meth:`GatewayMetrics.finished`: label children are cached,
+so a call costs two dict lookups and the client's own increments. Values that are state rather than
+events (ready replicas, calls in flight) are read at scrape time by a collector, costing nothing per
+call.
+
+=========================================== ======== ===================================
+metric                                      type     labels
+=========================================== ======== ===================================
+gateway_function_invocation_total           counter  function_name, code
+gateway_functions_seconds                   histo    function_name, code
+gateway_function_invocation_started         counter  function_name
+gateway_service_count                       gauge    function_name (ready replicas)
+faasd_function_inflight                     gauge    function_name
+faasd_provider_errors_total                 counter  operation
+=========================================== ======== ===================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+__all__ = ["CONTENT_TYPE", "GatewayMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class GatewayMetrics:
+    """Counters of one gateway, in their own registry (tests can run several gateways in one process).
+
+    Args:
+        ready_replicas: returns {function name: ready replica count}, read at scrape time.
+    """
+
+    def __init__(self, ready_replicas: Callable[[], dict[str, int]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self._invocations = Counter(
+            "gateway_function_invocation",
+            "Function invocations answered, by status code",
+            ["function_name", "code"],
+            registry=self.registry,
+        )
+        self._seconds = Histogram(
+            "gateway_functions_seconds",
+            "Function invocation time through the gateway",
+            ["function_name", "code"],
+            registry=self.registry,
+        )
+        self._started = Counter(
+            "gateway_function_invocation_started",
+            "Function invocations started",
+            ["function_name"],
+            registry=self.registry,
+        )
+        self._provider_errors = Counter(
+            "faasd_provider_errors",
+            "Backend operations that failed",
+            ["operation"],
+            registry=self.registry,
+        )
+        self._finished_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._started_children: dict[str, Any] = {}
+        self.in_flight: dict[str, int] = {}
+        self.invocations: dict[str, int] = {}
+        """Answered calls per function since start (``invocationCount`` in function listings)."""
+        self.registry.register(_StateCollector(self, ready_replicas))
+
+    def started(self, function: str) -> None:
+        child = self._started_children.get(function)
+        if child is None:
+            child = self._started_children[function] = self._started.labels(function)
+        child.inc()
+        self.in_flight[function] = self.in_flight.get(function, 0) + 1
+
+    def finished(self, function: str, code: int, seconds: float) -> None:
+        children = self._finished_children.get((function, code))
+        if children is None:
+            children = self._finished_children[(function, code)] = (
+                self._invocations.labels(function, str(code)),
+                self._seconds.labels(function, str(code)),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+        self.in_flight[function] -= 1
+        self.invocations[function] = self.invocations.get(function, 0) + 1
+
+    def provider_error(self, operation: str) -> None:
+        self._provider_errors.labels(operation).inc()
+
+    def forget(self, function: str) -> None:
+        """Drop a removed function's per-function series (bounded label values)."""
+        for code in [code for (name, code) in self._finished_children if name == function]:
+            del self._finished_children[(function, code)]
+            for metric in (self._invocations, self._seconds):
+                with contextlib.suppress(KeyError):
+                    metric.remove(function, str(code))
+        if self._started_children.pop(function, None) is not None:
+            self._started.remove(function)
+        if not self.in_flight.get(function):
+            self.in_flight.pop(function, None)
+        self.invocations.pop(function, None)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StateCollector:
+    """Gauges computed at scrape time."""
+
+    def __init__(self, metrics: GatewayMetrics, ready_replicas: Callable[[], dict[str, int]]) -> None:
+        self._metrics = metrics
+        self._ready_replicas = ready_replicas
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        service_count = GaugeMetricFamily(
+            "gateway_service_count", "Ready replicas per function", labels=["function_name"]
+        )
+        for name, count in sorted(self._ready_replicas().items()):
+            service_count.add_metric([name], count)
+        yield service_count
+        in_flight = GaugeMetricFamily(
+            "faasd_function_inflight", "Calls in flight through the gateway", labels=["function_name"]
+        )
+        for name, count in sorted(self._metrics.in_flight.items()):
+            in_flight.add_metric([name], count)
+        yield in_flight
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())

@@ -1,0 +1,271 @@
+"""The management API (``/system/*``) on Quart, with OpenFaaS's paths, JSON shapes and status codes.
+
+Everything that is not the invoke hot path lands here. Each route validates its input, calls the
+:class:`~faasd.service.FunctionService` and maps the result; errors are :class:`~faasd.errors.FaasdError`
+subclasses answered by one handler as a single ``text/plain`` line with the class's status.
+
+=================================== ======== ==========================================================
+route                               method   answer
+=================================== ======== ==========================================================
+/system/functions                   GET      200 [FunctionStatus]
+/system/functions                   POST     202 (deploy; replaces an existing function); 400
+/system/functions                   PUT      202 (update); 404 when missing (faas-cli then POSTs); 400
+/system/functions                   DELETE   202 ``{"functionName"}``; 400 empty name; 404
+/system/function/{name}             GET      200 FunctionStatus; 404
+/system/scale-function/{name}       POST     202 ``{"serviceName", "replicas"}``; 400; 404
+/system/info                        GET      200 GatewayInfo
+/system/logs                        GET      200 NDJSON (``name``, ``tail``, ``follow``, ``since``, ``instance``)
+/system/namespaces                  GET      200 ``[]`` (one namespace)
+/system/secrets                     GET POST PUT DELETE (``{"name", "value"|"rawValue"}``)
+=================================== ======== ==========================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import platform
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from faasd import __version__
+from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest
+from faasd.gateway.auth import BasicAuth
+from faasd.providers.types import FunctionSpec, LogRequest, validate_name
+from faasd.service import FunctionService
+from faasd.units import parse_bool
+
+__all__ = ["create_management_app"]
+
+JSON = "application/json"
+
+
+def create_management_app(
+    *,
+    service: FunctionService,
+    auth: BasicAuth,
+    provider_name: str,
+    orchestration: str,
+    max_body_bytes: int,
+    health: Callable[[], tuple[bool, str]],
+) -> QuartTrio:
+    """Build the Quart app serving ``/system/*``, ``/healthz`` fallbacks and friendly errors."""
+    app = QuartTrio("faasd")
+    app.config.update(
+        RESPONSE_TIMEOUT=None,  # /system/logs?follow=true streams for as long as the client wants.
+        BODY_TIMEOUT=120,
+        MAX_CONTENT_LENGTH=max_body_bytes,
+    )
+
+    @app.before_request
+    async def require_auth() -> Response | None:
+        if request.path.startswith("/system/") and not auth.check(request.headers.get("Authorization")):
+            return Response(
+                "invalid credentials\n",
+                status=401,
+                headers={"WWW-Authenticate": 'Basic realm="Restricted"'},
+                content_type="text/plain; charset=utf-8",
+            )
+        return None
+
+    @app.errorhandler(FaasdError)
+    async def faasd_error(error: FaasdError) -> Response:
+        return _text(error.http_status, error.message)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        messages = {
+            404: f"Not found: {request.path}",
+            405: f"Method {request.method} not allowed on {request.path}",
+        }
+        response = _text(status, messages.get(status, error.description or error.name))
+        if status == 405 and getattr(error, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    # -- functions ------------------------------------------------------------------------------
+    @app.get("/system/functions")
+    async def list_functions() -> Response:
+        return _json([status.to_json() for status in await service.list()])
+
+    @app.post("/system/functions")
+    async def deploy() -> Response:
+        spec = FunctionSpec.from_json(await _json_body())
+        await service.deploy(spec)
+        return Response("", status=202)
+
+    @app.put("/system/functions")
+    async def update() -> Response:
+        spec = FunctionSpec.from_json(await _json_body())
+        await service.update(spec)
+        return Response("", status=202)
+
+    @app.delete("/system/functions")
+    async def delete() -> Response:
+        body = await _json_body()
+        name = body.get("functionName") if isinstance(body, dict) else None
+        if not name:
+            raise InvalidRequest("functionName is required")
+        validate_name(name, "functionName")
+        if not service.exists(name):
+            raise FunctionNotFound(f"No such service found: {name}.")
+        await service.remove(name)
+        return Response("", status=202)
+
+    @app.get("/system/function/<name>")
+    async def function_status(name: str) -> Response:
+        _namespace_check()
+        return _json((await service.status(name)).to_json())
+
+    @app.post("/system/scale-function/<name>")
+    async def scale(name: str) -> Response:
+        body = await _json_body()
+        if not isinstance(body, dict):
+            raise InvalidRequest('the body must be a JSON object like {"serviceName": "f", "replicas": 2}')
+        replicas = body.get("replicas")
+        if isinstance(replicas, bool) or not isinstance(replicas, int):
+            raise InvalidRequest("replicas is required and must be a whole number")
+        service_name = body.get("serviceName")
+        if service_name not in (None, "", name):
+            raise InvalidRequest(f"serviceName {service_name!r} does not match the path's {name!r}")
+        await service.scale(name, replicas)
+        return Response("", status=202)
+
+    # -- info, namespaces, logs -----------------------------------------------------------------
+    @app.get("/system/info")
+    async def info() -> Response:
+        return _json(
+            {
+                "provider": {
+                    "provider": f"faasd-{provider_name}",
+                    "orchestration": orchestration,
+                    "version": {"sha": "", "release": __version__},
+                },
+                "version": {"commit_message": "", "sha": "", "release": __version__},
+                "arch": platform.machine(),
+            }
+        )
+
+    @app.get("/system/namespaces")
+    async def namespaces() -> Response:
+        return _json([])
+
+    @app.get("/system/logs")
+    async def logs() -> Response:
+        log_request = _log_request(request.args)
+        messages = service.logs(log_request)
+
+        async def ndjson() -> AsyncIterator[bytes]:
+            async for message in messages:
+                yield json.dumps(message.to_json()).encode() + b"\n"
+
+        return Response(ndjson(), status=200, content_type="application/x-ndjson")
+
+    # -- secrets --------------------------------------------------------------------------------
+    @app.get("/system/secrets")
+    async def list_secrets() -> Response:
+        return _json([{"name": name} for name in await service.store.list_secrets()])
+
+    @app.post("/system/secrets")
+    async def create_secret() -> Response:
+        name, value = _secret_body(await _json_body())
+        created = await service.store.put_secret(name, value)
+        if not created:
+            raise InvalidRequest(f"secret {name} exists already; use PUT to change it")
+        return Response("", status=201)
+
+    @app.put("/system/secrets")
+    async def update_secret() -> Response:
+        name, value = _secret_body(await _json_body())
+        if await service.store.get_secret(name) is None:
+            raise FunctionNotFound(f"No such secret: {name}")
+        await service.store.put_secret(name, value)
+        return Response("", status=200)
+
+    @app.delete("/system/secrets")
+    async def delete_secret() -> Response:
+        body = await _json_body()
+        name = validate_name(body.get("name") if isinstance(body, dict) else None, "name")
+        if not await service.store.delete_secret(name):
+            raise FunctionNotFound(f"No such secret: {name}")
+        return Response("", status=200)
+
+    # -- health (the ASGI front answers /healthz itself; this serves HEAD and odd methods) -------
+    @app.route("/healthz", methods=["GET", "HEAD"])
+    async def healthz() -> Response:
+        ok, reason = health()
+        return _text(200 if ok else 503, "OK" if ok else f"degraded: {reason}")
+
+    @app.get("/")
+    async def index() -> Response:
+        return _text(200, f"faasd {__version__}: invoke functions at /function/<name>; API under /system/")
+
+    return app
+
+
+def _text(status: int, message: str) -> Response:
+    return Response(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+def _json(document: Any, status: int = 200) -> Response:
+    return Response(json.dumps(document), status=status, content_type=JSON)
+
+
+async def _json_body() -> Any:
+    data = await request.get_data(cache=False)
+    if not data:
+        raise InvalidRequest("the body is empty; a JSON object is required")
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def _namespace_check() -> None:
+    namespace = request.args.get("namespace", "")
+    if namespace:
+        raise InvalidRequest(f"namespace {namespace!r}: faasd has a single namespace; leave it empty")
+
+
+def _log_request(args: Any) -> LogRequest:
+    name = args.get("name", "")
+    if not name:
+        raise InvalidRequest("name is required")
+    validate_name(name, "name")
+    try:
+        tail = int(args.get("tail", "0") or 0)
+    except ValueError:
+        raise InvalidRequest("tail must be a whole number") from None
+    try:
+        follow = parse_bool(args.get("follow", "false"))
+    except ValueError:
+        raise InvalidRequest("follow must be true or false") from None
+    since = None
+    if args.get("since"):
+        try:
+            since = datetime.fromisoformat(args["since"].replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRequest("since must be an RFC 3339 time like 2026-01-02T15:04:05Z") from None
+    return LogRequest(name=name, instance=args.get("instance", ""), tail=tail, follow=follow, since=since)
+
+
+def _secret_body(body: Any) -> tuple[str, bytes]:
+    if not isinstance(body, dict):
+        raise InvalidRequest('the body must be a JSON object like {"name": "key", "value": "..."}')
+    name = validate_name(body.get("name"), "name")
+    if body.get("rawValue"):
+        try:
+            return name, base64.b64decode(body["rawValue"], validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise InvalidRequest("rawValue must be base64") from None
+    value = body.get("value")
+    if not isinstance(value, str):
+        raise InvalidRequest("value (a string) or rawValue (base64) is required")
+    return name, value.encode()

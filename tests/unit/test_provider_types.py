@@ -1,0 +1,112 @@
+"""The OpenFaaS JSON forms of the wire types are pinned here: clients depend on the exact names."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import pytest
+
+from faasd.errors import InvalidRequest
+from faasd.providers.types import FunctionSpec, FunctionStatus, LogMessage, Resources, validate_name
+
+FULL = {
+    "service": "nodeinfo",
+    "image": "functions/nodeinfo:latest",
+    "envProcess": "node main.js",
+    "envVars": {"write_timeout": "10s"},
+    "constraints": ["node.platform.os == linux"],
+    "secrets": ["api-key"],
+    "labels": {"com.openfaas.scale.min": "2"},
+    "annotations": {"topic": "cron"},
+    "limits": {"memory": "128M", "cpu": "0.5"},
+    "requests": {"memory": "64M"},
+    "readOnlyRootFilesystem": True,
+}
+
+
+def test_full_deployment_round_trips():
+    spec = FunctionSpec.from_json(FULL)
+    assert spec.env_process == "node main.js"
+    assert spec.limits == Resources(memory="128M", cpu="0.5")
+    assert spec.min_replicas == 2
+    assert spec.to_json() == FULL
+
+
+def test_minimal_deployment_omits_empty_fields():
+    spec = FunctionSpec.from_json({"service": "echo", "envProcess": "cat"})
+    assert spec.to_json() == {"service": "echo", "image": "", "envProcess": "cat"}
+    assert spec.min_replicas == 1
+
+
+def test_handler_archive_is_base64_in_json():
+    archive = b"\x1f\x8b binary"
+    spec = FunctionSpec.from_json({"service": "f", "handlerArchive": base64.b64encode(archive).decode()})
+    assert spec.handler_archive == archive
+    assert "handlerArchive" not in spec.to_json(include_archive=False)
+    assert FunctionSpec.from_json(spec.to_json()) == spec
+
+
+def test_status_json_uses_openfaas_names():
+    spec = FunctionSpec.from_json({"service": "echo", "envProcess": "cat", "handlerArchive": "AAAA"})
+    status = FunctionStatus(
+        spec=spec,
+        replicas=3,
+        available_replicas=2,
+        invocation_count=7,
+        created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    assert status.to_json() == {
+        "name": "echo",
+        "image": "",
+        "envProcess": "cat",
+        "invocationCount": 7,
+        "replicas": 3,
+        "availableReplicas": 2,
+        "createdAt": "2026-01-02T03:04:05Z",
+    }
+    assert FunctionStatus(spec=spec).to_json()["createdAt"] == "0001-01-01T00:00:00Z"
+
+
+def test_log_message_json():
+    message = LogMessage(name="f", instance="f-1", timestamp=datetime(2026, 1, 2, tzinfo=UTC), text="hi")
+    assert message.to_json() == {
+        "name": "f",
+        "namespace": "",
+        "instance": "f-1",
+        "timestamp": "2026-01-02T00:00:00.000000Z",
+        "text": "hi",
+    }
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ([], "FunctionDeployment"),
+        ({}, "service"),
+        ({"service": ""}, "service"),
+        ({"service": "a b"}, "service"),
+        ({"service": "x" * 64}, "service"),
+        ({"service": "../etc"}, "service"),
+        ({"service": "f", "envVars": {"a": 1}}, "envVars"),
+        ({"service": "f", "envVars": "x=y"}, "envVars"),
+        ({"service": "f", "secrets": "s"}, "secrets"),
+        ({"service": "f", "labels": [1]}, "labels"),
+        ({"service": "f", "limits": "128M"}, "limits"),
+        ({"service": "f", "limits": {"memory": 128}}, "limits.memory"),
+        ({"service": "f", "readOnlyRootFilesystem": "yes"}, "readOnlyRootFilesystem"),
+        ({"service": "f", "envProcess": 5}, "envProcess"),
+        ({"service": "f", "handlerArchive": "not base64!"}, "handlerArchive"),
+    ],
+)
+def test_invalid_deployments_name_the_field(document, field):
+    with pytest.raises(InvalidRequest) as info:
+        FunctionSpec.from_json(document)
+    assert field in info.value.message
+
+
+def test_names():
+    assert validate_name("a-b_c.d9") == "a-b_c.d9"
+    for bad in ("", ".", "..", "a/b", "é", "a" * 64):
+        with pytest.raises(InvalidRequest):
+            validate_name(bad)

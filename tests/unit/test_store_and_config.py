@@ -1,0 +1,114 @@
+"""The SQLite store (durability across reopen, a killed writer) and the daemon config precedence."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from faasd.config import ConfigError, DaemonConfig, default_state_dir
+from faasd.providers.types import FunctionSpec
+from faasd.store import AsyncStore, Store
+
+
+def spec(name: str = "echo", **extra: object) -> FunctionSpec:
+    return FunctionSpec.from_json({"service": name, "envProcess": "cat", **extra})
+
+
+def test_functions_survive_reopen(tmp_path):
+    path = str(tmp_path / "faasd.db")
+    store = Store.open(path)
+    first = store.put_function(spec(envVars={"a": "1"}), 2)
+    store.put_function(spec("other"), 1)
+    assert store.set_replicas("echo", 3)
+    assert not store.set_replicas("missing", 3)
+    store.close()
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    reopened = Store.open(path)
+    functions = {stored.spec.name: stored for stored in reopened.list_functions()}
+    assert functions["echo"].replicas == 3
+    assert functions["echo"].spec.env_vars == {"a": "1"}
+    assert functions["echo"].created_at == first.created_at
+    assert reopened.delete_function("other") and not reopened.delete_function("other")
+    assert [stored.spec.name for stored in reopened.list_functions()] == ["echo"]
+
+
+def test_replace_keeps_created_at(tmp_path):
+    store = Store.open(str(tmp_path / "db"))
+    first = store.put_function(spec(), 1)
+    second = store.put_function(spec(envVars={"b": "2"}), 1)
+    assert second.created_at == first.created_at
+    assert second.updated_at >= first.updated_at
+
+
+def test_secrets(tmp_path):
+    store = Store.open(str(tmp_path / "db"))
+    assert store.put_secret("key", b"v1") is True
+    assert store.put_secret("key", b"v2") is False
+    assert store.get_secret("key") == b"v2"
+    assert store.list_secrets() == ["key"]
+    assert store.delete_secret("key") and store.get_secret("key") is None
+
+
+def test_committed_write_survives_a_killed_process(tmp_path):
+    """A deploy acknowledged before the process was SIGKILLed is there after reopening."""
+    path = str(tmp_path / "db")
+    code = (
+        "import os, signal, sys; sys.path.insert(0, %r)\n"
+        "from faasd.store import Store; from faasd.providers.types import FunctionSpec\n"
+        "s = Store.open(%r)\n"
+        "s.put_function(FunctionSpec.from_json({'service': 'kept', 'envProcess': 'cat'}), 4)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    ) % (os.getcwd(), path)
+    result = subprocess.run([sys.executable, "-c", code], check=False)
+    assert result.returncode == -9
+    stored = Store.open(path).get_function("kept")
+    assert stored is not None and stored.replicas == 4
+
+
+async def test_async_store_runs_off_the_event_loop(tmp_path):
+    store = AsyncStore(Store.open(str(tmp_path / "db")))
+    await store.put_function(spec(), 1)
+    assert [f.spec.name for f in await store.list_functions()] == ["echo"]
+    await store.aclose()
+
+
+def test_config_precedence_flags_env_file(tmp_path):
+    file = tmp_path / "faasd.toml"
+    file.write_text('port = 9000\nprovider = "swarm"\nupstream_timeout = "90s"\nbind = "0.0.0.0"\n')
+    config = DaemonConfig.load(
+        file=str(file),
+        env={"FAASD_PORT": "9100", "FAASD_PROVIDER": "local", "HOME": str(tmp_path)},
+        flags={"port": 9200, "bind": None},
+    )
+    assert config.port == 9200  # flag beats env beats file
+    assert config.provider == "local"  # env beats file
+    assert config.upstream_timeout_s == 90.0  # file beats default
+    assert config.bind == "0.0.0.0"
+    assert config.state_dir == str(tmp_path / ".local" / "state" / "faasd")
+
+
+@pytest.mark.parametrize(
+    ("content", "env", "message"),
+    [
+        ("prot = 1\n", {}, "unknown key 'prot'"),
+        ("port = [\n", {}, "not valid TOML"),
+        ("", {"FAASD_PORT": "http"}, "invalid port='http' (from $FAASD_PORT)"),
+        ("provider = 'k8s'\n", {}, "invalid provider='k8s'"),
+        ("upstream_timeout = 'soon'\n", {}, "invalid upstream_timeout"),
+    ],
+)
+def test_config_errors_name_key_and_source(tmp_path, content, env, message):
+    file = tmp_path / "faasd.toml"
+    file.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        DaemonConfig.load(file=str(file), env=env)
+    assert message in str(info.value)
+
+
+def test_state_dir_defaults():
+    assert default_state_dir({"STATE_DIRECTORY": "/var/lib/faasd"}) == "/var/lib/faasd"
+    assert default_state_dir({"XDG_STATE_HOME": "/x", "HOME": "/h"}) == "/x/faasd"
+    assert default_state_dir({"HOME": "/h"}) == "/h/.local/state/faasd"
