@@ -56,12 +56,12 @@ def test_committed_write_survives_a_killed_process(tmp_path):
     """A deploy acknowledged before the process was SIGKILLed is there after reopening."""
     path = str(tmp_path / "db")
     code = (
-        "import os, signal, sys; sys.path.insert(0, %r)\n"
+        f"import os, signal, sys; sys.path.insert(0, {os.getcwd()!r})\n"
         "from faasd.store import Store; from faasd.providers.types import FunctionSpec\n"
-        "s = Store.open(%r)\n"
+        f"s = Store.open({path!r})\n"
         "s.put_function(FunctionSpec.from_json({'service': 'kept', 'envProcess': 'cat'}), 4)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
-    ) % (os.getcwd(), path)
+    )
     result = subprocess.run([sys.executable, "-c", code], check=False)
     assert result.returncode == -9
     stored = Store.open(path).get_function("kept")
