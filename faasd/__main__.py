@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         from faasd.watchdog.main import main as watchdog_main
 
         return watchdog_main(args[1:])
-    if command in ("--version", "version"):
+    if command == "--version":
         from faasd import __version__
 
         print(f"faasd {__version__}")

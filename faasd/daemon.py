@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -27,8 +27,9 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from faasd import __version__
+from faasd import __version__, sdnotify
 from faasd.config import DaemonConfig
+from faasd.errors import FaasdError
 from faasd.gateway import (
     BasicAuth,
     GatewayApp,
@@ -41,6 +42,7 @@ from faasd.gateway import (
 from faasd.gateway.auth import USERNAME
 from faasd.logs import event
 from faasd.providers import load_provider
+from faasd.providers.types import FunctionSpec
 from faasd.registry import EndpointRegistry
 from faasd.service import FunctionService
 from faasd.store import AsyncStore, Store
@@ -66,9 +68,14 @@ async def run(
     config: DaemonConfig,
     *,
     env: Mapping[str, str] | None = None,
+    deploy: Sequence[FunctionSpec] = (),
     task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon until SIGTERM/SIGINT (or cancellation); see the module docstring."""
+    """Run the daemon until SIGTERM/SIGINT (or cancellation); see the module docstring.
+
+    Args:
+        deploy: functions to deploy once up (``faasd up -f stack.yml``).
+    """
     env = os.environ if env is None else env
     started = time.monotonic()
     os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
@@ -103,6 +110,8 @@ async def run(
         orchestration=provider.orchestration,
         max_body_bytes=config.max_body_bytes,
         health=provider.health,
+        started_at=time.time(),
+        password_file=password_file,
     )
     app = GatewayApp(invoker=invoker, management=management, metrics=metrics, health=provider.health)
     shutdown = trio.Event()
@@ -128,7 +137,13 @@ async def run(
                 functions=len(service.names()),
                 startup_ms=round((time.monotonic() - started) * 1000),
             )
+            sdnotify.notify(f"READY=1\nSTATUS=serving on {url}", env)
             task_status.started(info)
+            for spec in deploy:
+                try:
+                    await service.deploy(spec)
+                except FaasdError as exc:
+                    event(log, logging.ERROR, "cannot deploy from stack", function=spec.name, error=exc.message)
             await gateway_done.wait()
             event(log, logging.INFO, "gateway stopped; stopping replicas")
             nursery.cancel_scope.cancel()
@@ -167,6 +182,7 @@ async def _watch_signals(shutdown: trio.Event, root: trio.CancelScope) -> None:
         async for signum in signals:
             if not shutdown.is_set():
                 event(log, logging.INFO, "shutting down", signal=signal.Signals(signum).name)
+                sdnotify.notify("STOPPING=1")
                 shutdown.set()
             else:
                 event(log, logging.WARNING, "second signal: stopping now", signal=signal.Signals(signum).name)
@@ -194,10 +210,24 @@ async def _sample_load(metrics: GatewayMetrics) -> None:
         previous = current
 
 
-def main_up(config: DaemonConfig) -> int:
-    """Run the daemon in this process; the exit status."""
+def main_up(config: DaemonConfig, deploy: Sequence[FunctionSpec] = ()) -> int:
+    """Run the daemon in this process; the exit status (1 with one line when it cannot start)."""
     from faasd import logs
 
     logs.configure(config.log_level)
-    trio.run(partial(run, config))
+    try:
+        trio.run(partial(run, config, deploy=deploy))
+    except (OSError, BaseExceptionGroup) as exc:
+        error = _only_os_error(exc)
+        if error is None:
+            raise
+        event(log, logging.ERROR, "cannot run", error=error.strerror or str(error))
+        return 1
     return 0
+
+
+def _only_os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` when that is all there is (e.g. the port is taken), else None."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, OSError) else None

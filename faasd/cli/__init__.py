@@ -1,6 +1,7 @@
 """The ``faasd`` command line (everything but ``watchdog``, which ``faasd.__main__`` runs without click).
 
-click does the parsing and help; each command group lives in its own module and is imported here.
+click parses and documents; each command group lives in its own module. Errors print one line and
+exit non-zero; a traceback is a bug.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ import sys
 import click
 
 from faasd import __version__
+from faasd.cli.common import make_context
+from faasd.cli.functions import deploy, describe, invoke, list_functions, logs, rm, scale
+from faasd.cli.service import install_service
+from faasd.cli.status import status, version
 from faasd.cli.up import up
 
 __all__ = ["cli", "main"]
@@ -17,14 +22,24 @@ __all__ = ["cli", "main"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="faasd", message="%(prog)s %(version)s")
-def cli() -> None:
+@click.option(
+    "--gateway",
+    "-g",
+    metavar="URL",
+    help="Gateway URL [env FAASD_URL or OPENFAAS_URL; default http://127.0.0.1:8080].",
+)
+@click.pass_context
+def cli(ctx: click.Context, gateway: str | None) -> None:
     """faasd: Functions as a Service in one file.
 
-    Run the daemon with 'faasd up'; a function replica runs 'faasd watchdog' (configured by env).
+    Start the daemon with 'faasd up'; deploy with 'faasd deploy NAME --fprocess CMD' or
+    'faasd deploy -f stack.yml'; call with 'faasd invoke NAME' or curl /function/NAME.
     """
+    ctx.obj = make_context(gateway)
 
 
-cli.add_command(up)
+for command in (status, version, up, deploy, list_functions, describe, invoke, rm, logs, scale, install_service):
+    cli.add_command(command)
 
 
 def main(argv: list[str]) -> int:
@@ -39,4 +54,6 @@ def main(argv: list[str]) -> int:
     except click.exceptions.Abort:
         print("Aborted.", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return 0  # e.g. `faasd logs f | head`.
     return 0

@@ -1,9 +1,13 @@
-"""``faasd up``: start the daemon in the foreground."""
+"""``faasd up``: start the daemon in the foreground (and, with ``-f stack.yml``, deploy a stack)."""
 
 from __future__ import annotations
 
+import os
+
 import click
 
+from faasd.cli.client import ClientError, GatewayClient, find_password
+from faasd.cli.common import CliContext, fail, pass_cli
 from faasd.config import PROVIDERS, ConfigError, DaemonConfig
 
 
@@ -14,17 +18,23 @@ from faasd.config import PROVIDERS, ConfigError, DaemonConfig
 @click.option("--provider", type=click.Choice(PROVIDERS), help="Backend [default: local].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="[default: info]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same keys.")
+@click.option("-f", "--yaml", "stack_file", type=click.Path(dir_okay=False), help="Deploy this stack.yml once up.")
+@pass_cli
 def up(
+    ctx: CliContext,
     bind: str | None,
     port: int | None,
     state_dir: str | None,
     provider: str | None,
     log_level: str | None,
     config_file: str | None,
+    stack_file: str | None,
 ) -> None:
     """Run the daemon: gateway, service discovery and autoscaler, until SIGTERM/SIGINT.
 
     Every option is also a config file key and an env var FAASD_<KEY> (flags > env > file).
+    With -f, a daemon already answering is only given the stack; otherwise one is started here and
+    the stack is deployed into it as soon as it is up.
     """
     try:
         config = DaemonConfig.load(
@@ -33,6 +43,29 @@ def up(
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    specs = []
+    if stack_file:
+        from faasd.cli.functions import deploy_spec, specs_from_stack
+
+        specs = specs_from_stack(ctx, stack_file)
+        host = "127.0.0.1" if config.bind in ("0.0.0.0", "::", "") else config.bind
+        url = f"http://{host}:{config.port}"
+        if config.port and _answers(url):
+            password, _ = find_password({**os.environ, "FAASD_STATE_DIR": config.state_dir})
+            ctx.gateway, ctx.password = url, password
+            for spec in specs:
+                deploy_spec(ctx, spec, wait=True, timeout_s=60)
+            return
     from faasd.daemon import main_up
 
-    raise SystemExit(main_up(config))
+    code = main_up(config, deploy=specs)
+    if code:
+        raise fail("faasd stopped with an error", code)
+
+
+def _answers(url: str) -> bool:
+    try:
+        GatewayClient(url, None, timeout_s=2).request("GET", "/healthz", auth=False, ok=(200, 503))
+    except ClientError:
+        return False
+    return True

@@ -26,6 +26,7 @@ import base64
 import binascii
 import json
 import platform
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
@@ -54,6 +55,8 @@ def create_management_app(
     orchestration: str,
     max_body_bytes: int,
     health: Callable[[], tuple[bool, str]],
+    started_at: float | None = None,
+    password_file: str | None = None,
 ) -> QuartTrio:
     """Build the Quart app serving ``/system/*``, ``/healthz`` fallbacks and friendly errors."""
     app = QuartTrio("faasd")
@@ -139,10 +142,20 @@ def create_management_app(
         return Response("", status=202)
 
     # -- info, namespaces, logs -----------------------------------------------------------------
+    started = time.time() if started_at is None else started_at
+
     @app.get("/system/info")
     async def info() -> Response:
+        healthy, reason = health()
         return _json(
             {
+                "faasd": {
+                    "uptime_seconds": round(time.time() - started, 3),
+                    "healthy": healthy,
+                    "health": reason,
+                    "password_file": password_file or "$FAASD_PASSWORD",
+                    "functions": len(service.names()),
+                },
                 "provider": {
                     "provider": f"faasd-{provider_name}",
                     "orchestration": orchestration,
