@@ -29,6 +29,7 @@ from hypercorn.trio import serve
 
 from faasd import __version__, sdnotify
 from faasd.config import DaemonConfig
+from faasd.credentials import USERNAME, load_or_create_password
 from faasd.errors import FaasdError
 from faasd.gateway import (
     BasicAuth,
@@ -37,9 +38,7 @@ from faasd.gateway import (
     Invoker,
     UpstreamPool,
     create_management_app,
-    load_or_create_password,
 )
-from faasd.gateway.auth import USERNAME
 from faasd.logs import event
 from faasd.providers import load_provider
 from faasd.providers.types import FunctionSpec

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from faasd.config import default_state_dir
-from faasd.gateway.auth import PASSWORD_FILE, USERNAME
+from faasd.credentials import PASSWORD_FILE, USERNAME
 
 __all__ = ["DEFAULT_GATEWAY", "ClientError", "GatewayClient", "Response", "find_password"]
 

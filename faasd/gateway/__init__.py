@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from faasd.gateway.app import GatewayApp as GatewayApp
 from faasd.gateway.auth import BasicAuth as BasicAuth
-from faasd.gateway.auth import load_or_create_password as load_or_create_password
 from faasd.gateway.invoke import Invoker as Invoker
 from faasd.gateway.metrics import GatewayMetrics as GatewayMetrics
 from faasd.gateway.proxy import UpstreamPool as UpstreamPool
@@ -17,5 +16,4 @@ __all__ = [
     "Invoker",
     "UpstreamPool",
     "create_management_app",
-    "load_or_create_password",
 ]
