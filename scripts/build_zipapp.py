@@ -1,26 +1,30 @@
 #!/usr/bin/env python3
-"""Build dist/faasd.pyz: the faasd package plus every runtime dependency, in one executable file.
+"""Build dist/faasd.pyz: the faasd package plus every locked wheel, in one executable zip.
 
-Stdlib only, so it runs on a fresh Debian 12 that has nothing but ``python3``: the wheels named in
-scripts/requirements.lock are downloaded from PyPI (verified by sha256, cached), unpacked into the
-archive beside the faasd package, and everything is precompiled.
+Stdlib only on purpose: it must run on a fresh Debian 12 that has python3 and nothing else (no pip,
+no venv). The wheels named in scripts/requirements.lock are downloaded once into a cache, checked
+against their sha256, and unpacked into the zip's top level, so the zipapp needs no network and no
+site-packages at runtime.
 
-Why precompile: zipimport never writes bytecode caches, so without ``.pyc`` files inside the archive
-every start recompiles every module (measured: trio + h11 took 0.45 s instead of 0.2 s). The ``.pyc``
-files sit beside their ``.py`` (the legacy layout zipimport reads) and are unchecked-hash pycs, so they
-hold no timestamp and zipimport does not compare them with the source's mtime.
+What goes in, and why:
 
-Deterministic: the same inputs give the same bytes (sorted entries, fixed timestamps and modes, fixed
-compression). Compiled extensions (``.so``) are left out: zipimport cannot load them, and every
-dependency used here has a pure-Python fallback.
+* every ``.py`` gets a legacy-layout ``module.pyc`` beside it (zipimport never writes bytecode, so
+  without them each start recompiles every imported module). The .pyc files are unchecked-hash
+  pycs: no timestamp inside, and zipimport does not compare them with anything;
+* compiled extensions are left out (zipimport cannot load them; markupsafe and pyyaml fall back to
+  their pure-Python code), as are type stubs, ``__pycache__``, test suites shipped inside packages
+  and ``*.dist-info/RECORD`` (it lists files that are no longer there);
+* the rest of ``*.dist-info`` stays: importlib.metadata reads it from the zip, and licenses must ship.
 
-Usage: python3 scripts/build_zipapp.py [--output dist/faasd.pyz] [--if-stale]
+The output is deterministic: sorted entries, fixed timestamps, modes and compression, so the same
+lock, sources and interpreter give a byte-identical file.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import importlib.util
 import io
 import os
@@ -30,187 +34,328 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import _bootstrap_external  # type: ignore[attr-defined]
+from pathlib import Path, PurePosixPath
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK_FILE = ROOT / "scripts" / "requirements.lock"
-DEFAULT_OUTPUT = ROOT / "dist" / "faasd.pyz"
 PACKAGE_DIR = ROOT / "faasd"
-SHEBANG = b"#!/usr/bin/env python3\n"
-FIXED_TIME = (1980, 1, 1, 0, 0, 0)
-DOWNLOAD_TIMEOUT_S = 120
-MAIN = b"import sys\nfrom faasd.__main__ import main\nsys.exit(main())\n"
+DEFAULT_OUTPUT = ROOT / "dist" / "faasd.pyz"
 
-_SKIP_SUFFIXES = (".so", ".pyd", ".pyi", ".c", ".h", ".pyx", ".pxd")
-_SKIP_PARTS = frozenset({"__pycache__", "_tests", "tests", "test"})
+SHEBANG = b"#!/usr/bin/env python3\n"
+MAIN_PY = b'"""Entry point of the faasd zipapp."""\nimport sys\n\nfrom faasd.__main__ import main\n\nsys.exit(main())\n'
+# Baked into each code object's co_filename (zipimport does not fix it up at load time). A constant
+# keeps the output independent of where it is built or written; tracebacks still show source lines
+# because linecache asks the module's zipimporter for them.
+CO_FILENAME_PREFIX = "faasd.pyz/"
+
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+FILE_ATTR = (stat.S_IFREG | 0o644) << 16
+DIR_ATTR = ((stat.S_IFDIR | 0o755) << 16) | 0x10  # 0x10: MS-DOS directory bit
+COMPRESSION = zipfile.ZIP_DEFLATED
+COMPRESS_LEVEL = 6
+
+DROPPED_SUFFIXES = (".so", ".pyd", ".pyi", ".pyc", ".pyo", ".c", ".h")
+DROPPED_DIRS = frozenset({"__pycache__", "tests", "_tests"})
+DOWNLOAD_TIMEOUT = 60.0
+TARGET_PYTHON = (3, 11)  # Debian 12's python3; .pyc files only load on the interpreter that wrote them
 
 
 class BuildError(Exception):
-    """The build cannot go on; the message is one line for the user."""
+    """A failure worth one line on stderr (bad hash, network down, broken lock), not a traceback."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build dist/faasd.pyz (all dependencies inside).")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the zipapp")
-    parser.add_argument("--if-stale", action="store_true", help="do nothing when the output is newer than its inputs")
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class LockedWheel:
+    """One line of requirements.lock."""
+
+    name: str
+    version: str
+    url: str
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        """The wheel's file name, also its name in the cache."""
+        return self.url.rsplit("/", 1)[1]
+
+
+# --- lock and cache -------------------------------------------------------------------------------
+
+
+def read_lock(path: Path) -> list[LockedWheel]:
+    """Parse requirements.lock (``name version url sha256`` per line, ``#`` comments)."""
     try:
-        if args.if_stale and not is_stale(args.output):
-            print(f"{display(args.output)} is up to date")
-            return 0
-        started = time.monotonic()
-        build(args.output)
-    except BuildError as exc:
-        print(f"build_zipapp: {exc}", file=sys.stderr)
-        return 1
-    size = args.output.stat().st_size
-    print(f"built {display(args.output)}: {size / 1e6:.1f} MB in {time.monotonic() - started:.1f}s")
-    return 0
-
-
-def display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def inputs() -> Iterator[Path]:
-    """Every file whose change must rebuild the zipapp."""
-    yield LOCK_FILE
-    yield Path(__file__).resolve()
-    for path in PACKAGE_DIR.rglob("*"):
-        if path.is_file() and "__pycache__" not in path.parts:
-            yield path
-
-
-def is_stale(output: Path) -> bool:
-    if not output.exists():
-        return True
-    built = output.stat().st_mtime
-    return any(path.stat().st_mtime > built for path in inputs())
-
-
-# -- wheels ----------------------------------------------------------------------------------------
-def read_lock() -> list[tuple[str, str, str, str]]:
-    """(name, version, url, sha256) for every locked distribution."""
-    entries = []
-    for number, line in enumerate(LOCK_FILE.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise BuildError(f"cannot read {path}: {exc.strerror}") from exc
+    wheels = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        parts = line.split()
-        if len(parts) != 4:
-            raise BuildError(f"{LOCK_FILE.name}:{number}: expected 'name version url sha256'")
-        entries.append((parts[0], parts[1], parts[2], parts[3]))
-    return entries
+        fields = line.split()
+        if len(fields) != 4 or not fields[2].startswith("https://") or not fields[2].endswith(".whl"):
+            raise BuildError(f"{path}:{number}: expected 'name version https://...whl sha256'")
+        wheels.append(LockedWheel(*fields))
+    if not wheels:
+        raise BuildError(f"{path}: no wheels listed")
+    return wheels
 
 
 def cache_dir() -> Path:
-    if os.environ.get("FAASD_WHEEL_CACHE"):
-        return Path(os.environ["FAASD_WHEEL_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """``$FAASD_WHEEL_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/faasd/wheels``."""
+    if explicit := os.environ.get("FAASD_WHEEL_CACHE"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "faasd" / "wheels"
 
 
-def fetch_wheel(name: str, url: str, sha256: str) -> bytes:
-    """The wheel's bytes, from the cache or PyPI, verified against ``sha256``."""
-    path = cache_dir() / url.rsplit("/", 1)[-1]
-    if path.exists():
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() == sha256:
-            return data
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks (wheels can be a few MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path) -> None:
+    """Fetch url into dest via a temporary file, so an interrupted download never looks cached."""
+    part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    request = urllib.request.Request(url, headers={"User-Agent": "faasd-build_zipapp"})
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            data = response.read()
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise BuildError(f"cannot download {name} from {url}: {reason}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sha256:
-        raise BuildError(f"{name}: sha256 mismatch for {url} (got {digest}, locked {sha256})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".part")
-    partial.write_bytes(data)
-    partial.replace(path)
-    return data
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response, part.open("wb") as f:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+        os.replace(part, dest)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        part.unlink(missing_ok=True)
+        if isinstance(exc, urllib.error.HTTPError):
+            reason = f"HTTP {exc.code} {exc.reason}"
+        else:
+            reason = getattr(exc, "reason", None) or exc
+        raise BuildError(f"cannot download {url}: {reason}") from exc
 
 
-def wheel_files(data: bytes) -> Iterator[tuple[str, bytes, bool]]:
-    """(archive path, content, executable) of every file of a wheel worth shipping."""
-    with zipfile.ZipFile(io.BytesIO(data)) as wheel:
-        for info in wheel.infolist():
-            name = info.filename
-            if info.is_dir() or not keep(name):
-                continue
-            executable = bool((info.external_attr >> 16) & 0o111)
-            yield name, wheel.read(info), executable
+def fetch_wheel(wheel: LockedWheel, cache: Path) -> Path:
+    """Return the cached wheel, downloading it only when missing or when its hash is wrong."""
+    path = cache / wheel.filename
+    if path.is_file() and sha256_of(path) == wheel.sha256:
+        return path
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError(f"cannot create wheel cache {cache}: {exc.strerror}") from exc
+    download(wheel.url, path)
+    actual = sha256_of(path)
+    if actual != wheel.sha256:
+        path.unlink(missing_ok=True)
+        raise BuildError(f"sha256 mismatch for {wheel.filename}: expected {wheel.sha256}, got {actual} ({wheel.url})")
+    return path
 
 
-def keep(name: str) -> bool:
-    parts = name.split("/")
-    if parts[0].endswith(".data"):
-        return False  # Scripts and headers: not importable.
-    if parts[0].endswith(".dist-info"):
-        return parts[-1] != "RECORD"
-    if any(part in _SKIP_PARTS for part in parts[:-1]):
+# --- choosing the zip's contents ------------------------------------------------------------------
+
+
+def is_dist_info(parts: tuple[str, ...]) -> bool:
+    """Whether a path lies inside a ``*.dist-info`` directory."""
+    return bool(parts) and parts[0].endswith(".dist-info")
+
+
+def keep(arcname: str) -> bool:
+    """Whether a file belongs in the zipapp (see the module docstring for the reasons)."""
+    path = PurePosixPath(arcname)
+    parts = path.parts
+    if is_dist_info(parts):
+        return parts[1:] != ("RECORD",)
+    if path.name.endswith(DROPPED_SUFFIXES) or path.name.endswith("~"):
         return False
-    return not name.endswith(_SKIP_SUFFIXES)
+    return not any(part in DROPPED_DIRS or part.startswith(".") for part in parts)
 
 
-# -- the archive -----------------------------------------------------------------------------------
-def package_files() -> Iterator[tuple[str, bytes, bool]]:
-    for path in sorted(PACKAGE_DIR.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".pyc"):
-            relative = path.relative_to(ROOT).as_posix()
-            yield relative, path.read_bytes(), bool(path.stat().st_mode & stat.S_IXUSR)
+def wheel_arcname(member: str) -> str | None:
+    """Where a wheel member lands in the zip: top level, or purelib/platlib data unpacked there too."""
+    parts = PurePosixPath(member).parts
+    if parts and parts[0].endswith(".data"):
+        if len(parts) > 2 and parts[1] in ("purelib", "platlib"):
+            return "/".join(parts[2:])
+        return None  # scripts, headers, data: nothing an import can use
+    return member
 
 
-def compile_source(name: str, source: bytes) -> bytes:
-    """Unchecked-hash .pyc bytes for module source ``source`` at archive path ``name``."""
-    code = compile(source, name, "exec", dont_inherit=True, optimize=0)
-    from importlib._bootstrap_external import _code_to_hash_pyc  # type: ignore[attr-defined]
+def wheel_files(wheel_path: Path) -> Iterator[tuple[str, bytes]]:
+    """(arcname, content) of every file of a wheel that the zipapp keeps."""
+    try:
+        with zipfile.ZipFile(wheel_path) as wheel:
+            for info in wheel.infolist():
+                arcname = None if info.is_dir() else wheel_arcname(info.filename)
+                if arcname and keep(arcname):
+                    yield arcname, wheel.read(info)
+    except zipfile.BadZipFile as exc:
+        raise BuildError(f"{wheel_path}: not a valid wheel: {exc}") from exc
 
+
+def package_files(package_dir: Path) -> Iterator[tuple[str, bytes]]:
+    """(arcname, content) of the faasd package's own files."""
+    for path in sorted(package_dir.rglob("*")):
+        arcname = path.relative_to(package_dir.parent).as_posix()
+        if path.is_file() and keep(arcname):
+            yield arcname, path.read_bytes()
+
+
+def collect(sources: Iterable[tuple[str, Iterable[tuple[str, bytes]]]]) -> dict[str, bytes]:
+    """Merge files from all sources, refusing two different files at the same path."""
+    files: dict[str, bytes] = {"__main__.py": MAIN_PY}
+    origin: dict[str, str] = {"__main__.py": "build_zipapp"}
+    for source, entries in sources:
+        for arcname, data in entries:
+            if arcname in files and files[arcname] != data:
+                raise BuildError(f"{arcname} is shipped by both {origin[arcname]} and {source}")
+            files[arcname] = data
+            origin[arcname] = source
+    return files
+
+
+# --- bytecode -------------------------------------------------------------------------------------
+
+
+def pyc_bytes(arcname: str, source: bytes) -> bytes:
+    """An unchecked-hash .pyc for source: no mtime inside, so zipimport never revalidates it.
+
+    ``dont_inherit`` keeps this script's own ``from __future__`` flags out of the compiled code.
+    """
+    code = compile(source, CO_FILENAME_PREFIX + arcname, "exec", dont_inherit=True, optimize=0)
     source_hash = importlib.util.source_hash(source)
-    return bytes(_code_to_hash_pyc(code, source_hash, checked=False))
+    return bytes(_bootstrap_external._code_to_hash_pyc(code, source_hash, checked=False))
 
 
-def build(output: Path) -> None:
-    files: dict[str, tuple[bytes, bool]] = {"__main__.py": (MAIN, False)}
-    for name, content, executable in package_files():
-        files[name] = (content, executable)
-    for dist_name, _version, url, sha256 in read_lock():
-        for name, content, executable in wheel_files(fetch_wheel(dist_name, url, sha256)):
-            if name in files and not name.endswith(".dist-info/LICENSE"):
-                raise BuildError(f"{dist_name}: {name} is also provided by another distribution")
-            files[name] = (content, executable)
-    for name in [n for n in files if n.endswith(".py")]:
-        try:
-            files[name[:-3] + ".pyc"] = (compile_source(name, files[name][0]), False)
-        except SyntaxError as exc:
-            raise BuildError(f"{name} does not compile with Python {sys.version.split()[0]}: {exc}") from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".part")
-    with open(partial, "wb") as raw:
-        raw.write(SHEBANG)
-        with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
-            # Directory entries: zipimport finds namespace packages (e.g. flask/sansio) only through them.
-            directories = {name.rsplit("/", i)[0] + "/" for name in files for i in range(1, name.count("/") + 1)}
-            for directory in sorted(directories):
-                info = zipfile.ZipInfo(directory, date_time=FIXED_TIME)
-                info.external_attr = (0o755 | stat.S_IFDIR) << 16 | 0x10
-                info.create_system = 3
-                archive.writestr(info, b"")
-            for name in sorted(files):
-                content, executable = files[name]
-                info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = ((0o755 if executable else 0o644) | stat.S_IFREG) << 16
-                info.create_system = 3  # Unix, whatever the build host.
-                archive.writestr(info, content)
-    os.chmod(partial, 0o755)
-    partial.replace(output)
+def add_bytecode(files: dict[str, bytes]) -> dict[str, bytes]:
+    """Return files plus a ``module.pyc`` beside each ``module.py`` (legacy layout, what zipimport reads)."""
+    out = dict(files)
+    for arcname, data in files.items():
+        if arcname.endswith(".py"):
+            try:
+                out[arcname + "c"] = pyc_bytes(arcname, data)
+            except (SyntaxError, ValueError) as exc:
+                raise BuildError(f"{arcname} does not compile: {exc}") from exc
+    return out
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+
+def directories(arcnames: Iterable[str]) -> set[str]:
+    """Every parent directory, as ``dir/`` entries: namespace packages and resource readers need them."""
+    dirs = set()
+    for arcname in arcnames:
+        for parent in PurePosixPath(arcname).parents:
+            if str(parent) != ".":
+                dirs.add(f"{parent}/")
+    return dirs
+
+
+def zip_info(arcname: str) -> zipfile.ZipInfo:
+    """A ZipInfo with every varying field pinned (date, mode, creator, compression)."""
+    info = zipfile.ZipInfo(arcname, date_time=ZIP_DATE)
+    info.create_system = 3  # unix, so external_attr carries a mode
+    if arcname.endswith("/"):
+        info.external_attr = DIR_ATTR
+        info.compress_type = zipfile.ZIP_STORED
+    else:
+        info.external_attr = FILE_ATTR
+        info.compress_type = COMPRESSION
+    return info
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """The complete zipapp: shebang line, then the zip with entries in sorted order."""
+    buffer = io.BytesIO()
+    buffer.write(SHEBANG)
+    entries = {**dict.fromkeys(directories(files), b""), **files}
+    with zipfile.ZipFile(buffer, "w", compresslevel=COMPRESS_LEVEL) as archive:
+        for arcname in sorted(entries):
+            archive.writestr(zip_info(arcname), entries[arcname], compresslevel=COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def write_executable(path: Path, data: bytes) -> None:
+    """Write atomically with mode 0755: a running daemon keeps its open file, new starts see the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.chmod(0o755)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BuildError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+# --- staleness ------------------------------------------------------------------------------------
+
+
+def input_paths(lock: Path) -> list[Path]:
+    """Everything the output depends on; directories too, so a deleted module counts as a change."""
+    paths = [lock, Path(__file__).resolve(), PACKAGE_DIR]
+    for path in PACKAGE_DIR.rglob("*"):
+        if "__pycache__" not in path.parts and path.suffix != ".pyc":
+            paths.append(path)
+    return paths
+
+
+def is_up_to_date(output: Path, lock: Path) -> bool:
+    """Whether output exists and is newer than every input (a file vanishing meanwhile means: rebuild)."""
+    try:
+        built = output.stat().st_mtime
+        return all(path.stat().st_mtime < built for path in input_paths(lock))
+    except OSError:
+        return False
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def build(output: Path, lock: Path = LOCK_FILE, cache: Path | None = None) -> int:
+    """Download (or reuse) the wheels, assemble the zipapp and write it; return its size in bytes."""
+    cache = cache_dir() if cache is None else cache
+    wheels = [(w.filename, wheel_files(fetch_wheel(w, cache))) for w in read_lock(lock)]
+    files = collect([("faasd", package_files(PACKAGE_DIR)), *wheels])
+    data = zip_bytes(add_bytecode(files))
+    write_executable(output, data)
+    return len(data)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command line: ``--output``, ``--if-stale`` and ``--lock`` (tests point it at a broken lock)."""
+    parser = argparse.ArgumentParser(description="Build the faasd zipapp (stdlib only).")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="default: dist/faasd.pyz")
+    parser.add_argument("--if-stale", action="store_true", help="skip the build if output is newer than inputs")
+    parser.add_argument("--lock", type=Path, default=LOCK_FILE, help="default: scripts/requirements.lock")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build, print path/size/time; a failure becomes one line on stderr and exit status 1."""
+    args = parse_args(argv)
+    if args.if_stale and is_up_to_date(args.output, args.lock):
+        print(f"{args.output}: up to date")
+        return 0
+    if sys.version_info[:2] != TARGET_PYTHON:
+        print(
+            f"build_zipapp: warning: building with Python {sys.version.split()[0]}; the .pyc files are"
+            " ignored (and sources recompiled at each start) by any other minor version",
+            file=sys.stderr,
+        )
+    started = time.monotonic()
+    try:
+        size = build(args.output, args.lock)
+    except (BuildError, OSError) as exc:  # OSError: e.g. a source file removed while we read the tree
+        print(f"build_zipapp: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"built {args.output}: {size / 1e6:.1f} MB in {time.monotonic() - started:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
