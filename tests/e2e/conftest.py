@@ -261,3 +261,6 @@ def start_watchdog(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator
             problems.append(f"processes left behind by watchdog pid {proc.pid}: {leftovers}")
     if problems:
         pytest.fail("; ".join(problems))
+
+
+from tests.daemon_fixtures import start_daemon  # noqa: E402, F401 -- the daemon fixtures, for test_daemon_*.py
