@@ -2,7 +2,7 @@
 
 The local backend starts every replica as ``python faasd.pyz watchdog``: the same file, so a replica
 never runs a different version than its daemon. From a checkout (``python -m faasd``) the equivalent
-is ``python -m faasd`` with the checkout on ``PYTHONPATH``.
+imports faasd from that checkout.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def self_command(*, no_site: bool = True) -> SelfCommand:
 
     Args:
         no_site: add ``-S``: skip site-packages. Everything faasd needs is inside the zipapp (or on
-            ``PYTHONPATH`` from a checkout) and a site-packages ``.pth`` can cost tens of milliseconds
+            the checkout's path) and a site-packages ``.pth`` can cost tens of milliseconds
             per start (performance.md), which every replica start would pay.
     """
     flags = ("-S",) if no_site else ()
@@ -40,4 +40,7 @@ def self_command(*, no_site: bool = True) -> SelfCommand:
     root = os.path.dirname(package_dir)
     if os.path.isfile(root) and zipfile.is_zipfile(root):
         return SelfCommand(argv=(sys.executable, *flags, root), env={}, zipapp=root)
-    return SelfCommand(argv=(sys.executable, *flags, "-m", "faasd"), env={"PYTHONPATH": root}, zipapp=None)
+    # From a checkout: put the checkout on sys.path in the command itself, not through PYTHONPATH,
+    # which the watchdog would pass on to every function process.
+    bootstrap = f"import sys; sys.path.insert(0, {root!r}); from faasd.__main__ import main; sys.exit(main())"
+    return SelfCommand(argv=(sys.executable, *flags, "-c", bootstrap), env={}, zipapp=None)

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import platform
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from quart import Response, request
@@ -176,8 +177,9 @@ def create_management_app(
         messages = service.logs(log_request)
 
         async def ndjson() -> AsyncIterator[bytes]:
-            async for message in messages:
-                yield json.dumps(message.to_json()).encode() + b"\n"
+            async with contextlib.aclosing(messages) as stream:  # A follower is released on close.
+                async for message in stream:
+                    yield json.dumps(message.to_json()).encode() + b"\n"
 
         return Response(ndjson(), status=200, content_type="application/x-ndjson")
 
@@ -264,6 +266,8 @@ def _log_request(args: Any) -> LogRequest:
     if args.get("since"):
         try:
             since = datetime.fromisoformat(args["since"].replace("Z", "+00:00"))
+            if since.tzinfo is None:
+                since = since.replace(tzinfo=UTC)  # RFC 3339 requires an offset; read a bare time as UTC.
         except ValueError:
             raise InvalidRequest("since must be an RFC 3339 time like 2026-01-02T15:04:05Z") from None
     return LogRequest(name=name, instance=args.get("instance", ""), tail=tail, follow=follow, since=since)

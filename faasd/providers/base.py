@@ -91,6 +91,9 @@ class Provider(Protocol):
     def logs(self, request: LogRequest) -> AsyncIterator[LogMessage]:
         """Log lines of a function's replicas, oldest first; with ``follow`` it never ends by itself.
 
+        Resource handling: a follower is released when the iterator is closed; callers that may stop
+        early wrap it in ``contextlib.aclosing``.
+
         Raises:
             FunctionNotFound: no such function (raised when iteration starts).
         """

@@ -25,7 +25,7 @@ replaced on the same port and connections queued meanwhile are served by its suc
 later entries winning: a small base taken from the daemon (``PATH HOME LANG LC_ALL TZ USER``) and
 ``TMPDIR``; the spec's ``envVars`` (``read_timeout``, ``exec_timeout``, ... as in OpenFaaS); ``fprocess``
 from ``envProcess``; then the control variables ``listen_fd bind metrics_port=0 lock_file parent_pid
-secret_mount_path`` and what :func:`~faasd.runtime.self_command` needs (``PYTHONPATH`` from a checkout).
+secret_mount_path`` and what :func:`~faasd.runtime.self_command` needs.
 The command and the watchdog settings are checked at deploy time (with the watchdog's own config
 parser), so a typo is a 400, not a replica in a restart loop. ``image``, ``constraints``, ``limits``,
 ``requests`` and ``readOnlyRootFilesystem`` are accepted and ignored: local processes are not isolated.

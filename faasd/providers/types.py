@@ -260,6 +260,10 @@ class LogRequest:
     follow: bool = False
     since: datetime | None = None
 
+    def __post_init__(self) -> None:
+        if self.since is not None and self.since.tzinfo is None:
+            raise InvalidRequest("since must carry a time zone (e.g. 2026-01-02T15:04:05Z)")
+
 
 def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -103,6 +103,7 @@ async def serve(config: WatchdogConfig) -> None:
 
     if config.listen_fd is not None:
         inherited = socket.socket(fileno=config.listen_fd)
+        inherited.set_inheritable(False)  # Else every function process gets a copy of the port.
         inherited.setblocking(False)
         await server.listen(config.bind, config.port, sock=inherited)
     else:

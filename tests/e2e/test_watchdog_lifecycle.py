@@ -117,6 +117,23 @@ def test_listen_fd_serves_an_inherited_socket(start_watchdog):
     assert watchdog.wait_exit(3.0) == 0
 
 
+def test_inherited_socket_does_not_leak_into_functions(start_watchdog):
+    """A function (or something it leaves running) must not hold the replica's listening socket."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    try:
+        start_watchdog("sh -c 'ls /proc/$$/fd'", wait_ready=False, listen_fd=str(fd), pass_fds=(fd,))
+        answer = httpx.post(f"http://127.0.0.1:{port}/", content=b"", timeout=5)
+    finally:
+        listener.close()
+    assert answer.status_code == 200
+    open_fds = {int(name) for name in answer.text.split()}
+    assert str(fd) not in answer.text.split(), f"listening socket fd {fd} leaked into the function: {open_fds}"
+
+
 # -- shutdown -------------------------------------------------------------------------------------
 
 
