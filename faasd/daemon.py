@@ -51,6 +51,8 @@ __all__ = ["DaemonInfo", "run"]
 log = logging.getLogger("faasd.daemon")
 
 SCALER_TICK_S = 2.0
+PROVIDER_SYNC_S = 3.0
+"""How often the store is brought in step with a persistent backend (discovery of hand-made functions)."""
 
 
 @dataclass(slots=True)
@@ -122,6 +124,8 @@ async def run(
             gateway_done = trio.Event()
             binds = await nursery.start(_serve_gateway, app, config, shutdown, gateway_done)
             nursery.start_soon(_sample_load, metrics)
+            if getattr(provider, "persistent", False):
+                nursery.start_soon(_follow_provider, service)
             url = binds[0] if binds else f"http://{config.bind}:{config.port}"
             info = DaemonInfo(url=url, password_file=password_file, state_dir=config.state_dir)
             event(
@@ -186,6 +190,17 @@ async def _watch_signals(shutdown: trio.Event, root: trio.CancelScope) -> None:
             else:
                 event(log, logging.WARNING, "second signal: stopping now", signal=signal.Signals(signum).name)
                 root.cancel()
+
+
+async def _follow_provider(service: FunctionService) -> None:
+    """For backends that keep deployments themselves: keep the store in step with them (functions
+    created or deleted behind faasd's back), every few seconds."""
+    while True:
+        await trio.sleep(PROVIDER_SYNC_S)
+        try:
+            await service.sync_from_provider()
+        except FaasdError as exc:
+            event(log, logging.WARNING, "cannot read the backend", error=exc.message)
 
 
 async def _sample_load(metrics: GatewayMetrics) -> None:

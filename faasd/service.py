@@ -68,7 +68,11 @@ class FunctionService:
         return sorted(self._functions)
 
     async def restore(self) -> None:
-        """Load the store and re-apply every function (after a daemon start)."""
+        """After a daemon start: re-apply the store to a backend that forgot everything (local), or
+        rebuild the store from a backend that kept its deployments (Swarm, Marathon)."""
+        if getattr(self.provider, "persistent", False):
+            await self.sync_from_provider()
+            return
         for stored in await self.store.list_functions():
             self._functions[stored.spec.name] = stored
             try:
@@ -89,6 +93,24 @@ class FunctionService:
                     function=stored.spec.name,
                     replicas=stored.replicas,
                 )
+
+    async def sync_from_provider(self) -> None:
+        """Make the store follow what a persistent backend runs: adopt functions created there (e.g. a
+        Swarm service deployed by hand with the OpenFaaS labels), take their replica counts, and forget
+        functions deleted there."""
+        running = {status.name: status for status in await self.provider.list()}
+        for name, status in running.items():
+            stored = self._functions.get(name)
+            if stored is None or stored.replicas != status.replicas or stored.spec != status.spec:
+                if stored is None:
+                    event(log, logging.INFO, "discovered function", function=name, replicas=status.replicas)
+                self._functions[name] = await self.store.put_function(status.spec, status.replicas)
+        for name in [name for name in self._functions if name not in running]:
+            event(log, logging.INFO, "function gone from the backend", function=name)
+            await self.store.delete_function(name)
+            self._functions.pop(name, None)
+            self.registry.forget(name)
+            self._on_removed(name)
 
     async def deploy(self, spec: FunctionSpec) -> bool:
         """Create or replace a function; True when it was created.

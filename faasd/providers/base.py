@@ -34,6 +34,11 @@ class Provider(Protocol):
 
     name: str
     orchestration: str
+    persistent: bool
+    """True when the backend keeps deployments itself (Swarm services, Marathon apps): the daemon then
+    rebuilds its view from the backend after a restart, adopts functions created there by hand, and
+    forgets ones deleted there. False (local): the backend loses everything with the daemon, so the
+    daemon re-applies its store."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Watch (and for ``local``, supervise) what runs until cancelled.

@@ -368,6 +368,7 @@ class LocalProvider:
 
     name = "local"
     orchestration = "local"
+    persistent = False
 
     def __init__(
         self,
