@@ -83,7 +83,7 @@ async def run(
     password, password_file = load_or_create_password(config.state_dir, env)
     store = AsyncStore(await trio.to_thread.run_sync(Store.open, os.path.join(config.state_dir, "faasd.db")))
     registry = EndpointRegistry()
-    provider = load_provider(config.provider, state_dir=config.state_dir, registry=registry, secrets=store.get_secret)
+    provider = load_provider(config.provider, config=config, registry=registry, secrets=store.get_secret)
     service_ref: list[FunctionService] = []
     metrics = GatewayMetrics(ready_replicas=lambda: {name: len(registry.get(name)) for name in service_ref[0].names()})
     service = FunctionService(

@@ -9,11 +9,16 @@ helpers of the backends, not API.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from faasd.errors import InvalidRequest, NotSupported
 from faasd.providers.base import Provider as Provider
 from faasd.providers.base import ProviderInfo as ProviderInfo
+
+if TYPE_CHECKING:
+    from faasd.config import DaemonConfig
+    from faasd.registry import EndpointRegistry
 
 __all__ = ["PROVIDER_NAMES", "Provider", "ProviderInfo", "load_provider"]
 
@@ -21,20 +26,28 @@ PROVIDER_NAMES = ("local", "swarm", "marathon")
 """Every backend name :func:`load_provider` knows (``faasd up --provider``)."""
 
 
-def load_provider(name: str, **kwargs: Any) -> Provider:
-    """Build the backend called ``name`` with its keyword arguments.
+def load_provider(
+    name: str,
+    *,
+    config: DaemonConfig,
+    registry: EndpointRegistry,
+    secrets: Callable[[str], Awaitable[bytes | None]] | None = None,
+) -> Provider:
+    """Build the backend called ``name`` for a daemon with ``config``.
 
-    For ``local``: ``state_dir``, ``registry`` and optionally ``secrets``, ``ready_timeout_s``,
-    ``stop_grace_s``, ``log_lines`` (see :class:`faasd.providers.local.LocalProvider`).
+    Every backend gets the daemon's config (and takes the settings it needs), the registry it
+    publishes ready endpoints to, and ``secrets`` (name -> value, from the daemon's store).
 
     Raises:
-        NotSupported: a known backend that is not implemented yet (``swarm``, ``marathon``).
+        NotSupported: a known backend that is not implemented yet.
         InvalidRequest: an unknown name; the message lists the valid ones.
     """
     if name == "local":
         from faasd.providers.local import LocalProvider
 
-        return LocalProvider(**kwargs)
+        return LocalProvider(
+            state_dir=config.state_dir, registry=registry, secrets=secrets, ready_timeout_s=config.ready_timeout_s
+        )
     if name in ("swarm", "marathon"):
         raise NotSupported(f"the {name} backend is not implemented yet; use provider = local")
     raise InvalidRequest(f"unknown provider {name!r}; valid providers: {', '.join(PROVIDER_NAMES)}")

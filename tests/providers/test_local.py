@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from faasd.config import DaemonConfig
 from faasd.errors import FunctionNotFound, InvalidRequest, NotSupported
 from faasd.providers import Provider, load_provider
 from faasd.providers.local import (
@@ -350,14 +351,15 @@ async def test_follow_ends_when_the_function_is_removed(make_local: Maker) -> No
 
 
 def test_load_provider() -> None:
-    provider = load_provider("local", state_dir="/nonexistent", registry=EndpointRegistry())
+    config = DaemonConfig.load(env={}, flags={"state_dir": "/nonexistent"})
+    provider = load_provider("local", config=config, registry=EndpointRegistry())
     assert isinstance(provider, LocalProvider)
-    assert (provider.name, provider.orchestration) == ("local", "local")
-    for name in ("swarm", "marathon"):
+    assert (provider.name, provider.orchestration, provider.persistent) == ("local", "local", False)
+    for name in ("marathon",):
         with pytest.raises(NotSupported, match=name):
-            load_provider(name)
+            load_provider(name, config=config, registry=EndpointRegistry())
     with pytest.raises(InvalidRequest, match="local, swarm, marathon"):
-        load_provider("kubernetes")
+        load_provider("kubernetes", config=config, registry=EndpointRegistry())
 
 
 async def test_operations_need_a_running_provider(tmp_path: Path) -> None:
