@@ -5,7 +5,8 @@ Tasks (children of the root nursery):
 * ``signals`` -- SIGTERM/SIGINT set the shutdown event; a second one cuts the drain short;
 * ``provider`` -- the backend's discovery/supervision loop (:meth:`Provider.run`);
 * ``gateway`` -- hypercorn serving :class:`~faasd.gateway.GatewayApp`, stopping on the shutdown event;
-* ``scaler`` -- samples per-function load every tick (the decision logic comes with the autoscaler).
+* ``scaler`` -- the autoscaler: every 2 s, per function, load -> :func:`faasd.scaler.decide.decide` -> scale;
+* ``backend sync`` -- for Swarm/Marathon, keeps the store in step with what the backend runs.
 
 Start order: state dir and credentials, store, provider (started), stored functions restored, then
 the gateway binds -- so the first request already sees every function. Shutdown order: the gateway
@@ -43,6 +44,8 @@ from faasd.logs import event
 from faasd.providers import load_provider
 from faasd.providers.types import FunctionSpec
 from faasd.registry import EndpointRegistry
+from faasd.scaler.loop import Autoscaler
+from faasd.scaler.meter import LoadMeter
 from faasd.service import FunctionService
 from faasd.store import AsyncStore, Store
 
@@ -50,7 +53,6 @@ __all__ = ["DaemonInfo", "run"]
 
 log = logging.getLogger("faasd.daemon")
 
-SCALER_TICK_S = 2.0
 PROVIDER_SYNC_S = 3.0
 """How often the store is brought in step with a persistent backend (discovery of hand-made functions)."""
 
@@ -95,6 +97,9 @@ async def run(
     )
     service_ref.append(service)
     pool = UpstreamPool()
+    meter = LoadMeter()
+    autoscaler = Autoscaler(service, registry, meter)
+    metrics.desired_replicas = lambda: {name: d.desired for name, d in autoscaler.decisions.items()}
     invoker = Invoker(
         exists=service.exists,
         registry=registry,
@@ -103,6 +108,8 @@ async def run(
         upstream_timeout_s=config.upstream_timeout_s,
         ready_timeout_s=config.ready_timeout_s,
         max_body_bytes=config.max_body_bytes,
+        meter=meter,
+        wake=autoscaler.wake,
     )
     management = create_management_app(
         service=service,
@@ -113,6 +120,7 @@ async def run(
         health=provider.health,
         started_at=time.time(),
         password_file=password_file,
+        autoscaler=autoscaler,
     )
     app = GatewayApp(invoker=invoker, management=management, metrics=metrics, health=provider.health)
     shutdown = trio.Event()
@@ -123,7 +131,7 @@ async def run(
             await service.restore()
             gateway_done = trio.Event()
             binds = await nursery.start(_serve_gateway, app, config, shutdown, gateway_done)
-            nursery.start_soon(_sample_load, metrics)
+            await nursery.start(autoscaler.run)
             if getattr(provider, "persistent", False):
                 nursery.start_soon(_follow_provider, service)
             url = binds[0] if binds else f"http://{config.bind}:{config.port}"
@@ -201,27 +209,6 @@ async def _follow_provider(service: FunctionService) -> None:
             await service.sync_from_provider()
         except FaasdError as exc:
             event(log, logging.WARNING, "cannot read the backend", error=exc.message)
-
-
-async def _sample_load(metrics: GatewayMetrics) -> None:
-    """Placeholder scaler: samples per-function calls and in-flight counts every tick (the decisions
-    come with the autoscaler); logs a line at debug level when a function's load changed."""
-    previous: dict[str, int] = {}
-    while True:
-        await trio.sleep(SCALER_TICK_S)
-        current = dict(metrics.invocations)
-        for name, total in current.items():
-            rate = (total - previous.get(name, 0)) / SCALER_TICK_S
-            if rate:
-                event(
-                    log,
-                    logging.DEBUG,
-                    "load",
-                    function=name,
-                    rps=round(rate, 1),
-                    in_flight=metrics.in_flight.get(name, 0),
-                )
-        previous = current
 
 
 def main_up(config: DaemonConfig, deploy: Sequence[FunctionSpec] = ()) -> int:

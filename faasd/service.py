@@ -22,6 +22,7 @@ from faasd.logs import event
 from faasd.providers.base import Provider
 from faasd.providers.types import FunctionSpec, FunctionStatus, LogMessage, LogRequest, validate_name
 from faasd.registry import EndpointRegistry
+from faasd.scaler.settings import ScaleSettings
 from faasd.store import AsyncStore, StoredFunction
 
 __all__ = ["MAX_REPLICAS", "FunctionService"]
@@ -119,6 +120,7 @@ class FunctionService:
         (default 1).
         """
         _check_namespace(spec.namespace)
+        ScaleSettings.from_labels(spec.labels)  # A malformed scaling label is a 400 now, not a surprise later.
         existing = self._functions.get(spec.name)
         replicas = existing.replicas if existing is not None else min(spec.min_replicas, MAX_REPLICAS)
         await self.provider.deploy(spec, replicas)
@@ -133,6 +135,7 @@ class FunctionService:
             FunctionNotFound: no such function (faas-cli then retries with a deploy).
         """
         _check_namespace(spec.namespace)
+        ScaleSettings.from_labels(spec.labels)
         existing = self._require(spec.name)
         await self.provider.update(spec)
         self._functions[spec.name] = await self.store.put_function(spec, existing.replicas)

@@ -44,6 +44,7 @@ def status(ctx: CliContext, name: str | None) -> None:
         info = client.request("GET", "/system/info").json()
         functions = client.request("GET", "/system/functions").json()
         detail = client.request("GET", f"/system/function/{name}").json() if name else None
+        scaling = client.request("GET", f"/system/scaling/{name}", ok=(200, 501)).json() if name else None
     except ClientError as exc:
         if exc.status == 401:
             where = ctx.password_source or " or ".join(password_candidates({}))
@@ -61,7 +62,7 @@ def status(ctx: CliContext, name: str | None) -> None:
                 "healthy": health.status == 200,
                 "info": info,
                 "functions": functions,
-                **({"function": detail} if detail else {}),
+                **({"function": detail, "scaling": scaling} if detail else {}),
             }
         )
         return
@@ -82,13 +83,14 @@ def status(ctx: CliContext, name: str | None) -> None:
     )
     if detail is not None:
         click.echo()
-        ctx.out.fields(
-            [
-                ("Function", detail["name"]),
-                ("Replicas", f"{detail.get('availableReplicas', 0)}/{detail.get('replicas', 0)} ready"),
-                ("Invocations", detail.get("invocationCount", 0)),
-            ]
-        )
+        rows: list[tuple[str, object]] = [
+            ("Function", detail["name"]),
+            ("Replicas", f"{detail.get('availableReplicas', 0)}/{detail.get('replicas', 0)} ready"),
+            ("Invocations", detail.get("invocationCount", 0)),
+        ]
+        if isinstance(scaling, dict) and "settings" in scaling:
+            rows += _scaling_rows(scaling)
+        ctx.out.fields(rows)
         return
     if functions:
         click.echo()
@@ -103,6 +105,23 @@ def status(ctx: CliContext, name: str | None) -> None:
             for f in functions
         ]
         ctx.out.table(["FUNCTION", "REPLICAS", "AVAILABLE", "INVOCATIONS", "IMAGE/PROCESS"], rows)
+
+
+def _scaling_rows(scaling: dict[str, Any]) -> list[tuple[str, object]]:
+    """The autoscaler's view of one function (``GET /system/scaling/NAME``) as describe rows."""
+    load, settings = scaling["load"], scaling["settings"]
+    unit = "in flight" if load["type"] == "capacity" else "calls/s"
+    zero = f"after {settings['zeroDurationSeconds']:g}s idle" if settings["zero"] else "off"
+    return [
+        ("Load", f"{load['stable']:.1f} {unit} (60s), {load['panic']:.1f} (6s), idle {load['idleSeconds']:.0f}s"),
+        ("Desired", f"{scaling['desiredReplicas']}" + (" (panicking)" if scaling["panicking"] else "")),
+        ("Why", scaling["reason"]),
+        (
+            "Scaling",
+            f"min {settings['min']}, max {settings['max']}, {settings['type']} target "
+            f"{settings['target']:g} x {settings['targetProportion']:g}, to zero {zero}",
+        ),
+    ]
 
 
 @click.command()

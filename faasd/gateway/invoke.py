@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NoReplicaAvailable, PayloadTooLarge
@@ -27,6 +27,7 @@ from faasd.gateway.proxy import ProxyRequest, Receive, ReplicaUnreachable, Scope
 from faasd.logs import event
 from faasd.providers.types import NAME_PATTERN, Endpoint
 from faasd.registry import EndpointRegistry
+from faasd.scaler.meter import LoadMeter
 
 __all__ = ["Invoker", "Router", "send_text"]
 
@@ -52,6 +53,12 @@ _ALEXA_HINT = b"sessionId"
 _NO_ROUTE = "Provide an x-function header or a valid Alexa SDK request."
 MAX_FAILOVER = 3
 """Replicas tried for one call when earlier ones refuse the connection."""
+MAX_HELD_CALLS = 1000
+"""Calls held per function while it starts (scale from zero); more get 503 at once."""
+
+
+async def _no_wake(name: str) -> bool:
+    return False
 
 
 class Router:
@@ -90,16 +97,23 @@ class Invoker:
     def __init__(
         self,
         *,
-        exists: Any,
+        exists: Callable[[str], bool],
         registry: EndpointRegistry,
         metrics: GatewayMetrics,
         pool: UpstreamPool,
         upstream_timeout_s: float,
         ready_timeout_s: float,
         max_body_bytes: int,
+        meter: LoadMeter | None = None,
+        wake: Callable[[str], Awaitable[bool]] | None = None,
+        max_held: int = MAX_HELD_CALLS,
     ) -> None:
         self.exists = exists
         """``exists(name) -> bool``: is the function deployed (answered from memory)."""
+        self.meter = meter or LoadMeter()
+        self.wake = wake or _no_wake
+        """``wake(name) -> bool``: a call waits for a function without a ready replica (scale from zero)."""
+        self.max_held = max_held
         self.registry = registry
         self.metrics = metrics
         self.pool = pool
@@ -190,14 +204,50 @@ class Invoker:
         call_headers: list[tuple[bytes, bytes]],
         preread: bool,
     ) -> int:
-        endpoints = self.registry.get(name)
-        if not endpoints:
-            if not self.exists(name):
-                raise FunctionNotFound(f"Function not found: {name}")
-            endpoints = await self.registry.wait_for(name, self.ready_timeout_s)
-            if not endpoints:
-                raise NoReplicaAvailable(f"No ready replica for function {name} within {self.ready_timeout_s:g}s")
+        endpoints = self.registry.get(name) or await self._hold(name)
         request = await self._proxy_request(scope, receive, target, call_headers, preread)
+        meter = self.meter
+        meter.started(name)
+        try:
+            return await self._dispatch(name, endpoints, request, send, call_headers)
+        finally:
+            meter.finished(name)
+
+    async def _hold(self, name: str) -> tuple[Endpoint, ...]:
+        """No ready replica: wake the function (scale from zero) and hold the call until one is ready.
+
+        Held calls wait in arrival order, up to ``max_held`` per function and ``ready_timeout_s`` each;
+        they are not load for the autoscaler until a replica takes them.
+        """
+        if not self.exists(name):
+            raise FunctionNotFound(f"Function not found: {name}")
+        metrics = self.metrics
+        if metrics.held.get(name, 0) >= self.max_held:
+            raise NoReplicaAvailable(f"Too many calls ({self.max_held}) waiting for function {name} to start")
+        started = time.monotonic()
+        metrics.hold(name, +1)
+        try:
+            woke = await self.wake(name)
+            endpoints = await self.registry.wait_for(name, self.ready_timeout_s)
+        finally:
+            metrics.hold(name, -1)
+        if not endpoints:
+            raise NoReplicaAvailable(
+                f"No ready replica for function {name} within {self.ready_timeout_s:g}s; see 'faasd logs {name}'"
+            )
+        if woke:
+            metrics.cold_start(time.monotonic() - started)
+        return endpoints
+
+    async def _dispatch(
+        self,
+        name: str,
+        endpoints: tuple[Endpoint, ...],
+        request: ProxyRequest,
+        send: Send,
+        call_headers: list[tuple[bytes, bytes]],
+    ) -> int:
+        """Forward to the least busy replica; on a refused connection try another (up to MAX_FAILOVER)."""
         tried: set[str] = set()
         in_flight = self.router.in_flight
         while True:

@@ -6,16 +6,19 @@ so a call costs two dict lookups and the client's own increments. Values that ar
 events (ready replicas, calls in flight) are read at scrape time by a collector, costing nothing per
 call.
 
-=========================================== ======== ===================================
+=========================================== ======== ==============================================
 metric                                      type     labels
-=========================================== ======== ===================================
+=========================================== ======== ==============================================
 gateway_function_invocation_total           counter  function_name, code
 gateway_functions_seconds                   histo    function_name, code
 gateway_function_invocation_started         counter  function_name
 gateway_service_count                       gauge    function_name (ready replicas)
 faasd_function_inflight                     gauge    function_name
+faasd_held_requests                         gauge    function_name (calls waiting for a replica)
+faasd_autoscaler_desired_replicas           gauge    function_name
+faasd_cold_start_seconds                    histo    - (scale from zero to a ready replica)
 faasd_provider_errors_total                 counter  operation
-=========================================== ======== ===================================
+=========================================== ======== ==============================================
 """
 
 from __future__ import annotations
@@ -69,6 +72,16 @@ class GatewayMetrics:
             ["operation"],
             registry=self.registry,
         )
+        self._cold_starts = Histogram(
+            "faasd_cold_start_seconds",
+            "Time a call waited for a function scaled from zero to have a ready replica",
+            buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.held: dict[str, int] = {}
+        """Calls waiting for a ready replica, per function."""
+        self.desired_replicas: Callable[[], dict[str, int]] = dict
+        """Set by the daemon: the autoscaler's latest decision per function."""
         self._finished_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._started_children: dict[str, Any] = {}
         self.in_flight: dict[str, int] = {}
@@ -95,6 +108,12 @@ class GatewayMetrics:
         self.in_flight[function] -= 1
         self.invocations[function] = self.invocations.get(function, 0) + 1
 
+    def hold(self, function: str, delta: int) -> None:
+        self.held[function] = self.held.get(function, 0) + delta
+
+    def cold_start(self, seconds: float) -> None:
+        self._cold_starts.observe(seconds)
+
     def provider_error(self, operation: str) -> None:
         self._provider_errors.labels(operation).inc()
 
@@ -110,6 +129,7 @@ class GatewayMetrics:
         if not self.in_flight.get(function):
             self.in_flight.pop(function, None)
         self.invocations.pop(function, None)
+        self.held.pop(function, None)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -135,6 +155,18 @@ class _StateCollector:
         for name, count in sorted(self._metrics.in_flight.items()):
             in_flight.add_metric([name], count)
         yield in_flight
+        held = GaugeMetricFamily(
+            "faasd_held_requests", "Calls waiting for a function to have a ready replica", labels=["function_name"]
+        )
+        for name, count in sorted(self._metrics.held.items()):
+            held.add_metric([name], count)
+        yield held
+        desired = GaugeMetricFamily(
+            "faasd_autoscaler_desired_replicas", "The autoscaler's latest decision", labels=["function_name"]
+        )
+        for name, count in sorted(self._metrics.desired_replicas().items()):
+            desired.add_metric([name], count)
+        yield desired
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())

@@ -17,6 +17,7 @@ route                               method   answer
 /system/logs                        GET      200 NDJSON (``name``, ``tail``, ``follow``, ``since``, ``instance``)
 /system/namespaces                  GET      200 ``[]`` (one namespace)
 /system/secrets                     GET POST PUT DELETE (``{"name", "value"|"rawValue"}``)
+/system/scaling/{name}              GET      200 the autoscaler's load, decision and reason (faasd's own)
 =================================== ======== ==========================================================
 """
 
@@ -37,9 +38,10 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from faasd import __version__
-from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest
+from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NotSupported
 from faasd.gateway.auth import BasicAuth
 from faasd.providers.types import FunctionSpec, LogRequest, validate_name
+from faasd.scaler.loop import Autoscaler
 from faasd.service import FunctionService
 from faasd.units import parse_bool
 
@@ -58,6 +60,7 @@ def create_management_app(
     health: Callable[[], tuple[bool, str]],
     started_at: float | None = None,
     password_file: str | None = None,
+    autoscaler: Autoscaler | None = None,
 ) -> QuartTrio:
     """Build the Quart app serving ``/system/*``, ``/healthz`` fallbacks and friendly errors."""
     app = QuartTrio("faasd")
@@ -140,7 +143,46 @@ def create_management_app(
         if service_name not in (None, "", name):
             raise InvalidRequest(f"serviceName {service_name!r} does not match the path's {name!r}")
         await service.scale(name, replicas)
+        if autoscaler is not None:
+            autoscaler.manual_scale(name, replicas)
         return Response("", status=202)
+
+    @app.get("/system/scaling/<name>")
+    async def scaling(name: str) -> Response:
+        """faasd's own: the autoscaler's view of one function -- load, decision and why."""
+        status = await service.status(name)
+        if autoscaler is None:
+            raise NotSupported("this daemon runs no autoscaler")
+        settings = autoscaler.settings(name)
+        decision = autoscaler.decisions.get(name)
+        window = autoscaler.meter.window(name)
+        return _json(
+            {
+                "name": name,
+                "replicas": status.replicas,
+                "availableReplicas": status.available_replicas,
+                "desiredReplicas": decision.desired if decision else status.replicas,
+                "reason": decision.reason if decision else "no decision yet (the autoscaler ticks every 2 s)",
+                "panicking": decision.panicking if decision else False,
+                "load": {
+                    "type": settings.type,
+                    "stable": decision.stable_load if decision else 0.0,
+                    "panic": decision.panic_load if decision else 0.0,
+                    "inFlightNow": window.concurrency[-1] if window.concurrency else 0.0,
+                    "idleSeconds": round(window.idle_s, 3),
+                },
+                "settings": {
+                    "min": settings.min_replicas,
+                    "max": settings.max_replicas,
+                    "type": settings.type,
+                    "target": settings.target,
+                    "targetProportion": settings.target_proportion,
+                    "zero": settings.zero,
+                    "zeroDurationSeconds": settings.zero_duration_s,
+                    "enabled": settings.enabled,
+                },
+            }
+        )
 
     # -- info, namespaces, logs -----------------------------------------------------------------
     started = time.time() if started_at is None else started_at

@@ -6,9 +6,12 @@ status; auth; metrics against the calls made; restart; a killed replica replaced
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import signal
+import tarfile
 import threading
 import time
 from collections import Counter
@@ -19,6 +22,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon_fixtures import StartDaemon, basic_auth, children
 from tests.helpers import process_alive, wait_for
+
+
+def _archive(files: dict[str, bytes]) -> str:
+    """A handler archive (base64 .tar.gz) with executable files."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content), 0o755
+            tar.addfile(info, io.BytesIO(content))
+    return base64.b64encode(raw.getvalue()).decode()
+
 
 # Each replica has its own directory: printing the lock file path names the replica that answered.
 WHO_AM_I = "sh -c 'cat >/dev/null; printf %s \"$lock_file\"'"
@@ -111,12 +126,27 @@ def test_error_statuses(start_daemon: StartDaemon) -> None:
         # Upstream timeout: the gateway answers 502 (as OpenFaaS), with a one-line reason.
         slow = client.post("/function/slow", content=b"x")
         assert slow.status_code == 502 and "did not answer within 2s" in slow.text
-        # No ready replica within the wait: 503.
+        # A call to a function at zero wakes it (scale from zero)...
         assert client.post("/system/scale-function/echo", json={"replicas": 0}).status_code == 202
         daemon.wait_available("echo", 0)
+        assert client.post("/function/echo", content=b"woken").text == "woken"
+        # ...but when no replica can become ready within the wait: 503 with the reason.
+        handler = daemon.state_dir / "functions" / "broken" / "run.sh"
+        client.post(
+            "/system/functions",
+            json={
+                "service": "broken",
+                "envProcess": "./run.sh",
+                "handlerArchive": _archive({"run.sh": b"#!/bin/sh\ncat\n"}),
+            },
+        )
+        daemon.wait_available("broken", 1)
+        assert client.post("/system/scale-function/broken", json={"replicas": 0}).status_code == 202
+        daemon.wait_available("broken", 0)
+        handler.unlink()  # The function's code is gone from disk: its replicas cannot start.
         started = time.monotonic()
-        none_ready = client.post("/function/echo", content=b"x")
-        assert none_ready.status_code == 503 and "No ready replica" in none_ready.text
+        none_ready = client.post("/function/broken", content=b"x")
+        assert none_ready.status_code == 503 and "No ready replica" in none_ready.text, none_ready.text
         assert 0.9 <= time.monotonic() - started < 5
         # Management API validation.
         bad_json = client.post("/system/functions", content=b"{not json")

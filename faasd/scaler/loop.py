@@ -1,0 +1,158 @@
+"""The autoscaler task: every tick, gather each function's load and replicas, call :func:`decide`, apply.
+
+This module only gathers inputs and applies results; every rule is in :mod:`faasd.scaler.decide`.
+It also owns the two events that come from elsewhere:
+
+* :meth:`Autoscaler.wake` -- a call arrived for a function with no ready replica; if it is at zero,
+  scale it to ``max(1, min)`` now (one scale for any number of concurrent callers);
+* :meth:`Autoscaler.manual_scale` -- someone scaled by hand; remembered as a floor (decide.py rule 7).
+
+Error handling: a backend error while scaling one function is logged and retried at the next tick; it
+never stops the loop or the other functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+
+import trio
+
+from faasd.errors import FaasdError
+from faasd.logs import event
+from faasd.registry import EndpointRegistry
+from faasd.scaler.decide import Decision, ScalerState, decide
+from faasd.scaler.meter import LoadMeter
+from faasd.scaler.settings import ScaleSettings
+from faasd.service import FunctionService
+
+__all__ = ["TICK_S", "Autoscaler"]
+
+log = logging.getLogger(__name__)
+
+TICK_S = 2.0
+"""Decision period (Knative's decider also ticks every 2 s)."""
+
+
+class Autoscaler:
+    """Scales every function of ``service`` from the load the gateway measured in ``meter``."""
+
+    def __init__(
+        self, service: FunctionService, registry: EndpointRegistry, meter: LoadMeter, *, tick_s: float = TICK_S
+    ) -> None:
+        self.service = service
+        self.registry = registry
+        self.meter = meter
+        self.tick_s = tick_s
+        self.decisions: dict[str, Decision] = {}
+        self._states: dict[str, ScalerState] = {}
+        self._settings: dict[str, tuple[Mapping[str, str], ScaleSettings]] = {}
+        self._waking: dict[str, trio.Event] = {}
+        self.scale_events = 0
+
+    def __repr__(self) -> str:
+        panicking = sum(1 for decision in self.decisions.values() if decision.panicking)
+        return f"<Autoscaler functions={len(self.decisions)} panicking={panicking} scale_events={self.scale_events}>"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Tick until cancelled."""
+        task_status.started()
+        while True:
+            await trio.sleep(self.tick_s)
+            await self.tick()
+
+    def settings(self, name: str) -> ScaleSettings:
+        """The function's settings from its labels (cached until the labels change)."""
+        stored = self.service.stored(name)
+        labels = stored.spec.labels if stored is not None else {}
+        cached = self._settings.get(name)
+        if cached is not None and cached[0] == labels:
+            return cached[1]
+        try:
+            settings = ScaleSettings.from_labels(labels)
+        except FaasdError as exc:  # Validated at deploy; a function adopted from a backend may still be odd.
+            event(log, logging.WARNING, "bad scaling labels, using defaults", function=name, error=exc.message)
+            settings = ScaleSettings()
+        self._settings[name] = (labels, settings)
+        return settings
+
+    async def tick(self) -> None:
+        """One decision per function; apply the ones that change the replica count."""
+        names = self.service.names()
+        for name in names:
+            stored = self.service.stored(name)
+            if stored is None:
+                continue
+            settings = self.settings(name)
+            decision = decide(
+                self.meter.window(name),
+                settings,
+                replicas=stored.replicas,
+                ready=len(self.registry.get(name)),
+                now=self.meter.clock(),
+                state=self._states.get(name, ScalerState()),
+            )
+            self._states[name] = decision.state
+            self.decisions[name] = decision
+            if decision.desired == stored.replicas:
+                continue
+            try:
+                await self.service.scale(name, decision.desired)
+            except FaasdError as exc:
+                event(log, logging.WARNING, "autoscale failed", function=name, error=exc.message)
+                continue
+            self.scale_events += 1
+            event(
+                log,
+                logging.INFO,
+                "autoscale",
+                function=name,
+                replicas_from=stored.replicas,
+                replicas_to=decision.desired,
+                reason=decision.reason,
+            )
+        for name in [name for name in self.decisions if name not in names]:
+            self.forget(name)
+
+    def manual_scale(self, name: str, replicas: int) -> None:
+        """Someone scaled ``name`` to ``replicas`` by hand: keep it as a floor for a stable window."""
+        settings = self.settings(name)
+        state = self._states.get(name, ScalerState())
+        self._states[name] = replace(
+            state, manual_floor=replicas, manual_until=self.meter.clock() + settings.stable_window_s
+        )
+
+    async def wake(self, name: str) -> bool:
+        """A call waits for ``name``: scale it from zero if it is at zero; True if this call did it.
+
+        Concurrent callers share one scale operation. The call itself is not counted as load (the
+        meter counts it once a replica takes it), only as activity, so idle scale-to-zero restarts.
+        """
+        self.meter.touch(name)
+        stored = self.service.stored(name)
+        if stored is None or stored.replicas > 0:
+            return False
+        waking = self._waking.get(name)
+        if waking is not None:
+            await waking.wait()
+            return False
+        waking = self._waking[name] = trio.Event()
+        try:
+            replicas = max(1, self.settings(name).min_replicas)
+            with trio.CancelScope(shield=True):  # A caller that gives up must not leave it half-done.
+                await self.service.scale(name, replicas)
+            state = self._states.get(name, ScalerState())
+            self._states[name] = replace(state, manual_floor=0, manual_until=-math.inf)
+            self.scale_events += 1
+            event(log, logging.INFO, "scale from zero", function=name, replicas_to=replicas)
+        finally:
+            waking.set()
+            del self._waking[name]
+        return True
+
+    def forget(self, name: str) -> None:
+        for table in (self.decisions, self._states, self._settings):
+            table.pop(name, None)
+        self.meter.forget(name)
