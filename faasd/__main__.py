@@ -17,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
         from faasd.watchdog.main import main as watchdog_main
 
         return watchdog_main(args[1:])
+    if command == "_pyworker":  # A python-mode worker process (started by the watchdog).
+        from faasd.watchdog.pyworker import main as worker_main
+
+        return worker_main(args[1:])
     if command == "--version":
         from faasd import __version__
 

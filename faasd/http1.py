@@ -81,6 +81,12 @@ class Request:
     """Declared length, or -1 for a chunked body whose length was unknown up front."""
     host: str
     body: bytes = field(default=b"")
+    raw_head: bytes = field(default=b"", repr=False)
+    """The request line and headers as received (no final blank line), for proxies that can forward
+    them untouched."""
+    forwardable: bool = False
+    """True when ``raw_head`` can go to an upstream as is: no connection-specific header (RFC 9110
+    7.6.1), no ``Expect``/``X-Timeout``, and the body framed by ``Content-Length`` (or absent)."""
 
     def header(self, name: str) -> str | None:
         """Return the first value of header ``name`` (lower-case), or None."""
@@ -320,6 +326,21 @@ class RequestParser:
         return request
 
 
+_NOT_FORWARDABLE = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+        "x-timeout",
+    }
+)
+
+
 def _too_large(limit: int) -> str:
     return f"Request body exceeds max_body_bytes ({limit} bytes)"
 
@@ -348,6 +369,7 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
     expect_continue = False
     content_type: str | None = None
     host: str | None = None
+    forwardable = True
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not _HEADER_NAME.fullmatch(name):
@@ -355,6 +377,8 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
                 raise RemoteProtocolError(400, "Obsolete header line folding is not accepted")
             raise RemoteProtocolError(400, "Malformed header line")
         key = name.decode("ascii").lower()
+        if key in _NOT_FORWARDABLE:
+            forwardable = False
         text = value.strip(b" \t").decode("latin-1")
         if "\x00" in text:
             raise RemoteProtocolError(400, "NUL byte in header value")
@@ -408,6 +432,8 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
         content_type=content_type,
         content_length=content_length if not chunked else -1,
         host=host or "",
+        raw_head=head,
+        forwardable=forwardable and not chunked and http11,
     )
     if chunked:
         return request, _CHUNKED, 0

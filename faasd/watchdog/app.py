@@ -1,15 +1,18 @@
 """The watchdog's routes: health, admission (method, draining, ``max_inflight``) and the function call.
 
-Everything that is not ``/_/health`` runs the function. The mode's runner does the call; this module
-decides whether a request may run and turns the runner's result into the answer.
+Everything that is not ``/_/health`` runs the function. The mode's :class:`Runner` does the call and
+answers on the connection; this module decides whether a request may run at all.
+
+Modes (env ``mode``): ``fork`` (a process per call, answer buffered), ``streaming`` (a process per
+call, stdout streamed), ``http`` (one long-lived server process, calls proxied to it), ``python``
+(pre-started worker processes that imported the handler once).
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
-
-from faasd.watchdog.fork import CallResult, ForkRunner
+from collections.abc import Sized
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import asyncio
@@ -19,13 +22,60 @@ if TYPE_CHECKING:
     from faasd.watchdog.metrics import WatchdogStats
     from faasd.watchdog.server import HttpConnection, HttpServer
 
-__all__ = ["HEALTH_PATH", "WatchdogApp"]
+__all__ = ["HEALTH_PATH", "Runner", "WatchdogApp", "make_runner"]
 
 HEALTH_PATH = "/_/health"
 INVOKE_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _ALLOW = b"Allow: GET, POST, PUT, PATCH, DELETE\r\n"
 _INTERNAL = b"X-OpenFaaS-Internal: faasd-watchdog\r\n"
-_DEFAULT_CONTENT_TYPE = "text/plain; charset=utf-8"
+
+
+class Runner(Protocol):
+    """What every mode provides."""
+
+    calls: Sized
+    """Calls in flight (``max_inflight`` counts these)."""
+
+    async def start(self) -> None:
+        """Start what the mode keeps running (server process, workers); return once it is ready.
+
+        Raises:
+            OSError: it cannot start (the watchdog then exits non-zero with the reason).
+        """
+
+    def run(self, request: Request, connection: HttpConnection) -> object | None:
+        """Answer ``request`` on ``connection``, now or later; return a handle with ``abandon()``."""
+
+    def check_deadlines(self, now: float) -> None:
+        """Enforce per-call deadlines (called by the server's tick while calls are in flight)."""
+
+    def kill_all(self, reason: str) -> None:
+        """Stop every call in flight (shutdown after the drain time)."""
+
+    def healthy(self) -> bool:
+        """False while the mode cannot serve (its server process or every worker is down)."""
+
+    async def aclose(self) -> None:
+        """Stop what :meth:`start` started."""
+
+
+def make_runner(config: WatchdogConfig, stats: WatchdogStats, loop: asyncio.AbstractEventLoop) -> Runner:
+    """The runner for ``config.mode`` (each mode's module is imported only when used)."""
+    if config.mode == "streaming":
+        from faasd.watchdog.streaming import StreamingRunner
+
+        return StreamingRunner(config, stats, loop)
+    if config.mode == "http":
+        from faasd.watchdog.http import HttpRunner
+
+        return HttpRunner(config, stats, loop)
+    if config.mode == "python":
+        from faasd.watchdog.python import PythonRunner
+
+        return PythonRunner(config, stats, loop)
+    from faasd.watchdog.fork import ForkRunner
+
+    return ForkRunner(config, stats, loop)
 
 
 class WatchdogApp:
@@ -39,16 +89,15 @@ class WatchdogApp:
     def __init__(self, config: WatchdogConfig, stats: WatchdogStats, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self.stats = stats
-        self.runner = ForkRunner(config, stats, loop)
+        self.runner = make_runner(config, stats, loop)
         self.ready = False
         self.server: HttpServer | None = None
-        self._limit_body = (
-            f"Concurrent request limit exceeded. Max concurrent requests: {config.max_inflight}\n".encode()
-        )
+        limit = config.max_inflight
+        self._limit_body = f"Concurrent request limit exceeded. Max concurrent requests: {limit}\n".encode()
 
     def healthy(self) -> bool:
-        """Ready, not draining, and the lock file present (unless suppressed)."""
-        if not self.ready or (self.server is not None and self.server.draining):
+        """Ready, not draining, the mode able to serve, and the lock file present (unless suppressed)."""
+        if not self.ready or (self.server is not None and self.server.draining) or not self.runner.healthy():
             return False
         return self.config.suppress_lock or os.path.exists(self.config.lock_file)
 
@@ -67,18 +116,10 @@ class WatchdogApp:
         if self.server is not None and self.server.draining:
             connection.respond(503, b"Shutting down\n", "text/plain")
             return
-        config = self.config
-        if config.max_inflight and len(self.runner.calls) >= config.max_inflight:
+        if self.config.max_inflight and len(self.runner.calls) >= self.config.max_inflight:
             connection.respond(429, self._limit_body, "text/plain", _INTERNAL)
             return
-
-        def done(result: CallResult) -> None:
-            status, body, content_type = result
-            if content_type is None:
-                content_type = config.content_type or request.content_type or _DEFAULT_CONTENT_TYPE
-            connection.respond(status, body, content_type)
-
-        connection.call = self.runner.start(request, done)
+        connection.call = self.runner.run(request, connection)
         if connection.call is not None and self.server is not None:
             self.server.wake_tick()
 

@@ -20,8 +20,11 @@ from faasd.units import parse_bool, parse_duration, parse_size
 
 __all__ = ["MODES", "ConfigError", "WatchdogConfig"]
 
-Mode = Literal["fork"]
-MODES: tuple[str, ...] = ("fork",)
+Mode = Literal["fork", "streaming", "http", "python"]
+MODES: tuple[str, ...] = ("fork", "streaming", "http", "python")
+
+DEFAULT_WORKERS = max(2, min(os.cpu_count() or 2, 8))
+"""python mode: one worker per core (2 to 8): calls beyond that wait for a free worker."""
 
 DEFAULT_TIMEOUT_S = 30.0
 """read/write timeout default, as the OpenFaaS classic watchdog."""
@@ -46,10 +49,21 @@ class WatchdogConfig:
     """Validated watchdog settings; units are in the field names."""
 
     argv: tuple[str, ...]
-    """``fprocess`` split with shlex; ``argv[0]`` as written."""
+    """``fprocess`` split with shlex; ``argv[0]`` as written (empty in python mode without one)."""
     executable: str
     """``argv[0]`` resolved on PATH once at start-up (spawning by absolute path skips the search)."""
     mode: Mode = "fork"
+    upstream_host: str = ""
+    upstream_port: int = 0
+    """http mode: where the function's own server listens (``upstream_url``)."""
+    handler: str = "handler.py"
+    """python mode: the file defining ``handle``."""
+    workers: int = 2
+    """python mode: pre-started worker processes."""
+    max_memory_bytes: int = 0
+    """python mode: a worker over this resident size is replaced (0: no limit)."""
+    start_timeout_s: float = 30.0
+    """warm modes: how long the function's server or workers may take to be ready."""
     port: int = 8080
     bind: str = "0.0.0.0"
     listen_fd: int | None = None
@@ -90,20 +104,29 @@ class WatchdogConfig:
             ConfigError: a variable is missing or malformed; the message names it.
         """
         reader = _EnvReader(env)
-        fprocess = env.get("fprocess") or env.get("function_process")
-        if not fprocess or not fprocess.strip():
-            raise ConfigError("fprocess", fprocess, "required: the command to run for each request")
-        try:
-            argv = tuple(shlex.split(fprocess))
-        except ValueError as exc:
-            raise ConfigError("fprocess", fprocess, f"cannot split: {exc}") from None
-        path = env.get("PATH", os.defpath)
-        executable = shutil.which(argv[0], path=path)
-        if executable is None:
-            raise ConfigError("fprocess", fprocess, f"{argv[0]!r} not found on PATH or not executable")
         mode = env.get("mode", "fork").strip() or "fork"
         if mode not in MODES:
             raise ConfigError("mode", mode, f"unknown mode; use one of {', '.join(MODES)}")
+        fprocess = env.get("fprocess") or env.get("function_process")
+        argv: tuple[str, ...] = ()
+        executable = ""
+        if fprocess and fprocess.strip():
+            try:
+                argv = tuple(shlex.split(fprocess))
+            except ValueError as exc:
+                raise ConfigError("fprocess", fprocess, f"cannot split: {exc}") from None
+            found = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+            if found is None:
+                raise ConfigError("fprocess", fprocess, f"{argv[0]!r} not found on PATH or not executable")
+            executable = found
+        elif mode != "python":
+            purpose = "the command to run for each request" if mode in ("fork", "streaming") else "the server to start"
+            raise ConfigError("fprocess", fprocess, f"required: {purpose}")
+        upstream_url = env.get("upstream_url") or env.get("http_upstream_url") or ""
+        upstream = _parse_upstream(upstream_url) if mode == "http" else ("", 0)
+        handler = env.get("handler") or "handler.py"
+        if mode == "python" and not os.path.isfile(handler):
+            raise ConfigError("handler", handler, "no such file (mode=python runs handle() from this Python file)")
         tmpdir = env.get("TMPDIR") or "/tmp"
         log_level = env.get("log_level", "info").strip().lower() or "info"
         if log_level not in ("debug", "info", "warning", "error"):
@@ -120,7 +143,13 @@ class WatchdogConfig:
             argv=argv,
             listen_fd=listen_fd,
             executable=executable,
-            mode="fork",
+            mode=mode,  # type: ignore[arg-type]
+            upstream_host=upstream[0],
+            upstream_port=upstream[1],
+            handler=handler,
+            workers=reader.get("workers", _positive_int, DEFAULT_WORKERS),
+            max_memory_bytes=reader.get("max_memory", _non_negative_size, 0),
+            start_timeout_s=reader.get("start_timeout", _positive_duration, 30.0),
             port=port,
             bind=env.get("bind", "0.0.0.0").strip() or "0.0.0.0",
             metrics_port=metrics_port,
@@ -182,6 +211,33 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise ValueError("must be >= 0")
     return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_size(text: str) -> int:
+    return parse_size(text)
+
+
+def _parse_upstream(url: str) -> tuple[str, int]:
+    """(host, port) of an http-mode ``upstream_url`` such as ``http://127.0.0.1:5000``."""
+    if not url:
+        raise ConfigError("upstream_url", None, "required in mode=http: where the function's server listens")
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError("upstream_url", url, "use http://host:port")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise ConfigError("upstream_url", url, "invalid port") from None
+    return parts.hostname, port
 
 
 def _positive_duration(text: str) -> float:

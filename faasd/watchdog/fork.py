@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from faasd.http1 import Request
     from faasd.watchdog.config import WatchdogConfig
     from faasd.watchdog.metrics import WatchdogStats
+    from faasd.watchdog.server import HttpConnection
 
 __all__ = ["CallResult", "ForkRunner", "original_environ"]
 
@@ -57,6 +58,9 @@ that left the group (``setsid``) can keep them open for ever."""
 
 _SIGDEF = (signal.SIGPIPE, signal.SIGXFSZ)
 """Signals Python ignores that must be back to default in the function (as ``subprocess`` does)."""
+
+DEFAULT_CONTENT_TYPE = "text/plain; charset=utf-8"
+"""Answer type when neither ``content_type`` nor the request says one (as Go's text sniffing would)."""
 
 CallResult = tuple[int, bytes, str | None]
 """(status, body, content type override or None) handed to the call's ``done`` callback."""
@@ -90,6 +94,8 @@ class ForkRunner:
     keeps the set of live calls so :meth:`check_deadlines` and :meth:`kill_all` can reach them.
     """
 
+    call_class: type[ForkCall]
+
     def __init__(self, config: WatchdogConfig, stats: WatchdogStats, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self.stats = stats
@@ -98,12 +104,35 @@ class ForkRunner:
         self.base_env = original_environ()
         self._env_keys: dict[str, str] = {}
 
-    def start(self, request: Request, done: Callable[[CallResult], None]) -> ForkCall | None:
+    async def start(self) -> None:
+        """Nothing to start ahead of calls in fork mode."""
+
+    async def aclose(self) -> None:
+        """Nothing to stop once calls are done."""
+
+    def healthy(self) -> bool:
+        return True
+
+    def run(self, request: Request, connection: HttpConnection) -> ForkCall | None:
+        """Answer ``request`` on ``connection`` with one run of the function; returns the live call."""
+        config = self.config
+
+        def done(result: CallResult) -> None:
+            status, body, content_type = result
+            if content_type is None:
+                content_type = config.content_type or request.content_type or DEFAULT_CONTENT_TYPE
+            connection.respond(status, body, content_type)
+
+        return self.start_call(request, done, connection)
+
+    def start_call(
+        self, request: Request, done: Callable[[CallResult], None], connection: HttpConnection | None = None
+    ) -> ForkCall | None:
         """Spawn the function for ``request``; ``done`` is called exactly once with the result.
 
         Returns the live call, or None when it finished at once (the process could not start).
         """
-        call = ForkCall(self, request, done)
+        call = self.call_class(self, request, done, connection)
         if call.spawn():
             self.calls.add(call)
             self.stats.in_flight = len(self.calls)
@@ -175,6 +204,7 @@ class ForkCall:
         "_err_chunks",
         "_out_chunks",
         "_stdin_view",
+        "connection",
         "deadline",
         "err_fd",
         "force_deadline",
@@ -190,9 +220,16 @@ class ForkCall:
         "status",
     )
 
-    def __init__(self, runner: ForkRunner, request: Request, done: Callable[[CallResult], None]) -> None:
+    def __init__(
+        self,
+        runner: ForkRunner,
+        request: Request,
+        done: Callable[[CallResult], None],
+        connection: HttpConnection | None = None,
+    ) -> None:
         self.runner = runner
         self.request = request
+        self.connection = connection
         self._done: Callable[[CallResult], None] | None = done
         self.started = time.monotonic()
         self.deadline = self.started + runner.config.call_limit_s
@@ -333,7 +370,7 @@ class ForkCall:
         except (BlockingIOError, InterruptedError):
             return
         if data:
-            self._take(data, self._out_chunks)
+            self._output(data)
             return
         self.runner.loop.remove_reader(self.out_fd)
         os.close(self.out_fd)
@@ -352,6 +389,10 @@ class ForkCall:
         os.close(self.err_fd)
         self.err_fd = -1
         self._maybe_finish()
+
+    def _output(self, data: bytes) -> None:
+        """What to do with a piece of stdout: fork mode collects it (bounded) for one answer."""
+        self._take(data, self._out_chunks)
 
     def _take(self, data: bytes, chunks: list[bytes]) -> None:
         if self.kill_reason is not None:
@@ -464,3 +505,6 @@ class ForkCall:
         self.runner.release(self)
         self._close_stdin()
         self._finish_with(self._result())
+
+
+ForkRunner.call_class = ForkCall

@@ -118,6 +118,7 @@ async def serve(config: WatchdogConfig) -> None:
             max_body_bytes=1024,
         )
         await metrics_server.listen(config.bind, config.metrics_port)
+    await app.runner.start()  # Warm modes: the function's server or workers are up before we say ready.
     if not config.suppress_lock:
         _write_lock(config.lock_file)
     app.ready = True
@@ -154,6 +155,7 @@ async def serve(config: WatchdogConfig) -> None:
         connection.close()
     await _wait_until(lambda: not server.connections, FLUSH_GRACE_S)
     server.close()
+    await app.runner.aclose()
     if metrics_server is not None:
         metrics_server.stop_accepting()
         metrics_server.close()

@@ -43,7 +43,7 @@ IDLE_TICK_S = 1.0
 MAX_PIPELINED_BYTES = 1024 * 1024
 """Bytes of a next request buffered while the current one runs; past it reading pauses."""
 
-_HEAD_TEMPLATE = b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nX-Duration-Seconds: %.6f\r\n"
+_HEAD_TEMPLATE = b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n%sX-Duration-Seconds: %.6f\r\n"
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -161,9 +161,13 @@ class HttpConnection(asyncio.Protocol):
     """One client connection: parse, hand complete requests to the app, write answers in order."""
 
     __slots__ = (
+        "_chunked",
         "_continue_sent",
         "_in_process",
+        "_on_writable",
         "_paused",
+        "_stream_keep_alive",
+        "_stream_status",
         "busy",
         "call",
         "closed",
@@ -195,6 +199,10 @@ class HttpConnection(asyncio.Protocol):
         self._continue_sent = False
         self._in_process = False
         self._paused = False
+        self._chunked = False
+        self._stream_keep_alive = False
+        self._stream_status = 0
+        self._on_writable: Callable[[], None] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -237,6 +245,8 @@ class HttpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_deadline = 0.0
+        if self._on_writable is not None:
+            self._on_writable()
 
     # -- requests ---------------------------------------------------------------------------------
     def _process(self) -> None:
@@ -300,36 +310,105 @@ class HttpConnection(asyncio.Protocol):
         ``extra_headers`` are complete ``Name: value\\r\\n`` lines.
         """
         request = self.request
-        now = time.monotonic()
-        duration = now - self.started
+        keep_alive = self._finish_request(status)
+        if self.closed:
+            return
+        head = self._head(status, content_type, extra_headers, len(body), keep_alive)
+        if request is not None and request.method == "HEAD":
+            body = b""
+        assert self.transport is not None
+        self.transport.write(head + body)
+        self._next(keep_alive)
+
+    # -- streamed answers -------------------------------------------------------------------------
+    def start_stream(
+        self,
+        status: int,
+        content_type: str,
+        extra_headers: bytes = b"",
+        length: int | None = None,
+        on_writable: Callable[[], None] | None = None,
+    ) -> None:
+        """Send the head of an answer whose body follows through :meth:`stream_write`.
+
+        The body is chunked unless ``length`` is given. While the client is slower than the producer,
+        :attr:`writable` is False; ``on_writable`` is called when it may write again (back-pressure:
+        memory stays bounded whatever the size). ``X-Duration-Seconds`` is the time to this head.
+        """
+        self._stream_status = status
+        self._chunked = length is None
+        self._on_writable = on_writable
+        request = self.request
+        keep_alive = request is not None and request.keep_alive and not self.server.draining and not self.peer_eof
+        self._stream_keep_alive = keep_alive
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(self._head(status, content_type, extra_headers, length, keep_alive))
+
+    def stream_write(self, data: bytes) -> None:
+        """Send one piece of a streamed body (nothing when empty)."""
+        if self.closed or not data or self.transport is None:
+            return
+        if self._chunked:
+            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.transport.write(data)
+
+    def end_stream(self, complete: bool = True) -> None:
+        """Finish a streamed answer; ``complete=False`` cuts it (the client sees a truncated body)."""
+        keep_alive = self._stream_keep_alive and complete
+        self._finish_request(self._stream_status)
+        self._on_writable = None
+        if self.closed or self.transport is None:
+            return
+        if not complete:
+            self.transport.abort()
+            self.closed = True
+            self.server.connections.discard(self)
+            return
+        if self._chunked:
+            self.transport.write(b"0\r\n\r\n")
+        self._next(keep_alive)
+
+    @property
+    def writable(self) -> bool:
+        """False while the transport's buffer is over its high-water mark."""
+        return not self.write_deadline
+
+    # -- shared steps of an answer ----------------------------------------------------------------
+    def _finish_request(self, status: int) -> bool:
+        """Bookkeeping when an answer is decided; returns whether the connection stays open."""
+        request = self.request
+        duration = time.monotonic() - self.started
         self.busy = False
         self.request = None
         self.call = None
-        method = request.method if request is not None else "-"
         if self.server.on_response is not None:
-            self.server.on_response(status, method, duration)
-        if self.closed:
-            return
-        keep_alive = request is not None and request.keep_alive and not self.server.draining and not self.peer_eof
+            self.server.on_response(status, request.method if request is not None else "-", duration)
+        return request is not None and request.keep_alive and not self.server.draining and not self.peer_eof
+
+    def _head(
+        self, status: int, content_type: str, extra_headers: bytes, length: int | None, keep_alive: bool
+    ) -> bytes:
+        framing = b"Content-Length: %d\r\n" % length if length is not None else b"Transfer-Encoding: chunked\r\n"
         head = _HEAD_TEMPLATE % (
             status,
             _REASONS.get(status, b"Unknown"),
             _http_date(),
             content_type.encode("latin-1"),
-            len(body),
-            duration,
+            framing,
+            time.monotonic() - self.started,
         )
         if not keep_alive:
             head += b"Connection: close\r\n"
-        transport = self.transport
-        assert transport is not None
-        if request is not None and request.method == "HEAD":
-            body = b""
-        transport.write(head + extra_headers + b"\r\n" + body)
+        return head + extra_headers + b"\r\n"
+
+    def _next(self, keep_alive: bool) -> None:
+        """After an answer: close, or wait for (and maybe at once parse) the next request."""
         if not keep_alive:
             self.close()
             return
-        self.deadline = now + self.server.read_timeout_s
+        self.deadline = time.monotonic() + self.server.read_timeout_s
         if not self._in_process and (self.parser._buffer or self._paused):
             self._process()
 
