@@ -23,6 +23,7 @@ import yaml
 
 from faasd.errors import InvalidRequest
 from faasd.providers.types import FunctionSpec, Resources, validate_name
+from faasd.templates import TEMPLATES
 
 __all__ = ["Stack", "StackError", "StackFunction", "load_stack", "parse_stack", "substitute"]
 
@@ -49,6 +50,8 @@ _FUNCTION_KEYS = frozenset(
 _IGNORED_FUNCTION_KEYS = frozenset(
     {"skip_build", "build_options", "build_args", "build_secrets", "platforms", "redirect_url", "readiness"}
 )
+LANGUAGE_ALIASES = {"python3": "python", "python3-http": "python-http"}
+"""OpenFaaS template names that map to faasd's templates (same handler interfaces)."""
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 
 
@@ -76,16 +79,18 @@ class StackFunction:
     namespace: str = ""
     line: int = 0
 
-    def to_spec(self, *, handler_archive: bytes = b"", default_fprocess: str = "") -> FunctionSpec:
-        """The FunctionDeployment for this function (``fprocess`` key, else ``environment.fprocess``,
-        else the language template's ``default_fprocess``)."""
-        env_process = self.fprocess or self.environment.get("fprocess", "") or default_fprocess
+    def to_spec(self, *, handler_archive: bytes = b"") -> FunctionSpec:
+        """The FunctionDeployment for this function: ``fprocess`` key, else ``environment.fprocess``, else
+        the ``lang`` template's; the template's settings (e.g. ``mode: python``) under ``environment``."""
+        template = TEMPLATES.get(LANGUAGE_ALIASES.get(self.lang, self.lang))
+        environment = {**(template.environment if template else {}), **self.environment}
+        env_process = self.fprocess or self.environment.get("fprocess", "") or (template.fprocess if template else "")
         return FunctionSpec(
             name=self.name,
             image=self.image,
             namespace=self.namespace,
             env_process=env_process,
-            env_vars=dict(self.environment),
+            env_vars=environment,
             constraints=self.constraints,
             secrets=self.secrets,
             labels=dict(self.labels),

@@ -116,11 +116,13 @@ StartDaemon = Callable[..., Daemon]
 
 @pytest.fixture
 def start_daemon(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[StartDaemon]:
-    """Factory: ``start_daemon(state_dir=None, args=(), **env)`` -> a ready :class:`Daemon`."""
+    """Factory: ``start_daemon(state_dir=None, args=(), python=None, **env)`` -> a ready :class:`Daemon`."""
     daemons: list[Daemon] = []
     counter = iter(range(1000))
 
-    def start(state_dir: Path | None = None, args: tuple[str, ...] = (), **env: str) -> Daemon:
+    def start(
+        state_dir: Path | None = None, args: tuple[str, ...] = (), python: str | None = None, **env: str
+    ) -> Daemon:
         number = next(counter)
         state = state_dir or tmp_path / f"state{number}"
         log_path = tmp_path / f"daemon{number}.log"
@@ -130,7 +132,7 @@ def start_daemon(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[S
             "FAASD_PASSWORD": PASSWORD,
             **env,
         }
-        command = [pyz_python, str(faasd_pyz), "up", "--port", "0", "--state-dir", str(state), *args]
+        command = [python or pyz_python, str(faasd_pyz), "up", "--port", "0", "--state-dir", str(state), *args]
         started = time.monotonic()
         log = open(log_path, "ab")  # noqa: SIM115 -- owned by the process for its lifetime
         proc = subprocess.Popen(command, env=full_env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)

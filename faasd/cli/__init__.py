@@ -11,8 +11,10 @@ import sys
 import click
 
 from faasd import __version__
+from faasd.cli.build import build, build_base
 from faasd.cli.common import make_context
 from faasd.cli.functions import deploy, describe, invoke, list_functions, logs, rm, scale
+from faasd.cli.new import new
 from faasd.cli.service import install_service
 from faasd.cli.status import status, version
 from faasd.cli.up import up
@@ -38,7 +40,22 @@ def cli(ctx: click.Context, gateway: str | None) -> None:
     ctx.obj = make_context(gateway)
 
 
-for command in (status, version, up, deploy, list_functions, describe, invoke, rm, logs, scale, install_service):
+for command in (
+    status,
+    version,
+    up,
+    deploy,
+    list_functions,
+    describe,
+    invoke,
+    rm,
+    logs,
+    scale,
+    new,
+    install_service,
+    build_base,
+    build,
+):
     cli.add_command(command)
 
 

@@ -64,6 +64,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -632,17 +633,19 @@ class LocalProvider:
     async def _validate(self, spec: FunctionSpec) -> tuple[str, dict[str, bytes]]:
         """(fprocess, secret values) for ``spec``, or InvalidRequest before anything is touched."""
         fprocess = spec.env_process or spec.env_vars.get("fprocess", "")
-        if not fprocess.strip():
+        python_mode = spec.env_vars.get("mode", "").strip() == "python"
+        if not fprocess.strip() and not python_mode:
             raise InvalidRequest(
                 "envProcess is required on the local backend: the command the watchdog runs for each request "
-                "(an image cannot be run here)"
+                "(an image cannot be run here; Python functions can use envVars mode=python instead)"
             )
-        try:
-            argv = shlex.split(fprocess)
-        except ValueError as exc:
-            raise InvalidRequest(f"envProcess {fprocess!r} cannot be split like a shell would: {exc}") from None
-        if not argv:
-            raise InvalidRequest("envProcess is empty")
+        if fprocess.strip():
+            try:
+                argv = shlex.split(fprocess)
+            except ValueError as exc:
+                raise InvalidRequest(f"envProcess {fprocess!r} cannot be split like a shell would: {exc}") from None
+            if not argv:
+                raise InvalidRequest("envProcess is empty")
         if len(set(spec.secrets)) != len(spec.secrets):
             raise InvalidRequest("secrets: a secret is listed twice")
         values: dict[str, bytes] = {}
@@ -681,21 +684,24 @@ class LocalProvider:
             )
             with os.fdopen(fd, "wb") as file:
                 file.write(value)
+        install_requirements(path)
         # The replica's view: does its command exist, and would the watchdog accept the env?
         env = self._replica_env(_Generation(0, spec, fprocess), path, os.path.join(path, ".replica"), listen_fd=3)
-        argv = shlex.split(fprocess)
-        program = argv[0]
-        if "/" in program:
-            candidate = os.path.join(path, program)
-            executable = candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
-        else:
-            executable = shutil.which(program, path=env.get("PATH", os.defpath))
-        if executable is None:
-            raise InvalidRequest(
-                f"envProcess: {program!r} is not found or not executable "
-                f"({'in the function directory' if '/' in program else 'on PATH'})"
-            )
-        env["fprocess"] = shlex.join([os.path.abspath(executable), *argv[1:]])
+        if fprocess.strip():
+            argv = shlex.split(fprocess)
+            program = argv[0]
+            if "/" in program:
+                candidate = os.path.join(path, program)
+                executable = candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
+            else:
+                executable = shutil.which(program, path=env.get("PATH", os.defpath))
+            if executable is None:
+                raise InvalidRequest(
+                    f"envProcess: {program!r} is not found or not executable "
+                    f"({'in the function directory' if '/' in program else 'on PATH'})"
+                )
+            env["fprocess"] = shlex.join([os.path.abspath(executable), *argv[1:]])
+        env["handler"] = os.path.join(path, env.get("handler") or "handler.py")  # Relative to the function dir.
         try:
             WatchdogConfig.from_env(env)
         except ConfigError as exc:
@@ -718,7 +724,8 @@ class LocalProvider:
         env = dict(self._base_env)
         env["TMPDIR"] = os.path.join(replica_dir, "tmp")
         env.update(generation.spec.env_vars)
-        env["fprocess"] = generation.fprocess
+        if generation.fprocess:
+            env["fprocess"] = generation.fprocess
         env.update(
             listen_fd=str(listen_fd),
             bind=LOCALHOST,
@@ -1086,6 +1093,51 @@ def _exit_fields(returncode: int | None) -> dict[str, object]:
 
 async def _remove_tree(path: str) -> None:
     await trio.to_thread.run_sync(functools.partial(shutil.rmtree, path, ignore_errors=True))
+
+
+REQUIREMENTS_TIMEOUT_S = 600
+
+
+def install_requirements(function_dir: str) -> None:
+    """Install a function's ``requirements.txt`` into its own ``.packages`` directory (blocking).
+
+    The local backend's build step: each function gets its dependencies apart from the others and from
+    faasd's; python-mode workers put ``.packages`` on ``sys.path`` (other modes: set PYTHONPATH).
+
+    Raises:
+        InvalidRequest: pip is missing or the install failed (its last output lines say why).
+    """
+    requirements = os.path.join(function_dir, "requirements.txt")
+    try:
+        with open(requirements, encoding="utf-8") as file:
+            wanted = [line for line in file if line.strip() and not line.lstrip().startswith("#")]
+    except FileNotFoundError:
+        return
+    if not wanted:
+        return
+    target = os.path.join(function_dir, ".packages")
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--target",
+        target,
+        "-r",
+        requirements,
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=REQUIREMENTS_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise InvalidRequest(f"requirements.txt: pip did not finish within {REQUIREMENTS_TIMEOUT_S}s") from None
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip().splitlines()
+        if "No module named pip" in result.stderr:
+            raise InvalidRequest("requirements.txt needs pip for the daemon's python3 (apt-get install python3-pip)")
+        raise InvalidRequest("requirements.txt: pip install failed: " + " | ".join(output[-3:]))
 
 
 def _kill_session(sid: int) -> int:
