@@ -33,34 +33,33 @@ class GatewayApp:
         self.management = management
         self.metrics = metrics
         self.health = health
+        self.in_flight = 0
+        """HTTP requests being answered now (shutdown waits for these, not for idle connections)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            method: str = scope["method"]
-            if path.startswith("/function/"):
-                await self.invoker.function_route(scope, receive, send)
-                return
-            if path == "/" and method == "POST":
-                await self.invoker.root_route(scope, receive, send)
-                return
-            if method == "GET":
-                if path == "/healthz":
-                    ok, reason = self.health()
-                    await send_text(send, 200 if ok else 503, "OK" if ok else f"degraded: {reason}")
-                    return
-                if path == "/metrics":
-                    body = self.metrics.render()
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [
-                                (b"content-type", CONTENT_TYPE.encode()),
-                                (b"content-length", str(len(body)).encode()),
-                            ],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": body})
-                    return
-        await self.management(scope, receive, send)  # type: ignore[misc]
+        if scope["type"] != "http":
+            await self.management(scope, receive, send)  # type: ignore[misc]
+            return
+        self.in_flight += 1
+        try:
+            await self._route(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path.startswith("/function/"):
+            await self.invoker.function_route(scope, receive, send)
+        elif path == "/" and method == "POST":
+            await self.invoker.root_route(scope, receive, send)
+        elif method == "GET" and path == "/healthz":
+            ok, reason = self.health()
+            await send_text(send, 200 if ok else 503, "OK" if ok else f"degraded: {reason}")
+        elif method == "GET" and path == "/metrics":
+            body = self.metrics.render()
+            headers = [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        else:
+            await self.management(scope, receive, send)  # type: ignore[misc]

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import signal
+import socket
 import tarfile
 import threading
 import time
@@ -346,3 +347,38 @@ def test_info_and_namespaces(start_daemon: StartDaemon) -> None:
         assert info["provider"]["orchestration"] == "local" and info["version"]["release"]
         assert info["faasd"]["healthy"] is True
         assert client.get("/system/namespaces").json() == []
+
+
+def test_keep_alive_traffic_does_not_hold_shutdown(start_daemon: StartDaemon) -> None:
+    """SIGTERM while clients keep calling over keep-alive connections: the daemon exits once no call is
+    in flight and the clients are gone -- hypercorn alone waited the whole shutdown_timeout (30 s)."""
+    daemon = start_daemon()
+    daemon.deploy("echo", "cat")
+    stop = threading.Event()
+    port = int(daemon.url.rsplit(":", 1)[1])
+    message = b"POST /function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 100
+
+    def caller() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            while not stop.is_set():
+                try:
+                    sock.sendall(message)
+                    if not sock.recv(65536):
+                        return
+                except OSError:
+                    return
+
+    callers = [threading.Thread(target=caller) for _ in range(16)]
+    for thread in callers:
+        thread.start()
+    time.sleep(0.5)
+    daemon.proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    time.sleep(0.5)
+    stop.set()
+    for thread in callers:
+        thread.join(10)
+    code = daemon.proc.wait(30)
+    elapsed = time.monotonic() - signalled
+    assert code == 0
+    assert elapsed < 5, f"shutdown took {elapsed:.1f}s under keep-alive traffic"
