@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -256,3 +257,142 @@ def assert_duration_header(value: str | None) -> float:
     assert value is not None, "response has no X-Duration-Seconds header"
     assert DURATION_RE.match(value), f"X-Duration-Seconds {value!r} is not float seconds with 6 decimals"
     return float(value)
+
+
+# -- streamed bodies and memory sampling (warm-mode tests) ---------------------------------------
+
+
+class BodyTruncated(Exception):
+    """The connection ended before the body did (no final chunk, or fewer bytes than Content-Length)."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(f"connection ended after {received} body bytes, before the end of the body")
+        self.received = received
+
+
+def read_head(conn: RawConnection) -> RawResponse:
+    """Read only the head of the next response (status and headers); the body stays on the wire for
+    :func:`iter_body`."""
+    conn._fill(lambda: b"\r\n\r\n" in conn.buffer, "a response head")
+    head, _, conn.buffer = conn.buffer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    version, status, *reason = lines[0].split(" ", 2)
+    response = RawResponse(version=version, status=int(status), reason=reason[0] if reason else "")
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        response.headers.append((name.strip(), value.strip()))
+    return response
+
+
+def iter_body(conn: RawConnection, response: RawResponse, recv_bytes: int = 256 * 1024) -> Iterator[bytes]:
+    """Yield the body of ``response`` (head read by :func:`read_head`) piece by piece as it arrives,
+    framed by Content-Length, chunked encoding or the connection's end; nothing is accumulated.
+
+    Raises:
+        BodyTruncated: the connection closed (or was reset) before the body's end.
+        AssertionError: nothing arrived within the connection's timeout, or the chunked framing is wrong.
+    """
+    received = 0
+
+    def more() -> bytes:
+        try:
+            return conn.sock.recv(recv_bytes)
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for the body after {received} bytes") from None
+        except ConnectionResetError:
+            return b""
+
+    length = response.header("Content-Length")
+    if length is not None:
+        left = int(length)
+        buf, conn.buffer = conn.buffer, b""
+        while left:
+            if not buf:
+                buf = more()
+                if not buf:
+                    raise BodyTruncated(received)
+            piece, buf = buf[:left], buf[left:]
+            left -= len(piece)
+            received += len(piece)
+            yield piece
+        conn.buffer = buf
+        return
+    if (response.header("Transfer-Encoding") or "").lower() != "chunked":
+        if conn.buffer:
+            piece, conn.buffer = conn.buffer, b""
+            yield piece
+        while data := more():
+            yield data
+        return
+    buf, conn.buffer = conn.buffer, b""
+    while True:
+        while b"\r\n" not in buf:
+            data = more()
+            if not data:
+                raise BodyTruncated(received)
+            buf += data
+        line, _, buf = buf.partition(b"\r\n")
+        try:
+            size = int(line.split(b";")[0], 16)
+        except ValueError:
+            raise AssertionError(f"bad chunk size line {line[:80]!r} after {received} bytes") from None
+        if size == 0:
+            while not (buf.startswith(b"\r\n") or b"\r\n\r\n" in buf):
+                data = more()
+                if not data:
+                    raise BodyTruncated(received)
+                buf += data
+            conn.buffer = buf[2:] if buf.startswith(b"\r\n") else buf.partition(b"\r\n\r\n")[2]
+            return
+        left = size
+        while left:
+            if not buf:
+                buf = more()
+                if not buf:
+                    raise BodyTruncated(received)
+            piece, buf = buf[:left], buf[left:]
+            left -= len(piece)
+            received += len(piece)
+            yield piece
+        while len(buf) < 2:
+            data = more()
+            if not data:
+                raise BodyTruncated(received)
+            buf += data
+        if buf[:2] != b"\r\n":
+            raise AssertionError(f"chunk not followed by CRLF after {received} bytes: {buf[:20]!r}")
+        buf = buf[2:]
+
+
+class RssSampler:
+    """Samples a process's resident size (VmRSS) in a background thread; ``peak`` is the largest seen.
+
+    Use as a context manager around the part of a test whose memory matters.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.005) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(rss_bytes(self.pid))
+            except (OSError, AssertionError):
+                return  # The process is gone.
+            self._stop.wait(self.interval)
+
+    @property
+    def peak(self) -> int:
+        return max(self.samples, default=0)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
