@@ -137,7 +137,9 @@ def docker_client(docker_host: str = "", *, timeout_s: float = 120.0) -> docker.
             return docker.DockerClient(base_url=docker_host, version="auto", timeout=int(timeout_s))
         return docker.from_env(version="auto", timeout=int(timeout_s))
     except docker.errors.DockerException as exc:
-        raise BackendUnavailable(f"cannot reach dockerd ({docker_host or 'DOCKER_HOST/default socket'}): {exc}") from exc
+        raise BackendUnavailable(
+            f"cannot reach dockerd ({docker_host or 'DOCKER_HOST/default socket'}): {exc}"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -218,7 +220,8 @@ def build_base(
         f"WORKDIR {FUNCTION_DIR}",
         "EXPOSE 8080",
         'ENTRYPOINT ["python3", "/faasd.pyz", "watchdog"]',
-        f'HEALTHCHECK --interval={HEALTHCHECK_INTERVAL} --timeout=2s --retries=3 CMD ["sh", "-c", "[ -e {LOCK_FILE} ]"]',
+        f"HEALTHCHECK --interval={HEALTHCHECK_INTERVAL} --timeout=2s --retries=3 "
+        f'CMD ["sh", "-c", "[ -e {LOCK_FILE} ]"]',
         f"LABEL {LABEL_PYZ_SHA256}={pyz_sha} {LABEL_FORMAT}={BASE_FORMAT} faasd.version={__version__}",
     ]
     with _docker_errors(f"importing {tag}"):
@@ -299,7 +302,9 @@ def base_entries(sources: BaseImageSources) -> list[_Entry]:
         if f"usr/bin/{applet}" not in files and applet != "busybox":
             add(_Entry(f"bin/{applet}", "link", link="busybox"))
     add(_Entry("faasd.pyz", "file", 0o644, source=sources.pyz))
-    add(_Entry("etc/passwd", "data", 0o644, data=b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"))
+    add(
+        _Entry("etc/passwd", "data", 0o644, data=b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")
+    )
     add(_Entry("etc/group", "data", 0o644, data=b"root:x:0:\nnogroup:x:65534:\n"))
     directories = {"tmp": 0o1777, "root": 0o700, FUNCTION_DIR.strip("/"): 0o755, "var/openfaas/secrets": 0o755}
     for path in list(files) + list(directories):
@@ -319,7 +324,9 @@ def _walk_stdlib(stdlib: str) -> Iterator[tuple[str, str]]:
         dirs[:] = sorted(
             d
             for d in dirs
-            if not (top and (d in STDLIB_EXCLUDES or d.startswith("config-3") or d in ("site-packages", "dist-packages")))
+            if not (
+                top and (d in STDLIB_EXCLUDES or d.startswith("config-3") or d in ("site-packages", "dist-packages"))
+            )
         )
         for name in sorted(names):
             if top and name in STDLIB_EXCLUDES:
