@@ -118,7 +118,11 @@ async def serve(config: WatchdogConfig) -> None:
             max_body_bytes=1024,
         )
         await metrics_server.listen(config.bind, config.metrics_port)
-    await app.runner.start()  # Warm modes: the function's server or workers are up before we say ready.
+    try:
+        await app.runner.start()  # Warm modes: the function's server or workers are up before we say ready.
+    except BaseException:
+        await app.runner.aclose()  # A server or workers started before the failure must not outlive us.
+        raise
     if not config.suppress_lock:
         _write_lock(config.lock_file)
     app.ready = True

@@ -84,7 +84,10 @@ class Event:
         self.method: str = meta["method"]
         self.path: str = meta["path"]
         self.headers = {"-".join(p.capitalize() for p in name.split("-")): value for name, value in meta["headers"]}
-        self.query = dict(parse_qsl(meta.get("query", ""), keep_blank_values=True))
+        query: dict[str, str] = {}
+        for key, value in parse_qsl(meta.get("query", ""), keep_blank_values=True):
+            query.setdefault(key, value)  # The first of repeated values, as Flask's request.args[key] in the template.
+        self.query = query
 
 
 class Context:
