@@ -325,8 +325,8 @@ class HttpRunner:
                     f"the function's server did not listen on {self._url()} within {self.config.start_timeout_s:g}s"
                 )
             await asyncio.sleep(PROBE_INTERVAL_S)
-        self.ready = True
         event(log, logging.INFO, "upstream ready", upstream=self._url(), pid=self.pid)
+        self._became_ready()
 
     def _url(self) -> str:
         return f"http://{self.address[0]}:{self.address[1]}"
@@ -417,12 +417,16 @@ class HttpRunner:
         while not self.closing and self.pid and not await self._accepts():
             await asyncio.sleep(PROBE_INTERVAL_S)
         if self.pid and not self.closing:
-            self.ready = True
             event(log, logging.INFO, "upstream ready again", pid=self.pid)
-            while self.waiting:
-                call = self.waiting.popleft()
-                if not call.abandoned and not call.answered:
-                    self._dispatch(call)
+            self._became_ready()
+
+    def _became_ready(self) -> None:
+        """Serve from now on, starting with the calls that arrived while the server was (re)starting."""
+        self.ready = True
+        while self.waiting:
+            call = self.waiting.popleft()
+            if not call.abandoned and not call.answered:
+                self._dispatch(call)
 
     def healthy(self) -> bool:
         return self.ready

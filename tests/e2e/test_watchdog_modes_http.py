@@ -26,6 +26,7 @@ from tests.helpers import (
     free_port,
     http_request,
     iter_body,
+    port_refuses,
     process_alive,
     read_head,
     rss_bytes,
@@ -183,6 +184,18 @@ def test_not_ready_until_the_upstream_listens(start_watchdog):
     watchdog = start_http(start_watchdog, delay=0.6)
     assert watchdog.startup_s >= 0.6, f"healthy after {watchdog.startup_s:.2f}s, before the upstream listened"
     assert watchdog.request("GET", "/x").status_code == 200
+
+
+def test_a_call_sent_while_the_upstream_starts_is_answered_once_it_listens(start_watchdog):
+    """The watchdog listens before its function server does; a call arriving in between waits, then is served."""
+    watchdog = start_http(start_watchdog, delay=0.6, wait_ready=False)
+    wait_for(lambda: not port_refuses(watchdog.port), 10.0, "the watchdog to listen")
+    t0 = time.monotonic()
+    response = watchdog.request("POST", "/early", content=b"early", timeout=10.0)
+    elapsed = time.monotonic() - t0
+    assert response.status_code == 200, response.text
+    assert echoed(response)["body"] == "early"
+    assert elapsed < 3.0, f"a call held during start-up took {elapsed:.2f}s (upstream listens after 0.6s)"
 
 
 # -- timeouts ------------------------------------------------------------------------------------
