@@ -1,12 +1,20 @@
-"""Fork-mode watchdog benchmark: faasd's watchdog vs the OpenFaaS Go watchdog(s), same run, same load.
+"""Watchdog benchmark: faasd's watchdog in each mode vs the OpenFaaS Go watchdogs, same run, same load.
 
-Run ``python3 bench/watchdog.py`` (see bench/README.md). Each round starts every target fresh with the same clean
-environment and ``fprocess=cat``, warms it up, then loads it with wrk (100-byte POST, keep-alive) at c = 1, 16
-and 64; rounds rotate the target order, and the report gives medians over rounds plus ratios taken per round
-(faasd ÷ peer, and ÷ the machine's raw spawn rate measured in the same round). Only same-run ratios mean
-anything on these shared VMs: absolute numbers drift 5-30 % between rounds and more between machines.
+Run ``python3 bench/watchdog.py`` (see bench/README.md). Two suites, each in interleaved rounds; every target starts
+fresh each round with the same clean environment, is warmed up, then loaded with wrk (100-byte POST, keep-alive) at
+c = 1, 16 and 64; rounds rotate the target order, and the report gives medians over rounds plus ratios taken per
+round. Only same-run ratios mean anything on these shared VMs: absolute numbers drift 5-30 % between rounds.
 
-Targets (from the issue): c16 throughput >= 1.2x classic-watchdog (>= 1.0x at least); c1 p50 <= classic's.
+* **fork** (``fprocess=cat``, a process per call): faasd fork mode and streaming mode vs the classic watchdog
+  (``--peer``, default ../shared/peers/classic-watchdog) and of-watchdog's streaming mode, and the machine's raw
+  spawn rate measured in the same round.
+* **warm** (no process start per call): a bare asyncio echo server (bench/_upstream.py, the upstream), faasd's
+  ``http`` mode and of-watchdog's ``mode=http`` (``--http-peer``) each starting that same server as fprocess and
+  proxying to it, and faasd's ``python`` mode running the same echo as ``handle(req)``.
+
+Targets (from the issues): fork: c16 throughput >= 1.2x classic-watchdog (>= 1.0x at least), c1 p50 <= classic's;
+warm: http and python modes >= 1.2x of-watchdog http at c16 (>= 1.0x at least) and >= 0.6x the bare upstream,
+per-call overhead <= 1 ms p50 at c1.
 """
 
 from __future__ import annotations
@@ -28,9 +36,17 @@ import _harness as h  # the bench directory is not a package: imported by path, 
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FAASD = REPO / "dist" / "faasd.pyz"
-DEFAULT_PEER = REPO.parent / "shared" / "peers" / "classic-watchdog"
+PEERS_DIR = REPO.parent / "shared" / "peers"
+DEFAULT_PEER = PEERS_DIR / "classic-watchdog"
+DEFAULT_HTTP_PEER = PEERS_DIR / "of-watchdog"
+UPSTREAM_SCRIPT = Path(__file__).resolve().parent / "_upstream.py"
 FAASD = "faasd"
+FAASD_STREAMING = "faasd streaming"
+FAASD_HTTP = "faasd http"
+FAASD_PYTHON = "faasd python"
+UPSTREAM = "bare upstream"
 SPAWN = "raw spawn"
+ECHO_HANDLER = "def handle(req):\n    return req\n"
 
 BODY = b"0123456789" * 10  # 100 bytes, printable so logs and echoes stay readable
 LOAD = h.Load(method="POST", path="/", body=BODY, content_type="text/plain")
@@ -39,7 +55,11 @@ LEVELS = (h.Level(1, 1), h.Level(2, 16), h.Level(2, 64))
 WARMUP = h.Level(2, 16)
 WARMUP_S = 1
 CPU_LEVEL = 16  # the concurrency whose CPU/request the summary reports
-TARGETS_TEXT = "targets: c16 throughput >= 1.2x classic-watchdog (>= 1.0x at least); c1 p50 <= classic's"
+TARGETS_TEXT = (
+    "targets: fork: c16 throughput >= 1.2x classic-watchdog (>= 1.0x at least), c1 p50 <= classic's; "
+    "warm: http and python modes >= 1.2x of-watchdog http at c16 (>= 1.0x at least) and >= 0.6x the bare "
+    "upstream, overhead <= 1 ms p50 at c1"
+)
 
 #: Builds a fresh Target (new ports, own tmp dir) for one round.
 TargetFactory = Callable[[Path], h.Target]
@@ -48,29 +68,68 @@ TargetFactory = Callable[[Path], h.Target]
 # --------------------------------------------------------------------------------------------- targets
 
 
-def faasd_target(python: str, pyz: Path) -> TargetFactory:
-    """faasd's watchdog in fork mode on 127.0.0.1, metrics on a free port (never 8081, which the Go peers need)."""
+def faasd_target(python: str, pyz: Path, name: str = FAASD, **mode: str | Path) -> TargetFactory:
+    """faasd's watchdog on 127.0.0.1 (fork mode running ``cat`` unless ``mode`` says otherwise), metrics on a free
+    port (never 8081, which the Go peers need)."""
 
     def build(tmp: Path) -> h.Target:
         port = h.free_port()
         metrics = h.free_port(avoid=[port])
-        env = h.clean_env(fprocess="cat", port=port, bind=h.LOCALHOST, metrics_port=metrics, lock_file=tmp / ".lock")
-        return h.Target(FAASD, [python, str(pyz), "watchdog"], env, port, PROBE, log_path=tmp / "log", cwd=tmp)
+        config = {"fprocess": "cat", **mode}
+        if "upstream_url" in mode:  # http mode: the upstream server on its own free port
+            upstream = h.free_port(avoid=[port, metrics])
+            config.update(
+                fprocess=f"{python} {UPSTREAM_SCRIPT} {upstream}", upstream_url=f"http://127.0.0.1:{upstream}"
+            )
+        if mode.get("mode") == "python":
+            (tmp / "handler.py").write_text(ECHO_HANDLER)
+            config.pop("fprocess")
+        env = h.clean_env(port=port, bind=h.LOCALHOST, metrics_port=metrics, lock_file=tmp / ".lock", **config)
+        return h.Target(name, [python, str(pyz), "watchdog"], env, port, PROBE, log_path=tmp / "log", cwd=tmp)
 
     return build
 
 
-def peer_target(name: str, binary: Path) -> TargetFactory:
-    """An OpenFaaS Go watchdog: own TMPDIR (its lock file), no health-check delay, and it always takes :8081."""
+def peer_target(name: str, binary: Path, python: str = "", **mode: str) -> TargetFactory:
+    """An OpenFaaS Go watchdog: own TMPDIR (its lock file), no health-check delay, and it always takes :8081.
+    With ``mode="http"`` it starts bench/_upstream.py (under ``python``) as its fprocess and proxies to it."""
 
     def build(tmp: Path) -> h.Target:
         port = h.free_port()
-        env = h.clean_env(fprocess="cat", port=port, healthcheck_interval=0, TMPDIR=tmp)
+        config: dict[str, str | int | Path] = {"fprocess": "cat", **mode}
+        if mode.get("mode") == "http":
+            upstream = h.free_port(avoid=[port, h.GO_METRICS_PORT])
+            config.update(
+                fprocess=f"{python} {UPSTREAM_SCRIPT} {upstream}", upstream_url=f"http://127.0.0.1:{upstream}"
+            )
+        env = h.clean_env(port=port, healthcheck_interval=0, TMPDIR=tmp, **config)
         return h.Target(
             name, [str(binary)], env, port, PROBE, fixed_ports=(h.GO_METRICS_PORT,), log_path=tmp / "log", cwd=tmp
         )
 
     return build
+
+
+def upstream_target(python: str) -> TargetFactory:
+    """bench/_upstream.py loaded directly: the floor under any http-mode watchdog in front of it."""
+
+    def build(tmp: Path) -> h.Target:
+        port = h.free_port()
+        argv = [python, str(UPSTREAM_SCRIPT), str(port)]
+        return h.Target(UPSTREAM, argv, h.clean_env(), port, PROBE, log_path=tmp / "log", cwd=tmp)
+
+    return build
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Targets measured together in interleaved rounds, and the per-round ratios the report prints."""
+
+    name: str
+    title: str
+    factories: dict[str, TargetFactory]
+    pairs: list[tuple[str, str]]  # (ours, theirs): req/s at each level, and p50 at c1
+    spawn: bool  # measure the raw spawn rate each round too (the fork suite's baseline)
 
 
 # --------------------------------------------------------------------------------------------- measuring
@@ -135,13 +194,13 @@ def measure_target(factory: TargetFactory, wrk: str, script: Path, tmp: Path, ar
     return out
 
 
-def run_rounds(factories: dict[str, TargetFactory], wrk: str, args: argparse.Namespace, tmp_root: Path) -> Run:
+def run_rounds(suite: Suite, wrk: str, args: argparse.Namespace, tmp_root: Path) -> Run:
     """Interleaved rounds: the order (spawn baseline included) rotates by one each round, so no target is
     always first (cold caches) or always last (a warmed-up, possibly throttled VM)."""
-    names = list(factories)
+    names = list(suite.factories)
     run = Run(names)
     script = LOAD.write_script(tmp_root)
-    jobs = [SPAWN, *names]
+    jobs = [SPAWN, *names] if suite.spawn else names
     spawn_env = h.clean_env()
     for index in range(args.rounds):
         shift = index % len(jobs)
@@ -149,7 +208,7 @@ def run_rounds(factories: dict[str, TargetFactory], wrk: str, args: argparse.Nam
         run.orders.append(order)
         results: dict[str, TargetRound] = {}
         spawn: SpawnRound | None = None
-        print(f"round {index + 1}/{args.rounds}: {' -> '.join(order)}", file=sys.stderr, flush=True)
+        print(f"{suite.name} round {index + 1}/{args.rounds}: {' -> '.join(order)}", file=sys.stderr, flush=True)
         for job in order:
             started = time.monotonic()
             if job == SPAWN:
@@ -162,8 +221,8 @@ def run_rounds(factories: dict[str, TargetFactory], wrk: str, args: argparse.Nam
                 except h.BenchError as exc:
                     note = f"FAILED: {exc}"
             else:
-                tmp = Path(tempfile.mkdtemp(prefix=f"r{index + 1}-{job}-", dir=tmp_root))
-                results[job] = result = measure_target(factories[job], wrk, script, tmp, args)
+                tmp = Path(tempfile.mkdtemp(prefix=f"r{index + 1}-{job.replace(' ', '-')}-", dir=tmp_root))
+                results[job] = result = measure_target(suite.factories[job], wrk, script, tmp, args)
                 if result.error:
                     note = "FAILED: " + result.error.splitlines()[0]
                 else:
@@ -199,7 +258,7 @@ def spawn_series(run: Run, attr: str) -> list[float | None]:
     return out
 
 
-def summarize(run: Run, peers: list[str]) -> dict[str, object]:
+def summarize(run: Run, suite: Suite) -> dict[str, object]:
     """Medians and per-round ratios, the numbers the report prints (and the JSON file keeps)."""
     summary: dict[str, object] = {"targets": {}, "ratios": {}}
     for name in run.names:
@@ -221,32 +280,61 @@ def summarize(run: Run, peers: list[str]) -> dict[str, object]:
             "startup_ms_median": h.median(startups),
             "startup_ms_range": h.spread(startups),
         }
-    spawn2 = spawn_series(run, "rate2")
     ratios: dict[str, list[float]] = {}
-    if FAASD in run.names:
-        for peer in peers:
-            for c in (1, 16, 64):
-                ratios[f"{FAASD}/{peer} rps c{c}"] = h.paired_ratios(
-                    series(run, FAASD, c, "rps"), series(run, peer, c, "rps")
-                )
-            ratios[f"{FAASD}/{peer} p50 c1"] = h.paired_ratios(
-                series(run, FAASD, 1, "p50_ms"), series(run, peer, 1, "p50_ms")
+    for ours, theirs in suite.pairs:
+        for c in (1, 16, 64):
+            ratios[f"{ours}/{theirs} rps c{c}"] = h.paired_ratios(
+                series(run, ours, c, "rps"), series(run, theirs, c, "rps")
             )
-    for name in run.names:
-        ratios[f"{name}/raw spawn rps c16"] = h.paired_ratios(series(run, name, 16, "rps"), spawn2)
+        ratios[f"{ours}/{theirs} p50 c1"] = h.paired_ratios(
+            series(run, ours, 1, "p50_ms"), series(run, theirs, 1, "p50_ms")
+        )
+        ratios[f"{ours}-{theirs} p50 c1 ms"] = h.paired_differences(
+            series(run, ours, 1, "p50_ms"), series(run, theirs, 1, "p50_ms")
+        )
+    if suite.spawn:
+        spawn2 = spawn_series(run, "rate2")
+        for name in run.names:
+            ratios[f"{name}/raw spawn rps c16"] = h.paired_ratios(series(run, name, 16, "rps"), spawn2)
+        summary["spawn"] = {"two_threads_per_s": spawn2, "one_thread_ms_each": spawn_series(run, "ms1")}
     summary["ratios"] = ratios
-    summary["spawn"] = {
-        "two_threads_per_s": spawn2,
-        "one_thread_ms_each": spawn_series(run, "ms1"),
-    }
     return summary
 
 
-def report(run: Run, peers: list[str], summary: dict[str, object], args: argparse.Namespace, meta: dict) -> str:
-    """The human-readable report (stdout)."""
+def _goal(mid: float, goal: float, minimum: float) -> str:
+    if mid >= goal:
+        return "met"
+    return f"minimum met (>= {minimum:g}x), goal {goal:g}x not" if mid >= minimum else "NOT met"
+
+
+def verdicts(suite: Suite, ratios: dict[str, list[float]]) -> list[str]:
+    """One line per target of the issue that this suite's targets can answer."""
+    lines = []
+    for ours, theirs in suite.pairs:
+        c16 = h.median(ratios[f"{ours}/{theirs} rps c16"])
+        if c16 is None:
+            continue
+        if suite.name == "fork" and ours == FAASD and "classic" in theirs:
+            lines.append(f"  c16 throughput {ours} / {theirs}: {c16:.2f}x -> {_goal(c16, 1.2, 1.0)}")
+            p50 = h.median(ratios[f"{ours}/{theirs} p50 c1"])
+            if p50 is not None:
+                lines.append(f"  c1 p50 {ours} / {theirs}: {p50:.2f}x -> {'met' if p50 <= 1.0 else 'NOT met'}")
+        elif suite.name == "warm" and theirs == UPSTREAM:
+            lines.append(f"  c16 throughput {ours} / {theirs}: {c16:.2f}x -> {'met' if c16 >= 0.6 else 'NOT met'}")
+            added = h.median(ratios[f"{ours}-{theirs} p50 c1 ms"])
+            if added is not None:
+                verdict = "met" if added <= 1.0 else "NOT met"
+                lines.append(f"  c1 p50 added by {ours} over {theirs}: {added:+.2f} ms -> {verdict}")
+        elif suite.name == "warm":
+            lines.append(f"  c16 throughput {ours} / {theirs}: {c16:.2f}x -> {_goal(c16, 1.2, 1.0)}")
+    return lines
+
+
+def report(run: Run, suite: Suite, summary: dict[str, object], args: argparse.Namespace, meta: dict) -> str:
+    """The human-readable report of one suite (stdout)."""
     lines = [
         "",
-        f"fork-mode watchdog benchmark: fprocess=cat, {len(BODY)}-byte POST (text/plain), HTTP/1.1 keep-alive, wrk",
+        f"{suite.title}, {len(BODY)}-byte POST (text/plain), HTTP/1.1 keep-alive, wrk",
         f"{args.rounds} round(s) x {args.duration} s per load, order rotated each round; "
         f"machine: {meta['machine']['cpus']} CPU {meta['machine']['cpu_model']}, kernel {meta['machine']['kernel']}",
     ]
@@ -273,48 +361,39 @@ def report(run: Run, peers: list[str], summary: dict[str, object], args: argpars
     headers = ["target", "c", "req/s median [min-max]", "p50 ms", "p99 ms", "errors", "CPU ms/req"]
     lines += [h.render_table(headers, rows, right=(1, 2, 3, 4, 5, 6)), ""]
 
-    spawn2 = spawn_series(run, "rate2")
-    spawn1 = spawn_series(run, "ms1")
-    lines.append("baselines (same env, every round):")
-    lines.append(f"  raw spawn, subprocess.run(['cat']) x 2 threads: {h.fmt_range(spawn2)} spawns/s")
-    lines.append(f"  one spawn, 1 thread:                            {h.fmt_range(spawn1, h.fmt_ms)} ms")
-    lines.append("")
+    if suite.spawn:
+        lines.append("baselines (same env, every round):")
+        lines.append(
+            f"  raw spawn, subprocess.run(['cat']) x 2 threads: {h.fmt_range(spawn_series(run, 'rate2'))} spawns/s"
+        )
+        lines.append(
+            f"  one spawn, 1 thread:                            {h.fmt_range(spawn_series(run, 'ms1'), h.fmt_ms)} ms"
+        )
+        lines.append("")
     lines.append("start-up, exec -> first 200 (ms, median [min-max]):")
     for name in run.names:
         startups = [r[name].startup_ms if name in r else None for r in run.rounds]
-        lines.append(f"  {name:<20} {h.fmt_range(startups, lambda v: h.fmt_ms(v, 1))}")
+        lines.append(f"  {name:<22} {h.fmt_range(startups, lambda v: h.fmt_ms(v, 1))}")
     lines.append("")
 
     ratios: dict[str, list[float]] = summary["ratios"]  # type: ignore[assignment]
     lines.append("ratios (median of per-round ratios [min-max]):")
-    if FAASD in run.names:
-        for peer in peers:
-            rps = ", ".join(f"c{c} {h.fmt_ratio(ratios[f'{FAASD}/{peer} rps c{c}'])}" for c in (1, 16, 64))
-            lines.append(f"  {FAASD} / {peer}: req/s {rps}")
-            p50 = h.fmt_ratio(ratios[f"{FAASD}/{peer} p50 c1"])
-            lines.append(f"  {FAASD} / {peer}: p50 at c1 {p50} (<= 1 is faster)")
-    for name in run.names:
-        lines.append(f"  {name} / raw spawn (2 threads) at c16: {h.fmt_ratio(ratios[f'{name}/raw spawn rps c16'])}")
-    lines.append("")
-    lines.append(TARGETS_TEXT)
-    classic = [p for p in peers if "classic" in p]
-    if FAASD in run.names and classic:
-        peer = classic[0]
-        c16 = ratios[f"{FAASD}/{peer} rps c16"]
-        p50 = ratios[f"{FAASD}/{peer} p50 c1"]
-        if c16:
-            mid = h.median(c16) or 0.0
-            verdict = "met" if mid >= 1.2 else ("minimum met (>= 1.0x), goal 1.2x not" if mid >= 1.0 else "NOT met")
-            lines.append(f"  c16 throughput vs {peer}: {mid:.2f}x -> {verdict}")
-        if p50:
-            mid = h.median(p50) or 0.0
-            lines.append(f"  c1 p50 vs {peer}: {mid:.2f}x -> {'met' if mid <= 1.0 else 'NOT met'}")
+    for ours, theirs in suite.pairs:
+        rps = ", ".join(f"c{c} {h.fmt_ratio(ratios[f'{ours}/{theirs} rps c{c}'])}" for c in (1, 16, 64))
+        lines.append(f"  {ours} / {theirs}: req/s {rps}")
+        p50 = h.fmt_ratio(ratios[f"{ours}/{theirs} p50 c1"])
+        added = h.fmt_delta(ratios[f"{ours}-{theirs} p50 c1 ms"])
+        lines.append(f"  {ours} / {theirs}: p50 at c1 {p50} (<= 1 is faster), difference {added}")
+    if suite.spawn:
+        for name in run.names:
+            lines.append(f"  {name} / raw spawn (2 threads) at c16: {h.fmt_ratio(ratios[f'{name}/raw spawn rps c16'])}")
+    lines += ["", "targets:", *verdicts(suite, ratios)]
     failures = [(i + 1, n, r.error) for i, rr in enumerate(run.rounds) for n, r in rr.items() if r.error]
     warnings = [(i + 1, n) for i, rr in enumerate(run.rounds) for n, r in rr.items() if r.echo_ok is False]
     if warnings:
         lines.append("")
         for rnd, name in warnings:
-            lines.append(f"warning: round {rnd}: {name} did not echo the request body (is fprocess really cat?)")
+            lines.append(f"warning: round {rnd}: {name} did not echo the request body")
     if failures:
         lines.append("")
         lines.append("failures:")
@@ -359,15 +438,30 @@ def to_json(run: Run, summary: dict, meta: dict) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Fork-mode watchdog benchmark: faasd vs OpenFaaS Go watchdogs, same run (see bench/README.md).",
+        description="Watchdog benchmark: faasd's modes vs OpenFaaS Go watchdogs, same run (see bench/README.md).",
         epilog=TARGETS_TEXT,
     )
     parser.add_argument("--faasd", type=Path, default=DEFAULT_FAASD, help="faasd zipapp (default: %(default)s)")
     parser.add_argument("--no-faasd", action="store_true", help="measure only the peers and the baselines")
     parser.add_argument(
-        "--peer", type=Path, action="append", default=[], help="a peer watchdog binary (repeatable; label = file name)"
+        "--suite", choices=("fork", "warm", "all"), default="all", help="fork, warm or all (default: %(default)s)"
     )
-    parser.add_argument("--python", default=sys.executable, help="interpreter for faasd and the spawn baseline")
+    parser.add_argument(
+        "--peer",
+        type=Path,
+        action="append",
+        default=[],
+        help="a fork-per-call peer watchdog binary (repeatable; label = file name; default classic-watchdog)",
+    )
+    parser.add_argument(
+        "--http-peer",
+        type=Path,
+        action="append",
+        default=[],
+        help="a peer run in mode=http (and mode=streaming in the fork suite) in front of the same upstream "
+        "(repeatable; default of-watchdog)",
+    )
+    parser.add_argument("--python", default=sys.executable, help="interpreter for faasd, the upstream and spawns")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per load level (default 5)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per load, 1 round")
@@ -387,45 +481,71 @@ def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _binaries(given: list[Path], default: Path, what: str) -> list[Path] | str:
+    """The peer binaries to run (the default one when none is given and it exists), or why they cannot run."""
+    paths = list(given)
+    if not paths and default.exists():
+        paths = [default]
+        print(f"{what}: {default} (default)", file=sys.stderr)
+    elif not paths:
+        print(f"no {what}: {default} does not exist", file=sys.stderr)
+    for path in paths:
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            return f"{what} {path} is not an executable file"
+    return [p.resolve() for p in paths]
+
+
+def build_suites(args: argparse.Namespace) -> list[Suite] | str:
+    """The suites ``--suite`` asks for, with every target that can run here, or why none can."""
+    pyz = args.faasd.resolve()
+    if not args.no_faasd and not pyz.exists():
+        return f"{pyz} not found: build it (python3 scripts/build_zipapp.py), point --faasd at it, or pass --no-faasd"
+    fork_peers = _binaries(args.peer, DEFAULT_PEER, "fork peer")
+    http_peers = _binaries(args.http_peer, DEFAULT_HTTP_PEER, "http peer")
+    if isinstance(fork_peers, str) or isinstance(http_peers, str):
+        return fork_peers if isinstance(fork_peers, str) else str(http_peers)
+    suites = []
+    if args.suite in ("fork", "all"):
+        factories: dict[str, TargetFactory] = {}
+        pairs: list[tuple[str, str]] = []
+        if not args.no_faasd:
+            factories[FAASD] = faasd_target(args.python, pyz)
+            factories[FAASD_STREAMING] = faasd_target(args.python, pyz, FAASD_STREAMING, mode="streaming")
+        for path in fork_peers:
+            factories[path.name] = peer_target(path.name, path)
+            pairs += [(FAASD, path.name)] if not args.no_faasd else []
+        for path in http_peers:
+            name = f"{path.name} streaming"
+            factories[name] = peer_target(name, path, mode="streaming")
+            pairs += [(FAASD_STREAMING, name)] if not args.no_faasd else []
+        suites.append(Suite("fork", "fork per call: fprocess=cat", factories, pairs, spawn=True))
+    if args.suite in ("warm", "all"):
+        factories = {UPSTREAM: upstream_target(args.python)}
+        pairs = []
+        if not args.no_faasd:
+            factories[FAASD_HTTP] = faasd_target(args.python, pyz, FAASD_HTTP, mode="http", upstream_url="")
+            factories[FAASD_PYTHON] = faasd_target(args.python, pyz, FAASD_PYTHON, mode="python")
+        for path in http_peers:
+            name = f"{path.name} http"
+            factories[name] = peer_target(name, path, args.python, mode="http")
+            pairs += [(FAASD_HTTP, name), (FAASD_PYTHON, name)] if not args.no_faasd else []
+        if not args.no_faasd:
+            pairs += [(FAASD_HTTP, UPSTREAM), (FAASD_PYTHON, UPSTREAM)]
+        title = "warm: an asyncio echo server (bench/_upstream.py) direct, behind http mode; python mode echo"
+        suites.append(Suite("warm", title, factories, pairs, spawn=False))
+    return suites
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wrk = h.find_wrk()
     if wrk is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
-    factories: dict[str, TargetFactory] = {}
-    sources: dict[str, str] = {}
-    if not args.no_faasd:
-        if not args.faasd.exists():
-            print(
-                f"{args.faasd} not found: build it (python3 scripts/build_zipapp.py), point --faasd at it, "
-                "or pass --no-faasd",
-                file=sys.stderr,
-            )
-            return 2
-        factories[FAASD] = faasd_target(args.python, args.faasd.resolve())
-        sources[FAASD] = f"{args.python} {args.faasd.resolve()} watchdog"
-    peer_paths = list(args.peer)
-    if not peer_paths and DEFAULT_PEER.exists():
-        peer_paths = [DEFAULT_PEER]
-        print(f"peer: {DEFAULT_PEER} (default; choose others with --peer)", file=sys.stderr)
-    elif not peer_paths:
-        print(f"no peer: {DEFAULT_PEER} does not exist (use --peer PATH); baselines only", file=sys.stderr)
-    peers = []
-    for path in peer_paths:
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            print(f"peer {path} is not an executable file", file=sys.stderr)
-            return 2
-        name = path.name
-        while name in factories:
-            name += "'"
-        factories[name] = peer_target(name, path.resolve())
-        sources[name] = str(path.resolve())
-        peers.append(name)
-    if not factories:
-        print("nothing to measure", file=sys.stderr)
+    suites = build_suites(args)
+    if isinstance(suites, str):
+        print(suites, file=sys.stderr)
         return 2
-
     meta = {
         "machine": h.machine_info(),
         "wrk": h.wrk_version(wrk),
@@ -435,25 +555,32 @@ def main(argv: list[str] | None = None) -> int:
         "levels": [vars(level) for level in LEVELS],
         "body_bytes": len(BODY),
         "spawn_seconds": args.spawn_seconds,
-        "targets": sources,
+        "faasd": None if args.no_faasd else f"{args.python} {args.faasd.resolve()} watchdog",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     h.become_subreaper()
     previous = signal.signal(signal.SIGTERM, _sigterm)
+    results: dict[str, tuple[Suite, Run]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="faasd-bench-") as tmp:
-            run = run_rounds(factories, wrk, args, Path(tmp))
+            for suite in suites:
+                results[suite.name] = (suite, run_rounds(suite, wrk, args, Path(tmp)))
     except KeyboardInterrupt:
         print("\ninterrupted; every server was stopped", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    summary = summarize(run, peers)
-    print(report(run, peers, summary, args, meta))
+    document: dict[str, object] = {}
+    failed = False
+    for name, (suite, run) in results.items():
+        summary = summarize(run, suite)
+        print(report(run, suite, summary, args, meta))
+        document[name] = to_json(run, summary, meta)
+        failed = failed or any(r.error for rr in run.rounds for r in rr.values())
+        failed = failed or (suite.spawn and any(s is None for s in run.spawns))
     if args.json:
-        args.json.write_text(json.dumps(to_json(run, summary, meta), indent=2) + "\n")
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nraw numbers: {args.json}")
-    failed = any(r.error for results in run.rounds for r in results.values()) or any(s is None for s in run.spawns)
     return 1 if failed else 0
 
 
