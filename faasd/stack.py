@@ -222,6 +222,10 @@ class _Parser:
                 self.warn(k_node, f"unknown key {key!r} in function {name!r} (ignored)")
             elif key in ("lang", "image", "fprocess", "namespace"):
                 values[key] = self.string(v_node, label)
+                lang = LANGUAGE_ALIASES.get(values[key], values[key])
+                if key == "lang" and lang not in TEMPLATES and lang != "dockerfile":  # faas-cli's own, image-built
+                    known = ", ".join(sorted({*TEMPLATES, *LANGUAGE_ALIASES}))
+                    self.warn(v_node, f"lang {values[key]!r} of {name!r} is not a faasd template ({known}): ignored")
             elif key == "handler":
                 values["handler"] = os.path.normpath(os.path.join(self.base_dir, self.string(v_node, label)))
             elif key in ("labels", "annotations"):

@@ -78,6 +78,14 @@ def test_unknown_and_ignored_keys_are_warnings_with_lines():
     assert "s.yml:6: unknown key 'extra' (ignored)" in stack.warnings
 
 
+def test_a_lang_that_is_no_template_is_a_warning_and_known_ones_are_not():
+    text = "functions:\n  f:\n    fprocess: cat\n    lang: golang\n  g:\n    lang: python3\n"
+    stack = parse_stack(text, path="s.yml", env={})
+    assert len(stack.warnings) == 1, stack.warnings
+    assert stack.warnings[0].startswith("s.yml:4: lang 'golang' of 'f' is not a faasd template (")
+    assert "python" in stack.warnings[0] and "bash" in stack.warnings[0]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
