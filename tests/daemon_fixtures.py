@@ -3,11 +3,17 @@
 ``start_daemon(**env)`` starts one (port 0: the daemon picks a free port and logs it in its ``ready``
 line), waits for that line and returns a :class:`Daemon`. Teardown sends SIGTERM, waits for a clean
 exit (status 0), and fails the test if any replica process the daemon started is still alive.
+
+``faasd_cli(daemon, **env)`` gives a :class:`Cli` that runs ``python3 dist/faasd.pyz <command>`` as a
+subprocess with ``FAASD_URL``/``FAASD_PASSWORD`` pointing at that daemon; each run returns a
+:class:`CliResult` with assertions for the CLI's contract (exit 0, or one error line and no traceback).
+Commands started in the background (``logs --follow``) are stopped at teardown.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import signal
@@ -21,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import process_alive, wait_for
+from tests.helpers import free_port, process_alive, wait_for
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 30.0
@@ -116,12 +122,23 @@ StartDaemon = Callable[..., Daemon]
 
 @pytest.fixture
 def start_daemon(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[StartDaemon]:
-    """Factory: ``start_daemon(state_dir=None, args=(), python=None, **env)`` -> a ready :class:`Daemon`."""
+    """Factory: ``start_daemon(state_dir=None, args=(), python=None, port=0, wait_ready=True, **env)`` -> a
+    ready :class:`Daemon`.
+
+    ``port``: listen there instead of on a port the daemon picks (e.g. ``faasd up -f`` needs a known one).
+    ``wait_ready=False``: return at once, without waiting for the ``ready`` line (then ``url`` is
+    ``http://127.0.0.1:<port>``, empty with port 0).
+    """
     daemons: list[Daemon] = []
     counter = iter(range(1000))
 
     def start(
-        state_dir: Path | None = None, args: tuple[str, ...] = (), python: str | None = None, **env: str
+        state_dir: Path | None = None,
+        args: tuple[str, ...] = (),
+        python: str | None = None,
+        port: int = 0,
+        wait_ready: bool = True,
+        **env: str,
     ) -> Daemon:
         number = next(counter)
         state = state_dir or tmp_path / f"state{number}"
@@ -132,12 +149,16 @@ def start_daemon(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[S
             "FAASD_PASSWORD": PASSWORD,
             **env,
         }
-        command = [python or pyz_python, str(faasd_pyz), "up", "--port", "0", "--state-dir", str(state), *args]
+        command = [python or pyz_python, str(faasd_pyz), "up", "--port", str(port), "--state-dir", str(state), *args]
         started = time.monotonic()
         log = open(log_path, "ab")  # noqa: SIM115 -- owned by the process for its lifetime
         proc = subprocess.Popen(command, env=full_env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         url: list[str] = []
+        if not wait_ready:
+            daemon = Daemon(proc, f"http://127.0.0.1:{port}" if port else "", state, log_path, full_env, command)
+            daemons.append(daemon)
+            return daemon
 
         def ready() -> bool:
             match = _READY.search(log_path.read_text(errors="replace"))
@@ -177,3 +198,146 @@ def wait_for_gone(pid: int, timeout: float = 10.0) -> bool:
 
 def basic_auth(password: str = PASSWORD) -> str:
     return "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()
+
+
+# -- the CLI as a subprocess ----------------------------------------------------------------------
+
+CLI_TIMEOUT_S = 60.0
+"""Upper bound on one CLI command (deploy and scale wait for replicas; the rest take well under 1 s)."""
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """One finished ``faasd`` command: its exit status and what it wrote."""
+
+    args: tuple[str, ...]
+    code: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+    def __str__(self) -> str:
+        command = f"faasd {' '.join(self.args)} -> exit {self.code}"
+        return f"{command}\nstdout: {self.out[-2000:]!r}\nstderr: {self.err[-2000:]!r}"
+
+    def ok(self) -> CliResult:
+        """Assert exit status 0 and no traceback; returns self."""
+        assert self.code == 0, f"expected success:\n{self}"
+        assert "Traceback" not in self.err, f"traceback:\n{self}"
+        return self
+
+    def json(self) -> Any:
+        """stdout parsed as one JSON document."""
+        try:
+            return json.loads(self.stdout)
+        except ValueError:
+            raise AssertionError(f"stdout is not JSON:\n{self}") from None
+
+    def rows(self) -> list[list[str]]:
+        """Non-empty stdout lines split on tabs (the piped, header-less table format)."""
+        return [line.split("\t") for line in self.out.splitlines() if line]
+
+    def fields(self) -> dict[str, str]:
+        """``Name<TAB>value`` lines of stdout (describe/status when piped) as a dict."""
+        return {row[0]: row[1] for row in self.rows() if len(row) == 2}
+
+    def error_line(self) -> str:
+        """Assert the CLI's error contract -- non-zero exit, exactly one non-empty line on stderr, no
+        traceback -- and return that line."""
+        assert self.code != 0, f"expected a failure:\n{self}"
+        assert "Traceback" not in self.err, f"traceback:\n{self}"
+        lines = [line for line in self.err.splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{self}"
+        return lines[0]
+
+
+class Cli:
+    """Runs ``<python> faasd.pyz ARGS`` with a fixed environment (no terminal: stdout/stderr are pipes)."""
+
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path, background: list[subprocess.Popen[bytes]]):
+        self.command = command
+        self.env = env
+        self.cwd = cwd
+        self._background = background
+
+    def with_env(self, **env: str | None) -> Cli:
+        """A copy with variables added, changed, or (None) removed."""
+        merged = dict(self.env)
+        for key, value in env.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return Cli(self.command, merged, self.cwd, self._background)
+
+    def run(self, *args: str, stdin: bytes = b"", timeout: float = CLI_TIMEOUT_S, cwd: Path | None = None) -> CliResult:
+        try:
+            done = subprocess.run(
+                [*self.command, *args],
+                input=stdin,
+                env=self.env,
+                cwd=cwd or self.cwd,
+                capture_output=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(
+                f"faasd {' '.join(args)} did not finish within {timeout:g}s; stderr: {exc.stderr!r}"
+            ) from None
+        return CliResult(tuple(args), done.returncode, done.stdout, done.stderr)
+
+    def start(self, *args: str, stdout: Path) -> subprocess.Popen[bytes]:
+        """Start a long-running command (``logs --follow``) writing stdout to ``stdout`` and stderr to
+        ``<stdout>.err``; stopped at teardown if still running."""
+        with open(stdout, "wb") as out, open(f"{stdout}.err", "wb") as err:
+            proc = subprocess.Popen(
+                [*self.command, *args], env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
+        self._background.append(proc)
+        return proc
+
+
+MakeCli = Callable[..., Cli]
+
+
+@pytest.fixture
+def faasd_cli(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[MakeCli]:
+    """Factory: ``faasd_cli(daemon=None, **env)`` -> a :class:`Cli` for that daemon.
+
+    The env: PATH=/usr/bin:/bin, HOME=<an empty dir> (so no password file is found by accident),
+    FAASD_URL=<the daemon's URL>, FAASD_PASSWORD=<the daemon's> (when it was given one); keyword
+    arguments add or override variables (None removes one).
+    """
+    background: list[subprocess.Popen[bytes]] = []
+    home = tmp_path / "cli-home"
+    home.mkdir(exist_ok=True)
+
+    def make(daemon: Daemon | None = None, **env: str | None) -> Cli:
+        base: dict[str, str] = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+        if daemon is not None:
+            base["FAASD_URL"] = daemon.url
+            if daemon.env.get("FAASD_PASSWORD"):
+                base["FAASD_PASSWORD"] = daemon.env["FAASD_PASSWORD"]
+        return Cli([pyz_python, str(faasd_pyz)], base, tmp_path, background).with_env(**env)
+
+    yield make
+    for proc in background:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def closed_port_url() -> str:
+    """The URL of a port on 127.0.0.1 where nothing listens (it was free a moment ago)."""
+    return f"http://127.0.0.1:{free_port()}"
