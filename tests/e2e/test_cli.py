@@ -280,3 +280,18 @@ def test_up_with_a_stack_file_and_a_daemon_already_running_only_deploys(start_da
     assert "Deployed late (ready)" in result.err
     assert cli.run("invoke", "late", stdin=b"ok").ok().out == "ok"
     assert daemon.proc.poll() is None
+
+
+def test_json_output_and_the_gateway_flag(start_daemon, faasd_cli):
+    daemon = start_daemon()
+    cli = faasd_cli(daemon, FAASD_URL=None)  # only --gateway says where the daemon is
+    gateway = ("--gateway", daemon.url)
+    cli.run(*gateway, "deploy", "echo", "--fprocess", "cat", "--json").ok()
+    listed = cli.run(*gateway, "list", "--json").ok().json()
+    assert [(f["name"], f["availableReplicas"], f["envProcess"]) for f in listed] == [("echo", 1, "cat")]
+    status = cli.run(*gateway, "status", "--json").ok().json()
+    assert status["running"] is True and status["healthy"] is True and status["gateway"] == daemon.url
+    assert [f["name"] for f in status["functions"]] == ["echo"]
+    assert cli.run(*gateway, "rm", "echo", "--json").ok().json() == {"removed": ["echo"]}
+    down = faasd_cli(FAASD_URL=closed_port_url()).run("status", "--json")
+    assert down.code == 1 and down.json()["running"] is False
