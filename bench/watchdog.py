@@ -8,7 +8,7 @@ round. Only same-run ratios mean anything on these shared VMs: absolute numbers 
 * **fork** (``fprocess=cat``, a process per call): faasd fork mode and streaming mode vs the classic watchdog
   (``--peer``, default ../shared/peers/classic-watchdog) and of-watchdog's streaming mode, and the machine's raw
   spawn rate measured in the same round.
-* **warm** (no process start per call): a bare asyncio echo server (bench/_upstream.py, the upstream), faasd's
+* **warm** (no process start per call): a bare ThreadingHTTPServer echo (bench/_upstream.py, the upstream), faasd's
   ``http`` mode and of-watchdog's ``mode=http`` (``--http-peer``) each starting that same server as fprocess and
   proxying to it, and faasd's ``python`` mode running the same echo as ``handle(req)``.
 
@@ -531,7 +531,7 @@ def build_suites(args: argparse.Namespace) -> list[Suite] | str:
             pairs += [(FAASD_HTTP, name), (FAASD_PYTHON, name)] if not args.no_faasd else []
         if not args.no_faasd:
             pairs += [(FAASD_HTTP, UPSTREAM), (FAASD_PYTHON, UPSTREAM)]
-        title = "warm: an asyncio echo server (bench/_upstream.py) direct, behind http mode; python mode echo"
+        title = "warm: a ThreadingHTTPServer echo (bench/_upstream.py) direct, behind http mode; python mode echo"
         suites.append(Suite("warm", title, factories, pairs, spawn=False))
     return suites
 
