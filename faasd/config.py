@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from faasd.units import parse_duration, parse_size
+from faasd.units import parse_bool, parse_duration, parse_size
 
 __all__ = ["PROVIDERS", "ConfigError", "DaemonConfig", "default_state_dir"]
 
@@ -53,6 +53,17 @@ class DaemonConfig:
     """Longest shutdown waits for calls in flight."""
     max_body_bytes: int = 64 * 1024 * 1024
     """Largest request body the gateway accepts (413 above)."""
+    docker_host: str = ""
+    """dockerd's address for ``provider = swarm`` (``unix:///...``, ``tcp://...``); empty: ``$DOCKER_HOST``,
+    else the local socket."""
+    swarm_network: str = "functions"
+    """The attachable overlay network Swarm functions join (created when missing)."""
+    swarm_route: str = "host-port"
+    """How the daemon reaches Swarm tasks: ``host-port`` (a daemon on the host calls each task's host-mode
+    published port on 127.0.0.1) or ``overlay-dns`` (a daemon running as a Swarm service on the
+    functions network calls task addresses there)."""
+    swarm_pull: bool = False
+    """Let Swarm pull a function image missing on this engine from its registry (off: such a deploy is a 400)."""
 
     @classmethod
     def load(
@@ -140,6 +151,10 @@ def _size(value: object) -> int:
     return int(value) if isinstance(value, int) else parse_size(str(value))
 
 
+def _bool(value: object) -> bool:
+    return value if isinstance(value, bool) else parse_bool(str(value))
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError("must be a string")
@@ -156,4 +171,8 @@ _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "ready_timeout": ("ready_timeout_s", _duration),
     "shutdown_timeout": ("shutdown_timeout_s", _duration),
     "max_body_size": ("max_body_bytes", _size),
+    "docker_host": ("docker_host", _text),
+    "swarm_network": ("swarm_network", _text),
+    "swarm_route": ("swarm_route", _choice(("host-port", "overlay-dns"))),
+    "swarm_pull": ("swarm_pull", _bool),
 }

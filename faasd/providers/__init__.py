@@ -48,6 +48,17 @@ def load_provider(
         return LocalProvider(
             state_dir=config.state_dir, registry=registry, secrets=secrets, ready_timeout_s=config.ready_timeout_s
         )
-    if name in ("swarm", "marathon"):
+    if name == "swarm":
+        from faasd.providers.swarm import SwarmProvider
+
+        return SwarmProvider(
+            registry=registry,
+            secrets=secrets,
+            docker_host=config.docker_host,
+            network=config.swarm_network,
+            route=config.swarm_route,
+            pull=config.swarm_pull,
+        )
+    if name == "marathon":
         raise NotSupported(f"the {name} backend is not implemented yet; use provider = local")
     raise InvalidRequest(f"unknown provider {name!r}; valid providers: {', '.join(PROVIDER_NAMES)}")

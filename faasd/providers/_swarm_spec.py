@@ -1,0 +1,425 @@
+"""FunctionSpec <-> Docker Swarm service spec, and the other pure parts of the Swarm backend.
+
+No I/O, no docker SDK, no trio: every function here takes and returns plain data (the Docker Engine
+API's JSON shapes, as dicts), so the translation is tested without a Docker engine.
+
+**Service layout** (the faas-swarm conventions, shared/reference/openfaas.md §11, plus what this
+machine kind needs, shared/reference/swarm.md):
+
+* service name = function name; labels ``com.openfaas.function=<name>`` and ``function=true`` on the
+  service and on its containers (container events carry them), each annotation as
+  ``com.openfaas.annotations.<key>``, the user's labels on the service;
+* ``fprocess=<envProcess>`` plus ``envVars`` in the environment; ``Init`` (tini as PID 1: a stop takes
+  3.3 s instead of 13.4 s); a short ``StopGracePeriod``;
+* ``readOnlyRootFilesystem`` -> ``ReadOnly`` plus a tmpfs on ``/tmp`` (the watchdog's lock file and
+  temporary files keep working);
+* each secret is a Docker secret mounted at ``/var/openfaas/secrets/<name>``; Swarm secrets are
+  immutable, so the Docker secret's name carries a digest of the value (:func:`secret_version`) and a
+  changed value is a new Docker secret, picked up by the next deploy/update;
+* a HEALTHCHECK testing the watchdog's lock file (``/tmp/.lock``), so Swarm itself knows when a
+  replica is up (rolling updates with ``start-first`` wait for it);
+* placement: the request's constraints, else ``node.platform.os == linux``;
+* ``limits`` -> ``Resources.Limits``, ``requests`` -> ``Resources.Reservations`` (memory in Docker
+  units, ``128M``; CPU as a count, ``0.5``, millicores, ``500m``, or nano-CPUs, ``500000000``);
+* endpoint mode ``dnsrr`` (no IPVS on these machines, so no VIP), and in ``host-port`` routing the
+  watchdog port published in host mode on a port Docker picks;
+* rolling updates one task at a time, ``start-first``, rolled back on failure; restarts on any exit.
+
+**Round trip.** :func:`spec_from_service` rebuilds the FunctionSpec from a service, for functions
+deployed by faasd and for ones made by hand with the labels. What Docker cannot give back as it was
+written (the image reference before it was resolved to an ID, ``128M`` rather than bytes, whether
+the placement was the default) is kept in the ``faasd.spec`` label, and used only while the service
+still matches it (a service edited by hand reports what it runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from faasd.errors import InvalidRequest
+from faasd.providers.types import FunctionSpec, Resources
+from faasd.units import parse_size
+
+__all__ = [
+    "ANNOTATION_PREFIX",
+    "DEFAULT_PLACEMENT",
+    "LABEL_FUNCTION",
+    "LABEL_MARKER",
+    "LABEL_OWNER",
+    "LABEL_SECRET",
+    "LABEL_SPEC",
+    "RESERVED_LABEL_PREFIX",
+    "SECRETS_DIR",
+    "SECRET_OWNER",
+    "WATCHDOG_PORT",
+    "SecretRef",
+    "function_name",
+    "nano_cpus",
+    "parse_docker_time",
+    "parse_log_line",
+    "secret_version",
+    "service_spec",
+    "spec_from_service",
+]
+
+LABEL_FUNCTION = "com.openfaas.function"
+LABEL_MARKER = "function"
+ANNOTATION_PREFIX = "com.openfaas.annotations."
+LABEL_SPEC = "faasd.spec"
+RESERVED_LABEL_PREFIX = "faasd."
+"""Labels faasd keeps for itself: refused in a request, left out of the labels reported."""
+LABEL_OWNER = "com.openfaas.owner"
+SECRET_OWNER = "faasd"
+"""``com.openfaas.owner`` of the Docker secrets faasd creates (faas-swarm used ``openfaas``)."""
+LABEL_SECRET = "faasd.secret"
+"""On a Docker secret: the faasd secret name it is a version of."""
+
+SECRETS_DIR = "/var/openfaas/secrets"
+WATCHDOG_PORT = 8080
+LOCK_FILE = "/tmp/.lock"
+DEFAULT_PLACEMENT = "node.platform.os == linux"
+SECRET_NAME_MAX = 64
+"""Docker's limit on a secret's name."""
+
+SECONDS_NS = 1_000_000_000
+HEALTHCHECK = {
+    "Test": ["CMD-SHELL", f"[ -e {LOCK_FILE} ]"],
+    "Interval": 2 * SECONDS_NS,
+    "Timeout": 2 * SECONDS_NS,
+    "Retries": 3,
+}
+"""Swarm's view of a replica's health: the lock file, which the watchdog writes once it serves and
+removes on SIGTERM. The first probe runs one interval after the start (Docker 20.10 has no start
+interval), so a task is ``running`` for Swarm ≈ 2 s after its start; faasd publishes it as soon as
+its own HTTP probe passes."""
+RESTART_POLICY = {"Condition": "any", "Delay": SECONDS_NS, "MaxAttempts": 0}
+"""Restart on any exit after 1 s, without a limit: a function whose dependency was down for a while
+recovers by itself (faas-swarm gave up after 5 attempts)."""
+UPDATE_CONFIG = {"Parallelism": 1, "Order": "start-first", "FailureAction": "rollback", "Delay": 0}
+ROLLBACK_CONFIG = {"Parallelism": 1, "Order": "start-first", "FailureAction": "pause", "Delay": 0}
+
+ROUTES = ("host-port", "overlay-dns")
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """A Docker secret to mount as faasd secret ``name``."""
+
+    name: str
+    docker_id: str
+    docker_name: str
+
+
+# -- naming -----------------------------------------------------------------------------------------
+
+
+def secret_version(name: str, value: bytes) -> str:
+    """The Docker secret name holding ``value`` for faasd secret ``name``: ``faasd-<name>-<digest>``.
+
+    Swarm secrets cannot change, so each value gets its own name; the digest covers the name too, so
+    two long names cut to the same prefix never share a Docker secret.
+    """
+    digest = hashlib.sha256(name.encode() + b"\0" + value).hexdigest()[:12]
+    keep = SECRET_NAME_MAX - len("faasd--") - len(digest)
+    return f"faasd-{name[:keep]}-{digest}"
+
+
+def function_name(service: Mapping[str, Any]) -> str | None:
+    """The function a service is (its name), or None when it is not a function.
+
+    A function is a service labelled ``com.openfaas.function`` or ``function=true`` (faas-swarm's
+    marker), on the service or on its containers.
+    """
+    spec = service.get("Spec") or {}
+    labels = spec.get("Labels") or {}
+    container_labels = ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Labels") or {}
+    for source in (labels, container_labels):
+        if source.get(LABEL_FUNCTION) or source.get(LABEL_MARKER) == "true":
+            name = spec.get("Name")
+            return str(name) if name else None
+    return None
+
+
+# -- units ------------------------------------------------------------------------------------------
+
+_CPU = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(m?)")
+
+
+def nano_cpus(text: str, field_name: str) -> int:
+    """CPU as Docker's NanoCPUs: ``0.5`` and ``2`` are CPUs, ``500m`` millicores, and an integer of
+    1000 or more is already nano-CPUs (the faas-swarm form, ``100000000`` = 0.1 CPU).
+
+    Raises:
+        InvalidRequest: naming ``field_name``.
+    """
+    match = _CPU.fullmatch(text.strip())
+    if match is None:
+        raise InvalidRequest(f"{field_name} {text!r} is not a CPU amount (use 0.5, 500m or 500000000)")
+    number, milli = match.groups()
+    if milli:
+        return int(float(number) * 1_000_000)
+    if "." not in number and int(number) >= 1000:
+        return int(number)
+    return int(float(number) * SECONDS_NS)
+
+
+def _memory_bytes(text: str, field_name: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise InvalidRequest(f"{field_name} {text!r} is not a memory size (use 128M, 1G or bytes)") from None
+
+
+def _resources(resources: Resources | None, field_name: str) -> dict[str, int]:
+    result: dict[str, int] = {}
+    if resources is None:
+        return result
+    if resources.memory:
+        result["MemoryBytes"] = _memory_bytes(resources.memory, f"{field_name}.memory")
+    if resources.cpu:
+        result["NanoCPUs"] = nano_cpus(resources.cpu, f"{field_name}.cpu")
+    return result
+
+
+def _resources_back(docker: Mapping[str, Any] | None) -> Resources | None:
+    """Docker resources as OpenFaaS strings (bytes, CPUs), for services faasd did not write."""
+    if not docker:
+        return None
+    memory = docker.get("MemoryBytes") or 0
+    cpu = docker.get("NanoCPUs") or 0
+    if not memory and not cpu:
+        return None
+    return Resources(memory=str(memory) if memory else "", cpu=f"{cpu / SECONDS_NS:g}" if cpu else "")
+
+
+# -- spec -> service --------------------------------------------------------------------------------
+
+
+def check_spec(spec: FunctionSpec) -> None:
+    """Refuse what the Swarm backend cannot run, before anything is created.
+
+    Raises:
+        InvalidRequest: a handler archive, a reserved or clashing label, bad resources, duplicate secrets.
+    """
+    if spec.handler_archive:
+        raise InvalidRequest(
+            "handlerArchive is not supported by the swarm backend: build an image from the directory "
+            "with 'faasd build DIR' and deploy it with --image"
+        )
+    for key in spec.labels:
+        if key.startswith(RESERVED_LABEL_PREFIX):
+            raise InvalidRequest(f"label {key!r}: labels starting with {RESERVED_LABEL_PREFIX!r} are reserved")
+        if key.startswith(ANNOTATION_PREFIX) and key[len(ANNOTATION_PREFIX) :] in spec.annotations:
+            raise InvalidRequest(f"label {key!r} clashes with annotation {key[len(ANNOTATION_PREFIX) :]!r}")
+    if len(set(spec.secrets)) != len(spec.secrets):
+        raise InvalidRequest("secrets must not name the same secret twice")
+    _resources(spec.limits, "limits")
+    _resources(spec.requests, "requests")
+
+
+def service_spec(
+    spec: FunctionSpec,
+    *,
+    image: str,
+    replicas: int,
+    network: str,
+    route: str,
+    secrets: Sequence[SecretRef],
+    stop_grace_s: float,
+    extra_labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The Docker ServiceSpec (``POST /services/create`` body) that runs ``spec``.
+
+    Args:
+        image: what the service runs: the image ID the reference resolved to (no registry pull), or
+            the reference itself when pulling is allowed.
+        replicas: the replicated mode's count.
+        network: the overlay network's name or ID.
+        route: ``host-port`` publishes the watchdog port in host mode; ``overlay-dns`` publishes nothing.
+        secrets: Docker secrets for ``spec.secrets``, same order.
+        extra_labels: added to the service's and containers' labels (tests mark what they create).
+    """
+    check_spec(spec)
+    markers = {LABEL_FUNCTION: spec.name, LABEL_MARKER: "true", **(extra_labels or {})}
+    labels: dict[str, str] = {**spec.labels, **markers}
+    for key, value in spec.annotations.items():
+        labels[ANNOTATION_PREFIX + key] = value
+    hint: dict[str, Any] = {"image": spec.image, "imageRef": image}
+    if spec.limits is not None:
+        hint["limits"] = spec.limits.to_json()
+    if spec.requests is not None:
+        hint["requests"] = spec.requests.to_json()
+    if not spec.constraints:
+        hint["defaultPlacement"] = True
+    labels[LABEL_SPEC] = json.dumps(hint, sort_keys=True, separators=(",", ":"))
+    env = dict(spec.env_vars)
+    if spec.env_process:
+        env["fprocess"] = spec.env_process
+    container: dict[str, Any] = {
+        "Image": image,
+        "Labels": markers,
+        "Env": [f"{key}={value}" for key, value in env.items()],
+        "Init": True,
+        "StopGracePeriod": int(stop_grace_s * SECONDS_NS),
+        "Healthcheck": dict(HEALTHCHECK),
+    }
+    if spec.read_only_root_filesystem:
+        container["ReadOnly"] = True
+        container["Mounts"] = [{"Type": "tmpfs", "Target": "/tmp"}]
+    if secrets:
+        container["Secrets"] = [
+            {
+                "File": {"Name": f"{SECRETS_DIR}/{ref.name}", "UID": "0", "GID": "0", "Mode": 0o444},
+                "SecretID": ref.docker_id,
+                "SecretName": ref.docker_name,
+            }
+            for ref in secrets
+        ]
+    resources: dict[str, Any] = {}
+    if limits := _resources(spec.limits, "limits"):
+        resources["Limits"] = limits
+    if reservations := _resources(spec.requests, "requests"):
+        resources["Reservations"] = reservations
+    task_template: dict[str, Any] = {
+        "ContainerSpec": container,
+        "RestartPolicy": dict(RESTART_POLICY),
+        "Placement": {"Constraints": list(spec.constraints) or [DEFAULT_PLACEMENT]},
+        "Networks": [{"Target": network}],
+    }
+    if resources:
+        task_template["Resources"] = resources
+    endpoint: dict[str, Any] = {"Mode": "dnsrr"}
+    if route == "host-port":
+        endpoint["Ports"] = [{"Protocol": "tcp", "TargetPort": WATCHDOG_PORT, "PublishMode": "host"}]
+    return {
+        "Name": spec.name,
+        "Labels": labels,
+        "TaskTemplate": task_template,
+        "Mode": {"Replicated": {"Replicas": replicas}},
+        "UpdateConfig": dict(UPDATE_CONFIG),
+        "RollbackConfig": dict(ROLLBACK_CONFIG),
+        "EndpointSpec": endpoint,
+    }
+
+
+# -- service -> spec --------------------------------------------------------------------------------
+
+
+def spec_from_service(service: Mapping[str, Any]) -> FunctionSpec:
+    """The FunctionSpec a service runs (see "Round trip" in the module docstring).
+
+    Raises:
+        InvalidRequest: the service's name is not a valid function name.
+    """
+    raw = service.get("Spec") or {}
+    template = raw.get("TaskTemplate") or {}
+    container = template.get("ContainerSpec") or {}
+    all_labels: dict[str, str] = dict(raw.get("Labels") or {})
+    hint = _hint(all_labels.get(LABEL_SPEC))
+    labels = {}
+    annotations = {}
+    for key, value in all_labels.items():
+        if key.startswith(ANNOTATION_PREFIX):
+            annotations[key[len(ANNOTATION_PREFIX) :]] = value
+        elif key in (LABEL_FUNCTION, LABEL_MARKER) or key.startswith(RESERVED_LABEL_PREFIX):
+            continue
+        else:
+            labels[key] = value
+    env: dict[str, str] = {}
+    for item in container.get("Env") or []:
+        key, _, value = str(item).partition("=")
+        env[key] = value
+    env_process = env.pop("fprocess", "")
+    image = str(container.get("Image", ""))
+    if hint.get("imageRef") == image and isinstance(hint.get("image"), str):
+        image = hint["image"]
+    constraints = list((template.get("Placement") or {}).get("Constraints") or [])
+    if hint.get("defaultPlacement") and constraints == [DEFAULT_PLACEMENT]:
+        constraints = []
+    docker_resources = template.get("Resources") or {}
+    limits = _resources_with_hint(docker_resources.get("Limits"), hint.get("limits"), "limits")
+    requests = _resources_with_hint(docker_resources.get("Reservations"), hint.get("requests"), "requests")
+    secrets = tuple(
+        str((ref.get("File") or {}).get("Name") or ref.get("SecretName", "")).rsplit("/", 1)[-1]
+        for ref in container.get("Secrets") or []
+    )
+    return FunctionSpec(
+        name=str(raw.get("Name", "")),
+        image=image,
+        env_process=env_process,
+        env_vars=env,
+        constraints=tuple(constraints),
+        secrets=secrets,
+        labels=labels,
+        annotations=annotations,
+        limits=limits,
+        requests=requests,
+        read_only_root_filesystem=bool(container.get("ReadOnly", False)),
+    )
+
+
+def _hint(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _resources_with_hint(docker: Mapping[str, Any] | None, hint: object, field_name: str) -> Resources | None:
+    """The resources as the user wrote them when the service still has exactly those, else as Docker has them."""
+    if isinstance(hint, dict):
+        try:
+            written = Resources.from_json(hint, field_name)
+            if _resources(written, field_name) == {k: v for k, v in (docker or {}).items() if v}:
+                return written
+        except InvalidRequest:
+            pass
+    return _resources_back(docker)
+
+
+_DOCKER_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
+
+
+def parse_docker_time(text: str) -> datetime | None:
+    """Docker's RFC 3339 time with nanoseconds (``2026-11-24T18:16:37.146145436Z``), to microseconds."""
+    match = _DOCKER_TIME.fullmatch(text.strip()) if text else None
+    if match is None:
+        return None
+    base, fraction, zone = match.groups()
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    moment = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone))
+    return moment.replace(microsecond=micros).astimezone(UTC)
+
+
+_SWARM_DETAIL = "com.docker.swarm."
+_TASK_DETAIL = "com.docker.swarm.task.id"
+
+
+def parse_log_line(line: str) -> tuple[datetime, str, str] | None:
+    """One line of ``docker service logs`` with timestamps and details -> (time, task ID, text).
+
+    The form is ``<RFC 3339 time> <k=v,k=v details> <text>``; the details carry
+    ``com.docker.swarm.task.id``. None for a line without a time (not one of Docker's).
+    """
+    stamp, _, rest = line.partition(" ")
+    moment = parse_docker_time(stamp)
+    if moment is None:
+        return None
+    details, _, text = rest.partition(" ")
+    if not details.startswith(_SWARM_DETAIL):
+        return moment, "", rest
+    task_id = ""
+    for pair in details.split(","):
+        key, _, value = pair.partition("=")
+        if key == _TASK_DETAIL:
+            task_id = value
+    return moment, task_id, text

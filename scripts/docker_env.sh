@@ -1,0 +1,195 @@
+#!/bin/sh
+# A Docker engine with a single-node swarm for the Swarm backend's tests and benchmarks.
+#
+#   sh scripts/docker_env.sh setup [--until PID]   install/start what is missing; with --until, undo what
+#                                                 this very call started once process PID has ended
+#   sh scripts/docker_env.sh teardown               leave the swarm / stop dockerd, only if setup started them
+#   sh scripts/docker_env.sh stop-dockerd           stop the dockerd setup started (tests: "dockerd goes away")
+#   sh scripts/docker_env.sh start-dockerd          start it again the same way
+#   sh scripts/docker_env.sh status                 what runs, and what setup started
+#
+# setup, step by step (each skipped when already done; see shared/reference/swarm.md sections 1-3):
+#   1. no dockerd binary: apt-get install docker.io (no recommends) -- and busybox-static, which
+#      `faasd build-base` copies into the base image -- with a policy-rc.d in place so the package
+#      starts nothing;
+#   2. `docker info` fails: start dockerd detached (setsid), DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 so
+#      swarm never tries a registry pull, pidfile and log in $FAASD_DOCKER_ENV_DIR;
+#   3. swarm not active: `docker swarm init --advertise-addr 127.0.0.1`.
+# What it started is written to $FAASD_DOCKER_ENV_DIR/started (one word a line: dockerd, swarm), so
+# teardown undoes exactly that and nothing else: a developer's own dockerd or swarm is never touched.
+# Needs root for steps 1 and 2 (the test script runs as root on CI machines). POSIX sh.
+set -eu
+
+DIR=${FAASD_DOCKER_ENV_DIR:-/tmp/faasd-docker-env}
+PIDFILE=$DIR/dockerd.pid
+LOG=$DIR/dockerd.log
+STARTED=$DIR/started
+START_TIMEOUT_S=${FAASD_DOCKER_START_TIMEOUT:-60}
+
+say() { echo "docker_env: $*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        say "need root (or sudo) to run: $*"; exit 1; fi
+}
+
+docker_ok() { docker info >/dev/null 2>&1; }
+
+started() { [ -f "$STARTED" ] && grep -qx "$1" "$STARTED"; }
+
+mark() { started "$1" || echo "$1" >>"$STARTED"; }
+
+unmark() {
+    if [ -f "$STARTED" ]; then
+        grep -vx "$1" "$STARTED" >"$STARTED.tmp" || true
+        mv "$STARTED.tmp" "$STARTED"
+    fi
+}
+
+install_packages() {
+    missing=""
+    command -v dockerd >/dev/null 2>&1 || missing="$missing docker.io"
+    # busybox-static replaces Debian's dynamic busybox: only a static one can be copied into an image alone
+    # (ldd succeeds on a dynamic executable only).
+    if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then missing="$missing busybox-static"; fi
+    [ -n "$missing" ] || return 0
+    say "installing Debian packages:$missing"
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        # Without systemd the maintainer scripts would try to start dockerd; this script starts its own.
+        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+        as_root chmod 755 /usr/sbin/policy-rc.d
+        policy=yes
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    # shellcheck disable=SC2086 # word splitting of the package list is intended
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    [ -z "$policy" ] || as_root rm -f /usr/sbin/policy-rc.d
+}
+
+wait_docker() {
+    # Poll `docker info` every 0.1 s until it answers (or the time is up).
+    tries=$((START_TIMEOUT_S * 10))
+    while ! docker_ok; do
+        tries=$((tries - 1))
+        if [ "$tries" -le 0 ]; then
+            say "dockerd did not answer within ${START_TIMEOUT_S}s; log: $LOG"
+            tail -n 20 "$LOG" >&2 || true
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+start_dockerd() {
+    mkdir -p "$DIR"
+    rm -f "$PIDFILE"
+    say "starting dockerd (log $LOG)"
+    # Own session (setsid): a Ctrl-C in the terminal that ran the tests does not reach it. `exec` in a
+    # subshell: no shell stays behind holding copies of this script's stdout/stderr (a caller that
+    # reads them to the end would wait for dockerd to exit).
+    if [ "$(id -u)" = 0 ]; then
+        (DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 exec setsid dockerd --pidfile "$PIDFILE" >>"$LOG" 2>&1 </dev/null) &
+    else
+        (exec sudo env DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid dockerd --pidfile "$PIDFILE" \
+            >>"$LOG" 2>&1 </dev/null) &
+    fi
+    wait_docker
+}
+
+stop_dockerd() {
+    if [ ! -f "$PIDFILE" ]; then
+        say "no pidfile $PIDFILE: dockerd was not started here; left alone"
+        return 0
+    fi
+    pid=$(cat "$PIDFILE")
+    say "stopping dockerd (pid $pid)"
+    as_root kill -TERM "$pid" 2>/dev/null || true
+    # dockerd stops its containers (and its own containerd) before it exits: wait for the pid.
+    tries=600
+    while kill -0 "$pid" 2>/dev/null; do
+        tries=$((tries - 1))
+        if [ "$tries" -le 0 ]; then
+            say "dockerd $pid still running after 60 s; sending SIGKILL"
+            as_root kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.1
+    done
+    rm -f "$PIDFILE"
+}
+
+STARTED_NOW=""
+
+setup() {
+    mkdir -p "$DIR"
+    install_packages
+    if ! docker_ok; then
+        start_dockerd
+        mark dockerd
+        STARTED_NOW="$STARTED_NOW dockerd"
+    fi
+    if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
+        say "docker swarm init --advertise-addr 127.0.0.1"
+        docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+        mark swarm
+        STARTED_NOW="$STARTED_NOW swarm"
+    fi
+}
+
+teardown_items() {
+    # Undo the given items (swarm first: leaving needs a running dockerd), each only if still marked.
+    for item in swarm dockerd; do
+        case " $* " in *" $item "*) ;; *) continue ;; esac
+        started "$item" || continue
+        if [ "$item" = swarm ]; then
+            if docker_ok; then
+                say "docker swarm leave --force"
+                docker swarm leave --force >/dev/null 2>&1 || true
+            fi
+        else
+            stop_dockerd
+        fi
+        unmark "$item"
+    done
+}
+
+teardown() { teardown_items swarm dockerd; }
+
+watch_and_teardown() {
+    # Detached helper: waits for PID (the test run; `exec` keeps the shell's pid), then undoes what the
+    # setup call that spawned it started (the remaining arguments), nothing else. It logs to the log file.
+    pid=$1
+    shift
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.5; done
+    teardown_items "$@" >>"$LOG" 2>&1
+}
+
+command=${1:-}
+[ $# -eq 0 ] || shift
+case "$command" in
+setup)
+    setup
+    if [ "${1:-}" = --until ] && [ -n "${2:-}" ] && [ -n "$STARTED_NOW" ]; then
+        # shellcheck disable=SC2086 # one argument per item
+        setsid sh "$0" _watch "$2" $STARTED_NOW </dev/null >/dev/null 2>&1 &
+    fi
+    ;;
+_watch) watch_and_teardown "$@" ;;
+teardown) teardown ;;
+stop-dockerd)
+    if started dockerd; then stop_dockerd; else say "dockerd was not started by setup; refusing to stop it" && exit 1; fi
+    ;;
+start-dockerd)
+    if started dockerd; then docker_ok || start_dockerd; else say "dockerd was not started by setup" && exit 1; fi
+    ;;
+status)
+    if docker_ok; then echo "dockerd: up"; else echo "dockerd: down"; fi
+    docker_ok && echo "swarm: $(docker info --format '{{.Swarm.LocalNodeState}}')"
+    echo "started here: $(tr '\n' ' ' <"$STARTED" 2>/dev/null || true)"
+    ;;
+*)
+    echo "usage: sh scripts/docker_env.sh setup [--until PID] | teardown | stop-dockerd | start-dockerd | status" >&2
+    exit 2
+    ;;
+esac

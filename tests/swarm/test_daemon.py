@@ -1,0 +1,261 @@
+"""The daemon with ``--provider swarm``: a real ``faasd up`` from the zipapp, a real swarm, HTTP on 127.0.0.1.
+
+Deploy the OpenFaaS "catservice" and a Python function built with ``faasd build``, invoke through the
+gateway, scale 1 -> 3 -> 1 under traffic (every task answers, no call fails), secrets and a read-only
+root, delete; a hand-made labelled service is adopted; a restarted daemon with an empty state dir
+rebuilds everything from the swarm; dockerd stopped -> degraded and 503 -> started -> recovered.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.daemon_fixtures import Daemon, StartDaemon
+from tests.helpers import wait_for
+from tests.swarm.conftest import DOCKER_ENV, SwarmHelper
+
+pytestmark = pytest.mark.slow
+
+SWARM = ("--provider", "swarm")
+WAIT_S = 30.0
+PYTHON_HANDLER = b'import sys\nprint("py:" + sys.stdin.read().upper(), end="")\n'
+
+
+def _start(start_daemon: StartDaemon, swarm: SwarmHelper, state_dir: Path | None = None, **env: str) -> Daemon:
+    return start_daemon(state_dir=state_dir, args=SWARM, **{"FAASD_READY_TIMEOUT": "10s", **env})
+
+
+def _functions(daemon: Daemon) -> dict[str, dict]:
+    with daemon.client() as client:
+        response = client.get("/system/functions")
+        assert response.status_code == 200, response.text
+        return {f["name"]: f for f in response.json()}
+
+
+class Traffic:
+    """Calls through the gateway from a thread, one at a time, until stopped; failures recorded."""
+
+    def __init__(self, daemon: Daemon, name: str) -> None:
+        self.url = f"{daemon.url}/function/{name}"
+        self.answers: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post(self.url, content=b"x")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                if response.status_code == 200:
+                    self.answers[response.text.strip()] += 1
+                else:
+                    self.failures.append(f"{response.status_code}: {response.text[:200]}")
+                time.sleep(0.005)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def test_catservice_python_function_scale_secrets_delete(
+    start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str, pyz_python: str, faasd_pyz: Path, tmp_path: Path
+) -> None:
+    names = ("catservice", "st-python", "st-who", "st-secret")
+    swarm.track(*names)
+    daemon = _start(start_daemon, swarm)
+    with daemon.client() as client:
+        assert client.get("/healthz").status_code == 200
+        info = client.get("/system/info").json()
+        assert info["provider"]["orchestration"] == "swarm"
+
+        # The OpenFaaS catservice, exactly as written in the issue.
+        response = client.post(
+            "/system/functions", json={"service": "catservice", "image": "faasd/watchdog:latest", "envProcess": "cat"}
+        )
+        assert response.status_code == 202, response.text
+        daemon.wait_available("catservice", 1, WAIT_S)
+        answer = client.post("/function/catservice", content=b"hello swarm")
+        assert (answer.status_code, answer.content) == (200, b"hello swarm")
+
+        # A Python function: a directory with a handler, built into an image FROM the base image.
+        source = tmp_path / "pyfunc"
+        source.mkdir()
+        (source / "handler.py").write_bytes(PYTHON_HANDLER)
+        tag = "faasd/st-python:test"
+        swarm.track_image(tag)
+        built = subprocess.run(
+            [pyz_python, str(faasd_pyz), "build", str(source), "--tag", tag],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert built.returncode == 0, built.stderr
+        assert built.stdout.strip().startswith("sha256:")
+        response = client.post(
+            "/system/functions", json={"service": "st-python", "image": tag, "envProcess": "python3 handler.py"}
+        )
+        assert response.status_code == 202, response.text
+        daemon.wait_available("st-python", 1, WAIT_S)
+        answer = client.post("/function/st-python", content=b"shout")
+        assert (answer.status_code, answer.text) == (200, "py:SHOUT")
+
+        # Secrets from the daemon's store, mounted where OpenFaaS images look; read-only root with /tmp.
+        assert client.post("/system/secrets", json={"name": "st-token", "value": "t0ken"}).status_code in (200, 201)
+        response = client.post(
+            "/system/functions",
+            json={
+                "service": "st-secret",
+                "image": "faasd/watchdog:latest",
+                "envProcess": "sh -c 'cat /var/openfaas/secrets/st-token; touch /x 2>/dev/null || echo :ro; "
+                "echo ok > /tmp/f && cat /tmp/f'",
+                "secrets": ["st-token"],
+                "readOnlyRootFilesystem": True,
+            },
+        )
+        assert response.status_code == 202, response.text
+        daemon.wait_available("st-secret", 1, WAIT_S)
+        answer = client.post("/function/st-secret")
+        assert (answer.status_code, answer.text) == (200, "t0ken:ro\nok\n")
+
+        # Scale 1 -> 3 -> 1 under traffic: every task answers, no call fails.
+        response = client.post(
+            "/system/functions", json={"service": "st-who", "image": "faasd/watchdog:latest", "envProcess": "hostname"}
+        )
+        assert response.status_code == 202, response.text
+        daemon.wait_available("st-who", 1, WAIT_S)
+        with Traffic(daemon, "st-who") as traffic:
+            wait_for(lambda: sum(traffic.answers.values()) >= 10, 10, "calls before scaling")
+            response = client.post("/system/scale-function/st-who", json={"serviceName": "st-who", "replicas": 3})
+            assert response.status_code == 202, response.text
+            started = time.monotonic()
+            daemon.wait_available("st-who", 3, WAIT_S)
+            print(f"scale 1->3: {time.monotonic() - started:.2f}s")
+            before = Counter(traffic.answers)
+            wait_for(
+                lambda: sum(1 for host, n in traffic.answers.items() if n > before[host]) == 3,
+                WAIT_S,
+                lambda: f"calls on each of the 3 tasks (answers: {dict(traffic.answers)})",
+            )
+            hosts = {t["Status"]["ContainerStatus"]["ContainerID"][:12] for t in swarm.running_tasks("st-who")}
+            assert set(traffic.answers) >= hosts, (traffic.answers, hosts)
+            response = client.post("/system/scale-function/st-who", json={"serviceName": "st-who", "replicas": 1})
+            assert response.status_code == 202
+            daemon.wait_available("st-who", 1, WAIT_S)
+            seen = sum(traffic.answers.values())
+            wait_for(lambda: sum(traffic.answers.values()) >= seen + 20, 10, "calls after scaling down")
+        assert not traffic.failures, traffic.failures[:5]
+        assert len(swarm.tasks("st-who")) == 1
+
+        # Delete: gone from the gateway and from the swarm.
+        assert client.request("DELETE", "/system/functions", json={"functionName": "catservice"}).status_code == 202
+        assert client.post("/function/catservice", content=b"x").status_code == 404
+        assert not swarm.service_exists("catservice")
+        assert "catservice" not in _functions(daemon)
+
+
+def _hand_made(swarm: SwarmHelper, base_image: str, name: str) -> None:
+    labels = {"com.openfaas.function": name, "function": "true"}
+    swarm.api.create_service(
+        {
+            "ContainerSpec": {"Image": base_image, "Env": ["fprocess=rev"], "Init": True, "Labels": labels},
+            "Networks": [{"Target": "functions"}],
+        },
+        name=name,
+        labels=labels,
+        endpoint_spec={"Mode": "dnsrr", "Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]},
+    )
+
+
+def test_hand_made_service_and_restart_rebuild_from_swarm(
+    start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str, tmp_path: Path
+) -> None:
+    swarm.track("st-hand", "st-kept")
+    daemon = _start(start_daemon, swarm)
+    _hand_made(swarm, base_image, "st-hand")
+    wait_for(lambda: "st-hand" in _functions(daemon), 15, "the hand-made service to be adopted")
+    daemon.wait_available("st-hand", 1, WAIT_S)
+    with daemon.client() as client:
+        assert client.post("/function/st-hand", content=b"abc\n").text == "cba\n"
+        client.post(
+            "/system/functions",
+            json={"service": "st-kept", "image": "faasd/watchdog:latest", "envProcess": "cat", "labels": {"k": "v"}},
+        )
+        client.post("/system/scale-function/st-kept", json={"replicas": 2})
+    daemon.wait_available("st-kept", 2, WAIT_S)
+    assert daemon.stop() == 0
+    assert len(swarm.running_tasks("st-kept")) == 2  # Stopping the daemon stops no function.
+
+    # A new daemon with an empty state dir: everything comes from the swarm.
+    fresh = _start(start_daemon, swarm, state_dir=tmp_path / "empty-state")
+    functions = _functions(fresh)
+    assert {"st-hand", "st-kept"} <= set(functions)
+    assert functions["st-kept"]["replicas"] == 2 and functions["st-kept"]["labels"] == {"k": "v"}
+    assert functions["st-kept"]["image"] == "faasd/watchdog:latest"
+    fresh.wait_available("st-kept", 2, WAIT_S)
+    with fresh.client() as client:
+        assert client.post("/function/st-kept", content=b"still").text == "still"
+        assert client.post("/function/st-hand", content=b"xyz\n").text == "zyx\n"
+
+
+def _docker_env(command: str) -> None:
+    result = subprocess.run(["sh", str(DOCKER_ENV), command], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def _dockerd_is_ours() -> bool:
+    status = subprocess.run(["sh", str(DOCKER_ENV), "status"], capture_output=True, text=True, timeout=30)
+    return "dockerd" in status.stdout.split("started here:", 1)[-1]
+
+
+def test_dockerd_down_is_503_then_recovered(start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str) -> None:
+    if not _dockerd_is_ours():
+        pytest.skip("dockerd was not started by scripts/docker_env.sh: not stopping someone else's engine")
+    swarm.track("st-outage")
+    daemon = _start(start_daemon, swarm, FAASD_READY_TIMEOUT="2s")
+    with daemon.client() as client:
+        client.post(
+            "/system/functions", json={"service": "st-outage", "image": "faasd/watchdog:latest", "envProcess": "cat"}
+        )
+        daemon.wait_available("st-outage", 1, WAIT_S)
+        assert client.post("/function/st-outage", content=b"up").text == "up"
+
+        _docker_env("stop-dockerd")
+        try:
+            wait_for(lambda: client.get("/healthz").status_code == 503, 10, "/healthz to say degraded")
+            health = client.get("/healthz")
+            assert health.text.startswith("degraded:") and "dockerd" in health.text, health.text
+            listing = client.get("/system/functions")
+            assert listing.status_code == 503 and "dockerd" in listing.text, listing.text
+            call = client.post("/function/st-outage", content=b"down")
+            assert call.status_code == 503, call.text
+            deploy = client.post("/system/functions", json={"service": "st-other", "envProcess": "cat"})
+            assert deploy.status_code == 503, deploy.text
+        finally:
+            _docker_env("start-dockerd")
+        wait_for(lambda: client.get("/healthz").status_code == 200, 30, "/healthz to recover")
+        daemon.wait_available("st-outage", 1, WAIT_S)
+        # Swarm replaces the tasks dockerd stopped; the function answers again by itself.
+        answers: list[str] = []
+
+        def answered() -> bool:
+            response = client.post("/function/st-outage", content=b"back")
+            answers.append(f"{response.status_code} {response.text.strip()}")
+            return response.status_code == 200 and response.text == "back"
+
+        wait_for(answered, 10, lambda: f"a call to succeed again: {answers[-3:]}", 0.1)
+        assert "st-outage" in _functions(daemon)

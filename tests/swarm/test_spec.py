@@ -1,0 +1,191 @@
+"""The pure half of the Swarm backend: FunctionSpec <-> service spec, units, names, log lines.
+
+No Docker needed: these are not marked slow.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from faasd.errors import InvalidRequest
+from faasd.providers._swarm_spec import (
+    DEFAULT_PLACEMENT,
+    SecretRef,
+    function_name,
+    nano_cpus,
+    parse_docker_time,
+    parse_log_line,
+    secret_version,
+    service_spec,
+    spec_from_service,
+)
+from faasd.providers.types import FunctionSpec, Resources
+
+FULL = FunctionSpec(
+    name="full",
+    image="faasd/watchdog:latest",
+    env_process="python3 handler.py",
+    env_vars={"read_timeout": "5s", "MODE": "x"},
+    constraints=("node.role == manager",),
+    secrets=("api-key", "db"),
+    labels={"team": "blue", "com.openfaas.scale.min": "2"},
+    annotations={"topic": "payments"},
+    limits=Resources(memory="128M", cpu="0.5"),
+    requests=Resources(memory="64Mi", cpu="100m"),
+    read_only_root_filesystem=True,
+)
+REFS = [SecretRef("api-key", "id1", "faasd-api-key-aaa"), SecretRef("db", "id2", "faasd-db-bbb")]
+
+
+def _build(spec: FunctionSpec, **options: object) -> dict:
+    arguments: dict = {
+        "image": "sha256:abc",
+        "replicas": 2,
+        "network": "functions",
+        "route": "host-port",
+        "secrets": REFS if spec.secrets else [],
+        "stop_grace_s": 5.0,
+    }
+    arguments.update(options)
+    return service_spec(spec, **arguments)
+
+
+def _as_service(document: dict) -> dict:
+    return {"ID": "x", "Spec": document, "CreatedAt": "2026-11-24T18:16:37.146145436Z"}
+
+
+def test_full_spec_layout() -> None:
+    document = _build(FULL)
+    labels = document["Labels"]
+    assert labels["com.openfaas.function"] == "full" and labels["function"] == "true"
+    assert labels["com.openfaas.annotations.topic"] == "payments" and labels["team"] == "blue"
+    container = document["TaskTemplate"]["ContainerSpec"]
+    assert container["Image"] == "sha256:abc"
+    assert container["Labels"] == {"com.openfaas.function": "full", "function": "true"}
+    assert "fprocess=python3 handler.py" in container["Env"] and "MODE=x" in container["Env"]
+    assert container["Init"] is True and container["ReadOnly"] is True
+    assert container["Mounts"] == [{"Type": "tmpfs", "Target": "/tmp"}]
+    assert container["StopGracePeriod"] == 5_000_000_000
+    assert container["Secrets"][0]["File"]["Name"] == "/var/openfaas/secrets/api-key"
+    assert container["Secrets"][0]["SecretName"] == "faasd-api-key-aaa"
+    assert container["Healthcheck"]["Test"] == ["CMD-SHELL", "[ -e /tmp/.lock ]"]
+    resources = document["TaskTemplate"]["Resources"]
+    assert resources["Limits"] == {"MemoryBytes": 128 * 1024**2, "NanoCPUs": 500_000_000}
+    assert resources["Reservations"] == {"MemoryBytes": 64 * 1024**2, "NanoCPUs": 100_000_000}
+    assert document["TaskTemplate"]["Placement"] == {"Constraints": ["node.role == manager"]}
+    assert document["Mode"] == {"Replicated": {"Replicas": 2}}
+    assert document["EndpointSpec"] == {
+        "Mode": "dnsrr",
+        "Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}],
+    }
+    assert document["UpdateConfig"]["Order"] == "start-first"
+
+
+def test_overlay_route_publishes_nothing() -> None:
+    assert _build(FULL, route="overlay-dns")["EndpointSpec"] == {"Mode": "dnsrr"}
+
+
+@pytest.mark.parametrize("spec", [FULL, FunctionSpec(name="tiny"), FunctionSpec(name="img", image="sha256:abc")])
+def test_round_trip(spec: FunctionSpec) -> None:
+    assert spec_from_service(_as_service(_build(spec))) == spec
+
+
+def test_default_placement_is_applied_and_not_reported() -> None:
+    document = _build(FunctionSpec(name="p"))
+    assert document["TaskTemplate"]["Placement"]["Constraints"] == [DEFAULT_PLACEMENT]
+    assert spec_from_service(_as_service(document)).constraints == ()
+
+
+def test_a_service_edited_by_hand_reports_what_it_runs() -> None:
+    document = _build(FULL)
+    document["TaskTemplate"]["ContainerSpec"]["Image"] = "sha256:other"
+    document["TaskTemplate"]["Resources"]["Limits"]["MemoryBytes"] = 256 * 1024**2
+    spec = spec_from_service(_as_service(document))
+    assert spec.image == "sha256:other"
+    assert spec.limits == Resources(memory=str(256 * 1024**2), cpu="0.5")
+
+
+def test_hand_made_service() -> None:
+    service = {
+        "Spec": {
+            "Name": "hand",
+            "Labels": {"function": "true", "owner": "me"},
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": "sha256:abc",
+                    "Env": ["fprocess=rev", "A=1"],
+                    "Secrets": [{"File": {"Name": "mysecret"}, "SecretName": "mysecret"}],
+                }
+            },
+        }
+    }
+    assert function_name(service) == "hand"
+    spec = spec_from_service(service)
+    assert (spec.env_process, dict(spec.env_vars), spec.secrets, dict(spec.labels)) == (
+        "rev",
+        {"A": "1"},
+        ("mysecret",),
+        {"owner": "me"},
+    )
+    assert function_name({"Spec": {"Name": "web", "Labels": {}}}) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "nanos"),
+    [
+        ("0.5", 500_000_000),
+        ("2", 2_000_000_000),
+        ("500m", 500_000_000),
+        ("100000000", 100_000_000),
+        (".25", 250_000_000),
+    ],
+)
+def test_nano_cpus(text: str, nanos: int) -> None:
+    assert nano_cpus(text, "limits.cpu") == nanos
+
+
+@pytest.mark.parametrize(
+    ("labels", "limits", "mention"),
+    [
+        ({"faasd.x": "1"}, None, "reserved"),
+        ({"com.openfaas.annotations.topic": "x"}, None, "clashes"),
+        ({}, Resources(cpu="lots"), "limits.cpu"),
+        ({}, Resources(memory="big"), "limits.memory"),
+    ],
+)
+def test_refused_specs(labels: dict, limits: Resources | None, mention: str) -> None:
+    spec = FunctionSpec(name="bad", labels=labels, annotations={"topic": "y"}, limits=limits)
+    with pytest.raises(InvalidRequest, match=mention):
+        _build(spec)
+
+
+def test_handler_archive_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="faasd build"):
+        _build(FunctionSpec(name="a", handler_archive=b"x"))
+
+
+def test_secret_versions() -> None:
+    one = secret_version("api-key", b"v1")
+    assert one.startswith("faasd-api-key-") and one != secret_version("api-key", b"v2")
+    assert one == secret_version("api-key", b"v1")
+    long_a, long_b = secret_version("a" * 63, b"v"), secret_version("a" * 62 + "b", b"v")
+    assert len(long_a) <= 64 and long_a != long_b
+
+
+def test_docker_times_and_log_lines() -> None:
+    moment = parse_docker_time("2026-11-24T18:16:37.146145436Z")
+    assert moment == datetime(2026, 11, 24, 18, 16, 37, 146145, tzinfo=UTC)
+    assert parse_docker_time("0001-01-01T00:00:00Z") is not None and parse_docker_time("nope") is None
+    line = (
+        "2026-11-24T18:16:38.202113320Z com.docker.swarm.node.id=n1,com.docker.swarm.service.id=s1,"
+        "com.docker.swarm.task.id=t1 level=info event=ready"
+    )
+    assert parse_log_line(line) == (
+        datetime(2026, 11, 24, 18, 16, 38, 202113, tzinfo=UTC),
+        "t1",
+        "level=info event=ready",
+    )
+    assert parse_log_line("2026-11-24T18:16:38Z plain text")[1:] == ("", "plain text")  # type: ignore[index]
+    assert parse_log_line("not a log line") is None
