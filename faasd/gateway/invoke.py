@@ -23,7 +23,16 @@ from typing import Any
 
 from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NoReplicaAvailable, PayloadTooLarge
 from faasd.gateway.metrics import GatewayMetrics
-from faasd.gateway.proxy import ProxyRequest, Receive, ReplicaUnreachable, Scope, Send, UpstreamPool, forward
+from faasd.gateway.proxy import (
+    DROP_REQUEST,
+    ProxyRequest,
+    Receive,
+    ReplicaUnreachable,
+    Scope,
+    Send,
+    UpstreamPool,
+    forward,
+)
 from faasd.logs import event
 from faasd.providers.types import NAME_PATTERN, Endpoint
 from faasd.registry import EndpointRegistry
@@ -33,22 +42,6 @@ __all__ = ["Invoker", "Router", "send_text"]
 
 log = logging.getLogger(__name__)
 
-_DROP = frozenset(
-    {
-        b"connection",
-        b"proxy-connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"expect",
-        b"content-length",
-        b"host",
-    }
-)
 _ALEXA_HINT = b"sessionId"
 _NO_ROUTE = "Provide an x-function header or a valid Alexa SDK request."
 MAX_FAILOVER = 3
@@ -287,7 +280,7 @@ class Invoker:
         parts = [method.encode(), b" ", target, b" HTTP/1.1"]
         forwarded_for = forwarded_host = False
         for name, value in scope["headers"]:
-            if name in _DROP:
+            if name in DROP_REQUEST:
                 if name == b"host":
                     host = value
                 continue

@@ -37,7 +37,7 @@ from faasd.http1 import (
 )
 from faasd.providers.types import Endpoint
 
-__all__ = ["HOP_BY_HOP", "ProxyRequest", "ReplicaUnreachable", "UpstreamPool", "forward"]
+__all__ = ["DROP_REQUEST", "HOP_BY_HOP", "ProxyRequest", "ReplicaUnreachable", "UpstreamPool", "forward"]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ HOP_BY_HOP = frozenset(
 )
 """Headers that describe one connection, never forwarded (RFC 9110 7.6.1, as OpenFaaS drops them)."""
 
-_DROP_REQUEST = HOP_BY_HOP | {b"expect", b"content-length", b"host"}
+DROP_REQUEST = HOP_BY_HOP | {b"expect", b"content-length", b"host"}
 """Also not copied from the client: hypercorn already answered ``Expect``; length and Host are set by us."""
 
 _DROP_RESPONSE = HOP_BY_HOP | {b"content-length", b"date", b"server"}

@@ -76,6 +76,7 @@ import trio
 from faasd.errors import BackendUnavailable, FunctionNotFound, InvalidRequest
 from faasd.logs import event
 from faasd.providers._archive import extract_archive
+from faasd.providers._name_locks import NameLocks
 from faasd.providers.types import Endpoint, FunctionSpec, FunctionStatus, LogMessage, LogRequest, validate_name
 from faasd.registry import EndpointRegistry
 from faasd.runtime import self_command
@@ -318,32 +319,6 @@ class _LogBook:
         self._followers.clear()
 
 
-@dataclass(slots=True)
-class _LockEntry:
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    users: int = 0
-
-
-class _NameLocks:
-    """One lock per function name, dropped when unused: operations on one function run one at a time
-    (a remove waiting for its replicas does not hold up other functions)."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, _LockEntry] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, name: str) -> AsyncIterator[None]:
-        entry = self._entries.setdefault(name, _LockEntry())
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if not entry.users:
-                del self._entries[name]
-
-
 # -- the provider -----------------------------------------------------------------------------------
 
 
@@ -393,7 +368,7 @@ class LocalProvider:
         self._command = self_command()
         self._base_env = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
         self._functions: dict[str, _Function] = {}
-        self._locks = _NameLocks()
+        self._locks = NameLocks()
         self._replica_ids: set[str] = set()
         self._seq = itertools.count()
         self._restarts = 0

@@ -76,6 +76,7 @@ from faasd.errors import (
     InvalidRequest,
 )
 from faasd.logs import event
+from faasd.providers._name_locks import NameLocks
 from faasd.providers._swarm_spec import (
     LABEL_OWNER,
     LABEL_SECRET,
@@ -251,31 +252,6 @@ class _Snapshot:
     addresses: dict[str, tuple[str, int]]
 
 
-@dataclass(slots=True)
-class _LockEntry:
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    users: int = 0
-
-
-class _NameLocks:
-    """One lock per function name, dropped when unused: operations on one function run one at a time."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, _LockEntry] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, name: str) -> AsyncIterator[None]:
-        entry = self._entries.setdefault(name, _LockEntry())
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if not entry.users:
-                del self._entries[name]
-
-
 # -- the provider -----------------------------------------------------------------------------------
 
 
@@ -337,7 +313,7 @@ class SwarmProvider:
         self._api: docker.APIClient | None = None
         self._api_lock = trio.Lock()
         self._network_lock = trio.Lock()
-        self._locks = _NameLocks()
+        self._locks = NameLocks()
         self._views: dict[str, _View] = {}
         self._tombstones: OrderedDict[str, None] = OrderedDict()
         self._seq = itertools.count()
