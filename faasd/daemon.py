@@ -199,11 +199,14 @@ async def _end_when_drained(
 
     Why: hypercorn 0.18's graceful shutdown waits for every connection, so clients that merely keep an
     idle keep-alive connection open hold the daemon for the whole ``shutdown_timeout`` (measured: 30 s
-    after all calls had finished). Calls in flight still get up to ``shutdown_timeout`` to finish.
+    after all calls had finished). Calls in flight still get up to ``shutdown_timeout`` to finish --
+    except those waiting for their client's request body: once shutting down, hypercorn may stop
+    reading a keep-alive connection between a request's head and its body (seen: calls stuck until the
+    graceful timeout on bodies their clients had sent), and a slow upload is the client's to retry.
     """
     await shutdown.wait()
     with trio.move_on_after(config.shutdown_timeout_s):
-        while app.in_flight:
+        while app.working:
             await trio.sleep(0.01)
     serving.cancel()
 

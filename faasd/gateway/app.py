@@ -9,7 +9,8 @@ receives the lifespan events.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 from faasd.gateway.invoke import Invoker, send_text
 from faasd.gateway.metrics import CONTENT_TYPE, GatewayMetrics
@@ -35,6 +36,13 @@ class GatewayApp:
         self.health = health
         self.in_flight = 0
         """HTTP requests being answered now (shutdown waits for these, not for idle connections)."""
+        self.awaiting_client = 0
+        """Of those, how many are waiting for their client to send (more of) the request body."""
+
+    @property
+    def working(self) -> int:
+        """Requests in flight that are not stalled on their client: what a graceful shutdown waits for."""
+        return self.in_flight - self.awaiting_client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,9 +50,19 @@ class GatewayApp:
             return
         self.in_flight += 1
         try:
-            await self._route(scope, receive, send)
+            await self._route(scope, self._counted(receive), send)
         finally:
             self.in_flight -= 1
+
+    def _counted(self, receive: Receive) -> Receive:
+        async def receive_counted() -> MutableMapping[str, Any]:
+            self.awaiting_client += 1
+            try:
+                return await receive()
+            finally:
+                self.awaiting_client -= 1
+
+        return receive_counted
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

@@ -382,3 +382,20 @@ def test_keep_alive_traffic_does_not_hold_shutdown(start_daemon: StartDaemon) ->
     elapsed = time.monotonic() - signalled
     assert code == 0
     assert elapsed < 5, f"shutdown took {elapsed:.1f}s under keep-alive traffic"
+
+
+def test_a_call_waiting_for_its_clients_body_does_not_hold_shutdown(start_daemon: StartDaemon) -> None:
+    """A client that sent a head and part of its body, then stalls: SIGTERM does not wait shutdown_timeout
+    for the rest (the calls actually running are what the drain waits for)."""
+    daemon = start_daemon()
+    daemon.deploy("echo", "cat")
+    port = int(daemon.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+        stalled.sendall(b"POST /function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        time.sleep(0.3)  # Scenario timing: the call has started and waits for the other 990 bytes.
+        daemon.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = daemon.proc.wait(40)
+        elapsed = time.monotonic() - signalled
+    assert code == 0
+    assert elapsed < 5, f"shutdown took {elapsed:.1f}s with a call stalled on its client"
