@@ -32,8 +32,10 @@ __all__ = ["TICK_S", "Autoscaler"]
 
 log = logging.getLogger(__name__)
 
-TICK_S = 2.0
-"""Decision period (Knative's decider also ticks every 2 s)."""
+TICK_S = 1.0
+"""Decision period. Knative's decider ticks every 2 s; the load is sampled per second, so deciding every
+second takes up to a second off the reaction to a step (measured: scale order after a 2x step 2-4 s at
+2 s ticks) for the price of one pass over the functions' counters per second."""
 
 
 class Autoscaler:
