@@ -265,10 +265,7 @@ def cold_block(api: g.Api, faasd: g.Faasd, args: argparse.Namespace, tmp: Path, 
     for i in range(args.cold):
         for job in ("invoke", "watchdog") if i % 2 == 0 else ("watchdog", "invoke"):
             if job == "watchdog":
-                wd_tmp = Path(tempfile.mkdtemp(prefix="wd-", dir=tmp))
-                running = h.start(faasd.watchdog(wd_tmp), ready_timeout=args.ready_timeout)
-                out.watchdog_ms.append(running.startup_s * 1000.0)
-                running.stop()
+                out.watchdog_ms.append(g.bare_watchdog_ms(faasd, tmp, args.ready_timeout))
                 continue
             api.scale(FUNCTION, 0)
             wait_zero(api, FUNCTION)

@@ -557,6 +557,14 @@ def start_block(count: int, faasd: Faasd, args: argparse.Namespace, tmp_root: Pa
     return out
 
 
+def bare_watchdog_ms(faasd: Faasd, tmp: Path, ready_timeout: float) -> float:
+    """A bare ``faasd watchdog`` (fork mode, ``cat``) exec -> first 200, in ms: the floor under any local cold
+    start; the process is stopped again."""
+    running = h.start(faasd.watchdog(Path(tempfile.mkdtemp(prefix="wd-", dir=tmp))), ready_timeout=ready_timeout)
+    running.stop()
+    return running.startup_s * 1000.0
+
+
 def cold_block(
     round_no: int, deploys: int, cycles: int, faasd: Faasd, args: argparse.Namespace, tmp: Path
 ) -> ColdBlock:
@@ -579,10 +587,7 @@ def cold_block(
         for i in range(deploys):
             for job in ("deploy", "watchdog") if i % 2 == 0 else ("watchdog", "deploy"):
                 if job == "watchdog":
-                    wd_tmp = Path(tempfile.mkdtemp(prefix="wd-", dir=tmp))
-                    running = h.start(faasd.watchdog(wd_tmp), ready_timeout=args.ready_timeout)
-                    out.watchdog_ms.append(running.startup_s * 1000.0)
-                    running.stop()
+                    out.watchdog_ms.append(bare_watchdog_ms(faasd, tmp, args.ready_timeout))
                     continue
                 name = f"cold-r{round_no}-{i}"
                 poll("the previous function's replicas to exit", no_replicas, 10.0)
