@@ -30,6 +30,7 @@ import docker
 import docker.errors
 import pytest
 
+from faasd.providers._swarm_spec import LABEL_OWNER, LABEL_SECRET, SECRET_OWNER
 from tests.daemon_fixtures import start_daemon  # noqa: F401 -- the daemon fixtures, for test_daemon.py
 from tests.helpers import wait_for
 
@@ -43,6 +44,7 @@ CONTAINERS_GONE_TIMEOUT_S = 60.0
 
 _tracked_names: set[str] = set()
 _tracked_images: set[str] = set()
+_tracked_secrets: set[str] = set()
 
 
 def _docker_ready() -> bool:
@@ -111,6 +113,11 @@ class SwarmHelper:
     def track_image(self, tag: str) -> None:
         _tracked_images.add(tag)
 
+    def track_secret(self, *names: str) -> None:
+        """Remove the Docker secrets a daemon made from its secrets ``names`` (the daemon's own are not
+        labelled as the session's, and its services are removed behind its back)."""
+        _tracked_secrets.update(names)
+
     def tasks(self, name: str, desired: str = "running") -> list[dict]:
         return self.api.tasks(filters={"service": name, "desired-state": desired})
 
@@ -171,6 +178,10 @@ def _final_sweep(client: docker.DockerClient, *, remove_network: bool) -> None:
     for secret in client.api.secrets(filters={"label": f"{TEST_LABEL}={SESSION}"}):
         with contextlib.suppress(docker.errors.APIError):
             client.api.remove_secret(secret["ID"])
+    for secret in client.api.secrets(filters={"label": f"{LABEL_OWNER}={SECRET_OWNER}"}):
+        if ((secret.get("Spec") or {}).get("Labels") or {}).get(LABEL_SECRET) in _tracked_secrets:
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_secret(secret["ID"])
     for tag in _tracked_images:
         with contextlib.suppress(docker.errors.APIError):
             client.api.remove_image(tag, force=True)

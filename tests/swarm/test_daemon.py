@@ -77,6 +77,7 @@ def test_catservice_python_function_scale_secrets_delete(
 ) -> None:
     names = ("catservice", "st-python", "st-who", "st-secret")
     swarm.track(*names)
+    swarm.track_secret("st-token")
     daemon = _start(start_daemon, swarm)
     with daemon.client() as client:
         assert client.get("/healthz").status_code == 200
