@@ -15,19 +15,24 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from faasd.errors import InvalidRequest
 
 __all__ = [
+    "FUNCTION_STATES",
+    "MAX_ENV_VARS_BYTES",
+    "MAX_ENV_VAR_BYTES",
     "MAX_NAME_LENGTH",
     "NAME_PATTERN",
     "Endpoint",
     "FunctionSpec",
+    "FunctionState",
     "FunctionStatus",
     "LogMessage",
     "LogRequest",
     "Resources",
+    "validate_env_vars",
     "validate_name",
 ]
 
@@ -41,6 +46,22 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 """What OpenFaaS reports as ``createdAt`` when unknown (a Go zero time)."""
 
 LABEL_SCALE_MIN = "com.openfaas.scale.min"
+
+MAX_ENV_VAR_BYTES = 64 * 1024
+"""Longest ``NAME=VALUE`` of one ``envVars`` entry, in UTF-8 bytes. Linux refuses to exec with a single
+environment string over 128 KiB (``MAX_ARG_STRLEN``); half of it leaves room and is plenty for settings."""
+
+MAX_ENV_VARS_BYTES = 256 * 1024
+"""Most bytes all ``envVars`` entries may take together. The whole environment and argv of a process
+share ``ARG_MAX`` (a quarter of the stack limit: 2 MiB by default); the watchdog adds its own."""
+
+FunctionState = Literal["deployed", "restoring", "failed"]
+"""faasd's view of a function, beside the OpenFaaS replica counts (``faasd.state`` in the JSON):
+``deployed`` -- applied to the backend (its replicas may still be starting: see ``availableReplicas``);
+``restoring`` -- stored, being applied again after a daemon start (calls are held meanwhile);
+``failed`` -- it cannot run as it is (``faasd.reason`` says why); a new deploy or update retries."""
+
+FUNCTION_STATES: tuple[FunctionState, ...] = ("deployed", "restoring", "failed")
 
 
 def validate_name(name: object, field_name: str = "service") -> str:
@@ -61,9 +82,65 @@ def validate_name(name: object, field_name: str = "service") -> str:
 def _string_map(value: object, field_name: str) -> dict[str, str]:
     if value is None:
         return {}
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+    if not isinstance(value, Mapping):
         raise InvalidRequest(f"{field_name} must be an object of string values")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            kind = type(item).__name__
+            raise InvalidRequest(f"{field_name}: the value of {_shown(key)} must be a string, not {kind}")
     return dict(value)
+
+
+def _shown(text: object, limit: int = 60) -> str:
+    """``text`` for a one-line error message: its repr, cut to ``limit`` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
+def _encodable(text: str) -> bool:
+    """True when ``text`` can be passed to the OS: valid UTF-8 once encoded (no lone surrogate, which
+    JSON's ``\\ud800`` escapes can produce) and no NUL (C strings end there)."""
+    if "\0" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def validate_env_vars(env_vars: Mapping[str, str], field_name: str = "envVars") -> None:
+    """Check that ``env_vars`` can be a process environment, on any backend.
+
+    Why here: a variable ``execve`` cannot take was accepted, stored, and then made every replica
+    start fail -- before this check, with an exception that stopped the daemon at each restart.
+
+    Raises:
+        InvalidRequest: naming the first bad key (empty, with ``=`` or NUL, not valid UTF-8), a bad
+            value (NUL, not valid UTF-8, not a string), an entry over ``MAX_ENV_VAR_BYTES`` or all
+            of them over ``MAX_ENV_VARS_BYTES``.
+    """
+    total = 0
+    for key, value in env_vars.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidRequest(f"{field_name}: an empty variable name is not allowed")
+        if "=" in key or not _encodable(key):
+            raise InvalidRequest(
+                f"{field_name}: the name {_shown(key)} cannot be an environment variable (no '=', no NUL, valid UTF-8)"
+            )
+        if not isinstance(value, str):
+            kind = type(value).__name__
+            raise InvalidRequest(f"{field_name}: the value of {_shown(key)} must be a string, not {kind}")
+        if not _encodable(value):
+            raise InvalidRequest(f"{field_name}: the value of {_shown(key)} contains NUL or is not valid UTF-8")
+        size = len(key.encode()) + 1 + len(value.encode())
+        if size > MAX_ENV_VAR_BYTES:
+            raise InvalidRequest(
+                f"{field_name}: {_shown(key)} is {size} bytes long (name=value); the limit is {MAX_ENV_VAR_BYTES}"
+            )
+        total += size
+    if total > MAX_ENV_VARS_BYTES:
+        raise InvalidRequest(f"{field_name}: {total} bytes in all; the limit is {MAX_ENV_VARS_BYTES}")
 
 
 def _string_list(value: object, field_name: str) -> list[str]:
@@ -130,6 +207,11 @@ class FunctionSpec:
 
     def __post_init__(self) -> None:
         validate_name(self.name)
+        validate_env_vars(self.env_vars)
+        if not _encodable(self.env_process):
+            raise InvalidRequest("envProcess contains NUL or is not valid UTF-8")
+        for secret in self.secrets:
+            validate_name(secret, "secret")
 
     @property
     def min_replicas(self) -> int:
@@ -216,13 +298,18 @@ class FunctionStatus:
     """Replicas that are ready (their watchdog's health check passes)."""
     invocation_count: float = 0.0
     created_at: datetime | None = None
+    state: FunctionState = "deployed"
+    """faasd's own (see :data:`FunctionState`)."""
+    reason: str = ""
+    """Why the function is ``failed`` (one line); empty otherwise."""
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     def to_json(self) -> dict[str, Any]:
-        """The OpenFaaS FunctionStatus document."""
+        """The OpenFaaS FunctionStatus document, plus faasd's ``faasd`` object (``state``, and ``reason``
+        when failed): OpenFaaS clients ignore fields they do not know."""
         spec = self.spec.to_json(include_archive=False)
         del spec["service"]
         document = {"name": self.spec.name, **spec}
@@ -232,6 +319,7 @@ class FunctionStatus:
         document["createdAt"] = (
             self.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if self.created_at else ZERO_TIME
         )
+        document["faasd"] = {"state": self.state, **({"reason": self.reason} if self.reason else {})}
         return document
 
 

@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 import pytest
 
 from faasd.errors import InvalidRequest
-from faasd.providers.types import FunctionSpec, FunctionStatus, LogMessage, Resources, validate_name
+from faasd.providers.types import (
+    MAX_ENV_VAR_BYTES,
+    MAX_ENV_VARS_BYTES,
+    FunctionSpec,
+    FunctionStatus,
+    LogMessage,
+    Resources,
+    validate_name,
+)
 
 FULL = {
     "service": "nodeinfo",
@@ -64,8 +72,11 @@ def test_status_json_uses_openfaas_names():
         "replicas": 3,
         "availableReplicas": 2,
         "createdAt": "2026-01-02T03:04:05Z",
+        "faasd": {"state": "deployed"},
     }
     assert FunctionStatus(spec=spec).to_json()["createdAt"] == "0001-01-01T00:00:00Z"
+    failed = FunctionStatus(spec=spec, state="failed", reason="cannot start replica: No such file or directory")
+    assert failed.to_json()["faasd"] == {"state": "failed", "reason": "cannot start replica: No such file or directory"}
 
 
 def test_log_message_json():
@@ -103,6 +114,47 @@ def test_invalid_deployments_name_the_field(document, field):
     with pytest.raises(InvalidRequest) as info:
         FunctionSpec.from_json(document)
     assert field in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("env_vars", "mention"),
+    [
+        ({"A=B": "x"}, "'A=B'"),
+        ({"=": "x"}, "'='"),
+        ({"A\0B": "x"}, "'A\\x00B'"),
+        ({"GOOD": "x\0y"}, "'GOOD'"),
+        ({"": "x"}, "empty"),
+        ({"\ud800": "x"}, "'\\ud800'"),
+        ({"LONE": "\udfff"}, "'LONE'"),
+        ({"BIG": "x" * MAX_ENV_VAR_BYTES}, "'BIG'"),
+        ({f"K{i}": "v" * 60_000 for i in range(5)}, f"limit is {MAX_ENV_VARS_BYTES}"),
+        ({"NUMBER": 5}, "'NUMBER'"),
+        ({"NONE": None}, "'NONE'"),
+    ],
+)
+def test_env_vars_a_process_cannot_have_are_refused_naming_the_key(env_vars, mention):
+    """Every route and backend builds a FunctionSpec: JSON and direct construction both refuse them."""
+    with pytest.raises(InvalidRequest) as info:
+        FunctionSpec.from_json({"service": "f", "envProcess": "cat", "envVars": env_vars})
+    assert "envVars" in info.value.message and mention in info.value.message, info.value.message
+    assert "\n" not in info.value.message and len(info.value.message) < 300
+    with pytest.raises(InvalidRequest):
+        FunctionSpec(name="f", env_vars=env_vars)
+
+
+def test_env_vars_at_the_limits_are_accepted():
+    name_and_sign = len("BIG=")
+    FunctionSpec(name="f", env_vars={"BIG": "x" * (MAX_ENV_VAR_BYTES - name_and_sign)})
+    FunctionSpec(name="f", env_vars={"UNICODE": "é ✓", "with space": "", "lower.dots-ok": "1"})
+    per = MAX_ENV_VARS_BYTES // 4 - len("K0=")
+    FunctionSpec(name="f", env_vars={f"K{i}": "v" * per for i in range(4)})
+
+
+def test_env_process_and_secrets_are_checked_too():
+    with pytest.raises(InvalidRequest, match="envProcess"):
+        FunctionSpec(name="f", env_process="cat\0")
+    with pytest.raises(InvalidRequest, match="secret"):
+        FunctionSpec(name="f", secrets=("../password",))
 
 
 def test_names():
