@@ -5,9 +5,10 @@
     FaasdError (500)
     ├── InvalidRequest (400)          bad JSON, a missing field, an invalid name or value
     │   └── PayloadTooLarge (413)     a body over its limit
+    ├── StateError (500)              the state dir or database cannot be used (names the file)
     ├── Unauthorized (401)            missing or wrong credentials
     ├── FunctionNotFound (404)        no function (or secret) by that name
-    ├── Conflict (409)                it exists already
+    ├── Conflict (409)                it exists already, or is in use (a secret a function reads)
     ├── NotSupported (501)            the backend cannot do this operation
     ├── BackendError (502)            the backend failed doing what we asked
     │   ├── BackendUnavailable (503)  the backend cannot be reached (dockerd down, Marathon gone)
@@ -36,7 +37,9 @@ __all__ = [
     "NoReplicaAvailable",
     "NotSupported",
     "PayloadTooLarge",
+    "StateError",
     "Unauthorized",
+    "describe_exception",
 ]
 
 
@@ -62,6 +65,14 @@ class PayloadTooLarge(InvalidRequest):
     http_status = 413
 
 
+class StateError(FaasdError):
+    """The daemon's state dir or database cannot be read or written (corrupt, not a directory, not
+    writable, a newer schema, disk full); the message names the file. At start-up: one error line and
+    exit status 1."""
+
+    http_status = 500
+
+
 class Unauthorized(FaasdError):
     """Credentials are missing or wrong."""
 
@@ -75,7 +86,8 @@ class FunctionNotFound(FaasdError):
 
 
 class Conflict(FaasdError):
-    """The thing to create exists already."""
+    """The thing to create exists already, or the thing to delete is still in use; the message names
+    what is in the way."""
 
     http_status = 409
 
@@ -123,3 +135,17 @@ class FunctionTimeout(InvocationError):
     """
 
     http_status = 502
+
+
+def describe_exception(exc: BaseException, limit: int = 300) -> str:
+    """One line for an unexpected exception: ``Type: message``, looking through exception groups that
+    hold a single exception (trio nurseries wrap what their tasks raise), cut to ``limit`` characters.
+
+    For status reasons and log lines; the traceback is logged apart.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    text = exc.message if isinstance(exc, FaasdError) else str(exc)
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -36,7 +36,10 @@ stopped, and as soon as it exits.
 
 **Supervision.** Each replica slot is a task in the provider's nursery. A replica that exits on its
 own (or is not ready within ``ready_timeout_s``) is logged and replaced after an exponential backoff
-(0.1 s doubling to 30 s, reset once a replica ran 10 s). Updates roll: new replicas start, and each
+(0.1 s doubling to 30 s, reset once a replica ran 10 s). A slot is also the boundary of one function's
+failures: any exception while it runs a replica is caught there, never reaching the nursery. While the
+current spec's replicas cannot be spawned, or end before they are ready, the function's status is
+``failed`` with the reason; a ready replica or a new spec clears it. Updates roll: new replicas start, and each
 one that becomes ready retires an old one, so a function that had a ready replica keeps one
 throughout (see :func:`plan_replicas`).
 
@@ -64,7 +67,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -73,10 +75,11 @@ from secrets import token_hex
 
 import trio
 
-from faasd.errors import BackendUnavailable, FunctionNotFound, InvalidRequest
+from faasd.errors import BackendUnavailable, FunctionNotFound, InvalidRequest, describe_exception
 from faasd.logs import event
+from faasd.namelocks import NameLocks
 from faasd.providers._archive import extract_archive
-from faasd.providers._name_locks import NameLocks
+from faasd.providers._requirements import install_requirements
 from faasd.providers.types import Endpoint, FunctionSpec, FunctionStatus, LogMessage, LogRequest, validate_name
 from faasd.registry import EndpointRegistry
 from faasd.runtime import self_command
@@ -179,6 +182,9 @@ class _Replica:
     id: str
     pid: int
     started_at: float
+    was_ready: bool = False
+    trouble: str = ""
+    """Why it is being killed before it was ready (the readiness timeout)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -212,6 +218,9 @@ class _Function:
     retired: list[tuple[int, str]] = field(default_factory=list)
     """(generation, old working dir): the dir served the generations before that one."""
     removed: bool = False
+    failure: str = ""
+    """Why the current generation cannot run (its replicas cannot start, or exit before ready); cleared
+    when one of its replicas becomes ready, or by a new generation."""
 
 
 def plan_replicas(slots: Sequence[_Slot], current: _Generation, desired: int) -> tuple[int, list[_Slot]]:
@@ -570,7 +579,9 @@ class LocalProvider:
         fprocess, values = await self._validate(spec)
         staging = os.path.join(self._staging_dir, f"{spec.name}.{token_hex(4)}")
         try:
-            await trio.to_thread.run_sync(self._build_workdir, staging, spec, fprocess, values)
+            await trio.to_thread.run_sync(self._build_workdir, staging, spec, values)
+            await install_requirements(staging)  # Cancellable: a daemon stopping does not wait for pip.
+            await trio.to_thread.run_sync(self._check_workdir, staging, spec, fprocess)
             with trio.CancelScope(shield=True):  # Once swapped, the bookkeeping below must follow.
                 retired = await trio.to_thread.run_sync(self._install, spec.name, staging)
         except BaseException:
@@ -593,6 +604,7 @@ class LocalProvider:
         else:
             function.generation = _Generation(function.generation.number + 1, spec, fprocess)
             function.desired = replicas
+            function.failure = ""
         if retired is not None:
             function.retired.append((function.generation.number, retired))
         event(
@@ -632,11 +644,12 @@ class LocalProvider:
             values[secret] = value
         return fprocess, values
 
-    def _build_workdir(self, path: str, spec: FunctionSpec, fprocess: str, secrets: dict[str, bytes]) -> None:
-        """Fill a fresh working dir and check the replica would start (blocking: runs in a thread).
+    def _build_workdir(self, path: str, spec: FunctionSpec, secrets: dict[str, bytes]) -> None:
+        """Fill a fresh working dir (blocking: runs in a thread); ``requirements.txt`` is installed
+        next, by :func:`install_requirements`, then :meth:`_check_workdir` runs.
 
         Raises:
-            InvalidRequest: unsafe archive, command not found, bad watchdog setting.
+            InvalidRequest: unsafe or corrupt archive.
         """
         os.mkdir(path, 0o755)
         if spec.handler_archive:
@@ -659,8 +672,13 @@ class LocalProvider:
             )
             with os.fdopen(fd, "wb") as file:
                 file.write(value)
-        install_requirements(path)
-        # The replica's view: does its command exist, and would the watchdog accept the env?
+
+    def _check_workdir(self, path: str, spec: FunctionSpec, fprocess: str) -> None:
+        """Would the replica start: does its command exist, would the watchdog accept the env (blocking).
+
+        Raises:
+            InvalidRequest: command not found, bad watchdog setting.
+        """
         env = self._replica_env(_Generation(0, spec, fprocess), path, os.path.join(path, ".replica"), listen_fd=3)
         if fprocess.strip():
             argv = shlex.split(fprocess)
@@ -727,6 +745,8 @@ class LocalProvider:
             replicas=function.desired,
             available_replicas=sum(1 for slot in function.slots if slot.published and slot.generation is current),
             created_at=function.created_at,
+            state="failed" if function.failure else "deployed",
+            reason=function.failure,
         )
 
     def _reconcile(self, function: _Function) -> None:
@@ -797,12 +817,23 @@ class LocalProvider:
         Error handling:
             A replica that exits, cannot be spawned or is not ready in time is replaced after the
             backoff; a replica of an older generation is not replaced (the update is retiring it).
+            Any exception while running one replica is contained here, the boundary of a function's
+            own tasks: it is logged with its traceback, the function is marked failed with the
+            reason (see :meth:`status`), and the slot retries after the backoff -- the daemon and the
+            other functions never see it.
         """
         backoff = RESTART_BACKOFF_INITIAL_S
         try:
             while not slot.stopping:
                 started = trio.current_time()
-                replica_id, returncode = await self._run_replica(function, slot)
+                try:
+                    replica_id, returncode, trouble = await self._run_replica(function, slot)
+                except Exception as exc:  # A per-function task boundary (see the docstring).
+                    trouble = f"replica supervisor error: {describe_exception(exc)}"
+                    log.error("function=%s %s", function.name, trouble, exc_info=exc)
+                    replica_id, returncode = "", None
+                if trouble and not slot.stopping:
+                    self._mark_failed(function, slot, trouble)
                 fields = {"function": function.name, "replica": replica_id, **_exit_fields(returncode)}
                 if slot.stopping or function.removed:
                     event(log, logging.INFO, "replica stopped", **fields)
@@ -825,10 +856,12 @@ class LocalProvider:
             self._publish(function)
             self._collect_retired(function)
 
-    async def _run_replica(self, function: _Function, slot: _Slot) -> tuple[str, int | None]:
-        """Spawn one replica in ``slot``; once it has ended and is reaped, return (its id, exit status).
+    async def _run_replica(self, function: _Function, slot: _Slot) -> tuple[str, int | None, str]:
+        """Spawn one replica in ``slot``; once it has ended and is reaped, return (its id, exit status,
+        trouble).
 
-        The status is None when it could not be spawned, negative when a signal killed it.
+        The status is None when it could not be spawned, negative when a signal killed it. ``trouble``
+        is empty when the replica was ready at some point, else why it never was (one line).
         """
         replica_id = self._new_replica_id(function.name)
         replica_dir = os.path.join(self._replicas_dir, replica_id)
@@ -863,7 +896,7 @@ class LocalProvider:
                 replica=replica_id,
                 error=exc.strerror or str(exc),
             )
-            return replica_id, None
+            return replica_id, None, f"cannot start replica: {exc.strerror or exc}"
         except BaseException:
             if read_fd >= 0:
                 os.close(read_fd)
@@ -893,7 +926,17 @@ class LocalProvider:
                     await trio.to_thread.run_sync(_kill_session, process.pid)
                 self._replica_ids.discard(replica_id)
                 await _remove_tree(replica_dir)
-        return replica_id, process.returncode
+        if replica.was_ready:
+            return replica_id, process.returncode, ""
+        trouble = replica.trouble or f"replica {_exit_text(process.returncode)} before it was ready"
+        return replica_id, process.returncode, trouble
+
+    def _mark_failed(self, function: _Function, slot: _Slot, reason: str) -> None:
+        """Record why the current generation cannot run (a retiring generation's trouble is not news)."""
+        if slot.generation is function.generation and not function.removed:
+            if function.failure != reason:
+                event(log, logging.WARNING, "function failing", function=function.name, reason=reason)
+            function.failure = reason
 
     def _unpublish_slot(self, function: _Function, slot: _Slot) -> None:
         slot.ready = False
@@ -912,11 +955,14 @@ class LocalProvider:
                 replica=replica.id,
                 ready_timeout_s=self._ready_timeout_s,
             )
+            replica.trouble = f"replica not ready within {self._ready_timeout_s:g}s"
             process.kill()  # Its session is swept once it is reaped (non-zero status).
             return
         if slot.stopping or slot.replica is not replica:
             return
-        slot.ready = True
+        slot.ready = replica.was_ready = True
+        if slot.generation is function.generation:
+            function.failure = ""
         event(
             log,
             logging.INFO,
@@ -1014,7 +1060,9 @@ async def _health_ok(port: int) -> bool:
                 if not chunk:
                     break
                 head += chunk
-        except OSError:
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            # trio's streams report a reset as BrokenResourceError, not OSError: a replica being
+            # replaced closes its listener while this probe reads (two updates in a row).
             return False
     return head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
 
@@ -1054,6 +1102,14 @@ def _decode_line(raw: bytes | bytearray) -> str:
     return bytes(raw).rstrip(b"\r").decode("utf-8", errors="replace")
 
 
+def _exit_text(returncode: int | None) -> str:
+    """How a replica ended, for a status reason: ``exited with code 1``, ``was killed by SIGKILL``."""
+    fields = _exit_fields(returncode)
+    if "signal" in fields:
+        return f"was killed by {fields['signal']}"
+    return f"exited with code {returncode}"
+
+
 def _exit_fields(returncode: int | None) -> dict[str, object]:
     """Log fields for how a replica ended: ``exit_code``, or ``signal``, or ``not_started``."""
     if returncode is None:
@@ -1068,51 +1124,6 @@ def _exit_fields(returncode: int | None) -> dict[str, object]:
 
 async def _remove_tree(path: str) -> None:
     await trio.to_thread.run_sync(functools.partial(shutil.rmtree, path, ignore_errors=True))
-
-
-REQUIREMENTS_TIMEOUT_S = 600
-
-
-def install_requirements(function_dir: str) -> None:
-    """Install a function's ``requirements.txt`` into its own ``.packages`` directory (blocking).
-
-    The local backend's build step: each function gets its dependencies apart from the others and from
-    faasd's; python-mode workers put ``.packages`` on ``sys.path`` (other modes: set PYTHONPATH).
-
-    Raises:
-        InvalidRequest: pip is missing or the install failed (its last output lines say why).
-    """
-    requirements = os.path.join(function_dir, "requirements.txt")
-    try:
-        with open(requirements, encoding="utf-8") as file:
-            wanted = [line for line in file if line.strip() and not line.lstrip().startswith("#")]
-    except FileNotFoundError:
-        return
-    if not wanted:
-        return
-    target = os.path.join(function_dir, ".packages")
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--target",
-        target,
-        "-r",
-        requirements,
-    ]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=REQUIREMENTS_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise InvalidRequest(f"requirements.txt: pip did not finish within {REQUIREMENTS_TIMEOUT_S}s") from None
-    if result.returncode != 0:
-        output = (result.stderr or result.stdout).strip().splitlines()
-        if "No module named pip" in result.stderr:
-            raise InvalidRequest("requirements.txt needs pip for the daemon's python3 (apt-get install python3-pip)")
-        raise InvalidRequest("requirements.txt: pip install failed: " + " | ".join(output[-3:]))
 
 
 def _kill_session(sid: int) -> int:

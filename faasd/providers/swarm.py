@@ -76,7 +76,7 @@ from faasd.errors import (
     InvalidRequest,
 )
 from faasd.logs import event
-from faasd.providers._name_locks import NameLocks
+from faasd.namelocks import NameLocks
 from faasd.providers._swarm_spec import (
     LABEL_OWNER,
     LABEL_SECRET,

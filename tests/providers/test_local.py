@@ -312,7 +312,9 @@ async def test_replica_never_ready_is_killed_and_restarted(make_local: Maker) ->
         first = provider.replicas("unready")[0]
         await wait_until(lambda: provider.statistics().restarts >= 2, "restarts of an unready replica", 10)
         assert registry.get("unready") == ()
-        assert (await provider.status("unready")).available_replicas == 0
+        status = await provider.status("unready")
+        assert status.available_replicas == 0
+        assert (status.state, status.reason) == ("failed", "replica not ready within 0.3s")
         assert first.pid is not None and process_state(first.pid) is None
         assert provider.replicas("unready")[0].port == first.port
 
@@ -329,6 +331,39 @@ async def test_crashing_replica_is_restarted_with_its_output_logged(make_local: 
         lines = [m.text async for m in provider.logs(LogRequest(name="flappy"))]
         assert any("invalid fprocess" in line for line in lines), lines
         assert len({m.instance async for m in provider.logs(LogRequest(name="flappy"))}) >= 2  # New id each time.
+        status = await provider.status("flappy")
+        assert status.state == "failed" and "before it was ready" in status.reason, status
+
+
+async def test_an_exception_in_one_functions_supervisor_is_contained(make_local: Maker) -> None:
+    """Any exception while one function's replica runs stays that function's: it is marked failed with
+    the reason, the provider (the daemon's nursery) and the other functions keep running, and a new
+    spec brings it back. The failure is real -- ``open_process`` refusing an environment with
+    ``ValueError``, as it did for ``envVars`` names with ``=`` before they were validated -- injected by
+    changing the deployed spec in memory, past its validation (no way is left to send one in)."""
+    async with running(make_local()) as (provider, registry):
+        assert isinstance(provider, LocalProvider)
+        await provider.deploy(function_spec("healthy"), 1)
+        (healthy,) = await ready_endpoints(registry, "healthy", 1)
+        await provider.deploy(function_spec("poisoned"), 0)
+        deployed = provider._functions["poisoned"].generation.spec
+        object.__setattr__(deployed, "env_vars", {"BAD=NAME": "x"})
+        await provider.scale("poisoned", 1)
+
+        async def failed() -> bool:
+            return (await provider.status("poisoned")).state == "failed"
+
+        await wait_until(failed, "the poisoned function to be marked failed")
+        reason = (await provider.status("poisoned")).reason
+        assert reason.startswith("replica supervisor error: ValueError"), reason
+        assert registry.get("poisoned") == ()
+        for _ in range(5):
+            assert await call(healthy, b"still serving") == (200, b"still serving")
+        assert (await provider.status("healthy")).state == "deployed"
+        await provider.update(function_spec("poisoned"))
+        await ready_endpoints(registry, "poisoned", 1)
+        status = await provider.status("poisoned")
+        assert (status.state, status.reason) == ("deployed", "")
 
 
 async def test_follow_ends_when_the_function_is_removed(make_local: Maker) -> None:

@@ -1,5 +1,6 @@
-"""One lock per function name, for the providers: operations on one function run one at a time, while a
-slow one (a remove waiting for its replicas to stop) does not hold up the others."""
+"""One lock per function name: operations on one function run one at a time, while a slow one (a remove
+waiting for its replicas to stop, a deploy running ``pip install``) does not hold up the others. Used by
+the providers and by :class:`~faasd.service.FunctionService`."""
 
 from __future__ import annotations
 

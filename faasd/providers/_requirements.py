@@ -1,0 +1,70 @@
+"""The local backend's build step: a function's ``requirements.txt`` installed into its own directory.
+
+Each function gets its dependencies apart from the others and from faasd's, in ``<function dir>/
+.packages`` (python-mode workers put it on ``sys.path``; other modes set ``PYTHONPATH``).
+
+Why a trio subprocess and not ``subprocess.run`` in a thread: an install can take minutes, or hang on
+an index that never answers. Run on a worker thread it could not be cancelled, so a daemon stopping
+(or a function removed while it was being restored) waited for pip. Here cancelling the caller stops
+pip (SIGTERM, then SIGKILL: trio's ``run_process`` policy) and returns at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import trio
+
+from faasd.errors import InvalidRequest
+
+__all__ = ["REQUIREMENTS_TIMEOUT_S", "install_requirements"]
+
+REQUIREMENTS_TIMEOUT_S = 600
+"""Longest a ``pip install`` may take before the deploy fails with a 400."""
+
+OUTPUT_LINES = 3
+"""Last lines of pip's output quoted in the error of a failed install."""
+
+
+async def install_requirements(function_dir: str) -> None:
+    """Install ``function_dir/requirements.txt`` (if it names anything) into ``function_dir/.packages``.
+
+    Raises:
+        InvalidRequest: pip is missing, failed (its last output lines say why), or took longer than
+            ``REQUIREMENTS_TIMEOUT_S``.
+
+    Resource handling:
+        pip runs as a child of the daemon; cancelling this call stops it and waits until it is reaped.
+    """
+    requirements = os.path.join(function_dir, "requirements.txt")
+    try:
+        with open(requirements, encoding="utf-8") as file:
+            wanted = [line for line in file if line.strip() and not line.lstrip().startswith("#")]
+    except FileNotFoundError:
+        return
+    if not wanted:
+        return
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--target",
+        os.path.join(function_dir, ".packages"),
+        "-r",
+        requirements,
+    ]
+    with trio.move_on_after(REQUIREMENTS_TIMEOUT_S) as deadline:
+        result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+    if deadline.cancelled_caught:
+        raise InvalidRequest(f"requirements.txt: pip did not finish within {REQUIREMENTS_TIMEOUT_S}s")
+    if result.returncode != 0:
+        stderr = result.stderr.decode("utf-8", "replace")
+        output = (stderr or result.stdout.decode("utf-8", "replace")).strip().splitlines()
+        if "No module named pip" in stderr:
+            raise InvalidRequest("requirements.txt needs pip for the daemon's python3 (apt-get install python3-pip)")
+        raise InvalidRequest("requirements.txt: pip install failed: " + " | ".join(output[-OUTPUT_LINES:]))
