@@ -5,13 +5,22 @@ Tasks (children of the root nursery):
 * ``signals`` -- SIGTERM/SIGINT set the shutdown event; a second one cuts the drain short;
 * ``provider`` -- the backend's discovery/supervision loop (:meth:`Provider.run`);
 * ``gateway`` -- hypercorn serving :class:`~faasd.gateway.GatewayApp`, stopping on the shutdown event;
-* ``scaler`` -- the autoscaler: every 2 s, per function, load -> :func:`faasd.scaler.decide.decide` -> scale;
-* ``backend sync`` -- for Swarm/Marathon, keeps the store in step with what the backend runs.
+* ``scaler`` -- the autoscaler: every second, per function, load -> :func:`faasd.scaler.decide.decide` -> scale;
+* ``restore`` -- stored functions applied again, each in its own task (then, for Swarm/Marathon,
+  ``backend sync``: keeps the store in step with what the backend runs).
 
-Start order: state dir and credentials, store, provider (started), stored functions restored, then
-the gateway binds -- so the first request already sees every function. Shutdown order: the gateway
-stops accepting and drains in-flight calls (bounded by ``shutdown_timeout``), then the provider is
-cancelled (the local backend stops its replicas), then the store closes. Exit status 0.
+Start order: state dir and credentials, store, provider (started), stored functions *loaded* (known,
+``restoring``; their replica counts kept for one stable window: the autoscaler has no load samples
+yet), the gateway binds, the autoscaler starts, then ``ready`` is logged and told to systemd
+(``READY=1``: ``/healthz`` answers by then) -- and only then are the functions restored, in the
+background: a slow ``pip install`` or an invalid stored spec never delays or stops the start, and calls
+to a function still restoring are held as at zero replicas. Shutdown order: the gateway stops
+accepting and drains in-flight calls (bounded by ``shutdown_timeout``), then the provider and any
+restore still running are cancelled (the local backend stops its replicas, a ``pip`` is stopped), then
+the store closes. Exit status 0.
+
+Error handling: a state dir or database that cannot be used, a port that cannot be bound, is one
+error line naming the file (or the reason) and exit status 1 -- see :func:`main_up`.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from hypercorn.trio import serve
 from faasd import __version__, sdnotify
 from faasd.config import DaemonConfig
 from faasd.credentials import USERNAME, load_or_create_password
-from faasd.errors import FaasdError
+from faasd.errors import FaasdError, StateError
 from faasd.gateway import (
     BasicAuth,
     GatewayApp,
@@ -81,7 +90,7 @@ async def run(
     """
     env = os.environ if env is None else env
     started = time.monotonic()
-    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+    _prepare_state_dir(config.state_dir)
     password, password_file = load_or_create_password(config.state_dir, env)
     store = AsyncStore(await trio.to_thread.run_sync(Store.open, os.path.join(config.state_dir, "faasd.db")))
     registry = EndpointRegistry()
@@ -95,6 +104,7 @@ async def run(
         invocations=lambda name: metrics.invocations.get(name, 0),
         on_removed=metrics.forget,
     )
+    persistent = bool(getattr(provider, "persistent", False))
     service_ref.append(service)
     pool = UpstreamPool()
     meter = LoadMeter()
@@ -110,6 +120,7 @@ async def run(
         max_body_bytes=config.max_body_bytes,
         meter=meter,
         wake=autoscaler.wake,
+        failure=service.failure,
     )
     management = create_management_app(
         service=service,
@@ -128,12 +139,11 @@ async def run(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope)
             await nursery.start(provider.run)
-            await service.restore()
+            await service.load()
+            _hold_stored_counts(service, autoscaler)
             gateway_done = trio.Event()
             binds = await nursery.start(_serve_gateway, app, config, shutdown, gateway_done)
             await nursery.start(autoscaler.run)
-            if getattr(provider, "persistent", False):
-                nursery.start_soon(_follow_provider, service)
             url = binds[0] if binds else f"http://{config.bind}:{config.port}"
             info = DaemonInfo(url=url, password_file=password_file, state_dir=config.state_dir)
             event(
@@ -150,6 +160,7 @@ async def run(
             )
             sdnotify.notify(f"READY=1\nSTATUS=serving on {url}", env)
             task_status.started(info)
+            nursery.start_soon(_restore, service, autoscaler, persistent)
             for spec in deploy:
                 try:
                     await service.deploy(spec)
@@ -223,6 +234,38 @@ async def _watch_signals(shutdown: trio.Event, root: trio.CancelScope) -> None:
                 root.cancel()
 
 
+def _hold_stored_counts(service: FunctionService, autoscaler: Autoscaler) -> None:
+    """Keep each known function's stored replica count as a floor for one stable window.
+
+    Why: a started daemon has no load samples yet; deciding from that empty window scaled every
+    function down to its minimum at the first tick, undoing the counts just restored (a manual scale,
+    or a scale-up for load). This is rule 7 of :mod:`faasd.scaler.decide` applied to the restored counts.
+    """
+    for name in service.names():
+        stored = service.stored(name)
+        if stored is not None:
+            autoscaler.manual_scale(name, stored.replicas)
+
+
+async def _restore(service: FunctionService, autoscaler: Autoscaler, persistent: bool) -> None:
+    """Restore the stored functions (each in its own task: see :meth:`FunctionService.restore`); then,
+    for a backend that keeps deployments itself, follow it."""
+    started = time.monotonic()
+    await service.restore()
+    if persistent:
+        _hold_stored_counts(service, autoscaler)  # Known only now: read from the backend.
+    event(
+        log,
+        logging.INFO,
+        "functions restored",
+        functions=len(service.names()),
+        failed=sum(1 for name in service.names() if service.failure(name)),
+        restore_ms=round((time.monotonic() - started) * 1000),
+    )
+    if persistent:
+        await _follow_provider(service)
+
+
 async def _follow_provider(service: FunctionService) -> None:
     """For backends that keep deployments themselves: keep the store in step with them (functions
     created or deleted behind faasd's back), every few seconds."""
@@ -234,24 +277,52 @@ async def _follow_provider(service: FunctionService) -> None:
             event(log, logging.WARNING, "cannot read the backend", error=exc.message)
 
 
+def _prepare_state_dir(path: str) -> None:
+    """Create the state dir (0700) if needed, and check this user can write in it.
+
+    Raises:
+        StateError: it is not a directory, cannot be created, or is not writable; naming it.
+    """
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except FileExistsError:
+        raise StateError(f"state dir {path} exists and is not a directory") from None
+    except OSError as exc:
+        raise StateError(f"state dir {exc.filename or path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StateError(f"state dir {path} is not writable by this user (uid {os.geteuid()})")
+
+
 def main_up(config: DaemonConfig, deploy: Sequence[FunctionSpec] = ()) -> int:
-    """Run the daemon in this process; the exit status (1 with one line when it cannot start)."""
+    """Run the daemon in this process; the exit status (1 with one line when it cannot start).
+
+    Error handling: a :class:`~faasd.errors.FaasdError` (e.g. a :class:`~faasd.errors.StateError`) or
+    an ``OSError`` (a port taken, a file that cannot be written: its name is given) that stops the
+    daemon is logged as one ``cannot run`` line; anything else is a bug and keeps its traceback.
+    """
     from faasd import logs
 
     logs.configure(config.log_level)
     try:
         trio.run(partial(run, config, deploy=deploy))
-    except (OSError, BaseExceptionGroup) as exc:
-        error = _only_os_error(exc)
+    except (OSError, FaasdError, BaseExceptionGroup) as exc:
+        error = _only_error(exc)
         if error is None:
             raise
-        event(log, logging.ERROR, "cannot run", error=error.strerror or str(error))
+        event(log, logging.ERROR, "cannot run", error=_error_line(error))
         return 1
     return 0
 
 
-def _only_os_error(exc: BaseException) -> OSError | None:
-    """The OSError behind ``exc`` when that is all there is (e.g. the port is taken), else None."""
+def _only_error(exc: BaseException) -> OSError | FaasdError | None:
+    """The OSError or FaasdError behind ``exc`` when that is all there is, else None."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    return exc if isinstance(exc, OSError) else None
+    return exc if isinstance(exc, (OSError, FaasdError)) else None
+
+
+def _error_line(error: OSError | FaasdError) -> str:
+    if isinstance(error, FaasdError):
+        return error.message
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason

@@ -4,10 +4,17 @@ The gateway's routes call this, never the provider directly, so "what should run
 in step in one place:
 
 * deploy/update go to the provider first (it validates what it can run), then to the store; a
-  provider that refuses leaves no stored record behind;
-* after a daemon restart :meth:`FunctionService.restore` re-applies every stored function at its
-  desired replica count (the local backend's replicas died with the old daemon);
-* :meth:`exists` answers from memory: the invoke path asks it on every call that finds no replica.
+  provider that refuses leaves no stored record behind. Operations on one function run one at a time
+  (a lock per name), so the store always ends with what the provider applied last;
+* after a daemon restart :meth:`FunctionService.load` reads the store (fast: before the gateway binds,
+  so every stored function is known to the first request) and :meth:`FunctionService.restore`
+  re-applies each function in its own task, in the background (the local backend's replicas died with
+  the old daemon). Until its restore is done a function is ``restoring``: calls to it are held like
+  calls at zero replicas, a scale is recorded and applied when it is up, and a deploy, update or
+  remove supersedes the restore (cancels it). A restore that fails -- an unreadable stored spec, a
+  secret gone, ``pip`` failing -- marks that function ``failed`` with the reason, and nothing else;
+* :meth:`exists` answers from memory: the invoke path asks it on every call that finds no replica;
+* secrets live in the store; one that a function uses cannot be deleted (409 naming the functions).
 """
 
 from __future__ import annotations
@@ -16,14 +23,18 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 
-from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest
+import trio
+
+from faasd.errors import Conflict, FaasdError, FunctionNotFound, InvalidRequest, describe_exception
 from faasd.logs import event
+from faasd.namelocks import NameLocks
 from faasd.providers.base import Provider
 from faasd.providers.types import FunctionSpec, FunctionStatus, LogMessage, LogRequest, validate_name
 from faasd.registry import EndpointRegistry
 from faasd.scaler.settings import ScaleSettings
-from faasd.store import AsyncStore, StoredFunction
+from faasd.store import AsyncStore, StoredFunction, UnreadableFunction
 
 __all__ = ["MAX_REPLICAS", "FunctionService"]
 
@@ -55,12 +66,27 @@ class FunctionService:
         self._invocations = invocations
         self._on_removed = on_removed
         self._functions: dict[str, StoredFunction] = {}
+        self._locks = NameLocks()
+        self._restoring: dict[str, trio.CancelScope] = {}
+        """Functions loaded from the store and not applied to the provider yet: the scope of each restore."""
+        self._failed: dict[str, str] = {}
+        """Functions the provider does not run because their restore failed: the reason."""
 
     def __repr__(self) -> str:
-        return f"<FunctionService provider={self.provider.name} functions={len(self._functions)}>"
+        return (
+            f"<FunctionService provider={self.provider.name} functions={len(self._functions)} "
+            f"restoring={len(self._restoring)} failed={len(self._failed)}>"
+        )
 
     def exists(self, name: str) -> bool:
         return name in self._functions
+
+    def failure(self, name: str) -> str | None:
+        """Why ``name`` cannot run until it is deployed again (its restore failed), or None.
+
+        The invoke path answers calls to such a function at once instead of holding them.
+        """
+        return self._failed.get(name)
 
     def stored(self, name: str) -> StoredFunction | None:
         return self._functions.get(name)
@@ -68,32 +94,84 @@ class FunctionService:
     def names(self) -> list[str]:
         return sorted(self._functions)
 
-    async def restore(self) -> None:
-        """After a daemon start: re-apply the store to a backend that forgot everything (local), or
-        rebuild the store from a backend that kept its deployments (Swarm, Marathon)."""
+    async def load(self) -> None:
+        """After a daemon start, before the gateway serves: read the store. For a backend that forgot
+        everything (local) every stored function becomes ``restoring`` until :meth:`restore` applies
+        it; a row that does not make a valid spec is a ``failed`` function (deploy it again or remove
+        it). A backend that keeps its deployments (Swarm, Marathon) is read by :meth:`restore` instead.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
         if getattr(self.provider, "persistent", False):
-            await self.sync_from_provider()
             return
-        for stored in await self.store.list_functions():
+        readable, unreadable = await self.store.load_functions()
+        for stored in readable:
             self._functions[stored.spec.name] = stored
+            self._restoring[stored.spec.name] = trio.CancelScope()
+        for row in unreadable:
+            self._load_unreadable(row)
+
+    def _load_unreadable(self, row: UnreadableFunction) -> None:
+        try:
+            spec = FunctionSpec(name=row.name)
+        except InvalidRequest:
+            event(log, logging.ERROR, "cannot restore function: invalid name", function=repr(row.name), error=row.error)
+            return
+        now = datetime.now(UTC)
+        self._functions[row.name] = StoredFunction(spec=spec, replicas=row.replicas, created_at=now, updated_at=now)
+        self._failed[row.name] = f"{row.error}; deploy it again or remove it"
+        event(log, logging.ERROR, "cannot restore function", function=row.name, error=row.error)
+
+    async def restore(self) -> None:
+        """Apply what :meth:`load` read, each function in its own task; returns when all are done.
+
+        For a persistent backend: rebuild the store from what it runs (a backend that cannot be
+        reached now is logged; the daemon's follower retries).
+
+        Error handling: a function whose restore fails or raises is marked failed with the reason
+        and logged; the others are restored regardless.
+        """
+        if getattr(self.provider, "persistent", False):
             try:
-                await self.provider.deploy(stored.spec, stored.replicas)
+                await self.sync_from_provider()
             except FaasdError as exc:
-                event(
-                    log,
-                    logging.ERROR,
-                    "cannot restore function",
-                    function=stored.spec.name,
-                    error=exc.message,
-                )
-            else:
-                event(
-                    log,
-                    logging.INFO,
-                    "restored function",
-                    function=stored.spec.name,
-                    replicas=stored.replicas,
-                )
+                event(log, logging.WARNING, "cannot read the backend", error=exc.message)
+            return
+        async with trio.open_nursery() as nursery:
+            for name, scope in list(self._restoring.items()):
+                nursery.start_soon(self._restore_one, name, scope, name=f"restore {name}")
+
+    async def _restore_one(self, name: str, scope: trio.CancelScope) -> None:
+        with scope:
+            async with self._locks.hold(name):
+                if self._restoring.get(name) is not scope:
+                    return  # Superseded by a deploy, update or remove.
+                stored = self._functions[name]
+                replicas = stored.replicas
+                try:
+                    await self.provider.deploy(stored.spec, replicas)
+                    # A scale recorded meanwhile: apply it (no await between the last check and the end).
+                    while (current := self._functions.get(name)) is not None and current.replicas != replicas:
+                        replicas = current.replicas
+                        await self.provider.scale(name, replicas)
+                except FaasdError as exc:
+                    self._failed[name] = exc.message
+                    event(log, logging.ERROR, "cannot restore function", function=name, error=exc.message)
+                except Exception as exc:  # One function's restore: a task boundary (see the docstring).
+                    self._failed[name] = describe_exception(exc)
+                    log.error("function=%s cannot restore function: %s", name, self._failed[name], exc_info=exc)
+                else:
+                    event(log, logging.INFO, "restored function", function=name, replicas=replicas)
+                finally:
+                    if self._restoring.get(name) is scope:
+                        del self._restoring[name]
+
+    def _supersede_restore(self, name: str) -> None:
+        """A user operation on ``name`` replaces its pending restore (which is cancelled)."""
+        scope = self._restoring.pop(name, None)
+        if scope is not None:
+            scope.cancel()
 
     async def sync_from_provider(self) -> None:
         """Make the store follow what a persistent backend runs: adopt functions created there (e.g. a
@@ -121,10 +199,13 @@ class FunctionService:
         """
         _check_namespace(spec.namespace)
         ScaleSettings.from_labels(spec.labels)  # A malformed scaling label is a 400 now, not a surprise later.
-        existing = self._functions.get(spec.name)
-        replicas = existing.replicas if existing is not None else min(spec.min_replicas, MAX_REPLICAS)
-        await self.provider.deploy(spec, replicas)
-        self._functions[spec.name] = await self.store.put_function(spec, replicas)
+        self._supersede_restore(spec.name)
+        async with self._locks.hold(spec.name):
+            existing = self._functions.get(spec.name)
+            replicas = existing.replicas if existing is not None else min(spec.min_replicas, MAX_REPLICAS)
+            await self.provider.deploy(spec, replicas)
+            self._functions[spec.name] = await self.store.put_function(spec, replicas)
+            self._failed.pop(spec.name, None)
         event(log, logging.INFO, "deployed", function=spec.name, replicas=replicas, created=existing is None)
         return existing is None
 
@@ -136,19 +217,33 @@ class FunctionService:
         """
         _check_namespace(spec.namespace)
         ScaleSettings.from_labels(spec.labels)
-        existing = self._require(spec.name)
-        await self.provider.update(spec)
-        self._functions[spec.name] = await self.store.put_function(spec, existing.replicas)
+        self._require(spec.name)
+        self._supersede_restore(spec.name)
+        async with self._locks.hold(spec.name):
+            existing = self._require(spec.name)
+            if spec.name in self._failed:
+                await self.provider.deploy(spec, existing.replicas)
+            else:
+                try:
+                    await self.provider.update(spec)
+                except FunctionNotFound:  # Stored but not running (its restore was superseded): create it.
+                    await self.provider.deploy(spec, existing.replicas)
+            self._functions[spec.name] = await self.store.put_function(spec, existing.replicas)
+            self._failed.pop(spec.name, None)
         event(log, logging.INFO, "updated", function=spec.name)
 
     async def remove(self, name: str) -> None:
         self._require(name)
-        with contextlib.suppress(FunctionNotFound):  # Already gone from the backend: forget it here too.
-            await self.provider.remove(name)
-        await self.store.delete_function(name)
-        self._functions.pop(name, None)
-        self.registry.forget(name)
-        self._on_removed(name)
+        self._supersede_restore(name)
+        async with self._locks.hold(name):
+            self._require(name)
+            with contextlib.suppress(FunctionNotFound):  # Already gone from the backend: forget it here too.
+                await self.provider.remove(name)
+            await self.store.delete_function(name)
+            self._functions.pop(name, None)
+            self._failed.pop(name, None)
+            self.registry.forget(name)
+            self._on_removed(name)
         event(log, logging.INFO, "removed", function=name)
 
     async def scale(self, name: str, replicas: int) -> None:
@@ -161,6 +256,13 @@ class FunctionService:
         if not 0 <= replicas <= MAX_REPLICAS:
             raise InvalidRequest(f"replicas must be between 0 and {MAX_REPLICAS}, got {replicas}")
         existing = self._require(name)
+        if name in self._restoring or name in self._failed:
+            # Not applied to the provider (yet): record the count; the restore or the next deploy
+            # applies it. Memory first: a restore finishing meanwhile reads it without waiting.
+            self._functions[name] = replace(existing, replicas=replicas)
+            await self.store.set_replicas(name, replicas)
+            event(log, logging.INFO, "scaled", function=name, replicas=replicas, applied=False)
+            return
         await self.provider.scale(name, replicas)
         await self.store.set_replicas(name, replicas)
         self._functions[name] = replace(existing, replicas=replicas)
@@ -183,14 +285,51 @@ class FunctionService:
         self._require(request.name)
         return self.provider.logs(request)
 
+    # -- secrets ----------------------------------------------------------------------------------
+    async def list_secrets(self) -> list[str]:
+        return await self.store.list_secrets()
+
+    async def create_secret(self, name: str, value: bytes) -> None:
+        """Raises: Conflict: a secret by that name exists (it is left unchanged)."""
+        if not await self.store.add_secret(name, value):
+            raise Conflict(f"secret {name} exists already; use PUT to change it")
+
+    async def update_secret(self, name: str, value: bytes) -> None:
+        """Change a secret's value; functions see it once deployed again.
+
+        Raises:
+            FunctionNotFound: no such secret.
+        """
+        if not await self.store.replace_secret(name, value):
+            raise FunctionNotFound(f"No such secret: {name}")
+
+    async def delete_secret(self, name: str) -> None:
+        """Raises:
+        Conflict: deployed functions use it (named in the message); remove it from them first.
+        FunctionNotFound: no such secret.
+        """
+        users = sorted(fn for fn, stored in self._functions.items() if name in stored.spec.secrets)
+        if users:
+            raise Conflict(f"secret {name} is used by {', '.join(users)}: remove it from them first")
+        if not await self.store.delete_secret(name):
+            raise FunctionNotFound(f"No such secret: {name}")
+
     def _merge(self, stored: StoredFunction, running: FunctionStatus | None) -> FunctionStatus:
-        return FunctionStatus(
+        name = stored.spec.name
+        status = FunctionStatus(
             spec=stored.spec,
             replicas=stored.replicas,
             available_replicas=running.available_replicas if running is not None else 0,
-            invocation_count=float(self._invocations(stored.spec.name)),
+            invocation_count=float(self._invocations(name)),
             created_at=stored.created_at,
         )
+        if name in self._failed:
+            return replace(status, state="failed", reason=self._failed[name])
+        if name in self._restoring:
+            return replace(status, state="restoring")
+        if running is not None and running.state != "deployed":
+            return replace(status, state=running.state, reason=running.reason)
+        return status
 
     def _require(self, name: str) -> StoredFunction:
         validate_name(name, "function name")

@@ -7,6 +7,12 @@ the API answers). The backend is the truth for what runs; this is the truth for 
 :class:`Store` is synchronous and owns one connection; the daemon uses :class:`AsyncStore`, which runs
 every call on a worker thread through ``trio.to_thread.run_sync`` with a limiter of one, so the event
 loop never waits on disk and the connection is used by one thread at a time.
+
+Error handling: a database that cannot be opened or used (not a database, a directory, unwritable, a
+newer schema, disk full) is a :class:`~faasd.errors.StateError` naming the file -- at start-up one error
+line, later a one-line 500 -- never an ``sqlite3`` traceback. A stored function that no longer makes a
+valid spec (hand-edited, corrupted, or refused by a newer validation) is reported by
+:meth:`Store.load_functions` apart from the others, so one bad row cannot stop a restore.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from typing import ParamSpec, TypeVar
 
 import trio
 
+from faasd.errors import InvalidRequest, StateError
 from faasd.providers.types import FunctionSpec
 
-__all__ = ["AsyncStore", "Store", "StoredFunction"]
+__all__ = ["AsyncStore", "Store", "StoredFunction", "UnreadableFunction"]
 
 SCHEMA_VERSION = 1
 
@@ -57,6 +64,17 @@ class StoredFunction:
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class UnreadableFunction:
+    """A stored function whose row does not make a valid :class:`StoredFunction`."""
+
+    name: str
+    replicas: int
+    """Its desired replicas when readable, else 0."""
+    error: str
+    """Why, in one line (e.g. the spec's first invalid field)."""
+
+
 class Store:
     """Synchronous access to ``<state_dir>/faasd.db``; create with :meth:`open`."""
 
@@ -69,19 +87,31 @@ class Store:
         """Open (creating if needed) the database at ``path`` with WAL and full sync.
 
         Resource handling: the caller owns the store and must :meth:`close` it.
+
+        Raises:
+            StateError: the file cannot be opened or created, is not an SQLite database, or was
+                written by a newer faasd; the message names the file.
         """
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.executescript(_SCHEMA)
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version > SCHEMA_VERSION:
-            connection.close()
-            raise RuntimeError(f"{path} was written by a newer faasd (schema {version}); upgrade faasd")
-        os.chmod(path, 0o600)
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")
+                connection.executescript(_SCHEMA)
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                elif version > SCHEMA_VERSION:
+                    raise StateError(f"{path} was written by a newer faasd (schema {version}); upgrade faasd")
+                os.chmod(path, 0o600)
+            except BaseException:
+                connection.close()
+                raise
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: {_sqlite_reason(exc)}") from exc
+        except OSError as exc:
+            raise StateError(f"{exc.filename or path}: {exc.strerror or exc}") from exc
         return cls(connection, path)
 
     def close(self) -> None:
@@ -111,8 +141,30 @@ class Store:
         return None if row is None else _function_from_row(row)
 
     def list_functions(self) -> list[StoredFunction]:
-        rows = self._db.execute("SELECT spec, replicas, created_at, updated_at FROM functions ORDER BY name").fetchall()
-        return [_function_from_row(row) for row in rows]
+        """Every readable stored function (see :meth:`load_functions` for the others)."""
+        return self.load_functions()[0]
+
+    def load_functions(self) -> tuple[list[StoredFunction], list[UnreadableFunction]]:
+        """Every stored function, by name: (readable ones, unreadable ones with the reason)."""
+        rows = self._db.execute(
+            "SELECT name, spec, replicas, created_at, updated_at FROM functions ORDER BY name"
+        ).fetchall()
+        readable: list[StoredFunction] = []
+        unreadable: list[UnreadableFunction] = []
+        for name, *row in rows:
+            try:
+                stored = _function_from_row(tuple(row))  # type: ignore[arg-type]
+                if stored.spec.name != name:
+                    raise InvalidRequest(f"the stored spec names another function, {stored.spec.name!r}")
+            except json.JSONDecodeError as exc:
+                unreadable.append(_unreadable(name, row[1], f"the stored spec is not valid JSON ({exc.msg})"))
+            except InvalidRequest as exc:
+                unreadable.append(_unreadable(name, row[1], f"the stored spec is invalid: {exc.message}"))
+            except (ValueError, TypeError, OverflowError) as exc:
+                unreadable.append(_unreadable(name, row[1], f"the stored row is invalid: {exc}"))
+            else:
+                readable.append(stored)
+        return readable, unreadable
 
     def set_replicas(self, name: str, replicas: int) -> bool:
         """Set a function's desired replicas; False if there is no such function."""
@@ -143,6 +195,25 @@ class Store:
             )
         return not existed
 
+    def add_secret(self, name: str, value: bytes) -> bool:
+        """Create a secret; False (and nothing changed) if one by that name exists."""
+        now = time.time()
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO secrets (name, value, created_at, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(name) DO NOTHING",
+                (name, value, now, now),
+            )
+        return cursor.rowcount == 1
+
+    def replace_secret(self, name: str, value: bytes) -> bool:
+        """Change an existing secret's value; False if there is none."""
+        with self._db:
+            cursor = self._db.execute(
+                "UPDATE secrets SET value = ?, updated_at = ? WHERE name = ?", (value, time.time(), name)
+            )
+        return cursor.rowcount == 1
+
     def get_secret(self, name: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
@@ -157,7 +228,10 @@ class Store:
 
 
 def _function_from_row(row: tuple[str, int, float, float]) -> StoredFunction:
+    """Raises ValueError (JSONDecodeError), TypeError, OverflowError or InvalidRequest on a bad row."""
     spec_json, replicas, created, updated = row
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        raise ValueError(f"replicas {replicas!r} is not a whole number >= 0")
     return StoredFunction(
         spec=FunctionSpec.from_json(json.loads(spec_json)),
         replicas=replicas,
@@ -166,15 +240,39 @@ def _function_from_row(row: tuple[str, int, float, float]) -> StoredFunction:
     )
 
 
+def _unreadable(name: object, replicas: object, error: str) -> UnreadableFunction:
+    count = replicas if isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 0 else 0
+    return UnreadableFunction(name=str(name), replicas=count, error=" ".join(error.split()))
+
+
+def _sqlite_reason(exc: sqlite3.Error) -> str:
+    """sqlite's message, with what it means for faasd where that is not obvious."""
+    text = str(exc)
+    if "file is not a database" in text:
+        return "not an SQLite database (file is not a database): move it away to start afresh, or restore a backup"
+    if "unable to open database file" in text:
+        return "cannot open or create it (unable to open database file): is it a directory, or not writable?"
+    if "readonly" in text or "read-only" in text:
+        return f"not writable ({text})"
+    return text
+
+
 class AsyncStore:
-    """The :class:`Store` for trio code: each call runs on a worker thread, one at a time."""
+    """The :class:`Store` for trio code: each call runs on a worker thread, one at a time.
+
+    Error handling: an ``sqlite3`` error (disk full, the file removed or made read-only under the
+    daemon) is raised as :class:`~faasd.errors.StateError` naming the database.
+    """
 
     def __init__(self, store: Store) -> None:
         self.sync = store
         self._limiter = trio.CapacityLimiter(1)
 
     async def _run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await trio.to_thread.run_sync(lambda: function(*args, **kwargs), limiter=self._limiter)
+        try:
+            return await trio.to_thread.run_sync(lambda: function(*args, **kwargs), limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.sync.path}: {_sqlite_reason(exc)}") from exc
 
     async def put_function(self, spec: FunctionSpec, replicas: int) -> StoredFunction:
         return await self._run(self.sync.put_function, spec, replicas)
@@ -185,6 +283,9 @@ class AsyncStore:
     async def list_functions(self) -> list[StoredFunction]:
         return await self._run(self.sync.list_functions)
 
+    async def load_functions(self) -> tuple[list[StoredFunction], list[UnreadableFunction]]:
+        return await self._run(self.sync.load_functions)
+
     async def set_replicas(self, name: str, replicas: int) -> bool:
         return await self._run(self.sync.set_replicas, name, replicas)
 
@@ -193,6 +294,12 @@ class AsyncStore:
 
     async def put_secret(self, name: str, value: bytes) -> bool:
         return await self._run(self.sync.put_secret, name, value)
+
+    async def add_secret(self, name: str, value: bytes) -> bool:
+        return await self._run(self.sync.add_secret, name, value)
+
+    async def replace_secret(self, name: str, value: bytes) -> bool:
+        return await self._run(self.sync.replace_secret, name, value)
 
     async def get_secret(self, name: str) -> bytes | None:
         return await self._run(self.sync.get_secret, name)

@@ -62,7 +62,7 @@ for command in (
 def main(argv: list[str]) -> int:
     """Run the CLI on ``argv``; return the exit status (never a traceback for a usage error)."""
     try:
-        cli.main(args=argv, prog_name="faasd", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="faasd", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -73,4 +73,5 @@ def main(argv: list[str]) -> int:
         return 1
     except BrokenPipeError:
         return 0  # e.g. `faasd logs f | head`.
-    return 0
+    # Without standalone mode, click returns ctx.exit(code)'s code instead of raising Exit.
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0

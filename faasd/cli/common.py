@@ -84,3 +84,13 @@ def wait_for_replicas(ctx: CliContext, name: str, want: int, timeout_s: float, v
             if time.monotonic() >= deadline:
                 raise fail(f"{name}: {available}/{want} replicas ready after {timeout_s:g}s; see 'faasd logs {name}'")
             time.sleep(0.05)
+
+
+def function_state(status: dict[str, Any], *, reason: bool = True) -> str:
+    """faasd's state of a function from its FunctionStatus JSON (``faasd.state``): ``deployed``,
+    ``restoring`` or ``failed``, with ``: why`` when failed and ``reason``. A gateway without the field
+    (an OpenFaaS one) reads as ``deployed``."""
+    own = status.get("faasd") if isinstance(status.get("faasd"), dict) else {}
+    state = str(own.get("state") or "deployed")
+    why = own.get("reason")
+    return f"{state}: {why}" if reason and why else state

@@ -11,7 +11,7 @@ import click
 
 from faasd.cli.archive import pack_directory
 from faasd.cli.client import ClientError
-from faasd.cli.common import CliContext, fail, json_option, pass_cli, wait_for_replicas
+from faasd.cli.common import CliContext, fail, function_state, json_option, pass_cli, wait_for_replicas
 from faasd.errors import InvalidRequest
 from faasd.providers.types import FunctionSpec
 from faasd.stack import StackError, StackFunction, load_stack
@@ -180,6 +180,7 @@ def describe(ctx: CliContext, name: str) -> None:
         [
             ("Name", status["name"]),
             ("Status", "Ready" if available else "Not ready"),
+            ("State", function_state(status)),
             ("Replicas", status.get("replicas", 0)),
             ("Available", available),
             ("Invocations", status.get("invocationCount", 0)),

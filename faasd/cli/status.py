@@ -8,7 +8,7 @@ import click
 
 from faasd import __version__
 from faasd.cli.client import ClientError, password_candidates
-from faasd.cli.common import CliContext, fail, json_option, pass_cli
+from faasd.cli.common import CliContext, fail, function_state, json_option, pass_cli
 
 __all__ = ["status", "version"]
 
@@ -86,6 +86,7 @@ def status(ctx: CliContext, name: str | None) -> None:
         rows: list[tuple[str, object]] = [
             ("Function", detail["name"]),
             ("Replicas", f"{detail.get('availableReplicas', 0)}/{detail.get('replicas', 0)} ready"),
+            ("State", function_state(detail)),
             ("Invocations", detail.get("invocationCount", 0)),
         ]
         if isinstance(scaling, dict) and "settings" in scaling:
@@ -101,10 +102,11 @@ def status(ctx: CliContext, name: str | None) -> None:
                 f.get("availableReplicas", 0),
                 f.get("invocationCount", 0),
                 f.get("image") or f.get("envProcess", ""),
+                function_state(f, reason=False),
             ]
             for f in functions
         ]
-        ctx.out.table(["FUNCTION", "REPLICAS", "AVAILABLE", "INVOCATIONS", "IMAGE/PROCESS"], rows)
+        ctx.out.table(["FUNCTION", "REPLICAS", "AVAILABLE", "INVOCATIONS", "IMAGE/PROCESS", "STATE"], rows)
 
 
 def _scaling_rows(scaling: dict[str, Any]) -> list[tuple[str, object]]:

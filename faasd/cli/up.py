@@ -7,7 +7,7 @@ import os
 import click
 
 from faasd.cli.client import ClientError, GatewayClient, find_password
-from faasd.cli.common import CliContext, fail, pass_cli
+from faasd.cli.common import CliContext, pass_cli
 from faasd.config import PROVIDERS, ConfigError, DaemonConfig
 
 
@@ -60,7 +60,7 @@ def up(
 
     code = main_up(config, deploy=specs)
     if code:
-        raise fail("faasd stopped with an error", code)
+        click.get_current_context().exit(code)  # main_up logged the one error line already.
 
 
 def _answers(url: str) -> bool:

@@ -54,6 +54,10 @@ async def _no_wake(name: str) -> bool:
     return False
 
 
+def _no_failure(name: str) -> str | None:
+    return None
+
+
 class Router:
     """Picks the replica for a call: the least busy, rotating among equals (round-robin when idle)."""
 
@@ -100,6 +104,7 @@ class Invoker:
         meter: LoadMeter | None = None,
         wake: Callable[[str], Awaitable[bool]] | None = None,
         max_held: int = MAX_HELD_CALLS,
+        failure: Callable[[str], str | None] | None = None,
     ) -> None:
         self.exists = exists
         """``exists(name) -> bool``: is the function deployed (answered from memory)."""
@@ -107,6 +112,9 @@ class Invoker:
         self.wake = wake or _no_wake
         """``wake(name) -> bool``: a call waits for a function without a ready replica (scale from zero)."""
         self.max_held = max_held
+        self.failure = failure or _no_failure
+        """``failure(name) -> reason | None``: the function cannot run until deployed again (a failed
+        restore); its calls are answered 503 at once instead of held."""
         self.registry = registry
         self.metrics = metrics
         self.pool = pool
@@ -209,11 +217,16 @@ class Invoker:
     async def _hold(self, name: str) -> tuple[Endpoint, ...]:
         """No ready replica: wake the function (scale from zero) and hold the call until one is ready.
 
+        A function still being restored after a daemon start is held the same way.
+
         Held calls wait in arrival order, up to ``max_held`` per function and ``ready_timeout_s`` each;
         they are not load for the autoscaler until a replica takes them.
         """
         if not self.exists(name):
             raise FunctionNotFound(f"Function not found: {name}")
+        reason = self.failure(name)
+        if reason:
+            raise NoReplicaAvailable(f"Function {name} cannot run: {reason}")
         metrics = self.metrics
         if metrics.held.get(name, 0) >= self.max_held:
             raise NoReplicaAvailable(f"Too many calls ({self.max_held}) waiting for function {name} to start")

@@ -16,7 +16,10 @@ route                               method   answer
 /system/info                        GET      200 GatewayInfo
 /system/logs                        GET      200 NDJSON (``name``, ``tail``, ``follow``, ``since``, ``instance``)
 /system/namespaces                  GET      200 ``[]`` (one namespace)
-/system/secrets                     GET POST PUT DELETE (``{"name", "value"|"rawValue"}``)
+/system/secrets                     GET      200 ``[{"name"}]``
+/system/secrets                     POST     201 ``{"name", "value"|"rawValue"}``; 409 exists already; 400
+/system/secrets                     PUT      200; 404 when missing; 400
+/system/secrets                     DELETE   200 ``{"name"}``; 404; 409 while a function uses it (names them)
 /system/scaling/{name}              GET      200 the autoscaler's load, decision and reason (faasd's own)
 =================================== ======== ==========================================================
 """
@@ -228,30 +231,22 @@ def create_management_app(
     # -- secrets --------------------------------------------------------------------------------
     @app.get("/system/secrets")
     async def list_secrets() -> Response:
-        return _json([{"name": name} for name in await service.store.list_secrets()])
+        return _json([{"name": name} for name in await service.list_secrets()])
 
     @app.post("/system/secrets")
     async def create_secret() -> Response:
-        name, value = _secret_body(await _json_body())
-        created = await service.store.put_secret(name, value)
-        if not created:
-            raise InvalidRequest(f"secret {name} exists already; use PUT to change it")
+        await service.create_secret(*_secret_body(await _json_body()))
         return Response("", status=201)
 
     @app.put("/system/secrets")
     async def update_secret() -> Response:
-        name, value = _secret_body(await _json_body())
-        if await service.store.get_secret(name) is None:
-            raise FunctionNotFound(f"No such secret: {name}")
-        await service.store.put_secret(name, value)
+        await service.update_secret(*_secret_body(await _json_body()))
         return Response("", status=200)
 
     @app.delete("/system/secrets")
     async def delete_secret() -> Response:
         body = await _json_body()
-        name = validate_name(body.get("name") if isinstance(body, dict) else None, "name")
-        if not await service.store.delete_secret(name):
-            raise FunctionNotFound(f"No such secret: {name}")
+        await service.delete_secret(validate_name(body.get("name") if isinstance(body, dict) else None, "name"))
         return Response("", status=200)
 
     # -- health (the ASGI front answers /healthz itself; this serves HEAD and odd methods) -------

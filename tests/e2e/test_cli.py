@@ -42,7 +42,7 @@ def test_status_shows_a_healthy_daemon_then_its_functions(start_daemon, faasd_cl
     cli.run("deploy", "echo", "--fprocess", "cat").ok()
     result = cli.run("status").ok()
     assert result.fields()["Functions"] == "1"
-    assert ["echo", "1", "1", "0", "cat"] in result.rows()
+    assert ["echo", "1", "1", "0", "cat", "deployed"] in result.rows()
 
 
 def test_status_of_one_function_explains_the_autoscaler(start_daemon, faasd_cli):

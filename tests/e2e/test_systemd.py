@@ -77,7 +77,13 @@ def _verify(unit: Path) -> str:
 def test_the_shipped_unit_verifies_cleanly():
     assert _verify(REPO / "systemd" / "faasd.service") == "exit 0:"
     text = (REPO / "systemd" / "faasd.service").read_text()
-    for line in ("Type=notify", "StateDirectory=faasd", "Restart=on-failure", "NoNewPrivileges=yes"):
+    for line in (
+        "Type=notify",
+        "StateDirectory=faasd",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "TimeoutStartSec=30s",  # Ready before restoring functions: a slow pip install cannot time the start out.
+    ):
         assert line in text.splitlines(), line
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
 from faasd.config import ConfigError, DaemonConfig, default_state_dir
+from faasd.errors import StateError
 from faasd.providers.types import FunctionSpec
-from faasd.store import AsyncStore, Store
+from faasd.store import AsyncStore, Store, UnreadableFunction
 
 
 def spec(name: str = "echo", **extra: object) -> FunctionSpec:
@@ -50,6 +54,70 @@ def test_secrets(tmp_path):
     assert store.get_secret("key") == b"v2"
     assert store.list_secrets() == ["key"]
     assert store.delete_secret("key") and store.get_secret("key") is None
+
+
+def test_add_and_replace_secret_change_only_what_they_say(tmp_path):
+    store = Store.open(str(tmp_path / "db"))
+    assert store.add_secret("key", b"v1") is True
+    assert store.add_secret("key", b"v2") is False  # Exists: left unchanged.
+    assert store.get_secret("key") == b"v1"
+    assert store.replace_secret("key", b"v3") is True and store.get_secret("key") == b"v3"
+    assert store.replace_secret("missing", b"x") is False and store.get_secret("missing") is None
+
+
+def test_unreadable_rows_are_reported_apart(tmp_path):
+    """One bad row (hand-edited, corrupted, refused by a newer validation) must not stop the others."""
+    path = str(tmp_path / "db")
+    store = Store.open(path)
+    store.put_function(spec("good"), 2)
+    now = time.time()
+    rows = [
+        ("badenv", json.dumps({"service": "badenv", "envProcess": "cat", "envVars": {"A=B": "x"}}), 1),
+        ("notjson", "{nope", 3),
+        ("renamed", json.dumps({"service": "other", "envProcess": "cat"}), 1),
+        ("badcount", json.dumps({"service": "badcount", "envProcess": "cat"}), "many"),
+    ]
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA ignore_check_constraints=ON")
+        for name, text, replicas in rows:
+            raw.execute("INSERT INTO functions VALUES (?, ?, ?, ?, ?)", (name, text, replicas, now, now))
+    readable, unreadable = store.load_functions()
+    assert [stored.spec.name for stored in readable] == ["good"] == [s.spec.name for s in store.list_functions()]
+    problems = {row.name: row for row in unreadable}
+    assert set(problems) == {"badenv", "notjson", "renamed", "badcount"}
+    assert "'A=B'" in problems["badenv"].error and problems["badenv"].replicas == 1
+    assert problems["notjson"] == UnreadableFunction("notjson", 3, problems["notjson"].error)
+    assert "not valid JSON" in problems["notjson"].error
+    assert "'other'" in problems["renamed"].error
+    assert "replicas" in problems["badcount"].error and problems["badcount"].replicas == 0
+
+
+@pytest.mark.parametrize("kind", ["garbage", "directory", "newer-schema"])
+def test_an_unusable_database_is_a_state_error_naming_it(tmp_path, kind):
+    path = tmp_path / "faasd.db"
+    if kind == "garbage":
+        path.write_bytes(b"garbage" * 1000)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        with sqlite3.connect(path) as raw:
+            raw.execute("PRAGMA user_version=99")
+    with pytest.raises(StateError) as info:
+        Store.open(str(path))
+    assert str(path) in info.value.message and "\n" not in info.value.message
+
+
+async def test_async_store_errors_are_state_errors(tmp_path):
+    path = tmp_path / "db"
+    store = AsyncStore(Store.open(str(path)))
+    await store.put_function(spec(), 1)
+    with sqlite3.connect(path) as raw:  # Another writer holds the database past the busy timeout...
+        raw.execute("BEGIN EXCLUSIVE")
+        store.sync._db.execute("PRAGMA busy_timeout=50")
+        with pytest.raises(StateError) as info:
+            await store.put_function(spec("other"), 1)
+    assert str(path) in info.value.message and "locked" in info.value.message
+    await store.aclose()
 
 
 def test_committed_write_survives_a_killed_process(tmp_path):
