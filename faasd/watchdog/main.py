@@ -98,8 +98,16 @@ async def serve(config: WatchdogConfig) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+
+    def on_parent_gone() -> None:
+        # The daemon is gone (killed without cleaning up): its connections died with it, so no answer
+        # can be delivered -- stop at once, as on a second signal (calls in flight are killed), so no
+        # replica outlives its daemon for as long as a call may run.
+        on_signal(signal.SIGTERM)
+        on_signal(signal.SIGTERM)
+
     if config.parent_pid:
-        _watch_parent(loop, config.parent_pid, lambda: on_signal(signal.SIGTERM))
+        _watch_parent(loop, config.parent_pid, on_parent_gone)
 
     if config.listen_fd is not None:
         inherited = socket.socket(fileno=config.listen_fd)

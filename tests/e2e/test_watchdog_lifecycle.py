@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import socket
 import statistics
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -240,6 +242,53 @@ def test_parent_pid_exit_shuts_the_watchdog_down(start_watchdog):
         parent.wait()
     assert watchdog.wait_exit(3.0) == 0, watchdog.logs()
     assert not watchdog.lock_path.exists()
+
+
+def test_parent_pid_exit_does_not_wait_for_calls_in_flight(start_watchdog):
+    """The daemon died (SIGKILL): nobody can receive the answer of a call in flight, so the replica
+    stops at once -- killing the call -- instead of draining it for up to write_timeout."""
+    parent = subprocess.Popen(["sleep", "30"])
+    outcome: list[object] = []
+    try:
+        watchdog = start_watchdog(
+            "sleep 20", parent_pid=str(parent.pid), exec_timeout="30s", write_timeout="30s", read_timeout="30s"
+        )
+
+        def call() -> None:
+            try:
+                outcome.append(watchdog.request("POST", "/", content=b"x", timeout=30.0).status_code)
+            except httpx.HTTPError as exc:
+                outcome.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        wait_for(lambda: "sleep 20" in _descendant_commands(watchdog.proc.pid), 5, "the call to run")
+    finally:
+        parent.kill()
+        parent.wait()
+    started = time.monotonic()
+    assert watchdog.wait_exit(5.0) == 0, watchdog.logs()
+    assert time.monotonic() - started < 4, watchdog.logs()
+    caller.join(10)
+    assert outcome and outcome[0] != 200, outcome  # Killed, not answered.
+
+
+def _descendant_commands(pid: int) -> str:
+    """Command lines of ``pid``'s children (enough to see a call's process)."""
+    lines = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                stat = file.read()
+            if int(stat[stat.rindex(b")") + 2 :].split(b" ")[1]) != pid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                lines.append(file.read().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, ValueError):
+            continue
+    return "\n".join(lines)
 
 
 def test_systemd_socket_activation(pyz_python, faasd_pyz, tmp_path: Path):

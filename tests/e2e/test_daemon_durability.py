@@ -1,0 +1,204 @@
+"""Through the gateway, what was covered only at lower layers (issue 11, section 6): rolling updates under
+traffic lose no call, ``/system/secrets`` works on the local backend and survives a restart, and a
+daemon killed with SIGKILL comes back with everything it had and leaves no replica behind.
+
+Every call's outcome is recorded (status or exception): a reset connection counts as a failed call.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from tests.daemon_fixtures import Daemon, StartDaemon
+from tests.helpers import process_alive, session_members, wait_for
+
+READ_SECRET = "sh -c 'cat \"$secret_mount_path/$0\"' api-key"
+"""Answers with the value of the secret named ``api-key`` (``$0`` keeps the name out of the quotes)."""
+
+
+class _Traffic:
+    """Callers posting to ``/function/{name}`` in threads until stopped; every outcome is recorded."""
+
+    def __init__(self, daemon: Daemon, name: str, callers: int = 4) -> None:
+        self.outcomes: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(daemon, name, i)) for i in range(callers)]
+
+    def _run(self, daemon: Daemon, name: str, caller: int) -> None:
+        with daemon.client(timeout=30) as client:
+            sequence = 0
+            while not self._stop.is_set():
+                body = f"{caller}-{sequence}".encode()
+                sequence += 1
+                try:
+                    answer = client.post(f"/function/{name}", content=body)
+                    outcome = "ok" if (answer.status_code, answer.content) == (200, body) else f"{answer.status_code}"
+                    detail = f"{answer.status_code} {answer.text[:200]!r}"
+                except httpx.HTTPError as exc:
+                    outcome, detail = type(exc).__name__, repr(exc)
+                with self._lock:
+                    self.outcomes[outcome] += 1
+                    if outcome != "ok":
+                        self.failures.append(detail)
+
+    def __enter__(self) -> _Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in self._threads), "a caller did not finish"
+
+
+def test_rolling_updates_under_traffic_lose_no_call(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    daemon.deploy("echo", "cat", labels={"com.openfaas.scale.min": "2"})
+    daemon.wait_available("echo", 2)
+    with _Traffic(daemon, "echo") as traffic:
+        wait_for(lambda: traffic.outcomes["ok"] >= 20, 15, "traffic to flow")
+        with daemon.client() as client:
+            for generation in range(3):
+                spec = {
+                    "service": "echo",
+                    "envProcess": "cat",
+                    "envVars": {"generation": str(generation)},
+                    "labels": {"com.openfaas.scale.min": "2"},
+                }
+                assert client.put("/system/functions", json=spec).status_code == 202
+                daemon.wait_available("echo", 2, timeout=20)
+                seen = traffic.outcomes["ok"]
+                wait_for(lambda seen=seen: traffic.outcomes["ok"] >= seen + 10, 15, "calls on the new replicas")
+    assert traffic.failures == [], (traffic.outcomes, traffic.failures[:10])
+    assert traffic.outcomes["ok"] >= 50, traffic.outcomes
+    assert daemon.status("echo")["envVars"] == {"generation": "2"}
+
+
+def test_secrets_crud_through_the_gateway_and_after_a_restart(start_daemon: StartDaemon, tmp_path: Path) -> None:
+    state = tmp_path / "kept"
+    daemon = start_daemon(state_dir=state)
+    reader = {"service": "reader", "envProcess": READ_SECRET, "secrets": ["api-key"]}
+    with daemon.client() as client:
+        assert client.get("/system/secrets").json() == []
+        assert client.post("/system/secrets", json={"name": "api-key", "value": "first"}).status_code == 201
+        assert client.post("/system/secrets", json={"name": "binary", "rawValue": "AAEC/w=="}).status_code == 201
+        again = client.post("/system/secrets", json={"name": "api-key", "value": "again"})
+        assert again.status_code == 409 and "api-key" in again.text  # faas-cli's --replace expects 409
+        assert client.get("/system/secrets").json() == [{"name": "api-key"}, {"name": "binary"}]
+        assert client.put("/system/secrets", json={"name": "ghost", "value": "x"}).status_code == 404
+        assert client.request("DELETE", "/system/secrets", json={"name": "ghost"}).status_code == 404
+        assert client.post("/system/secrets", json={"name": "../x", "value": "x"}).status_code == 400
+        assert client.post("/system/secrets", json={"name": "x"}).status_code == 400
+    daemon.deploy("reader", READ_SECRET, secrets=["api-key"])
+    with daemon.client() as client:
+        assert client.post("/function/reader").text == "first"  # The refused POST changed nothing.
+        assert client.put("/system/secrets", json={"name": "api-key", "value": "second"}).status_code == 200
+        # A function reads the value it was deployed with; a new deploy picks up the new one.
+        assert client.post("/function/reader").text == "first"
+        assert client.put("/system/functions", json=reader).status_code == 202
+        wait_for(lambda: client.post("/function/reader").text == "second", 15, "the updated secret value")
+        assert client.request("DELETE", "/system/secrets", json={"name": "binary"}).status_code == 200
+    assert daemon.stop() == 0
+
+    restarted = start_daemon(state_dir=state)
+    restarted.wait_available("reader", 1)
+    with restarted.client() as client:
+        assert client.get("/system/secrets").json() == [{"name": "api-key"}]
+        assert client.post("/function/reader").text == "second"
+        assert client.put("/system/secrets", json={"name": "api-key", "value": "third"}).status_code == 200
+        assert client.put("/system/functions", json=reader).status_code == 202
+        wait_for(lambda: client.post("/function/reader").text == "third", 15, "the new secret value")
+        assert client.request("DELETE", "/system/functions", json={"functionName": "reader"}).status_code == 202
+        assert client.request("DELETE", "/system/secrets", json={"name": "api-key"}).status_code == 200
+        assert client.get("/system/secrets").json() == []
+
+
+def _tree(pid: int) -> set[int]:
+    """``pid`` and every live process in the sessions of its direct children (replicas and their calls)."""
+    found = {pid}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                data = file.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2 :].split(b" ")
+        if int(fields[1]) == pid:
+            found.update(member for member, _ in session_members(int(entry)))
+    return found - {pid}
+
+
+def test_sigkill_of_the_daemon_then_restart_loses_nothing_and_leaves_no_replica(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    state = tmp_path / "kept"
+    daemon = start_daemon(state_dir=state)
+    with daemon.client() as client:
+        assert client.post("/system/secrets", json={"name": "api-key", "value": "kept"}).status_code == 201
+    daemon.deploy("echo", "cat")
+    daemon.deploy("three", "cat", labels={"com.openfaas.scale.min": "3"})
+    daemon.deploy("reader", READ_SECRET, secrets=["api-key"])
+    daemon.deploy("sleeper", "sleep 30", envVars={"exec_timeout": "60s", "write_timeout": "60s"})
+    daemon.wait_available("three", 3)
+    with daemon.client() as client:
+        assert client.post("/system/scale-function/echo", json={"replicas": 2}).status_code == 202
+    daemon.wait_available("echo", 2)
+    # A call in flight, so a function process (a grandchild of the daemon) is running too.
+    in_flight = threading.Thread(target=lambda: _quiet_call(daemon, "sleeper"), daemon=True)
+    in_flight.start()
+    wait_for(lambda: any("sleep" in cmd for _, cmd in _commands(_tree(daemon.pid))), 10, "the sleeper call to run")
+    before = {name: daemon.status(name) for name in ("echo", "three", "reader", "sleeper")}
+    processes = _tree(daemon.pid)
+    assert len(processes) >= 8, processes  # 2 + 3 + 1 + 1 watchdogs and the running call
+
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(10)
+    started = time.monotonic()
+    wait_for(
+        lambda: not [pid for pid in processes if process_alive(pid)], 15, lambda: f"orphans: {_commands(processes)}"
+    )
+    print(f"every replica process gone {time.monotonic() - started:.2f}s after the daemon's SIGKILL")
+
+    restarted = start_daemon(state_dir=state)
+    for name, status in before.items():
+        restarted.wait_available(name, status["replicas"])
+        after = restarted.status(name)
+        for key in ("replicas", "envProcess", "labels", "secrets", "envVars", "createdAt"):
+            assert after.get(key) == status.get(key), (name, key, after.get(key), status.get(key))
+    with restarted.client() as client:
+        assert client.post("/function/echo", content=b"back").text == "back"
+        assert client.post("/function/reader").text == "kept"
+        assert client.get("/system/secrets").json() == [{"name": "api-key"}]
+    assert not set(_tree(restarted.pid)) & processes
+
+
+def _quiet_call(daemon: Daemon, name: str) -> None:
+    try:
+        with daemon.client(timeout=60) as client:
+            client.post(f"/function/{name}")
+    except httpx.HTTPError:
+        pass  # The daemon is killed under this call: it cannot be answered.
+
+
+def _commands(pids: set[int]) -> list[tuple[int, str]]:
+    found = []
+    for pid in sorted(pids):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                found.append((pid, file.read().replace(b"\0", b" ").decode(errors="replace")))
+        except OSError:
+            continue
+    return found
