@@ -6,18 +6,18 @@ Tasks (children of the root nursery):
 * ``provider`` -- the backend's discovery/supervision loop (:meth:`Provider.run`);
 * ``gateway`` -- hypercorn serving :class:`~faasd.gateway.GatewayApp`, stopping on the shutdown event;
 * ``scaler`` -- the autoscaler: every second, per function, load -> :func:`faasd.scaler.decide.decide` -> scale;
-* ``restore`` -- stored functions applied again, each in its own task (then, for Swarm/Marathon,
-  ``backend sync``: keeps the store in step with what the backend runs).
+* ``restore`` -- stored functions applied again, each in its own task (local); for Swarm/Marathon,
+  ``backend sync`` instead: keeps the store in step with what the backend runs.
 
 Start order: state dir and credentials, store, provider (started), stored functions *loaded* (known,
-``restoring``; their replica counts kept for one stable window: the autoscaler has no load samples
-yet), the gateway binds, the autoscaler starts, then ``ready`` is logged and told to systemd
-(``READY=1``: ``/healthz`` answers by then) -- and only then are the functions restored, in the
-background: a slow ``pip install`` or an invalid stored spec never delays or stops the start, and calls
-to a function still restoring are held as at zero replicas. Shutdown order: the gateway stops
-accepting and drains in-flight calls (bounded by ``shutdown_timeout``), then the provider and any
-restore still running are cancelled (the local backend stops its replicas, a ``pip`` is stopped), then
-the store closes. Exit status 0.
+``restoring``; for Swarm/Marathon, read from the backend -- later if it is down), their replica counts
+kept for one stable window (the autoscaler has no load samples yet), the gateway binds, the autoscaler
+starts, then ``ready`` is logged and told to systemd (``READY=1``: ``/healthz`` answers by then) -- and
+only then are the functions restored, in the background: a slow ``pip install`` or an invalid stored
+spec never delays or stops the start, and calls to a function still restoring are held as at zero
+replicas. Shutdown order: the gateway stops accepting and drains in-flight calls (bounded by
+``shutdown_timeout``), then the provider and any restore still running are cancelled (the local
+backend stops its replicas, a ``pip`` is stopped), then the store closes. Exit status 0.
 
 Error handling: a state dir or database that cannot be used, a port that cannot be bound, is one
 error line naming the file (or the reason) and exit status 1 -- see :func:`main_up`.
@@ -160,7 +160,7 @@ async def run(
             )
             sdnotify.notify(f"READY=1\nSTATUS=serving on {url}", env)
             task_status.started(info)
-            nursery.start_soon(_restore, service, autoscaler, persistent)
+            nursery.start_soon(_restore, service, persistent)
             for spec in deploy:
                 try:
                     await service.deploy(spec)
@@ -247,13 +247,11 @@ def _hold_stored_counts(service: FunctionService, autoscaler: Autoscaler) -> Non
             autoscaler.manual_scale(name, stored.replicas)
 
 
-async def _restore(service: FunctionService, autoscaler: Autoscaler, persistent: bool) -> None:
+async def _restore(service: FunctionService, persistent: bool) -> None:
     """Restore the stored functions (each in its own task: see :meth:`FunctionService.restore`); then,
     for a backend that keeps deployments itself, follow it."""
     started = time.monotonic()
     await service.restore()
-    if persistent:
-        _hold_stored_counts(service, autoscaler)  # Known only now: read from the backend.
     event(
         log,
         logging.INFO,

@@ -98,12 +98,18 @@ class FunctionService:
         """After a daemon start, before the gateway serves: read the store. For a backend that forgot
         everything (local) every stored function becomes ``restoring`` until :meth:`restore` applies
         it; a row that does not make a valid spec is a ``failed`` function (deploy it again or remove
-        it). A backend that keeps its deployments (Swarm, Marathon) is read by :meth:`restore` instead.
+        it). A backend that keeps its deployments (Swarm, Marathon) is read instead (one listing: the
+        first request sees every function); when it cannot be reached that is logged, and the
+        daemon's follower reads it once it is back.
 
         Raises:
             StateError: the database cannot be read.
         """
         if getattr(self.provider, "persistent", False):
+            try:
+                await self.sync_from_provider()
+            except FaasdError as exc:
+                event(log, logging.WARNING, "cannot read the backend; retrying in the background", error=exc.message)
             return
         readable, unreadable = await self.store.load_functions()
         for stored in readable:
@@ -124,20 +130,12 @@ class FunctionService:
         event(log, logging.ERROR, "cannot restore function", function=row.name, error=row.error)
 
     async def restore(self) -> None:
-        """Apply what :meth:`load` read, each function in its own task; returns when all are done.
-
-        For a persistent backend: rebuild the store from what it runs (a backend that cannot be
-        reached now is logged; the daemon's follower retries).
+        """Apply what :meth:`load` read, each function in its own task; returns when all are done
+        (at once for a persistent backend: it runs its functions itself).
 
         Error handling: a function whose restore fails or raises is marked failed with the reason
         and logged; the others are restored regardless.
         """
-        if getattr(self.provider, "persistent", False):
-            try:
-                await self.sync_from_provider()
-            except FaasdError as exc:
-                event(log, logging.WARNING, "cannot read the backend", error=exc.message)
-            return
         async with trio.open_nursery() as nursery:
             for name, scope in list(self._restoring.items()):
                 nursery.start_soon(self._restore_one, name, scope, name=f"restore {name}")

@@ -18,7 +18,8 @@ and called every tick by :mod:`faasd.scaler.loop`. The rules, after Knative's KP
 7. **Manual scale** (``POST /system/scale-function``): the count given is kept as a floor for one stable
    window -- long enough for the stable window to reflect real load -- and then the rules above apply
    again. A panic can still scale above it at once: the load says otherwise. A manual 0 is rule 5:
-   the function stays at zero until a call arrives.
+   the function stays at zero until a call arrives. The daemon applies the same floor to the counts it
+   restores after a restart (its windows are empty then).
 """
 
 from __future__ import annotations
