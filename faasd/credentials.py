@@ -3,6 +3,10 @@
 On first start the daemon generates a strong password into ``<state_dir>/password`` (mode 0600);
 ``faasd status`` and the CLI read it from there. Kept apart from the gateway so the CLI can use it
 without importing the server.
+
+A password shorter than :data:`MIN_PASSWORD_LENGTH` is refused: the management API is reachable by
+anyone who can reach the port, and NIST SP 800-63B asks for at least 15 characters when a password
+is the only factor. The generated one has 43.
 """
 
 from __future__ import annotations
@@ -11,26 +15,80 @@ import os
 import secrets
 from collections.abc import Mapping
 
-__all__ = ["PASSWORD_FILE", "USERNAME", "load_or_create_password"]
+from faasd.errors import FaasdError
+
+__all__ = [
+    "MIN_PASSWORD_LENGTH",
+    "PASSWORD_FILE",
+    "USERNAME",
+    "WeakPassword",
+    "check_password",
+    "load_or_create_password",
+    "validate_password",
+]
 
 USERNAME = "admin"
 PASSWORD_FILE = "password"
+MIN_PASSWORD_LENGTH = 16
+
+
+class WeakPassword(FaasdError):
+    """The configured password is too short; ``message`` is one line saying which one and what to do.
+
+    A :class:`~faasd.errors.FaasdError`, so ``faasd up`` reports it as its one ``cannot run`` line.
+    """
+
+
+def validate_password(password: str, source: str) -> str:
+    """Return ``password`` if it is long enough.
+
+    Raises:
+        WeakPassword: naming ``source`` (``FAASD_PASSWORD`` or the file).
+    """
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise WeakPassword(
+            f"the admin password from {source} has {len(password)} characters; at least {MIN_PASSWORD_LENGTH} "
+            "are required (unset FAASD_PASSWORD and remove the password file to let faasd generate one)"
+        )
+    return password
+
+
+def check_password(state_dir: str, env: Mapping[str, str]) -> None:
+    """Refuse a too-short configured password before anything starts (the file is not created here).
+
+    Raises:
+        WeakPassword: ``FAASD_PASSWORD``, or else an existing password file, is too short.
+    """
+    if env.get("FAASD_PASSWORD"):
+        validate_password(env["FAASD_PASSWORD"], "FAASD_PASSWORD")
+        return
+    path = os.path.join(state_dir, PASSWORD_FILE)
+    try:
+        with open(path, encoding="utf-8") as file:
+            password = file.read().strip()
+    except OSError:
+        return  # Missing (it will be generated) or unreadable (the daemon says so when it reads it).
+    if password:
+        validate_password(password, path)
 
 
 def load_or_create_password(state_dir: str, env: Mapping[str, str]) -> tuple[str, str | None]:
     """Return (password, file it came from or None when from ``FAASD_PASSWORD``).
 
     Resource handling: creates ``<state_dir>/password`` with mode 0600 when it does not exist.
+
+    Raises:
+        WeakPassword: the password given is shorter than :data:`MIN_PASSWORD_LENGTH`.
     """
     from_env = env.get("FAASD_PASSWORD")
     if from_env:
-        return from_env, None
+        return validate_password(from_env, "FAASD_PASSWORD"), None
     path = os.path.join(state_dir, PASSWORD_FILE)
     try:
         with open(path, encoding="utf-8") as file:
             password = file.read().strip()
         if password:
-            return password, path
+            return validate_password(password, path), path
     except FileNotFoundError:
         pass
     password = secrets.token_urlsafe(32)
