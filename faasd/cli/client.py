@@ -5,6 +5,10 @@ The gateway URL comes from ``--gateway``, else ``FAASD_URL``, else ``OPENFAAS_UR
 http://127.0.0.1:8080. Credentials: ``FAASD_PASSWORD``, else the password file the daemon wrote in
 its state dir (``$FAASD_STATE_DIR``, ``$STATE_DIRECTORY``, ``~/.local/state/faasd``, ``/var/lib/faasd``).
 Every failure becomes a :class:`ClientError` with one line for the user.
+
+Redirects are never followed: urllib would resend every header, ``Authorization`` included, to
+wherever a ``Location`` points (another host, another port, plain http), and the gateway's API never
+redirects. A 3xx is an error naming the target, so the user can point ``--gateway`` there on purpose.
 """
 
 from __future__ import annotations
@@ -86,6 +90,13 @@ def find_password(env: Mapping[str, str]) -> tuple[str | None, str | None]:
     return None, None
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Turns every 3xx into an answer the caller sees (see the module docstring)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises HTTPError with the 3xx, which _open returns as the answer.
+
+
 class GatewayClient:
     """Calls one gateway; ``timeout_s`` bounds each request (not streams)."""
 
@@ -93,6 +104,7 @@ class GatewayClient:
         self.url = url
         self.password = password
         self.timeout_s = timeout_s
+        self._opener = urllib.request.build_opener(_RefuseRedirects)
 
     def request(
         self,
@@ -122,7 +134,8 @@ class GatewayClient:
         """GET ``path`` and yield its body line by line as it arrives (NDJSON log streams)."""
         with self._open("GET", path, None, None, None, query, True, None, stream=True) as answer:
             if answer.status != 200:
-                raise ClientError(_describe_status(Response(answer.status, {}, answer.read()), path), answer.status)
+                response = Response(answer.status, dict(answer.headers), answer.read())
+                raise ClientError(_describe_status(response, path), answer.status)
             yield from answer
 
     def _open(
@@ -150,7 +163,7 @@ class GatewayClient:
             all_headers["Authorization"] = f"Basic {token}"
         request = urllib.request.Request(url, data=body, method=method, headers=all_headers)
         try:
-            return urllib.request.urlopen(request, timeout=None if stream else (timeout_s or self.timeout_s))
+            return self._opener.open(request, timeout=None if stream else (timeout_s or self.timeout_s))
         except urllib.error.HTTPError as exc:
             return exc  # An answer with an error status: the caller reads it.
         except urllib.error.URLError as exc:
@@ -168,6 +181,12 @@ class GatewayClient:
 
 def _describe_status(response: Response, path: str) -> str:
     text = response.text.strip().splitlines()[0] if response.text.strip() else ""
+    if 300 <= response.status < 400:
+        target = response.headers.get("Location") or response.headers.get("location") or "?"
+        return (
+            f"the gateway answered {response.status} redirecting {path} to {target[:200]}; faasd does not follow "
+            "redirects (they would carry the password elsewhere): set --gateway/FAASD_URL to the right address"
+        )
     if response.status == 401:
         return (
             "unauthorized: set FAASD_PASSWORD or make the daemon's password file readable "
