@@ -17,6 +17,7 @@ import sys
 import trio
 
 from faasd.errors import InvalidRequest
+from faasd.providers._pip_env import pip_environment
 
 __all__ = ["REQUIREMENTS_TIMEOUT_S", "install_requirements"]
 
@@ -59,7 +60,13 @@ async def install_requirements(function_dir: str) -> None:
         requirements,
     ]
     with trio.move_on_after(REQUIREMENTS_TIMEOUT_S) as deadline:
-        result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+        result = await trio.run_process(
+            command,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=pip_environment(os.environ),  # Nothing of the daemon's: see faasd.providers._pip_env.
+        )
     if deadline.cancelled_caught:
         raise InvalidRequest(f"requirements.txt: pip did not finish within {REQUIREMENTS_TIMEOUT_S}s")
     if result.returncode != 0:
