@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from faasd.gateway.invoke import Invoker, send_text
+from faasd.gateway.invoke import NOSNIFF, Invoker, send_text
 from faasd.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from faasd.gateway.proxy import Receive, Scope, Send
 
@@ -76,7 +76,11 @@ class GatewayApp:
             await send_text(send, 200 if ok else 503, "OK" if ok else f"degraded: {reason}")
         elif method == "GET" and path == "/metrics":
             body = self.metrics.render()
-            headers = [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+            headers = [
+                (b"content-type", CONTENT_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                NOSNIFF,
+            ]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         else:

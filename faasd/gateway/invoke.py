@@ -38,10 +38,12 @@ from faasd.providers.types import NAME_PATTERN, Endpoint
 from faasd.registry import EndpointRegistry
 from faasd.scaler.meter import LoadMeter
 
-__all__ = ["Invoker", "Router", "send_text"]
+__all__ = ["NOSNIFF", "Invoker", "Router", "send_text"]
 
 log = logging.getLogger(__name__)
 
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+"""On every answer the gateway writes itself; a function's answers carry only the headers it sets."""
 _ALEXA_HINT = b"sessionId"
 _NO_ROUTE = "Provide an x-function header or a valid Alexa SDK request."
 MAX_FAILOVER = 3
@@ -409,7 +411,7 @@ def _alexa_intent(body: bytes) -> str | None:
 
 
 async def send_text(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
-    """Answer with one line of text/plain."""
+    """Answer with one line of text/plain (the gateway's own answers, never a function's)."""
     body = message.encode() + b"\n"
     await send(
         {
@@ -418,6 +420,7 @@ async def send_text(send: Send, status: int, message: str, headers: list[tuple[b
             "headers": [
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
+                NOSNIFF,
                 *headers,
             ],
         }

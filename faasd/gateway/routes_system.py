@@ -21,7 +21,13 @@ route                               method   answer
 /system/secrets                     PUT      200; 404 when missing; 400
 /system/secrets                     DELETE   200 ``{"name"}``; 404; 409 while a function uses it (names them)
 /system/scaling/{name}              GET      200 the autoscaler's load, decision and reason (faasd's own)
+/openapi.json                       GET      200 the OpenAPI 3 document of every route (public)
 =================================== ======== ==========================================================
+
+Every ``/system/*`` request needs basic auth (401; failed attempts are slowed per client address: 429
+with ``Retry-After``, see :mod:`faasd.gateway.throttle`), and every write (POST/PUT/DELETE) a
+``Content-Type: application/json`` (415 otherwise: a cross-site browser form cannot send it). Every
+answer here carries ``X-Content-Type-Options: nosniff``.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from werkzeug.exceptions import HTTPException
 from faasd import __version__
 from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NotSupported
 from faasd.gateway.auth import BasicAuth
+from faasd.gateway.openapi import openapi_document
+from faasd.gateway.throttle import AuthThrottle, retry_after_header
 from faasd.providers.types import FunctionSpec, LogRequest, validate_name
 from faasd.scaler.loop import Autoscaler
 from faasd.service import FunctionService
@@ -51,6 +59,7 @@ from faasd.units import parse_bool
 __all__ = ["create_management_app"]
 
 JSON = "application/json"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def create_management_app(
@@ -64,6 +73,7 @@ def create_management_app(
     started_at: float | None = None,
     password_file: str | None = None,
     autoscaler: Autoscaler | None = None,
+    throttle: AuthThrottle | None = None,
 ) -> QuartTrio:
     """Build the Quart app serving ``/system/*``, ``/healthz`` fallbacks and friendly errors."""
     app = QuartTrio("faasd")
@@ -73,16 +83,42 @@ def create_management_app(
         MAX_CONTENT_LENGTH=max_body_bytes,
     )
 
+    throttle = throttle or AuthThrottle()
+
     @app.before_request
-    async def require_auth() -> Response | None:
-        if request.path.startswith("/system/") and not auth.check(request.headers.get("Authorization")):
-            return Response(
-                "invalid credentials\n",
-                status=401,
-                headers={"WWW-Authenticate": 'Basic realm="Restricted"'},
-                content_type="text/plain; charset=utf-8",
+    async def guard_system_routes() -> Response | None:
+        """Auth (slowed per address on failures), then JSON-only writes; see :mod:`faasd.gateway.throttle`."""
+        if not request.path.startswith("/system/"):
+            return None
+        address = request.remote_addr
+        wait = throttle.retry_after(address)
+        if wait > 0:
+            response = _text(429, f"too many failed logins from {address}; retry in {retry_after_header(wait)}s")
+            response.headers["Retry-After"] = retry_after_header(wait)
+            return response
+        authorization = request.headers.get("Authorization")
+        if not auth.check(authorization):
+            if authorization:
+                throttle.failed(address)
+            response = _text(401, "invalid credentials")
+            response.headers["WWW-Authenticate"] = 'Basic realm="Restricted"'
+            return response
+        throttle.succeeded(address)
+        if request.method not in _SAFE_METHODS and request.routing_exception is None and request.mimetype != JSON:
+            # A browser form can POST text/plain, form or multipart bodies cross-site with cached
+            # credentials, but not application/json: requiring it makes every write CSRF-proof.
+            got = request.headers.get("Content-Type", "")
+            return _text(
+                415,
+                f"Content-Type must be application/json for {request.method} {request.path}"
+                + (f" (got {got[:80]!r})" if got else " (none sent)"),
             )
         return None
+
+    @app.after_request
+    async def no_sniffing(response: Response) -> Response:
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
     @app.errorhandler(FaasdError)
     async def faasd_error(error: FaasdError) -> Response:
@@ -254,6 +290,13 @@ def create_management_app(
     async def healthz() -> Response:
         ok, reason = health()
         return _text(200 if ok else 503, "OK" if ok else f"degraded: {reason}")
+
+    openapi = json.dumps(openapi_document()).encode()
+
+    @app.get("/openapi.json")
+    async def openapi_json() -> Response:
+        """Public, like /healthz: the same for every daemon of this version (see faasd.gateway.openapi)."""
+        return Response(openapi, status=200, content_type=JSON)
 
     @app.get("/")
     async def index() -> Response:

@@ -150,7 +150,7 @@ def test_error_statuses(start_daemon: StartDaemon) -> None:
         assert none_ready.status_code == 503 and "No ready replica" in none_ready.text, none_ready.text
         assert 0.9 <= time.monotonic() - started < 5
         # Management API validation.
-        bad_json = client.post("/system/functions", content=b"{not json")
+        bad_json = client.post("/system/functions", content=b"{not json", headers={"Content-Type": "application/json"})
         assert bad_json.status_code == 400 and "not valid JSON" in bad_json.text
         missing = client.post("/system/functions", json={"envProcess": "cat"})
         assert missing.status_code == 400 and "service" in missing.text
