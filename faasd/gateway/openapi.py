@@ -453,7 +453,7 @@ def _paths() -> dict[str, Schema]:
                 "GetFunctionScaling",
                 "faasd's own: the autoscaler's load, decision and reason for one function",
                 {"200": _json("Scaling status", _ref("ScalingStatus")), "501": _text("No autoscaler runs")},
-                shared=(*_READ, "404", *_BACKEND),
+                shared=(*_READ, "400", "404", *_BACKEND),
                 parameters=[_NAME_IN_PATH],
             )
         },
