@@ -22,7 +22,6 @@ __all__ = [
     "PASSWORD_FILE",
     "USERNAME",
     "WeakPassword",
-    "check_password",
     "load_or_create_password",
     "validate_password",
 ]
@@ -51,25 +50,6 @@ def validate_password(password: str, source: str) -> str:
             "are required (unset FAASD_PASSWORD and remove the password file to let faasd generate one)"
         )
     return password
-
-
-def check_password(state_dir: str, env: Mapping[str, str]) -> None:
-    """Refuse a too-short configured password before anything starts (the file is not created here).
-
-    Raises:
-        WeakPassword: ``FAASD_PASSWORD``, or else an existing password file, is too short.
-    """
-    if env.get("FAASD_PASSWORD"):
-        validate_password(env["FAASD_PASSWORD"], "FAASD_PASSWORD")
-        return
-    path = os.path.join(state_dir, PASSWORD_FILE)
-    try:
-        with open(path, encoding="utf-8") as file:
-            password = file.read().strip()
-    except OSError:
-        return  # Missing (it will be generated) or unreadable (the daemon says so when it reads it).
-    if password:
-        validate_password(password, path)
 
 
 def load_or_create_password(state_dir: str, env: Mapping[str, str]) -> tuple[str, str | None]:

@@ -9,7 +9,6 @@ import click
 from faasd.cli.client import ClientError, GatewayClient, find_password
 from faasd.cli.common import CliContext, pass_cli
 from faasd.config import PROVIDERS, ConfigError, DaemonConfig
-from faasd.credentials import WeakPassword, check_password
 
 
 @click.command()
@@ -57,10 +56,6 @@ def up(
             for spec in specs:
                 deploy_spec(ctx, spec, wait=True, timeout_s=60)
             return
-    try:
-        check_password(config.state_dir, os.environ)
-    except WeakPassword as exc:
-        raise fail(str(exc)) from None
     from faasd.daemon import main_up
 
     code = main_up(config, deploy=specs)
