@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from faasd import __version__
-from faasd.providers.types import MAX_NAME_LENGTH
+from faasd.providers.types import FUNCTION_STATES, MAX_NAME_LENGTH
 from faasd.service import MAX_REPLICAS
 
 __all__ = ["openapi_document"]
@@ -170,7 +170,13 @@ def _schemas() -> dict[str, Schema]:
                 "image": {"type": "string", "description": "Swarm: the image; local: ignored"},
                 "namespace": {"type": "string", "description": "Must be empty: faasd has one namespace"},
                 "envProcess": {"type": "string", "description": "The command the watchdog runs (fprocess)"},
-                "envVars": {**string_map, "nullable": True},
+                "envVars": {
+                    "type": "object",
+                    "nullable": True,
+                    "description": "A process environment: names without '=' or NUL, values without NUL",
+                    "propertyNames": {"pattern": "^[^=\u0000]+$"},
+                    "additionalProperties": {"type": "string", "pattern": "^[^\u0000]*$"},
+                },
                 "constraints": {"type": "array", "items": {"type": "string"}, "nullable": True},
                 "secrets": {
                     "type": "array",
@@ -193,7 +199,7 @@ def _schemas() -> dict[str, Schema]:
         },
         "FunctionStatus": {
             "type": "object",
-            "required": ["name", "image", "invocationCount", "replicas", "availableReplicas", "createdAt"],
+            "required": ["name", "image", "invocationCount", "replicas", "availableReplicas", "createdAt", "faasd"],
             "properties": {
                 "name": {"type": "string"},
                 "image": {"type": "string"},
@@ -211,6 +217,15 @@ def _schemas() -> dict[str, Schema]:
                 "replicas": {"type": "integer", "minimum": 0, "description": "Desired replicas"},
                 "availableReplicas": {"type": "integer", "minimum": 0, "description": "Ready replicas"},
                 "createdAt": {"type": "string", "format": "date-time"},
+                "faasd": {
+                    "type": "object",
+                    "description": "faasd's own: its view of the function (OpenFaaS clients ignore it)",
+                    "required": ["state"],
+                    "properties": {
+                        "state": {"type": "string", "enum": list(FUNCTION_STATES)},
+                        "reason": {"type": "string", "description": "Why it failed"},
+                    },
+                },
             },
         },
         "DeleteFunctionRequest": {
@@ -513,8 +528,8 @@ def _paths() -> dict[str, Schema]:
             ),
             "post": _system(
                 "CreateSecret",
-                "Create a secret (400 when it exists: use PUT)",
-                {"201": {"description": "Created"}},
+                "Create a secret",
+                {"201": {"description": "Created"}, "409": _text("It exists already (use PUT)")},
                 shared=_WRITE,
                 body="Secret",
             ),

@@ -8,8 +8,10 @@ different address to the daemon than one on 127.0.0.1 (the daemon still listens 
 
 from __future__ import annotations
 
+import json
 import statistics
-import threading
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -148,12 +150,28 @@ def test_failed_logins_are_slowed_per_address(start_daemon: StartDaemon) -> None
         assert attacker.get("/system/functions", headers=right).status_code == 200
 
 
+FLOOD = """
+import base64, collections, json, sys, time
+import httpx
+url, seconds = sys.argv[1], float(sys.argv[2])
+wrong = {"Authorization": "Basic " + base64.b64encode(b"admin:not-the-password-at-all").decode()}
+answers = collections.Counter()
+with httpx.Client(base_url=url, timeout=30, transport=httpx.HTTPTransport(local_address="127.0.0.2")) as client:
+    print("ready", flush=True)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answers[client.get("/system/functions", headers=wrong).status_code] += 1
+print(json.dumps(answers))
+"""
+
+
 def test_a_flood_of_bad_logins_does_not_slow_other_clients(start_daemon: StartDaemon) -> None:
-    """One address hammers /system/* with wrong passwords; another address's management calls and
-    anonymous invokes keep succeeding, at latencies close to those measured just before (same run)."""
+    """Two processes on one address hammer /system/* with a wrong password as fast as they can; another
+    address's management calls and anonymous invokes keep succeeding, at latencies close to those
+    measured just before (same run). The flood runs in processes of its own so that it competes with
+    the sampler for CPU only, not for this interpreter's GIL."""
     daemon = start_daemon()
     daemon.deploy("echo", "cat")
-    wrong = {"Authorization": basic_auth("not-the-password-at-all")}
 
     def sample(admin: httpx.Client, caller: httpx.Client, count: int) -> tuple[list[float], list[float]]:
         manage, invoke = [], []
@@ -166,36 +184,30 @@ def test_a_flood_of_bad_logins_does_not_slow_other_clients(start_daemon: StartDa
             invoke.append(time.perf_counter() - started)
         return manage, invoke
 
-    stop = threading.Event()
-    flood_answers: dict[int, int] = {}
-    errors: list[BaseException] = []
-
-    def flood() -> None:
-        try:
-            with client_from(daemon, "127.0.0.2", auth=False) as attacker:
-                while not stop.is_set():
-                    status = attacker.get("/system/functions", headers=wrong).status_code
-                    flood_answers[status] = flood_answers.get(status, 0) + 1
-        except BaseException as exc:  # Recorded: a failed flood thread fails the test below.
-            errors.append(exc)
-
     with client_from(daemon, "127.0.0.3") as admin, client_from(daemon, "127.0.0.1", auth=False) as caller:
         sample(admin, caller, 10)  # Warm both connections and the replica.
         manage_before, invoke_before = sample(admin, caller, 50)
-        threads = [threading.Thread(target=flood) for _ in range(4)]
-        for thread in threads:
-            thread.start()
+        floods = [
+            subprocess.Popen([sys.executable, "-c", FLOOD, daemon.url, "5"], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
         try:
-            time.sleep(0.5)
+            for flood in floods:
+                assert flood.stdout is not None and flood.stdout.readline() == "ready\n"
+            time.sleep(0.3)
             manage_during, invoke_during = sample(admin, caller, 50)
         finally:
-            stop.set()
-            for thread in threads:
-                thread.join(30)
-    assert not errors, errors
-    assert flood_answers.get(429, 0) > 10 * flood_answers.get(401, 0), flood_answers
-    # Four threads flooding share the machine's cores with the daemon and this sampler, so some
-    # slowdown is CPU, not the throttle; what must not happen is others waiting on the flood.
+            outputs = [flood.communicate(timeout=60)[0] for flood in floods]
+    answers: dict[str, int] = {}
+    for flood, output in zip(floods, outputs, strict=True):
+        assert flood.returncode == 0, output
+        for status, count in json.loads(output).items():
+            answers[status] = answers.get(status, 0) + count
+    assert answers.get("429", 0) > 10 * answers.get("401", 0), answers
+    # The flood shares the machine's cores with the daemon and this sampler, so some slowdown is CPU,
+    # not the throttle (about 2-3x here, more on a loaded machine: hence 5x or 50 ms); what must not
+    # happen is others waiting on the flood -- a shared lock or a blocking sleep costs 1 s and more.
     for before, during, what in [(manage_before, manage_during, "manage"), (invoke_before, invoke_during, "invoke")]:
         base, loaded = statistics.median(before), statistics.median(during)
-        assert loaded < max(5 * base, 0.02), f"{what}: median {loaded * 1000:.1f} ms during vs {base * 1000:.1f} ms"
+        limit = max(5 * base, base + 0.05)
+        assert loaded < limit, f"{what}: median {loaded * 1000:.1f} ms during vs {base * 1000:.1f} ms before"
