@@ -5,6 +5,12 @@
 artifact instead (no build), and ``FAASD_TEST_PYTHON`` to pick the interpreter that runs it; by default
 that is the system ``python3`` (as in production: ``python3 faasd.pyz``), so a dependency missing from
 the zipapp cannot hide behind the test venv's site-packages.
+
+Every test has a timeout (pytest-timeout): ``timeout`` in pyproject.toml by default, :data:`SLOW_TIMEOUT_S`
+for tests marked ``slow``, or the test's own ``@pytest.mark.timeout(seconds)``; each is multiplied by
+``FAASD_TEST_TIME_FACTOR`` (tests/helpers.py). ``--timeout`` or ``PYTEST_TIMEOUT`` replace the default
+(``--timeout 0``: none, for a debugger). Every ``subprocess.Popen`` is recorded so that the daemon
+fixture can tell the processes a test started from the orphans it left (tests/process_tree.py).
 """
 
 from __future__ import annotations
@@ -17,8 +23,35 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TIME_FACTOR, scaled
+from tests.process_tree import track_popen
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_TIMEOUT_S = 600
+SLOW_TIMEOUT_S = 600.0
+"""Per-test timeout of tests marked ``slow`` (a swarm test waits for tasks, images, dockerd restarts)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    track_popen()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test its timeout, scaled by FAASD_TEST_TIME_FACTOR (see the module docstring)."""
+    explicit = config.getoption("timeout", None) is not None or bool(os.environ.get("PYTEST_TIMEOUT"))
+    default = getattr(config, "_env_timeout", None)  # pytest-timeout's: --timeout, PYTEST_TIMEOUT or ini
+    if default is None:
+        return  # pytest-timeout is not loaded (-p no:timeout): nothing to scale.
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        if marker is not None:
+            base = marker.kwargs.get("timeout", marker.args[0] if marker.args else default)
+        elif item.get_closest_marker("slow") is not None and not explicit:
+            base = SLOW_TIMEOUT_S
+        else:
+            base = default
+        if base and (TIME_FACTOR != 1 or marker is None):
+            item.add_marker(pytest.mark.timeout(scaled(float(base))), append=False)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,11 @@
 
 ``start_daemon(**env)`` starts one (port 0: the daemon picks a free port and logs it in its ``ready``
 line), waits for that line and returns a :class:`Daemon`. Teardown sends SIGTERM, waits for a clean
-exit (status 0), and fails the test if any replica process the daemon started is still alive.
+exit (status 0), and fails the test if any process is left behind: every descendant of the daemon --
+replicas in their own sessions, function processes in their own process groups, a function that
+daemonized itself, the replicas of a daemon the test killed -- is found, because while the fixture is
+active the test process is a child subreaper that inherits every orphan (see tests/process_tree.py).
+Whatever is still alive a few seconds after the daemons stopped is listed, killed, and fails the test.
 
 ``faasd_cli(daemon, **env)`` gives a :class:`Cli` that runs ``python3 dist/faasd.pyz <command>`` as a
 subprocess with ``FAASD_URL``/``FAASD_PASSWORD`` pointing at that daemon; each run returns a
@@ -20,17 +24,21 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import free_port, process_alive, wait_for
+from tests.helpers import free_port, scaled, wait_for
+from tests.process_tree import Orphans, subreaper
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 30.0
+LEFTOVER_TIMEOUT_S = 10.0
+"""How long what a daemon started may take to exit after the daemon did (replicas watch their parent)."""
 PASSWORD = "test-password-0123456789"
 _READY = re.compile(r"event=ready .*url=(http://\S+)")
 
@@ -62,7 +70,6 @@ class Daemon:
     env: dict[str, str]
     command: list[str]
     startup_s: float = 0.0
-    seen_children: set[int] = field(default_factory=set)
 
     @property
     def pid(self) -> int:
@@ -75,9 +82,18 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
     def replicas(self) -> list[int]:
-        pids = children(self.pid)
-        self.seen_children.update(pids)
-        return pids
+        """Pids of the daemon's replica watchdogs (its direct children) now."""
+        return children(self.pid)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """The value of sample ``name`` with exactly ``labels`` on ``/metrics``, or None when absent."""
+        with self.client(auth=False) as client:
+            text = client.get("/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return None
 
     def deploy(self, name: str, fprocess: str, *, wait: bool = True, **fields: Any) -> None:
         with self.client() as client:
@@ -102,13 +118,12 @@ class Daemon:
             return available == count if exact else available >= count
 
         wait_for(reached, timeout, lambda: f"{name} to have {count} available replicas (last: {result})")
-        self.replicas()
         return result
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int:
-        self.replicas()
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
+        timeout = scaled(timeout)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -169,31 +184,35 @@ def start_daemon(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[S
                 pytest.fail(f"daemon exited with {proc.returncode} before ready:\n{log_path.read_text()[-3000:]}")
             return False
 
-        wait_for(ready, READY_TIMEOUT_S, "the daemon's ready line")
+        wait_for(ready, READY_TIMEOUT_S, "the daemon's ready line")  # wait_for scales the bound
         daemon = Daemon(proc, url[0], state, log_path, full_env, command, time.monotonic() - started)
         daemons.append(daemon)
         return daemon
 
-    yield start
-    leftovers = []
-    for daemon in daemons:
-        if daemon.proc.poll() is None:
-            code = daemon.stop()
-            assert code == 0, f"daemon exited with {code} on SIGTERM:\n{daemon.logs()[-3000:]}"
-        for pid in daemon.seen_children:
-            if not wait_for_gone(pid):
-                leftovers.append(pid)
-                os.kill(pid, signal.SIGKILL)
-    assert not leftovers, f"replica processes outlived their daemon: {leftovers}"
-
-
-def wait_for_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process_alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
+    # From here on, every orphan below this process is reparented to it (see tests/process_tree.py).
+    with subreaper():
+        orphans = Orphans.snapshot()
+        try:
+            yield start
+            problems = []
+            for daemon in daemons:
+                if daemon.proc.poll() is None:
+                    code = daemon.stop()
+                    if code != 0:
+                        problems.append(f"daemon exited with {code} on SIGTERM:\n{daemon.logs()[-3000:]}")
+            left = orphans.wait_gone(scaled(LEFTOVER_TIMEOUT_S))
+            if left:
+                orphans.kill()
+                lines = "\n".join(f"  pid {pid}: {what}" for pid, what in left)
+                problems.append(f"processes left behind {LEFTOVER_TIMEOUT_S:g}s after the daemon stopped:\n{lines}")
+            if problems:
+                pytest.fail("\n".join(problems))
+        finally:
+            for daemon in daemons:  # A test that failed before teardown: do not leave its daemons running.
+                if daemon.proc.poll() is None:
+                    daemon.proc.kill()
+                    daemon.proc.wait()
+            orphans.kill()
 
 
 def basic_auth(password: str = PASSWORD) -> str:

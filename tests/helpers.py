@@ -1,6 +1,16 @@
-"""Shared helpers for the end-to-end tests: free ports, polling, process inspection and a tiny raw
-HTTP/1.1 client for the cases where byte-level control matters (malformed requests, pipelining,
-chunked uploads, ``Expect: 100-continue``, HTTP/1.0).
+"""Shared helpers for the end-to-end tests: free ports, polling, process inspection, load from threads
+that records every outcome, and a tiny raw HTTP/1.1 client for the cases where byte-level control matters
+(malformed requests, pipelining, chunked uploads, ``Expect: 100-continue``, HTTP/1.0).
+
+Timing: every absolute upper bound a test puts on time (how long to wait for something, how fast an
+answer must be) goes through :func:`scaled`, which multiplies it by ``FAASD_TEST_TIME_FACTOR`` (default 1;
+read here and nowhere else, see tests/README.md). :func:`wait_for` applies it to its timeout itself, and
+so does the per-test timeout (tests/conftest.py). Lower bounds (``a 1 s timeout fires after >= 0.9 s``)
+are facts about the code under test and are never scaled.
+
+Threads: a test that calls from threads uses :class:`Load` (repeated calls, every outcome counted) or
+:func:`in_thread` (one call whose result or exception the test reads); an exception that escapes any
+other thread fails the test (``PytestUnhandledThreadExceptionWarning`` is an error, see pyproject.toml).
 """
 
 from __future__ import annotations
@@ -10,12 +20,36 @@ import re
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def _time_factor() -> float:
+    raw = os.environ.get("FAASD_TEST_TIME_FACTOR", "1")
+    try:
+        factor = float(raw)
+    except ValueError:
+        factor = 0.0
+    if not 0 < factor < 1000:
+        raise RuntimeError(f"FAASD_TEST_TIME_FACTOR={raw!r}: want a number > 0 (e.g. 3 on a slow machine)")
+    return factor
+
+
+TIME_FACTOR = _time_factor()
+"""Multiplier for every absolute time bound in the tests (``FAASD_TEST_TIME_FACTOR``, default 1): raise it
+on a slow or loaded machine instead of editing bounds. Read once, here."""
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` times :data:`TIME_FACTOR`: use it for every upper bound on time a test asserts."""
+    return seconds * TIME_FACTOR
+
 
 DURATION_RE = re.compile(r"^\d+\.\d{6}$")
 """``X-Duration-Seconds``: float seconds with 6 decimals (docs/watchdog.md)."""
@@ -34,7 +68,9 @@ def wait_for(
     message: str | Callable[[], str],
     interval: float = 0.005,
 ) -> T:
-    """Poll ``condition()`` until it returns something truthy (returned), or fail after ``timeout``."""
+    """Poll ``condition()`` until it returns something truthy (returned), or fail after ``timeout``
+    seconds times :data:`TIME_FACTOR`."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -115,6 +151,167 @@ def port_refuses(port: int) -> bool:
             return False
     except ConnectionRefusedError:
         return True
+
+
+# -- calls from threads: every outcome recorded ---------------------------------------------------
+
+
+def in_thread(function: Callable[[], T], name: str = "in-thread") -> Future[T]:
+    """Run ``function()`` in a new daemon thread; the future holds its result or its exception.
+
+    For one call that must be in flight while the test does something else (a signal, a kill). Read the
+    outcome with ``future.result(timeout=scaled(...))``: it re-raises whatever the call raised, so a reset
+    connection fails the test instead of vanishing with the thread.
+    """
+    future: Future[T] = Future()
+    future.set_running_or_notify_cancel()
+
+    def run() -> None:
+        try:
+            result = function()
+        except BaseException as exc:  # Handed to the reader of the future, which re-raises it.
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+def _status_200(response: Any) -> bool:
+    return getattr(response, "status_code", None) == 200
+
+
+class Load:
+    """Calls ``call(client)`` over and over from ``workers`` threads until the ``with`` block ends, and
+    records the outcome of every call -- an exception (reset connection, timeout, a bug in ``call``) is a
+    failed call, never a silently dead thread.
+
+    ``make_client()`` gives each worker its own client (e.g. ``lambda: daemon.client(auth=False)``); it is
+    closed when the worker ends. A call succeeds when ``ok(response)`` (default: status 200). Bounded:
+    each worker stops after ``max_calls`` calls or ``max_seconds`` (scaled), whichever comes first, so a
+    test that forgets to stop it cannot hang. ``pause`` sleeps between one worker's calls.
+
+    Read after (or during) the block: ``calls``, ``ok``, ``failed``, ``failures`` (one line each:
+    ``"502: <body>"`` or ``"ReadError('...')"``, the first 1000 kept), ``outcomes`` (a Counter:
+    ``"200"``, ``"502"``, ``"ReadError"``), ``answers`` (a Counter of the successful bodies, stripped).
+    ``wait_ok(n)`` waits until ``n`` more calls succeeded -- the readiness signal that load is flowing.
+
+    Example::
+
+        with Load(lambda: daemon.client(auth=False), lambda c: c.post("/function/echo", content=b"x"),
+                  workers=4) as load:
+            load.wait_ok(20)
+            ...  # the fault under load
+        assert load.failed <= 2, load.summary()
+    """
+
+    MAX_FAILURE_LINES = 1000
+
+    def __init__(
+        self,
+        make_client: Callable[[], Any],
+        call: Callable[[Any], Any],
+        *,
+        workers: int = 1,
+        ok: Callable[[Any], bool] = _status_200,
+        pause: float = 0.0,
+        max_calls: int = 100_000,
+        max_seconds: float = 120.0,
+    ) -> None:
+        self.make_client = make_client
+        self.call = call
+        self.is_ok = ok
+        self.pause = pause
+        self.max_calls = max_calls
+        self.max_seconds = scaled(max_seconds)
+        self.ok = 0
+        self.failed = 0
+        self.failures: list[str] = []
+        self.outcomes: Counter[str] = Counter()
+        self.answers: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._worker, name=f"load-{n}", daemon=True) for n in range(workers)]
+
+    @property
+    def calls(self) -> int:
+        return self.ok + self.failed
+
+    def summary(self) -> str:
+        """``"<calls> calls: <ok> ok, <failed> failed {outcomes}; first failures: [...]"``."""
+        return (
+            f"{self.calls} calls: {self.ok} ok, {self.failed} failed {dict(self.outcomes)}; "
+            f"first failures: {self.failures[:5]}"
+        )
+
+    def wait_ok(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` more calls than now have succeeded (fails with the summary)."""
+        target = self.ok + count
+        wait_for(lambda: self.ok >= target, timeout, lambda: f"{count} successful calls under load: {self.summary()}")
+
+    def _record(self, key: str, failure: str | None, answer: str | None = None) -> None:
+        with self._lock:
+            self.outcomes[key] += 1
+            if failure is None:
+                self.ok += 1
+                if answer is not None:
+                    self.answers[answer] += 1
+            else:
+                self.failed += 1
+                if len(self.failures) < self.MAX_FAILURE_LINES:
+                    self.failures.append(failure)
+
+    def _worker(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        try:
+            client = self.make_client()
+        except Exception as exc:
+            self._record(type(exc).__name__, f"make_client: {exc!r}")
+            return
+        try:
+            for _ in range(self.max_calls):
+                if self._stop.is_set() or time.monotonic() >= deadline:
+                    return
+                try:
+                    response = self.call(client)
+                except Exception as exc:
+                    self._record(type(exc).__name__, repr(exc)[:300])
+                else:
+                    status = str(getattr(response, "status_code", "?"))
+                    text = getattr(response, "text", "")
+                    if self.is_ok(response):
+                        self._record(status, None, text.strip() if isinstance(text, str) else None)
+                    else:
+                        self._record(status, f"{status}: {str(text)[:200]}")
+                if self.pause:
+                    self._stop.wait(self.pause)
+        finally:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the workers and wait for them (each finishes the call it is in)."""
+        self._stop.set()
+        deadline = time.monotonic() + scaled(timeout)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        hung = [thread.name for thread in self._threads if thread.is_alive()]
+        if hung:
+            raise AssertionError(f"load workers still in a call {timeout:g}s after stop: {hung}; {self.summary()}")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            self.stop()
+        except AssertionError:
+            if exc_type is None:  # Do not hide the failure that ended the block.
+                raise
 
 
 # -- a raw HTTP/1.1 client -----------------------------------------------------------------------

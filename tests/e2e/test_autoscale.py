@@ -3,7 +3,6 @@ and a burst of calls to a function at zero all succeed (held while one replica s
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +10,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon_fixtures import StartDaemon
-from tests.helpers import wait_for
+from tests.helpers import Load, wait_for
 
 SLOW_ECHO = "sh -c 'cat; sleep 0.3'"
 
@@ -20,26 +19,12 @@ def test_load_step_grows_replicas_and_idle_scales_to_zero(start_daemon: StartDae
     daemon = start_daemon()
     labels = {"com.openfaas.scale.zero": "true", "com.openfaas.scale.zero-duration": "4s"}
     daemon.deploy("slow", SLOW_ECHO, labels=labels)
-    failures: list[int] = []
-    stop = threading.Event()
-
-    def caller() -> None:
-        with daemon.client(auth=False) as client:
-            while not stop.is_set():
-                answer = client.post("/function/slow", content=b"x")
-                if answer.status_code != 200:
-                    failures.append(answer.status_code)
-
     step = time.monotonic()
-    with ThreadPoolExecutor(30) as pool:  # ~30 calls in flight: 3-4x one replica's target of 9
-        for _ in range(30):
-            pool.submit(caller)
-        try:
-            grown = wait_for(lambda: daemon.status("slow")["replicas"] >= 3, 10, "replicas to grow under load")
-            grew_after = time.monotonic() - step
-        finally:
-            stop.set()
-    assert grown and not failures, failures
+    # ~30 calls in flight: 3-4x one replica's target of 9.
+    with Load(lambda: daemon.client(auth=False), lambda c: c.post("/function/slow", content=b"x"), workers=30) as load:
+        wait_for(lambda: daemon.status("slow")["replicas"] >= 3, 10, "replicas to grow under load")
+        grew_after = time.monotonic() - step
+    assert load.failed == 0 and load.ok > 0, load.summary()
     print(f"scale order for a 3x step within {grew_after:.1f}s")
     with daemon.client() as client:
         scaling = client.get("/system/scaling/slow").json()
