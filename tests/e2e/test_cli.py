@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-import time
 from pathlib import Path
 
 from faasd import __version__
@@ -207,7 +206,9 @@ def test_logs_follow_streams_new_lines(start_daemon, faasd_cli, tmp_path):
     cli.run("deploy", "talker", "--fprocess", "sh -c 'read w; echo heard-$w >&2'", "-e", "combine_output=false").ok()
     out = tmp_path / "follow.out"
     follower = cli.start("logs", "talker", "--follow", stdout=out)
-    time.sleep(0.3)  # Scenario timing: the follower is connected before the call it should see.
+    # Readiness: the follower printed the lines logged so far (the replica's start-up), so it is connected
+    # before the call whose output it must see.
+    wait_for(lambda: out.read_text().strip(), 10.0, lambda: f"logs --follow to print anything: {out.read_text()!r}")
     cli.run("invoke", "talker", stdin=b"late\n").ok()
     wait_for(lambda: "heard-late" in out.read_text(), 10.0, lambda: f"followed output: {out.read_text()!r}")
     assert follower.poll() is None, "logs --follow exited instead of waiting for more lines"

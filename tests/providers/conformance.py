@@ -31,6 +31,7 @@ from faasd.errors import FunctionNotFound, InvalidRequest
 from faasd.providers import Provider
 from faasd.providers.types import Endpoint, FunctionSpec, LogRequest
 from faasd.registry import EndpointRegistry
+from tests.helpers import scaled
 
 __all__ = [
     "CHECKS",
@@ -81,7 +82,7 @@ async def call(endpoint: Endpoint, body: bytes = b"", *, timeout_s: float = CALL
         b"POST / HTTP/1.1\r\nHost: %b\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%b"
         % (endpoint.authority.encode(), len(body), body)
     )
-    with trio.fail_after(timeout_s):
+    with trio.fail_after(scaled(timeout_s)):
         stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
         async with stream:
             await stream.send_all(request)
@@ -109,7 +110,9 @@ async def wait_until(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     interval_s: float = 0.01,
 ) -> object:
-    """Poll ``predicate`` (sync or async) until it returns something truthy (returned)."""
+    """Poll ``predicate`` (sync or async) until it returns something truthy (returned); the bound is
+    ``timeout_s`` times FAASD_TEST_TIME_FACTOR."""
+    timeout_s = scaled(timeout_s)
     deadline = trio.current_time() + timeout_s
     while True:
         value = predicate()
@@ -349,7 +352,7 @@ async def check_logs(make_provider: ProviderFactory, *, image: str = "", timeout
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(consume)
-            with trio.fail_after(timeout_s):
+            with trio.fail_after(scaled(timeout_s)):
                 await subscribed.wait()
                 while not found.is_set():
                     assert (await call(endpoint, b"token-after-follow"))[0] == 200

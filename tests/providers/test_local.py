@@ -34,7 +34,7 @@ from faasd.providers.local import (
 )
 from faasd.providers.types import FunctionSpec, LogRequest
 from faasd.registry import EndpointRegistry
-from tests.helpers import process_alive, process_state, session_members
+from tests.helpers import process_alive, process_state, scaled, session_members
 from tests.providers.conformance import (
     CHECKS,
     ProviderFactory,
@@ -271,7 +271,7 @@ async def test_cancellation_stops_and_reaps_every_replica(make_local: Maker) -> 
                 daemon.cancel()  # As the daemon's root nursery is, at shutdown.
         elapsed = time.monotonic() - started
         clients.cancel_scope.cancel()
-    assert elapsed < 5, elapsed
+    assert elapsed < scaled(5), elapsed
     assert registry.names() == []
     for pid in pids:
         assert process_state(pid) is None, f"replica {pid} is still there: {process_state(pid)}"
@@ -378,7 +378,9 @@ async def test_follow_ends_when_the_function_is_removed(make_local: Maker) -> No
                     seen.append(message)
 
             nursery.start_soon(follow)
-            await trio.sleep(0.05)
+            with trio.fail_after(5):  # Readiness: the follower has the replica's first lines.
+                while not seen:
+                    await trio.sleep(0.01)
             with trio.fail_after(5):
                 await provider.remove("gone")
         assert seen  # At least the watchdog's "ready" line, then the iteration ended by itself.
