@@ -55,6 +55,12 @@ DURATION_RE = re.compile(r"^\d+\.\d{6}$")
 """``X-Duration-Seconds``: float seconds with 6 decimals (docs/watchdog.md)."""
 
 
+def must_run_everything() -> bool:
+    """True under CI (``CI`` set, as ``.ci/run`` runs) or with ``FAASD_TEST_REQUIRE_ALL=1``: a test that
+    cannot run its scenario here must fail, not skip, so that nothing is silently left untested."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false") or os.environ.get("FAASD_TEST_REQUIRE_ALL") == "1"
+
+
 def free_port() -> int:
     """A TCP port that was free on 127.0.0.1 a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
