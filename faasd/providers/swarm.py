@@ -419,8 +419,8 @@ class SwarmProvider:
                     nursery.start_soon(self._resync_periodically)
                     await self._pump_events(stream)
                     nursery.cancel_scope.cancel()
-            except FaasdError as exc:
-                self._set_down(exc.message)
+            except* FaasdError as group:  # From the nursery: trio wraps it in an ExceptionGroup.
+                self._set_down(_first_leaf(group).message)
             finally:
                 _close_stream(stream)
                 client.close()
@@ -1016,6 +1016,15 @@ class _NotManager(Exception):
 
 
 # -- blocking helpers (run in worker threads) -------------------------------------------------------
+
+
+def _first_leaf(group: BaseExceptionGroup[FaasdError]) -> FaasdError:
+    """The first exception in ``group`` (nested nurseries nest groups)."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, FaasdError)
+    return exc
 
 
 def _close_stream(stream: docker.types.CancellableStream) -> None:

@@ -3,15 +3,20 @@
 Deploy the OpenFaaS "catservice" and a Python function built with ``faasd build``, invoke through the
 gateway, scale 1 -> 3 -> 1 under traffic (every task answers, no call fails), secrets and a read-only
 root, delete; a hand-made labelled service is adopted; a restarted daemon with an empty state dir
-rebuilds everything from the swarm; dockerd stopped -> degraded and 503 -> started -> recovered.
+rebuilds everything from the swarm; dockerd stopped -> degraded and 503 -> started -> recovered (on a
+private dockerd the test starts and stops itself: the shared engine is never stopped).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +24,8 @@ import pytest
 
 from tests.daemon_fixtures import Daemon, StartDaemon
 from tests.helpers import must_run_everything, wait_for
-from tests.swarm.conftest import DOCKER_ENV, SwarmHelper
+from tests.swarm.conftest import SwarmHelper
+from tests.swarm.private_dockerd import PrivateDockerd
 
 pytestmark = pytest.mark.slow
 
@@ -213,44 +219,50 @@ def test_hand_made_service_and_restart_rebuild_from_swarm(
         assert client.post("/function/st-hand", content=b"xyz\n").text == "zyx\n"
 
 
-def _docker_env(command: str) -> None:
-    result = subprocess.run(["sh", str(DOCKER_ENV), command], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-
-
-def _dockerd_is_ours() -> bool:
-    status = subprocess.run(["sh", str(DOCKER_ENV), "status"], capture_output=True, text=True, timeout=30)
-    return "dockerd" in status.stdout.split("started here:", 1)[-1]
-
-
-def test_dockerd_down_is_503_then_recovered(start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str) -> None:
-    if not _dockerd_is_ours():
-        reason = "dockerd was not started by scripts/docker_env.sh: not stopping someone else's engine"
+@pytest.fixture
+def private_dockerd(base_image: str) -> Iterator[PrivateDockerd]:
+    """A dockerd and swarm of this test's own (tests/swarm/private_dockerd.py), with the base image."""
+    if os.geteuid() != 0 or not shutil.which("dockerd"):
+        reason = "a private dockerd needs root and the dockerd binary (sh scripts/docker_env.sh setup)"
         if must_run_everything():
-            pytest.fail(f"{reason}; under CI this test must run (let scripts/test start dockerd)")
+            pytest.fail(f"{reason}; under CI this test must run")
         pytest.skip(reason)
-    swarm.track("st-outage")
-    daemon = _start(start_daemon, swarm, FAASD_READY_TIMEOUT="2s")
+    engine = PrivateDockerd()
+    try:
+        engine.start()
+        engine.init_swarm("faasd/watchdog:latest")  # By tag: `docker save <id>` would load it untagged.
+        with contextlib.closing(engine.client()) as client:
+            assert client.images.get("faasd/watchdog:latest").id == base_image
+        yield engine
+    finally:
+        engine.close()
+
+
+def test_dockerd_down_is_503_then_recovered(start_daemon: StartDaemon, private_dockerd: PrivateDockerd) -> None:
+    """dockerd stops under a running daemon (its own engine: the shared one is never stopped) -> degraded,
+    503 everywhere, no crash -> dockerd starts again -> healthy, and the function answers again by itself."""
+    daemon = start_daemon(args=SWARM, FAASD_READY_TIMEOUT="2s", DOCKER_HOST=private_dockerd.host)
     with daemon.client() as client:
-        client.post(
+        deployed = client.post(
             "/system/functions", json={"service": "st-outage", "image": "faasd/watchdog:latest", "envProcess": "cat"}
         )
+        assert deployed.status_code == 202, deployed.text
         daemon.wait_available("st-outage", 1, WAIT_S)
         assert client.post("/function/st-outage", content=b"up").text == "up"
 
-        _docker_env("stop-dockerd")
-        try:
-            wait_for(lambda: client.get("/healthz").status_code == 503, 10, "/healthz to say degraded")
-            health = client.get("/healthz")
-            assert health.text.startswith("degraded:") and "dockerd" in health.text, health.text
-            listing = client.get("/system/functions")
-            assert listing.status_code == 503 and "dockerd" in listing.text, listing.text
-            call = client.post("/function/st-outage", content=b"down")
-            assert call.status_code == 503, call.text
-            deploy = client.post("/system/functions", json={"service": "st-other", "envProcess": "cat"})
-            assert deploy.status_code == 503, deploy.text
-        finally:
-            _docker_env("start-dockerd")
+        private_dockerd.stop()
+        wait_for(lambda: client.get("/healthz").status_code == 503, 10, "/healthz to say degraded")
+        health = client.get("/healthz")
+        assert health.text.startswith("degraded:") and "dockerd" in health.text, health.text
+        listing = client.get("/system/functions")
+        assert listing.status_code == 503 and "dockerd" in listing.text, listing.text
+        call = client.post("/function/st-outage", content=b"down")
+        assert call.status_code == 503, call.text
+        deploy = client.post("/system/functions", json={"service": "st-other", "envProcess": "cat"})
+        assert deploy.status_code == 503, deploy.text
+        assert daemon.proc.poll() is None, f"the daemon died with dockerd:\n{daemon.logs()[-3000:]}"
+
+        private_dockerd.start()
         wait_for(lambda: client.get("/healthz").status_code == 200, 30, "/healthz to recover")
         daemon.wait_available("st-outage", 1, WAIT_S)
         # Swarm replaces the tasks dockerd stopped; the function answers again by itself.
@@ -263,3 +275,4 @@ def test_dockerd_down_is_503_then_recovered(start_daemon: StartDaemon, swarm: Sw
 
         wait_for(answered, 10, lambda: f"a call to succeed again: {answers[-3:]}", 0.1)
         assert "st-outage" in _functions(daemon)
+    assert "Traceback" not in daemon.logs(), daemon.logs()[-3000:]
