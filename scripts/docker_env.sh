@@ -4,7 +4,8 @@
 #   sh scripts/docker_env.sh setup [--until PID]   install/start what is missing; with --until, undo what
 #                                                 this very call started once process PID has ended
 #   sh scripts/docker_env.sh teardown               leave the swarm / stop dockerd, only if setup started them
-#   sh scripts/docker_env.sh stop-dockerd           stop the dockerd setup started (tests: "dockerd goes away")
+#   sh scripts/docker_env.sh stop-dockerd           stop the dockerd setup started (the outage test uses a
+#                                                 private dockerd instead: tests/swarm/private_dockerd.py)
 #   sh scripts/docker_env.sh start-dockerd          start it again the same way
 #   sh scripts/docker_env.sh status                 what runs, and what setup started
 #
