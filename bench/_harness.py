@@ -749,12 +749,16 @@ import json, subprocess, sys, threading, time
 threads, seconds, cap = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 argv = sys.argv[4:]
 counts = [0] * threads
+errors = []
 stop = time.perf_counter() + seconds
 def loop(i):
     n = 0
-    while n < cap and time.perf_counter() < stop:
-        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)
-        n += 1
+    try:
+        while n < cap and time.perf_counter() < stop:
+            subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)
+            n += 1
+    except Exception as exc:  # a failed spawn must fail the baseline, not quietly count as fewer spawns
+        errors.append(repr(exc))
     counts[i] = n
 subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)  # warm the page cache
 t0 = time.perf_counter()
@@ -762,6 +766,8 @@ workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
 for w in workers: w.start()
 for w in workers: w.join()
 elapsed = time.perf_counter() - t0
+if errors:
+    sys.exit(f"spawn failed: {errors[0]} ({len(errors)} threads)")
 print(json.dumps({"threads": threads, "spawns": sum(counts), "seconds": elapsed}))
 """
 

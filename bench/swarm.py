@@ -296,7 +296,7 @@ class Traffic:
             try:
                 status, body = self.daemon.invoke(self.name)
                 failure = None if status == 200 else f"{status} {body[:120]!r}"
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:  # Every failed call counts; none kills the thread.
                 status, body, failure = 0, b"", repr(exc)
             with self._lock:
                 self.calls += 1
