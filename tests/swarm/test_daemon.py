@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import httpx
 import pytest
 
 from tests.daemon_fixtures import Daemon, StartDaemon
-from tests.helpers import must_run_everything, wait_for
+from tests.helpers import Load, must_run_everything, wait_for
 from tests.swarm.conftest import SwarmHelper
 from tests.swarm.private_dockerd import PrivateDockerd
 
@@ -43,39 +42,6 @@ def _functions(daemon: Daemon) -> dict[str, dict]:
         response = client.get("/system/functions")
         assert response.status_code == 200, response.text
         return {f["name"]: f for f in response.json()}
-
-
-class Traffic:
-    """Calls through the gateway from a thread, one at a time, until stopped; failures recorded."""
-
-    def __init__(self, daemon: Daemon, name: str) -> None:
-        self.url = f"{daemon.url}/function/{name}"
-        self.answers: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.post(self.url, content=b"x")
-                except httpx.HTTPError as exc:
-                    self.failures.append(repr(exc))
-                    continue
-                if response.status_code == 200:
-                    self.answers[response.text.strip()] += 1
-                else:
-                    self.failures.append(f"{response.status_code}: {response.text[:200]}")
-                time.sleep(0.005)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
 
 
 def test_catservice_python_function_scale_secrets_delete(
@@ -145,7 +111,11 @@ def test_catservice_python_function_scale_secrets_delete(
         )
         assert response.status_code == 202, response.text
         daemon.wait_available("st-who", 1, WAIT_S)
-        with Traffic(daemon, "st-who") as traffic:
+        with Load(
+            lambda: httpx.Client(base_url=daemon.url, timeout=10),
+            lambda c: c.post("/function/st-who", content=b"x"),
+            pause=0.005,
+        ) as traffic:
             wait_for(lambda: sum(traffic.answers.values()) >= 10, 10, "calls before scaling")
             response = client.post("/system/scale-function/st-who", json={"serviceName": "st-who", "replicas": 3})
             assert response.status_code == 202, response.text
@@ -165,7 +135,7 @@ def test_catservice_python_function_scale_secrets_delete(
             daemon.wait_available("st-who", 1, WAIT_S)
             seen = sum(traffic.answers.values())
             wait_for(lambda: sum(traffic.answers.values()) >= seen + 20, 10, "calls after scaling down")
-        assert not traffic.failures, traffic.failures[:5]
+        assert traffic.failed == 0, traffic.summary()
         assert len(swarm.tasks("st-who")) == 1
 
         # Delete: gone from the gateway and from the swarm.
