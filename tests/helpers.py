@@ -6,7 +6,8 @@ Timing: every absolute upper bound a test puts on time (how long to wait for som
 answer must be) goes through :func:`scaled`, which multiplies it by ``FAASD_TEST_TIME_FACTOR`` (default 1;
 read here and nowhere else, see tests/README.md). :func:`wait_for` applies it to its timeout itself, and
 so does the per-test timeout (tests/conftest.py). Lower bounds (``a 1 s timeout fires after >= 0.9 s``)
-are facts about the code under test and are never scaled.
+and bounds that tell two behaviours apart (4 calls of 0.5 s in parallel take < 0.9 s, serially 2 s) are
+facts about the code under test and are never scaled.
 
 Threads: a test that calls from threads uses :class:`Load` (repeated calls, every outcome counted) or
 :func:`in_thread` (one call whose result or exception the test reads); an exception that escapes any

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.helpers import RawConnection, assert_duration_header, http_request
+from tests.helpers import RawConnection, assert_duration_header, http_request, scaled
 
 # Echoes the body; sleeps first when the body is "slow" (to show answers keep the request order).
 ORDERED_ECHO = "sh -c " + shlex.quote('x=$(cat); [ "$x" = slow ] && sleep 0.3; printf %s "$x"')
@@ -180,7 +180,7 @@ def test_duration_header_on_every_kind_of_answer(start_watchdog):
             response = conn.read_response()
         assert response.status == status, (raw[:40], response.status, response.text)
         seconds = assert_duration_header(response.header("X-Duration-Seconds"))
-        assert 0 <= seconds < 5
+        assert 0 <= seconds < scaled(5)
 
 
 # -- read_timeout and whole bodies ---------------------------------------------------------------
@@ -204,7 +204,7 @@ def test_slow_client_is_cut_off_after_read_timeout(start_watchdog, tmp_path, par
         conn.send(partial)
         leftover = conn.read_until_eof()  # the watchdog must end the connection by itself
         elapsed = time.monotonic() - t0
-    assert 0.4 <= elapsed < 3.0, f"connection ended {elapsed:.2f}s after a partial request (read_timeout=0.5s)"
+    assert 0.4 <= elapsed < scaled(3.0), f"connection ended {elapsed:.2f}s after a partial request (read_timeout=0.5s)"
     if leftover:
         status = int(leftover.split(b" ", 2)[1])
         assert 400 <= status < 500, leftover[:200]
