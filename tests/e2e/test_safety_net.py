@@ -63,6 +63,8 @@ def test_in_thread_hands_the_exception_to_the_reader() -> None:
 
 
 def test_every_test_has_a_timeout(request: pytest.FixtureRequest) -> None:
+    if request.config.getoption("timeout") is not None:
+        pytest.skip("--timeout given on the command line: it replaces the configured default")
     marker = request.node.get_closest_marker("timeout")
     assert marker is not None and marker.args[0] == scaled(120.0)
     assert SLOW_TIMEOUT_S > 120
