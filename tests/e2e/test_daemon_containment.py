@@ -293,7 +293,8 @@ def test_startup_serves_at_once_while_functions_restore_in_the_background(
 
     caller = threading.Thread(target=call)
     caller.start()
-    time.sleep(1.0)  # Scenario timing: the call reaches the gateway and is held there.
+    # Readiness: the gateway holds the call (the function is still restoring).
+    wait_for(lambda: daemon.metric("faasd_held_requests", function_name="slowdeps") == 1, 10, "the call to be held")
     assert caller.is_alive() and not answer, answer
     server.release.set()
     caller.join(90)

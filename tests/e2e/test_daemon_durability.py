@@ -7,67 +7,42 @@ Every call's outcome is recorded (status or exception): a reset connection count
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
 
 from tests.daemon_fixtures import Daemon, StartDaemon
-from tests.helpers import process_alive, session_members, wait_for
+from tests.helpers import Load, process_alive, session_members, wait_for
 
 READ_SECRET = "sh -c 'cat \"$secret_mount_path/$0\"' api-key"
 """Answers with the value of the secret named ``api-key`` (``$0`` keeps the name out of the quotes)."""
 
 
-class _Traffic:
-    """Callers posting to ``/function/{name}`` in threads until stopped; every outcome is recorded."""
+def _echo_traffic(daemon: Daemon, name: str, callers: int = 4) -> Load:
+    """Callers posting a body of their own to ``/function/{name}``; a call counts as ok only when its own
+    body comes back (every other outcome, exceptions included, is recorded by :class:`Load`)."""
+    numbers = itertools.count()
 
-    def __init__(self, daemon: Daemon, name: str, callers: int = 4) -> None:
-        self.outcomes: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(daemon, name, i)) for i in range(callers)]
+    def post(client: httpx.Client) -> httpx.Response:
+        return client.post(f"/function/{name}", content=f"call-{next(numbers)}".encode())
 
-    def _run(self, daemon: Daemon, name: str, caller: int) -> None:
-        with daemon.client(timeout=30) as client:
-            sequence = 0
-            while not self._stop.is_set():
-                body = f"{caller}-{sequence}".encode()
-                sequence += 1
-                try:
-                    answer = client.post(f"/function/{name}", content=body)
-                    outcome = "ok" if (answer.status_code, answer.content) == (200, body) else f"{answer.status_code}"
-                    detail = f"{answer.status_code} {answer.text[:200]!r}"
-                except httpx.HTTPError as exc:
-                    outcome, detail = type(exc).__name__, repr(exc)
-                with self._lock:
-                    self.outcomes[outcome] += 1
-                    if outcome != "ok":
-                        self.failures.append(detail)
+    def echoed(answer: httpx.Response) -> bool:
+        return answer.status_code == 200 and answer.content == answer.request.content
 
-    def __enter__(self) -> _Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-        assert not any(thread.is_alive() for thread in self._threads), "a caller did not finish"
+    return Load(lambda: daemon.client(timeout=30), post, workers=callers, ok=echoed)
 
 
 def test_rolling_updates_under_traffic_lose_no_call(start_daemon: StartDaemon) -> None:
     daemon = start_daemon()
     daemon.deploy("echo", "cat", labels={"com.openfaas.scale.min": "2"})
     daemon.wait_available("echo", 2)
-    with _Traffic(daemon, "echo") as traffic:
-        wait_for(lambda: traffic.outcomes["ok"] >= 20, 15, "traffic to flow")
+    with _echo_traffic(daemon, "echo") as traffic:
+        traffic.wait_ok(20, 15)  # Traffic flows.
         with daemon.client() as client:
             for generation in range(3):
                 spec = {
@@ -78,10 +53,9 @@ def test_rolling_updates_under_traffic_lose_no_call(start_daemon: StartDaemon) -
                 }
                 assert client.put("/system/functions", json=spec).status_code == 202
                 daemon.wait_available("echo", 2, timeout=20)
-                seen = traffic.outcomes["ok"]
-                wait_for(lambda seen=seen: traffic.outcomes["ok"] >= seen + 10, 15, "calls on the new replicas")
-    assert traffic.failures == [], (traffic.outcomes, traffic.failures[:10])
-    assert traffic.outcomes["ok"] >= 50, traffic.outcomes
+                traffic.wait_ok(10, 15)  # Calls on the new replicas.
+    assert traffic.failed == 0, traffic.summary()
+    assert traffic.ok >= 50, traffic.summary()
     assert daemon.status("echo")["envVars"] == {"generation": "2"}
 
 
