@@ -49,6 +49,9 @@ class FaasdError(Exception):
     http_status = 500
 
     def __init__(self, message: str) -> None:
+        # One line whatever the source: a reason quoted from elsewhere (tarfile, sqlite, pip) may span
+        # several, and the API, the CLI and the logs all promise one.
+        message = " ".join(message.split())
         super().__init__(message)
         self.message = message
 

@@ -162,3 +162,12 @@ def test_names():
     for bad in ("", ".", "..", "a/b", "é", "a" * 64):
         with pytest.raises(InvalidRequest):
             validate_name(bad)
+
+
+def test_an_error_message_is_one_line_whatever_it_quotes() -> None:
+    """Found by the API fuzzer: tarfile's multi-line ReadError made a 400 span several lines."""
+    from faasd.errors import InvalidRequest
+
+    error = InvalidRequest("handlerArchive is not a readable tar archive: first line\nsecond\r\n  third\t")
+    assert error.message == "handlerArchive is not a readable tar archive: first line second third"
+    assert str(error) == error.message
