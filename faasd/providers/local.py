@@ -44,7 +44,7 @@ one that becomes ready retires an old one, so a function that had a ready replic
 throughout (see :func:`plan_replicas`).
 
 **Logs.** Every line a replica writes (watchdog log lines, function stderr) is kept per function in a
-bounded ring, served by :meth:`LocalProvider.logs`.
+ring bounded by bytes (:mod:`faasd.providers._logbook`), served by :meth:`LocalProvider.logs`.
 
 Kill policy (style guide §11): SIGTERM to the watchdog (it drains its calls), SIGKILL to its whole
 session after ``stop_grace_s``; the process is always reaped, and the session is swept after a replica
@@ -67,7 +67,6 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -79,6 +78,7 @@ from faasd.errors import BackendUnavailable, FunctionNotFound, InvalidRequest, d
 from faasd.logs import event
 from faasd.namelocks import NameLocks
 from faasd.providers._archive import extract_archive
+from faasd.providers._logbook import DEFAULT_LOG_BYTES, LineBuffer, LogBook
 from faasd.providers._requirements import install_requirements
 from faasd.providers.types import Endpoint, FunctionSpec, FunctionStatus, LogMessage, LogRequest, validate_name
 from faasd.registry import EndpointRegistry
@@ -125,12 +125,6 @@ LOG_DRAIN_S = 1.0
 the pipe open for ever)."""
 
 PIPE_READ_BYTES = 64 * 1024
-MAX_LOG_LINE_BYTES = 16 * 1024
-"""Longer lines are split: a replica writing without newlines cannot grow a buffer without bound."""
-
-FOLLOW_BUFFER_LINES = 1024
-"""Lines queued per ``logs(follow=True)`` reader; a slower reader loses lines (with a marker), the
-replicas never wait for it."""
 
 SecretLookup = Callable[[str], Awaitable[bytes | None]]
 """The daemon's secret store: name -> value, None when there is no such secret."""
@@ -213,7 +207,7 @@ class _Function:
     desired: int
     created_at: datetime
     workdir: str
-    logbook: _LogBook
+    logbook: LogBook
     slots: list[_Slot] = field(default_factory=list)
     retired: list[tuple[int, str]] = field(default_factory=list)
     """(generation, old working dir): the dir served the generations before that one."""
@@ -256,78 +250,6 @@ def plan_replicas(slots: Sequence[_Slot], current: _Generation, desired: int) ->
     return start, stop
 
 
-# -- logs -------------------------------------------------------------------------------------------
-
-
-class _Follower:
-    """One ``logs(follow=True)`` reader: a bounded channel that drops (and says so) rather than block."""
-
-    def __init__(self, name: str, instance: str) -> None:
-        self.name = name
-        self.instance = instance
-        self.send, self.receive = trio.open_memory_channel[LogMessage](FOLLOW_BUFFER_LINES)
-        self.dropped = 0
-
-    def offer(self, message: LogMessage) -> None:
-        if self.instance and message.instance != self.instance:
-            return
-        try:
-            if self.dropped:
-                marker = f"[faasd] {self.dropped} log lines dropped: this reader is slower than the replicas"
-                self.send.send_nowait(
-                    LogMessage(name=self.name, instance="faasd", timestamp=datetime.now(UTC), text=marker)
-                )
-                self.dropped = 0
-            self.send.send_nowait(message)
-        except trio.WouldBlock:
-            self.dropped += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # The reader went away; it unregisters itself.
-
-
-class _LogBook:
-    """The last ``max_lines`` lines of a function's replicas, and its live followers."""
-
-    def __init__(self, name: str, max_lines: int) -> None:
-        self.name = name
-        self._lines: deque[LogMessage] = deque(maxlen=max_lines)
-        self._followers: set[_Follower] = set()
-
-    def append(self, instance: str, text: str) -> None:
-        message = LogMessage(name=self.name, instance=instance, timestamp=datetime.now(UTC), text=text)
-        self._lines.append(message)
-        for follower in self._followers:
-            follower.offer(message)
-
-    def select(self, request: LogRequest) -> list[LogMessage]:
-        since = request.since
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        lines = [
-            message
-            for message in self._lines
-            if (not request.instance or message.instance == request.instance)
-            and (since is None or message.timestamp >= since)
-        ]
-        return lines[-request.tail :] if request.tail > 0 else lines
-
-    def follow(self, instance: str) -> _Follower:
-        follower = _Follower(self.name, instance)
-        self._followers.add(follower)
-        return follower
-
-    def unfollow(self, follower: _Follower) -> None:
-        self._followers.discard(follower)
-        follower.send.close()
-        follower.receive.close()
-
-    def close(self) -> None:
-        """The function is gone: end every follower's iteration (after what it has queued)."""
-        for follower in self._followers:
-            follower.send.close()
-        self._followers.clear()
-
-
 # -- the provider -----------------------------------------------------------------------------------
 
 
@@ -342,7 +264,7 @@ class LocalProvider:
         ready_timeout_s: longest a replica may take to answer its health check before it is killed
             and replaced.
         stop_grace_s: between SIGTERM and SIGKILL when a replica is stopped.
-        log_lines: lines kept per function for :meth:`logs`.
+        log_bytes: log kept per function for :meth:`logs` (see :mod:`faasd.providers._logbook`).
 
     Resource handling:
         Every replica belongs to a task in the nursery opened by :meth:`run`; when that is cancelled
@@ -363,7 +285,7 @@ class LocalProvider:
         secrets: SecretLookup | None = None,
         ready_timeout_s: float = 30.0,
         stop_grace_s: float = 10.0,
-        log_lines: int = 10_000,
+        log_bytes: int = DEFAULT_LOG_BYTES,
     ) -> None:
         self._state_dir = os.path.abspath(state_dir)
         self._functions_dir = os.path.join(self._state_dir, "functions")
@@ -373,7 +295,7 @@ class LocalProvider:
         self._secrets = secrets
         self._ready_timeout_s = ready_timeout_s
         self._stop_grace_s = stop_grace_s
-        self._log_lines = max(1, log_lines)
+        self._log_bytes = log_bytes
         self._command = self_command()
         self._base_env = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
         self._functions: dict[str, _Function] = {}
@@ -598,7 +520,7 @@ class LocalProvider:
                 desired=replicas,
                 created_at=datetime.now(UTC),
                 workdir=workdir,
-                logbook=_LogBook(spec.name, self._log_lines),
+                logbook=LogBook(spec.name, self._log_bytes),
             )
             self._functions[spec.name] = function
         else:
@@ -1009,7 +931,7 @@ class LocalProvider:
     ) -> None:
         """Read the replica's stdout+stderr into the function's log book, line by line (capped)."""
         book = function.logbook
-        lines = _LineBuffer()
+        lines = LineBuffer()
         try:
             while True:
                 try:
@@ -1065,41 +987,6 @@ async def _health_ok(port: int) -> bool:
             # replaced closes its listener while this probe reads (two updates in a row).
             return False
     return head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
-
-
-class _LineBuffer:
-    """Cuts a byte stream into text lines of at most ``limit`` bytes (a longer line is split), so a
-    replica writing without newlines cannot grow the buffer without bound. Pure."""
-
-    def __init__(self, limit: int = MAX_LOG_LINE_BYTES) -> None:
-        self._limit = limit
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[str]:
-        buffer = self._buffer
-        buffer += data
-        lines = []
-        while buffer:
-            end = buffer.find(b"\n", 0, self._limit + 1)
-            if end >= 0:
-                lines.append(_decode_line(buffer[:end]))
-                del buffer[: end + 1]
-            elif len(buffer) > self._limit:
-                lines.append(_decode_line(buffer[: self._limit]))
-                del buffer[: self._limit]
-            else:
-                break
-        return lines
-
-    def flush(self) -> list[str]:
-        """What is left after the stream ended (a last line without newline)."""
-        lines = [_decode_line(self._buffer)] if self._buffer else []
-        self._buffer.clear()
-        return lines
-
-
-def _decode_line(raw: bytes | bytearray) -> str:
-    return bytes(raw).rstrip(b"\r").decode("utf-8", errors="replace")
 
 
 def _exit_text(returncode: int | None) -> str:

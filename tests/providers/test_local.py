@@ -25,10 +25,7 @@ from faasd.config import DaemonConfig
 from faasd.errors import FunctionNotFound, InvalidRequest, NotSupported
 from faasd.providers import Provider, load_provider
 from faasd.providers.local import (
-    MAX_LOG_LINE_BYTES,
     LocalProvider,
-    _LineBuffer,
-    _LogBook,
     _Slot,
     plan_replicas,
 )
@@ -440,41 +437,6 @@ def test_plan_replicas(slots: list[tuple[object, ...]], desired: int, start: int
     to_start, to_stop = plan_replicas(built, current, desired)  # type: ignore[arg-type]
     assert to_start == start
     assert [slot.seq for slot in to_stop] == stopped
-
-
-def test_line_buffer_splits_and_caps_lines() -> None:
-    lines = _LineBuffer(limit=8)
-    assert lines.feed(b"one\ntw") == ["one"]
-    assert lines.feed(b"o\r\n\n") == ["two", ""]
-    assert lines.feed(b"x" * 20) == ["x" * 8, "x" * 8]
-    assert lines.feed(b"yy\n") == ["xxxxyy"]
-    assert lines.feed(b"12345678\n") == ["12345678"]  # Exactly the limit: one line.
-    assert lines.feed(b"\xff\xfe tail") == []
-    assert lines.flush() == ["\ufffd\ufffd tail"]
-    assert lines.flush() == []
-    assert MAX_LOG_LINE_BYTES == 16 * 1024
-
-
-async def test_log_book_filters_and_slow_followers() -> None:
-    book = _LogBook("fn", max_lines=3)
-    for number in range(5):
-        book.append(f"r{number % 2}", f"line {number}")
-    assert [m.text for m in book.select(LogRequest(name="fn"))] == ["line 2", "line 3", "line 4"]  # bounded
-    assert [m.text for m in book.select(LogRequest(name="fn", tail=1))] == ["line 4"]
-    assert [m.text for m in book.select(LogRequest(name="fn", instance="r1"))] == ["line 3"]
-
-    follower = book.follow("")
-    for number in range(1030):  # More than the follower's queue (1024)
-        book.append("r0", f"new {number}")
-    received = [follower.receive.receive_nowait() for _ in range(1024)]
-    assert received[-1].text == "new 1023"
-    book.append("r0", "after the gap")
-    marker = follower.receive.receive_nowait()
-    assert marker.instance == "faasd" and "6 log lines dropped" in marker.text
-    assert follower.receive.receive_nowait().text == "after the gap"
-    book.close()
-    with pytest.raises(trio.EndOfChannel):
-        await follower.receive.receive()
 
 
 def _tar_gz(files: dict[str, bytes], mode: int = 0o644) -> bytes:
