@@ -8,13 +8,19 @@
 Per call: find a ready replica (waiting up to ``ready_timeout_s`` if the function has none yet),
 forward with :func:`faasd.gateway.proxy.forward`, count it in the metrics. Every error is a one-line
 ``text/plain`` answer: 404 unknown function, 503 no ready replica in time, 502 replica failed or timed
-out, 413 body too large, 400 bad name or unroutable ``POST /``. Every answer carries ``X-Call-Id``
-(the caller's, or a new UUID) and ``X-Start-Time`` (Unix time in ns), as the OpenFaaS gateway does.
+out, 413 body too large, 400 bad name, a NUL (``%00``) in the path or query, or unroutable ``POST /``.
+Every answer carries ``X-Call-Id`` (the caller's, or a new UUID) and ``X-Start-Time`` (Unix time in
+ns), as the OpenFaaS gateway does.
+
+Bodies announced up to :data:`PREREAD_BYTES` are read whole before a replica is picked, so a client
+trickling its body holds no replica and is no load for the autoscaler; larger ones (and those arriving
+while :data:`MAX_BUFFERED_BYTES` are held already) are streamed. Alexa requests must be parsed to be
+routed: they are read up to ``max_json_bytes`` (413 above, at once when the Content-Length says so),
+and answered 503 when the buffers are full. Buffered bodies are held for their call.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -22,6 +28,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NoReplicaAvailable, PayloadTooLarge
+from faasd.gateway.jsonbody import parse_json
 from faasd.gateway.metrics import GatewayMetrics
 from faasd.gateway.proxy import (
     DROP_REQUEST,
@@ -50,6 +57,10 @@ MAX_FAILOVER = 3
 """Replicas tried for one call when earlier ones refuse the connection."""
 MAX_HELD_CALLS = 1000
 """Calls held per function while it starts (scale from zero); more get 503 at once."""
+PREREAD_BYTES = 1024 * 1024
+"""A body announced this small is read whole before a replica is picked."""
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+"""Request bodies held in memory at once (pre-read and Alexa), all calls together."""
 
 
 async def _no_wake(name: str) -> bool:
@@ -103,6 +114,7 @@ class Invoker:
         upstream_timeout_s: float,
         ready_timeout_s: float,
         max_body_bytes: int,
+        max_json_bytes: int = 1024 * 1024,
         meter: LoadMeter | None = None,
         wake: Callable[[str], Awaitable[bool]] | None = None,
         max_held: int = MAX_HELD_CALLS,
@@ -124,6 +136,9 @@ class Invoker:
         self.upstream_timeout_s = upstream_timeout_s
         self.ready_timeout_s = ready_timeout_s
         self.max_body_bytes = max_body_bytes
+        self.max_json_bytes = max_json_bytes
+        self.buffered_bytes = 0
+        """Request bodies held now (bounded by MAX_BUFFERED_BYTES)."""
 
     # -- routes -----------------------------------------------------------------------------------
     async def function_route(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -132,6 +147,10 @@ class Invoker:
         name_bytes, _, rest = raw_path[len(b"/function/") :].partition(b"/")
         name = name_bytes.decode("latin-1")
         query: bytes = scope.get("query_string", b"")
+        if b"%00" in rest or b"%00" in query:
+            # The replica decodes them into its Http_Path/Http_Query: no process takes a NUL in there.
+            await send_text(send, 400, "The path or query contains a NUL byte (%00)", _call_headers(scope))
+            return
         target = b"/" + rest + (b"?" + query if query else b"")
         await self.invoke(scope, receive, send, name, target)
 
@@ -142,16 +161,31 @@ class Invoker:
                 await self.invoke(scope, receive, send, value.decode("latin-1").strip(), b"/")
                 return
         call_headers = _call_headers(scope)
+        limit = self.max_json_bytes
         try:
-            body = await _read_body(receive, self.max_body_bytes, _content_length(scope))
+            declared = _content_length(scope)
+            if declared > limit:
+                raise PayloadTooLarge(f"Request body exceeds max_json_size ({limit} bytes) for an Alexa request")
+            reserved = declared if declared >= 0 else limit
+            if self.buffered_bytes + reserved > MAX_BUFFERED_BYTES:
+                raise NoReplicaAvailable("Too many Alexa requests in flight; try again later")
         except FaasdError as exc:
             await send_text(send, exc.http_status, exc.message, call_headers)
             return
-        intent = _alexa_intent(body)
-        if intent is None:
-            await send_text(send, 400, _NO_ROUTE, call_headers)
-            return
-        await self.invoke(scope, _replay(body), send, intent, b"/", preread=True)
+        self.buffered_bytes += reserved
+        try:
+            try:
+                body = await _read_body(receive, limit, declared)
+            except FaasdError as exc:
+                await send_text(send, exc.http_status, exc.message, call_headers)
+                return
+            intent = _alexa_intent(body)
+            if intent is None:
+                await send_text(send, 400, _NO_ROUTE, call_headers)
+                return
+            await self.invoke(scope, _replay(body), send, intent, b"/", preread=True)
+        finally:
+            self.buffered_bytes -= reserved
 
     # -- the call ---------------------------------------------------------------------------------
     async def invoke(
@@ -208,13 +242,21 @@ class Invoker:
         preread: bool,
     ) -> int:
         endpoints = self.registry.get(name) or await self._hold(name)
-        request = await self._proxy_request(scope, receive, target, call_headers, preread)
-        meter = self.meter
-        meter.started(name)
+        length = -1 if preread else _content_length(scope)
+        reserved = 0
+        if 0 <= length <= PREREAD_BYTES and self.buffered_bytes + length <= MAX_BUFFERED_BYTES:
+            reserved = length
+        self.buffered_bytes += reserved
         try:
-            return await self._dispatch(name, endpoints, request, send, call_headers)
+            request = await self._proxy_request(scope, receive, target, call_headers, length, reserved > 0)
+            meter = self.meter
+            meter.started(name)
+            try:
+                return await self._dispatch(name, endpoints, request, send, call_headers)
+            finally:
+                meter.finished(name)
         finally:
-            meter.finished(name)
+            self.buffered_bytes -= reserved
 
     async def _hold(self, name: str) -> tuple[Endpoint, ...]:
         """No ready replica: wake the function (scale from zero) and hold the call until one is ready.
@@ -285,10 +327,11 @@ class Invoker:
         receive: Receive,
         target: bytes,
         call_headers: list[tuple[bytes, bytes]],
-        preread: bool,
+        length: int,
+        read_whole: bool,
     ) -> ProxyRequest:
+        """The request for the replica; with ``read_whole``, its body (``length`` bytes) in hand."""
         method: str = scope["method"]
-        length = -1 if preread else _content_length(scope)
         if length > self.max_body_bytes:
             raise PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes")
         host = b""
@@ -316,6 +359,9 @@ class Invoker:
         message = await receive()
         body: bytes = message.get("body", b"")
         more_body = bool(message.get("more_body", False))
+        if more_body and read_whole:
+            body = await _read_rest(receive, body, length)
+            more_body = False
         if len(body) > self.max_body_bytes:
             raise PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes")
         if more_body and length < 0:
@@ -355,7 +401,7 @@ def _content_length(scope: Scope) -> int:
 async def _read_body(receive: Receive, limit: int, declared: int) -> bytes:
     if declared > limit:
         raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
-    chunks = []
+    chunks: list[bytes] = []
     total = 0
     while True:
         message = await receive()
@@ -365,6 +411,23 @@ async def _read_body(receive: Receive, limit: int, declared: int) -> bytes:
         total += len(chunk)
         if total > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _read_rest(receive: Receive, first: bytes, length: int) -> bytes:
+    """The rest of a body announced as ``length`` bytes, after ``first``."""
+    chunks = [first]
+    total = len(first)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise InvalidRequest("Client disconnected")
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > length:
+            raise InvalidRequest("Request body longer than its Content-Length")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -400,12 +463,12 @@ def _alexa_intent(body: bytes) -> str | None:
     if _ALEXA_HINT not in body:
         return None
     try:
-        document = json.loads(body)
+        document = parse_json(body)
         session = document["session"]
         intent = document["request"]["intent"]["name"]
         if session["sessionId"] and session["application"]["applicationId"] and isinstance(intent, str) and intent:
             return intent
-    except (ValueError, KeyError, TypeError):
+    except (InvalidRequest, KeyError, TypeError):
         return None
     return None
 

@@ -40,6 +40,7 @@ import platform
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from quart import Response, request
@@ -49,6 +50,7 @@ from werkzeug.exceptions import HTTPException
 from faasd import __version__
 from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NotSupported
 from faasd.gateway.auth import BasicAuth
+from faasd.gateway.jsonbody import parse_json, too_large
 from faasd.gateway.openapi import openapi_document
 from faasd.gateway.throttle import AuthThrottle, retry_after_header
 from faasd.providers.types import FunctionSpec, LogRequest, validate_name
@@ -70,12 +72,19 @@ def create_management_app(
     orchestration: str,
     max_body_bytes: int,
     health: Callable[[], tuple[bool, str]],
+    max_json_bytes: int = 1024 * 1024,
     started_at: float | None = None,
     password_file: str | None = None,
     autoscaler: Autoscaler | None = None,
     throttle: AuthThrottle | None = None,
 ) -> QuartTrio:
-    """Build the Quart app serving ``/system/*``, ``/healthz`` fallbacks and friendly errors."""
+    """Build the Quart app serving ``/system/*``, ``/healthz`` fallbacks and friendly errors.
+
+    JSON bodies are read up to ``max_json_bytes`` (413 above), deploys and updates up to
+    ``max_body_bytes`` (they carry the function's code); see :mod:`faasd.gateway.jsonbody`.
+    """
+    deploy_body = partial(_json_body, max_body_bytes, "max_body_size")
+    json_body = partial(_json_body, max_json_bytes, "max_json_size")
     app = QuartTrio("faasd")
     app.config.update(
         RESPONSE_TIMEOUT=None,  # /system/logs?follow=true streams for as long as the client wants.
@@ -143,19 +152,19 @@ def create_management_app(
 
     @app.post("/system/functions")
     async def deploy() -> Response:
-        spec = FunctionSpec.from_json(await _json_body())
+        spec = FunctionSpec.from_json(await deploy_body())
         await service.deploy(spec)
         return Response("", status=202)
 
     @app.put("/system/functions")
     async def update() -> Response:
-        spec = FunctionSpec.from_json(await _json_body())
+        spec = FunctionSpec.from_json(await deploy_body())
         await service.update(spec)
         return Response("", status=202)
 
     @app.delete("/system/functions")
     async def delete() -> Response:
-        body = await _json_body()
+        body = await json_body()
         name = body.get("functionName") if isinstance(body, dict) else None
         if not name:
             raise InvalidRequest("functionName is required")
@@ -172,7 +181,7 @@ def create_management_app(
 
     @app.post("/system/scale-function/<name>")
     async def scale(name: str) -> Response:
-        body = await _json_body()
+        body = await json_body()
         if not isinstance(body, dict):
             raise InvalidRequest('the body must be a JSON object like {"serviceName": "f", "replicas": 2}')
         replicas = body.get("replicas")
@@ -271,17 +280,17 @@ def create_management_app(
 
     @app.post("/system/secrets")
     async def create_secret() -> Response:
-        await service.create_secret(*_secret_body(await _json_body()))
+        await service.create_secret(*_secret_body(await json_body()))
         return Response("", status=201)
 
     @app.put("/system/secrets")
     async def update_secret() -> Response:
-        await service.update_secret(*_secret_body(await _json_body()))
+        await service.update_secret(*_secret_body(await json_body()))
         return Response("", status=200)
 
     @app.delete("/system/secrets")
     async def delete_secret() -> Response:
-        body = await _json_body()
+        body = await json_body()
         await service.delete_secret(validate_name(body.get("name") if isinstance(body, dict) else None, "name"))
         return Response("", status=200)
 
@@ -313,14 +322,21 @@ def _json(document: Any, status: int = 200) -> Response:
     return Response(json.dumps(document), status=status, content_type=JSON)
 
 
-async def _json_body() -> Any:
-    data = await request.get_data(cache=False)
-    if not data:
+async def _json_body(limit: int, setting: str) -> Any:
+    """The request's JSON document, read up to ``limit`` bytes (413 above, before reading when the
+    Content-Length says so)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(limit, setting)
+    chunks = []
+    size = 0
+    async for chunk in request.body:
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit, setting)
+        chunks.append(chunk)
+    if not size:
         raise InvalidRequest("the body is empty; a JSON object is required")
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    return parse_json(b"".join(chunks))
 
 
 def _namespace_check() -> None:
