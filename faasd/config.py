@@ -9,6 +9,7 @@ Pure: the sources are arguments, so tests pass dicts.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -52,7 +53,26 @@ class DaemonConfig:
     shutdown_timeout_s: float = 30.0
     """Longest shutdown waits for calls in flight."""
     max_body_bytes: int = 64 * 1024 * 1024
-    """Largest request body the gateway accepts (413 above)."""
+    """Largest request body the gateway accepts (413 above): function calls, and deploys (which carry
+    the function's code as ``handlerArchive``)."""
+    max_json_bytes: int = 1024 * 1024
+    """Largest JSON body parsed in the daemon other than a deploy: an Alexa request (``POST /``), secrets,
+    scaling, delete (413 above)."""
+    header_timeout_s: float = 10.0
+    """A request head (request line and headers) must arrive whole within this of its first byte (a new
+    connection: of being accepted); else 408 and the connection is closed."""
+    read_timeout_s: float = 10.0
+    """Longest pause while a request body arrives; after this long a body must also average 1 KiB/s."""
+    keep_alive_timeout_s: float = 75.0
+    """How long an idle client connection is kept for its next request."""
+    write_timeout_s: float = 30.0
+    """Longest a client may take to accept one piece of its answer (up to 64 KiB); else the connection
+    is closed (and the call with it)."""
+    max_connections: int = 1024
+    """Client connections open at once; more get 503. Lowered at start when the open-files limit cannot
+    hold them (with a margin for the daemon's own files and its upstream connections)."""
+    max_header_bytes: int = 16 * 1024
+    """Largest request head (request line and headers); more is answered 431."""
     docker_host: str = ""
     """dockerd's address for ``provider = swarm`` (``unix:///...``, ``tcp://...``); empty: ``$DOCKER_HOST``,
     else the local socket."""
@@ -151,6 +171,20 @@ def _size(value: object) -> int:
     return int(value) if isinstance(value, int) else parse_size(str(value))
 
 
+def _positive(parse: Callable[[object], Any]) -> Callable[[object], Any]:
+    def parse_positive(value: object) -> Any:
+        number = parse(value)
+        if not 0 < number < math.inf:
+            raise ValueError("must be greater than 0 and finite")
+        return number
+
+    return parse_positive
+
+
+def _count(value: object) -> int:
+    return int(str(value))
+
+
 def _bool(value: object) -> bool:
     return value if isinstance(value, bool) else parse_bool(str(value))
 
@@ -171,6 +205,13 @@ _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "ready_timeout": ("ready_timeout_s", _duration),
     "shutdown_timeout": ("shutdown_timeout_s", _duration),
     "max_body_size": ("max_body_bytes", _size),
+    "max_json_size": ("max_json_bytes", _positive(_size)),
+    "header_timeout": ("header_timeout_s", _positive(_duration)),
+    "read_timeout": ("read_timeout_s", _positive(_duration)),
+    "keep_alive_timeout": ("keep_alive_timeout_s", _positive(_duration)),
+    "write_timeout": ("write_timeout_s", _positive(_duration)),
+    "max_connections": ("max_connections", _positive(_count)),
+    "max_header_size": ("max_header_bytes", _positive(_size)),
     "docker_host": ("docker_host", _text),
     "swarm_network": ("swarm_network", _text),
     "swarm_route": ("swarm_route", _choice(("host-port", "overlay-dns"))),

@@ -34,8 +34,6 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from faasd import __version__, sdnotify
 from faasd.config import DaemonConfig
@@ -49,6 +47,7 @@ from faasd.gateway import (
     UpstreamPool,
     create_management_app,
 )
+from faasd.gateway.server import HttpServer, ServerLimits, fit_connections
 from faasd.logs import event
 from faasd.providers import load_provider
 from faasd.providers.types import FunctionSpec
@@ -118,6 +117,7 @@ async def run(
         upstream_timeout_s=config.upstream_timeout_s,
         ready_timeout_s=config.ready_timeout_s,
         max_body_bytes=config.max_body_bytes,
+        max_json_bytes=config.max_json_bytes,
         meter=meter,
         wake=autoscaler.wake,
         failure=service.failure,
@@ -128,6 +128,7 @@ async def run(
         provider_name=provider.name,
         orchestration=provider.orchestration,
         max_body_bytes=config.max_body_bytes,
+        max_json_bytes=config.max_json_bytes,
         health=provider.health,
         started_at=time.time(),
         password_file=password_file,
@@ -185,19 +186,22 @@ async def _serve_gateway(
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    hypercorn = HypercornConfig()
-    hypercorn.bind = [f"{config.bind}:{config.port}"]
-    hypercorn.accesslog = None
-    hypercorn.errorlog = logging.getLogger("faasd.gateway.server")
-    hypercorn.graceful_timeout = config.shutdown_timeout_s
-    hypercorn.keep_alive_timeout = 75.0  # Longer than common client pools' idle time: no reset races.
-    hypercorn.backlog = 1024
-    hypercorn.include_server_header = False
+    limits = ServerLimits(
+        header_timeout_s=config.header_timeout_s,
+        read_timeout_s=config.read_timeout_s,
+        keep_alive_timeout_s=config.keep_alive_timeout_s,
+        write_timeout_s=config.write_timeout_s,
+        max_connections=fit_connections(config.max_connections),
+        max_header_bytes=config.max_header_bytes,
+    )
+    server = HttpServer(
+        app, bind=[f"{config.bind}:{config.port}"], limits=limits, graceful_timeout_s=config.shutdown_timeout_s
+    )
     try:
         with trio.CancelScope() as serving:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_end_when_drained, app, config, shutdown, serving)
-                await serve(app, hypercorn, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
+                await server.serve(shutdown_trigger=shutdown.wait, task_status=task_status)
                 nursery.cancel_scope.cancel()
     finally:
         done.set()
@@ -208,7 +212,8 @@ async def _end_when_drained(
 ) -> None:
     """After the shutdown signal, stop hypercorn as soon as no request is in flight.
 
-    Why: hypercorn 0.18's graceful shutdown waits for every connection, so clients that merely keep an
+    Why: a graceful shutdown waits for every connection (hypercorn 0.18's did, and so does
+    :class:`~faasd.gateway.server.HttpServer` for busy ones), so clients that merely keep an
     idle keep-alive connection open hold the daemon for the whole ``shutdown_timeout`` (measured: 30 s
     after all calls had finished). Calls in flight still get up to ``shutdown_timeout`` to finish --
     except those waiting for their client's request body: once shutting down, hypercorn may stop

@@ -166,6 +166,14 @@ def test_config_precedence_flags_env_file(tmp_path):
         ("", {"FAASD_PORT": "http"}, "invalid port='http' (from $FAASD_PORT)"),
         ("provider = 'k8s'\n", {}, "invalid provider='k8s'"),
         ("upstream_timeout = 'soon'\n", {}, "invalid upstream_timeout"),
+        ("header_timeout = 0\n", {}, "invalid header_timeout=0"),
+        ("", {"FAASD_READ_TIMEOUT": "-1s"}, "invalid read_timeout='-1s' (from $FAASD_READ_TIMEOUT)"),
+        ("keep_alive_timeout = nan\n", {}, "invalid keep_alive_timeout"),
+        ("max_connections = 0\n", {}, "invalid max_connections=0"),
+        ("", {"FAASD_MAX_CONNECTIONS": "many"}, "invalid max_connections='many'"),
+        ("max_json_size = '1 lot'\n", {}, "invalid max_json_size"),
+        ("max_header_size = 0\n", {}, "invalid max_header_size=0"),
+        ("write_timeout = inf\n", {}, "invalid write_timeout"),
     ],
 )
 def test_config_errors_name_key_and_source(tmp_path, content, env, message):
@@ -174,6 +182,28 @@ def test_config_errors_name_key_and_source(tmp_path, content, env, message):
     with pytest.raises(ConfigError) as info:
         DaemonConfig.load(file=str(file), env=env)
     assert message in str(info.value)
+
+
+def test_client_limits_have_defaults_and_keys(tmp_path):
+    defaults = DaemonConfig.load(env={"HOME": str(tmp_path)})
+    assert (defaults.header_timeout_s, defaults.read_timeout_s, defaults.keep_alive_timeout_s) == (10, 10, 75)
+    assert (defaults.write_timeout_s, defaults.max_connections) == (30, 1024)
+    assert (defaults.max_json_bytes, defaults.max_header_bytes) == (1024 * 1024, 16 * 1024)
+    config = DaemonConfig.load(
+        env={
+            "HOME": str(tmp_path),
+            "FAASD_HEADER_TIMEOUT": "2s",
+            "FAASD_READ_TIMEOUT": "500ms",
+            "FAASD_KEEP_ALIVE_TIMEOUT": "1m",
+            "FAASD_WRITE_TIMEOUT": "5",
+            "FAASD_MAX_CONNECTIONS": "64",
+            "FAASD_MAX_JSON_SIZE": "64k",
+            "FAASD_MAX_HEADER_SIZE": "8k",
+        }
+    )
+    assert (config.header_timeout_s, config.read_timeout_s, config.keep_alive_timeout_s) == (2, 0.5, 60)
+    assert (config.write_timeout_s, config.max_connections) == (5, 64)
+    assert (config.max_json_bytes, config.max_header_bytes) == (64 * 1024, 8 * 1024)
 
 
 def test_state_dir_defaults():

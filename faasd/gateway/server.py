@@ -1,0 +1,610 @@
+"""The daemon's HTTP/1.1 server: hypercorn's HTTP/1.1 protocol on trio, with the limits of an exposed server.
+
+hypercorn parses HTTP (``H11Protocol`` on h11) and runs the ASGI app; this module replaces its trio
+TCP layer (``hypercorn/trio/tcp_server.py`` and ``run.py``), because that layer as of hypercorn 0.18:
+
+* has one ``read_timeout`` for every read, also while the app works on a request it has whole, so it
+  would cut a function call running longer than it, or a ``/system/logs?follow`` stream; left unset,
+  nothing bounds a slow request body (one byte every 10 s held a connection for minutes), and a slow
+  request head is bounded only by the keep-alive timeout; nothing bounds a client that does not read
+  its answer, nor the number of connections;
+* closes a connection from inside the app's ``send()``: when the app answers before the request body
+  came (a 401, 404 or 405), the close runs in that ``send()``, and quart-trio cancels its response
+  task as soon as hypercorn, in the same call, reports the disconnect -- the close is cancelled at
+  ``send_eof()`` before ``aclose()``, the socket stays open for good (CLOSE-WAIT once the client gives
+  up) and the next request on it is read and never answered;
+* blocks the app's last ``send()`` for good when the app answered without reading a body that filled
+  its receive queue: the disconnect is put into that full queue from inside the app's own call.
+
+So here, per connection (names as in Go's ``net/http``):
+
+* **idle**: waiting for the first byte of the next request, up to ``keep_alive_timeout``; a new
+  connection must send a whole request head within ``header_timeout`` of being accepted;
+* **head**: a request head must arrive whole within ``header_timeout`` of its first byte (over
+  ``max_header_bytes``: 431);
+* **body**: while a request body is being received, no pause may exceed ``read_timeout`` and, after
+  the first ``read_timeout``, the body must arrive at :data:`MIN_BODY_RATE` bytes/s on average;
+* **busy**: the app has the request whole: no read deadline (a call may take ``upstream_timeout``, a
+  log follower for ever); the client closing is still noticed;
+* every write (a piece of an answer, up to 64 KiB) must be taken by the client within ``write_timeout``:
+  a client that stops reading cannot hold a connection and its call.
+
+A head or body that times out is answered ``408`` (if no answer started) and the connection closed at
+once.
+Closing never runs in the app's task: the app's ``Closed`` only half-closes the socket, and the
+connection's own task drains what the client still sends for up to :data:`LINGER_S` (so the client
+reads the answer instead of a reset) and closes it. An answer sent before its request body was read
+carries ``Connection: close``. Over ``max_connections`` open connections, a new one is answered
+``503`` and closed. HTTP/1.1 only: ``Upgrade: h2c`` is ignored (RFC 9110 §7.8 allows it), other
+versions get ``505``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import math
+import resource
+import socket
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, NoReturn
+
+import h11
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.events import Response
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
+
+from faasd.logs import event
+
+__all__ = [
+    "LINGER_S",
+    "MIN_BODY_RATE",
+    "HttpServer",
+    "ServerLimits",
+    "ServerStatistics",
+    "fit_connections",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_RECV = 64 * 1024
+MIN_BODY_RATE = 1024.0
+"""Bytes/s a request body must average once it has been arriving for ``read_timeout`` (as Kestrel's
+``MinRequestBodyDataRate``): a body trickled in one byte at a time is cut off early."""
+LINGER_S = 2.0
+LINGER_BYTES = 64 * 1024 * 1024
+"""After an answer that ends the connection (a 413, a 401 before the body), what the client still sends
+is read and dropped for up to ``LINGER_S`` / ``LINGER_BYTES`` before the socket closes: closing with
+unread data sends a reset, which destroys the answer before a client that sends its whole body first
+reads it. Dropping costs no memory; the time bound keeps it cheap."""
+REFUSE_TIMEOUT_S = 1.0
+"""How long a connection over ``max_connections`` gets to take its 503."""
+FD_RESERVE = 256
+"""Open files kept for the daemon itself (database, listening and replica sockets, pipes, probes)
+when fitting ``max_connections`` under the open-files limit."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerLimits:
+    """Per-connection deadlines and sizes (see the module docstring); the daemon's config sets them."""
+
+    header_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    keep_alive_timeout_s: float = 75.0
+    """Longer than common client pools keep idle connections, so a client never reuses one we close."""
+    write_timeout_s: float = 30.0
+    max_connections: int = 1024
+    max_header_bytes: int = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatistics:
+    """A snapshot of the server's counters."""
+
+    connections: int
+    refused: int
+    timed_out: int
+
+
+class _Phase(enum.Enum):
+    IDLE = "idle"
+    HEAD = "head"
+    BODY = "body"
+    BUSY = "busy"
+
+
+class HttpServer:
+    """Serves an ASGI app on HTTP/1.1 with :class:`ServerLimits`; see the module docstring.
+
+    Args:
+        app: the ASGI application (it also receives the lifespan events).
+        bind: ``host:port`` strings, as hypercorn's ``bind``.
+        limits: the deadlines and sizes.
+        graceful_timeout_s: after the shutdown trigger, how long requests in flight may take.
+
+    Resource handling: every connection is a task in the nursery of :meth:`serve`; each closes its
+    socket as soon as its request loop ends, before waiting for the app's task.
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        *,
+        bind: list[str],
+        limits: ServerLimits,
+        graceful_timeout_s: float,
+    ) -> None:
+        config = HypercornConfig()
+        config.bind = bind
+        config.accesslog = None
+        config.errorlog = logging.getLogger("faasd.gateway.server")
+        config.include_server_header = False
+        config.keep_alive_timeout = limits.keep_alive_timeout_s
+        config.h11_max_incomplete_size = limits.max_header_bytes
+        config.backlog = 1024
+        config.graceful_timeout = graceful_timeout_s
+        self.config = config
+        self.limits = limits
+        self.app = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+        self.context = WorkerContext(None)
+        self.connections: set[_Connection] = set()
+        self.refused = 0
+        self.timed_out = 0
+
+    def __repr__(self) -> str:
+        stats = self.statistics()
+        return f"<HttpServer bind={self.config.bind} connections={stats.connections} refused={stats.refused}>"
+
+    def statistics(self) -> ServerStatistics:
+        return ServerStatistics(connections=len(self.connections), refused=self.refused, timed_out=self.timed_out)
+
+    async def serve(
+        self,
+        *,
+        shutdown_trigger: Callable[[], Awaitable[object]],
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Bind, report the URLs to ``task_status``, serve until ``shutdown_trigger()`` returns, then
+        stop accepting, close idle connections and let requests in flight finish (bounded by
+        ``graceful_timeout_s``)."""
+        lifespan_state: dict[str, Any] = {}
+        lifespan = Lifespan(self.app, self.config, lifespan_state)
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            sockets = self.config.create_sockets()
+            listeners = []
+            binds = []
+            for sock in sockets.insecure_sockets:
+                sock.listen(self.config.backlog)
+                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+            async with trio.open_nursery() as connections:
+                handler = partial(self._connection, lifespan_state)
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(partial(trio.serve_listeners, handler, listeners, handler_nursery=connections))
+                    task_status.started(binds)
+                    await shutdown_trigger()
+                    accepting.cancel_scope.cancel()
+                await self.context.terminated.set()
+                for connection in list(self.connections):
+                    connection.shutdown()
+                connections.cancel_scope.deadline = trio.current_time() + self.config.graceful_timeout
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+
+    async def _connection(self, state: dict[str, Any], stream: trio.SocketStream) -> None:
+        if len(self.connections) >= self.limits.max_connections:
+            self.refused += 1
+            await _refuse(stream, self.limits.max_connections)
+            return
+        connection = _Connection(self, stream, ConnectionState(state.copy()))
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+
+
+def fit_connections(max_connections: int) -> int:
+    """Raise the soft open-files limit to the hard one, and return how many client connections fit.
+
+    Each client connection may need an upstream connection to a replica too, so at most half of what
+    is left after :data:`FD_RESERVE` goes to clients; a lower ``max_connections`` is kept as it is.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = _kernel_open_files_max()  # An unlimited hard limit still stops at fs.nr_open.
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            event(log, logging.WARNING, "cannot raise the open-files limit", soft=soft, hard=hard, error=str(exc))
+    fitting = max(1, (soft - FD_RESERVE) // 2)
+    if fitting < max_connections:
+        event(
+            log,
+            logging.WARNING,
+            "max_connections lowered to fit the open-files limit",
+            max_connections=max_connections,
+            now=fitting,
+            open_files_limit=soft,
+        )
+        return fitting
+    return max_connections
+
+
+def _kernel_open_files_max() -> int:
+    try:
+        with open("/proc/sys/fs/nr_open", encoding="ascii") as file:
+            return int(file.read())
+    except (OSError, ValueError):
+        return 1024 * 1024
+
+
+async def _refuse(stream: trio.SocketStream, limit: int) -> None:
+    body = f"Too many connections (max_connections = {limit}); try again later\n".encode()
+    head = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+    with trio.move_on_after(REFUSE_TIMEOUT_S):
+        try:
+            await stream.send_all(head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            stream.socket.shutdown(socket.SHUT_WR)
+            await stream.receive_some(MAX_RECV)  # The client's request, or its close: then close.
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+
+
+class _Connection:
+    """One client connection: reads bytes into hypercorn's :class:`_H11`, enforces the deadlines, writes
+    what the protocol sends, and closes the socket from its own task."""
+
+    def __init__(self, server: HttpServer, stream: trio.SocketStream, state: ConnectionState) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.stream = stream
+        self.state = state
+        self.send_lock = trio.Lock()
+        now = trio.current_time()
+        self.phase = _Phase.IDLE
+        self.phase_started = now
+        self.fresh = True
+        """No request head completed yet: the first must come within header_timeout of the accept."""
+        self.body_started = now
+        self.body_bytes = 0
+        self.last_read = now
+        self.closing_since: float | None = None
+        self.lingered = 0
+        self.writable = True
+        self.scope: trio.CancelScope | None = None
+        self.reading = False
+        self.protocol: _H11 | None = None
+
+    async def run(self) -> None:
+        sock = self.stream.socket
+        try:
+            client = parse_socket_addr(sock.family, sock.getpeername())
+            server = parse_socket_addr(sock.family, sock.getsockname())
+            async with _AppTasks() as tasks:
+                protocol = _H11(
+                    self.server.app,
+                    self.server.config,
+                    self.server.context,
+                    tasks,
+                    self.state,
+                    False,
+                    client,
+                    server,
+                    self._protocol_send,
+                )
+                protocol.owner = self
+                self.protocol = protocol
+                try:
+                    await self._read_loop(protocol)
+                finally:
+                    self._close_socket()
+                    await protocol.handle(Closed())
+        except OSError:
+            pass
+        except Exception:  # One connection's failure is not the server's: log it, close it, go on.
+            log.exception("connection failed")
+        finally:
+            self._close_socket()
+
+    def shutdown(self) -> None:
+        """The server stops: an idle connection closes now, a busy one after its answer (hypercorn's
+        protocol sees ``context.terminated`` and does not recycle)."""
+        if self.phase is _Phase.IDLE:
+            self._begin_close(linger=False)
+
+    # -- reading and deadlines ------------------------------------------------------------------------
+    async def _read_loop(self, protocol: _H11) -> None:
+        """Read, enforce the phase's deadline, feed the protocol; linger once closing.
+
+        One cancel scope per read: while waiting for bytes it carries the phase's deadline; while the
+        protocol handles them it has none (hypercorn may wait in there: for the app to take a body
+        chunk, or for an answer to finish before a pipelined request) and is cancelled if the
+        connection starts closing meanwhile (hypercorn would not wake up for that).
+        """
+        stream = self.stream
+        while True:
+            data: bytes | None = None
+            with trio.CancelScope(deadline=self._deadline()) as scope:
+                self.scope = scope
+                self.reading = True
+                try:
+                    data = await stream.receive_some(MAX_RECV)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                self.reading = False
+                if data and self.closing_since is None:
+                    self._received(len(data))
+                    scope.deadline = math.inf
+                    with contextlib.suppress(_Refused):
+                        await protocol.handle(RawData(data))
+                    self.scope = None
+                    if self.closing_since is None:
+                        self._after_events(protocol)
+                    continue
+            self.scope = None
+            if self.closing_since is not None:  # Lingering: drop what comes until EOF or the deadline.
+                if not data:
+                    return
+                self.lingered += len(data)
+                if self.lingered > LINGER_BYTES:
+                    return
+            elif data is None:
+                await self._timed_out(protocol)
+            else:  # The client closed (or reset) the connection.
+                await protocol.handle(RawData(b""))
+                return
+
+    def _received(self, size: int) -> None:
+        now = trio.current_time()
+        self.last_read = now
+        if self.phase is _Phase.IDLE:
+            self.phase = _Phase.HEAD
+            if not self.fresh:
+                self.phase_started = now
+        elif self.phase is _Phase.BODY:
+            self.body_bytes += size
+
+    def _after_events(self, protocol: _H11) -> None:
+        """Where the request stands once the protocol took the bytes (h11's view of the client)."""
+        connection = protocol.connection
+        if not isinstance(connection, h11.Connection):
+            self.phase = _Phase.BUSY  # A websocket handshake: the app decides.
+            return
+        their_state = connection.their_state
+        if their_state is h11.SEND_BODY:
+            if self.phase is not _Phase.BODY:
+                self.fresh = False
+                self.phase = _Phase.BODY
+                self.body_started = self.last_read
+                self.body_bytes = 0
+        elif their_state is not h11.IDLE:
+            self.fresh = False
+            self.phase = _Phase.BUSY
+
+    def _deadline(self) -> float:
+        limits = self.limits
+        if self.closing_since is not None:
+            return self.closing_since + LINGER_S
+        phase = self.phase
+        if phase is _Phase.IDLE:
+            wait = limits.header_timeout_s if self.fresh else limits.keep_alive_timeout_s
+            return self.phase_started + wait
+        if phase is _Phase.HEAD:
+            return self.phase_started + limits.header_timeout_s
+        if phase is _Phase.BODY:
+            rate_deadline = self.body_started + limits.read_timeout_s + self.body_bytes / MIN_BODY_RATE
+            return min(self.last_read + limits.read_timeout_s, rate_deadline)
+        return math.inf
+
+    def _reschedule(self) -> None:
+        if self.scope is not None and self.reading:
+            self.scope.deadline = self._deadline()
+
+    def _became_idle(self) -> None:
+        """The answer went out and the connection is kept for the next request."""
+        self.phase = _Phase.IDLE
+        self.phase_started = trio.current_time()
+        protocol = self.protocol
+        connection = protocol.connection if protocol is not None else None
+        if isinstance(connection, h11.Connection) and connection.trailing_data[0]:
+            self.phase = _Phase.HEAD  # Part of the next head came with the last body.
+        self._reschedule()
+
+    async def _timed_out(self, protocol: _H11) -> None:
+        """A head or body did not arrive in time (408 unless an answer started), or the connection sat
+        idle for its keep-alive timeout: close."""
+        phase = self.phase
+        if phase is _Phase.HEAD or phase is _Phase.BODY:
+            self.server.timed_out += 1
+            event(log, logging.DEBUG, "client too slow, closing", phase=phase.value, client=protocol.client)
+            answer_started = False
+            if isinstance(protocol.connection, h11.Connection):
+                answer_started = protocol.connection.our_state not in (h11.IDLE, h11.SEND_RESPONSE)
+            if phase is _Phase.BODY:
+                await protocol.handle(Closed())  # The app hears the client is gone.
+            if not answer_started:
+                what = "request head" if phase is _Phase.HEAD else "request body"
+                limit = self.limits.header_timeout_s if phase is _Phase.HEAD else self.limits.read_timeout_s
+                await self._write(_timeout_answer(f"The {what} did not arrive in time (timeout {limit:g}s)"))
+        # No lingering for a client this slow: it would only keep trickling.
+        self._begin_close(linger=False)
+
+    # -- writing and closing ------------------------------------------------------------------------
+    async def _protocol_send(self, message: Event) -> None:
+        if isinstance(message, RawData):
+            await self._write(message.data)
+        elif isinstance(message, Closed):
+            self._begin_close(linger=True)
+        elif isinstance(message, Updated) and message.idle:
+            self._became_idle()
+
+    async def _write(self, data: bytes) -> None:
+        """Write under the lock, shielded (a cancelled app must not cut an answer in the middle), within
+        write_timeout; a failed or stuck write ends the connection."""
+        if not data:
+            return  # h11 ends a Content-Length body with nothing to send.
+        async with self.send_lock:
+            if not self.writable:
+                return
+            # Shielded from the app's cancellation, not from its own deadline.
+            with trio.CancelScope(deadline=trio.current_time() + self.limits.write_timeout_s, shield=True) as timer:
+                try:
+                    await self.stream.send_all(data)
+                    return
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            if timer.cancelled_caught:
+                event(log, logging.DEBUG, "client does not read its answer, closing")
+            self.writable = False
+            self._close_socket()
+
+    def _begin_close(self, *, linger: bool) -> None:
+        """The protocol is done with this connection. Synchronous on purpose: it may run in the app's
+        task, which may be cancelled at any checkpoint; the connection's own task does the rest."""
+        if self.closing_since is not None:
+            return
+        self.writable = False
+        if linger:
+            self.closing_since = trio.current_time()
+            with contextlib.suppress(OSError):
+                self.stream.socket.shutdown(socket.SHUT_WR)
+        else:
+            self.closing_since = -math.inf
+            self._close_socket()
+        if self.scope is not None and not self.reading:
+            self.scope.cancel()  # The protocol is handling bytes and might wait in there.
+        self._reschedule()
+
+    def _close_socket(self) -> None:
+        self.writable = False
+        self.stream.socket.close()  # Wakes the read loop (ClosedResourceError) if it waits.
+
+
+def _timeout_answer(message: str) -> bytes:
+    body = message.encode() + b"\n"
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+class _H11(H11Protocol):
+    """hypercorn's HTTP/1.1 protocol with three changes: an answer sent before the request body was read
+    says ``Connection: close`` (the rest of that body would otherwise be read as the next request);
+    HTTP/2 is never switched to (an ``Upgrade: h2c`` is ignored; a request that is not HTTP/1.x is
+    answered 505); a head over ``max_header_bytes`` is answered 431 however it arrived."""
+
+    owner: _Connection
+
+    async def stream_send(self, message: StreamEvent) -> None:
+        if (
+            isinstance(message, Response)
+            and message.status_code >= 200
+            and isinstance(self.connection, h11.Connection)
+            and self.connection.their_state is h11.SEND_BODY
+        ):
+            message = replace(message, headers=[*message.headers, (b"connection", b"close")])
+        await super().stream_send(message)
+
+    async def _check_protocol(self, request: h11.Request) -> None:
+        if not request.http_version.startswith(b"1."):
+            await self._refuse(505)
+        # h11 bounds a head only while it is incomplete: one that came whole in a single read (up to
+        # 64 KiB) is measured here.
+        size = len(request.method) + len(request.target) + 12
+        for name, value in request.headers.raw_items():
+            size += len(name) + len(value) + 4
+        if size > self.config.h11_max_incomplete_size:
+            await self._refuse(431)
+
+    async def _refuse(self, status: int) -> NoReturn:
+        await self._send_error_response(status)
+        await self.send(Closed())
+        raise _Refused
+
+
+class _Refused(Exception):
+    """Raised out of the protocol after it refused a request head (431, 505): the connection is closing."""
+
+
+Message = MutableMapping[str, Any]
+
+
+class _Inbox:
+    """The app's ``receive()`` queue: bounded (back-pressure on the client), but putting the disconnect
+    never waits, and a put blocked on a full queue is released once the request is over."""
+
+    def __init__(self, size: int) -> None:
+        self.send, self.receive_channel = trio.open_memory_channel[Message](size)
+
+    async def put(self, message: Message) -> None:
+        if message["type"] == "http.disconnect":
+            self.send.close()  # The app reads what is queued, then a disconnect (see receive).
+            return
+        # Closed or broken: the request is over (disconnected, or the app finished without reading it all).
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            await self.send.send(message)
+
+    async def receive(self) -> Message:
+        try:
+            return await self.receive_channel.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            return {"type": "http.disconnect"}
+
+
+class _AppTasks(TaskGroup):
+    """hypercorn's per-connection task group, with :class:`_Inbox` as each app's receive queue."""
+
+    async def spawn_app(  # type: ignore[override]
+        self,
+        app: Callable[..., Awaitable[None]],
+        config: HypercornConfig,
+        scope: Message,
+        send: Callable[[Message | None], Awaitable[None]],
+    ) -> Callable[[Message], Awaitable[None]]:
+        inbox = _Inbox(config.max_app_queue_size)
+        assert self._nursery is not None
+        self._nursery.start_soon(_run_app, app, config, scope, inbox, send)
+        return inbox.put
+
+
+async def _run_app(
+    app: Callable[..., Awaitable[None]],
+    config: HypercornConfig,
+    scope: Message,
+    inbox: _Inbox,
+    send: Callable[[Message | None], Awaitable[None]],
+) -> None:
+    try:
+        await app(scope, inbox.receive, send, trio.to_thread.run_sync, trio.from_thread.run)
+    except trio.Cancelled:
+        raise
+    except BaseExceptionGroup as error:
+        _, others = error.split(trio.Cancelled)
+        if others is None:
+            raise
+        await config.log.exception("Error in ASGI Framework")
+    except Exception:
+        await config.log.exception("Error in ASGI Framework")
+    finally:
+        inbox.receive_channel.close()  # Releases a put waiting on a queue nobody reads any more.
+        with trio.CancelScope(shield=True):
+            await send(None)
