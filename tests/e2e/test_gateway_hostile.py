@@ -231,6 +231,42 @@ def test_keep_alive_connections_answered_before_their_body_never_hang_or_leak(st
     assert "connection failed" not in daemon.logs()
 
 
+def test_a_call_refused_before_its_large_body_was_read_ends_and_its_connection_closes(
+    start_daemon: StartDaemon,
+) -> None:
+    """A call held for a function that never becomes ready, with a body larger than the gateway's receive
+    queue: the 503 came, but the call's task then hung for good in its last send() (hypercorn put the
+    disconnect into the queue it had filled), so the connection never closed and SIGTERM waited for it."""
+    daemon = start_daemon(FAASD_READY_TIMEOUT="1s")
+    nothing_there = free_port()
+    daemon.deploy(
+        "neverready",
+        "sleep 1000",
+        envVars={"mode": "http", "upstream_url": f"http://127.0.0.1:{nothing_there}"},
+        wait=False,
+    )
+    body = b"x" * (3 * MiB)
+    with RawConnection(_port(daemon), timeout=10) as connection:
+        connection.send(http_request("POST", "/function/neverready", headers={"Content-Length": str(len(body))}))
+
+        def send_body() -> None:
+            with contextlib.suppress(OSError):  # The daemon may close once its lingering ends.
+                connection.sock.sendall(body)
+
+        sender = threading.Thread(target=send_body)
+        sender.start()
+        answer = connection.read_response()
+        assert answer.status == 503 and answer.header("Connection") == "close", answer
+        started = time.monotonic()
+        assert connection.at_eof(timeout=10), "the connection stayed open after the answer"
+        assert time.monotonic() - started < 5
+        sender.join(10)
+    stopping = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - stopping < 5, "shutdown waited for a call that had ended"
+    assert "connection failed" not in daemon.logs()
+
+
 # -- 3. slow clients: header/read/keep-alive timeouts, a connection limit ---------------------------
 
 
