@@ -4,7 +4,8 @@ Tasks (children of the root nursery):
 
 * ``signals`` -- SIGTERM/SIGINT set the shutdown event; a second one cuts the drain short;
 * ``provider`` -- the backend's discovery/supervision loop (:meth:`Provider.run`);
-* ``gateway`` -- hypercorn serving :class:`~faasd.gateway.GatewayApp`, stopping on the shutdown event;
+* ``gateway`` -- :class:`~faasd.gateway.HttpServer` serving :class:`~faasd.gateway.GatewayApp`, stopping on
+  the shutdown event;
 * ``scaler`` -- the autoscaler: every second, per function, load -> :func:`faasd.scaler.decide.decide` -> scale;
 * ``restore`` -- stored functions applied again, each in its own task (local); for Swarm/Marathon,
   ``backend sync`` instead: keeps the store in step with what the backend runs.
@@ -43,11 +44,13 @@ from faasd.gateway import (
     BasicAuth,
     GatewayApp,
     GatewayMetrics,
+    HttpServer,
     Invoker,
+    ServerLimits,
     UpstreamPool,
     create_management_app,
+    fit_connections,
 )
-from faasd.gateway.server import HttpServer, ServerLimits, fit_connections
 from faasd.logs import event
 from faasd.providers import load_provider
 from faasd.providers.types import FunctionSpec
@@ -210,15 +213,14 @@ async def _serve_gateway(
 async def _end_when_drained(
     app: GatewayApp, config: DaemonConfig, shutdown: trio.Event, serving: trio.CancelScope
 ) -> None:
-    """After the shutdown signal, stop hypercorn as soon as no request is in flight.
+    """After the shutdown signal, stop the HTTP server as soon as no request is in flight.
 
-    Why: a graceful shutdown waits for every connection (hypercorn 0.18's did, and so does
-    :class:`~faasd.gateway.server.HttpServer` for busy ones), so clients that merely keep an
-    idle keep-alive connection open hold the daemon for the whole ``shutdown_timeout`` (measured: 30 s
-    after all calls had finished). Calls in flight still get up to ``shutdown_timeout`` to finish --
-    except those waiting for their client's request body: once shutting down, hypercorn may stop
-    reading a keep-alive connection between a request's head and its body (seen: calls stuck until the
-    graceful timeout on bodies their clients had sent), and a slow upload is the client's to retry.
+    Why: the server's graceful shutdown closes idle connections at once but lets every request that
+    has begun run for up to ``shutdown_timeout`` -- also one whose client stalls in the middle of its
+    body, or trickles it (hypercorn 0.18's own TCP layer, used before, even held idle keep-alive
+    connections: 30 s after all calls had finished). Calls in flight still get up to
+    ``shutdown_timeout`` to finish, except those waiting for their client's request body: a slow
+    upload is the client's to retry.
     """
     await shutdown.wait()
     with trio.move_on_after(config.shutdown_timeout_s):

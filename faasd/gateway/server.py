@@ -70,6 +70,7 @@ from faasd.logs import event
 __all__ = [
     "LINGER_S",
     "MIN_BODY_RATE",
+    "ClientGone",
     "HttpServer",
     "ServerLimits",
     "ServerStatistics",
@@ -353,7 +354,7 @@ class _Connection:
                 if data and self.closing_since is None:
                     self._received(len(data))
                     scope.deadline = math.inf
-                    with contextlib.suppress(_Refused):
+                    with contextlib.suppress(_Refused, ClientGone):
                         await protocol.handle(RawData(data))
                     self.scope = None
                     if self.closing_since is None:
@@ -369,7 +370,8 @@ class _Connection:
             elif data is None:
                 await self._timed_out(protocol)
             else:  # The client closed (or reset) the connection.
-                await protocol.handle(RawData(b""))
+                with contextlib.suppress(_Refused, ClientGone):
+                    await protocol.handle(RawData(b""))  # A head cut short is answered 400.
                 return
 
     def _received(self, size: int) -> None:
@@ -443,7 +445,8 @@ class _Connection:
             if not answer_started:
                 what = "request head" if phase is _Phase.HEAD else "request body"
                 limit = self.limits.header_timeout_s if phase is _Phase.HEAD else self.limits.read_timeout_s
-                await self._write(_timeout_answer(f"The {what} did not arrive in time (timeout {limit:g}s)"))
+                with contextlib.suppress(ClientGone):
+                    await self._write(_timeout_answer(f"The {what} did not arrive in time (timeout {limit:g}s)"))
         # No lingering for a client this slow: it would only keep trickling.
         self._begin_close(linger=False)
 
@@ -458,12 +461,16 @@ class _Connection:
 
     async def _write(self, data: bytes) -> None:
         """Write under the lock, shielded (a cancelled app must not cut an answer in the middle), within
-        write_timeout; a failed or stuck write ends the connection."""
+        write_timeout; a failed or stuck write ends the connection.
+
+        Raises:
+            ClientGone: the connection is closed (now or before): the app stops producing its answer.
+        """
         if not data:
             return  # h11 ends a Content-Length body with nothing to send.
         async with self.send_lock:
             if not self.writable:
-                return
+                raise ClientGone("the client's connection is closed")
             # Shielded from the app's cancellation, not from its own deadline.
             with trio.CancelScope(deadline=trio.current_time() + self.limits.write_timeout_s, shield=True) as timer:
                 try:
@@ -475,6 +482,7 @@ class _Connection:
                 event(log, logging.DEBUG, "client does not read its answer, closing")
             self.writable = False
             self._close_socket()
+        raise ClientGone("the client's connection is closed")
 
     def _begin_close(self, *, linger: bool) -> None:
         """The protocol is done with this connection. Synchronous on purpose: it may run in the app's
@@ -541,6 +549,11 @@ class _H11(H11Protocol):
         raise _Refused
 
 
+class ClientGone(OSError):
+    """Raised by the app's ``send()`` once the client's connection is closed (as the ASGI spec asks: a
+    subclass of OSError), so an app relaying a long answer stops instead of writing into the void."""
+
+
 class _Refused(Exception):
     """Raised out of the protocol after it refused a request head (431, 505): the connection is closing."""
 
@@ -597,14 +610,17 @@ async def _run_app(
         await app(scope, inbox.receive, send, trio.to_thread.run_sync, trio.from_thread.run)
     except trio.Cancelled:
         raise
+    except ClientGone:
+        pass  # The client went away while the app answered: nothing to report.
     except BaseExceptionGroup as error:
-        _, others = error.split(trio.Cancelled)
-        if others is None:
+        _, others = error.split((trio.Cancelled, ClientGone))
+        if others is not None:
+            await config.log.exception("Error in ASGI Framework")
+        elif error.subgroup(trio.Cancelled) is not None:
             raise
-        await config.log.exception("Error in ASGI Framework")
     except Exception:
         await config.log.exception("Error in ASGI Framework")
     finally:
         inbox.receive_channel.close()  # Releases a put waiting on a queue nobody reads any more.
-        with trio.CancelScope(shield=True):
-            await send(None)
+        with contextlib.suppress(ClientGone):
+            await send(None)  # hypercorn ends the stream (a 500 if the app never answered).

@@ -351,6 +351,32 @@ def test_slowloris_leaves_other_clients_fast_and_slow_connections_are_closed(
     _wait_fds(daemon, fds_before)
 
 
+def test_a_client_that_never_reads_its_answer_is_cut_off_after_write_timeout(start_daemon: StartDaemon) -> None:
+    """A client that asks for a large answer and never reads it held its connection (and the call, and the
+    replica's process) for good: the daemon's writes waited with no deadline."""
+    daemon = start_daemon(FAASD_WRITE_TIMEOUT="2s")
+    daemon.deploy("big", "head -c 200000000 /dev/zero", envVars={"mode": "streaming", "exec_timeout": "120s"})
+    with daemon.client() as client:
+        client.get("/healthz")
+    fds_before = _open_fds(daemon.pid)
+    sock = socket.create_connection(("127.0.0.1", _port(daemon)), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    try:
+        sock.sendall(http_request("GET", "/function/big"))
+        time.sleep(1)  # The answer starts, fills the socket buffers, and the daemon's writes stall.
+        assert _open_fds(daemon.pid) > fds_before, "the call is not in flight"
+        # Within write_timeout (plus slack) the daemon gives up on the client, the call and the replica's
+        # connection: its file descriptors are back where they were.
+        started = time.monotonic()
+        _wait_fds(daemon, fds_before, slack=1)
+        assert time.monotonic() - started < 6
+    finally:
+        sock.close()
+    with daemon.client(auth=False) as client:
+        assert client.get("/healthz").status_code == 200
+    assert "connection failed" not in daemon.logs()
+
+
 def test_connections_over_the_limit_get_503_and_the_fd_limit_is_raised(
     start_daemon: StartDaemon, tmp_path, pyz_python: str
 ) -> None:
