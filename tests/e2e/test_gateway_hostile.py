@@ -281,10 +281,11 @@ def test_slowloris_leaves_other_clients_fast_and_slow_connections_are_closed(
     time, each replaced when closed (``fixtures/slow_clients.py``, its own process): /healthz and invokes
     of other clients keep their p99 (within 2x of the quiet rounds), and each slow connection is closed
     by its timeout (a slow body once stayed open for minutes)."""
-    # Timeouts long enough for a measuring round to fit while the slow connections are held (shorter
-    # ones would measure the cost of reconnecting, a connection flood, rather than of slow clients).
-    timeouts = {"head": 5.0, "body": 5.0, "idle": 6.0, "silent": 5.0}
-    daemon = start_daemon(FAASD_HEADER_TIMEOUT="5s", FAASD_READ_TIMEOUT="5s", FAASD_KEEP_ALIVE_TIMEOUT="6s")
+    # The default header and read timeouts, and a keep-alive timeout as short: a measuring round fits
+    # while the slow connections are held (shorter timeouts would measure the cost of reconnecting, a
+    # connection flood, rather than the cost of slow clients).
+    timeouts = {"head": 10.0, "body": 10.0, "idle": 10.0, "silent": 10.0}
+    daemon = start_daemon(FAASD_KEEP_ALIVE_TIMEOUT="10s")
     daemon.deploy("echo", "cat")
     port = _port(daemon)
     fds_before = _open_fds(daemon.pid)
@@ -313,13 +314,13 @@ def test_slowloris_leaves_other_clients_fast_and_slow_connections_are_closed(
 
     try:
         # Quiet and attacked rounds interleaved, so both see the same machine (a shared VM drifts).
-        for _ in range(4):
+        for _ in range(6):
             measure(quiet)
             command("start", "ready")
             measure(attacked)
             command("pause", "paused")
         command("start", "ready")
-        time.sleep(14)  # Two generations of slow clients, each closed by its timeout.
+        time.sleep(12)  # Each slow client is closed by its timeout (and replaced).
         report_line, _ = slow.communicate("", timeout=30)
     finally:
         if slow.poll() is None:
