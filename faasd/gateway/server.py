@@ -47,24 +47,21 @@ import logging
 import math
 import resource
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any
 
 import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData, Updated
-from hypercorn.protocol.events import Event as StreamEvent
-from hypercorn.protocol.events import Response
-from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 
+from faasd.gateway._protocol import AppTasks, ClientGone, Http1Protocol, RequestRefused
 from faasd.logs import event
 
 __all__ = [
@@ -270,8 +267,9 @@ async def _refuse(stream: trio.SocketStream, limit: int) -> None:
 
 
 class _Connection:
-    """One client connection: reads bytes into hypercorn's :class:`_H11`, enforces the deadlines, writes
-    what the protocol sends, and closes the socket from its own task."""
+    """One client connection: reads bytes into the HTTP/1.1 protocol (hypercorn's, adapted in
+    :mod:`faasd.gateway._protocol`), enforces the deadlines, writes what the protocol sends, and closes
+    the socket from its own task."""
 
     def __init__(self, server: HttpServer, stream: trio.SocketStream, state: ConnectionState) -> None:
         self.server = server
@@ -292,15 +290,15 @@ class _Connection:
         self.writable = True
         self.scope: trio.CancelScope | None = None
         self.reading = False
-        self.protocol: _H11 | None = None
+        self.protocol: Http1Protocol | None = None
 
     async def run(self) -> None:
         sock = self.stream.socket
         try:
             client = parse_socket_addr(sock.family, sock.getpeername())
             server = parse_socket_addr(sock.family, sock.getsockname())
-            async with _AppTasks() as tasks:
-                protocol = _H11(
+            async with AppTasks() as tasks:
+                protocol = Http1Protocol(
                     self.server.app,
                     self.server.config,
                     self.server.context,
@@ -311,7 +309,6 @@ class _Connection:
                     server,
                     self._protocol_send,
                 )
-                protocol.owner = self
                 self.protocol = protocol
                 try:
                     await self._read_loop(protocol)
@@ -332,7 +329,7 @@ class _Connection:
             self._begin_close(linger=False)
 
     # -- reading and deadlines ------------------------------------------------------------------------
-    async def _read_loop(self, protocol: _H11) -> None:
+    async def _read_loop(self, protocol: Http1Protocol) -> None:
         """Read, enforce the phase's deadline, feed the protocol; linger once closing.
 
         One cancel scope per read: while waiting for bytes it carries the phase's deadline; while the
@@ -354,7 +351,7 @@ class _Connection:
                 if data and self.closing_since is None:
                     self._received(len(data))
                     scope.deadline = math.inf
-                    with contextlib.suppress(_Refused, ClientGone):
+                    with contextlib.suppress(RequestRefused, ClientGone):
                         await protocol.handle(RawData(data))
                     self.scope = None
                     if self.closing_since is None:
@@ -370,7 +367,7 @@ class _Connection:
             elif data is None:
                 await self._timed_out(protocol)
             else:  # The client closed (or reset) the connection.
-                with contextlib.suppress(_Refused, ClientGone):
+                with contextlib.suppress(RequestRefused, ClientGone):
                     await protocol.handle(RawData(b""))  # A head cut short is answered 400.
                 return
 
@@ -384,7 +381,7 @@ class _Connection:
         elif self.phase is _Phase.BODY:
             self.body_bytes += size
 
-    def _after_events(self, protocol: _H11) -> None:
+    def _after_events(self, protocol: Http1Protocol) -> None:
         """Where the request stands once the protocol took the bytes (h11's view of the client)."""
         connection = protocol.connection
         if not isinstance(connection, h11.Connection):
@@ -430,7 +427,7 @@ class _Connection:
             self.phase = _Phase.HEAD  # Part of the next head came with the last body.
         self._reschedule()
 
-    async def _timed_out(self, protocol: _H11) -> None:
+    async def _timed_out(self, protocol: Http1Protocol) -> None:
         """A head or body did not arrive in time (408 unless an answer started), or the connection sat
         idle for its keep-alive timeout: close."""
         phase = self.phase
@@ -512,115 +509,3 @@ def _timeout_answer(message: str) -> bytes:
         b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
-
-
-class _H11(H11Protocol):
-    """hypercorn's HTTP/1.1 protocol with three changes: an answer sent before the request body was read
-    says ``Connection: close`` (the rest of that body would otherwise be read as the next request);
-    HTTP/2 is never switched to (an ``Upgrade: h2c`` is ignored; a request that is not HTTP/1.x is
-    answered 505); a head over ``max_header_bytes`` is answered 431 however it arrived."""
-
-    owner: _Connection
-
-    async def stream_send(self, message: StreamEvent) -> None:
-        if (
-            isinstance(message, Response)
-            and message.status_code >= 200
-            and isinstance(self.connection, h11.Connection)
-            and self.connection.their_state is h11.SEND_BODY
-        ):
-            message = replace(message, headers=[*message.headers, (b"connection", b"close")])
-        await super().stream_send(message)
-
-    async def _check_protocol(self, request: h11.Request) -> None:
-        if not request.http_version.startswith(b"1."):
-            await self._refuse(505)
-        # h11 bounds a head only while it is incomplete: one that came whole in a single read (up to
-        # 64 KiB) is measured here.
-        size = len(request.method) + len(request.target) + 12
-        for name, value in request.headers.raw_items():
-            size += len(name) + len(value) + 4
-        if size > self.config.h11_max_incomplete_size:
-            await self._refuse(431)
-
-    async def _refuse(self, status: int) -> NoReturn:
-        await self._send_error_response(status)
-        await self.send(Closed())
-        raise _Refused
-
-
-class ClientGone(OSError):
-    """Raised by the app's ``send()`` once the client's connection is closed (as the ASGI spec asks: a
-    subclass of OSError), so an app relaying a long answer stops instead of writing into the void."""
-
-
-class _Refused(Exception):
-    """Raised out of the protocol after it refused a request head (431, 505): the connection is closing."""
-
-
-Message = MutableMapping[str, Any]
-
-
-class _Inbox:
-    """The app's ``receive()`` queue: bounded (back-pressure on the client), but putting the disconnect
-    never waits, and a put blocked on a full queue is released once the request is over."""
-
-    def __init__(self, size: int) -> None:
-        self.send, self.receive_channel = trio.open_memory_channel[Message](size)
-
-    async def put(self, message: Message) -> None:
-        if message["type"] == "http.disconnect":
-            self.send.close()  # The app reads what is queued, then a disconnect (see receive).
-            return
-        # Closed or broken: the request is over (disconnected, or the app finished without reading it all).
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            await self.send.send(message)
-
-    async def receive(self) -> Message:
-        try:
-            return await self.receive_channel.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            return {"type": "http.disconnect"}
-
-
-class _AppTasks(TaskGroup):
-    """hypercorn's per-connection task group, with :class:`_Inbox` as each app's receive queue."""
-
-    async def spawn_app(  # type: ignore[override]
-        self,
-        app: Callable[..., Awaitable[None]],
-        config: HypercornConfig,
-        scope: Message,
-        send: Callable[[Message | None], Awaitable[None]],
-    ) -> Callable[[Message], Awaitable[None]]:
-        inbox = _Inbox(config.max_app_queue_size)
-        assert self._nursery is not None
-        self._nursery.start_soon(_run_app, app, config, scope, inbox, send)
-        return inbox.put
-
-
-async def _run_app(
-    app: Callable[..., Awaitable[None]],
-    config: HypercornConfig,
-    scope: Message,
-    inbox: _Inbox,
-    send: Callable[[Message | None], Awaitable[None]],
-) -> None:
-    try:
-        await app(scope, inbox.receive, send, trio.to_thread.run_sync, trio.from_thread.run)
-    except trio.Cancelled:
-        raise
-    except ClientGone:
-        pass  # The client went away while the app answered: nothing to report.
-    except BaseExceptionGroup as error:
-        _, others = error.split((trio.Cancelled, ClientGone))
-        if others is not None:
-            await config.log.exception("Error in ASGI Framework")
-        elif error.subgroup(trio.Cancelled) is not None:
-            raise
-    except Exception:
-        await config.log.exception("Error in ASGI Framework")
-    finally:
-        inbox.receive_channel.close()  # Releases a put waiting on a queue nobody reads any more.
-        with contextlib.suppress(ClientGone):
-            await send(None)  # hypercorn ends the stream (a 500 if the app never answered).
