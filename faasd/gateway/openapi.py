@@ -110,11 +110,11 @@ def _invoke_responses() -> dict[str, Schema]:
 
     return {
         "200": {"description": "The function's answer, relayed as it is", "headers": _CALL_HEADERS},
-        "400": gateway("Invalid function name"),
+        "400": gateway("Invalid function name, or a NUL (%00) in the path or query"),
         "404": gateway("No such function"),
-        "413": gateway("Body larger than max_body_size"),
+        "413": gateway("Body larger than max_body_size (an Alexa request: max_json_size)"),
         "502": gateway("The replica failed or timed out"),
-        "503": gateway("No ready replica in time (or too many calls waiting for one)"),
+        "503": gateway("No ready replica in time (or too many calls or request bodies waiting)"),
         "default": {"description": "The function's own status and answer", "headers": _CALL_HEADERS},
     }
 

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.daemon_fixtures import Daemon, MakeCli, StartDaemon, basic_auth
-from tests.helpers import RawConnection, free_port, http_request, rss_bytes, wait_for
+from tests.helpers import RawConnection, free_port, http_request, rss_bytes, scaled, wait_for
 
 MiB = 1024 * 1024
 AUTH = {"Authorization": basic_auth()}
@@ -136,7 +136,7 @@ def test_huge_and_deep_json_bodies_are_refused_and_the_daemon_stays_small_and_re
     assert len(statuses) >= 10, statuses
     growth = peak_rss - baseline_rss
     assert growth < 48 * MiB, f"RSS grew by {growth / MiB:.0f} MiB while huge bodies arrived"
-    assert max(health) < 0.5, f"/healthz took up to {max(health) * 1000:.0f} ms while huge bodies arrived"
+    assert max(health) < scaled(0.5), f"/healthz took up to {max(health) * 1000:.0f} ms while huge bodies arrived"
     # Every JSON route of the management API: too deep is a 400 naming the problem, never a 500.
     with daemon.client() as client:
         for method, path in [
@@ -156,7 +156,11 @@ def test_huge_and_deep_json_bodies_are_refused_and_the_daemon_stays_small_and_re
         big_secret = {"name": "big", "value": "x" * (2 * MiB)}
         answer = client.post("/system/secrets", json=big_secret)
         assert answer.status_code == 413 and "1048576" in answer.text, answer.text
-        answer = client.post("/system/scale-function/echo", content=b" " * (2 * MiB) + b'{"replicas": 1}')
+        answer = client.post(
+            "/system/scale-function/echo",
+            content=b" " * (2 * MiB) + b'{"replicas": 1}',
+            headers={"Content-Type": "application/json"},
+        )
         assert answer.status_code == 413, answer.text
         # ... a deploy may carry its code (handlerArchive) up to max_body_size.
         padded = {"service": "padded", "envProcess": "cat", "annotations": {"pad": "x" * (2 * MiB)}}
@@ -206,7 +210,7 @@ def test_keep_alive_connections_answered_before_their_body_never_hang_or_leak(st
     # The next request on each connection is answered, or the connection is closed: none hangs.
     pending = {sock.fileno(): sock for _, sock in connections}
     received = {fileno: b"" for fileno in pending}
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + scaled(5)
     hung = set(pending)
     while hung and time.monotonic() < deadline:
         readable, _, _ = select.select([pending[fileno] for fileno in hung], [], [], 0.2)
@@ -258,12 +262,12 @@ def test_a_call_refused_before_its_large_body_was_read_ends_and_its_connection_c
         answer = connection.read_response()
         assert answer.status == 503 and answer.header("Connection") == "close", answer
         started = time.monotonic()
-        assert connection.at_eof(timeout=10), "the connection stayed open after the answer"
-        assert time.monotonic() - started < 5
+        assert connection.at_eof(timeout=scaled(10)), "the connection stayed open after the answer"
+        assert time.monotonic() - started < scaled(5)
         sender.join(10)
     stopping = time.monotonic()
     assert daemon.stop() == 0
-    assert time.monotonic() - stopping < 5, "shutdown waited for a call that had ended"
+    assert time.monotonic() - stopping < scaled(5), "shutdown waited for a call that had ended"
     assert "connection failed" not in daemon.logs()
 
 
@@ -321,7 +325,7 @@ def test_slowloris_leaves_other_clients_fast_and_slow_connections_are_closed(
             command("pause", "paused")
         command("start", "ready")
         time.sleep(12)  # Each slow client is closed by its timeout (and replaced).
-        report_line, _ = slow.communicate("", timeout=30)
+        report_line, _ = slow.communicate("", timeout=scaled(30))
     finally:
         if slow.poll() is None:
             slow.kill()
@@ -341,7 +345,7 @@ def test_slowloris_leaves_other_clients_fast_and_slow_connections_are_closed(
     # Each kind was closed by its own timeout (plus scheduling slack), never held open.
     for kind, limit in timeouts.items():
         lifetimes = report[kind]["closed"] + report[kind]["open"]
-        assert report[kind]["closed"] and max(lifetimes) < limit + 1.5, (kind, sorted(lifetimes)[-5:])
+        assert report[kind]["closed"] and max(lifetimes) < limit + scaled(1.5), (kind, sorted(lifetimes)[-5:])
     # A timed-out head is answered 408 (unless the client's next byte crossed our close: a reset).
     assert "HTTP/1.1 408" in report["head"]["replies"], report["head"]
     assert set(report["head"]["replies"]) <= {"HTTP/1.1 408", ""}, report["head"]
@@ -370,7 +374,7 @@ def test_a_client_that_never_reads_its_answer_is_cut_off_after_write_timeout(sta
         # connection: its file descriptors are back where they were.
         started = time.monotonic()
         _wait_fds(daemon, fds_before, slack=1)
-        assert time.monotonic() - started < 6
+        assert time.monotonic() - started < scaled(6)
     finally:
         sock.close()
     with daemon.client(auth=False) as client:
