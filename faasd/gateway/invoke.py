@@ -57,6 +57,9 @@ MAX_FAILOVER = 3
 """Replicas tried for one call when earlier ones refuse the connection."""
 MAX_HELD_CALLS = 1000
 """Calls held per function while it starts (scale from zero); more get 503 at once."""
+CLIENT_CLOSED_STATUS = 499
+"""Recorded in the metrics for a call whose client closed its connection before the answer was complete
+(nginx's code for it): the function's own status was not delivered."""
 PREREAD_BYTES = 1024 * 1024
 """A body announced this small is read whole before a replica is picked."""
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024
@@ -228,6 +231,9 @@ class Invoker:
                     call_id=call_headers[0][1].decode(),
                 )
             await send_text(send, status, exc.message, call_headers)
+        except OSError:  # The server's ClientGone: the client left before its answer was complete.
+            status = CLIENT_CLOSED_STATUS
+            raise
         finally:
             metrics.finished(name, status, time.monotonic() - started)
 

@@ -379,6 +379,9 @@ def test_a_client_that_never_reads_its_answer_is_cut_off_after_write_timeout(sta
         sock.close()
     with daemon.client(auth=False) as client:
         assert client.get("/healthz").status_code == 200
+        metrics = client.get("/metrics").text
+    # Counted as a client that went away (499), not as the function's 200 nor as a gateway failure.
+    assert 'gateway_function_invocation_total{code="499",function_name="big"} 1.0' in metrics, metrics[-2000:]
     assert "connection failed" not in daemon.logs()
 
 
