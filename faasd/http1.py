@@ -44,7 +44,10 @@ MAX_CHUNK_LINE_BYTES = 4096
 """Longest chunk-size line (size plus extensions) accepted in a chunked body."""
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") (\S+) HTTP/1\.([01])")
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/1\.([01])")
+"""A request target is visible ASCII (raw UTF-8 bytes tolerated): never a control byte, which would
+reach the function as a NUL it cannot be given or an escape sequence in a log."""
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _HEADER_NAME = re.compile(_TOKEN)
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DIGITS = re.compile(rb"[0-9]{1,19}")
@@ -358,6 +361,8 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
         parts = lines[0].split(b" ")
         if len(parts) == 3 and parts[2].startswith(b"HTTP/") and parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
             raise RemoteProtocolError(505, "HTTP version not supported")
+        if len(parts) == 3 and _CONTROL.search(parts[1]):
+            raise RemoteProtocolError(400, "Control character in request target")
         raise RemoteProtocolError(400, "Malformed request line")
     method_bytes, target_bytes, minor = match.groups()
     http11 = minor == b"1"

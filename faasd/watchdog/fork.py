@@ -16,7 +16,10 @@ Kill policy (trio's ``deliver_cancel`` in spirit, but immediate): a call past it
 ``max_output_bytes``, abandoned by its client, or still running when shutdown's drain time is up gets
 its process group SIGKILLed. Functions that need a graceful stop should be written to finish within
 ``exec_timeout``; there is nothing useful a fork-mode call can do with a SIGTERM grace period.
-Error handling: a process that cannot start answers 500 ``Cannot start process: <reason>``.
+Error handling: a process that cannot start answers 500 ``Cannot start process: <reason>``; a request
+whose metadata no environment variable can carry answers 400 (a NUL decoded into the path) or 431 (a
+value past the kernel's 128 KiB limit), with a one-line reason. Every fd a call opens is closed on every
+path, including those (issue 11: a ``ValueError`` from ``posix_spawn`` once leaked two per call).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -41,7 +45,7 @@ if TYPE_CHECKING:
     from faasd.watchdog.metrics import WatchdogStats
     from faasd.watchdog.server import HttpConnection
 
-__all__ = ["CallResult", "ForkRunner", "original_environ"]
+__all__ = ["CallResult", "ForkRunner", "UnpassableRequest", "original_environ"]
 
 log = logging.getLogger("faasd.watchdog")
 
@@ -61,6 +65,12 @@ _SIGDEF = (signal.SIGPIPE, signal.SIGXFSZ)
 
 DEFAULT_CONTENT_TYPE = "text/plain; charset=utf-8"
 """Answer type when neither ``content_type`` nor the request says one (as Go's text sniffing would)."""
+
+ENV_TOO_LARGE = (
+    "Request headers too large to pass to the function as environment variables (Http_*): "
+    "one value may not exceed 128 KiB"
+)
+"""431 reason when ``posix_spawn`` fails with E2BIG (MAX_ARG_STRLEN, or the whole environment over ARG_MAX)."""
 
 CallResult = tuple[int, bytes, str | None]
 """(status, body, content type override or None) handed to the call's ``done`` callback."""
@@ -85,6 +95,10 @@ def original_environ() -> dict[str, str]:
         if sep and key:
             env[os.fsdecode(key)] = os.fsdecode(value)
     return env
+
+
+class UnpassableRequest(ValueError):
+    """The request carries a value no environment variable can hold (a NUL byte): answered 400."""
 
 
 class ForkRunner:
@@ -145,7 +159,11 @@ class ForkRunner:
         self.stats.in_flight = len(self.calls)
 
     def child_env(self, request: Request) -> dict[str, str]:
-        """The function's environment: the watchdog's own plus ``Http_*`` request metadata."""
+        """The function's environment: the watchdog's own plus ``Http_*`` request metadata.
+
+        Raises:
+            UnpassableRequest: a value no environment variable can carry (NUL); nothing was opened.
+        """
         env = self.base_env.copy()
         if not self.config.cgi_headers:
             return env
@@ -156,8 +174,11 @@ class ForkRunner:
                 key = keys[name] = "Http_" + canonical_header_name(name).replace("-", "_")
             env.setdefault(key, value)
         env["Http_Method"] = request.method
-        if request.path:
-            env["Http_Path"] = request.path
+        path = request.path
+        if path:
+            if "\x00" in path:  # Decoded from %00. Header values and the raw query cannot hold one (http1).
+                raise UnpassableRequest("NUL byte in the request path: it cannot be passed to the function (Http_Path)")
+            env["Http_Path"] = path
         if request.query:
             env["Http_Query"] = request.query
         if request.content_type is not None:
@@ -250,12 +271,23 @@ class ForkCall:
     def spawn(self) -> bool:
         """Start the process; False if it could not start (``done`` was then called).
 
+        Resource handling: every fd opened here is either owned by the call once this returns True
+        (and closed when it finishes) or closed before this returns False, whatever failed.
+        Error handling: a request whose metadata an environment variable cannot carry is answered 400
+        (NUL in the path) or 431 (a value past the kernel's size limit) before or instead of a spawn;
+        a process that cannot start is answered 500 with the reason.
+
         Measured alternative, not kept: handing ``posix_spawn`` (which releases the GIL while the
         vfork'd child execs) to a helper thread did not raise c16 throughput -- the children's own
         start-up dominates the machine -- so spawning stays on the event loop, with no threads.
         """
         runner = self.runner
         config = runner.config
+        try:
+            env = runner.child_env(self.request)
+        except UnpassableRequest as exc:
+            self._refuse(400, str(exc), logging.INFO)
+            return False
         body = runner.stdin_bytes(self.request)
         child_ends: list[int] = []
         actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = []
@@ -275,35 +307,46 @@ class ForkCall:
                 self.err_fd, w_err = os.pipe2(os.O_CLOEXEC)
                 child_ends.append(w_err)
                 actions.append((os.POSIX_SPAWN_DUP2, w_err, 2))
-        except OSError as exc:
-            self._spawned(0, exc, child_ends, body)
-            return False
-        env = runner.child_env(self.request)
-        try:
             pid = os.posix_spawn(
                 config.executable, config.argv, env, file_actions=actions, setpgroup=0, setsigdef=_SIGDEF
             )
-        except OSError as exc:
-            self._spawned(0, exc, child_ends, body)
+        except Exception as exc:  # Whatever failed, no fd of this call may outlive it.
+            for fd in child_ends:
+                os.close(fd)
+            self._close_own_fds()
+            self._start_failed(exc)
             return False
-        self._spawned(pid, None, child_ends, body)
+        self._spawned(pid, child_ends, body)
         return True
 
-    def _spawned(self, pid: int, error: OSError | None, child_ends: list[int], body: bytes) -> None:
+    def _close_own_fds(self) -> None:
+        for fd in (self.in_fd, self.out_fd, self.err_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.in_fd = self.out_fd = self.err_fd = -1
+        self._stdin_view = None
+
+    def _start_failed(self, exc: Exception) -> None:
+        """Answer a call whose process could not be started, by why."""
+        if isinstance(exc, OSError) and exc.errno == errno.E2BIG:
+            self._refuse(431, ENV_TOO_LARGE, logging.INFO)
+        elif isinstance(exc, ValueError):  # posix_spawn: "embedded null byte" in a value we did not foresee.
+            self._refuse(400, f"Request cannot be passed to the function: {exc}", logging.INFO)
+        else:
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+            self._refuse(500, f"Cannot start process: {reason}", logging.ERROR)
+
+    def _refuse(self, status: int, reason: str, level: int) -> None:
+        """Answer ``status`` with a one-line ``reason``, no process having been started."""
+        self.runner.release(self)
+        event(log, level, "process not started", status=status, reason=reason)
+        self._finish_with((status, reason.encode() + b"\n", "text/plain"))
+
+    def _spawned(self, pid: int, child_ends: list[int], body: bytes) -> None:
         """Finish starting (on the event loop): close the child's pipe ends, watch ours, feed stdin."""
         for fd in child_ends:
             os.close(fd)
         runner = self.runner
-        if error is not None:
-            for fd in (self.in_fd, self.out_fd, self.err_fd):
-                if fd >= 0:
-                    os.close(fd)
-            self.in_fd = self.out_fd = self.err_fd = -1
-            self._stdin_view = None
-            runner.release(self)
-            event(log, logging.ERROR, "process start failed", error=error.strerror or str(error))
-            self._finish_with((500, f"Cannot start process: {error.strerror or error}\n".encode(), "text/plain"))
-            return
         self.pid = pid
         runner.stats.process_starts += 1
         loop = runner.loop

@@ -72,7 +72,8 @@ _DROP_DOWN = frozenset(
 )
 MAX_IDLE_CONNECTIONS = 256
 BUFFER_LIMIT_BYTES = 1 << 20
-"""Answers up to this size are sent in one write; larger ones are streamed with back-pressure."""
+"""Answers up to this size (or ``max_output_bytes`` when smaller) are sent in one write; larger ones
+are streamed with back-pressure."""
 RESTART_DELAY_S = 0.1
 MAX_RESTART_DELAY_S = 5.0
 PROBE_INTERVAL_S = 0.02
@@ -223,7 +224,7 @@ class Upstream(asyncio.Protocol):
             return
         self.body.append(piece)
         self.body_size += len(piece)
-        if self.body_size > BUFFER_LIMIT_BYTES:
+        if self.body_size > self.runner.buffer_limit:
             self._start_stream(call)
 
     def _start_stream(self, call: HttpCall) -> None:
@@ -299,6 +300,9 @@ class HttpRunner:
         self.idle_pool: list[Upstream] = []
         self.connections: set[Upstream] = set()
         self.address = (config.upstream_host, config.upstream_port)
+        self.buffer_limit = min(BUFFER_LIMIT_BYTES, config.max_output_bytes)
+        """Answers up to this size are held and sent in one write; past it they are relayed as they
+        come, so no call holds more than ``max_output_bytes`` of its answer."""
         self.ready = False
         self.closing = False
         self.pid = 0
@@ -342,6 +346,9 @@ class HttpRunner:
             self.pid = os.posix_spawn(
                 self.config.executable, self.config.argv, original_environ(), file_actions=actions, setpgroup=0
             )
+        except BaseException:
+            os.close(log_read)
+            raise
         finally:
             os.close(log_write)
         self.log_fd = log_read

@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import signal
 import struct
 import time
@@ -53,9 +54,13 @@ MAX_RESTART_DELAY_S = 5.0
 STABLE_AFTER_S = 5.0
 """A worker that lived this long resets the restart delay."""
 STOP_GRACE_S = 1.0
+MAX_META_BYTES = 1024 * 1024
+"""Largest answer metadata (status, headers, content type, error text) accepted from a worker when
+``max_output_bytes`` is smaller."""
 _SKIP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "content-type", "date"})
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
+_UNSAFE_HEADER = re.compile(r"[^\x20-\x7e\x80-\xff]")
 STARTING, IDLE, BUSY, DEAD = range(4)
 
 
@@ -85,6 +90,7 @@ class Worker:
     __slots__ = (
         "buffer",
         "call",
+        "doomed",
         "from_fd",
         "log_buffer",
         "log_fd",
@@ -109,6 +115,8 @@ class Worker:
         self.log_buffer = bytearray()
         self.out_view: memoryview | None = None
         self.call: PythonCall | None = None
+        self.doomed = False
+        """Killed for what it sent: its further output is drained and dropped."""
         self.spawned = time.monotonic()
 
     def __repr__(self) -> str:
@@ -134,6 +142,7 @@ class PythonRunner:
         self._env = original_environ()
         if config.max_memory_bytes:
             self._env["FAASD_WORKER_MEMORY_LIMIT"] = str(config.max_memory_bytes)
+        self._env["FAASD_WORKER_OUTPUT_LIMIT"] = str(config.max_output_bytes)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -172,13 +181,17 @@ class PythonRunner:
                 self._worker_gone(worker, 0)
 
     def _spawn(self) -> None:
+        """Start one worker. Resource handling: on any failure every pipe end opened is closed and a
+        respawn is scheduled; on success the worker's ends belong to it until :meth:`_worker_gone`."""
         worker = Worker(self)
         child_ends: list[int] = []
         try:
             request_read, worker.to_fd = _pipe()
+            child_ends.append(request_read)
             worker.from_fd, answer_write = _pipe()
+            child_ends.append(answer_write)
             worker.log_fd, log_write = _pipe()
-            child_ends = [request_read, answer_write, log_write]
+            child_ends.append(log_write)
             actions = [
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, log_write, 1),
@@ -187,8 +200,9 @@ class PythonRunner:
                 (os.POSIX_SPAWN_DUP2, answer_write, 4),
             ]
             worker.pid = os.posix_spawn(self._argv[0], self._argv, self._env, file_actions=actions, setpgroup=0)
-        except OSError as exc:
-            event(log, logging.ERROR, "cannot start a python worker", error=exc.strerror or str(exc))
+        except Exception as exc:  # OSError (EMFILE, ENOMEM, ...) or anything else: no fd may leak.
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            event(log, logging.ERROR, "cannot start a python worker", error=reason)
             for name in ("to_fd", "from_fd", "log_fd"):
                 self._close_fd(worker, name)
             self._schedule_respawn()
@@ -299,17 +313,42 @@ class PythonRunner:
         if not data:
             self._close_fd(worker, "from_fd")
             return
+        if worker.doomed:
+            return  # Killed: drain and drop until it exits.
         buffer = worker.buffer
         buffer += data
+        limit = self.config.max_output_bytes
         while len(buffer) >= HEADER.size:
             meta_length, body_length = HEADER.unpack_from(buffer)
+            if body_length > limit or meta_length > max(limit, MAX_META_BYTES):
+                # The worker refuses answers over the limit itself; a frame claiming more comes from a
+                # handler writing to the answer pipe: never held, the worker is replaced.
+                message = f"Function output exceeded max_output_bytes ({limit} bytes); worker killed\n"
+                self._doom(worker, 502, message, "output_limit")
+                return
             end = HEADER.size + meta_length + body_length
             if len(buffer) < end:
                 break
-            meta = json.loads(bytes(buffer[HEADER.size : HEADER.size + meta_length]))
-            body = bytes(buffer[HEADER.size + meta_length : end])
-            del buffer[:end]
-            self._on_frame(worker, meta, body)
+            try:
+                meta = json.loads(bytes(buffer[HEADER.size : HEADER.size + meta_length]))
+                if not isinstance(meta, dict):
+                    raise ValueError("not an object")
+                body = bytes(buffer[HEADER.size + meta_length : end])
+                del buffer[:end]
+                self._on_frame(worker, meta, body)
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                event(log, logging.WARNING, "python worker sent an invalid answer", pid=worker.pid, error=str(exc))
+                self._doom(worker, 502, "python worker sent an invalid answer; worker killed\n", "protocol")
+                return
+
+    def _doom(self, worker: Worker, status: int, message: str, reason: str) -> None:
+        """Answer the worker's call (if any) with ``message`` and kill the worker; it is replaced."""
+        worker.doomed = True
+        worker.buffer = bytearray()
+        call = worker.call
+        if call is not None:
+            self._answer(call, status, message.encode(), "text/plain")
+        self._kill(worker, reason)
 
     def _on_frame(self, worker: Worker, meta: dict[str, object], body: bytes) -> None:
         if worker.state == STARTING:
@@ -326,8 +365,13 @@ class PythonRunner:
         if call is None:
             return
         error = meta.get("error")
+        status = int(meta.get("status", 500 if error is not None else 200))  # type: ignore[call-overload]
+        if not 200 <= status <= 599:  # 1xx would leave the body unframed; past 599 is not HTTP.
+            error, status = f"Function returned an invalid status code: {status}", 502
+        elif status in (204, 304):  # No body allowed: one sent anyway would corrupt the connection.
+            body = b""
         if error is not None:
-            self._answer(call, int(meta.get("status", 500)), f"{error}\n".encode(), "text/plain")
+            self._answer(call, status, f"{error}\n".encode(), "text/plain")
         else:
             headers = b"".join(
                 f"{name}: {value}\r\n".encode("latin-1", "replace")
@@ -335,8 +379,11 @@ class PythonRunner:
                 if name.lower() not in _SKIP_HEADERS and "\n" not in name + value and "\r" not in name + value
             )
             config = self.config
-            content_type = str(
-                meta.get("content_type") or config.content_type or call.request.content_type or DEFAULT_CONTENT_TYPE
+            content_type = (
+                _header_value(meta.get("content_type"))
+                or config.content_type
+                or call.request.content_type
+                or DEFAULT_CONTENT_TYPE
             )
             if self._over_memory(worker):
                 rss = _resident_bytes(worker.pid)
@@ -344,7 +391,7 @@ class PythonRunner:
                 self._answer(call, 500, message.encode(), "text/plain")
                 self._kill(worker, "memory")
                 return
-            self._answer(call, int(meta.get("status", 200)), body, content_type, headers)  # type: ignore[call-overload]
+            self._answer(call, status, body, content_type, headers)
         if meta.get("exit"):
             worker.call = None
             return  # It exits by itself; its exit brings a replacement.
@@ -463,14 +510,28 @@ class PythonRunner:
 def _pipe() -> tuple[int, int]:
     """A pipe whose ends are above the fds the worker's file actions write (0-4), so no action can
     overwrite an end another action still has to copy."""
-    ends = []
-    for fd in os.pipe2(os.O_CLOEXEC):
-        if fd <= 4:
-            moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
-            os.close(fd)
-            fd = moved
-        ends.append(fd)
+    ends = list(os.pipe2(os.O_CLOEXEC))
+    try:
+        for index, fd in enumerate(ends):
+            if fd <= 4:
+                ends[index] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+                os.close(fd)
+    except OSError:
+        for fd in ends:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
     return ends[0], ends[1]
+
+
+def _header_value(value: object) -> str | None:
+    """``value`` if it can be written as a header value as is (Latin-1, no control characters), else None:
+    a CR/LF from a handler would split the answer's head."""
+    if not isinstance(value, str) or not value:
+        return None
+    if value.isascii() and value.isprintable():  # The common case, checked in C.
+        return value
+    return None if _UNSAFE_HEADER.search(value) else value
 
 
 def _resident_bytes(pid: int) -> int:

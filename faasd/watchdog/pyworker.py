@@ -153,6 +153,10 @@ def _limit_memory(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (virtual + limit, resource.RLIM_INFINITY))
 
 
+def _over_limit(limit: int) -> str:
+    return f"Function output exceeded max_output_bytes ({limit} bytes)"
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: faasd _pyworker HANDLER_FILE (started by the watchdog in mode=python)", file=sys.stderr)
@@ -167,6 +171,7 @@ def main(argv: list[str]) -> int:
     limit = int(os.environ.get("FAASD_WORKER_MEMORY_LIMIT", "0") or 0)
     if limit:
         _limit_memory(limit)
+    output_limit = int(os.environ.get("FAASD_WORKER_OUTPUT_LIMIT", "0") or 0) or sys.maxsize
     context = Context()
     write_frame(ANSWER_FD, {"ready": True, "pid": os.getpid()})
     while (frame := read_frame(REQUEST_FD)) is not None:
@@ -181,6 +186,9 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
             sys.stderr.flush()
             answer, answer_body = {"status": 500, "error": f"{type(exc).__name__}: {exc}"}, b""
+        if len(answer_body) > output_limit or len(str(answer.get("error", ""))) > output_limit:
+            # The watchdog would kill a worker whose answer passes max_output_bytes: refuse it here.
+            answer, answer_body = {"status": 502, "error": _over_limit(output_limit)}, b""
         sys.stdout.flush()
         write_frame(ANSWER_FD, answer, answer_body)
     return 0

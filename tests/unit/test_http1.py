@@ -145,6 +145,18 @@ def test_malformed_requests_get_a_status(data: bytes, status: int):
     assert parse_error(data).status == status
 
 
+@pytest.mark.parametrize("byte", [b for b in (*range(0x20), 0x7F) if b not in (0x0A, 0x0D)])  # CR/LF: bare CR or LF
+def test_control_bytes_in_the_target_are_refused_with_their_own_reason(byte: int):
+    for target in (b"/a%cb" % byte, b"/?q=%c" % byte):
+        error = parse_error(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert (error.status, error.reason) == (400, "Control character in request target"), target
+
+
+def test_raw_utf8_in_the_target_is_tolerated():
+    [request] = parse_all("GET /caf\u00e9?q=\u2713 HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+    assert request.path.encode("latin-1").decode() == "/caf\u00e9"
+
+
 def test_content_length_over_limit_is_refused_before_the_body():
     error = parse_error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1001\r\n\r\n", max_body_bytes=1000)
     assert error.status == 413
