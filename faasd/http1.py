@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from faasd.calltoken import HEADER_LOWER as _CALL_TOKEN
+
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_HEADER_BYTES",
@@ -48,6 +50,7 @@ _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/1\
 """A request target is visible ASCII (raw UTF-8 bytes tolerated): never a control byte, which would
 reach the function as a NUL it cannot be given or an escape sequence in a log."""
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+_CALL_TOKEN_BYTES = _CALL_TOKEN.encode()
 _HEADER_NAME = re.compile(_TOKEN)
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DIGITS = re.compile(rb"[0-9]{1,19}")
@@ -90,6 +93,9 @@ class Request:
     forwardable: bool = False
     """True when ``raw_head`` can go to an upstream as is: no connection-specific header (RFC 9110
     7.6.1), no ``Expect``/``X-Timeout``, and the body framed by ``Content-Length`` (or absent)."""
+    call_token: bytes | None = None
+    """The value of faasd's call token header (:mod:`faasd.calltoken`), taken out of ``headers`` and
+    ``raw_head``: it is the watchdog's to check, never the function's to see."""
 
     def header(self, name: str) -> str | None:
         """Return the first value of header ``name`` (lower-case), or None."""
@@ -375,6 +381,7 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
     content_type: str | None = None
     host: str | None = None
     forwardable = True
+    call_token: bytes | None = None
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not _HEADER_NAME.fullmatch(name):
@@ -382,6 +389,10 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
                 raise RemoteProtocolError(400, "Obsolete header line folding is not accepted")
             raise RemoteProtocolError(400, "Malformed header line")
         key = name.decode("ascii").lower()
+        if key == _CALL_TOKEN:
+            if call_token is None:
+                call_token = value.strip(b" \t")
+            continue
         if key in _NOT_FORWARDABLE:
             forwardable = False
         text = value.strip(b" \t").decode("latin-1")
@@ -425,6 +436,8 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
     if "%" in path:
         path = unquote(path, errors="surrogateescape")
     keep_alive = "close" not in connection if http11 else "keep-alive" in connection
+    if call_token is not None:
+        head = b"\r\n".join(line for line in lines if line.partition(b":")[0].lower() != _CALL_TOKEN_BYTES)
     request = Request(
         method=method_bytes.decode("ascii"),
         target=target,
@@ -439,6 +452,7 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
         host=host or "",
         raw_head=head,
         forwardable=forwardable and not chunked and http11,
+        call_token=call_token,
     )
     if chunked:
         return request, _CHUNKED, 0

@@ -3,6 +3,11 @@
 Everything that is not ``/_/health`` runs the function. The mode's :class:`Runner` does the call and
 answers on the connection; this module decides whether a request may run at all.
 
+Call token (:mod:`faasd.calltoken`): when the watchdog was given one, every request but the health
+check must carry it or is answered 403 -- checked in constant time, as soon as the request head has
+arrived (a refused client cannot make the watchdog hold its body). The parser has already taken the
+header out of the request, so no mode ever passes it on to the function.
+
 Modes (env ``mode``): ``fork`` (a process per call, answer buffered), ``streaming`` (a process per
 call, stdout streamed), ``http`` (one long-lived server process, calls proxied to it), ``python``
 (pre-started worker processes that imported the handler once).
@@ -11,6 +16,7 @@ call, stdout streamed), ``http`` (one long-lived server process, calls proxied t
 from __future__ import annotations
 
 import os
+from _operator import _compare_digest as compare_digest  # hmac.compare_digest's C fallback
 from collections.abc import Sized
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,12 +28,16 @@ if TYPE_CHECKING:
     from faasd.watchdog.metrics import WatchdogStats
     from faasd.watchdog.server import HttpConnection, HttpServer
 
-__all__ = ["HEALTH_PATH", "Runner", "WatchdogApp", "make_runner"]
+__all__ = ["FORBIDDEN", "HEALTH_PATH", "Runner", "WatchdogApp", "make_runner"]
 
 HEALTH_PATH = "/_/health"
 INVOKE_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _ALLOW = b"Allow: GET, POST, PUT, PATCH, DELETE\r\n"
 _INTERNAL = b"X-OpenFaaS-Internal: faasd-watchdog\r\n"
+FORBIDDEN = b"Forbidden: this replica takes calls only from its faasd gateway\n"
+"""403 body for a request without the call token. ``hmac`` is not imported for its compare_digest:
+that costs ~20 ms of start-up (OpenSSL); ``_operator._compare_digest`` is the same constant-time
+comparison (hmac's own fallback)."""
 
 
 class Runner(Protocol):
@@ -86,9 +96,17 @@ class WatchdogApp:
         server: the HTTP server, set once it exists (needed to know whether we are draining).
     """
 
-    def __init__(self, config: WatchdogConfig, stats: WatchdogStats, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: WatchdogConfig,
+        stats: WatchdogStats,
+        loop: asyncio.AbstractEventLoop,
+        call_token: bytes | None = None,
+    ) -> None:
         self.config = config
         self.stats = stats
+        self.call_token = call_token
+        """Calls must carry this (:mod:`faasd.calltoken`); None: no check (a watchdog run by hand)."""
         self.runner = make_runner(config, stats, loop)
         self.ready = False
         self.server: HttpServer | None = None
@@ -110,6 +128,10 @@ class WatchdogApp:
             else:
                 connection.respond(503, b"Not ready\n", "text/plain")
             return
+        token = self.call_token
+        if token is not None and not compare_digest(request.call_token or b"", token):
+            connection.respond(403, FORBIDDEN, "text/plain", _INTERNAL)
+            return
         if request.method not in INVOKE_METHODS:
             connection.respond(405, b"Method not allowed\n", "text/plain", _ALLOW)
             return
@@ -122,6 +144,13 @@ class WatchdogApp:
         connection.call = self.runner.run(request, connection)
         if connection.call is not None and self.server is not None:
             self.server.wake_tick()
+
+    def forbidden(self, request: Request) -> bool:
+        """True when ``request`` (its head, its body maybe still to come) must be refused 403."""
+        token = self.call_token
+        return (
+            token is not None and request.path != HEALTH_PATH and not compare_digest(request.call_token or b"", token)
+        )
 
     def tick(self, now: float) -> bool:
         """Enforce call deadlines; True while calls are in flight."""

@@ -85,6 +85,11 @@ class WatchdogConfig:
     suppress_lock: bool = False
     lock_file: str = "/tmp/.lock"
     healthcheck_interval_s: float = 0.0
+    call_token_fd: int | None = None
+    """An inherited fd to read the call token from at start (then closed): calls without it get 403
+    (:mod:`faasd.calltoken`; the local backend passes it so)."""
+    call_token_file: str = ""
+    """A file to read the call token from at start (a Docker secret on Swarm)."""
     parent_pid: int | None = None
     """Shut down (as on SIGTERM) when this process ends: the local backend sets it so replicas never
     outlive a daemon that crashed."""
@@ -139,6 +144,12 @@ class WatchdogConfig:
         socket_activated = env.get("LISTEN_PID") == str(os.getpid())
         if listen_fd is None and socket_activated and reader.get("LISTEN_FDS", _non_negative_int, 0) >= 1:
             listen_fd = 3  # SD_LISTEN_FDS_START
+        call_token_fd = reader.get("call_token_fd", _non_negative_int, None)
+        call_token_file = env.get("call_token_file", "").strip()
+        if call_token_fd is not None and call_token_file:
+            raise ConfigError("call_token_file", call_token_file, "set call_token_fd or call_token_file, not both")
+        if call_token_fd is not None and call_token_fd in (0, 1, 2, listen_fd):
+            raise ConfigError("call_token_fd", str(call_token_fd), "must be an fd of its own (not 0-2 or listen_fd)")
         return cls(
             argv=argv,
             listen_fd=listen_fd,
@@ -168,6 +179,8 @@ class WatchdogConfig:
             suppress_lock=reader.get("suppress_lock", parse_bool, False),
             lock_file=env.get("lock_file") or os.path.join(tmpdir, ".lock"),
             healthcheck_interval_s=reader.get("healthcheck_interval", parse_duration, 0.0),
+            call_token_fd=call_token_fd,
+            call_token_file=call_token_file,
             parent_pid=reader.get("parent_pid", _non_negative_int, None),
             log_level=log_level,
         )

@@ -2,7 +2,9 @@
 
 Lifecycle (docs/watchdog.md):
 
-1. Parse the config; a bad value prints one line and exits 2.
+1. Parse the config; a bad value prints one line and exits 2. Read the call token (from its fd, then
+   closed, or its file) and, when there is one, mark the process non-dumpable (see
+   :func:`_protect_memory`), before any function code runs.
 2. Bind the invoke port (and the metrics port), write the lock file, mark ready.
 3. On SIGTERM/SIGINT: remove the lock file (health turns 503), keep serving for
    ``healthcheck_interval``, close the listener and idle connections, let calls in flight finish for up
@@ -35,6 +37,9 @@ __all__ = ["main"]
 
 log = logging.getLogger("faasd.watchdog")
 
+PR_SET_DUMPABLE = 4
+"""prctl option (linux/prctl.h)."""
+
 SHUTDOWN_KILL_GRACE_S = 2.0
 """After killing what outlived the drain, how long to wait for those calls to answer."""
 
@@ -62,24 +67,67 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"faasd watchdog: {exc}", file=sys.stderr)
         return 2
-    logs.configure(config.log_level)
     try:
-        asyncio.run(serve(config))
+        call_token = _read_call_token(config)
+    except ConfigError as exc:
+        print(f"faasd watchdog: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(config.log_level)
+    if call_token is not None:
+        _protect_memory()
+    try:
+        asyncio.run(serve(config, call_token))
     except OSError as exc:
         print(f"faasd watchdog: cannot serve: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
 
-async def serve(config: WatchdogConfig) -> None:
+def _read_call_token(config: WatchdogConfig) -> bytes | None:
+    """The call token from ``call_token_fd`` (closed after) or ``call_token_file``, or None.
+
+    Raises:
+        ConfigError: the source is set but gives no usable token.
+    """
+    from faasd.calltoken import TokenError, read_token_fd, read_token_file
+
+    try:
+        if config.call_token_fd is not None:
+            return read_token_fd(config.call_token_fd)
+        if config.call_token_file:
+            return read_token_file(config.call_token_file)
+    except TokenError as exc:
+        if config.call_token_fd is not None:
+            raise ConfigError("call_token_fd", str(config.call_token_fd), str(exc)) from None
+        raise ConfigError("call_token_file", config.call_token_file, str(exc)) from None
+    return None
+
+
+def _protect_memory() -> None:
+    """``prctl(PR_SET_DUMPABLE, 0)``: the call token in this process's memory stays out of reach of
+    its functions, which run as the same user -- ``/proc/<pid>/mem``, ``environ`` and ``fd`` and
+    ptrace then need CAP_SYS_PTRACE. Children get the flag back at exec, so functions are unaffected.
+    Costs ~5 ms (ctypes), paid only by a watchdog that has a token.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError, ImportError) as exc:
+        event(log, logging.WARNING, "cannot protect the call token from same-user processes", error=str(exc))
+
+
+async def serve(config: WatchdogConfig, call_token: bytes | None = None) -> None:
     """Serve until a stop signal, then drain (see module docstring)."""
-    from faasd.watchdog.app import WatchdogApp
+    from faasd.watchdog.app import FORBIDDEN, WatchdogApp
     from faasd.watchdog.metrics import WatchdogStats
     from faasd.watchdog.server import HttpServer
 
     loop = asyncio.get_running_loop()
     stats = WatchdogStats()
-    app = WatchdogApp(config, stats, loop)
+    app = WatchdogApp(config, stats, loop, call_token)
     server = HttpServer(
         app,
         read_timeout_s=config.read_timeout_s,
@@ -87,6 +135,8 @@ async def serve(config: WatchdogConfig) -> None:
         max_header_bytes=config.max_header_bytes,
         max_body_bytes=config.max_body_bytes,
         on_response=stats.record,
+        gate=app.forbidden if call_token is not None else None,
+        refusal=FORBIDDEN,
     )
     app.server = server
     stop = asyncio.Event()
@@ -143,6 +193,7 @@ async def serve(config: WatchdogConfig) -> None:
         port=config.port if config.listen_fd is None else f"fd:{config.listen_fd}",
         metrics_port=config.metrics_port,
         lock_file="" if config.suppress_lock else config.lock_file,
+        call_token="required" if call_token is not None else "none",
     )
 
     await stop.wait()

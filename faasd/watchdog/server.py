@@ -67,6 +67,7 @@ class HttpServer:
         write_timeout_s: an answer must be taken by the client within this.
         max_header_bytes, max_body_bytes: parser limits (431 / 413).
         on_response: called with (status, method, seconds) for every answer, for metrics.
+        gate, refusal: refuse a request on its head alone (the call token), see :attr:`gate`.
     """
 
     def __init__(
@@ -78,8 +79,14 @@ class HttpServer:
         max_header_bytes: int,
         max_body_bytes: int,
         on_response: Callable[[int, str, float], None] | None = None,
+        gate: Callable[[Request], bool] | None = None,
+        refusal: bytes = b"Forbidden\n",
     ) -> None:
         self.app = app
+        self.gate = gate
+        """Asked about each request whose body is still to come: True refuses it at once (403 with
+        ``refusal``, then the connection closes: its body is never read)."""
+        self.refusal = refusal
         self.read_timeout_s = read_timeout_s
         self.write_timeout_s = write_timeout_s
         self.max_header_bytes = max_header_bytes
@@ -282,6 +289,14 @@ class HttpConnection(asyncio.Protocol):
     def _waiting_for_more(self) -> None:
         parser = self.parser
         pending = parser.pending
+        gate = self.server.gate
+        if pending is not None and gate is not None and gate(pending):
+            self.busy = True
+            self.started = time.monotonic()
+            self.request = pending
+            self.peer_eof = True  # Forces Connection: close: the body is not read.
+            self.respond(403, self.server.refusal, "text/plain")
+            return
         if pending is not None and pending.expect_continue and not self._continue_sent:
             self._continue_sent = True
             assert self.transport is not None
