@@ -10,7 +10,8 @@ Tasks (children of the root nursery):
 * ``restore`` -- stored functions applied again, each in its own task (local); for Swarm/Marathon,
   ``backend sync`` instead: keeps the store in step with what the backend runs.
 
-Start order: state dir and credentials, store, provider (started), stored functions *loaded* (known,
+Start order: state dir, credentials and the call token (replicas take calls only from this gateway,
+:mod:`faasd.calltoken`), store, provider (started), stored functions *loaded* (known,
 ``restoring``; for Swarm/Marathon, read from the backend -- later if it is down), their replica counts
 kept for one stable window (the autoscaler has no load samples yet), the gateway binds, the autoscaler
 starts, then ``ready`` is logged and told to systemd (``READY=1``: ``/healthz`` answers by then) -- and
@@ -37,6 +38,8 @@ from functools import partial
 import trio
 
 from faasd import __version__, sdnotify
+from faasd.calltoken import CallToken, TokenError
+from faasd.calltoken import load_or_create as load_or_create_call_token
 from faasd.config import DaemonConfig
 from faasd.credentials import USERNAME, load_or_create_password
 from faasd.errors import FaasdError, StateError
@@ -94,9 +97,12 @@ async def run(
     started = time.monotonic()
     _prepare_state_dir(config.state_dir)
     password, password_file = load_or_create_password(config.state_dir, env)
+    call_token = _load_call_token(config.state_dir)
     store = AsyncStore(await trio.to_thread.run_sync(Store.open, os.path.join(config.state_dir, "faasd.db")))
     registry = EndpointRegistry()
-    provider = load_provider(config.provider, config=config, registry=registry, secrets=store.get_secret)
+    provider = load_provider(
+        config.provider, config=config, registry=registry, secrets=store.get_secret, call_token=call_token
+    )
     service_ref: list[FunctionService] = []
     metrics = GatewayMetrics(ready_replicas=lambda: {name: len(registry.get(name)) for name in service_ref[0].names()})
     service = FunctionService(
@@ -124,6 +130,7 @@ async def run(
         meter=meter,
         wake=autoscaler.wake,
         failure=service.failure,
+        call_token=call_token,
     )
     management = create_management_app(
         service=service,
@@ -296,6 +303,20 @@ def _prepare_state_dir(path: str) -> None:
         raise StateError(f"state dir {exc.filename or path}: {exc.strerror or exc}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise StateError(f"state dir {path} is not writable by this user (uid {os.geteuid()})")
+
+
+def _load_call_token(state_dir: str) -> CallToken:
+    """The daemon's call token (:mod:`faasd.calltoken`), made on first start.
+
+    Raises:
+        StateError: the token file cannot be used (readable by others, not a token, unreadable), naming it.
+    """
+    try:
+        return CallToken(load_or_create_call_token(state_dir))
+    except TokenError as exc:
+        raise StateError(str(exc)) from None
+    except OSError as exc:
+        raise StateError(_error_line(exc)) from None
 
 
 def main_up(config: DaemonConfig, deploy: Sequence[FunctionSpec] = ()) -> int:

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from faasd.calltoken import CallToken
 from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NoReplicaAvailable, PayloadTooLarge
 from faasd.gateway.jsonbody import parse_json
 from faasd.gateway.metrics import GatewayMetrics
@@ -122,6 +123,7 @@ class Invoker:
         wake: Callable[[str], Awaitable[bool]] | None = None,
         max_held: int = MAX_HELD_CALLS,
         failure: Callable[[str], str | None] | None = None,
+        call_token: CallToken | None = None,
     ) -> None:
         self.exists = exists
         """``exists(name) -> bool``: is the function deployed (answered from memory)."""
@@ -142,6 +144,8 @@ class Invoker:
         self.max_json_bytes = max_json_bytes
         self.buffered_bytes = 0
         """Request bodies held now (bounded by MAX_BUFFERED_BYTES)."""
+        self.call_token = call_token
+        """Added to every call forwarded: replicas refuse calls without it (:mod:`faasd.calltoken`)."""
 
     # -- routes -----------------------------------------------------------------------------------
     async def function_route(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -362,6 +366,8 @@ class Invoker:
             parts += (b"\r\nX-Forwarded-Host: ", host)
         for name, value in call_headers:
             parts += (b"\r\n", name, b": ", value)
+        if self.call_token is not None:
+            parts.append(self.call_token.header_line)
         message = await receive()
         body: bytes = message.get("body", b"")
         more_body = bool(message.get("more_body", False))

@@ -25,6 +25,7 @@ from typing import Any
 
 import trio
 
+from faasd.calltoken import HEADER_LOWER
 from faasd.errors import FunctionTimeout, InvocationError
 from faasd.http1 import (
     FRAMING_CHUNKED,
@@ -45,6 +46,8 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
+CALL_TOKEN_HEADER = HEADER_LOWER.encode()
+
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -60,8 +63,9 @@ HOP_BY_HOP = frozenset(
 )
 """Headers that describe one connection, never forwarded (RFC 9110 7.6.1, as OpenFaaS drops them)."""
 
-DROP_REQUEST = HOP_BY_HOP | {b"expect", b"content-length", b"host"}
-"""Also not copied from the client: hypercorn already answered ``Expect``; length and Host are set by us."""
+DROP_REQUEST = HOP_BY_HOP | {b"expect", b"content-length", b"host", CALL_TOKEN_HEADER}
+"""Also not copied from the client: hypercorn already answered ``Expect``; length, Host and the call
+token (:mod:`faasd.calltoken`) are set by us."""
 
 _DROP_RESPONSE = HOP_BY_HOP | {b"content-length", b"date", b"server"}
 """Also not relayed: the length is re-stated by us; hypercorn adds its own Date and Server."""

@@ -17,6 +17,7 @@ from faasd.providers.base import Provider as Provider
 from faasd.providers.base import ProviderInfo as ProviderInfo
 
 if TYPE_CHECKING:
+    from faasd.calltoken import CallToken
     from faasd.config import DaemonConfig
     from faasd.registry import EndpointRegistry
 
@@ -32,11 +33,13 @@ def load_provider(
     config: DaemonConfig,
     registry: EndpointRegistry,
     secrets: Callable[[str], Awaitable[bytes | None]] | None = None,
+    call_token: CallToken | None = None,
 ) -> Provider:
     """Build the backend called ``name`` for a daemon with ``config``.
 
     Every backend gets the daemon's config (and takes the settings it needs), the registry it
-    publishes ready endpoints to, and ``secrets`` (name -> value, from the daemon's store).
+    publishes ready endpoints to, ``secrets`` (name -> value, from the daemon's store) and the call
+    token its replicas must require (:mod:`faasd.calltoken`; None: replicas check nothing).
 
     Raises:
         NotSupported: a known backend that is not implemented yet.
@@ -46,7 +49,11 @@ def load_provider(
         from faasd.providers.local import LocalProvider
 
         return LocalProvider(
-            state_dir=config.state_dir, registry=registry, secrets=secrets, ready_timeout_s=config.ready_timeout_s
+            state_dir=config.state_dir,
+            registry=registry,
+            secrets=secrets,
+            ready_timeout_s=config.ready_timeout_s,
+            call_token=call_token,
         )
     if name == "swarm":
         from faasd.providers.swarm import SwarmProvider
@@ -58,6 +65,7 @@ def load_provider(
             network=config.swarm_network,
             route=config.swarm_route,
             pull=config.swarm_pull,
+            call_token=call_token,
         )
     if name == "marathon":
         raise NotSupported(f"the {name} backend is not implemented yet; use provider = local")

@@ -16,6 +16,10 @@ machine kind needs, shared/reference/swarm.md):
 * each secret is a Docker secret mounted at ``/var/openfaas/secrets/<name>``; Swarm secrets are
   immutable, so the Docker secret's name carries a digest of the value (:func:`secret_version`) and a
   changed value is a new Docker secret, picked up by the next deploy/update;
+* the daemon's call token (:mod:`faasd.calltoken`) as a Docker secret mounted at
+  :data:`CALL_TOKEN_PATH`, named in ``call_token_file``: the watchdog refuses calls without it, so a
+  host-mode published port (open on every interface) or the overlay network reaches no function
+  except through the gateway; it is not reported back as one of the function's secrets;
 * a HEALTHCHECK testing the watchdog's lock file (``/tmp/.lock``), so Swarm itself knows when a
   replica is up (rolling updates with ``start-first`` wait for it);
 * placement: the request's constraints, else ``node.platform.os == linux``;
@@ -48,6 +52,10 @@ from faasd.units import parse_size
 
 __all__ = [
     "ANNOTATION_PREFIX",
+    "CALL_TOKEN_CONFIG",
+    "CALL_TOKEN_ENV",
+    "CALL_TOKEN_LABEL",
+    "CALL_TOKEN_PATH",
     "DEFAULT_PLACEMENT",
     "LABEL_FUNCTION",
     "LABEL_MARKER",
@@ -59,6 +67,7 @@ __all__ = [
     "SECRET_OWNER",
     "WATCHDOG_PORT",
     "SecretRef",
+    "call_token_secret_name",
     "function_name",
     "nano_cpus",
     "parse_docker_time",
@@ -80,6 +89,14 @@ SECRET_OWNER = "faasd"
 LABEL_SECRET = "faasd.secret"
 """On a Docker secret: the faasd secret name it is a version of."""
 
+CALL_TOKEN_PATH = "/run/faasd/call-token"
+"""Where the call token secret is mounted: apart from ``SECRETS_DIR``, which holds the function's own."""
+CALL_TOKEN_ENV = "call_token_file"
+CALL_TOKEN_LABEL = "faasd.call-token"
+"""On the Docker secret (one per token value) and the Docker config (the swarm's copy of the value)."""
+CALL_TOKEN_CONFIG = "faasd-call-token"
+"""The Docker config holding the token every daemon on this swarm uses: a daemon started with a new
+state dir adopts it, so the functions already running keep answering its gateway."""
 SECRETS_DIR = "/var/openfaas/secrets"
 WATCHDOG_PORT = 8080
 LOCK_FILE = "/tmp/.lock"
@@ -128,6 +145,12 @@ def secret_version(name: str, value: bytes) -> str:
     digest = hashlib.sha256(name.encode() + b"\0" + value).hexdigest()[:12]
     keep = SECRET_NAME_MAX - len("faasd--") - len(digest)
     return f"faasd-{name[:keep]}-{digest}"
+
+
+def call_token_secret_name(token: bytes) -> str:
+    """The Docker secret holding ``token``: ``faasd-call-token-<digest>`` (secrets cannot change, so a
+    new value is a new name; the digest reveals nothing of a 256-bit random value)."""
+    return f"{CALL_TOKEN_CONFIG}-{hashlib.sha256(token).hexdigest()[:12]}"
 
 
 def function_name(service: Mapping[str, Any]) -> str | None:
@@ -233,6 +256,7 @@ def service_spec(
     secrets: Sequence[SecretRef],
     stop_grace_s: float,
     extra_labels: Mapping[str, str] | None = None,
+    call_token: SecretRef | None = None,
 ) -> dict[str, Any]:
     """The Docker ServiceSpec (``POST /services/create`` body) that runs ``spec``.
 
@@ -244,6 +268,7 @@ def service_spec(
         route: ``host-port`` publishes the watchdog port in host mode; ``overlay-dns`` publishes nothing.
         secrets: Docker secrets for ``spec.secrets``, same order.
         extra_labels: added to the service's and containers' labels (tests mark what they create).
+        call_token: the Docker secret with the daemon's call token; None: replicas check nothing.
     """
     check_spec(spec)
     markers = {LABEL_FUNCTION: spec.name, LABEL_MARKER: "true", **(extra_labels or {})}
@@ -261,6 +286,8 @@ def service_spec(
     env = dict(spec.env_vars)
     if spec.env_process:
         env["fprocess"] = spec.env_process
+    if call_token is not None:
+        env[CALL_TOKEN_ENV] = CALL_TOKEN_PATH
     container: dict[str, Any] = {
         "Image": image,
         "Labels": markers,
@@ -272,14 +299,17 @@ def service_spec(
     if spec.read_only_root_filesystem:
         container["ReadOnly"] = True
         container["Mounts"] = [{"Type": "tmpfs", "Target": "/tmp"}]
-    if secrets:
+    mounts = [(f"{SECRETS_DIR}/{ref.name}", ref) for ref in secrets]
+    if call_token is not None:  # 0444 as the others: the watchdog may run as the image's own user.
+        mounts.append((CALL_TOKEN_PATH, call_token))
+    if mounts:
         container["Secrets"] = [
             {
-                "File": {"Name": f"{SECRETS_DIR}/{ref.name}", "UID": "0", "GID": "0", "Mode": 0o444},
+                "File": {"Name": path, "UID": "0", "GID": "0", "Mode": 0o444},
                 "SecretID": ref.docker_id,
                 "SecretName": ref.docker_name,
             }
-            for ref in secrets
+            for path, ref in mounts
         ]
     resources: dict[str, Any] = {}
     if limits := _resources(spec.limits, "limits"):
@@ -336,6 +366,8 @@ def spec_from_service(service: Mapping[str, Any]) -> FunctionSpec:
         key, _, value = str(item).partition("=")
         env[key] = value
     env_process = env.pop("fprocess", "")
+    if env.get(CALL_TOKEN_ENV) == CALL_TOKEN_PATH:
+        del env[CALL_TOKEN_ENV]
     image = str(container.get("Image", ""))
     if hint.get("imageRef") == image and isinstance(hint.get("image"), str):
         image = hint["image"]
@@ -348,6 +380,7 @@ def spec_from_service(service: Mapping[str, Any]) -> FunctionSpec:
     secrets = tuple(
         str((ref.get("File") or {}).get("Name") or ref.get("SecretName", "")).rsplit("/", 1)[-1]
         for ref in container.get("Secrets") or []
+        if (ref.get("File") or {}).get("Name") != CALL_TOKEN_PATH
     )
     return FunctionSpec(
         name=str(raw.get("Name", "")),

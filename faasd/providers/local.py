@@ -25,7 +25,9 @@ replaced on the same port and connections queued meanwhile are served by its suc
 later entries winning: a small base taken from the daemon (``PATH HOME LANG LC_ALL TZ USER``) and
 ``TMPDIR``; the spec's ``envVars`` (``read_timeout``, ``exec_timeout``, ... as in OpenFaaS); ``fprocess``
 from ``envProcess``; then the control variables ``listen_fd bind metrics_port=0 lock_file parent_pid
-secret_mount_path`` and what :func:`~faasd.runtime.self_command` needs.
+secret_mount_path`` and what :func:`~faasd.runtime.self_command` needs. The daemon's call token
+(:mod:`faasd.calltoken`) goes on a pipe, ``call_token_fd``: never in the environment, which the
+function could read from ``/proc``.
 The command and the watchdog settings are checked at deploy time (with the watchdog's own config
 parser), so a typo is a 400, not a replica in a restart loop. ``image``, ``constraints``, ``limits``,
 ``requests`` and ``readOnlyRootFilesystem`` are accepted and ignored: local processes are not isolated.
@@ -74,6 +76,7 @@ from secrets import token_hex
 
 import trio
 
+from faasd.calltoken import CallToken
 from faasd.errors import BackendUnavailable, FunctionNotFound, InvalidRequest, describe_exception
 from faasd.logs import event
 from faasd.namelocks import NameLocks
@@ -265,6 +268,8 @@ class LocalProvider:
             and replaced.
         stop_grace_s: between SIGTERM and SIGKILL when a replica is stopped.
         log_bytes: log kept per function for :meth:`logs` (see :mod:`faasd.providers._logbook`).
+        call_token: replicas refuse calls without it (:mod:`faasd.calltoken`); each gets it on a pipe
+            (``call_token_fd``), never in its environment.
 
     Resource handling:
         Every replica belongs to a task in the nursery opened by :meth:`run`; when that is cancelled
@@ -286,8 +291,10 @@ class LocalProvider:
         ready_timeout_s: float = 30.0,
         stop_grace_s: float = 10.0,
         log_bytes: int = DEFAULT_LOG_BYTES,
+        call_token: CallToken | None = None,
     ) -> None:
         self._state_dir = os.path.abspath(state_dir)
+        self._call_token = call_token
         self._functions_dir = os.path.join(self._state_dir, "functions")
         self._replicas_dir = os.path.join(self._state_dir, "replicas")
         self._staging_dir = os.path.join(self._state_dir, "staging")
@@ -788,11 +795,16 @@ class LocalProvider:
         replica_id = self._new_replica_id(function.name)
         replica_dir = os.path.join(self._replicas_dir, replica_id)
         env = self._replica_env(slot.generation, function.workdir, replica_dir, slot.listener.fileno())
-        read_fd = -1
+        read_fd = token_fd = -1
         try:
             os.makedirs(os.path.join(replica_dir, "tmp"), mode=0o700)
             read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            pass_fds = [slot.listener.fileno()]
             try:
+                if self._call_token is not None:
+                    token_fd = _token_pipe(self._call_token.value)
+                    env["call_token_fd"] = str(token_fd)
+                    pass_fds.append(token_fd)
                 process = await trio.lowlevel.open_process(
                     [*self._command.argv, "watchdog"],
                     stdin=subprocess.DEVNULL,
@@ -800,11 +812,13 @@ class LocalProvider:
                     stderr=write_fd,
                     env=env,
                     cwd=function.workdir,
-                    pass_fds=(slot.listener.fileno(),),
+                    pass_fds=pass_fds,
                     start_new_session=True,
                 )
             finally:
                 os.close(write_fd)
+                if token_fd >= 0:
+                    os.close(token_fd)
         except OSError as exc:
             if read_fd >= 0:
                 os.close(read_fd)
@@ -956,6 +970,20 @@ class LocalProvider:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+def _token_pipe(token: bytes) -> int:
+    """A pipe holding ``token`` (written whole: far below PIPE_BUF), its write end closed; the read end
+    is for the replica, which reads it once and closes it."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        os.write(write_end, token)
+    except OSError:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return read_end
 
 
 async def _wait_healthy(port: int) -> None:

@@ -46,6 +46,7 @@ every endpoint is unpublished (dockerd stops the containers when it stops) and e
 
 from __future__ import annotations
 
+import base64
 import builtins
 import contextlib
 import functools
@@ -66,6 +67,7 @@ import docker.utils
 import requests.exceptions
 import trio
 
+from faasd.calltoken import CallToken, TokenError
 from faasd.errors import (
     BackendError,
     BackendTimeout,
@@ -78,12 +80,15 @@ from faasd.errors import (
 from faasd.logs import event
 from faasd.namelocks import NameLocks
 from faasd.providers._swarm_spec import (
+    CALL_TOKEN_CONFIG,
+    CALL_TOKEN_LABEL,
     LABEL_OWNER,
     LABEL_SECRET,
     ROUTES,
     SECRET_OWNER,
     WATCHDOG_PORT,
     SecretRef,
+    call_token_secret_name,
     check_spec,
     function_name,
     parse_docker_time,
@@ -271,6 +276,10 @@ class SwarmProvider:
         stop_grace_s: between SIGTERM and SIGKILL when Swarm stops a task.
         resync_s: period of the full re-read.
         extra_labels: added to every service and Docker secret created (tests mark what they make).
+        call_token: mounted into every function as a Docker secret; replicas refuse calls without it.
+            On connecting, the value is replaced by the swarm's own when there is one (Docker config
+            ``faasd-call-token``), else the swarm's is made from it: every daemon on one swarm, and a
+            daemon restarted with a new state dir, calls the functions already running.
 
     Resource handling:
         Services, secrets and the network live in the swarm, not in this object: cancelling
@@ -296,6 +305,7 @@ class SwarmProvider:
         stop_grace_s: float = 5.0,
         resync_s: float = RESYNC_S,
         extra_labels: Mapping[str, str] | None = None,
+        call_token: CallToken | None = None,
     ) -> None:
         if route not in ROUTES:
             raise InvalidRequest(f"swarm_route {route!r}: use one of {', '.join(ROUTES)}")
@@ -310,6 +320,7 @@ class SwarmProvider:
         self._stop_grace_s = stop_grace_s
         self._resync_s = resync_s
         self._extra_labels = dict(extra_labels or {})
+        self._call_token = call_token
         self._api: docker.APIClient | None = None
         self._api_lock = trio.Lock()
         self._network_lock = trio.Lock()
@@ -411,6 +422,12 @@ class SwarmProvider:
                 continue
             try:
                 async with trio.open_nursery() as nursery:
+                    try:
+                        await self._adopt_call_token()
+                    except BackendUnavailable:
+                        raise
+                    except FaasdError as exc:  # Deploys retry it; discovery must not wait for it.
+                        event(log, logging.WARNING, "cannot read the swarm's call token", error=exc.message)
                     await self._resync()
                     self._set_up()
                     if not started:
@@ -733,6 +750,7 @@ class SwarmProvider:
                 secrets=secrets,
                 stop_grace_s=self._stop_grace_s,
                 extra_labels=self._extra_labels,
+                call_token=await self._call_token_ref(),
             )
             existing = await self._inspect(spec.name, must_exist=False)
             if existing is None:
@@ -766,6 +784,7 @@ class SwarmProvider:
                 secrets=secrets,
                 stop_grace_s=self._stop_grace_s,
                 extra_labels=self._extra_labels,
+                call_token=await self._call_token_ref(),
             )
             document["Mode"] = existing["Spec"].get("Mode") or document["Mode"]
             old = spec_from_service(existing)
@@ -906,6 +925,38 @@ class SwarmProvider:
             return await self._docker(
                 f"preparing network {self._network}", functools.partial(_ensure_network, name=self._network)
             )
+
+    async def _adopt_call_token(self) -> None:
+        """Use the swarm's call token (making it from ours when the swarm has none yet)."""
+        token = self._call_token
+        if token is None:
+            return
+        labels = {LABEL_OWNER: SECRET_OWNER, CALL_TOKEN_LABEL: "true", **self._extra_labels}
+        value = await self._docker(
+            "reading the call token", functools.partial(_swarm_call_token, value=token.value, labels=labels)
+        )
+        if value != token.value:
+            try:
+                token.set(value)
+            except TokenError as exc:
+                event(log, logging.ERROR, f"Docker config {CALL_TOKEN_CONFIG} is not a call token", error=str(exc))
+                return
+            event(log, logging.INFO, "using the swarm's call token", config=CALL_TOKEN_CONFIG)
+
+    async def _call_token_ref(self) -> SecretRef | None:
+        """The Docker secret holding the call token for the services deployed now (made when missing;
+        the swarm's copy is made again too if someone removed it)."""
+        token = self._call_token
+        if token is None:
+            return None
+        await self._adopt_call_token()
+        docker_name = call_token_secret_name(token.value)
+        labels = {LABEL_OWNER: SECRET_OWNER, CALL_TOKEN_LABEL: "true", **self._extra_labels}
+        docker_id = await self._docker(
+            "creating the call token secret",
+            functools.partial(_ensure_secret, docker_name=docker_name, value=token.value, labels=labels),
+        )
+        return SecretRef(name="", docker_id=docker_id, docker_name=docker_name)
 
     async def _docker_secrets(self, names: Sequence[str]) -> list[SecretRef]:
         """A Docker secret per faasd secret, named after a digest of its value (created when missing).
@@ -1241,6 +1292,23 @@ def _ensure_secret(api: docker.APIClient, *, docker_name: str, value: bytes, lab
         if (secret.get("Spec") or {}).get("Name") == docker_name:
             return str(secret["ID"])
     raise BackendError(f"secret {docker_name} exists and cannot be read")
+
+
+def _swarm_call_token(api: docker.APIClient, *, value: bytes, labels: dict[str, str]) -> bytes:
+    """The call token kept in the swarm (Docker config ``faasd-call-token``); made from ``value`` when
+    the swarm has none. Readable only through the Docker API, which is root on the host anyway."""
+    for _ in range(2):
+        for config in api.configs(filters={"name": CALL_TOKEN_CONFIG}):
+            if (config.get("Spec") or {}).get("Name") == CALL_TOKEN_CONFIG:
+                data = (api.inspect_config(config["ID"]).get("Spec") or {}).get("Data") or ""
+                return base64.b64decode(data)
+        try:
+            api.create_config(CALL_TOKEN_CONFIG, value, labels=labels)
+            return value
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise  # 409: another daemon made it meanwhile; read theirs.
+    raise BackendError(f"Docker config {CALL_TOKEN_CONFIG} exists and cannot be read")
 
 
 def _remove_unused_secrets(api: docker.APIClient, *, names: set[str]) -> list[str]:

@@ -11,8 +11,10 @@ import pytest
 
 from faasd.errors import InvalidRequest
 from faasd.providers._swarm_spec import (
+    CALL_TOKEN_PATH,
     DEFAULT_PLACEMENT,
     SecretRef,
+    call_token_secret_name,
     function_name,
     nano_cpus,
     parse_docker_time,
@@ -164,6 +166,21 @@ def test_refused_specs(labels: dict, limits: Resources | None, mention: str) -> 
 def test_handler_archive_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="faasd build"):
         _build(FunctionSpec(name="a", handler_archive=b"x"))
+
+
+def test_call_token_is_mounted_apart_and_never_reported_as_a_secret() -> None:
+    token = SecretRef("", "tid", call_token_secret_name(b"0123456789abcdef0123"))
+    document = _build(FULL, call_token=token)
+    container = document["TaskTemplate"]["ContainerSpec"]
+    mounts = {ref["File"]["Name"]: ref["SecretName"] for ref in container["Secrets"]}
+    assert mounts[CALL_TOKEN_PATH] == token.docker_name
+    assert token.docker_name.startswith("faasd-call-token-") and "0123456789" not in token.docker_name
+    assert f"call_token_file={CALL_TOKEN_PATH}" in container["Env"]
+    assert not any("0123456789abcdef" in item for item in container["Env"])
+    assert spec_from_service(_as_service(document)) == FULL
+    bare = _build(FunctionSpec(name="bare", env_process="cat"), call_token=token)
+    assert spec_from_service(_as_service(bare)) == FunctionSpec(name="bare", env_process="cat")
+    assert "Secrets" not in _build(FunctionSpec(name="none", env_process="cat"))["TaskTemplate"]["ContainerSpec"]
 
 
 def test_secret_versions() -> None:
