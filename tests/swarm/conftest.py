@@ -9,7 +9,8 @@
   ends -- services carrying the session's ``faasd.test`` label or a name the test registered with
   :meth:`SwarmHelper.track`, and Docker secrets with that label -- without waiting for their
   containers (≈ 3.3 s each). At the end of the session the sweep waits, in parallel, until no
-  container of the session is left, then removes the functions network if the session created it.
+  container of the session is left, removes the call token's Docker secrets and config when nothing
+  uses them any more (:func:`_sweep_call_token`), then the functions network if the session created it.
   "Leave no services, networks or containers behind."
 
 Traffic from the tests goes to 127.0.0.1 only: replicas through their host-mode published ports,
@@ -30,7 +31,14 @@ import docker
 import docker.errors
 import pytest
 
-from faasd.providers._swarm_spec import LABEL_OWNER, LABEL_SECRET, SECRET_OWNER
+from faasd.providers._swarm_spec import (
+    CALL_TOKEN_CONFIG,
+    CALL_TOKEN_LABEL,
+    LABEL_OWNER,
+    LABEL_SECRET,
+    SECRET_OWNER,
+    function_name,
+)
 from tests.daemon_fixtures import start_daemon  # noqa: F401 -- the daemon fixtures, for test_daemon.py
 from tests.helpers import wait_for
 
@@ -182,6 +190,7 @@ def _final_sweep(client: docker.DockerClient, *, remove_network: bool) -> None:
         if ((secret.get("Spec") or {}).get("Labels") or {}).get(LABEL_SECRET) in _tracked_secrets:
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_secret(secret["ID"])
+    _sweep_call_token(client)
     for tag in _tracked_images:
         with contextlib.suppress(docker.errors.APIError):
             client.api.remove_image(tag, force=True)
@@ -189,6 +198,23 @@ def _final_sweep(client: docker.DockerClient, *, remove_network: bool) -> None:
         for network in client.api.networks(names=[NETWORK]):
             # A network is in use until every task's container is gone; retry for a short while.
             wait_for(lambda network=network: _try_remove_network(client, network["Id"]), 20, "network removal", 0.2)
+
+
+def _sweep_call_token(client: docker.DockerClient) -> None:
+    """Remove the call token's Docker secrets no service uses (Docker refuses the others: another
+    session's functions), then its Docker config once no function at all is left on the swarm: a
+    daemon of a session still running needs it to call the functions it made."""
+    for secret in client.api.secrets(filters={"label": CALL_TOKEN_LABEL}):
+        with contextlib.suppress(docker.errors.APIError):
+            client.api.remove_secret(secret["ID"])
+    if client.api.secrets(filters={"label": CALL_TOKEN_LABEL}):
+        return
+    if any(function_name(service) for service in client.api.services()):
+        return
+    for config in client.api.configs(filters={"name": CALL_TOKEN_CONFIG}):
+        if (config.get("Spec") or {}).get("Name") == CALL_TOKEN_CONFIG:
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_config(config["ID"])
 
 
 def _try_remove_network(client: docker.DockerClient, network_id: str) -> bool:
