@@ -9,6 +9,9 @@ Wire choices (measured gotchas, performance.md section 2): the request body goes
 ``Content-Length`` (never chunked: simple upstream servers mis-read chunked bodies), and asyncio
 transports set TCP_NODELAY, so no Nagle/delayed-ACK stalls.
 
+Output limit: an answer is held (and sent in one write) only up to ``max_output_bytes`` or 1 MiB, whichever
+is smaller; past that it is relayed as it comes with back-pressure, so no call holds more.
+
 Failures: a call past ``exec_timeout`` (or an ``X-Timeout`` request header below it) gets **504**, as
 of-watchdog answers, and its upstream connection is dropped; an upstream that closes mid-call gets
 **502**. If the server process exits, calls in flight get 502, later calls wait for its restart

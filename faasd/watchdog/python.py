@@ -9,6 +9,8 @@ Kill policy, each answered with a clear reason and followed by a fresh worker:
 
 * a call past ``exec_timeout`` (or ``write_timeout`` when that is 0) -> 408, the worker is SIGKILLed;
 * a worker that dies during a call -> 500 ``worker crashed: ...``;
+* an answer over ``max_output_bytes`` -> 502; the worker refuses it itself and stays, but one that sends
+  a frame claiming more (a handler writing to the answer pipe) or one that does not parse is killed;
 * a worker whose resident memory passes ``max_memory`` -> 500 ``worker exceeded max_memory ...``
   (checked after each call and every tick while busy; the worker also caps its address space so a
   runaway allocation fails with MemoryError instead of exhausting the machine).
