@@ -50,7 +50,6 @@ _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/1\
 """A request target is visible ASCII (raw UTF-8 bytes tolerated): never a control byte, which would
 reach the function as a NUL it cannot be given or an escape sequence in a log."""
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
-_CALL_TOKEN_BYTES = _CALL_TOKEN.encode()
 _HEADER_NAME = re.compile(_TOKEN)
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DIGITS = re.compile(rb"[0-9]{1,19}")
@@ -382,6 +381,7 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
     host: str | None = None
     forwardable = True
     call_token: bytes | None = None
+    token_lines: list[bytes] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not _HEADER_NAME.fullmatch(name):
@@ -392,6 +392,7 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
         if key == _CALL_TOKEN:
             if call_token is None:
                 call_token = value.strip(b" \t")
+            token_lines.append(line)
             continue
         if key in _NOT_FORWARDABLE:
             forwardable = False
@@ -436,8 +437,9 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
     if "%" in path:
         path = unquote(path, errors="surrogateescape")
     keep_alive = "close" not in connection if http11 else "keep-alive" in connection
-    if call_token is not None:
-        head = b"\r\n".join(line for line in lines if line.partition(b":")[0].lower() != _CALL_TOKEN_BYTES)
+    if token_lines:  # Cut out of the head a proxy may forward as is (the gateway sends it last).
+        for line in token_lines:
+            head = head.replace(b"\r\n" + line, b"", 1)
     request = Request(
         method=method_bytes.decode("ascii"),
         target=target,

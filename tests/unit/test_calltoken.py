@@ -124,3 +124,15 @@ def test_watchdog_config_reads_the_token_sources():
             WatchdogConfig.from_env({**base, **bad})
     with pytest.raises(ConfigError, match="not both"):
         WatchdogConfig.from_env({**base, "call_token_fd": "7", "call_token_file": "/run/t"})
+
+
+def test_every_token_header_is_cut_out_and_the_first_value_kept():
+    raw = (
+        b"POST /p HTTP/1.1\r\nX-Faasd-Call-Token: abcdef\r\nHost: h\r\nx-faasd-call-token: abc\r\n"
+        b"X-Faasd-Call-Token-Not: kept\r\nContent-Length: 1\r\n\r\nz"
+    )
+    request = _parse(raw)
+    assert request.call_token == b"abcdef"
+    assert request.raw_head == b"POST /p HTTP/1.1\r\nHost: h\r\nX-Faasd-Call-Token-Not: kept\r\nContent-Length: 1"
+    assert [name for name, _ in request.headers] == ["host", "x-faasd-call-token-not", "content-length"]
+    assert request.body == b"z"
