@@ -803,6 +803,7 @@ class LocalProvider:
             try:
                 if self._call_token is not None:
                     token_fd = _token_pipe(self._call_token.value)
+                    env.pop("call_token_file", None)  # Ours, not one the spec's envVars may name.
                     env["call_token_fd"] = str(token_fd)
                     pass_fds.append(token_fd)
                 process = await trio.lowlevel.open_process(

@@ -19,7 +19,7 @@ its process group SIGKILLed. Functions that need a graceful stop should be writt
 Error handling: a process that cannot start answers 500 ``Cannot start process: <reason>``; a request
 whose metadata no environment variable can carry answers 400 (a NUL decoded into the path) or 431 (a
 value past the kernel's 128 KiB limit), with a one-line reason. Every fd a call opens is closed on every
-path, including those (issue 11: a ``ValueError`` from ``posix_spawn`` once leaked two per call).
+path, failures included (issue 11: a ``ValueError`` from ``posix_spawn`` once leaked two per call).
 """
 
 from __future__ import annotations

@@ -312,6 +312,7 @@ class HttpRunner:
         self.pidfd = -1
         self.log_fd = -1
         self._log_buffer = bytearray()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._restart_delay = RESTART_DELAY_S
         self._spawned_at = 0.0
 
@@ -421,7 +422,7 @@ class HttpRunner:
             event(log, logging.ERROR, "cannot restart the function's server", error=exc.strerror or str(exc))
             self.loop.call_later(self._restart_delay, self._restart)
             return
-        self.loop.create_task(self._probe_until_ready())
+        self._keep(self.loop.create_task(self._probe_until_ready()))
 
     async def _probe_until_ready(self) -> None:
         while not self.closing and self.pid and not await self._accepts():
@@ -494,7 +495,13 @@ class HttpRunner:
             if not upstream.closed:
                 upstream.send(call, data)
                 return
-        self.loop.create_task(self._connect_and_send(call, data))
+        self._keep(self.loop.create_task(self._connect_and_send(call, data)))
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a reference until ``task`` ends: the event loop keeps only a weak one, and a task
+        collected mid-way would leave its call unanswered and its socket open."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _connect_and_send(self, call: HttpCall, data: bytes) -> None:
         try:

@@ -39,7 +39,7 @@ import time
 
 def handle(event, context):
     if event.path == "/slow":
-        time.sleep(0.2)
+        time.sleep(0.05)
     return {"statusCode": 200, "body": "ok"}
 """
 
@@ -163,6 +163,7 @@ UPSTREAM_LIMITS = frozenset({"huge-header", "many-headers"})
 """What the http-mode upstream (Python's http.server) refuses itself: 431 with an HTML page."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fork", "streaming", "http", "python"])
 def test_fd_count_stays_flat_over_thousands_of_bad_calls(start_watchdog, tmp_path: Path, mode: str):
     # max_header_bytes above the kernel's 128 KiB limit on one environment string: a 200 KB header
