@@ -29,11 +29,15 @@ NAME = "st-calltoken"
 
 
 def published_ports(swarm: SwarmHelper, name: str) -> list[int]:
-    """The host ports the service's running containers publish the watchdog on (every interface)."""
+    """The host ports the service's running containers publish the watchdog on, on every IPv4 interface
+    (IPv6 gets a port of its own).
+
+    By service ID: a container of an earlier service of that name may still be stopping."""
+    service_id = swarm.api.inspect_service(name)["ID"]
     ports = []
-    for container in swarm.api.containers(filters={"label": f"com.docker.swarm.service.name={name}"}):
+    for container in swarm.api.containers(filters={"label": f"com.docker.swarm.service.id={service_id}"}):
         for port in container.get("Ports") or []:
-            if port.get("PrivatePort") == 8080 and port.get("PublicPort"):
+            if port.get("PrivatePort") == 8080 and port.get("PublicPort") and port.get("IP") == "0.0.0.0":
                 ports.append(int(port["PublicPort"]))
     return sorted(set(ports))
 
