@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RawConnection, free_port, http_request, wait_for
+from tests.helpers import RawConnection, free_port, http_request, scaled, wait_for
 
 UPSTREAM = Path(__file__).resolve().parent / "fixtures" / "upstream.py"
 UPSTREAM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").is_file() else sys.executable
@@ -28,7 +28,7 @@ UPSTREAM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").is_file() else 
 ROUNDS = 100
 """Rounds of the battery per mode: each round sends every bad request once (~20 calls)."""
 BATTERY_BUDGET_S = 90.0
-"""Upper bound on one mode's battery; the whole battery takes a few seconds on an idle machine."""
+"""Upper bound on one mode's battery (times FAASD_TEST_TIME_FACTOR); a few seconds on an idle machine."""
 FD_SLACK = 2
 """Open fds allowed above the count before the battery: a pooled upstream connection in http mode."""
 
@@ -129,7 +129,7 @@ def run_battery(
     """
     statuses: Counter[str] = Counter()
     problems: list[str] = []
-    deadline = time.monotonic() + budget_s
+    deadline = time.monotonic() + scaled(budget_s)
     for _ in range(rounds):
         for name, data in BAD_REQUESTS:
             answer = _exchange(port, data)
