@@ -64,7 +64,10 @@ def send(port: int, case: Bad) -> Answer:
         with RawConnection(port, timeout=scaled(ANSWER_TIMEOUT_S)) as connection:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 connection.send(case.raw)
-            return Answer(connection.read_response(head_request=case.head))
+            response = connection.read_response(head_request=case.head)
+            while 100 <= response.status < 200:  # Interim (100 Continue): the answer follows.
+                response = connection.read_response(head_request=case.head)
+            return Answer(response)
     except (AssertionError, OSError) as exc:
         return Answer(None, f"{type(exc).__name__}: {exc}"[:300])
 
