@@ -74,14 +74,21 @@ class GatewayApp:
         elif method == "GET" and path == "/healthz":
             ok, reason = self.health()
             await send_text(send, 200 if ok else 503, "OK" if ok else f"degraded: {reason}")
-        elif method == "GET" and path == "/metrics":
-            body = self.metrics.render()
-            headers = [
-                (b"content-type", CONTENT_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                NOSNIFF,
-            ]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+        elif path == "/metrics":
+            await self._metrics(method, send)
         else:
             await self.management(scope, receive, send)  # type: ignore[misc]
+
+    async def _metrics(self, method: str, send: Send) -> None:
+        """``GET`` (and ``HEAD``) ``/metrics``; any other method is 405, as on the other routes."""
+        if method not in ("GET", "HEAD"):
+            await send_text(send, 405, f"Method {method} not allowed on /metrics", [(b"allow", b"GET, HEAD")])
+            return
+        body = self.metrics.render()
+        headers = [
+            (b"content-type", CONTENT_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            NOSNIFF,
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body if method == "GET" else b""})

@@ -41,6 +41,7 @@ from faasd.gateway.proxy import (
     UpstreamPool,
     forward,
 )
+from faasd.gateway.reasons import one_line
 from faasd.logs import event
 from faasd.providers.types import NAME_PATTERN, Endpoint
 from faasd.registry import EndpointRegistry
@@ -487,7 +488,7 @@ def _alexa_intent(body: bytes) -> str | None:
 
 async def send_text(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
     """Answer with one line of text/plain (the gateway's own answers, never a function's)."""
-    body = message.encode() + b"\n"
+    body = one_line(message).encode() + b"\n"
     await send(
         {
             "type": "http.response.start",

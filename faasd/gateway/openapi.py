@@ -398,13 +398,14 @@ def _paths() -> dict[str, Schema]:
             for method in ("get", "head")
         },
         "/metrics": {
-            "get": {
-                "operationId": "Metrics",
+            method: {
+                "operationId": "Metrics" if method == "get" else "MetricsHead",
                 "summary": "Prometheus metrics (text exposition format 0.0.4)",
                 "tags": ["internal"],
                 "security": [],
                 "responses": {"200": _text("Metrics")},
             }
+            for method in ("get", "head")
         },
         "/openapi.json": {
             "get": {

@@ -52,6 +52,7 @@ from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NotSuppor
 from faasd.gateway.auth import BasicAuth
 from faasd.gateway.jsonbody import parse_json, too_large
 from faasd.gateway.openapi import openapi_document
+from faasd.gateway.reasons import one_line
 from faasd.gateway.throttle import AuthThrottle, retry_after_header
 from faasd.providers.types import FunctionSpec, LogRequest, validate_name
 from faasd.scaler.loop import Autoscaler
@@ -315,7 +316,7 @@ def create_management_app(
 
 
 def _text(status: int, message: str) -> Response:
-    return Response(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+    return Response(one_line(message) + "\n", status=status, content_type="text/plain; charset=utf-8")
 
 
 def _json(document: Any, status: int = 200) -> Response:

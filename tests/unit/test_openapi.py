@@ -25,6 +25,7 @@ RAW_ROUTES = {
     ("/function/{functionName}/{path}", "DELETE"),
     ("/", "POST"),
     ("/metrics", "GET"),
+    ("/metrics", "HEAD"),
 }
 AUTOMATIC = {"HEAD", "OPTIONS"}
 """Methods Quart adds to every route by itself (HEAD of a GET; OPTIONS answered with Allow)."""
