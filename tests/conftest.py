@@ -11,6 +11,9 @@ for tests marked ``slow``, or the test's own ``@pytest.mark.timeout(seconds)``; 
 ``FAASD_TEST_TIME_FACTOR`` (tests/helpers.py). ``--timeout`` or ``PYTEST_TIMEOUT`` replace the default
 (``--timeout 0``: none, for a debugger). Every ``subprocess.Popen`` is recorded so that the daemon
 fixture can tell the processes a test started from the orphans it left (tests/process_tree.py).
+
+The reliability ledger (tests/reliability/ledger.py) is registered here, so that any test can record
+into it (the ``ledger`` fixture) and the table is printed at the end of any run that recorded something.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pytest
 
 from tests.helpers import TIME_FACTOR, scaled
 from tests.process_tree import track_popen
+from tests.reliability.ledger import ledger, pytest_terminal_summary  # noqa: F401 -- for every test
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_TIMEOUT_S = 600
