@@ -23,6 +23,7 @@ import pytest
 
 from tests.daemon_fixtures import Daemon, StartDaemon
 from tests.helpers import Load, must_run_everything, wait_for
+from tests.reliability.ledger import Entry
 from tests.swarm.conftest import SwarmHelper
 from tests.swarm.private_dockerd import PrivateDockerd
 
@@ -208,9 +209,15 @@ def private_dockerd(base_image: str) -> Iterator[PrivateDockerd]:
         engine.close()
 
 
-def test_dockerd_down_is_503_then_recovered(start_daemon: StartDaemon, private_dockerd: PrivateDockerd) -> None:
+def test_dockerd_down_is_503_then_recovered(
+    start_daemon: StartDaemon, private_dockerd: PrivateDockerd, ledger: Entry
+) -> None:
     """dockerd stops under a running daemon (its own engine: the shared one is never stopped) -> degraded,
-    503 everywhere, no crash -> dockerd starts again -> healthy, and the function answers again by itself."""
+    503 everywhere, no crash -> dockerd starts again -> healthy, and the function answers again by itself.
+
+    Calls go on throughout: every one is answered (200, or 502/503 while dockerd is away -- never a
+    reset or a timeout), and what was acknowledged before the outage (a secret, a scale to 2) is there
+    after it."""
     daemon = start_daemon(args=SWARM, FAASD_READY_TIMEOUT="2s", DOCKER_HOST=private_dockerd.host)
     with daemon.client() as client:
         deployed = client.post(
@@ -219,30 +226,48 @@ def test_dockerd_down_is_503_then_recovered(start_daemon: StartDaemon, private_d
         assert deployed.status_code == 202, deployed.text
         daemon.wait_available("st-outage", 1, WAIT_S)
         assert client.post("/function/st-outage", content=b"up").text == "up"
+        secret = client.post("/system/secrets", json={"name": "st-outage-key", "value": "kept"})
+        assert secret.status_code == 201, secret.text
+        scaled = client.post("/system/scale-function/st-outage", json={"replicas": 2})
+        assert scaled.status_code == 202, scaled.text
+        daemon.wait_available("st-outage", 2, WAIT_S)
 
-        private_dockerd.stop()
-        wait_for(lambda: client.get("/healthz").status_code == 503, 10, "/healthz to say degraded")
-        health = client.get("/healthz")
-        assert health.text.startswith("degraded:") and "dockerd" in health.text, health.text
-        listing = client.get("/system/functions")
-        assert listing.status_code == 503 and "dockerd" in listing.text, listing.text
-        call = client.post("/function/st-outage", content=b"down")
-        assert call.status_code == 503, call.text
-        deploy = client.post("/system/functions", json={"service": "st-other", "envProcess": "cat"})
-        assert deploy.status_code == 503, deploy.text
-        assert daemon.proc.poll() is None, f"the daemon died with dockerd:\n{daemon.logs()[-3000:]}"
+        with Load(
+            lambda: daemon.client(auth=False, timeout=30),
+            lambda c: c.post("/function/st-outage", content=b"load"),
+            workers=2,
+            pause=0.02,
+        ) as load:
+            load.wait_ok(20)
+            private_dockerd.stop()
+            ledger.fault("dockerd stopped and started again (Swarm)")
+            wait_for(lambda: client.get("/healthz").status_code == 503, 10, "/healthz to say degraded")
+            health = client.get("/healthz")
+            assert health.text.startswith("degraded:") and "dockerd" in health.text, health.text
+            listing = client.get("/system/functions")
+            assert listing.status_code == 503 and "dockerd" in listing.text, listing.text
+            call = client.post("/function/st-outage", content=b"down")
+            assert call.status_code == 503, call.text
+            deploy = client.post("/system/functions", json={"service": "st-other", "envProcess": "cat"})
+            assert deploy.status_code == 503, deploy.text
+            assert daemon.proc.poll() is None, f"the daemon died with dockerd:\n{daemon.logs()[-3000:]}"
 
-        private_dockerd.start()
-        wait_for(lambda: client.get("/healthz").status_code == 200, 30, "/healthz to recover")
-        daemon.wait_available("st-outage", 1, WAIT_S)
-        # Swarm replaces the tasks dockerd stopped; the function answers again by itself.
-        answers: list[str] = []
+            private_dockerd.start()
+            wait_for(lambda: client.get("/healthz").status_code == 200, 30, "/healthz to recover")
+            daemon.wait_available("st-outage", 2, WAIT_S)
+            # Swarm replaces the tasks dockerd stopped; the function answers again by itself.
+            answers: list[str] = []
 
-        def answered() -> bool:
-            response = client.post("/function/st-outage", content=b"back")
-            answers.append(f"{response.status_code} {response.text.strip()}")
-            return response.status_code == 200 and response.text == "back"
+            def answered() -> bool:
+                response = client.post("/function/st-outage", content=b"back")
+                answers.append(f"{response.status_code} {response.text.strip()}")
+                return response.status_code == 200 and response.text == "back"
 
-        wait_for(answered, 10, lambda: f"a call to succeed again: {answers[-3:]}", 0.1)
-        assert "st-outage" in _functions(daemon)
+            wait_for(answered, 10, lambda: f"a call to succeed again: {answers[-3:]}", 0.1)
+            load.wait_ok(20, timeout=30)
+        ledger.load(load)
+        print(f"calls through the outage: {load.summary()}")
+        assert set(load.outcomes) <= {"200", "502", "503"}, f"calls with no answer or another status: {load.summary()}"
+        assert _functions(daemon)["st-outage"]["replicas"] == 2
+        assert {"name": "st-outage-key"} in client.get("/system/secrets").json()
     assert "Traceback" not in daemon.logs(), daemon.logs()[-3000:]
