@@ -42,6 +42,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.daemon_fixtures import StartDaemon, basic_auth
+from tests.reliability.ledger import Entry
 
 FUZZ_EXAMPLES = int(os.environ.get("FAASD_FUZZ_EXAMPLES", "10"))
 """Examples per operation and generation mode."""
@@ -66,6 +67,12 @@ class Findings:
 
     failures: dict[str, list[str]] = field(default_factory=dict)
     requests: int = 0
+    """Requests answered."""
+    unanswered: int = 0
+    failed: int = 0
+    """Answered requests with at least one problem."""
+    negative: int = 0
+    """Answered requests that violate the schema on purpose (the rest are valid but random)."""
     statuses: dict[int, int] = field(default_factory=dict)
     unsatisfiable: list[str] = field(default_factory=list)
 
@@ -145,16 +152,22 @@ def _fuzz(
             response = case.call(session=session, headers=headers, timeout=REQUEST_TIMEOUT_S)
         except requests.RequestException as exc:
             findings.add(label, f"no answer: {type(exc).__name__}: {exc}\n{case.as_curl_command()}")
+            findings.unanswered += 1
             return
         findings.requests += 1
+        findings.negative += mode is GenerationMode.NEGATIVE
         findings.statuses[response.status_code] = findings.statuses.get(response.status_code, 0) + 1
+        failed = False
         try:
             case.validate_response(response, checks=CHECKS, headers=headers)
         except (AssertionError, BaseExceptionGroup) as exc:  # schemathesis raises a FailureGroup of its checks.
             findings.add(label, f"{str(exc).strip()[:1500]}\n{case.as_curl_command()}")
+            failed = True
         problem = _one_line_reason(response)  # The fuzzed function (cat) never answers >= 400 itself.
         if problem:
             findings.add(label, f"{problem}\n{case.as_curl_command()}")
+            failed = True
+        findings.failed += failed
 
     try:
         fuzz()
@@ -163,7 +176,7 @@ def _fuzz(
 
 
 @pytest.mark.slow
-def test_fuzz_every_operation(start_daemon: StartDaemon) -> None:
+def test_fuzz_every_operation(start_daemon: StartDaemon, ledger: Entry) -> None:
     daemon = start_daemon()
     daemon.deploy(TARGET, "cat")
     with daemon.client() as client:
@@ -185,6 +198,8 @@ def test_fuzz_every_operation(start_daemon: StartDaemon) -> None:
             if daemon.proc.poll() is None:
                 _fuzz(operation, mode, seed=seed, session=session, headers=auth, findings=findings)
     session.close()
+    ledger.bad_input(findings.negative)
+    ledger.calls(findings.requests + findings.unanswered, findings.failed + findings.unanswered, findings.unanswered)
     report = "\n\n".join(f"== {label}\n" + "\n--\n".join(problems) for label, problems in findings.failures.items())
     if daemon.proc.poll() is not None:
         pytest.fail(f"the daemon died during the fuzz run:\n{daemon.logs()[-3000:]}\nFound before:\n{report}")
