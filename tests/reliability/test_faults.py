@@ -280,6 +280,14 @@ class Misbehaviour:
     needs_process_limit: bool = False
 
 
+KILL_OWN_WATCHDOG = (
+    """sh -c 'case "$(tr "\\0" " " < /proc/$PPID/cmdline)" in """
+    """*faasd.pyz*" watchdog ") kill -9 $PPID;; esac'"""
+)
+"""``kill -9 $PPID`` only while the parent is still the watchdog: once it is dead the shell's parent is
+whoever adopted it -- init, or (without a PID namespace, sandbox=none) the test process itself, which is
+a child subreaper while a daemon fixture is active (tests/process_tree.py)."""
+
 MISBEHAVIOURS = {
     "hangs": Misbehaviour({"envProcess": "sleep 3600", "envVars": {"exec_timeout": "1s"}}, frozenset({408})),
     "hangs past the gateway's timeout": Misbehaviour(
@@ -305,7 +313,7 @@ MISBEHAVIOURS = {
         },
         frozenset({500}),
     ),
-    "kills its own watchdog": Misbehaviour({"envProcess": "sh -c 'kill -9 $PPID'"}, frozenset({502, 503})),
+    "kills its own watchdog": Misbehaviour({"envProcess": KILL_OWN_WATCHDOG}, frozenset({502, 503})),
 }
 WINDOW_CALLS = 100
 """Calls to the reference function per window."""
