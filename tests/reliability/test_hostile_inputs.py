@@ -3,7 +3,8 @@
 Each group of cases runs against a daemon of its own (local backend, ``max_body_size = 4m``, a function
 ``ref`` that is ``cat``). Every request goes out as raw bytes on a connection of its own; for each:
 
-* it gets an answer (no reset, no timeout) with one of the statuses the table lists;
+* it gets an answer (no reset, no timeout) within :data:`ANSWER_FAST_S`, with one of the statuses the
+  table lists;
 * an answer faasd writes itself is one short line of ``text/plain`` that says why;
 * no answer carries a header a CR/LF in the request tried to add (``x-injected``);
 * right after it, the daemon is healthy: ``/healthz`` answers 200 within :data:`HEALTHZ_FAST_S` and
@@ -35,6 +36,9 @@ MiB = 1024 * 1024
 HEALTHZ_FAST_S = 1.0
 """``/healthz`` right after a hostile request (scaled by FAASD_TEST_TIME_FACTOR); it takes ~5 ms."""
 ANSWER_TIMEOUT_S = 10.0
+ANSWER_FAST_S = 2.0
+"""Every hostile request is answered within this (scaled): refusing one is as cheap as any other answer,
+and none may leave its client waiting for a timeout. They take milliseconds."""
 PEAK_GROWTH = 32 * MiB
 """The largest body parsed is under 4 MiB (max_body_size here); an 8 MiB body once cost 222 MB."""
 SETTLED_GROWTH = 8 * MiB
@@ -48,6 +52,7 @@ FD_SLACK = 4
 class Answer:
     response: RawResponse | None
     error: str = ""
+    took: float = 0.0
 
 
 def _port(daemon: Daemon) -> int:
@@ -60,6 +65,7 @@ def send(port: int, case: Bad) -> Answer:
     A server may answer (413, 400) before it has read a large body and close: a failed send is then
     not the end -- the answer is read from what arrived.
     """
+    started = time.perf_counter()
     try:
         with RawConnection(port, timeout=scaled(ANSWER_TIMEOUT_S)) as connection:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -67,9 +73,9 @@ def send(port: int, case: Bad) -> Answer:
             response = connection.read_response(head_request=case.head)
             while 100 <= response.status < 200:  # Interim (100 Continue): the answer follows.
                 response = connection.read_response(head_request=case.head)
-            return Answer(response)
+            return Answer(response, took=time.perf_counter() - started)
     except (AssertionError, OSError) as exc:
-        return Answer(None, f"{type(exc).__name__}: {exc}"[:300])
+        return Answer(None, f"{type(exc).__name__}: {exc}"[:300], time.perf_counter() - started)
 
 
 def problems_with(case: Bad, answer: Answer) -> list[str]:
@@ -78,6 +84,8 @@ def problems_with(case: Bad, answer: Answer) -> list[str]:
     if response is None:
         return [f"no answer ({answer.error})"]
     found = []
+    if answer.took > scaled(ANSWER_FAST_S):
+        found.append(f"answered after {answer.took:.2f}s")
     if response.status not in case.expect:
         found.append(f"status {response.status}, want {sorted(case.expect)}: {response.text[:200]!r}")
     if any(name.lower() == INJECTED for name, _ in response.headers):
