@@ -315,9 +315,9 @@ MISBEHAVIOURS = {
     ),
     "kills its own watchdog": Misbehaviour({"envProcess": KILL_OWN_WATCHDOG}, frozenset({502, 503})),
 }
-WINDOW_CALLS = 100
+WINDOW_CALLS = 75
 """Calls to the reference function per window."""
-ROUNDS = 3
+ROUNDS = 4
 """Interleaved (calm, fault) window pairs: the p99s compared are over ROUNDS x WINDOW_CALLS calls each."""
 FAULT_CALLERS = 2
 FAULT_PAUSE_S = 0.1
