@@ -61,13 +61,9 @@ def request(
     auth: bool = False,
     length: int | None = None,
 ) -> bytes:
-    """One request; ``length`` announces a Content-Length other than the body's (the body is not sent).
-
-    Connection: close on every one -- TODO(issue 11, section 3): remove it once the gateway's keep-alive
-    fix is on main (until then a keep-alive connection answered before its body was read -- 401, 404,
-    413, 415 -- can hang the next request on it, which would measure that bug here instead of this one).
-    """
-    head = {"Host": "127.0.0.1", "Connection": "close"}
+    """One keep-alive request; ``length`` announces a Content-Length other than the body's (the body is
+    not sent)."""
+    head = {"Host": "127.0.0.1"}
     if auth:
         head["Authorization"] = AUTH
     head.update(headers or {})
@@ -86,7 +82,7 @@ def raw(text: bytes) -> bytes:
 
 def chunked(method: str, target: str, size: int, headers: dict[str, str] | None = None, *, auth: bool = False) -> bytes:
     """A chunked body of ``size`` bytes (1 MiB chunks) -- no Content-Length to refuse it on."""
-    head = {"Host": "127.0.0.1", "Connection": "close", "Transfer-Encoding": "chunked", **(headers or {})}
+    head = {"Host": "127.0.0.1", "Transfer-Encoding": "chunked", **(headers or {})}
     if auth:
         head["Authorization"] = AUTH
     lines = [f"{method} {target} HTTP/1.1", *(f"{name}: {value}" for name, value in head.items())]
