@@ -186,7 +186,11 @@ def _remove_others(daemon: Daemon, keep: set[str]) -> None:
     """Remove the functions cases deployed (a valid spec with unknown fields is one): their replicas'
     files are not the daemon's to give back."""
     with daemon.client() as client:
-        for item in client.get("/system/functions").json():
+        listing = client.get("/system/functions")
+        if listing.status_code == 429:
+            return  # The credentials group locked this address out; its cases deploy nothing.
+        assert listing.status_code == 200, listing.text
+        for item in listing.json():
             if item["name"] not in keep:
                 removed = client.request("DELETE", "/system/functions", json={"functionName": item["name"]})
                 assert removed.status_code == 202, removed.text
