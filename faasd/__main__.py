@@ -13,6 +13,12 @@ def main(argv: list[str] | None = None) -> int:
     """Dispatch to a role and return its exit status."""
     args = sys.argv[1:] if argv is None else argv
     command = args[0] if args else ""
+    if command == "_sandbox":  # A local replica: confine this process first, then take the role.
+        from faasd.sandbox.enter import enter
+
+        enter(args[1] if len(args) > 1 else "")
+        args = args[2:]
+        command = args[0] if args else ""
     if command == "watchdog":
         from faasd.watchdog.main import main as watchdog_main
 

@@ -18,9 +18,11 @@ from typing import Any
 
 from faasd.units import parse_bool, parse_duration, parse_size
 
-__all__ = ["PROVIDERS", "ConfigError", "DaemonConfig", "default_state_dir"]
+__all__ = ["PROVIDERS", "SANDBOXES", "ConfigError", "DaemonConfig", "default_state_dir"]
 
 PROVIDERS = ("local", "swarm", "marathon")
+SANDBOXES = ("auto", "bwrap", "uid", "none")
+"""``sandbox`` values: how the local backend isolates replicas (docs/sandbox.md)."""
 
 
 class ConfigError(ValueError):
@@ -45,6 +47,9 @@ class DaemonConfig:
     port: int = 8080
     state_dir: str = ""
     provider: str = "local"
+    sandbox: str = "auto"
+    """Local backend: ``bwrap`` (bubblewrap), ``uid`` (a uid per function, root only), ``none`` (unsafe),
+    or ``auto``: the first of those this machine supports."""
     log_level: str = "info"
     upstream_timeout_s: float = 60.0
     """Longest a function call may take through the gateway (OpenFaaS's upstream_timeout)."""
@@ -200,6 +205,7 @@ _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "port": ("port", _port),
     "state_dir": ("state_dir", _text),
     "provider": ("provider", _choice(PROVIDERS)),
+    "sandbox": ("sandbox", _choice(SANDBOXES)),
     "log_level": ("log_level", _choice(("debug", "info", "warning", "error"))),
     "upstream_timeout": ("upstream_timeout_s", _duration),
     "ready_timeout": ("ready_timeout_s", _duration),

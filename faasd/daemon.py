@@ -143,6 +143,7 @@ async def run(
         started_at=time.time(),
         password_file=password_file,
         autoscaler=autoscaler,
+        sandbox=getattr(provider, "sandbox_info", None),
     )
     app = GatewayApp(invoker=invoker, management=management, metrics=metrics, health=provider.health)
     shutdown = trio.Event()
@@ -164,6 +165,7 @@ async def run(
                 version=__version__,
                 url=url,
                 provider=provider.name,
+                **({"sandbox": provider.sandbox_info()["mode"]} if hasattr(provider, "sandbox_info") else {}),
                 state_dir=config.state_dir,
                 password_file=password_file or "$FAASD_PASSWORD",
                 functions=len(service.names()),
@@ -303,6 +305,10 @@ def _prepare_state_dir(path: str) -> None:
         raise StateError(f"state dir {exc.filename or path}: {exc.strerror or exc}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise StateError(f"state dir {path} is not writable by this user (uid {os.geteuid()})")
+    try:
+        os.chmod(path, 0o700)  # Whatever the umask or an older faasd left: it holds every secret.
+    except OSError as exc:
+        raise StateError(f"state dir {path}: cannot make it private: {exc.strerror or exc}") from None
 
 
 def _load_call_token(state_dir: str) -> CallToken:
@@ -329,6 +335,7 @@ def main_up(config: DaemonConfig, deploy: Sequence[FunctionSpec] = ()) -> int:
     from faasd import logs
 
     logs.configure(config.log_level)
+    os.umask(0o077)  # Whatever the daemon creates is its own; replicas are given what they need explicitly.
     try:
         trio.run(partial(run, config, deploy=deploy))
     except (OSError, FaasdError, BaseExceptionGroup) as exc:

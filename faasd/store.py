@@ -86,7 +86,9 @@ class Store:
     def open(cls, path: str) -> Store:
         """Open (creating if needed) the database at ``path`` with WAL and full sync.
 
-        Resource handling: the caller owns the store and must :meth:`close` it.
+        Resource handling: the caller owns the store and must :meth:`close` it. The file and its
+        ``-wal``/``-shm`` companions are 0600 whatever the umask: the file is created 0600 before SQLite
+        opens it (SQLite gives its companions the database's mode), and older ones are narrowed.
 
         Raises:
             StateError: the file cannot be opened or created, is not an SQLite database, or was
@@ -94,6 +96,8 @@ class Store:
         """
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            _make_private(path)
             connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
             try:
                 connection.execute("PRAGMA journal_mode=WAL")
@@ -104,7 +108,7 @@ class Store:
                     connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 elif version > SCHEMA_VERSION:
                     raise StateError(f"{path} was written by a newer faasd (schema {version}); upgrade faasd")
-                os.chmod(path, 0o600)
+                _make_private(path)
             except BaseException:
                 connection.close()
                 raise
@@ -225,6 +229,15 @@ class Store:
         with self._db:
             cursor = self._db.execute("DELETE FROM secrets WHERE name = ?", (name,))
         return cursor.rowcount == 1
+
+
+def _make_private(path: str) -> None:
+    """chmod 0600 the database and whichever of its ``-wal``/``-shm`` files exist."""
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            os.chmod(name, 0o600)
+        except FileNotFoundError:
+            continue
 
 
 def _function_from_row(row: tuple[str, int, float, float]) -> StoredFunction:

@@ -78,6 +78,7 @@ def status(ctx: CliContext, name: str | None) -> None:
             ("Backend", f"{provider.get('orchestration', '?')} ({provider.get('provider', '?')})"),
             ("Uptime", _uptime(float(own.get("uptime_seconds", 0)))),
             ("Password", f"{own.get('password_file', '?')} (user admin)"),
+            *_sandbox_rows(own.get("sandbox")),
             ("Functions", len(functions)),
         ]
     )
@@ -107,6 +108,16 @@ def status(ctx: CliContext, name: str | None) -> None:
             for f in functions
         ]
         ctx.out.table(["FUNCTION", "REPLICAS", "AVAILABLE", "INVOCATIONS", "IMAGE/PROCESS", "STATE"], rows)
+
+
+def _sandbox_rows(sandbox: object) -> list[tuple[str, object]]:
+    """The local backend's sandbox: its mode, and in full why when functions are not isolated."""
+    if not isinstance(sandbox, dict):
+        return []
+    mode = str(sandbox.get("mode", "?"))
+    if sandbox.get("isolated"):
+        return [("Sandbox", f"{mode}: {sandbox.get('reason', '')}")]
+    return [("Sandbox", f"{mode} -- WARNING: {sandbox.get('reason', 'functions are not isolated')}")]
 
 
 def _scaling_rows(scaling: dict[str, Any]) -> list[tuple[str, object]]:

@@ -8,7 +8,7 @@ import click
 
 from faasd.cli.client import ClientError, GatewayClient, find_password
 from faasd.cli.common import CliContext, pass_cli
-from faasd.config import PROVIDERS, ConfigError, DaemonConfig
+from faasd.config import PROVIDERS, SANDBOXES, ConfigError, DaemonConfig
 
 
 @click.command()
@@ -16,6 +16,11 @@ from faasd.config import PROVIDERS, ConfigError, DaemonConfig
 @click.option("--port", type=int, help="Port to listen on [default: 8080; 0 picks a free one].")
 @click.option("--state-dir", help="Where state lives [default: $STATE_DIRECTORY, $XDG_STATE_HOME/faasd].")
 @click.option("--provider", type=click.Choice(PROVIDERS), help="Backend [default: local].")
+@click.option(
+    "--sandbox",
+    type=click.Choice(SANDBOXES),
+    help="How local functions are isolated: bwrap, uid (root), none (unsafe) [default: auto].",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="[default: info]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same keys.")
 @click.option("-f", "--yaml", "stack_file", type=click.Path(dir_okay=False), help="Deploy this stack.yml once up.")
@@ -26,6 +31,7 @@ def up(
     port: int | None,
     state_dir: str | None,
     provider: str | None,
+    sandbox: str | None,
     log_level: str | None,
     config_file: str | None,
     stack_file: str | None,
@@ -39,7 +45,14 @@ def up(
     try:
         config = DaemonConfig.load(
             file=config_file,
-            flags={"bind": bind, "port": port, "state_dir": state_dir, "provider": provider, "log_level": log_level},
+            flags={
+                "bind": bind,
+                "port": port,
+                "state_dir": state_dir,
+                "provider": provider,
+                "sandbox": sandbox,
+                "log_level": log_level,
+            },
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

@@ -78,6 +78,7 @@ def create_management_app(
     password_file: str | None = None,
     autoscaler: Autoscaler | None = None,
     throttle: AuthThrottle | None = None,
+    sandbox: Callable[[], dict[str, object]] | None = None,
 ) -> QuartTrio:
     """Build the Quart app serving ``/system/*``, ``/healthz`` fallbacks and friendly errors.
 
@@ -247,6 +248,7 @@ def create_management_app(
                     "health": reason,
                     "password_file": password_file or "$FAASD_PASSWORD",
                     "functions": len(service.names()),
+                    **({"sandbox": sandbox()} if sandbox is not None else {}),
                 },
                 "provider": {
                     "provider": f"faasd-{provider_name}",

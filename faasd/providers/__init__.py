@@ -54,6 +54,7 @@ def load_provider(
             secrets=secrets,
             ready_timeout_s=config.ready_timeout_s,
             call_token=call_token,
+            sandbox=config.sandbox,
         )
     if name == "swarm":
         from faasd.providers.swarm import SwarmProvider

@@ -86,6 +86,11 @@ from faasd.providers._requirements import install_requirements
 from faasd.providers.types import Endpoint, FunctionSpec, FunctionStatus, LogMessage, LogRequest, validate_name
 from faasd.registry import EndpointRegistry
 from faasd.runtime import self_command
+from faasd.sandbox import files as sandbox_files
+from faasd.sandbox import host as sandbox_host
+from faasd.sandbox.limits import Limits, limits_from_spec
+from faasd.sandbox.plan import Launch, ReplicaSandbox, Sandbox, plan_launch
+from faasd.sandbox.uids import UidPool
 from faasd.watchdog.config import ConfigError, WatchdogConfig
 
 __all__ = [
@@ -170,6 +175,7 @@ class _Generation:
     number: int
     spec: FunctionSpec
     fprocess: str
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(eq=False, slots=True)
@@ -218,6 +224,8 @@ class _Function:
     failure: str = ""
     """Why the current generation cannot run (its replicas cannot start, or exit before ready); cleared
     when one of its replicas becomes ready, or by a new generation."""
+    uid: int | None = None
+    """Its own uid (and gid) when the sandbox gives functions uids (faasd.sandbox.uids)."""
 
 
 def plan_replicas(slots: Sequence[_Slot], current: _Generation, desired: int) -> tuple[int, list[_Slot]]:
@@ -270,6 +278,9 @@ class LocalProvider:
         log_bytes: log kept per function for :meth:`logs` (see :mod:`faasd.providers._logbook`).
         call_token: replicas refuse calls without it (:mod:`faasd.calltoken`); each gets it on a pipe
             (``call_token_fd``), never in its environment.
+        sandbox: ``auto``, ``bwrap``, ``uid`` or ``none`` (docs/sandbox.md); decided when :meth:`run`
+            starts, which raises :class:`~faasd.sandbox.host.SandboxUnavailable` for an explicit mode
+            this machine cannot provide.
 
     Resource handling:
         Every replica belongs to a task in the nursery opened by :meth:`run`; when that is cancelled
@@ -292,6 +303,7 @@ class LocalProvider:
         stop_grace_s: float = 10.0,
         log_bytes: int = DEFAULT_LOG_BYTES,
         call_token: CallToken | None = None,
+        sandbox: str = "none",
     ) -> None:
         self._state_dir = os.path.abspath(state_dir)
         self._call_token = call_token
@@ -305,6 +317,11 @@ class LocalProvider:
         self._log_bytes = log_bytes
         self._command = self_command()
         self._base_env = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
+        self._sandbox_request = sandbox
+        self._sandbox: Sandbox | None = None
+        self._uids = UidPool()
+        self._lifeline: tuple[int, int] | None = None
+        """(read, write) ends of a pipe only this process writes to: bwrap replicas die when it closes."""
         self._functions: dict[str, _Function] = {}
         self._locks = NameLocks()
         self._replica_ids: set[str] = set()
@@ -333,6 +350,12 @@ class LocalProvider:
     def health(self) -> tuple[bool, str]:
         return True, "local processes"
 
+    def sandbox_info(self) -> dict[str, object]:
+        """How replicas are sandboxed (``/system/info``); ``mode`` is ``pending`` until :meth:`run` starts."""
+        if self._sandbox is None:
+            return {"mode": "pending", "requested": self._sandbox_request, "isolated": False}
+        return self._sandbox.describe()
+
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -345,6 +368,16 @@ class LocalProvider:
             raise RuntimeError("LocalProvider.run can only be called once")
         self._finished = finished = trio.Event()
         try:
+            self._sandbox = sandbox = await trio.to_thread.run_sync(
+                functools.partial(
+                    sandbox_host.resolve, self._sandbox_request, state_dir=self._state_dir, command=self._command
+                )
+            )
+            fell_back = sandbox.requested == "auto" and sandbox.mode != "bwrap"
+            level = logging.WARNING if fell_back or not sandbox.isolated else logging.INFO
+            event(log, level, "sandbox", mode=sandbox.mode, requested=sandbox.requested, reason=sandbox.reason)
+            if sandbox.mode == "bwrap":
+                self._lifeline = os.pipe()  # Both ends close-on-exec; the read end is passed to each replica.
             await trio.to_thread.run_sync(self._prepare_state_dirs)
             with trio.CancelScope() as self._run_scope:
                 async with trio.open_nursery() as nursery:
@@ -358,6 +391,10 @@ class LocalProvider:
             for function in self._functions.values():
                 self._registry.forget(function.name)
                 function.logbook.close()
+            if self._lifeline is not None:  # Every replica is reaped by now.
+                for end in self._lifeline:
+                    os.close(end)
+                self._lifeline = None
             finished.set()
 
     async def aclose(self) -> None:
@@ -367,7 +404,14 @@ class LocalProvider:
             await self._finished.wait()
 
     def _prepare_state_dirs(self) -> None:
+        if self._sandbox is not None and self._sandbox.work_root:  # uid mode: outside the state dir.
+            root = self._sandbox.work_root  # Emptied and laid out by sandbox.files.prepare_work_root.
+            self._functions_dir, self._staging_dir, self._replicas_dir = (
+                os.path.join(root, name) for name in sandbox_files.WORK_DIRS
+            )
+            return
         os.makedirs(self._functions_dir, mode=0o700, exist_ok=True)
+        os.chmod(self._functions_dir, 0o700)
         for scratch in (self._replicas_dir, self._staging_dir):
             shutil.rmtree(scratch, ignore_errors=True)
             os.makedirs(scratch, mode=0o700, exist_ok=True)
@@ -428,6 +472,9 @@ class LocalProvider:
                 function.logbook.close()
                 for path in [function.workdir, *(path for _, path in function.retired)]:
                     await _remove_tree(path)
+                if function.uid is not None:  # Whatever still runs as its uid is its own leftover.
+                    await trio.to_thread.run_sync(sandbox_host.kill_uid, function.uid)
+                    self._uids.release(name)
         event(log, logging.INFO, "function removed", function=name)
 
     async def scale(self, name: str, replicas: int) -> None:
@@ -506,14 +553,18 @@ class LocalProvider:
     async def _apply(self, spec: FunctionSpec, replicas: int) -> None:
         """Validate and build the new working dir, swap it in, start the new generation (lock held)."""
         fprocess, values = await self._validate(spec)
+        limits = limits_from_spec(spec)
         staging = os.path.join(self._staging_dir, f"{spec.name}.{token_hex(4)}")
         try:
+            uid = await self._function_uid(spec.name)
             await trio.to_thread.run_sync(self._build_workdir, staging, spec, values)
             await install_requirements(staging)  # Cancellable: a daemon stopping does not wait for pip.
-            await trio.to_thread.run_sync(self._check_workdir, staging, spec, fprocess)
+            await trio.to_thread.run_sync(self._check_workdir, staging, spec, fprocess, uid)
             with trio.CancelScope(shield=True):  # Once swapped, the bookkeeping below must follow.
                 retired = await trio.to_thread.run_sync(self._install, spec.name, staging)
         except BaseException:
+            if spec.name not in self._functions:
+                self._uids.release(spec.name)
             with trio.CancelScope(shield=True):
                 await _remove_tree(staging)
             raise
@@ -523,15 +574,16 @@ class LocalProvider:
         if function is None:
             function = _Function(
                 name=spec.name,
-                generation=_Generation(1, spec, fprocess),
+                generation=_Generation(1, spec, fprocess, limits),
                 desired=replicas,
                 created_at=datetime.now(UTC),
                 workdir=workdir,
                 logbook=LogBook(spec.name, self._log_bytes),
+                uid=uid,
             )
             self._functions[spec.name] = function
         else:
-            function.generation = _Generation(function.generation.number + 1, spec, fprocess)
+            function.generation = _Generation(function.generation.number + 1, spec, fprocess, limits)
             function.desired = replicas
             function.failure = ""
         if retired is not None:
@@ -573,6 +625,16 @@ class LocalProvider:
             values[secret] = value
         return fprocess, values
 
+    async def _function_uid(self, name: str) -> int | None:
+        """The function's own uid when the sandbox gives functions uids (a new one on its first deploy)."""
+        if self._sandbox is None or not self._sandbox.per_function_uid:
+            return None
+        uid = self._uids.get(name)
+        if uid is None:
+            busy = await trio.to_thread.run_sync(sandbox_host.busy_uids)
+            uid = self._uids.acquire(name, busy)
+        return uid
+
     def _build_workdir(self, path: str, spec: FunctionSpec, secrets: dict[str, bytes]) -> None:
         """Fill a fresh working dir (blocking: runs in a thread); ``requirements.txt`` is installed
         next, by :func:`install_requirements`, then :meth:`_check_workdir` runs.
@@ -580,7 +642,7 @@ class LocalProvider:
         Raises:
             InvalidRequest: unsafe or corrupt archive.
         """
-        os.mkdir(path, 0o755)
+        os.mkdir(path, 0o700)  # Opened up to the function's group (if any) once complete.
         if spec.handler_archive:
             extracted = extract_archive(spec.handler_archive, path, reserved=(SECRETS_DIR,))
             event(
@@ -602,8 +664,10 @@ class LocalProvider:
             with os.fdopen(fd, "wb") as file:
                 file.write(value)
 
-    def _check_workdir(self, path: str, spec: FunctionSpec, fprocess: str) -> None:
+    def _check_workdir(self, path: str, spec: FunctionSpec, fprocess: str, uid: int | None = None) -> None:
         """Would the replica start: does its command exist, would the watchdog accept the env (blocking).
+
+        With ``uid``, the dir then becomes ``root:<uid's group>``, readable by the function and nobody else.
 
         Raises:
             InvalidRequest: command not found, bad watchdog setting.
@@ -628,6 +692,8 @@ class LocalProvider:
             WatchdogConfig.from_env(env)
         except ConfigError as exc:
             raise InvalidRequest(f"envVars: {exc}") from None
+        if uid is not None:
+            sandbox_files.share_with_group(path, uid)
 
     def _install(self, name: str, staging: str) -> str | None:
         """Swap the new working dir in; the old one (if any) moves to staging, its path returned.
@@ -794,6 +860,7 @@ class LocalProvider:
         """
         replica_id = self._new_replica_id(function.name)
         replica_dir = os.path.join(self._replicas_dir, replica_id)
+        scratch = self._scratch_dir(function, replica_id)
         env = self._replica_env(slot.generation, function.workdir, replica_dir, slot.listener.fileno())
         read_fd = token_fd = -1
         try:
@@ -806,14 +873,15 @@ class LocalProvider:
                     env.pop("call_token_file", None)  # Ours, not one the spec's envVars may name.
                     env["call_token_fd"] = str(token_fd)
                     pass_fds.append(token_fd)
+                launch = await self._launch(function, slot.generation, replica_id, scratch, env)
                 process = await trio.lowlevel.open_process(
-                    [*self._command.argv, "watchdog"],
+                    list(launch.argv),
                     stdin=subprocess.DEVNULL,
                     stdout=write_fd,
                     stderr=write_fd,
-                    env=env,
-                    cwd=function.workdir,
-                    pass_fds=pass_fds,
+                    env=launch.env,
+                    cwd=launch.cwd,
+                    pass_fds=(*pass_fds, *launch.pass_fds),
                     start_new_session=True,
                 )
             finally:
@@ -825,6 +893,8 @@ class LocalProvider:
                 os.close(read_fd)
             self._replica_ids.discard(replica_id)
             await _remove_tree(replica_dir)
+            if scratch:
+                await _remove_tree(scratch)
             event(
                 log,
                 logging.ERROR,
@@ -863,6 +933,8 @@ class LocalProvider:
                     await trio.to_thread.run_sync(_kill_session, process.pid)
                 self._replica_ids.discard(replica_id)
                 await _remove_tree(replica_dir)
+                if scratch:
+                    await _remove_tree(scratch)
         if replica.was_ready:
             return replica_id, process.returncode, ""
         trouble = replica.trouble or f"replica {_exit_text(process.returncode)} before it was ready"
@@ -874,6 +946,33 @@ class LocalProvider:
             if function.failure != reason:
                 event(log, logging.WARNING, "function failing", function=function.name, reason=reason)
             function.failure = reason
+
+    def _scratch_dir(self, function: _Function, replica_id: str) -> str:
+        """uid mode: the replica's private TMPDIR/HOME outside the state dir (made by :meth:`_launch`)."""
+        sandbox = self._sandbox
+        if sandbox is None or sandbox.mode != "uid" or function.uid is None:
+            return ""
+        return os.path.join(self._replicas_dir, f"{replica_id}.home")
+
+    async def _launch(
+        self, function: _Function, generation: _Generation, replica_id: str, scratch: str, env: dict[str, str]
+    ) -> Launch:
+        """The replica's command line, environment and directory in this daemon's sandbox."""
+        assert self._sandbox is not None
+        if scratch:
+            await trio.to_thread.run_sync(
+                sandbox_files.make_scratch, os.path.dirname(scratch), os.path.basename(scratch), function.uid
+            )
+        replica = ReplicaSandbox(
+            workdir=function.workdir,
+            secrets=True,
+            uid=function.uid,
+            limits=generation.limits,
+            scratch=scratch,
+            name=replica_id,
+            lifeline=self._lifeline[0] if self._lifeline is not None else None,
+        )
+        return plan_launch(self._sandbox, replica, self._command.argv, env)
 
     def _unpublish_slot(self, function: _Function, slot: _Slot) -> None:
         slot.ready = False
@@ -922,9 +1021,16 @@ class LocalProvider:
         await self._terminate(function, replica, process)
 
     async def _terminate(self, function: _Function, replica: _Replica, process: trio.Process) -> None:
-        """SIGTERM, then SIGKILL to the whole session after ``stop_grace_s``; returns once reaped."""
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
+        """SIGTERM, then SIGKILL to the whole session after ``stop_grace_s``; returns once reaped.
+
+        In bwrap mode the SIGTERM goes to the watchdog inside (bwrap does not pass signals on); the
+        SIGKILL to bwrap, whose PID namespace dies with it.
+        """
+        inside = self._sandbox is not None and self._sandbox.mode == "bwrap"
+        signal_inside = functools.partial(sandbox_host.signal_sandboxed, process.pid, signal.SIGTERM)
+        if not (inside and await trio.to_thread.run_sync(signal_inside)):
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
         with trio.move_on_after(self._stop_grace_s):
             await process.wait()
             return

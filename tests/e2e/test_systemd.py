@@ -111,3 +111,39 @@ def test_install_service_without_permission_is_one_line(faasd_cli: MakeCli, tmp_
     blocked.write_text("not a directory")
     line = faasd_cli().run("install-service", "--root", str(blocked)).error_line()
     assert line.startswith("Error: cannot install:"), line
+
+
+def _has_group(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def test_install_service_keeps_the_docker_group_away_from_local_functions(faasd_cli: MakeCli, tmp_path: Path):
+    """A member of the docker group drives dockerd, which is root on the host: the local backend's unit
+    (the default) never gets it, even where the group exists; and it can mount a sandbox's /proc."""
+    root = tmp_path / "root"
+    faasd_cli().run("install-service", "--root", str(root)).ok()
+    lines = (root / "etc/systemd/system/faasd.service").read_text().splitlines()
+    assert "SupplementaryGroups=docker" not in lines and "DynamicUser=yes" in lines
+    assert "ProtectKernelTunables=yes" not in lines and "ProtectKernelLogs=yes" not in lines
+    assert not any(line.startswith("Environment=") and "FAASD_PROVIDER" in line for line in lines)
+    assert _verify(root / "etc/systemd/system/faasd.service") == "exit 0:"
+
+
+def test_install_service_for_swarm_adds_the_docker_group(faasd_cli: MakeCli, tmp_path: Path):
+    root = tmp_path / "root"
+    result = faasd_cli().run("install-service", "--root", str(root), "--provider", "swarm").ok()
+    assert "(provider swarm)" in result.out
+    unit = root / "etc/systemd/system/faasd.service"
+    lines = unit.read_text().splitlines()
+    assert "Environment=FAASD_PROVIDER=swarm FAASD_BIND=127.0.0.1 FAASD_PORT=8080" in lines
+    assert ("SupplementaryGroups=docker" in lines) == _has_group("docker")
+    if not _has_group("docker"):
+        assert "there is no docker group yet" in result.out
+    assert "ProtectKernelTunables=yes" in lines and "ProtectKernelLogs=yes" in lines
+    assert _verify(unit) == "exit 0:"

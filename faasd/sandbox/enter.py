@@ -1,0 +1,138 @@
+"""Inside a replica, before anything else: apply its limits and become the function's user.
+
+The local backend starts each replica as ``python faasd.pyz _sandbox SPEC watchdog`` (inside bwrap in
+``bwrap`` mode). ``faasd.__main__`` calls :func:`enter` with ``SPEC`` before it imports the watchdog, so
+no code of the function -- and nothing the function controls -- runs before the replica is confined:
+
+1. ``oom_score_adj`` raised to 1000: when memory runs out, the kernel kills function processes first,
+   never the daemon (raising it needs no privilege; lowering does, so a function cannot undo it);
+2. ``RLIMIT_NOFILE``, ``RLIMIT_AS``, ``RLIMIT_NPROC`` set, soft = hard (inherited by every process the
+   replica starts; a function can lower them, never raise them);
+3. with ``uid``: ``no_new_privs`` (unless bwrap set it already), no supplementary groups, then the real,
+   effective and saved gid and uid all set to the function's -- which drops every capability. Checked
+   afterwards; any failure ends the process (exit 126) rather than run a function with the daemon's
+   rights;
+4. with ``life``: the replica dies with the daemon. ``life`` is the read end of a pipe whose only write
+   end the daemon holds: it reads end-of-file once the daemon is gone, however it ended, and a thread
+   waiting on it then kills this process (bwrap's PID namespace takes everything else with it). The
+   watchdog's own ``parent_pid`` watch cannot do this in bwrap: the daemon's pid is not visible there.
+   The descriptor is close-on-exec from here on: function processes never hold it.
+
+``SPEC`` is ``key=value`` pairs separated by commas, integers only (:func:`format_spec`); it travels on
+the command line, not in the environment, so the function's environment is the one the backend built.
+Stdlib only: this runs on every replica start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+__all__ = ["ENTER_COMMAND", "SandboxSpecError", "enter", "format_spec", "parse_spec"]
+
+ENTER_COMMAND = "_sandbox"
+"""The ``faasd`` argument that introduces a spec: ``faasd _sandbox SPEC <role> ...``."""
+
+KEYS = ("uid", "gid", "as", "nproc", "nofile", "nnp", "oom", "life")
+"""uid/gid: become them; as/nproc/nofile: RLIMIT_AS/NPROC/NOFILE; nnp=1: set no_new_privs; oom: the
+replica's oom_score_adj; life: the daemon's lifeline pipe (a file descriptor)."""
+
+EXIT_CONFINE_FAILED = 126
+
+PR_SET_NO_NEW_PRIVS = 38
+
+
+class SandboxSpecError(ValueError):
+    """A spec that does not parse (a bug in the backend, never user input)."""
+
+
+def format_spec(**values: int | None) -> str:
+    """``uid=5,gid=5,as=...``: the values that are not None, in :data:`KEYS` order."""
+    unknown = set(values) - set(KEYS)
+    if unknown:
+        raise SandboxSpecError(f"unknown sandbox keys: {', '.join(sorted(unknown))}")
+    return ",".join(f"{key}={int(values[key])}" for key in KEYS if values.get(key) is not None)  # type: ignore[arg-type]
+
+
+def parse_spec(text: str) -> dict[str, int]:
+    """The inverse of :func:`format_spec`.
+
+    Raises:
+        SandboxSpecError: an unknown key, a value that is not a whole number >= 0, or uid without gid.
+    """
+    values: dict[str, int] = {}
+    for item in text.split(",") if text else ():
+        key, sep, value = item.partition("=")
+        if not sep or key not in KEYS or key in values or not value.isdigit():
+            raise SandboxSpecError(f"bad sandbox spec item {item!r}")
+        values[key] = int(value)
+    if ("uid" in values) != ("gid" in values):
+        raise SandboxSpecError("a sandbox spec names both uid and gid, or neither")
+    return values
+
+
+def enter(text: str) -> None:
+    """Apply the spec to this process (see the module docstring); exit 126 on any failure."""
+    try:
+        _confine(parse_spec(text))
+    except (OSError, SandboxSpecError) as exc:
+        print(f"faasd sandbox: cannot confine the replica: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_CONFINE_FAILED) from None
+
+
+def _confine(values: dict[str, int]) -> None:
+    if "oom" in values:
+        try:
+            with open("/proc/self/oom_score_adj", "w", encoding="ascii") as file:
+                file.write(str(values["oom"]))
+        except OSError:
+            pass  # No /proc: the limits below still hold; the OOM order is a preference.
+    if {"as", "nproc", "nofile"} & values.keys():
+        import resource
+
+        for key, which in (("nofile", resource.RLIMIT_NOFILE), ("as", resource.RLIMIT_AS)):
+            if key in values:
+                resource.setrlimit(which, (values[key], values[key]))
+        if "nproc" in values:
+            resource.setrlimit(resource.RLIMIT_NPROC, (values["nproc"], values["nproc"]))
+    if "uid" in values:
+        _become(values["uid"], values["gid"], no_new_privs=bool(values.get("nnp")))
+    if "life" in values:
+        _follow_daemon(values["life"])
+
+
+def _become(uid: int, gid: int, *, no_new_privs: bool) -> None:
+    if no_new_privs:
+        _set_no_new_privs()
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid) or os.getgroups():
+        raise OSError(f"still uid {os.getresuid()} gid {os.getresgid()} groups {os.getgroups()} after the switch")
+
+
+def _follow_daemon(fd: int) -> None:
+    """Kill this process once the daemon's end of the lifeline pipe is closed (see the module docstring)."""
+    os.set_inheritable(fd, False)
+    import threading
+
+    threading.Thread(target=_wait_for_eof, args=(fd,), name="faasd-lifeline", daemon=True).start()
+
+
+def _wait_for_eof(fd: int) -> None:
+    try:
+        while os.read(fd, 64):
+            pass  # The daemon never writes; anything read is ignored.
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _set_no_new_privs() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(error)}")

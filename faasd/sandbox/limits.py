@@ -1,0 +1,121 @@
+"""What one local replica may use: memory, processes, open files, ``/tmp``. Pure.
+
+Where the numbers come from:
+
+* **memory** -- the spec's ``limits.memory`` (Docker units: ``128M``, ``1G``), applied as
+  ``RLIMIT_AS`` to every process of the replica (the watchdog, each call's process, python-mode
+  workers). An address-space cap is what a process without a delegated cgroup can have; it counts
+  virtual memory, so it is stricter than a container's ``memory.max`` (runtimes that reserve large
+  address ranges up front, such as V8 or the JVM, need a generous value). ``requests`` are a
+  reservation, which a local process cannot have: they are checked like ``limits`` and not applied.
+  No ``limits.memory``: no cap (the replica's processes are still the OOM killer's first choice,
+  see :mod:`faasd.sandbox.enter`).
+* **processes** -- label ``com.faasd.limits.processes`` (default :data:`DEFAULT_PROCESSES`), applied
+  as ``RLIMIT_NPROC``, which the kernel counts per real uid (per user namespace): it contains a fork
+  bomb only when the replica has a uid or user namespace of its own (``bwrap`` and ``uid`` modes).
+* **open files** -- label ``com.faasd.limits.open_files`` (default :data:`DEFAULT_OPEN_FILES`), per
+  process (``RLIMIT_NOFILE``).
+* **/tmp** (``bwrap`` mode) -- a tmpfs as large as the memory limit, else :data:`DEFAULT_TMP_BYTES`.
+
+``limits.cpu`` is accepted and not applied: without a cgroup there is no CPU share to set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from faasd.errors import InvalidRequest
+from faasd.providers.types import FunctionSpec, Resources
+from faasd.units import parse_size
+
+__all__ = [
+    "DEFAULT_OPEN_FILES",
+    "DEFAULT_PROCESSES",
+    "DEFAULT_TMP_BYTES",
+    "LABEL_OPEN_FILES",
+    "LABEL_PROCESSES",
+    "MIN_MEMORY_BYTES",
+    "Limits",
+    "limits_from_spec",
+]
+
+LABEL_PROCESSES = "com.faasd.limits.processes"
+LABEL_OPEN_FILES = "com.faasd.limits.open_files"
+
+DEFAULT_PROCESSES = 256
+"""Processes and threads of one function (all its replicas: they share its uid)."""
+
+DEFAULT_OPEN_FILES = 4096
+"""Open files per process."""
+
+DEFAULT_TMP_BYTES = 256 * 1024 * 1024
+"""Size of a ``bwrap`` replica's private ``/tmp`` when the spec sets no memory limit."""
+
+MIN_MEMORY_BYTES = 64 * 1024 * 1024
+"""Smallest ``limits.memory`` accepted: the watchdog alone maps about 30 MB, and a python-mode worker
+as much again; below this a replica could not start."""
+
+_PROCESSES_RANGE = (16, 1 << 20)
+_OPEN_FILES_RANGE = (64, 1 << 20)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Resource limits of one replica (see the module docstring for how each is applied)."""
+
+    memory_bytes: int | None = None
+    """``RLIMIT_AS`` of each process; None: no cap."""
+    processes: int = DEFAULT_PROCESSES
+    open_files: int = DEFAULT_OPEN_FILES
+
+    @property
+    def tmp_bytes(self) -> int:
+        return self.memory_bytes or DEFAULT_TMP_BYTES
+
+
+def limits_from_spec(spec: FunctionSpec) -> Limits:
+    """The limits ``spec`` asks for.
+
+    Raises:
+        InvalidRequest: a memory value that is not a size or is below :data:`MIN_MEMORY_BYTES`, or a
+            limit label that is not a whole number in range; the message names the field.
+    """
+    memory = _memory(spec.limits, "limits")
+    _memory(spec.requests, "requests")  # Checked, not applied (module docstring).
+    return Limits(
+        memory_bytes=memory,
+        processes=_label_int(spec.labels, LABEL_PROCESSES, DEFAULT_PROCESSES, _PROCESSES_RANGE),
+        open_files=_label_int(spec.labels, LABEL_OPEN_FILES, DEFAULT_OPEN_FILES, _OPEN_FILES_RANGE),
+    )
+
+
+def _memory(resources: Resources | None, field_name: str) -> int | None:
+    if resources is None or not resources.memory:
+        return None
+    try:
+        value = parse_size(resources.memory)
+    except ValueError:
+        raise InvalidRequest(
+            f"{field_name}.memory {resources.memory!r} is not a memory size (use 128M, 1G or bytes)"
+        ) from None
+    if value < MIN_MEMORY_BYTES:
+        raise InvalidRequest(
+            f"{field_name}.memory {resources.memory!r} is below the local backend's minimum of "
+            f"{MIN_MEMORY_BYTES // (1024 * 1024)}M (it caps every process of the replica, the watchdog's too)"
+        )
+    return value
+
+
+def _label_int(labels: Mapping[str, str], key: str, default: int, bounds: tuple[int, int]) -> int:
+    text = labels.get(key)
+    if text is None:
+        return default
+    low, high = bounds
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = -1
+    if not low <= value <= high:
+        raise InvalidRequest(f"label {key}={text!r}: must be a whole number from {low} to {high}")
+    return value

@@ -1,0 +1,453 @@
+"""The local backend's sandbox against a real daemon (``python3 dist/faasd.pyz up``) and hostile functions.
+
+For every sandbox mode this machine supports (``bwrap``; ``uid`` as root; bwrap under a daemon that is
+not root, as under systemd's ``DynamicUser``), a function invoked anonymously tries to read the admin
+password, the database (every secret value), another function's secret, the daemon's environment, to
+connect to the docker socket, to signal the daemon and to write its own code; each must be denied, and
+its answer must contain none of those values. ``none`` is the documented unsafe mode: the same probe
+reads the password there (which shows the probe can see a leak), and the daemon warns in its log,
+``/system/info`` and ``faasd status``.
+
+Also: the state files' modes whatever the umask, a loose password file refused, the fallback when
+bwrap is missing, replicas dying with a ``kill -9``'d daemon, and containment -- a fork bomb and a memory
+hog in one function leave the daemon and another function serving (p99 within 2x of before).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from faasd.sandbox.files import work_root_for
+from faasd.sandbox.uids import FUNCTION_UID_FIRST, FUNCTION_UID_LAST
+from tests.daemon_fixtures import Daemon, MakeCli, StartDaemon, wait_for_gone
+from tests.helpers import wait_for
+
+HAVE_BWRAP = shutil.which("bwrap") is not None
+ROOT = os.geteuid() == 0
+MODES = [
+    pytest.param("bwrap", marks=pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed")),
+    pytest.param("uid", marks=pytest.mark.skipif(not ROOT, reason="uid mode needs root")),
+]
+DOCKER_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock")
+VICTIM_SECRET = "victim-secret-value-5b1f0c"
+OWN_SECRET = "own-secret-value-93e2aa"
+CANARY = "daemon-env-canary-7d4410"
+"""Put in the daemon's environment: a function that reads the daemon's environ would see it."""
+
+PROBE = r"""
+import json, os, socket, sys
+
+targets = json.loads(os.environ["TARGETS"])
+found = {}
+for label, path in targets["files"].items():
+    try:
+        with open(path, "rb") as file:
+            found[label] = "READ " + file.read(65536).decode("latin-1")
+    except OSError as exc:
+        found[label] = f"denied: {type(exc).__name__}: {exc.strerror}"
+for label, path in targets["sockets"].items():
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+        found[label] = "CONNECTED"
+    except OSError as exc:
+        found[label] = f"denied: {type(exc).__name__}: {exc.strerror}"
+    finally:
+        sock.close()
+try:
+    os.kill(targets["daemon_pid"], 0)
+    found["signal the daemon"] = "allowed"
+except OSError as exc:
+    found["signal the daemon"] = f"denied: {type(exc).__name__}: {exc.strerror}"
+try:
+    with open("probe-was-here", "w") as file:
+        file.write("x")
+    found["write its own code"] = "allowed"
+except OSError as exc:
+    found["write its own code"] = f"denied: {type(exc).__name__}: {exc.strerror}"
+with open(os.path.join(os.environ["secret_mount_path"], "own-token"), "rb") as file:
+    found["own secret"] = file.read().decode()
+found["uid"] = os.getuid()
+print(json.dumps(found))
+"""
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _archive(files: dict[str, bytes]) -> str:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content), 0o644
+            tar.addfile(info, io.BytesIO(content))
+    return base64.b64encode(raw.getvalue()).decode()
+
+
+def _admin(daemon: Daemon) -> httpx.Client:
+    """A client with the credentials the daemon uses: its password file, else the fixture's password."""
+    password_file = daemon.state_dir / "password"
+    password = password_file.read_text().strip() if password_file.exists() else daemon.env["FAASD_PASSWORD"]
+    return httpx.Client(base_url=daemon.url, auth=("admin", password), timeout=60.0)
+
+
+def _wait_ready(client: httpx.Client, name: str, timeout: float = 30.0) -> None:
+    def ready() -> bool:
+        response = client.get(f"/system/function/{name}")
+        return response.status_code == 200 and response.json().get("availableReplicas", 0) >= 1
+
+    wait_for(ready, timeout, f"{name} to have a ready replica")
+
+
+@pytest.fixture
+def stand_in_socket() -> Iterator[str]:
+    """A unix socket like dockerd's (root:root 0660 under /run), listening: the docker socket's stand-in on a
+    machine without dockerd, and a second target where there is one."""
+    path = f"/run/faasd-test-{os.getpid()}.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(path)
+    except OSError as exc:
+        server.close()
+        pytest.skip(f"cannot create a socket in /run: {exc}")
+    os.chmod(path, 0o660)
+    server.listen(8)
+    try:
+        yield path
+    finally:
+        server.close()
+        os.unlink(path)
+
+
+def _probe(daemon: Daemon, stand_in: str) -> dict[str, object]:
+    """Deploy a victim (with a secret) and the probe (with its own), call the probe anonymously; its findings."""
+    state = daemon.state_dir
+    elsewhere = Path(work_root_for(str(state)))  # Where uid mode keeps the functions' directories.
+    targets = {
+        "files": {
+            "password": str(state / "password"),
+            "password (relative)": "../../password",
+            "database": str(state / "faasd.db"),
+            "database (relative)": "../../faasd.db",
+            "database journal": str(state / "faasd.db-wal"),
+            "other function's secret": str(state / "functions" / "victim" / ".secrets" / "victim-token"),
+            "other function's secret (relative)": "../victim/.secrets/victim-token",
+            "other function's secret (uid mode)": str(elsewhere / "functions" / "victim" / ".secrets" / "victim-token"),
+            "daemon environ": f"/proc/{daemon.pid}/environ",
+        },
+        "sockets": {"docker socket stand-in": stand_in}
+        | {f"docker socket {path}": path for path in DOCKER_SOCKETS if os.path.exists(path)},
+        "daemon_pid": daemon.pid,
+    }
+    with _admin(daemon) as client:
+        for name, value in (("victim-token", VICTIM_SECRET), ("own-token", OWN_SECRET)):
+            response = client.post("/system/secrets", json={"name": name, "value": value})
+            assert response.status_code in (200, 201, 202), response.text
+        victim = {"service": "victim", "envProcess": "cat", "secrets": ["victim-token"]}
+        assert client.post("/system/functions", json=victim).status_code == 202
+        probe = {
+            "service": "probe",
+            "envProcess": "python3 probe.py",
+            "envVars": {"TARGETS": json.dumps(targets)},
+            "secrets": ["own-token"],
+            "handlerArchive": _archive({"probe.py": PROBE.encode()}),
+        }
+        response = client.post("/system/functions", json=probe)
+        assert response.status_code == 202, response.text
+        _wait_ready(client, "victim")
+        _wait_ready(client, "probe")
+    answer = httpx.get(f"{daemon.url}/function/probe", timeout=30.0)  # Anonymous, as anyone may call it.
+    assert answer.status_code == 200, answer.text
+    return json.loads(answer.text)
+
+
+def _assert_contained(found: dict[str, object], daemon: Daemon) -> None:
+    text = json.dumps(found)
+    password = (daemon.state_dir / "password").read_text().strip()
+    shown = {label: str(outcome)[:100] for label, outcome in found.items()}  # A database is long.
+    for value in (password, VICTIM_SECRET, CANARY):
+        assert value not in text, f"{value!r} leaked: {shown}"
+    for label, outcome in shown.items():
+        if label not in ("own secret", "uid"):
+            assert outcome.startswith("denied"), f"{label}: {outcome}"
+    assert found["own secret"] == OWN_SECRET
+
+
+# -- nothing to take --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_function_cannot_reach_the_daemon_or_other_functions(
+    mode: str, start_daemon: StartDaemon, stand_in_socket: str
+) -> None:
+    daemon = start_daemon(args=("--sandbox", mode), FAASD_PASSWORD="", FAASD_TEST_CANARY=CANARY)
+    found = _probe(daemon, stand_in_socket)
+    _assert_contained(found, daemon)
+    assert FUNCTION_UID_FIRST <= int(found["uid"]) <= FUNCTION_UID_LAST  # type: ignore[call-overload]
+
+
+@pytest.mark.skipif(not ROOT, reason="the docker socket's stand-in is root's, in /run")
+def test_none_is_unsafe_and_says_so(start_daemon: StartDaemon, faasd_cli: MakeCli, stand_in_socket: str) -> None:
+    """The same probe, unsandboxed: it reads the password (so the probe does see leaks), and the daemon warns."""
+    daemon = start_daemon(args=("--sandbox", "none"), FAASD_PASSWORD="", FAASD_TEST_CANARY=CANARY)
+    found = _probe(daemon, stand_in_socket)
+    password = (daemon.state_dir / "password").read_text().strip()
+    assert found["password"] == f"READ {password}\n", found
+    assert CANARY in str(found["daemon environ"]) and VICTIM_SECRET in str(found["other function's secret"])
+    assert found["docker socket stand-in"] == "CONNECTED"
+    _assert_warns_unsafe(daemon, faasd_cli)
+
+
+def _assert_warns_unsafe(daemon: Daemon, faasd_cli: MakeCli) -> None:
+    line = next(line for line in daemon.logs().splitlines() if "event=sandbox" in line)
+    assert "level=warning" in line and "mode=none" in line and "read its state dir" in line, line
+    with _admin(daemon) as client:
+        sandbox = client.get("/system/info").json()["faasd"]["sandbox"]
+    assert sandbox["mode"] == "none" and sandbox["isolated"] is False, sandbox
+    password = (daemon.state_dir / "password").read_text().strip()
+    status = faasd_cli(daemon, FAASD_PASSWORD=password).run("status").ok()
+    assert "Sandbox\tnone -- WARNING: " in status.out, status.out
+
+
+@pytest.mark.skipif(not (ROOT and HAVE_BWRAP), reason="needs root (to become another user) and bwrap")
+def test_bwrap_works_for_a_daemon_that_is_not_root(
+    start_daemon: StartDaemon, faasd_pyz: Path, tmp_path: Path, stand_in_socket: str
+) -> None:
+    """As under systemd's DynamicUser: the daemon has no privilege, bwrap makes a user namespace, and the
+    function -- which runs as the daemon's own uid -- still sees nothing of it: not its files (the mount
+    namespace), not its environment (the PID namespace)."""
+    uid = 1_899_990_000 + os.getpid() % 10_000  # No /etc/passwd entry needed, as with DynamicUser.
+    with _world_readable_dir() as shared:
+        pyz = shared / "faasd.pyz"
+        shutil.copyfile(faasd_pyz, pyz)
+        os.chmod(pyz, 0o644)
+        state = shared / "state"
+        state.mkdir(mode=0o700)
+        os.chown(state, uid, uid)
+        wrapper = tmp_path / "as-daemon-user.sh"
+        wrapper.write_text(
+            f"#!/bin/sh\nshift\nexec setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all "
+            f'/usr/bin/python3 {pyz} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        daemon = start_daemon(state_dir=state, python=str(wrapper), FAASD_PASSWORD="", FAASD_TEST_CANARY=CANARY)
+        with _admin(daemon) as client:
+            sandbox = client.get("/system/info").json()["faasd"]["sandbox"]
+        assert sandbox["mode"] == "bwrap" and sandbox["function_uids"] is False, sandbox
+        found = _probe(daemon, stand_in_socket)
+        _assert_contained(found, daemon)
+        assert found["uid"] == uid  # The daemon's own uid: only the namespaces stand between them.
+        daemon.stop()
+
+
+class _world_readable_dir:
+    """A fresh 0755 directory under /tmp that any user can enter (pytest's tmp_path is root-only), removed after."""
+
+    def __enter__(self) -> Path:
+        self.path = Path(tempfile.mkdtemp(prefix="faasd-sandbox-test-", dir="/tmp"))
+        self.path.chmod(0o755)
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+# -- files and start-up -----------------------------------------------------------------------------
+
+
+def test_state_files_are_private_whatever_the_umask(start_daemon: StartDaemon, tmp_path: Path) -> None:
+    wrapper = tmp_path / "umask-000.sh"
+    wrapper.write_text('#!/bin/sh\numask 000\nexec /usr/bin/python3 "$@"\n')
+    wrapper.chmod(0o755)
+    daemon = start_daemon(python=str(wrapper), FAASD_PASSWORD="")
+    with _admin(daemon) as client:
+        assert client.post("/system/secrets", json={"name": "token", "value": "v"}).status_code in (200, 201, 202)
+        response = client.post("/system/functions", json={"service": "f", "envProcess": "cat", "secrets": ["token"]})
+        assert response.status_code == 202, response.text
+        _wait_ready(client, "f")
+    state = daemon.state_dir
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in state.iterdir()}
+    assert modes["password"] == 0o600 and modes["faasd.db"] == 0o600, modes
+    assert modes["faasd.db-wal"] == 0o600 and modes["faasd.db-shm"] == 0o600, modes
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700 and modes["functions"] == 0o700, modes
+    secret = state / "functions" / "f" / ".secrets" / "token"
+    assert stat.S_IMODE(secret.stat().st_mode) & 0o077 in (0, 0o040), oct(secret.stat().st_mode)  # Its group at most.
+
+
+def test_a_password_file_others_can_read_is_refused(start_daemon: StartDaemon, tmp_path: Path) -> None:
+    state = tmp_path / "loose-state"
+    state.mkdir(mode=0o700)
+    password = state / "password"
+    password.write_text("a-password-somebody-else-may-have-read\n")
+    password.chmod(0o644)
+    daemon = start_daemon(state_dir=state, wait_ready=False, FAASD_PASSWORD="")
+    assert daemon.proc.wait(30) == 1
+    errors = [line for line in daemon.logs().splitlines() if "level=error" in line]
+    assert len(errors) == 1 and "Traceback" not in daemon.logs(), daemon.logs()
+    assert f"password file {password} has mode 0644" in errors[0] and f"chmod 600 {password}" in errors[0]
+
+
+@pytest.mark.skipif(not ROOT, reason="the fallback to uid mode needs root")
+def test_without_bwrap_auto_falls_back_to_uid_and_says_so(
+    start_daemon: StartDaemon, faasd_cli: MakeCli, tmp_path: Path
+) -> None:
+    with _world_readable_dir() as shared:
+        path = shared / "bin"
+        path.mkdir(mode=0o755)
+        for tool in ("sh", "cat", "python3", "setsid"):
+            os.symlink(shutil.which(tool, path="/usr/bin:/bin"), path / tool)  # type: ignore[arg-type]
+        daemon = start_daemon(PATH=str(path))
+        line = next(line for line in daemon.logs().splitlines() if "event=sandbox" in line)
+        assert "level=warning" in line and "mode=uid" in line and "bwrap is not installed" in line, line
+        daemon.deploy("echo", "cat")
+        assert httpx.post(f"{daemon.url}/function/echo", content=b"still works").text == "still works"
+        status = faasd_cli(daemon).run("status").ok()
+        assert "Sandbox\tuid: per-function uids (bubblewrap is better: bwrap is not installed" in status.out
+        with daemon.client() as client:
+            assert client.get("/system/info").json()["faasd"]["sandbox"]["mode"] == "uid"
+        daemon.stop()
+
+        refused = start_daemon(args=("--sandbox", "bwrap"), wait_ready=False, PATH=str(path))
+        assert refused.proc.wait(30) == 1
+        errors = [line for line in refused.logs().splitlines() if "level=error" in line]
+        assert len(errors) == 1 and "sandbox=bwrap: bwrap is not installed" in errors[0], refused.logs()
+
+
+@pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed")
+def test_replicas_die_with_a_killed_daemon(start_daemon: StartDaemon) -> None:
+    """``kill -9`` of the daemon: its sandboxes notice (the lifeline pipe) and end, every process in them."""
+    daemon = start_daemon(args=("--sandbox", "bwrap"))
+    daemon.deploy("echo", "sh -c 'setsid sleep 300 >/dev/null 2>&1 & cat'", labels={"com.openfaas.scale.min": "2"})
+    daemon.wait_available("echo", 2)
+    httpx.post(f"{daemon.url}/function/echo", content=b"x", timeout=10.0)  # Leaves a sleep 300 behind.
+    inside = _descendants(daemon.pid)
+    assert len(inside) >= 8, inside  # 2 x (setsid, bwrap, its init, the watchdog) and the sleep.
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(10)
+    for pid in inside:
+        assert wait_for_gone(pid, 10.0), f"pid {pid} outlived its daemon"
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                data = Path(f"/proc/{entry}/stat").read_bytes()
+            except OSError:
+                continue
+            children.setdefault(int(data[data.rindex(b")") + 2 :].split()[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+# -- containment ------------------------------------------------------------------------------------
+
+BOMB = """sh -c 'case "$Http_Query" in
+bomb) f() { f | f & }; f; sleep 30;;
+*) echo fine;;
+esac'"""
+HOG = """python3 -c 'b = []
+while True: b.append(bytearray(1 << 20))'"""
+BASELINE_CALLS = 200
+
+
+def _latencies(url: str, *, count: int = 0, until: threading.Event | None = None) -> list[float]:
+    """Sequential POSTs on one keep-alive connection: ``count`` of them, or until ``until`` is set; each 200."""
+    times = []
+    with httpx.Client(timeout=30.0) as client:
+        while (count and len(times) < count) or (until is not None and not until.is_set()):
+            started = time.perf_counter()
+            response = client.post(url, content=b"x" * 100)
+            times.append(time.perf_counter() - started)
+            assert response.status_code == 200 and response.content == b"x" * 100, response.text
+    return times
+
+
+def _p99(times: list[float]) -> float:
+    ordered = sorted(times)
+    return ordered[max(0, round(len(ordered) * 0.99) - 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_a_fork_bomb_and_a_memory_hog_stay_in_their_function(mode: str, start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(args=("--sandbox", mode))
+    with daemon.client() as client:
+        for spec in (
+            {"service": "steady", "envProcess": "cat"},
+            {"service": "bomb", "envProcess": BOMB, "envVars": {"exec_timeout": "4s"}},
+            {"service": "hog", "envProcess": HOG, "limits": {"memory": "128M"}},
+        ):
+            assert client.post("/system/functions", json=spec).status_code == 202
+        for name in ("steady", "bomb", "hog"):
+            daemon.wait_available(name, 1)
+    steady = f"{daemon.url}/function/steady"
+    _latencies(steady, count=50)  # Warm-up.
+
+    for name, fault in (("fork bomb", _fork_bomb), ("memory hog", _memory_hog)):
+        before = _latencies(steady, count=BASELINE_CALLS)
+        done = threading.Event()
+        outcomes: list[tuple[int, str]] = []
+        worker = threading.Thread(target=fault, args=(daemon.url, outcomes, done))
+        worker.start()
+        try:
+            during = _latencies(steady, until=done)
+        finally:
+            worker.join(60)
+        assert len(during) >= 20, f"{name}: only {len(during)} calls to steady during the fault"
+        assert _p99(during) <= 2 * _p99(before), (
+            f"{name}: steady's p99 went from {_p99(before) * 1000:.1f} ms to {_p99(during) * 1000:.1f} ms "
+            f"({len(before)} and {len(during)} calls)"
+        )
+        for status, text in outcomes:
+            if name == "fork bomb":
+                assert status == 408 and "exec_timeout" in text, (status, text)
+            else:
+                assert status == 500 and "MemoryError" in text, (status, text)
+        assert httpx.get(f"{daemon.url}/healthz").status_code == 200
+
+    # The bomb's replica recovers once its processes are gone: it answers again.
+    wait_for(
+        lambda: httpx.get(f"{daemon.url}/function/bomb?fine", timeout=10.0).text == "fine\n",
+        30.0,
+        "the bomb function to answer normally again",
+    )
+
+
+def _fork_bomb(url: str, outcomes: list[tuple[int, str]], done: threading.Event) -> None:
+    try:
+        response = httpx.post(f"{url}/function/bomb?bomb", timeout=60.0)
+        outcomes.append((response.status_code, response.text))
+    finally:
+        done.set()
+
+
+def _memory_hog(url: str, outcomes: list[tuple[int, str]], done: threading.Event) -> None:
+    try:
+        for _ in range(5):
+            response = httpx.post(f"{url}/function/hog", timeout=60.0)
+            outcomes.append((response.status_code, response.text))
+    finally:
+        done.set()

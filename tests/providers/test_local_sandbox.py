@@ -1,0 +1,254 @@
+"""The local backend in each sandbox mode this machine supports (``bwrap``, and ``uid`` as root).
+
+The conformance suite again, sandboxed, then what only a sandbox shows: the replica's identity, files
+and limits as the function itself sees them, a graceful stop delivered inside bubblewrap, and no
+process outliving its sandbox. Replicas are real ``faasd watchdog`` processes from this checkout; the
+attempts to read what a function must not (the admin password, other functions' secrets, the database,
+the daemon's environment, the docker socket) run against a real daemon in tests/e2e/test_sandbox.py.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import shutil
+import signal
+import tarfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from faasd.errors import InvalidRequest
+from faasd.providers import Provider
+from faasd.providers.local import LocalProvider
+from faasd.providers.types import FunctionSpec, LogRequest, Resources
+from faasd.registry import EndpointRegistry
+from faasd.sandbox.uids import FUNCTION_UID_FIRST, FUNCTION_UID_LAST
+from tests.helpers import process_alive
+from tests.providers.conformance import CHECKS, ProviderFactory, call, ready_endpoints, running, wait_until
+
+SECRETS = {"api-key": b"s3cr3t-value"}
+
+MODES = [
+    pytest.param("bwrap", marks=pytest.mark.skipif(not shutil.which("bwrap"), reason="bwrap is not installed")),
+    pytest.param("uid", marks=pytest.mark.skipif(os.geteuid() != 0, reason="uid mode needs root")),
+]
+
+
+async def lookup_secret(name: str) -> bytes | None:
+    return SECRETS.get(name)
+
+
+Maker = Callable[[str], ProviderFactory]
+
+
+@pytest.fixture
+def make_sandboxed(tmp_path: Path) -> Maker:
+    """``make_sandboxed(mode)`` -> a factory of started LocalProviders sandboxed that way."""
+    counter = itertools.count()
+
+    def maker(mode: str) -> ProviderFactory:
+        async def factory(nursery: trio.Nursery) -> tuple[Provider, EndpointRegistry]:
+            registry = EndpointRegistry()
+            provider = LocalProvider(
+                state_dir=str(tmp_path / f"state-{next(counter)}"),
+                registry=registry,
+                secrets=lookup_secret,
+                stop_grace_s=5.0,
+                ready_timeout_s=15.0,
+                sandbox=mode,
+            )
+            await nursery.start(provider.run)
+            assert provider.sandbox_info()["mode"] == mode, provider.sandbox_info()
+            return provider, registry
+
+        return factory
+
+    return maker
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
+async def test_conformance(check: Callable[[ProviderFactory], Awaitable[None]], mode: str, make_sandboxed: Maker):
+    await check(make_sandboxed(mode))
+
+
+LOOK_AROUND = r"""sh -c '
+echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"
+echo "cwd=$(pwd) home=$HOME tmp=$TMPDIR"
+echo "secret=$(cat "$secret_mount_path/api-key")"
+echo "code=$(cat ./data.txt)"
+if echo x > ./written 2>/dev/null; then echo write=yes; else echo write=no; fi
+if echo x > "$TMPDIR/scratch" 2>/dev/null; then echo tmp_write=yes; else echo tmp_write=no; fi
+grep -E "^Max (processes|open files|address space)" /proc/self/limits
+echo "oom=$(cat /proc/self/oom_score_adj)"
+grep NoNewPrivs /proc/self/status
+'"""
+
+
+def _fields(text: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        for part in line.split():
+            key, sep, value = part.partition("=")
+            if sep:
+                fields[key] = value
+        if line.startswith("Max "):
+            *name, soft, hard, _unit = line.split()
+            fields["limit_" + name[-1]] = f"{soft}/{hard}"
+        if line.startswith("NoNewPrivs:"):
+            fields["nnp"] = line.split()[1]
+    return fields
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_replica_sees_its_own_uid_files_and_limits(mode: str, make_sandboxed: Maker):
+    spec = FunctionSpec(
+        name="looker",
+        env_process=LOOK_AROUND,
+        secrets=("api-key",),
+        handler_archive=_tar_gz({"data.txt": b"own-code"}),
+        limits=Resources(memory="256M"),
+        labels={"com.faasd.limits.processes": "100", "com.faasd.limits.open_files": "512"},
+    )
+    async with running(make_sandboxed(mode)) as (provider, registry):
+        await provider.deploy(spec, 1)
+        await provider.deploy(FunctionSpec(name="other", env_process="cat"), 1)
+        (endpoint,) = await ready_endpoints(registry, "looker", 1)
+        status, body = await call(endpoint)
+        text = body.decode()
+        assert status == 200, text
+        seen = _fields(text)
+        uid = int(seen["uid"])
+        assert FUNCTION_UID_FIRST <= uid <= FUNCTION_UID_LAST, text
+        assert seen["gid"] == seen["uid"] and seen["groups"] == seen["uid"], text  # No supplementary groups.
+        await ready_endpoints(registry, "other", 1)
+        assert isinstance(provider, LocalProvider)
+        assert provider._functions["other"].uid not in (None, uid)  # Each function its own uid.
+        assert seen["secret"] == "s3cr3t-value" and seen["code"] == "own-code", text
+        assert seen["write"] == "no" and seen["tmp_write"] == "yes", text  # Code read-only, scratch writable.
+        assert seen["limit_processes"] == "100/100", text
+        assert seen["limit_files"] == "512/512", text
+        assert seen["limit_space"] == f"{256 << 20}/{256 << 20}", text
+        assert seen["oom"] == "1000" and seen["nnp"] == "1", text
+        if mode == "bwrap":
+            assert seen["cwd"] == "/home/app" and seen["home"] == "/tmp" and seen["tmp"] == "/tmp", text
+        else:
+            scratch = seen["tmp"]
+            assert seen["home"] == scratch and Path(scratch).stat().st_uid == uid, text
+            assert Path(scratch).stat().st_mode & 0o777 == 0o700, text
+            # Outside the state dir, which a function's uid cannot enter.
+            assert seen["cwd"] == str(Path(provider._functions_dir) / "looker"), text
+            assert not seen["cwd"].startswith(provider._state_dir), text
+        # The function's files on the host: root-owned, its group may read, nobody else.
+        workdir = Path(provider._functions_dir) / "looker"
+        for path in (workdir, workdir / "data.txt", workdir / ".secrets", workdir / ".secrets" / "api-key"):
+            info = path.stat()
+            assert (info.st_uid, info.st_gid) == (0, uid), path
+            assert info.st_mode & 0o027 == 0 and info.st_mode & 0o040, f"{path}: {info.st_mode:o}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_bad_limits_are_refused_at_deploy(mode: str, make_sandboxed: Maker):
+    async with running(make_sandboxed(mode)) as (provider, _):
+        for spec, words in (
+            (FunctionSpec(name="tiny", env_process="cat", limits=Resources(memory="1M")), "below"),
+            (FunctionSpec(name="tiny", env_process="cat", limits=Resources(memory="lots")), "not a memory size"),
+            (FunctionSpec(name="tiny", env_process="cat", labels={"com.faasd.limits.processes": "-3"}), "processes"),
+        ):
+            with pytest.raises(InvalidRequest, match=words):
+                await provider.deploy(spec, 1)
+        assert await provider.list() == []
+
+
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="bwrap is not installed")
+async def test_a_stop_drains_calls_inside_bwrap(make_sandboxed: Maker):
+    """SIGTERM reaches the watchdog inside the sandbox (bwrap does not pass signals on): the call in flight
+    is answered before the replica ends, and the watchdog logs its own shutdown."""
+    spec = FunctionSpec(name="slow", env_process="sh -c 'sleep 1; echo done'", env_vars={"healthcheck_interval": "0"})
+    async with running(make_sandboxed("bwrap")) as (provider, registry):
+        await provider.deploy(spec, 1)
+        (endpoint,) = await ready_endpoints(registry, "slow", 1)
+        answers: list[tuple[int, bytes]] = []
+
+        async def slow_call() -> None:
+            answers.append(await call(endpoint))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_call)
+            await trio.sleep(0.3)
+            await provider.scale("slow", 0)
+        assert answers == [(200, b"done\n")]
+        await wait_until(lambda: not provider.replicas("slow"), "the replica to end")
+        lines = [m.text async for m in provider.logs(LogRequest(name="slow"))]
+        assert any("shutting down" in line and "SIGTERM" in line for line in lines), lines
+
+
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="bwrap is not installed")
+async def test_killing_a_sandbox_ends_every_process_in_it(make_sandboxed: Maker, tmp_path: Path):
+    """A function process that left its session and process group still dies with its sandbox."""
+    marker = f"faasd-escape-{os.getpid()}"
+    spec = FunctionSpec(name="escaper", env_process=ESCAPE % marker)
+    async with running(make_sandboxed("bwrap")) as (provider, registry):
+        assert isinstance(provider, LocalProvider)
+        await provider.deploy(spec, 1)
+        (endpoint,) = await ready_endpoints(registry, "escaper", 1)
+        assert await call(endpoint) == (200, b"ok\n")
+        (escaped,) = await wait_until(lambda: _escaped(marker), "the escaped process")
+        (info,) = provider.replicas("escaper")
+        assert info.pid is not None
+        os.kill(info.pid, signal.SIGKILL)
+        await wait_until(lambda: not process_alive(escaped), "the escaped process to die with its sandbox")
+        await wait_until(lambda: [e for e in registry.get("escaper") if e.replica != info.replica], "a new replica")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="uid mode needs root")
+async def test_removing_a_function_ends_whatever_runs_as_its_uid(make_sandboxed: Maker):
+    """uid mode has no PID namespace: a process that escaped its replica's session is found by its uid."""
+    marker = f"faasd-escape-{os.getpid()}"
+    spec = FunctionSpec(name="escaper", env_process=ESCAPE % marker)
+    async with running(make_sandboxed("uid")) as (provider, registry):
+        await provider.deploy(spec, 1)
+        (endpoint,) = await ready_endpoints(registry, "escaper", 1)
+        assert await call(endpoint) == (200, b"ok\n")
+        (escaped,) = await wait_until(lambda: _escaped(marker), "the escaped process")
+        await provider.remove("escaper")
+        await wait_until(lambda: not process_alive(escaped), "the escaped process to be killed")
+
+
+ESCAPE = """sh -c 'setsid sh -c "sleep 1000; : %s" >/dev/null 2>&1 & echo ok'"""
+"""A function that leaves a process behind in a session of its own, named by a marker."""
+
+
+def _escaped(marker: str) -> list[int] | None:
+    """The process :data:`ESCAPE` left, once there is exactly one (its shell's child has the same command
+    line between its fork and its exec of sleep)."""
+    found = _processes_with(marker)
+    return found if len(found) == 1 else None
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Live processes :data:`ESCAPE` left with ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/cmdline").read_bytes() == b"sh\x00-c\x00sleep 1000; : %b\x00" % marker.encode():
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return [pid for pid in found if process_alive(pid)]
+
+
+def _tar_gz(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
