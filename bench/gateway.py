@@ -10,7 +10,10 @@ same run, rounds interleaved (the order of blocks and of loads rotates each roun
 3. ``faasd up`` -> ``/healthz`` 200 with a fresh state dir (baseline: the hello world's exec -> first 200);
 4. cold start: deploy -> first 200 of a new function, 0 -> 1 by the scale API -> first 200, and an invoke of a
    function at zero (the gateway scales it from zero) -> 200 (baseline: a bare ``faasd watchdog`` exec -> first
-   200, the floor under any local cold start).
+   200, the floor under any local cold start);
+5. with ``--sandbox`` (off by default): the local backend's sandbox. One daemon per mode (``--sandbox none`` is
+   the baseline), all up at once; per round the fork-mode invoke through ``/function/echo`` at c1 and c16 on
+   each, the modes alternating load by load, then deploy -> first 200 of new functions, alternating modes.
 
 Only same-run ratios and differences mean anything on the small shared VMs this runs on: absolute numbers drift
 5-30 % between rounds and more between machines. Targets (from the issue) are printed with the verdicts.
@@ -56,6 +59,8 @@ TARGET_ADDED_P99_MS = 5.0
 TARGET_HELLO_RATIO = 0.6
 TARGET_UP_MS = 500.0
 TARGET_COLD_P50_MS = 150.0
+TARGET_SANDBOX_SLOWER = 0.10  # invoke with the sandbox at most 10 % slower (c1 p50, c16 req/s) than without
+TARGET_SANDBOX_COLD_RATIO = 1.2  # deploy -> first 200 p50 with the sandbox / without
 #: Other processes using more than this much CPU (% of one core) during a measurement make it suspect.
 DISTURBED_PCT = 25.0
 TARGETS_TEXT = (
@@ -64,7 +69,8 @@ TARGETS_TEXT = (
     f"{TARGET_UP_MS:g} ms; deploy -> first 200 p50 <= {TARGET_COLD_P50_MS:g} ms"
 )
 
-BLOCKS = ("load", "start", "cold")
+BLOCKS = ("load", "start", "cold", "sandbox")
+SANDBOX_BASELINE = "none"
 DIRECT, GATEWAY, HELLO = "direct", "gateway", "hello"
 
 
@@ -188,16 +194,17 @@ class Faasd:
     def env(self, **config: str | int | float) -> dict[str, str]:
         return h.clean_env(**dict(self.env_extra), **config)
 
-    def daemon(self, tmp: Path, password: str) -> h.Target:
+    def daemon(self, tmp: Path, password: str, sandbox: str = "") -> h.Target:
         """``faasd up`` on 127.0.0.1, a free port and a fresh state dir; ready when ``GET /healthz`` is 200.
 
         The environment is the clean one plus FAASD_PASSWORD: the daemon's own environment is what its local
         replicas may inherit, and its size changes the cost of every ``cat`` they fork (see _harness.clean_env).
+        ``sandbox``: ``--sandbox`` for the local backend (empty: the daemon's default, ``auto``).
         """
         port = h.free_port()
         state = tmp / "state"
         argv = [*self.prefix, "up", "--bind", h.LOCALHOST, "--port", str(port), "--state-dir", str(state)]
-        argv += ["--provider", "local"]
+        argv += ["--provider", "local", *(["--sandbox", sandbox] if sandbox else [])]
         probe = h.Probe("GET", "/healthz", content_type=None, expect_status=200)
         env = self.env(FAASD_PASSWORD=password)
         return h.Target("faasd up", argv, env, port, probe, log_path=tmp / "daemon.log", cwd=tmp)
@@ -449,11 +456,25 @@ class ColdBlock:
 
 
 @dataclass
+class SandboxBlock:
+    """Per sandbox mode: invoke loads through the gateway and cold deploys, on a daemon of that mode."""
+
+    order: list[str] = field(default_factory=list)
+    loads: dict[str, dict[str, LoadRun]] = field(default_factory=dict)  # mode -> level label -> run
+    deploy_ms: dict[str, list[float]] = field(default_factory=dict)  # mode -> deploy POST -> first 200
+    seen: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    leftovers: list[str] = field(default_factory=list)
+    stop_ms: list[float | None] = field(default_factory=list)
+
+
+@dataclass
 class Round:
     order: list[str]
     load: LoadBlock | None = None
     start: StartBlock | None = None
     cold: ColdBlock | None = None
+    sandbox: SandboxBlock | None = None
 
 
 def measure_load(
@@ -625,6 +646,57 @@ def cold_block(
     return out
 
 
+def sandbox_block(index: int, faasd: Faasd, wrk: str, args: argparse.Namespace, tmp: Path) -> SandboxBlock:
+    """One daemon per ``--sandbox`` mode, all up at once, each with one pinned ``echo``; then per load level the
+    modes one after the other (their order rotated each round), then cold deploys alternating between modes."""
+    modes = args.sandbox
+    shift = index % len(modes)
+    order = modes[shift:] + modes[:shift]
+    out = SandboxBlock(order=order, loads={m: {} for m in modes}, deploy_ms={m: [] for m in modes})
+    password = secrets.token_hex(12)
+    daemons: dict[str, h.Running] = {}
+    try:
+        for mode in order:
+            mode_tmp = Path(tempfile.mkdtemp(prefix=f"sandbox-{mode}-", dir=tmp))
+            daemons[mode] = h.start(faasd.daemon(mode_tmp, password, mode), ready_timeout=args.ready_timeout)
+            _check_sandbox(mode, mode_tmp / "daemon.log")
+            api = Api(daemons[mode].target.port, password)
+            api.deploy(FUNCTION, PINNED)
+            first_200(api, FUNCTION, args.cold_timeout, {})
+        script = POST_GATEWAY.write_script(tmp, "sandbox-post.lua")
+        for mode in order:  # Warm-up, discarded.
+            h.run_wrk(wrk, f"http://{h.LOCALHOST}:{daemons[mode].target.port}/", C16, WARMUP_S, script)
+        for level in (C1, C16) if index % 2 == 0 else (C16, C1):
+            for mode in order:
+                url = f"http://{h.LOCALHOST}:{daemons[mode].target.port}/"
+                result, raw = h.run_wrk(wrk, url, level, args.duration, script)
+                out.loads[mode][level.label] = LoadRun(result, raw)
+        for i in range(args.sandbox_deploys):
+            for mode in order if i % 2 == 0 else list(reversed(order)):
+                api = Api(daemons[mode].target.port, password)
+                name = f"cold-s{index + 1}-{i}"
+                t0 = time.perf_counter()
+                api.deploy(name)
+                out.deploy_ms[mode].append((first_200(api, name, args.cold_timeout, out.seen) - t0) * 1000.0)
+                api.remove(name)
+        for mode, running in daemons.items():
+            if running.proc.poll() is not None:
+                raise h.BenchError(f"the {mode} daemon exited (status {running.proc.returncode})")
+    except h.BenchError as exc:
+        out.error = str(exc)
+    finally:
+        for running in daemons.values():
+            stop_daemon(running, out)
+    return out
+
+
+def _check_sandbox(mode: str, log: Path) -> None:
+    """The daemon runs the mode asked for (an explicit mode that cannot work stops it at start)."""
+    text = log.read_text(errors="replace")
+    if not re.search(rf"event=sandbox mode={re.escape(mode)}\b", text):
+        raise h.BenchError(f"the daemon started with --sandbox {mode} does not report that mode\n{h.log_tail(log)}")
+
+
 def _with_log(message: str, log: Path) -> str:
     return f"{message}\n{h.log_tail(log)}" if log.exists() else message
 
@@ -640,9 +712,10 @@ def run_rounds(faasd: Faasd, wrk: str, args: argparse.Namespace, tmp_root: Path)
         "cycles": math.ceil(args.scale_cycles / args.rounds),
     }
     rounds = []
+    blocks = tuple(block for block in BLOCKS if block in args.blocks)
     for index in range(args.rounds):
-        shift = index % len(BLOCKS)
-        order = list(BLOCKS[shift:] + BLOCKS[:shift])
+        shift = index % len(blocks)
+        order = list(blocks[shift:] + blocks[:shift])
         rnd = Round(order)
         print(f"round {index + 1}/{args.rounds}: {' -> '.join(order)}", file=sys.stderr, flush=True)
         for block in order:
@@ -654,6 +727,13 @@ def run_rounds(faasd: Faasd, wrk: str, args: argparse.Namespace, tmp_root: Path)
             elif block == "start":
                 rnd.start = result = start_block(per_round["start"], faasd, args, tmp, hello_script)
                 note = f"faasd up -> healthz {h.fmt_ms(h.median(result.daemon_ms), 0)} ms"
+            elif block == "sandbox":
+                rnd.sandbox = result = sandbox_block(index, faasd, wrk, args, tmp)
+                note = ", ".join(
+                    f"{mode}: c1 p50 {h.fmt_ms(runs['c1'].wrk.p50_ms) if 'c1' in runs else '-'} ms, "
+                    f"deploy p50 {h.fmt_ms(h.median(result.deploy_ms[mode]), 0)} ms"
+                    for mode, runs in result.loads.items()
+                )
             else:
                 rnd.cold = result = cold_block(index + 1, per_round["deploys"], per_round["cycles"], faasd, args, tmp)
                 note = (
@@ -744,7 +824,54 @@ def summarize(rounds: list[Round]) -> dict[str, object]:
     for rnd in rounds:
         for answer, count in (rnd.cold.seen if rnd.cold else {}).items():
             seen[answer] = seen.get(answer, 0) + count
-    return {"loads": loads, "added": added, "ratios": ratios, "samples": samples, "stats": stats, "seen": seen}
+    return {
+        "loads": loads,
+        "added": added,
+        "ratios": ratios,
+        "samples": samples,
+        "stats": stats,
+        "seen": seen,
+        "sandbox": summarize_sandbox(rounds),
+    }
+
+
+def summarize_sandbox(rounds: list[Round]) -> dict[str, object]:
+    """Per mode: per-round invoke numbers and pooled cold deploys; per mode but the baseline: paired ratios."""
+    blocks = [r.sandbox for r in rounds if r.sandbox is not None]
+    if not blocks:
+        return {}
+    modes = sorted(blocks[0].loads, key=lambda m: (m != SANDBOX_BASELINE, m))
+
+    def per_round(mode: str, level: str, attr: str) -> list[float | None]:
+        return [getattr(b.loads[mode][level].wrk, attr) if level in b.loads.get(mode, {}) else None for b in blocks]
+
+    out: dict[str, object] = {"modes": modes}
+    for mode in modes:
+        deploys = [v for b in blocks for v in b.deploy_ms.get(mode, [])]
+        data: dict[str, object] = {
+            level: {attr: per_round(mode, level, attr) for attr in ("rps", "p50_ms", "p99_ms")}
+            for level in ("c1", "c16")
+        }
+        data["deploy_ms"] = {"n": len(deploys), "p50": h.percentile(deploys, 50), "p99": h.percentile(deploys, 99)}
+        if mode != SANDBOX_BASELINE and SANDBOX_BASELINE in modes:
+            data["vs_none"] = {
+                "c1_p50_ratio": h.paired_ratios(
+                    per_round(mode, "c1", "p50_ms"), per_round(SANDBOX_BASELINE, "c1", "p50_ms")
+                ),
+                "c1_rps_ratio": h.paired_ratios(per_round(mode, "c1", "rps"), per_round(SANDBOX_BASELINE, "c1", "rps")),
+                "c16_rps_ratio": h.paired_ratios(
+                    per_round(mode, "c16", "rps"), per_round(SANDBOX_BASELINE, "c16", "rps")
+                ),
+                "c16_p99_ratio": h.paired_ratios(
+                    per_round(mode, "c16", "p99_ms"), per_round(SANDBOX_BASELINE, "c16", "p99_ms")
+                ),
+                "deploy_p50_ratio": h.ratio(
+                    h.percentile([v for b in blocks for v in b.deploy_ms.get(mode, [])], 50),
+                    h.percentile([v for b in blocks for v in b.deploy_ms.get(SANDBOX_BASELINE, [])], 50),
+                ),
+            }
+        out[mode] = data
+    return out
 
 
 def verdict(ok: bool | None) -> str:
@@ -859,6 +986,9 @@ def report(rounds: list[Round], summary: dict, args: argparse.Namespace, meta: d
         lines.append(f"  deploy -> 200 p50 minus the bare watchdog's start-up p50: {deploy_p50 - floor_p50:+.1f} ms")
     lines.append("")
 
+    if summary.get("sandbox"):
+        lines += sandbox_report(summary["sandbox"], rounds, args)
+
     lines.append(TARGETS_TEXT)
     c1 = added["c1"]
     p50_add, p99_add = h.median(c1["p50_ms"]), h.median(c1["p99_ms"])
@@ -899,6 +1029,69 @@ def report(rounds: list[Round], summary: dict, args: argparse.Namespace, meta: d
         lines.append("failures:")
         lines += [f"  round {rnd}, {block}: {error}" for rnd, block, error in failures]
     return "\n".join(lines)
+
+
+def sandbox_report(data: dict, rounds: list[Round], args: argparse.Namespace) -> list[str]:
+    """Section 5: the sandbox's cost, each mode against ``none`` measured in the same rounds."""
+    modes = data["modes"]
+    lines = [
+        "5. the sandbox's cost: fork-mode invoke through /function/echo (100-byte POST) and deploy -> first 200, "
+        f"one daemon per --sandbox mode, modes alternating (order per round: "
+        f"{'; '.join(' '.join(r.sandbox.order) for r in rounds if r.sandbox)})"
+    ]
+    rows = []
+    for mode in modes:
+        for level in ("c1", "c16"):
+            numbers = data[mode][level]
+            errors = sum(
+                r.sandbox.loads[mode][level].wrk.errors
+                for r in rounds
+                if r.sandbox and level in r.sandbox.loads.get(mode, {})
+            )
+            rows.append(
+                [
+                    mode,
+                    level[1:],
+                    h.fmt_range(numbers["rps"]),
+                    h.fmt_ms(h.median(numbers["p50_ms"])),
+                    h.fmt_ms(h.median(numbers["p99_ms"])),
+                    str(errors),
+                ]
+            )
+    headers = ["sandbox", "c", "req/s median [min-max]", "p50 ms", "p99 ms", "errors"]
+    lines += [h.render_table(headers, rows, right=range(1, 6))]
+    rows = []
+    for mode in modes:
+        deploys = data[mode]["deploy_ms"]
+        rows.append([mode, str(deploys["n"]), h.fmt_ms(deploys["p50"], 1), h.fmt_ms(deploys["p99"], 1)])
+    lines += ["", h.render_table(["sandbox", "deploys", "deploy -> 200 p50 ms", "p99 ms"], rows, right=range(1, 4))]
+    checks = []
+    for mode in modes:
+        versus = data[mode].get("vs_none")
+        if not versus:
+            continue
+        c1_p50 = h.median(versus["c1_p50_ratio"])
+        c16_rps = h.median(versus["c16_rps_ratio"])
+        cold = versus["deploy_p50_ratio"]
+        lines.append(
+            f"  {mode} / none (per-round ratios): c1 p50 {h.fmt_ratio(versus['c1_p50_ratio'])}, c1 req/s "
+            f"{h.fmt_ratio(versus['c1_rps_ratio'])}, c16 req/s {h.fmt_ratio(versus['c16_rps_ratio'])}, c16 p99 "
+            f"{h.fmt_ratio(versus['c16_p99_ratio'])}; deploy -> 200 p50 {'-' if cold is None else f'{cold:.2f}x'}"
+        )
+        slower = 1.0 + TARGET_SANDBOX_SLOWER
+        checks += [
+            (f"{mode}: c1 p50 / none", c1_p50, c1_p50 is not None and c1_p50 <= slower),
+            (f"{mode}: c16 req/s / none", c16_rps, c16_rps is not None and c16_rps >= 1.0 / slower),
+            (f"{mode}: deploy -> 200 p50 / none", cold, cold is not None and cold <= TARGET_SANDBOX_COLD_RATIO),
+        ]
+    lines.append(
+        f"  targets: invoke at most {TARGET_SANDBOX_SLOWER:.0%} slower (c1 p50 <= {1 + TARGET_SANDBOX_SLOWER:.2f}x, "
+        f"c16 req/s >= {1 / (1 + TARGET_SANDBOX_SLOWER):.2f}x), cold start <= {TARGET_SANDBOX_COLD_RATIO:g}x"
+    )
+    for label, value, ok in checks:
+        shown = "-" if value is None else f"{value:.3f}x"
+        lines.append(f"  {label:<32} {shown:>10} -> {verdict(None if value is None else ok)}")
+    return [*lines, ""]
 
 
 def _others(values: list[float | None]) -> str:
@@ -957,7 +1150,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ready-timeout", type=float, default=15.0, help="seconds a server may take to answer")
     parser.add_argument("--cold-timeout", type=float, default=20.0, help="seconds a function may take to answer 200")
     parser.add_argument("--json", type=Path, help="also write every raw number to this file")
+    parser.add_argument(
+        "--sandbox",
+        nargs="?",
+        const="none,bwrap",
+        default="",
+        metavar="MODES",
+        help="also measure the local backend's sandbox: these modes (default none,bwrap; none is the baseline)",
+    )
+    parser.add_argument("--sandbox-deploys", type=int, default=6, help="cold deploys per mode per round (default 6)")
+    parser.add_argument(
+        "--blocks",
+        default=",".join(BLOCKS),
+        help="which blocks to run, of load,start,cold,sandbox (default: all; sandbox needs --sandbox)",
+    )
     args = parser.parse_args(argv)
+    args.sandbox = [mode for mode in args.sandbox.split(",") if mode]
+    args.blocks = {block for block in args.blocks.split(",") if block}
+    if not args.sandbox:
+        args.blocks.discard("sandbox")
+    if not args.blocks or args.blocks - set(BLOCKS):
+        parser.error(f"--blocks: choose from {','.join(BLOCKS)}")
+    if args.sandbox and SANDBOX_BASELINE not in args.sandbox:
+        args.sandbox.insert(0, SANDBOX_BASELINE)
     if args.quick:
         args.rounds, args.duration, args.starts, args.deploys, args.scale_cycles = 1, 2, 5, 10, 5
     if min(args.rounds, args.duration, args.starts, args.deploys) < 1 or args.scale_cycles < 0:
