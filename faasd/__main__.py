@@ -19,6 +19,14 @@ def main(argv: list[str] | None = None) -> int:
         enter(args[1] if len(args) > 1 else "")
         args = args[2:]
         command = args[0] if args else ""
+        if command == "--" and len(args) > 1:  # Confined, now run another program (a function's build step).
+            import os
+
+            try:
+                os.execv(args[1], args[1:])
+            except OSError as exc:
+                print(f"faasd sandbox: cannot run {args[1]}: {exc.strerror}", file=sys.stderr)
+                return 127
     if command == "watchdog":
         from faasd.watchdog.main import main as watchdog_main
 

@@ -7,6 +7,10 @@ Why a trio subprocess and not ``subprocess.run`` in a thread: an install can tak
 an index that never answers. Run on a worker thread it could not be cancelled, so a daemon stopping
 (or a function removed while it was being restored) waited for pip. Here cancelling the caller stops
 pip (SIGTERM, then SIGKILL: trio's ``run_process`` policy) and returns at once.
+
+Installing a package runs its code, so pip runs in the function's sandbox when there is one
+(:class:`faasd.sandbox.build.Build`): as the function, seeing what it sees. Its paths are relative to
+the function's directory, its working directory, which is mounted elsewhere in a bwrap sandbox.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import trio
 
 from faasd.errors import InvalidRequest
 from faasd.providers._pip_env import pip_environment
+from faasd.sandbox.build import Build
 
 __all__ = ["REQUIREMENTS_TIMEOUT_S", "install_requirements"]
 
@@ -28,8 +33,11 @@ OUTPUT_LINES = 3
 """Last lines of pip's output quoted in the error of a failed install."""
 
 
-async def install_requirements(function_dir: str) -> None:
+async def install_requirements(function_dir: str, build: Build | None = None) -> None:
     """Install ``function_dir/requirements.txt`` (if it names anything) into ``function_dir/.packages``.
+
+    Args:
+        build: the function's sandbox to run pip in; None: as the daemon.
 
     Raises:
         InvalidRequest: pip is missing, failed (its last output lines say why), or took longer than
@@ -47,26 +55,36 @@ async def install_requirements(function_dir: str) -> None:
     if not wanted:
         return
     command = [
-        sys.executable,
+        (build.python if build is not None else "") or sys.executable,
         "-m",
         "pip",
         "install",
         "--quiet",
         "--disable-pip-version-check",
         "--no-input",
+        "--no-cache-dir",
         "--target",
-        os.path.join(function_dir, ".packages"),
+        ".packages",
         "-r",
-        requirements,
+        "requirements.txt",
     ]
-    with trio.move_on_after(REQUIREMENTS_TIMEOUT_S) as deadline:
-        result = await trio.run_process(
-            command,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env=pip_environment(os.environ),  # Nothing of the daemon's: see faasd.providers._pip_env.
-        )
+    if build is None:
+        argv, env, cwd = command, pip_environment(os.environ), function_dir
+    else:
+        await trio.to_thread.run_sync(build.prepare)
+        launch = build.launch(command)
+        argv, env, cwd = list(launch.argv), launch.env, launch.cwd
+    try:
+        with trio.move_on_after(REQUIREMENTS_TIMEOUT_S) as deadline:
+            result = await trio.run_process(
+                argv, cwd=cwd, env=env, capture_stdout=True, capture_stderr=True, check=False
+            )
+    except OSError as exc:
+        raise InvalidRequest(f"requirements.txt: cannot run pip: {exc.strerror or exc}") from None
+    finally:
+        if build is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(build.finish)
     if deadline.cancelled_caught:
         raise InvalidRequest(f"requirements.txt: pip did not finish within {REQUIREMENTS_TIMEOUT_S}s")
     if result.returncode != 0:

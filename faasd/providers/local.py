@@ -99,6 +99,7 @@ from faasd.providers._requirements import install_requirements
 from faasd.providers.types import Endpoint, FunctionSpec, FunctionStatus, LogMessage, LogRequest, validate_name
 from faasd.registry import EndpointRegistry
 from faasd.runtime import self_command
+from faasd.sandbox import build as sandbox_build
 from faasd.sandbox import files as sandbox_files
 from faasd.sandbox import host as sandbox_host
 from faasd.sandbox.limits import Limits, limits_from_spec
@@ -570,8 +571,10 @@ class LocalProvider:
         staging = os.path.join(self._staging_dir, f"{spec.name}.{token_hex(4)}")
         try:
             uid = await self._function_uid(spec.name)
-            await trio.to_thread.run_sync(self._build_workdir, staging, spec, values)
-            await install_requirements(staging)  # Cancellable: a daemon stopping does not wait for pip.
+            await trio.to_thread.run_sync(self._build_workdir, staging, spec)
+            # Cancellable: a daemon stopping does not wait for pip. In the function's sandbox, as the function.
+            await install_requirements(staging, self._build_sandbox(staging, uid))
+            await trio.to_thread.run_sync(self._write_secrets, staging, values)
             await trio.to_thread.run_sync(self._check_workdir, staging, spec, fprocess, uid)
             with trio.CancelScope(shield=True):  # Once swapped, the bookkeeping below must follow.
                 retired = await trio.to_thread.run_sync(self._install, spec.name, staging)
@@ -648,9 +651,10 @@ class LocalProvider:
             uid = self._uids.acquire(name, busy)
         return uid
 
-    def _build_workdir(self, path: str, spec: FunctionSpec, secrets: dict[str, bytes]) -> None:
-        """Fill a fresh working dir (blocking: runs in a thread); ``requirements.txt`` is installed
-        next, by :func:`install_requirements`, then :meth:`_check_workdir` runs.
+    def _build_workdir(self, path: str, spec: FunctionSpec) -> None:
+        """Fill a fresh working dir with the handler archive (blocking: runs in a thread);
+        ``requirements.txt`` is installed next, by :func:`install_requirements`, then the secrets are
+        written and :meth:`_check_workdir` runs.
 
         Raises:
             InvalidRequest: unsafe or corrupt archive.
@@ -666,8 +670,19 @@ class LocalProvider:
                 files=extracted.files,
                 bytes=extracted.bytes,
             )
+
+    def _write_secrets(self, path: str, secrets: dict[str, bytes]) -> None:
+        """``.secrets/<name>`` files, 0400 (blocking). After the build, which may write in ``path`` but must
+        not see the secrets, and never through a link it may have left there.
+
+        Raises:
+            InvalidRequest: the build created ``.secrets`` itself.
+        """
         secrets_dir = os.path.join(path, SECRETS_DIR)
-        os.mkdir(secrets_dir, 0o700)
+        try:
+            os.mkdir(secrets_dir, 0o700)
+        except FileExistsError:
+            raise InvalidRequest(f"requirements.txt: the install created {SECRETS_DIR}, which is reserved") from None
         for name, value in secrets.items():
             fd = os.open(
                 os.path.join(secrets_dir, name),
@@ -707,6 +722,14 @@ class LocalProvider:
             raise InvalidRequest(f"envVars: {exc}") from None
         if uid is not None:
             sandbox_files.share_with_group(path, uid)
+
+    def _build_sandbox(self, path: str, uid: int | None) -> sandbox_build.Build | None:
+        """Where :func:`install_requirements` runs pip for the function built in ``path``: its sandbox
+        (:mod:`faasd.sandbox.build`), or None without one (as the daemon)."""
+        if self._sandbox is None or not self._sandbox.isolated:
+            return None
+        env = {**self._base_env, **self._command.env}
+        return sandbox_build.Build(self._sandbox, workdir=path, uid=uid, faasd=self._command.argv, env=env)
 
     def _install(self, name: str, staging: str) -> str | None:
         """Swap the new working dir in; the old one (if any) moves to staging, its path returned.

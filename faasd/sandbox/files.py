@@ -23,9 +23,11 @@ import tempfile
 
 __all__ = [
     "WORK_DIRS",
+    "lend",
     "make_scratch",
     "prepare_work_root",
     "reachable_by_others",
+    "reclaim",
     "share_with_group",
     "work_root_for",
 ]
@@ -47,6 +49,56 @@ def _share(path: str, gid: int) -> None:
         return
     owner = stat.S_IMODE(info.st_mode) & 0o700
     os.chmod(path, owner | ((owner & 0o500) >> 3))
+
+
+def lend(path: str, uid: int) -> None:
+    """Let ``uid`` write in directory ``path`` (a build step), for now: ``<daemon uid>:<uid's gid>`` 0770 (the
+    daemon stays its owner: bwrap enters it after dropping the capability to bypass permissions)."""
+    os.chown(path, os.geteuid(), uid)
+    os.chmod(path, 0o770)
+
+
+def reclaim(path: str, uid: int) -> None:
+    """Take back a directory lent to ``uid``: it, and everything in it that ``uid`` owns, becomes
+    ``<daemon uid>:<uid's gid>`` with group read (and execute where the owner has it).
+
+    Everything goes through file descriptors opened relative to their directory without following links,
+    so a process of ``uid`` still running cannot swap a file for a link to somewhere else in between.
+    Entries ``uid`` does not own are left as they are (ours from before, or a hard link to a file it
+    could not read); entries that are neither files, directories nor links are removed.
+    """
+    owner = os.geteuid()
+    top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(top, owner, uid)  # First: from here on it cannot create or rename anything at the top.
+        os.fchmod(top, 0o750)
+    finally:
+        os.close(top)
+    for _, dirs, files, dir_fd in os.fwalk(path, follow_symlinks=False):
+        for name in dirs + files:  # A directory is taken back before fwalk enters it.
+            _reclaim_entry(name, dir_fd, uid, owner)
+
+
+def _reclaim_entry(name: str, dir_fd: int, uid: int, owner: int) -> None:
+    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if info.st_uid != uid:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        os.chown(name, owner, uid, dir_fd=dir_fd, follow_symlinks=False)
+        return
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != uid:
+            return
+        os.fchown(fd, owner, uid)
+        mode = stat.S_IMODE(info.st_mode) & 0o700
+        os.fchmod(fd, mode | ((mode & 0o500) >> 3))
+    finally:
+        os.close(fd)
 
 
 def reachable_by_others(path: str) -> str | None:

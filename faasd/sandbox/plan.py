@@ -133,6 +133,8 @@ class ReplicaSandbox:
     """The replica's id: names its lock file in a bwrap replica's /tmp."""
     lifeline: int | None = None
     """bwrap: the read end of the daemon's lifeline pipe, passed down (see :mod:`faasd.sandbox.enter`)."""
+    writable: bool = False
+    """Its directory is writable (a build step, :mod:`faasd.sandbox.build`); a replica's never is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +191,20 @@ def plan_launch(
     new_env.pop("parent_pid", None)  # Not visible from the PID namespace; --die-with-parent does its job.
     lock_file = f"/tmp/.lock-{replica.name}" if replica.name else "/tmp/.lock"  # Its name says whose it is.
     new_env.update(TMPDIR="/tmp", HOME="/tmp", lock_file=lock_file, secret_mount_path=SECRETS_MOUNT)
-    prefix = bwrap_prefix(sandbox, workdir=replica.workdir, secrets=replica.secrets, tmp_bytes=limits.tmp_bytes)
+    prefix = bwrap_prefix(
+        sandbox,
+        workdir=replica.workdir,
+        secrets=replica.secrets,
+        tmp_bytes=limits.tmp_bytes,
+        writable=replica.writable,
+    )
     passed = (replica.lifeline,) if replica.lifeline is not None else ()
     return Launch((*sandbox.shim, *prefix, *inner), new_env, replica.workdir, passed)
 
 
-def bwrap_prefix(sandbox: Sandbox, *, workdir: str, secrets: bool, tmp_bytes: int) -> tuple[str, ...]:
+def bwrap_prefix(
+    sandbox: Sandbox, *, workdir: str, secrets: bool, tmp_bytes: int, writable: bool = False
+) -> tuple[str, ...]:
     """``bwrap ... --`` for one replica (the filesystem and namespaces described in the module docstring)."""
     args = [sandbox.bwrap or "bwrap"]
     if sandbox.root:
@@ -216,7 +226,7 @@ def bwrap_prefix(sandbox: Sandbox, *, workdir: str, secrets: bool, tmp_bytes: in
         args += ["--ro-bind", path, path]
     for path in sandbox.hide:
         args += ["--tmpfs", path]
-    args += ["--ro-bind", workdir, APP_DIR]
+    args += ["--bind" if writable else "--ro-bind", workdir, APP_DIR]
     if secrets:
         args += ["--ro-bind", os.path.join(workdir, ".secrets"), SECRETS_MOUNT]
     args += ["--chdir", APP_DIR, "--"]

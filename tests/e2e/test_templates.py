@@ -87,8 +87,9 @@ def test_requirements_are_installed_into_the_function_dir(
     work.mkdir()
     result = cli(faasd_pyz, sys.executable, "new", "withdeps", "--lang", "python", env=env, cwd=work)
     assert result.returncode == 0, result.stderr
-    wheel = _wheel(tmp_path)
-    (work / "withdeps" / "requirements.txt").write_text(f"{wheel}\n")
+    # In the function's own directory: its build runs sandboxed, and sees nothing else of this machine.
+    wheel = _wheel(work / "withdeps")
+    (work / "withdeps" / "requirements.txt").write_text(f"./{wheel.name}\n")
     (work / "withdeps" / "handler.py").write_text("import tinydep\n\ndef handle(req):\n    return tinydep.ANSWER\n")
     deployed = cli(faasd_pyz, sys.executable, "deploy", "-f", "stack.yml", env=env, cwd=work)
     assert deployed.returncode == 0, deployed.stderr

@@ -14,6 +14,7 @@ import itertools
 import os
 import shutil
 import signal
+import subprocess
 import tarfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from faasd.providers import Provider
 from faasd.providers.local import LocalProvider
 from faasd.providers.types import FunctionSpec, LogRequest, Resources
 from faasd.registry import EndpointRegistry
+from faasd.sandbox.plan import Sandbox
 from faasd.sandbox.uids import FUNCTION_UID_FIRST, FUNCTION_UID_LAST
 from tests.helpers import process_alive
 from tests.providers.conformance import CHECKS, ProviderFactory, call, ready_endpoints, running, wait_until
@@ -251,4 +253,107 @@ def _tar_gz(files: dict[str, bytes]) -> bytes:
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+# -- the build step ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_requirements_are_installed_by_the_function_itself(mode: str, make_sandboxed: Maker):
+    """pip runs in the function's sandbox, as its uid; what it installed ends up root-owned, group-readable."""
+    wheel = _wheel()
+    spec = FunctionSpec(
+        name="withdeps",
+        env_vars={"mode": "python"},
+        handler_archive=_tar_gz(
+            {
+                "handler.py": b"import tinydep\n\ndef handle(req):\n    return tinydep.ANSWER\n",
+                "requirements.txt": b"./tinydep-1.0-py3-none-any.whl\n",
+                "tinydep-1.0-py3-none-any.whl": wheel,
+            }
+        ),
+    )
+    async with running(make_sandboxed(mode)) as (provider, registry):
+        assert isinstance(provider, LocalProvider)
+        await provider.deploy(spec, 1)
+        (endpoint,) = await ready_endpoints(registry, "withdeps", 1)
+        assert await call(endpoint) == (200, b"from tinydep")
+        uid = provider._functions["withdeps"].uid
+        installed = Path(provider._functions_dir) / "withdeps" / ".packages" / "tinydep.py"
+        info = installed.stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, uid, 0o640)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_build_step_is_confined(mode: str, tmp_path: Path):
+    """A build step is the function's code too: it sees what a replica sees, as the function's uid, and
+    what it leaves -- files, a directory, a link to a file it may not read -- is taken back safely."""
+    from faasd.runtime import self_command
+    from faasd.sandbox.host import resolve
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "password").write_text("the-admin-password\n")
+    (state / "password").chmod(0o600)
+    sandbox = resolve(mode, state_dir=str(state), command=self_command())
+    try:
+        _check_build(sandbox, state)
+    finally:
+        if sandbox.work_root:
+            shutil.rmtree(sandbox.work_root)
+
+
+def _check_build(sandbox: Sandbox, state: Path) -> None:
+    from faasd.runtime import self_command
+    from faasd.sandbox.build import Build
+
+    root = Path(sandbox.work_root or state) / "staging"
+    root.mkdir(exist_ok=True)
+    workdir = root / "build-test"
+    workdir.mkdir(mode=0o700)
+    uid = FUNCTION_UID_FIRST + 4242
+    script = (
+        f"id -u > who; cat {state}/password > stolen 2>&1 || echo denied >> stolen; "
+        "mkdir sub; echo hi > sub/file; ln -s /etc/shadow link; ln -s sub linked-dir"
+    )
+    build = Build(sandbox, workdir=str(workdir), uid=uid, faasd=self_command().argv, env={"PATH": "/usr/bin:/bin"})
+    build.prepare()
+    try:
+        launch = build.launch(["/bin/sh", "-c", script])
+        done = subprocess.run(launch.argv, env=launch.env, cwd=launch.cwd, capture_output=True, text=True, timeout=60)
+    finally:
+        build.finish()
+    assert done.returncode == 0, done.stderr
+    assert (workdir / "who").read_text() == f"{uid}\n"
+    stolen = (workdir / "stolen").read_text()
+    assert "the-admin-password" not in stolen and stolen.endswith("denied\n"), stolen
+    for path, mode_bits in ((workdir, 0o750), (workdir / "sub", 0o750), (workdir / "sub" / "file", 0o640)):
+        info = path.lstat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, uid, mode_bits), path
+    assert (workdir / "link").lstat().st_uid == 0 and Path("/etc/shadow").stat().st_gid != uid  # Not followed.
+
+
+def _wheel() -> bytes:
+    """A minimal pure-Python wheel (``tinydep`` 1.0), built by hand: no index needed."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {
+        "tinydep.py": b"ANSWER = 'from tinydep'\n",
+        "tinydep-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n",
+        "tinydep-1.0.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = [
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
+        for name, data in files.items()
+    ]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as wheel:
+        for name, data in files.items():
+            wheel.writestr(name, data)
+        wheel.writestr("tinydep-1.0.dist-info/RECORD", "\n".join([*record, "tinydep-1.0.dist-info/RECORD,,"]) + "\n")
     return buffer.getvalue()

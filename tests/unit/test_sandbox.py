@@ -172,6 +172,17 @@ def test_bwrap_as_root_hides_the_host_and_drops_in_the_replica():
     assert launch.env["lock_file"] == "/tmp/.lock-f-abc123" and "parent_pid" not in launch.env
 
 
+def test_a_build_step_gets_its_directory_writable_and_runs_a_program():
+    sandbox = Sandbox(mode="bwrap", requested="bwrap", reason="", root=True, bwrap="bwrap", system=SYSTEM)
+    build = _replica(secrets=False, writable=True, limits=Limits())
+    launch = plan_launch(sandbox, build, COMMAND, ENV, ("--", "/usr/bin/python3", "-m", "pip", "install"))
+    argv = list(launch.argv)
+    assert _pairs(argv, "--bind", 2) == [["/state/functions/f", APP_DIR]]
+    assert [pair for pair in _pairs(argv, "--ro-bind", 2) if pair[1] in (APP_DIR, SECRETS_MOUNT)] == []
+    at = argv.index("_sandbox")
+    assert "as=" not in argv[at + 1] and argv[at + 2 :] == ["--", "/usr/bin/python3", "-m", "pip", "install"]
+
+
 def test_bwrap_without_root_uses_a_user_namespace_and_keeps_the_uid():
     sandbox = Sandbox(mode="bwrap", requested="bwrap", reason="", root=False, bwrap="bwrap", system=SYSTEM)
     launch = plan_launch(sandbox, _replica(uid=None, secrets=False), COMMAND, ENV)
