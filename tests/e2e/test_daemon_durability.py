@@ -99,8 +99,9 @@ def test_secrets_crud_through_the_gateway_and_after_a_restart(start_daemon: Star
 
 
 def _tree(pid: int) -> set[int]:
-    """``pid`` and every live process in the sessions of its direct children (replicas and their calls)."""
-    found = {pid}
+    """Every live process below ``pid``: its descendants, and everything in the sessions of its direct
+    children (replicas and their calls; a sandboxed replica starts sessions of its own below that)."""
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -109,9 +110,15 @@ def _tree(pid: int) -> set[int]:
                 data = file.read()
         except OSError:
             continue
-        fields = data[data.rindex(b")") + 2 :].split(b" ")
-        if int(fields[1]) == pid:
-            found.update(member for member, _ in session_members(int(entry)))
+        parents[int(entry)] = int(data[data.rindex(b")") + 2 :].split(b" ")[1])
+    found = {pid}
+    while True:
+        more = {child for child, parent in parents.items() if parent in found} - found
+        if not more:
+            break
+        found |= more
+    for child in [child for child, parent in parents.items() if parent == pid]:
+        found.update(member for member, _ in session_members(child))
     return found - {pid}
 
 
