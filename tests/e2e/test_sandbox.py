@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
 import tarfile
 import tempfile
 import threading
@@ -254,7 +255,52 @@ def test_bwrap_works_for_a_daemon_that_is_not_root(
         found = _probe(daemon, stand_in_socket)
         _assert_contained(found, daemon)
         assert found["uid"] == uid  # The daemon's own uid: only the namespaces stand between them.
+        _check_processes_limit_per_sandbox(daemon, uid)
         daemon.stop()
+
+
+FORKER = """python3 -c '
+import os, time
+pids = []
+try:
+    for _ in range(int(os.environ["Http_X_Forks"])):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(2)
+            os._exit(0)
+        pids.append(pid)
+except OSError as exc:
+    print(len(pids), "then", exc.strerror)
+else:
+    print(len(pids))
+'"""
+
+
+def _check_processes_limit_per_sandbox(daemon: Daemon, uid: int) -> None:
+    """The process limit holds in a sandbox, and is counted per sandbox (user namespace), not against the
+    daemon's uid as a whole: with 40 processes of that uid outside, a sandbox limited to 32 still forks
+    its own 10 -- and not 40."""
+    outside = [
+        subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sleep", "60"])
+        for _ in range(40)
+    ]
+    try:
+        spec = {
+            "service": "forker",
+            "envProcess": FORKER,
+            "labels": {"com.faasd.limits.processes": "32"},
+            "envVars": {"exec_timeout": "20s"},
+        }
+        with _admin(daemon) as client:
+            assert client.post("/system/functions", json=spec).status_code == 202
+            _wait_ready(client, "forker")
+        for forks, expected in (("10", "10\n"), ("40", "then Resource temporarily unavailable\n")):
+            answer = httpx.post(f"{daemon.url}/function/forker", headers={"X-Forks": forks}, timeout=30.0)
+            assert answer.status_code == 200 and answer.text.endswith(expected), (forks, answer.text)
+    finally:
+        for process in outside:
+            process.kill()
+            process.wait()
 
 
 class _world_readable_dir:
