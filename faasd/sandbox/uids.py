@@ -9,11 +9,14 @@ below 2^31, which some tools mishandle. The gid is the same number.
 
 Numbers are not kept across daemon restarts: a function is re-deployed at start and gets one again
 (its files are re-owned then). A number that any live process still runs as -- a leftover of an
-earlier daemon -- is never handed out (the caller passes the busy uids, read from /proc).
+earlier daemon, or a function of another faasd daemon on the same host -- is never handed out (the
+caller passes the busy uids, read from /proc), and free numbers are picked at random, so two daemons
+choosing at the same moment do not pick the same one.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Set
 
 __all__ = ["FUNCTION_UID_FIRST", "FUNCTION_UID_LAST", "PROBE_UID", "UidPool", "UidsExhausted"]
@@ -29,11 +32,12 @@ class UidsExhausted(RuntimeError):
 
 
 class UidPool:
-    """function name -> uid, from the reserved range; the lowest free number first."""
+    """function name -> uid, from the reserved range; a free number at random (see the module docstring)."""
 
-    def __init__(self, first: int = FUNCTION_UID_FIRST, last: int = PROBE_UID - 1) -> None:
+    def __init__(self, first: int = FUNCTION_UID_FIRST, last: int = PROBE_UID - 1, *, seed: int | None = None) -> None:
         self._first = first
         self._last = last
+        self._random = random.Random(seed)
         self._by_name: dict[str, int] = {}
         self._taken: set[int] = set()
 
@@ -44,7 +48,7 @@ class UidPool:
         return self._by_name.get(name)
 
     def acquire(self, name: str, busy: Set[int] = frozenset()) -> int:
-        """The uid of ``name``: the one it has, else the lowest free one not in ``busy``.
+        """The uid of ``name``: the one it has, else a free one (not taken here, not in ``busy``).
 
         Raises:
             UidsExhausted: no free number.
@@ -52,7 +56,10 @@ class UidPool:
         uid = self._by_name.get(name)
         if uid is not None:
             return uid
-        for candidate in range(self._first, self._last + 1):
+        size = self._last - self._first + 1
+        start = self._random.randrange(size)
+        for offset in range(size):  # From a random point: as random, and ends when the range is full.
+            candidate = self._first + (start + offset) % size
             if candidate not in self._taken and candidate not in busy:
                 self._by_name[name] = candidate
                 self._taken.add(candidate)

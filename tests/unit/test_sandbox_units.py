@@ -76,15 +76,23 @@ def test_bad_limits_name_the_field(spec: FunctionSpec, words: str):
 # -- uids ---------------------------------------------------------------------------------------------
 
 
-def test_uid_pool_hands_out_the_lowest_free_uid_once_per_function():
+def test_uid_pool_hands_out_a_free_uid_once_per_function():
     pool = UidPool()
     a = pool.acquire("a")
-    assert a == FUNCTION_UID_FIRST and pool.acquire("a") == a and pool.get("a") == a
-    b = pool.acquire("b", busy={FUNCTION_UID_FIRST + 1})  # A leftover process still runs as +1.
-    assert b == FUNCTION_UID_FIRST + 2
+    assert FUNCTION_UID_FIRST <= a < PROBE_UID and pool.acquire("a") == a and pool.get("a") == a
+    others = {pool.acquire(f"f{i}") for i in range(50)}
+    assert a not in others and len(others) == 50 and PROBE_UID not in others
     pool.release("a")
-    assert pool.get("a") is None and pool.acquire("c") == a
-    assert PROBE_UID not in (a, b)
+    assert pool.get("a") is None
+
+
+def test_uid_pool_skips_busy_and_taken_uids():
+    pool = UidPool(first=10, last=14)
+    pool.acquire("a")
+    busy = {uid for uid in range(10, 15) if uid != pool.get("a")}
+    taken = pool.get("a")
+    busy.discard(min(busy))  # One number free, the rest run processes (leftovers, another daemon's).
+    assert pool.acquire("b", busy=busy) not in busy | {taken}
 
 
 def test_uid_pool_says_when_it_is_full():
