@@ -119,6 +119,10 @@ log = logging.getLogger(__name__)
 
 LOCALHOST = "127.0.0.1"
 
+_FUNCTION_KEY = "function:"
+_REPLICA_KEY = "replica:"
+"""Keys of :class:`~faasd.sandbox.uids.UidPool` numbers: a function's (its gid) and a replica's (its uid)."""
+
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER")
 """Variables a replica inherits from the daemon (when set); nothing else leaks into functions."""
 
@@ -238,8 +242,9 @@ class _Function:
     failure: str = ""
     """Why the current generation cannot run (its replicas cannot start, or exit before ready); cleared
     when one of its replicas becomes ready, or by a new generation."""
-    uid: int | None = None
-    """Its own uid (and gid) when the sandbox gives functions uids (faasd.sandbox.uids)."""
+    gid: int | None = None
+    """Its own number when the sandbox gives out uids (faasd.sandbox.uids): the gid its files are shared
+    with and its replicas run with (each with a uid of its own), and the uid its build step runs as."""
 
 
 def plan_replicas(slots: Sequence[_Slot], current: _Generation, desired: int) -> tuple[int, list[_Slot]]:
@@ -334,6 +339,8 @@ class LocalProvider:
         self._sandbox_request = sandbox
         self._sandbox: Sandbox | None = None
         self._uids = UidPool()
+        self._busy_uids: set[int] = set()
+        """Uids live processes ran as when last looked (at each new function): never handed out."""
         self._lifeline: tuple[int, int] | None = None
         """(read, write) ends of a pipe only this process writes to: bwrap replicas die when it closes."""
         self._functions: dict[str, _Function] = {}
@@ -486,9 +493,9 @@ class LocalProvider:
                 function.logbook.close()
                 for path in [function.workdir, *(path for _, path in function.retired)]:
                     await _remove_tree(path)
-                if function.uid is not None:  # Whatever still runs as its uid is its own leftover.
-                    await trio.to_thread.run_sync(sandbox_host.kill_uid, function.uid)
-                    self._uids.release(name)
+                if function.gid is not None:  # Whatever still runs as its number is its own leftover.
+                    await trio.to_thread.run_sync(sandbox_host.kill_uid, function.gid)
+                    self._uids.release(_FUNCTION_KEY + name)
         event(log, logging.INFO, "function removed", function=name)
 
     async def scale(self, name: str, replicas: int) -> None:
@@ -570,17 +577,17 @@ class LocalProvider:
         limits = limits_from_spec(spec)
         staging = os.path.join(self._staging_dir, f"{spec.name}.{token_hex(4)}")
         try:
-            uid = await self._function_uid(spec.name)
+            gid = await self._function_gid(spec.name)
             await trio.to_thread.run_sync(self._build_workdir, staging, spec)
             # Cancellable: a daemon stopping does not wait for pip. In the function's sandbox, as the function.
-            await install_requirements(staging, self._build_sandbox(staging, uid))
+            await install_requirements(staging, self._build_sandbox(staging, gid))
             await trio.to_thread.run_sync(self._write_secrets, staging, values)
-            await trio.to_thread.run_sync(self._check_workdir, staging, spec, fprocess, uid)
+            await trio.to_thread.run_sync(self._check_workdir, staging, spec, fprocess, gid)
             with trio.CancelScope(shield=True):  # Once swapped, the bookkeeping below must follow.
                 retired = await trio.to_thread.run_sync(self._install, spec.name, staging)
         except BaseException:
             if spec.name not in self._functions:
-                self._uids.release(spec.name)
+                self._uids.release(_FUNCTION_KEY + spec.name)
             with trio.CancelScope(shield=True):
                 await _remove_tree(staging)
             raise
@@ -595,7 +602,7 @@ class LocalProvider:
                 created_at=datetime.now(UTC),
                 workdir=workdir,
                 logbook=LogBook(spec.name, self._log_bytes),
-                uid=uid,
+                gid=gid,
             )
             self._functions[spec.name] = function
         else:
@@ -641,15 +648,15 @@ class LocalProvider:
             values[secret] = value
         return fprocess, values
 
-    async def _function_uid(self, name: str) -> int | None:
-        """The function's own uid when the sandbox gives functions uids (a new one on its first deploy)."""
+    async def _function_gid(self, name: str) -> int | None:
+        """The function's own number when the sandbox gives out uids (a new one on its first deploy)."""
         if self._sandbox is None or not self._sandbox.per_function_uid:
             return None
-        uid = self._uids.get(name)
-        if uid is None:
-            busy = await trio.to_thread.run_sync(sandbox_host.busy_uids)
-            uid = self._uids.acquire(name, busy)
-        return uid
+        gid = self._uids.get(_FUNCTION_KEY + name)
+        if gid is None:
+            self._busy_uids = await trio.to_thread.run_sync(sandbox_host.busy_uids)
+            gid = self._uids.acquire(_FUNCTION_KEY + name, self._busy_uids)
+        return gid
 
     def _build_workdir(self, path: str, spec: FunctionSpec) -> None:
         """Fill a fresh working dir with the handler archive (blocking: runs in a thread);
@@ -692,10 +699,10 @@ class LocalProvider:
             with os.fdopen(fd, "wb") as file:
                 file.write(value)
 
-    def _check_workdir(self, path: str, spec: FunctionSpec, fprocess: str, uid: int | None = None) -> None:
+    def _check_workdir(self, path: str, spec: FunctionSpec, fprocess: str, gid: int | None = None) -> None:
         """Would the replica start: does its command exist, would the watchdog accept the env (blocking).
 
-        With ``uid``, the dir then becomes ``root:<uid's group>``, readable by the function and nobody else.
+        With ``gid``, the dir then becomes ``root:<gid>``, readable by the function and nobody else.
 
         Raises:
             InvalidRequest: command not found, bad watchdog setting.
@@ -720,16 +727,16 @@ class LocalProvider:
             WatchdogConfig.from_env(env)
         except ConfigError as exc:
             raise InvalidRequest(f"envVars: {exc}") from None
-        if uid is not None:
-            sandbox_files.share_with_group(path, uid)
+        if gid is not None:
+            sandbox_files.share_with_group(path, gid)
 
-    def _build_sandbox(self, path: str, uid: int | None) -> sandbox_build.Build | None:
+    def _build_sandbox(self, path: str, gid: int | None) -> sandbox_build.Build | None:
         """Where :func:`install_requirements` runs pip for the function built in ``path``: its sandbox
         (:mod:`faasd.sandbox.build`), or None without one (as the daemon)."""
         if self._sandbox is None or not self._sandbox.isolated:
             return None
         env = {**self._base_env, **self._command.env}
-        return sandbox_build.Build(self._sandbox, workdir=path, uid=uid, faasd=self._command.argv, env=env)
+        return sandbox_build.Build(self._sandbox, workdir=path, uid=gid, faasd=self._command.argv, env=env)
 
     def _install(self, name: str, staging: str) -> str | None:
         """Swap the new working dir in; the old one (if any) moves to staging, its path returned.
@@ -896,6 +903,7 @@ class LocalProvider:
         """
         replica_id = self._new_replica_id(function.name)
         replica_dir = os.path.join(self._replicas_dir, replica_id)
+        uid = self._replica_uid(function, replica_id)
         scratch = self._scratch_dir(function, replica_id)
         env = self._replica_env(slot.generation, function.workdir, replica_dir, slot.listener.fileno())
         read_fd = token_fd = -1
@@ -909,7 +917,7 @@ class LocalProvider:
                     env.pop("call_token_file", None)  # Ours, not one the spec's envVars may name.
                     env["call_token_fd"] = str(token_fd)
                     pass_fds.append(token_fd)
-                launch = await self._launch(function, slot.generation, replica_id, scratch, env)
+                launch = await self._launch(function, slot.generation, replica_id, uid, scratch, env)
                 process = await trio.lowlevel.open_process(
                     list(launch.argv),
                     stdin=subprocess.DEVNULL,
@@ -927,10 +935,7 @@ class LocalProvider:
         except OSError as exc:
             if read_fd >= 0:
                 os.close(read_fd)
-            self._replica_ids.discard(replica_id)
-            await _remove_tree(replica_dir)
-            if scratch:
-                await _remove_tree(scratch)
+            await self._forget_replica(replica_id, replica_dir, scratch, uid)
             event(
                 log,
                 logging.ERROR,
@@ -943,7 +948,8 @@ class LocalProvider:
         except BaseException:
             if read_fd >= 0:
                 os.close(read_fd)
-            self._replica_ids.discard(replica_id)
+            with trio.CancelScope(shield=True):
+                await self._forget_replica(replica_id, replica_dir, scratch, uid)
             raise
         replica = slot.replica = _Replica(replica_id, process.pid, trio.current_time())
         event(log, logging.DEBUG, "replica started", function=function.name, replica=replica_id, pid=process.pid)
@@ -967,10 +973,7 @@ class LocalProvider:
                 stream.close()
                 if process.returncode != 0:
                     await trio.to_thread.run_sync(_kill_session, process.pid)
-                self._replica_ids.discard(replica_id)
-                await _remove_tree(replica_dir)
-                if scratch:
-                    await _remove_tree(scratch)
+                await self._forget_replica(replica_id, replica_dir, scratch, uid)
         if replica.was_ready:
             return replica_id, process.returncode, ""
         trouble = replica.trouble or f"replica {_exit_text(process.returncode)} before it was ready"
@@ -983,32 +986,57 @@ class LocalProvider:
                 event(log, logging.WARNING, "function failing", function=function.name, reason=reason)
             function.failure = reason
 
+    def _replica_uid(self, function: _Function, replica_id: str) -> int | None:
+        """The replica's own uid, when the sandbox gives out uids: its processes are counted (the process
+        limit) and cleaned up (uid mode) on their own."""
+        if function.gid is None:
+            return None
+        return self._uids.acquire(_REPLICA_KEY + replica_id, self._busy_uids)
+
     def _scratch_dir(self, function: _Function, replica_id: str) -> str:
         """uid mode: the replica's private TMPDIR/HOME outside the state dir (made by :meth:`_launch`)."""
         sandbox = self._sandbox
-        if sandbox is None or sandbox.mode != "uid" or function.uid is None:
+        if sandbox is None or sandbox.mode != "uid" or function.gid is None:
             return ""
         return os.path.join(self._replicas_dir, f"{replica_id}.home")
 
     async def _launch(
-        self, function: _Function, generation: _Generation, replica_id: str, scratch: str, env: dict[str, str]
+        self,
+        function: _Function,
+        generation: _Generation,
+        replica_id: str,
+        uid: int | None,
+        scratch: str,
+        env: dict[str, str],
     ) -> Launch:
         """The replica's command line, environment and directory in this daemon's sandbox."""
         assert self._sandbox is not None
-        if scratch:
-            await trio.to_thread.run_sync(
-                sandbox_files.make_scratch, os.path.dirname(scratch), os.path.basename(scratch), function.uid
-            )
+        if scratch and uid is not None:
+            root, name = os.path.split(scratch)
+            await trio.to_thread.run_sync(sandbox_files.make_scratch, root, name, uid, function.gid)
         replica = ReplicaSandbox(
             workdir=function.workdir,
             secrets=True,
-            uid=function.uid,
+            uid=uid,
+            gid=function.gid,
             limits=generation.limits,
             scratch=scratch,
             name=replica_id,
             lifeline=self._lifeline[0] if self._lifeline is not None else None,
         )
         return plan_launch(self._sandbox, replica, self._command.argv, env)
+
+    async def _forget_replica(self, replica_id: str, replica_dir: str, scratch: str, uid: int | None) -> None:
+        """After a replica ended (or could not start): its files, and its uid -- in uid mode with whatever
+        still ran as it (a process that left its session), since no PID namespace ended it."""
+        self._replica_ids.discard(replica_id)
+        await _remove_tree(replica_dir)
+        if scratch:
+            await _remove_tree(scratch)
+        if uid is not None:
+            if self._sandbox is not None and self._sandbox.mode == "uid":
+                await trio.to_thread.run_sync(sandbox_host.kill_uid, uid)
+            self._uids.release(_REPLICA_KEY + replica_id)
 
     def _unpublish_slot(self, function: _Function, slot: _Slot) -> None:
         slot.ready = False

@@ -155,9 +155,9 @@ def prepare_work_root(path: str) -> None:
         os.chmod(os.path.join(path, name), 0o711)
 
 
-def make_scratch(root: str, name: str, uid: int) -> str:
-    """A fresh 0700 directory ``root/name`` owned by ``uid`` (and its gid); its path."""
+def make_scratch(root: str, name: str, uid: int, gid: int | None = None) -> str:
+    """A fresh 0700 directory ``root/name`` owned by ``uid:gid`` (``gid`` defaults to ``uid``); its path."""
     path = os.path.join(root, name)
     os.mkdir(path, 0o700)
-    os.chown(path, uid, uid)
+    os.chown(path, uid, uid if gid is None else gid)
     return path

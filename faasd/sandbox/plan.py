@@ -8,7 +8,7 @@ command that runs ``faasd`` and the environment the backend built:
   apply (``faasd _sandbox SPEC watchdog``).
 * ``uid`` -- the daemon (root) starts the replica in the function's directory, which it made
   ``root:<function gid>`` 0750 and keeps in a work root outside the state dir (a function uid cannot
-  enter that); the replica drops to the function's uid before anything else. Its secrets are at
+  enter that); the replica drops to its own uid, with the function's gid, before anything else. Its secrets are at
   ``$secret_mount_path/<name>`` (in its directory), ``TMPDIR`` and ``HOME`` are a private 0700 directory
   of its own. The interpreter must be readable by any user (``host.resolve`` picks one). Nothing of the
   host is hidden: files are protected by their owners and modes only.
@@ -18,7 +18,7 @@ command that runs ``faasd`` and the environment the backend built:
   ``/home/app`` (its working directory) and its secrets read-only at ``/var/openfaas/secrets``. Nothing
   else of the host exists in it: not ``/root``, ``/home``, ``/run`` (the docker socket), ``/var``, the
   state dir. The network is the host's (replicas listen on 127.0.0.1). As root, bwrap runs without a
-  user namespace, keeps only CAP_SETUID/CAP_SETGID and the replica drops to the function's uid at once;
+  user namespace, keeps only CAP_SETUID/CAP_SETGID and the replica drops to its own uid at once;
   as any other user it makes a user namespace (no root needed) and the replica keeps the daemon's uid.
 
   bwrap is started through ``setsid --wait``: ``--die-with-parent`` ties each process of the sandbox to
@@ -125,7 +125,9 @@ class ReplicaSandbox:
     secrets: bool
     """It has a ``.secrets`` directory to mount."""
     uid: int | None
-    """The function's uid (and gid); None: the daemon's."""
+    """The replica's own uid; None: the daemon's."""
+    gid: int | None = None
+    """The function's gid (its files are group-readable by it); None: the same number as ``uid``."""
     limits: Limits
     scratch: str = ""
     """uid mode: the replica's private TMPDIR/HOME."""
@@ -166,11 +168,11 @@ def plan_launch(
     confined = sandbox.per_function_uid and replica.uid is not None
     spec = format_spec(
         uid=replica.uid if confined else None,
-        gid=replica.uid if confined else None,
+        gid=(replica.gid if replica.gid is not None else replica.uid) if confined else None,
         nnp=1 if confined and sandbox.mode == "uid" else None,  # bwrap sets no_new_privs itself.
         oom=OOM_SCORE_ADJ,
         nofile=limits.open_files,
-        nproc=limits.processes if sandbox.mode != "none" else None,  # Counted per uid: see limits.py.
+        nproc=limits.processes if sandbox.mode != "none" else None,  # Counted per uid / user namespace.
         life=replica.lifeline if sandbox.mode == "bwrap" else None,
         **{"as": limits.memory_bytes},
     )
@@ -209,7 +211,7 @@ def bwrap_prefix(
     args = [sandbox.bwrap or "bwrap"]
     if sandbox.root:
         # No user namespace: bwrap as root would map the sandbox's uid to real root. The replica drops
-        # to the function's uid itself; until then it holds only what that takes.
+        # to its own uid itself; until then it holds only what that takes.
         args += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
         args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:

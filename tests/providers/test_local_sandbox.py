@@ -124,12 +124,16 @@ async def test_a_replica_sees_its_own_uid_files_and_limits(mode: str, make_sandb
         text = body.decode()
         assert status == 200, text
         seen = _fields(text)
-        uid = int(seen["uid"])
-        assert FUNCTION_UID_FIRST <= uid <= FUNCTION_UID_LAST, text
-        assert seen["gid"] == seen["uid"] and seen["groups"] == seen["uid"], text  # No supplementary groups.
-        await ready_endpoints(registry, "other", 1)
+        uid, gid = int(seen["uid"]), int(seen["gid"])
         assert isinstance(provider, LocalProvider)
-        assert provider._functions["other"].uid not in (None, uid)  # Each function its own uid.
+        assert gid == provider._functions["looker"].gid and seen["groups"] == seen["gid"], text  # No others.
+        assert FUNCTION_UID_FIRST <= uid <= FUNCTION_UID_LAST and uid != gid, text  # The replica's own uid.
+        await ready_endpoints(registry, "other", 1)
+        assert provider._functions["other"].gid not in (None, gid)  # Each function its own gid.
+        await provider.scale("looker", 2)
+        await ready_endpoints(registry, "looker", 2)
+        uids = {int(_fields((await call(endpoint))[1].decode())["uid"]) for endpoint in registry.get("looker")}
+        assert len(uids) == 2 and uid in uids  # Each replica its own uid: its own process count.
         assert seen["secret"] == "s3cr3t-value" and seen["code"] == "own-code", text
         assert seen["write"] == "no" and seen["tmp_write"] == "yes", text  # Code read-only, scratch writable.
         assert seen["limit_processes"] == "100/100", text
@@ -139,8 +143,8 @@ async def test_a_replica_sees_its_own_uid_files_and_limits(mode: str, make_sandb
         if mode == "bwrap":
             assert seen["cwd"] == "/home/app" and seen["home"] == "/tmp" and seen["tmp"] == "/tmp", text
         else:
-            scratch = seen["tmp"]
-            assert seen["home"] == scratch and Path(scratch).stat().st_uid == uid, text
+            scratch = Path(seen["tmp"])
+            assert seen["home"] == str(scratch) and (scratch.stat().st_uid, scratch.stat().st_gid) == (uid, gid)
             assert Path(scratch).stat().st_mode & 0o777 == 0o700, text
             # Outside the state dir, which a function's uid cannot enter.
             assert seen["cwd"] == str(Path(provider._functions_dir) / "looker"), text
@@ -149,7 +153,7 @@ async def test_a_replica_sees_its_own_uid_files_and_limits(mode: str, make_sandb
         workdir = Path(provider._functions_dir) / "looker"
         for path in (workdir, workdir / "data.txt", workdir / ".secrets", workdir / ".secrets" / "api-key"):
             info = path.stat()
-            assert (info.st_uid, info.st_gid) == (0, uid), path
+            assert (info.st_uid, info.st_gid) == (0, gid), path
             assert info.st_mode & 0o027 == 0 and info.st_mode & 0o040, f"{path}: {info.st_mode:o}"
 
 
@@ -208,8 +212,8 @@ async def test_killing_a_sandbox_ends_every_process_in_it(make_sandboxed: Maker,
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="uid mode needs root")
-async def test_removing_a_function_ends_whatever_runs_as_its_uid(make_sandboxed: Maker):
-    """uid mode has no PID namespace: a process that escaped its replica's session is found by its uid."""
+async def test_what_a_replica_leaves_running_ends_with_it_in_uid_mode(make_sandboxed: Maker):
+    """uid mode has no PID namespace: a process that left its replica's session is found by the replica's uid."""
     marker = f"faasd-escape-{os.getpid()}"
     spec = FunctionSpec(name="escaper", env_process=ESCAPE % marker)
     async with running(make_sandboxed("uid")) as (provider, registry):
@@ -279,10 +283,10 @@ async def test_requirements_are_installed_by_the_function_itself(mode: str, make
         await provider.deploy(spec, 1)
         (endpoint,) = await ready_endpoints(registry, "withdeps", 1)
         assert await call(endpoint) == (200, b"from tinydep")
-        uid = provider._functions["withdeps"].uid
+        gid = provider._functions["withdeps"].gid
         installed = Path(provider._functions_dir) / "withdeps" / ".packages" / "tinydep.py"
         info = installed.stat()
-        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, uid, 0o640)
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, gid, 0o640)
 
 
 @pytest.mark.parametrize("mode", MODES)
