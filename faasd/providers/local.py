@@ -95,6 +95,7 @@ from faasd.logs import event
 from faasd.namelocks import NameLocks
 from faasd.providers._archive import extract_archive
 from faasd.providers._logbook import DEFAULT_LOG_BYTES, LineBuffer, LogBook
+from faasd.providers._pip_env import pip_environment
 from faasd.providers._requirements import install_requirements
 from faasd.providers.types import Endpoint, FunctionSpec, FunctionStatus, LogMessage, LogRequest, validate_name
 from faasd.registry import EndpointRegistry
@@ -735,7 +736,7 @@ class LocalProvider:
         (:mod:`faasd.sandbox.build`), or None without one (as the daemon)."""
         if self._sandbox is None or not self._sandbox.isolated:
             return None
-        env = {**self._base_env, **self._command.env}
+        env = {**pip_environment(os.environ), **self._command.env}
         return sandbox_build.Build(self._sandbox, workdir=path, uid=gid, faasd=self._command.argv, env=env)
 
     def _install(self, name: str, staging: str) -> str | None:
