@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from secrets import token_hex
 
-from faasd.sandbox.files import lend, make_scratch, reclaim
+from faasd.sandbox.files import lend, make_scratch, reclaim, share_with_group
 from faasd.sandbox.limits import Limits
 from faasd.sandbox.plan import Launch, ReplicaSandbox, Sandbox, plan_launch
 
@@ -61,9 +61,11 @@ class Build:
         return self.sandbox.python
 
     def prepare(self) -> None:
-        """Lend the directory to the function's uid, make its scratch directory (blocking)."""
+        """Let the function's uid read what is in the directory and write in it, make its scratch
+        directory (blocking)."""
         if self.uid is None:
             return
+        share_with_group(self.workdir, self.uid)  # The handler archive, unpacked under the daemon's umask.
         lend(self.workdir, self.uid)
         if self.sandbox.mode == "uid":
             replicas = os.path.join(self.sandbox.work_root, "replicas")

@@ -184,15 +184,15 @@ def plan_launch(
     for key in DROPPED_ENV:
         new_env.pop(key, None)
     if sandbox.mode == "uid":
-        new_env.update(
-            TMPDIR=replica.scratch,
-            HOME=replica.scratch,
-            lock_file=os.path.join(replica.scratch, ".lock"),
-        )
+        new_env.update(TMPDIR=replica.scratch, HOME=replica.scratch)
+        if not replica.writable:  # A replica's watchdog; a build step has none.
+            new_env["lock_file"] = os.path.join(replica.scratch, ".lock")
         return Launch(inner, new_env, replica.workdir)
     new_env.pop("parent_pid", None)  # Not visible from the PID namespace; --die-with-parent does its job.
-    lock_file = f"/tmp/.lock-{replica.name}" if replica.name else "/tmp/.lock"  # Its name says whose it is.
-    new_env.update(TMPDIR="/tmp", HOME="/tmp", lock_file=lock_file, secret_mount_path=SECRETS_MOUNT)
+    new_env.update(TMPDIR="/tmp", HOME="/tmp")
+    if not replica.writable:
+        lock_file = f"/tmp/.lock-{replica.name}" if replica.name else "/tmp/.lock"  # Its name says whose it is.
+        new_env.update(lock_file=lock_file, secret_mount_path=SECRETS_MOUNT)
     prefix = bwrap_prefix(
         sandbox,
         workdir=replica.workdir,

@@ -1,6 +1,7 @@
 """``pip install`` for a function's requirements.txt sees none of the daemon's environment: the daemon
 runs with FAASD_PASSWORD and other variables, the function requires a local package whose build
-backend (run by pip, as a setup.py would be) writes down the environment it got."""
+backend (run by pip, as a setup.py would be) writes down the environment it got -- into the module it
+builds, since the build runs in the function's sandbox and sees no other place to write."""
 
 from __future__ import annotations
 
@@ -18,10 +19,8 @@ from tests.daemon_fixtures import PASSWORD, StartDaemon
 from tests.e2e.test_daemon_api import _archive
 
 BACKEND = '''
-"""A PEP 517 build backend that records the environment it runs in, then builds a one-module wheel."""
+"""A PEP 517 build backend that builds a one-module wheel recording the environment it runs in."""
 import base64, hashlib, json, os, zipfile
-
-RECORD = {record!r}
 
 
 def get_requires_for_build_wheel(config_settings=None):
@@ -29,11 +28,9 @@ def get_requires_for_build_wheel(config_settings=None):
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    with open(RECORD, "w") as file:
-        json.dump(dict(os.environ), file)
     name = "envrecorder-1.0-py3-none-any.whl"
     files = {{
-        "envrecorder.py": b"RECORDED = True\\n",
+        "envrecorder.py": ("RECORDED = " + repr(json.dumps(dict(os.environ))) + "\\n").encode(),
         "envrecorder-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\\nName: envrecorder\\nVersion: 1.0\\n",
         "envrecorder-1.0.dist-info/WHEEL": (
             b"Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
@@ -53,19 +50,13 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 def test_pip_runs_with_a_clean_environment(start_daemon: StartDaemon, tmp_path: Path) -> None:
     if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, check=False).returncode:
         pytest.skip("this interpreter has no pip")
-    package = tmp_path / "envrecorder"
-    package.mkdir()
-    record = tmp_path / "pip-env.json"
-    (package / "recorder_backend.py").write_text(BACKEND.format(record=str(record)))
-    (package / "pyproject.toml").write_text(
-        textwrap.dedent(
-            """\
-            [build-system]
-            requires = []
-            build-backend = "recorder_backend"
-            backend-path = ["."]
-            """
-        )
+    pyproject = textwrap.dedent(
+        """\
+        [build-system]
+        requires = []
+        build-backend = "recorder_backend"
+        backend-path = ["."]
+        """
     )
     # The daemon builds with its own interpreter's pip: the test venv's (which has pip).
     daemon = start_daemon(
@@ -75,7 +66,11 @@ def test_pip_runs_with_a_clean_environment(start_daemon: StartDaemon, tmp_path: 
         LD_PRELOAD="",
         PYTHONPATH="/nonexistent/daemon-path",
     )
-    handler = {"requirements.txt": f"{package}\n".encode()}
+    handler = {  # The package travels with the function: its build sees nothing else of this machine.
+        "requirements.txt": b"./envrecorder\n",
+        "envrecorder/recorder_backend.py": BACKEND.format().encode(),
+        "envrecorder/pyproject.toml": pyproject.encode(),
+    }
     with daemon.client() as client:
         deployed = client.post(
             "/system/functions",
@@ -83,7 +78,10 @@ def test_pip_runs_with_a_clean_environment(start_daemon: StartDaemon, tmp_path: 
         )
         assert deployed.status_code == 202, deployed.text
     daemon.wait_available("withenv", 1)
-    seen = json.loads(record.read_text())
+    module = daemon.state_dir / "functions" / "withenv" / ".packages" / "envrecorder.py"
+    namespace: dict[str, str] = {}
+    exec(module.read_text(), namespace)  # The module the test's own backend wrote.
+    seen = json.loads(namespace["RECORDED"])
     assert not [name for name in seen if name.startswith("FAASD_")], sorted(seen)
     assert PASSWORD not in json.dumps(seen)
     assert "DAEMON_ONLY_CANARY" not in seen and "LD_PRELOAD" not in seen
@@ -92,5 +90,4 @@ def test_pip_runs_with_a_clean_environment(start_daemon: StartDaemon, tmp_path: 
     # Everything pip got from the daemon is on the documented list (pip adds its own build variables).
     from_daemon = {name for name, value in daemon.env.items() if seen.get(name) == value}
     assert from_daemon <= PIP_ENV_NAMES, from_daemon - PIP_ENV_NAMES
-    assert (daemon.state_dir / "functions" / "withenv" / ".packages" / "envrecorder.py").is_file()
     assert httpx.post(f"{daemon.url}/function/withenv", content=b"x", timeout=30).text == "x"
