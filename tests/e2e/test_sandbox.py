@@ -26,9 +26,9 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import httpx
@@ -36,8 +36,8 @@ import pytest
 
 from faasd.sandbox.files import work_root_for
 from faasd.sandbox.uids import FUNCTION_UID_FIRST, FUNCTION_UID_LAST
-from tests.daemon_fixtures import Daemon, MakeCli, StartDaemon, wait_for_gone
-from tests.helpers import wait_for
+from tests.daemon_fixtures import Daemon, MakeCli, StartDaemon
+from tests.helpers import in_thread, process_alive, scaled, wait_for
 
 HAVE_BWRAP = shutil.which("bwrap") is not None
 ROOT = os.geteuid() == 0
@@ -387,8 +387,11 @@ def test_replicas_die_with_a_killed_daemon(start_daemon: StartDaemon) -> None:
     assert len(inside) >= 8, inside  # 2 x (setsid, bwrap, its init, the watchdog) and the sleep.
     daemon.proc.send_signal(signal.SIGKILL)
     daemon.proc.wait(10)
-    for pid in inside:
-        assert wait_for_gone(pid, 10.0), f"pid {pid} outlived its daemon"
+    wait_for(
+        lambda: not [pid for pid in inside if process_alive(pid)],
+        10.0,
+        lambda: f"processes that outlived their daemon: {[pid for pid in inside if process_alive(pid)]}",
+    )
 
 
 def _descendants(root: int) -> list[int]:
@@ -419,11 +422,11 @@ while True: b.append(bytearray(1 << 20))'"""
 BASELINE_CALLS = 200
 
 
-def _latencies(url: str, *, count: int = 0, until: threading.Event | None = None) -> list[float]:
-    """Sequential POSTs on one keep-alive connection: ``count`` of them, or until ``until`` is set; each 200."""
+def _latencies(url: str, *, count: int = 0, until: Future[list[tuple[int, str]]] | None = None) -> list[float]:
+    """Sequential POSTs on one keep-alive connection: ``count`` of them, or until ``until`` is done; each 200."""
     times = []
     with httpx.Client(timeout=30.0) as client:
-        while (count and len(times) < count) or (until is not None and not until.is_set()):
+        while (count and len(times) < count) or (until is not None and not until.done()):
             started = time.perf_counter()
             response = client.post(url, content=b"x" * 100)
             times.append(time.perf_counter() - started)
@@ -454,14 +457,9 @@ def test_a_fork_bomb_and_a_memory_hog_stay_in_their_function(mode: str, start_da
 
     for name, fault in (("fork bomb", _fork_bomb), ("memory hog", _memory_hog)):
         before = _latencies(steady, count=BASELINE_CALLS)
-        done = threading.Event()
-        outcomes: list[tuple[int, str]] = []
-        worker = threading.Thread(target=fault, args=(daemon.url, outcomes, done))
-        worker.start()
-        try:
-            during = _latencies(steady, until=done)
-        finally:
-            worker.join(60)
+        calls = in_thread(lambda fault=fault: fault(daemon.url), name)
+        during = _latencies(steady, until=calls)
+        outcomes = calls.result(timeout=scaled(60.0))
         assert len(during) >= 20, f"{name}: only {len(during)} calls to steady during the fault"
         assert _p99(during) <= 2 * _p99(before), (
             f"{name}: steady's p99 went from {_p99(before) * 1000:.1f} ms to {_p99(during) * 1000:.1f} ms "
@@ -482,18 +480,14 @@ def test_a_fork_bomb_and_a_memory_hog_stay_in_their_function(mode: str, start_da
     )
 
 
-def _fork_bomb(url: str, outcomes: list[tuple[int, str]], done: threading.Event) -> None:
-    try:
-        response = httpx.post(f"{url}/function/bomb?bomb", timeout=60.0)
+def _fork_bomb(url: str) -> list[tuple[int, str]]:
+    response = httpx.post(f"{url}/function/bomb?bomb", timeout=60.0)
+    return [(response.status_code, response.text)]
+
+
+def _memory_hog(url: str) -> list[tuple[int, str]]:
+    outcomes = []
+    for _ in range(5):
+        response = httpx.post(f"{url}/function/hog", timeout=60.0)
         outcomes.append((response.status_code, response.text))
-    finally:
-        done.set()
-
-
-def _memory_hog(url: str, outcomes: list[tuple[int, str]], done: threading.Event) -> None:
-    try:
-        for _ in range(5):
-            response = httpx.post(f"{url}/function/hog", timeout=60.0)
-            outcomes.append((response.status_code, response.text))
-    finally:
-        done.set()
+    return outcomes
