@@ -113,7 +113,12 @@ class Daemon:
         result: dict[str, Any] = {}
 
         def reached() -> bool:
-            result.update(self.status(name))
+            with self.client() as client:
+                response = client.get(f"/system/function/{name}")
+            if response.status_code == 404:  # Not deployed yet: `faasd up -f` deploys once it is ready.
+                return False
+            assert response.status_code == 200, response.text
+            result.update(response.json())
             available = result.get("availableReplicas", 0)
             return available == count if exact else available >= count
 

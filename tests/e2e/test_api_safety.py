@@ -47,6 +47,7 @@ def test_a_short_password_is_refused_at_start(start_daemon: StartDaemon, tmp_pat
     state = tmp_path / "short-file-state"
     state.mkdir(mode=0o700)
     (state / "password").write_text("hunter2\n")
+    (state / "password").chmod(0o600)  # Private, as it must be (one others could read is refused for that).
     from_file = start_daemon(state_dir=state, wait_ready=False, port=free_port(), FAASD_PASSWORD="")
     assert from_file.proc.wait(30) == 1
     lines = [line for line in from_file.logs().splitlines() if line.strip()]

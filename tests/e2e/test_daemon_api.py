@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon_fixtures import StartDaemon, basic_auth, children
 from tests.helpers import Load, in_thread, process_alive, scaled, session_members, wait_for
+from tests.process_tree import cmdline, proc_table
 
 
 def _archive(files: dict[str, bytes]) -> str:
@@ -37,9 +38,17 @@ def _archive(files: dict[str, bytes]) -> str:
 
 
 def _running(replica: int, command: str) -> bool:
-    """Whether a process running ``command`` is in the session of replica ``replica`` (the call reached
-    the function)."""
-    return any(command in cmdline for _, cmdline in session_members(replica))
+    """Whether a process running ``command`` is in the session of replica ``replica``, or below it (a
+    sandboxed replica's function runs in sessions of its own): the call reached the function."""
+    table = proc_table()
+    below, todo = set(), [replica]
+    while todo:
+        parent = todo.pop()
+        children = [pid for pid, info in table.items() if info.ppid == parent and pid not in below]
+        below.update(children)
+        todo.extend(children)
+    found = [cmdline(pid) for pid in below] + [line for _, line in session_members(replica)]
+    return any(command in line for line in found)
 
 
 # Each replica has its own directory: printing the lock file path names the replica that answered.

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from tests.daemon_fixtures import Daemon, MakeCli, StartDaemon, basic_auth
+from tests.e2e.test_daemon_api import _archive
 from tests.helpers import RawConnection, free_port, http_request, rss_bytes, scaled, wait_for
 
 MiB = 1024 * 1024
@@ -443,11 +444,11 @@ def test_a_function_flooding_its_log_keeps_the_daemon_small(start_daemon: StartD
         "sys.stdout.write('flood done\\n'); sys.stdout.flush(); sys.stderr.flush()\n"
         f"http.server.HTTPServer(('127.0.0.1', {upstream}), http.server.BaseHTTPRequestHandler).serve_forever()\n"
     )
-    (daemon.state_dir.parent / "flood.py").write_text(flood)
     daemon.deploy(
         "flood",
-        f"python3 -u {daemon.state_dir.parent / 'flood.py'}",
+        "python3 -u flood.py",  # In the function's own directory: a sandboxed function sees nothing else.
         envVars={"mode": "http", "upstream_url": f"http://127.0.0.1:{upstream}"},
+        handlerArchive=_archive({"flood.py": flood.encode()}),
         wait=False,
     )
     cli = faasd_cli(daemon)
