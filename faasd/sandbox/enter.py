@@ -6,6 +6,9 @@ no code of the function -- and nothing the function controls -- runs before the 
 
 1. ``oom_score_adj`` raised to 1000: when memory runs out, the kernel kills function processes first,
    never the daemon (raising it needs no privilege; lowering does, so a function cannot undo it);
+   and the nice value of the replica's autogroup raised (``nice``): every replica is a session of its
+   own, which the scheduler treats as one group, so a busy function -- a fork bomb -- gets less CPU
+   than the daemon serving everyone's calls (again, a function cannot lower it);
 2. ``RLIMIT_NOFILE``, ``RLIMIT_AS``, ``RLIMIT_NPROC`` set, soft = hard (inherited by every process the
    replica starts; a function can lower them, never raise them);
 3. with ``uid``: ``no_new_privs`` (unless bwrap set it already), no supplementary groups, then the real,
@@ -34,9 +37,10 @@ __all__ = ["ENTER_COMMAND", "SandboxSpecError", "enter", "format_spec", "parse_s
 ENTER_COMMAND = "_sandbox"
 """The ``faasd`` argument that introduces a spec: ``faasd _sandbox SPEC <role> ...``."""
 
-KEYS = ("uid", "gid", "as", "nproc", "nofile", "nnp", "oom", "life")
+KEYS = ("uid", "gid", "as", "nproc", "nofile", "nnp", "oom", "nice", "life")
 """uid/gid: become them; as/nproc/nofile: RLIMIT_AS/NPROC/NOFILE; nnp=1: set no_new_privs; oom: the
-replica's oom_score_adj; life: the daemon's lifeline pipe (a file descriptor)."""
+replica's oom_score_adj; nice: its autogroup's nice value; life: the daemon's lifeline pipe (a file
+descriptor)."""
 
 EXIT_CONFINE_FAILED = 126
 
@@ -82,12 +86,13 @@ def enter(text: str) -> None:
 
 
 def _confine(values: dict[str, int]) -> None:
-    if "oom" in values:
-        try:
-            with open("/proc/self/oom_score_adj", "w", encoding="ascii") as file:
-                file.write(str(values["oom"]))
-        except OSError:
-            pass  # No /proc: the limits below still hold; the OOM order is a preference.
+    for key, path in (("oom", "/proc/self/oom_score_adj"), ("nice", "/proc/self/autogroup")):
+        if key in values:
+            try:
+                with open(path, "w", encoding="ascii") as file:
+                    file.write(str(values[key]))
+            except OSError:
+                pass  # No /proc, no autogroups: the limits below still hold; these are preferences.
     if {"as", "nproc", "nofile"} & values.keys():
         import resource
 

@@ -13,9 +13,9 @@ Where the numbers come from:
 * **processes** -- label ``com.faasd.limits.processes`` (default :data:`DEFAULT_PROCESSES`), applied
   as ``RLIMIT_NPROC``, which the kernel counts per real uid (per user namespace): per replica, since
   each replica has a uid (as root) or a user namespace (bwrap otherwise) of its own; not applied in
-  ``none`` mode, where it would count the daemon's own processes. It is what contains a fork bomb, and
-  it is kept low because how much a fork bomb disturbs everything else grows with it: measured on 2
-  CPUs, a bomb in one replica took another function's p99 up 4-60x at 256, 2-5x at 64, 1-1.3x at 32.
+  ``none`` mode, where it would count the daemon's own processes. It is what stops a fork bomb; the
+  default leaves room for 60 calls in flight that each start a process or two (the autoscaler aims at
+  10 per replica).
 * **open files** -- label ``com.faasd.limits.open_files`` (default :data:`DEFAULT_OPEN_FILES`), per
   process (``RLIMIT_NOFILE``).
 * **/tmp** (``bwrap`` mode) -- a tmpfs as large as the memory limit, else :data:`DEFAULT_TMP_BYTES`.
@@ -46,9 +46,9 @@ __all__ = [
 LABEL_PROCESSES = "com.faasd.limits.processes"
 LABEL_OPEN_FILES = "com.faasd.limits.open_files"
 
-DEFAULT_PROCESSES = 32
-"""Processes and threads of one replica: its watchdog (2), its calls' processes (fork mode: one per call
-in flight; the autoscaler aims at 10 per replica) or workers (python mode: at most 8)."""
+DEFAULT_PROCESSES = 128
+"""Processes and threads of one replica: its watchdog (2), its calls' processes (fork mode: one or more
+per call in flight; the autoscaler aims at 10 calls per replica) or workers (python mode: at most 8)."""
 
 DEFAULT_OPEN_FILES = 4096
 """Open files per process."""

@@ -67,6 +67,11 @@ SECRETS_MOUNT = "/var/openfaas/secrets"
 OOM_SCORE_ADJ = 1000
 """Every replica's processes go first when the kernel must kill for memory (the daemon stays at 0)."""
 
+AUTOGROUP_NICE = 10
+"""Nice value of each replica's scheduling group (its session): where the kernel groups sessions
+(``kernel.sched_autogroup_enabled``), the daemon outweighs any one function about ten to one when the
+CPU is short, so a function spinning or fork-bombing cannot slow the gateway everyone's calls pass."""
+
 DROPPED_ENV = ("USER",)
 """Removed from a sandboxed replica's environment: the daemon's user name means nothing there."""
 
@@ -171,6 +176,7 @@ def plan_launch(
         gid=(replica.gid if replica.gid is not None else replica.uid) if confined else None,
         nnp=1 if confined and sandbox.mode == "uid" else None,  # bwrap sets no_new_privs itself.
         oom=OOM_SCORE_ADJ,
+        nice=AUTOGROUP_NICE,
         nofile=limits.open_files,
         nproc=limits.processes if sandbox.mode != "none" else None,  # Counted per uid / user namespace.
         life=replica.lifeline if sandbox.mode == "bwrap" else None,

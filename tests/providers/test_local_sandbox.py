@@ -86,7 +86,7 @@ echo "code=$(cat ./data.txt)"
 if echo x > ./written 2>/dev/null; then echo write=yes; else echo write=no; fi
 if echo x > "$TMPDIR/scratch" 2>/dev/null; then echo tmp_write=yes; else echo tmp_write=no; fi
 grep -E "^Max (processes|open files|address space)" /proc/self/limits
-echo "oom=$(cat /proc/self/oom_score_adj)"
+echo "oom=$(cat /proc/self/oom_score_adj) autogroup_nice=$(cut -d" " -f3 /proc/self/autogroup)"
 grep NoNewPrivs /proc/self/status
 '"""
 
@@ -139,7 +139,7 @@ async def test_a_replica_sees_its_own_uid_files_and_limits(mode: str, make_sandb
         assert seen["limit_processes"] == "100/100", text
         assert seen["limit_files"] == "512/512", text
         assert seen["limit_space"] == f"{256 << 20}/{256 << 20}", text
-        assert seen["oom"] == "1000" and seen["nnp"] == "1", text
+        assert seen["oom"] == "1000" and seen["autogroup_nice"] == "10" and seen["nnp"] == "1", text
         if mode == "bwrap":
             assert seen["cwd"] == "/home/app" and seen["home"] == "/tmp" and seen["tmp"] == "/tmp", text
         else:

@@ -125,7 +125,7 @@ def _replica(**changes: object) -> ReplicaSandbox:
 def test_none_only_applies_the_limits():
     sandbox = Sandbox(mode="none", requested="none", reason="", root=True)
     launch = plan_launch(sandbox, _replica(), COMMAND, ENV)
-    spec = f"as={128 << 20},nofile={DEFAULT_OPEN_FILES},oom=1000"  # No uid; no nproc: shared with the daemon.
+    spec = f"as={128 << 20},nofile={DEFAULT_OPEN_FILES},oom=1000,nice=10"  # No uid; no nproc: the daemon's uid.
     assert launch.argv == (*COMMAND, "_sandbox", spec, "watchdog")
     assert launch.env == ENV and launch.cwd == "/state/functions/f" and launch.pass_fds == ()
 
@@ -134,7 +134,8 @@ def test_uid_mode_drops_to_the_function_uid_with_a_private_scratch():
     sandbox = Sandbox(mode="uid", requested="uid", reason="", root=True, python="/usr/bin/python3.11")
     launch = plan_launch(sandbox, _replica(scratch="/tmp/w/replicas/r.home", lifeline=9), COMMAND, ENV)
     uid = FUNCTION_UID_FIRST
-    spec = f"uid={uid},gid={uid},as={128 << 20},nproc={DEFAULT_PROCESSES},nofile={DEFAULT_OPEN_FILES},nnp=1,oom=1000"
+    limits = f"as={128 << 20},nproc={DEFAULT_PROCESSES},nofile={DEFAULT_OPEN_FILES}"
+    spec = f"uid={uid},gid={uid},{limits},nnp=1,oom=1000,nice=10"
     assert launch.argv == ("/usr/bin/python3.11", "-S", "/opt/faasd.pyz", "_sandbox", spec, "watchdog")
     assert launch.env["TMPDIR"] == launch.env["HOME"] == "/tmp/w/replicas/r.home"
     assert launch.env["lock_file"] == "/tmp/w/replicas/r.home/.lock"
@@ -174,7 +175,7 @@ def test_bwrap_as_root_hides_the_host_and_drops_in_the_replica():
     spec = argv[end + 5]
     assert argv[end - 2 : end] == ["--chdir", APP_DIR] and argv[end + 1 : end + 4] == list(COMMAND)
     assert spec.startswith(f"uid={FUNCTION_UID_FIRST},gid={FUNCTION_UID_FIRST},") and "nnp" not in spec
-    assert spec.endswith(",oom=1000,life=9") and argv[end + 6 :] == ["watchdog"]
+    assert spec.endswith(",oom=1000,nice=10,life=9") and argv[end + 6 :] == ["watchdog"]
     assert launch.pass_fds == (9,)
     assert launch.env["secret_mount_path"] == SECRETS_MOUNT and launch.env["TMPDIR"] == launch.env["HOME"] == "/tmp"
     assert launch.env["lock_file"] == "/tmp/.lock-f-abc123" and "parent_pid" not in launch.env
@@ -298,7 +299,8 @@ def test_a_password_file_others_could_read_is_refused(tmp_path: Path):
     with pytest.raises(InsecurePasswordFile) as caught:
         load_or_create_password(str(tmp_path), {})
     assert caught.value.strerror.startswith(f"password file {tmp_path / 'password'} has mode 0640")
-    assert load_or_create_password(str(tmp_path), {"FAASD_PASSWORD": "from-env"}) == ("from-env", None)
+    from_env = "from-the-environment-0123456789"
+    assert load_or_create_password(str(tmp_path), {"FAASD_PASSWORD": from_env}) == (from_env, None)
 
 
 def test_database_and_its_journal_are_0600_whatever_the_umask(tmp_path: Path, wide_umask: None):
