@@ -38,6 +38,7 @@ from faasd.sandbox.files import work_root_for
 from faasd.sandbox.uids import FUNCTION_UID_FIRST, FUNCTION_UID_LAST
 from tests.daemon_fixtures import Daemon, MakeCli, StartDaemon
 from tests.helpers import in_thread, process_alive, scaled, wait_for
+from tests.reliability.ledger import Entry
 
 HAVE_BWRAP = shutil.which("bwrap") is not None
 ROOT = os.geteuid() == 0
@@ -196,11 +197,13 @@ def _assert_contained(found: dict[str, object], daemon: Daemon) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_function_cannot_reach_the_daemon_or_other_functions(
-    mode: str, start_daemon: StartDaemon, stand_in_socket: str
+    mode: str, start_daemon: StartDaemon, stand_in_socket: str, ledger: Entry
 ) -> None:
     daemon = start_daemon(args=("--sandbox", mode), FAASD_PASSWORD="", FAASD_TEST_CANARY=CANARY)
     found = _probe(daemon, stand_in_socket)
     _assert_contained(found, daemon)
+    attempts = [label for label in found if label not in ("own secret", "uid")]
+    ledger.fault(f"sandbox escape attempts ({mode}), each denied", len(attempts))
     assert FUNCTION_UID_FIRST <= int(found["uid"]) <= FUNCTION_UID_LAST  # type: ignore[call-overload]
 
 
