@@ -195,7 +195,6 @@ class FunctionService:
         A replaced function keeps its replica count; a new one starts at ``com.openfaas.scale.min``
         (default 1).
         """
-        _check_namespace(spec.namespace)
         ScaleSettings.from_labels(spec.labels)  # A malformed scaling label is a 400 now, not a surprise later.
         self._supersede_restore(spec.name)
         async with self._locks.hold(spec.name):
@@ -213,7 +212,6 @@ class FunctionService:
         Raises:
             FunctionNotFound: no such function (faas-cli then retries with a deploy).
         """
-        _check_namespace(spec.namespace)
         ScaleSettings.from_labels(spec.labels)
         self._require(spec.name)
         self._supersede_restore(spec.name)
@@ -335,8 +333,3 @@ class FunctionService:
         if stored is None:
             raise FunctionNotFound(f"No such function: {name}")
         return stored
-
-
-def _check_namespace(namespace: str) -> None:
-    if namespace:
-        raise InvalidRequest(f"namespace {namespace!r}: faasd has a single namespace; leave it empty")

@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from faasd.errors import InvalidRequest
-from faasd.providers.types import FunctionSpec, Resources, validate_name
+from faasd.namespace import check_namespace
+from faasd.providers.types import FunctionSpec, Resources, validate_function_name
 from faasd.templates import TEMPLATES
 
 __all__ = ["Stack", "StackError", "StackFunction", "load_stack", "parse_stack", "substitute"]
@@ -76,7 +77,6 @@ class StackFunction:
     limits: Resources | None = None
     requests: Resources | None = None
     readonly_root_filesystem: bool = False
-    namespace: str = ""
     line: int = 0
 
     def to_spec(self, *, handler_archive: bytes = b"") -> FunctionSpec:
@@ -88,7 +88,6 @@ class StackFunction:
         return FunctionSpec(
             name=self.name,
             image=self.image,
-            namespace=self.namespace,
             env_process=env_process,
             env_vars=environment,
             constraints=self.constraints,
@@ -207,7 +206,7 @@ class _Parser:
 
     def function(self, name: str, key_node: yaml.Node, node: yaml.Node) -> StackFunction:
         try:
-            validate_name(name, "function name")
+            validate_function_name(name, "function name")
         except InvalidRequest as exc:
             raise self.error(key_node, exc.message) from None
         where = f"functions.{name}"
@@ -220,7 +219,12 @@ class _Parser:
                 self.warn(k_node, f"key {key!r} in function {name!r} has no effect in faasd (ignored)")
             elif key not in _FUNCTION_KEYS:
                 self.warn(k_node, f"unknown key {key!r} in function {name!r} (ignored)")
-            elif key in ("lang", "image", "fprocess", "namespace"):
+            elif key == "namespace":
+                try:
+                    check_namespace(self.string(v_node, label), label)  # faasd's one: openfaas-fn.
+                except InvalidRequest as exc:
+                    raise self.error(v_node, exc.message) from None
+            elif key in ("lang", "image", "fprocess"):
                 values[key] = self.string(v_node, label)
                 lang = LANGUAGE_ALIASES.get(values[key], values[key])
                 if key == "lang" and lang not in TEMPLATES and lang != "dockerfile":  # faas-cli's own, image-built

@@ -8,7 +8,7 @@ import click
 
 from faasd.cli.common import fail
 from faasd.errors import InvalidRequest
-from faasd.providers.types import validate_name
+from faasd.providers.types import validate_function_name
 from faasd.templates import TEMPLATES, scaffold, stack_entry
 
 __all__ = ["new"]
@@ -25,7 +25,7 @@ def new(name: str, language: str, prefix: str, stack_file: str) -> None:
     Deploy it with 'faasd deploy -f stack.yml NAME' (or 'faasd up -f stack.yml').
     """
     try:
-        validate_name(name, "function name")
+        validate_function_name(name, "function name")
     except InvalidRequest as exc:
         raise fail(exc.message) from None
     try:

@@ -5,10 +5,15 @@
 * ``POST /`` with an Alexa Skills request body: routed to the function named after
   ``request.intent.name``.
 
+Wherever a name comes from, ``name.openfaas-fn`` is the same function as ``name`` (faas-cli and the
+OpenFaaS Go SDK always call ``/function/<name>.<namespace>``); any other part after the last dot is a
+namespace that does not exist: 400 (:mod:`faasd.namespace`).
+
 Per call: find a ready replica (waiting up to ``ready_timeout_s`` if the function has none yet),
 forward with :func:`faasd.gateway.proxy.forward`, count it in the metrics. Every error is a one-line
 ``text/plain`` answer: 404 unknown function, 503 no ready replica in time, 502 replica failed or timed
-out, 413 body too large, 400 bad name, a NUL (``%00``) in the path or query, or unroutable ``POST /``.
+out, 413 body too large, 400 bad name or namespace, a NUL (``%00``) in the path or query, or
+unroutable ``POST /``.
 Every answer carries ``X-Call-Id`` (the caller's, or a new UUID) and ``X-Start-Time`` (Unix time in
 ns), as the OpenFaaS gateway does.
 
@@ -43,6 +48,7 @@ from faasd.gateway.proxy import (
 )
 from faasd.gateway.reasons import one_line
 from faasd.logs import event
+from faasd.namespace import split_qualified_name
 from faasd.providers.types import NAME_PATTERN, Endpoint
 from faasd.registry import EndpointRegistry
 from faasd.scaler.meter import LoadMeter
@@ -202,6 +208,12 @@ class Invoker:
         started_ns = time.time_ns()
         started = time.monotonic()
         call_headers = _call_headers(scope, started_ns)
+        if "." in name:
+            try:
+                name = split_qualified_name(name)
+            except InvalidRequest as exc:
+                await send_text(send, 400, exc.message, call_headers)
+                return
         if not NAME_PATTERN.fullmatch(name) or len(name) > 63:
             await send_text(send, 400, f"Invalid function name: {name[:80]!r}", call_headers)
             return

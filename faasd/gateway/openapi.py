@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from faasd import __version__
+from faasd.namespace import DEFAULT_NAMESPACE
 from faasd.providers.types import FUNCTION_STATES, MAX_NAME_LENGTH
 from faasd.service import MAX_REPLICAS
 
@@ -25,6 +26,8 @@ __all__ = ["openapi_document"]
 Schema = dict[str, Any]
 
 NAME_REGEX = r"^[-a-zA-Z_0-9.]+$"
+FUNCTION_NAME_REGEX = r"^[-a-zA-Z_0-9]+$"
+"""A function deployed now: no dot (in /function/NAME.NAMESPACE a dot starts the namespace)."""
 TEXT = "text/plain"
 
 
@@ -90,13 +93,18 @@ _NAME_IN_PATH: Schema = {
     "description": "Function name",
     "schema": {"type": "string", "pattern": NAME_REGEX, "maxLength": MAX_NAME_LENGTH},
 }
-_NAMESPACE_QUERY: Schema = {
-    "name": "namespace",
-    "in": "query",
-    "required": False,
-    "description": "faasd has one namespace: leave empty (anything else is 400)",
-    "schema": {"type": "string"},
+_INVOKE_NAME: Schema = {
+    **_NAME_IN_PATH,
+    "description": f"Function name, or NAME.{DEFAULT_NAMESPACE} (OpenFaaS's NAME.NAMESPACE: the part after the "
+    f"last dot is the namespace, and {DEFAULT_NAMESPACE} is the only one)",
+    "schema": {"type": "string", "pattern": NAME_REGEX, "maxLength": MAX_NAME_LENGTH + 1 + len(DEFAULT_NAMESPACE)},
 }
+_NAMESPACE: Schema = {
+    "type": "string",
+    "enum": ["", DEFAULT_NAMESPACE],
+    "description": f"faasd has one namespace, {DEFAULT_NAMESPACE}: empty means it too; any other is 400",
+}
+_NAMESPACE_QUERY: Schema = {"name": "namespace", "in": "query", "required": False, "schema": _NAMESPACE}
 _CALL_HEADERS: Schema = {
     "X-Call-Id": {"description": "The caller's X-Call-Id, or a new UUID", "schema": {"type": "string"}},
     "X-Start-Time": {"description": "When the gateway received the call (Unix ns)", "schema": {"type": "string"}},
@@ -110,7 +118,9 @@ def _invoke_responses() -> dict[str, Schema]:
 
     return {
         "200": {"description": "The function's answer, relayed as it is", "headers": _CALL_HEADERS},
-        "400": gateway("Invalid function name, or a NUL (%00) in the path or query"),
+        "400": gateway(
+            "Invalid function name, another namespace than openfaas-fn, or a NUL (%00) in the path or query"
+        ),
         "404": gateway("No such function"),
         "413": gateway("Body larger than max_body_size (an Alexa request: max_json_size)"),
         "502": gateway("The replica failed or timed out"),
@@ -127,7 +137,7 @@ def _invoke(operation_id: str, summary: str, extra: list[Schema]) -> Schema:
             "summary": summary,
             "tags": ["function"],
             "security": [],
-            "parameters": [_NAME_IN_PATH, *extra],
+            "parameters": [_INVOKE_NAME, *extra],
             "responses": _invoke_responses(),
         }
         if method in ("post", "put", "patch"):
@@ -138,6 +148,27 @@ def _invoke(operation_id: str, summary: str, extra: list[Schema]) -> Schema:
             }
         item[method] = operation
     return item
+
+
+_NAMESPACE_IN_PATH: Schema = {
+    "name": "namespace",
+    "in": "path",
+    "required": True,
+    "description": "Namespace name",
+    "schema": {"type": "string", "pattern": NAME_REGEX, "maxLength": MAX_NAME_LENGTH},
+}
+
+
+def _namespace_mutation(operation_id: str, summary: str, *, path: bool = False) -> Schema:
+    """faas-cli's ``namespace create|update|remove``: faasd has one namespace, which cannot change."""
+    return _system(
+        operation_id,
+        summary,
+        {"501": _text(f"faasd has one namespace, {DEFAULT_NAMESPACE}: it cannot be created, changed or removed")},
+        shared=("401", "415", "429"),
+        body="NamespaceRequest",
+        parameters=[_NAMESPACE_IN_PATH] if path else None,
+    )
 
 
 def _schemas() -> dict[str, Schema]:
@@ -166,9 +197,14 @@ def _schemas() -> dict[str, Schema]:
             "required": ["service"],
             "description": "What to run. Unknown fields are ignored (OpenFaaS clients send some faasd has no use for).",
             "properties": {
-                "service": {"type": "string", "pattern": NAME_REGEX, "maxLength": MAX_NAME_LENGTH},
+                "service": {
+                    "type": "string",
+                    "pattern": FUNCTION_NAME_REGEX,
+                    "maxLength": MAX_NAME_LENGTH,
+                    "description": "No dot: in /function/NAME.NAMESPACE a dot starts the namespace",
+                },
                 "image": {"type": "string", "description": "Swarm: the image; local: ignored"},
-                "namespace": {"type": "string", "description": "Must be empty: faasd has one namespace"},
+                "namespace": _NAMESPACE,
                 "envProcess": {"type": "string", "description": "The command the watchdog runs (fprocess)"},
                 "envVars": {
                     "type": "object",
@@ -199,11 +235,20 @@ def _schemas() -> dict[str, Schema]:
         },
         "FunctionStatus": {
             "type": "object",
-            "required": ["name", "image", "invocationCount", "replicas", "availableReplicas", "createdAt", "faasd"],
+            "required": [
+                "name",
+                "namespace",
+                "image",
+                "invocationCount",
+                "replicas",
+                "availableReplicas",
+                "createdAt",
+                "faasd",
+            ],
             "properties": {
                 "name": {"type": "string"},
                 "image": {"type": "string"},
-                "namespace": {"type": "string"},
+                "namespace": {"type": "string", "enum": [DEFAULT_NAMESPACE]},
                 "envProcess": {"type": "string"},
                 "envVars": string_map,
                 "constraints": {"type": "array", "items": {"type": "string"}},
@@ -231,7 +276,10 @@ def _schemas() -> dict[str, Schema]:
         "DeleteFunctionRequest": {
             "type": "object",
             "required": ["functionName"],
-            "properties": {"functionName": {"type": "string", "pattern": NAME_REGEX, "maxLength": MAX_NAME_LENGTH}},
+            "properties": {
+                "functionName": {"type": "string", "pattern": NAME_REGEX, "maxLength": MAX_NAME_LENGTH},
+                "namespace": _NAMESPACE,
+            },
         },
         "ScaleServiceRequest": {
             "type": "object",
@@ -239,6 +287,7 @@ def _schemas() -> dict[str, Schema]:
             "properties": {
                 "serviceName": {"type": "string", "description": "Empty or the path's function name"},
                 "replicas": {"type": "integer", "minimum": 0, "maximum": MAX_REPLICAS},
+                "namespace": _NAMESPACE,
             },
         },
         "ScalingStatus": {
@@ -313,7 +362,7 @@ def _schemas() -> dict[str, Schema]:
             "required": ["name", "namespace", "instance", "timestamp", "text"],
             "properties": {
                 "name": {"type": "string"},
-                "namespace": {"type": "string"},
+                "namespace": {"type": "string", "enum": [DEFAULT_NAMESPACE]},
                 "instance": {"type": "string"},
                 "timestamp": {"type": "string", "format": "date-time"},
                 "text": {"type": "string"},
@@ -322,7 +371,28 @@ def _schemas() -> dict[str, Schema]:
         "SecretDescription": {
             "type": "object",
             "required": ["name"],
-            "properties": {"name": {"type": "string", "pattern": NAME_REGEX, "maxLength": MAX_NAME_LENGTH}},
+            "properties": {
+                "name": {"type": "string", "pattern": NAME_REGEX, "maxLength": MAX_NAME_LENGTH},
+                "namespace": _NAMESPACE,
+            },
+        },
+        "SecretListItem": {
+            "type": "object",
+            "required": ["name", "namespace"],
+            "properties": {
+                "name": {"type": "string", "pattern": NAME_REGEX, "maxLength": MAX_NAME_LENGTH},
+                "namespace": {"type": "string", "enum": [DEFAULT_NAMESPACE]},
+            },
+        },
+        "FunctionNamespace": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string", "enum": [DEFAULT_NAMESPACE]}},
+        },
+        "NamespaceRequest": {
+            "type": "object",
+            "description": "What faas-cli's namespace create|update|remove send (OpenFaaS's FunctionNamespace)",
+            "properties": {"name": {"type": "string"}, "labels": string_map, "annotations": string_map},
         },
         "Secret": {
             "type": "object",
@@ -332,6 +402,7 @@ def _schemas() -> dict[str, Schema]:
                 "name": {"type": "string", "pattern": NAME_REGEX, "maxLength": MAX_NAME_LENGTH},
                 "value": {"type": "string"},
                 "rawValue": {"type": "string", "format": "byte"},
+                "namespace": _NAMESPACE,
             },
         },
     }
@@ -344,7 +415,7 @@ def _responses() -> dict[str, Schema]:
             **_text("Missing or wrong credentials"),
             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
         },
-        "NotFound": _text("No such function (or secret)"),
+        "NotFound": _text("No such function (or secret, or namespace)"),
         "TooLarge": _text("The body is larger than the limit"),
         "NotJson": _text("A write without Content-Type: application/json (cross-site forms cannot send it)"),
         "Throttled": {
@@ -421,7 +492,8 @@ def _paths() -> dict[str, Schema]:
                 "GetFunctions",
                 "Every function with its status",
                 {"200": _json("The functions", {"type": "array", "items": _ref("FunctionStatus")})},
-                shared=(*_READ, *_BACKEND),
+                shared=(*_READ, "400", *_BACKEND),
+                parameters=[_NAMESPACE_QUERY],
             ),
             "post": _system(
                 "DeployFunction",
@@ -429,6 +501,7 @@ def _paths() -> dict[str, Schema]:
                 accepted,
                 shared=(*_WRITE, *_BACKEND),
                 body="FunctionDeployment",
+                parameters=[_NAMESPACE_QUERY],
             ),
             "put": _system(
                 "UpdateFunction",
@@ -436,6 +509,7 @@ def _paths() -> dict[str, Schema]:
                 accepted,
                 shared=(*_WRITE, "404", *_BACKEND),
                 body="FunctionDeployment",
+                parameters=[_NAMESPACE_QUERY],
             ),
             "delete": _system(
                 "DeleteFunction",
@@ -443,6 +517,7 @@ def _paths() -> dict[str, Schema]:
                 accepted,
                 shared=(*_WRITE, "404", *_BACKEND),
                 body="DeleteFunctionRequest",
+                parameters=[_NAMESPACE_QUERY],
             ),
         },
         "/system/function/{functionName}": {
@@ -461,7 +536,7 @@ def _paths() -> dict[str, Schema]:
                 accepted,
                 shared=(*_WRITE, "404", *_BACKEND),
                 body="ScaleServiceRequest",
-                parameters=[_NAME_IN_PATH],
+                parameters=[_NAME_IN_PATH, _NAMESPACE_QUERY],
             )
         },
         "/system/scaling/{functionName}": {
@@ -470,7 +545,7 @@ def _paths() -> dict[str, Schema]:
                 "faasd's own: the autoscaler's load, decision and reason for one function",
                 {"200": _json("Scaling status", _ref("ScalingStatus")), "501": _text("No autoscaler runs")},
                 shared=(*_READ, "400", "404", *_BACKEND),
-                parameters=[_NAME_IN_PATH],
+                parameters=[_NAME_IN_PATH, _NAMESPACE_QUERY],
             )
         },
         "/system/info": {
@@ -484,10 +559,33 @@ def _paths() -> dict[str, Schema]:
         "/system/namespaces": {
             "get": _system(
                 "GetNamespaces",
-                "Namespaces: always empty (faasd has one)",
-                {"200": _json("No namespaces", {"type": "array", "items": {"type": "string"}, "maxItems": 0})},
+                f"Namespaces: faasd has one, {DEFAULT_NAMESPACE}",
+                {
+                    "200": _json(
+                        "The one namespace",
+                        {
+                            "type": "array",
+                            "items": {"type": "string", "enum": [DEFAULT_NAMESPACE]},
+                            "minItems": 1,
+                            "maxItems": 1,
+                        },
+                    )
+                },
                 shared=_READ,
             )
+        },
+        "/system/namespace/": {"post": _namespace_mutation("CreateNamespace", "Create a namespace: not supported")},
+        "/system/namespace/{namespace}": {
+            "get": _system(
+                "GetNamespace",
+                f"One namespace: only {DEFAULT_NAMESPACE} exists",
+                {"200": _json("The namespace", _ref("FunctionNamespace"))},
+                shared=(*_READ, "404"),
+                parameters=[_NAMESPACE_IN_PATH],
+            ),
+            "put": _namespace_mutation("UpdateNamespace", "Change a namespace: not supported", path=True),
+            "delete": _namespace_mutation("DeleteNamespace", "Remove a namespace: not supported", path=True),
+            "post": _namespace_mutation("CreateNamedNamespace", "Create a namespace: not supported", path=True),
         },
         "/system/logs": {
             "get": _system(
@@ -524,8 +622,9 @@ def _paths() -> dict[str, Schema]:
             "get": _system(
                 "ListSecrets",
                 "Secret names (never values)",
-                {"200": _json("The secrets", {"type": "array", "items": _ref("SecretDescription")})},
-                shared=_READ,
+                {"200": _json("The secrets", {"type": "array", "items": _ref("SecretListItem")})},
+                shared=(*_READ, "400"),
+                parameters=[_NAMESPACE_QUERY],
             ),
             "post": _system(
                 "CreateSecret",
@@ -533,6 +632,7 @@ def _paths() -> dict[str, Schema]:
                 {"201": {"description": "Created"}, "409": _text("It exists already (use PUT)")},
                 shared=_WRITE,
                 body="Secret",
+                parameters=[_NAMESPACE_QUERY],
             ),
             "put": _system(
                 "UpdateSecret",
@@ -540,6 +640,7 @@ def _paths() -> dict[str, Schema]:
                 {"200": {"description": "Updated"}},
                 shared=(*_WRITE, "404"),
                 body="Secret",
+                parameters=[_NAMESPACE_QUERY],
             ),
             "delete": _system(
                 "DeleteSecret",
@@ -547,6 +648,7 @@ def _paths() -> dict[str, Schema]:
                 {"200": {"description": "Removed"}, "409": _text("Deployed functions still use it (named)")},
                 shared=(*_WRITE, "404"),
                 body="SecretDescription",
+                parameters=[_NAMESPACE_QUERY],
             ),
         },
     }

@@ -15,14 +15,20 @@ route                               method   answer
 /system/scale-function/{name}       POST     202 ``{"serviceName", "replicas"}``; 400; 404
 /system/info                        GET      200 GatewayInfo
 /system/logs                        GET      200 NDJSON (``name``, ``tail``, ``follow``, ``since``, ``instance``)
-/system/namespaces                  GET      200 ``[]`` (one namespace)
-/system/secrets                     GET      200 ``[{"name"}]``
+/system/namespaces                  GET      200 ``["openfaas-fn"]`` (faasd's one namespace)
+/system/namespace/{namespace}       GET      200 ``{"name": "openfaas-fn"}``; 404 any other
+/system/namespace/{namespace}       POST...  501: namespaces cannot be created, changed or removed
+/system/secrets                     GET      200 ``[{"name", "namespace"}]``
 /system/secrets                     POST     201 ``{"name", "value"|"rawValue"}``; 409 exists already; 400
 /system/secrets                     PUT      200; 404 when missing; 400
 /system/secrets                     DELETE   200 ``{"name"}``; 404; 409 while a function uses it (names them)
 /system/scaling/{name}              GET      200 the autoscaler's load, decision and reason (faasd's own)
 /openapi.json                       GET      200 the OpenAPI 3 document of every route (public)
 =================================== ======== ==========================================================
+
+A ``namespace`` -- ``?namespace=`` on the routes about functions and secrets, ``"namespace"`` in the
+bodies whose OpenFaaS types carry it -- may be empty or ``openfaas-fn``; any other is a 400 naming it
+(:mod:`faasd.namespace`). Answers name ``openfaas-fn`` where OpenFaaS's carry a namespace.
 
 Every ``/system/*`` request needs basic auth (401; failed attempts are slowed per client address: 429
 with ``Retry-After``, see :mod:`faasd.gateway.throttle`), and every write (POST/PUT/DELETE) a
@@ -54,6 +60,7 @@ from faasd.gateway.jsonbody import parse_json, too_large
 from faasd.gateway.openapi import openapi_document
 from faasd.gateway.reasons import one_line
 from faasd.gateway.throttle import AuthThrottle, retry_after_header
+from faasd.namespace import DEFAULT_NAMESPACE, NAMESPACES, check_namespace
 from faasd.providers.types import FunctionSpec, LogRequest, validate_name
 from faasd.scaler.loop import Autoscaler
 from faasd.service import FunctionService
@@ -150,27 +157,32 @@ def create_management_app(
     # -- functions ------------------------------------------------------------------------------
     @app.get("/system/functions")
     async def list_functions() -> Response:
+        _query_namespace()
         return _json([status.to_json() for status in await service.list()])
 
     @app.post("/system/functions")
     async def deploy() -> Response:
+        _query_namespace()
         spec = FunctionSpec.from_json(await deploy_body())
         await service.deploy(spec)
         return Response("", status=202)
 
     @app.put("/system/functions")
     async def update() -> Response:
+        _query_namespace()
         spec = FunctionSpec.from_json(await deploy_body())
         await service.update(spec)
         return Response("", status=202)
 
     @app.delete("/system/functions")
     async def delete() -> Response:
+        _query_namespace()  # Where OpenFaaS clients before DeleteFunctionRequest.namespace put it.
         body = await json_body()
         name = body.get("functionName") if isinstance(body, dict) else None
         if not name:
             raise InvalidRequest("functionName is required")
         validate_name(name, "functionName")
+        check_namespace(body.get("namespace"))
         if not service.exists(name):
             raise FunctionNotFound(f"No such service found: {name}.")
         await service.remove(name)
@@ -178,14 +190,16 @@ def create_management_app(
 
     @app.get("/system/function/<name>")
     async def function_status(name: str) -> Response:
-        _namespace_check()
+        _query_namespace()
         return _json((await service.status(name)).to_json())
 
     @app.post("/system/scale-function/<name>")
     async def scale(name: str) -> Response:
+        _query_namespace()
         body = await json_body()
         if not isinstance(body, dict):
             raise InvalidRequest('the body must be a JSON object like {"serviceName": "f", "replicas": 2}')
+        check_namespace(body.get("namespace"))
         replicas = body.get("replicas")
         if isinstance(replicas, bool) or not isinstance(replicas, int):
             raise InvalidRequest("replicas is required and must be a whole number")
@@ -200,6 +214,7 @@ def create_management_app(
     @app.get("/system/scaling/<name>")
     async def scaling(name: str) -> Response:
         """faasd's own: the autoscaler's view of one function -- load, decision and why."""
+        _query_namespace()
         status = await service.status(name)
         if autoscaler is None:
             raise NotSupported("this daemon runs no autoscaler")
@@ -262,10 +277,25 @@ def create_management_app(
 
     @app.get("/system/namespaces")
     async def namespaces() -> Response:
-        return _json([])
+        return _json(list(NAMESPACES))
+
+    @app.get("/system/namespace/<namespace>")
+    async def namespace(namespace: str) -> Response:
+        """faas-cli's ``namespace get``: the one namespace, as OpenFaaS's FunctionNamespace."""
+        if namespace != DEFAULT_NAMESPACE:
+            raise FunctionNotFound(f"namespace {namespace} not found: faasd has one namespace, {DEFAULT_NAMESPACE}")
+        return _json({"name": DEFAULT_NAMESPACE})
+
+    @app.post("/system/namespace/")
+    @app.route("/system/namespace/<namespace>", methods=["POST", "PUT", "DELETE"])
+    async def mutate_namespace(namespace: str = "") -> Response:
+        raise NotSupported(
+            f"faasd has one namespace, {DEFAULT_NAMESPACE}: namespaces cannot be created, changed or removed"
+        )
 
     @app.get("/system/logs")
     async def logs() -> Response:
+        _query_namespace()
         log_request = _log_request(request.args)
         messages = service.logs(log_request)
 
@@ -279,22 +309,28 @@ def create_management_app(
     # -- secrets --------------------------------------------------------------------------------
     @app.get("/system/secrets")
     async def list_secrets() -> Response:
-        return _json([{"name": name} for name in await service.list_secrets()])
+        _query_namespace()
+        return _json([{"name": name, "namespace": DEFAULT_NAMESPACE} for name in await service.list_secrets()])
 
     @app.post("/system/secrets")
     async def create_secret() -> Response:
+        _query_namespace()
         await service.create_secret(*_secret_body(await json_body()))
         return Response("", status=201)
 
     @app.put("/system/secrets")
     async def update_secret() -> Response:
+        _query_namespace()
         await service.update_secret(*_secret_body(await json_body()))
         return Response("", status=200)
 
     @app.delete("/system/secrets")
     async def delete_secret() -> Response:
+        _query_namespace()
         body = await json_body()
-        await service.delete_secret(validate_name(body.get("name") if isinstance(body, dict) else None, "name"))
+        name = validate_name(body.get("name") if isinstance(body, dict) else None, "name")
+        check_namespace(body.get("namespace"))
+        await service.delete_secret(name)
         return Response("", status=200)
 
     # -- health (the ASGI front answers /healthz itself; this serves HEAD and odd methods) -------
@@ -342,10 +378,10 @@ async def _json_body(limit: int, setting: str) -> Any:
     return parse_json(b"".join(chunks))
 
 
-def _namespace_check() -> None:
-    namespace = request.args.get("namespace", "")
-    if namespace:
-        raise InvalidRequest(f"namespace {namespace!r}: faasd has a single namespace; leave it empty")
+def _query_namespace() -> None:
+    """``?namespace=``: empty or ``openfaas-fn`` (every value, when the query repeats it); 400 otherwise."""
+    for namespace in request.args.getlist("namespace"):
+        check_namespace(namespace)
 
 
 def _log_request(args: Any) -> LogRequest:
@@ -376,6 +412,7 @@ def _secret_body(body: Any) -> tuple[str, bytes]:
     if not isinstance(body, dict):
         raise InvalidRequest('the body must be a JSON object like {"name": "key", "value": "..."}')
     name = validate_name(body.get("name"), "name")
+    check_namespace(body.get("namespace"))
     if body.get("rawValue"):
         try:
             return name, base64.b64decode(body["rawValue"], validate=True)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from faasd.errors import InvalidRequest
+from faasd.namespace import DEFAULT_NAMESPACE, check_namespace
 
 __all__ = [
     "FUNCTION_STATES",
@@ -33,11 +34,13 @@ __all__ = [
     "LogRequest",
     "Resources",
     "validate_env_vars",
+    "validate_function_name",
     "validate_name",
 ]
 
 NAME_PATTERN = re.compile(r"[-a-zA-Z_0-9.]+")
-"""Function and secret names: the OpenFaaS character class."""
+"""Function and secret names: the OpenFaaS character class (``NameExpression`` in faas-provider). A function
+name deployed from now on has no dot (:func:`validate_function_name`)."""
 
 MAX_NAME_LENGTH = 63
 """Longest name accepted: a DNS label, so the same name works as a Swarm service or Marathon app id."""
@@ -76,6 +79,29 @@ def validate_name(name: object, field_name: str = "service") -> str:
         raise InvalidRequest(f"{field_name} {name[:80]!r} is longer than {MAX_NAME_LENGTH} characters")
     if not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
         raise InvalidRequest(f"{field_name} {name!r} may only contain letters, digits, '-', '_' and '.'")
+    return name
+
+
+def validate_function_name(name: object, field_name: str = "service") -> str:
+    """Return ``name`` if a function may be deployed under it: a valid name without a dot.
+
+    Why no dot: in ``/function/<name>.<namespace>`` the part after the last dot is the namespace, as
+    OpenFaaS's gateway reads it (see :mod:`faasd.namespace`), so ``a.b`` could never be called by its
+    name. Checked where a function is deployed (the API's FunctionDeployment, stack files, ``faasd new``),
+    not by :class:`FunctionSpec` itself: a Swarm service adopted under such a name is still listed and
+    can be removed (it is called as ``/function/a.b.openfaas-fn``), and a row an older faasd stored
+    loads as a ``failed`` function that says why.
+
+    Raises:
+        InvalidRequest: naming ``field_name``.
+    """
+    validate_name(name, field_name)
+    assert isinstance(name, str)  # validate_name checked it.
+    if "." in name:
+        raise InvalidRequest(
+            f"{field_name} {name!r} may not contain '.': in /function/NAME.NAMESPACE the part after the "
+            f"last dot is the namespace ({DEFAULT_NAMESPACE}); use '-' or '_'"
+        )
     return name
 
 
@@ -191,7 +217,6 @@ class FunctionSpec:
 
     name: str
     image: str = ""
-    namespace: str = ""
     env_process: str = ""
     env_vars: Mapping[str, str] = field(default_factory=dict)
     constraints: tuple[str, ...] = ()
@@ -236,7 +261,8 @@ class FunctionSpec:
         """
         if not isinstance(document, Mapping):
             raise InvalidRequest("the body must be a JSON object (a FunctionDeployment)")
-        name = validate_name(document.get("service"), "service")
+        name = validate_function_name(document.get("service"), "service")
+        check_namespace(document.get("namespace"))  # Not kept: every function is in the one namespace.
         archive_text = _optional_str(document.get("handlerArchive"), "handlerArchive")
         try:
             archive = base64.b64decode(archive_text, validate=True) if archive_text else b""
@@ -248,7 +274,6 @@ class FunctionSpec:
         return cls(
             name=name,
             image=_optional_str(document.get("image"), "image"),
-            namespace=_optional_str(document.get("namespace"), "namespace"),
             env_process=_optional_str(document.get("envProcess"), "envProcess"),
             env_vars=_string_map(document.get("envVars"), "envVars"),
             constraints=tuple(_string_list(document.get("constraints"), "constraints")),
@@ -264,7 +289,6 @@ class FunctionSpec:
     def to_json(self, *, include_archive: bool = True) -> dict[str, Any]:
         """The FunctionDeployment document (empty optional fields left out)."""
         document: dict[str, Any] = {"service": self.name, "image": self.image}
-        _put(document, "namespace", self.namespace)
         _put(document, "envProcess", self.env_process)
         _put(document, "envVars", dict(self.env_vars))
         _put(document, "constraints", list(self.constraints))
@@ -308,11 +332,12 @@ class FunctionStatus:
         return self.spec.name
 
     def to_json(self) -> dict[str, Any]:
-        """The OpenFaaS FunctionStatus document, plus faasd's ``faasd`` object (``state``, and ``reason``
-        when failed): OpenFaaS clients ignore fields they do not know."""
+        """The OpenFaaS FunctionStatus document (``namespace`` always ``openfaas-fn``, faasd's one), plus
+        faasd's ``faasd`` object (``state``, and ``reason`` when failed): OpenFaaS clients ignore fields
+        they do not know."""
         spec = self.spec.to_json(include_archive=False)
         del spec["service"]
-        document = {"name": self.spec.name, **spec}
+        document = {"name": self.spec.name, "namespace": DEFAULT_NAMESPACE, **spec}
         document["invocationCount"] = self.invocation_count
         document["replicas"] = self.replicas
         document["availableReplicas"] = self.available_replicas
@@ -365,7 +390,7 @@ class LogMessage:
     instance: str
     timestamp: datetime
     text: str
-    namespace: str = ""
+    namespace: str = DEFAULT_NAMESPACE
 
     def to_json(self) -> dict[str, str]:
         return {

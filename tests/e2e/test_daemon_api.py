@@ -341,7 +341,7 @@ def test_info_and_namespaces(start_daemon: StartDaemon) -> None:
         info = client.get("/system/info").json()
         assert info["provider"]["orchestration"] == "local" and info["version"]["release"]
         assert info["faasd"]["healthy"] is True
-        assert client.get("/system/namespaces").json() == []
+        assert client.get("/system/namespaces").json() == ["openfaas-fn"]
 
 
 def test_keep_alive_traffic_does_not_hold_shutdown(start_daemon: StartDaemon) -> None:

@@ -48,7 +48,7 @@ def _quart_routes() -> set[tuple[str, str]]:
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = re.sub(r"<(?:\w+:)?name>", "{functionName}", rule.rule)
+        path = re.sub(r"<(?:\w+:)?name>", "{functionName}", rule.rule).replace("<namespace>", "{namespace}")
         explicit = {"HEAD"} if rule.rule == "/healthz" else set()  # /healthz lists HEAD itself.
         routes |= {(path, method) for method in (rule.methods or ()) if method not in AUTOMATIC or method in explicit}
     return routes

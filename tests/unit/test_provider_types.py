@@ -15,6 +15,7 @@ from faasd.providers.types import (
     FunctionStatus,
     LogMessage,
     Resources,
+    validate_function_name,
     validate_name,
 )
 
@@ -66,6 +67,7 @@ def test_status_json_uses_openfaas_names():
     )
     assert status.to_json() == {
         "name": "echo",
+        "namespace": "openfaas-fn",
         "image": "",
         "envProcess": "cat",
         "invocationCount": 7,
@@ -83,7 +85,7 @@ def test_log_message_json():
     message = LogMessage(name="f", instance="f-1", timestamp=datetime(2026, 1, 2, tzinfo=UTC), text="hi")
     assert message.to_json() == {
         "name": "f",
-        "namespace": "",
+        "namespace": "openfaas-fn",
         "instance": "f-1",
         "timestamp": "2026-01-02T00:00:00.000000Z",
         "text": "hi",
@@ -108,6 +110,10 @@ def test_log_message_json():
         ({"service": "f", "readOnlyRootFilesystem": "yes"}, "readOnlyRootFilesystem"),
         ({"service": "f", "envProcess": 5}, "envProcess"),
         ({"service": "f", "handlerArchive": "not base64!"}, "handlerArchive"),
+        ({"service": "a.b"}, "service 'a.b' may not contain '.'"),
+        ({"service": "f.openfaas-fn"}, "service"),
+        ({"service": "f", "namespace": "dev"}, "namespace 'dev' does not exist: faasd has one namespace, openfaas-fn"),
+        ({"service": "f", "namespace": 7}, "namespace must be a string"),
     ],
 )
 def test_invalid_deployments_name_the_field(document, field):
@@ -162,6 +168,22 @@ def test_names():
     for bad in ("", ".", "..", "a/b", "é", "a" * 64):
         with pytest.raises(InvalidRequest):
             validate_name(bad)
+
+
+def test_a_function_name_has_no_dot_and_the_namespace_is_openfaas_fn_or_nothing():
+    """In /function/NAME.NAMESPACE a dot starts the namespace, so a function deployed as 'a.b' could never be
+    called by its name: deploys refuse it (secrets keep their dots). The deployment's namespace is checked and
+    not kept (there is one); the status document always names it."""
+    assert validate_function_name("a-b_c9") == "a-b_c9"
+    for bad in ("a.b", "echo.openfaas-fn", ".hidden", "a" * 64, ""):
+        with pytest.raises(InvalidRequest):
+            validate_function_name(bad)
+    assert FunctionSpec(name="f", secrets=("aws.key",)).secrets == ("aws.key",)
+    for namespace in (None, "", "openfaas-fn"):
+        spec = FunctionSpec.from_json({"service": "f", "envProcess": "cat", "namespace": namespace})
+        assert spec == FunctionSpec(name="f", env_process="cat")
+        assert "namespace" not in spec.to_json()
+        assert FunctionStatus(spec=spec).to_json()["namespace"] == "openfaas-fn"
 
 
 def test_an_error_message_is_one_line_whatever_it_quotes() -> None:

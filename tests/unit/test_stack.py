@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from faasd.providers.types import Resources
+from faasd.providers.types import FunctionSpec, Resources
 from faasd.stack import StackError, load_stack, parse_stack, substitute
 
 STACK = textwrap.dedent(
@@ -99,12 +99,28 @@ def test_a_lang_that_is_no_template_is_a_warning_and_known_ones_are_not():
         ("functions:\n  f:\n    limits:\n      disk: 1G\n", "s.yml:4: functions.f.limits: unknown resource 'disk'"),
         ("functions:\n  f:\n    readonly_root_filesystem: maybe\n", "s.yml:3: functions.f.readonly_root_filesystem"),
         ("functions:\n  f: {}\n  f: {}\n", "s.yml:3: functions: duplicate key 'f'"),
+        ("functions:\n  a.b:\n    fprocess: cat\n", "s.yml:2: function name 'a.b' may not contain '.'"),
+        (
+            "functions:\n  f:\n    fprocess: cat\n    namespace: dev\n",
+            "s.yml:4: namespace 'dev' does not exist: faasd has one namespace, openfaas-fn",
+        ),
     ],
 )
 def test_errors_name_file_and_line(text, message):
     with pytest.raises(StackError) as info:
         parse_stack(text, path="s.yml", env={})
     assert message in str(info.value)
+
+
+def test_the_one_namespace_may_be_named():
+    """faas-cli's stack files often say namespace: openfaas-fn; that is faasd's one namespace."""
+    text = (
+        "functions:\n  f:\n    fprocess: cat\n    namespace: openfaas-fn\n  g:\n    fprocess: cat\n    namespace: ''\n"
+    )
+    stack = parse_stack(text, path="s.yml", env={})
+    assert stack.warnings == ()
+    assert stack.function("f").to_spec() == FunctionSpec(name="f", env_process="cat")
+    assert stack.function("g").to_spec() == FunctionSpec(name="g", env_process="cat")
 
 
 def test_environment_file_is_merged_under_inline_values(tmp_path):
