@@ -164,7 +164,7 @@ def _namespace_mutation(operation_id: str, summary: str, *, path: bool = False) 
     return _system(
         operation_id,
         summary,
-        {"501": _text(f"faasd has one namespace, {DEFAULT_NAMESPACE}: it cannot be created, changed or removed")},
+        {"400": _text(f"faasd has one namespace, {DEFAULT_NAMESPACE}: it cannot be created, changed or removed")},
         shared=("401", "415", "429"),
         body="NamespaceRequest",
         parameters=[_NAMESPACE_IN_PATH] if path else None,

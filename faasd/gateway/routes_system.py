@@ -17,7 +17,7 @@ route                               method   answer
 /system/logs                        GET      200 NDJSON (``name``, ``tail``, ``follow``, ``since``, ``instance``)
 /system/namespaces                  GET      200 ``["openfaas-fn"]`` (faasd's one namespace)
 /system/namespace/{namespace}       GET      200 ``{"name": "openfaas-fn"}``; 404 any other
-/system/namespace/{namespace}       POST...  501: namespaces cannot be created, changed or removed
+/system/namespace/{namespace}       POST...  400: namespaces cannot be created, changed or removed
 /system/secrets                     GET      200 ``[{"name", "namespace"}]``
 /system/secrets                     POST     201 ``{"name", "value"|"rawValue"}``; 409 exists already; 400
 /system/secrets                     PUT      200; 404 when missing; 400
@@ -289,7 +289,8 @@ def create_management_app(
     @app.post("/system/namespace/")
     @app.route("/system/namespace/<namespace>", methods=["POST", "PUT", "DELETE"])
     async def mutate_namespace(namespace: str = "") -> Response:
-        raise NotSupported(
+        """faas-cli's ``namespace create|update|remove``: a 400, like any request for another namespace."""
+        raise InvalidRequest(
             f"faasd has one namespace, {DEFAULT_NAMESPACE}: namespaces cannot be created, changed or removed"
         )
 

@@ -121,7 +121,7 @@ def test_answers_name_the_one_namespace(daemon: Daemon) -> None:
 
 
 def test_namespaces_cannot_be_created_changed_or_removed(daemon: Daemon) -> None:
-    """faas-cli's namespace create|update|remove: 501, as an OpenFaaS provider without namespaces answers."""
+    """faas-cli's namespace create|update|remove: a 400, as any request for another namespace."""
     with daemon.client() as client:
         for method, path in [
             ("POST", "/system/namespace/"),
@@ -131,7 +131,7 @@ def test_namespaces_cannot_be_created_changed_or_removed(daemon: Daemon) -> None
         ]:
             answer = client.request(method, path, json={"name": "dev", "labels": {"openfaas": "1"}})
             assert (answer.status_code, answer.text) == (
-                501,
+                400,
                 "faasd has one namespace, openfaas-fn: namespaces cannot be created, changed or removed\n",
             ), (method, path)
         assert client.get("/system/namespaces").json() == ["openfaas-fn"]

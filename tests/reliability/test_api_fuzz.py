@@ -8,7 +8,8 @@ reported together (with the request that caused each), rather than stopping at t
 
 The fuzzer is steered, never fenced off: a quarter of the generated function names are replaced by
 the function deployed for the run (so the deep paths -- status, scaling, logs, invoke -- are reached,
-not only their 404s). Two things are held back, because they would make the run meaningless rather
+not only their 404s); on the invoke paths half of those are spelt ``fuzzme.openfaas-fn``, OpenFaaS's
+``name.namespace``. Two things are held back, because they would make the run meaningless rather
 than harder: ``follow=true`` on ``/system/logs`` (a stream that ends only when the client leaves) is
 sent as ``false``, and a scale of *that* function asks for at most 2 replicas (100 real processes of
 it would measure the machine, not the API). Every other field is fuzzed as generated.
@@ -104,10 +105,12 @@ def _one_line_reason(response: Any) -> str | None:
     return None
 
 
-def _steer(case: Any, use_target: bool) -> None:
-    """Point a share of cases at the deployed function; keep streams finite and scales small."""
+def _steer(case: Any, use_target: bool, qualified: bool) -> None:
+    """Point a share of cases at the deployed function (by its name, or on the invoke paths as often as
+    ``name.openfaas-fn``); keep streams finite and scales small."""
     if use_target and "functionName" in (case.path_parameters or {}):
-        case.path_parameters["functionName"] = TARGET
+        invoke = case.operation.path.startswith("/function/")
+        case.path_parameters["functionName"] = f"{TARGET}.openfaas-fn" if invoke and qualified else TARGET
     query = case.query if isinstance(case.query, dict) else None
     if query is not None and "follow" in query:
         query["follow"] = "false"
@@ -142,9 +145,13 @@ def _fuzz(
         phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
         suppress_health_check=list(hypothesis.HealthCheck),
     )
-    @hypothesis.given(case=operation.as_strategy(mode), use_target=st.integers(0, 3).map(lambda n: n == 0))
-    def fuzz(case: Any, use_target: bool) -> None:
-        _steer(case, use_target)
+    @hypothesis.given(
+        case=operation.as_strategy(mode),
+        use_target=st.integers(0, 3).map(lambda n: n == 0),
+        qualified=st.booleans(),
+    )
+    def fuzz(case: Any, use_target: bool, qualified: bool) -> None:
+        _steer(case, use_target, qualified)
         label = f"{case.operation.label} [{mode.value}]"
         try:
             response = case.call(session=session, headers=headers, timeout=REQUEST_TIMEOUT_S)
