@@ -17,6 +17,7 @@ Commands started in the background (``logs --follow``) are stopped at teardown.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -149,6 +150,14 @@ def start_daemon(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[S
     ``wait_ready=False``: return at once, without waiting for the ``ready`` line (then ``url`` is
     ``http://127.0.0.1:<port>``, empty with port 0).
     """
+    with daemon_factory(pyz_python, faasd_pyz, tmp_path) as start:
+        yield start
+
+
+@contextlib.contextmanager
+def daemon_factory(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[StartDaemon]:
+    """What :func:`start_daemon` yields, for a fixture of any scope (a module's shared daemon): state dirs
+    and logs go under ``tmp_path``; on exit every daemon is stopped and the leak check runs."""
     daemons: list[Daemon] = []
     counter = iter(range(1000))
 
