@@ -76,6 +76,7 @@ def test_unreadable_rows_are_reported_apart(tmp_path):
         ("notjson", "{nope", 3),
         ("renamed", json.dumps({"service": "other", "envProcess": "cat"}), 1),
         ("badcount", json.dumps({"service": "badcount", "envProcess": "cat"}), "many"),
+        ("a.b", json.dumps({"service": "a.b", "envProcess": "cat"}), 1),  # Deployed before names lost dots.
     ]
     with sqlite3.connect(path) as raw:
         raw.execute("PRAGMA ignore_check_constraints=ON")
@@ -84,12 +85,13 @@ def test_unreadable_rows_are_reported_apart(tmp_path):
     readable, unreadable = store.load_functions()
     assert [stored.spec.name for stored in readable] == ["good"] == [s.spec.name for s in store.list_functions()]
     problems = {row.name: row for row in unreadable}
-    assert set(problems) == {"badenv", "notjson", "renamed", "badcount"}
+    assert set(problems) == {"badenv", "notjson", "renamed", "badcount", "a.b"}
     assert "'A=B'" in problems["badenv"].error and problems["badenv"].replicas == 1
     assert problems["notjson"] == UnreadableFunction("notjson", 3, problems["notjson"].error)
     assert "not valid JSON" in problems["notjson"].error
     assert "'other'" in problems["renamed"].error
     assert "replicas" in problems["badcount"].error and problems["badcount"].replicas == 0
+    assert "service 'a.b' may not contain '.'" in problems["a.b"].error
 
 
 @pytest.mark.parametrize("kind", ["garbage", "directory", "newer-schema"])
