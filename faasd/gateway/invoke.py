@@ -152,7 +152,8 @@ class Invoker:
         self.buffered_bytes = 0
         """Request bodies held now (bounded by MAX_BUFFERED_BYTES)."""
         self.call_token = call_token
-        """Added to every call forwarded: replicas refuse calls without it (:mod:`faasd.calltoken`)."""
+        """Added to every call forwarded to a replica that has it (:mod:`faasd.calltoken`), which refuses
+        calls without it."""
 
     # -- routes -----------------------------------------------------------------------------------
     async def function_route(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -320,11 +321,18 @@ class Invoker:
         send: Send,
         call_headers: list[tuple[bytes, bytes]],
     ) -> int:
-        """Forward to the least busy replica; on a refused connection try another (up to MAX_FAILOVER)."""
+        """Forward to the least busy replica; on a refused connection try another (up to MAX_FAILOVER).
+
+        The call token goes only to a replica that was given it (``Endpoint.call_token``): one that was
+        not could use it to call every other function past the gateway.
+        """
         tried: set[str] = set()
         in_flight = self.router.in_flight
+        head = request.head
+        token = self.call_token
         while True:
             endpoint = self.router.pick(name, endpoints, frozenset(tried))
+            request.head = head + token.header_line if token is not None and endpoint.call_token else head
             authority = endpoint.authority
             in_flight[authority] = in_flight.get(authority, 0) + 1
             try:
@@ -379,8 +387,6 @@ class Invoker:
             parts += (b"\r\nX-Forwarded-Host: ", host)
         for name, value in call_headers:
             parts += (b"\r\n", name, b": ", value)
-        if self.call_token is not None:
-            parts.append(self.call_token.header_line)
         message = await receive()
         body: bytes = message.get("body", b"")
         more_body = bool(message.get("more_body", False))

@@ -350,12 +350,17 @@ class FunctionStatus:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where one ready replica answers: always an address the daemon host can reach (127.0.0.1)."""
+    """Where one ready replica answers: an address the daemon can reach (127.0.0.1; on Swarm from a
+    daemon in a container, the task's address on the functions network)."""
 
     host: str
     port: int
     replica: str
     """Backend-specific replica id (local process id, Swarm task id, Marathon task id)."""
+    call_token: bool = True
+    """The replica was given the daemon's call token and refuses calls without it. False for one that was
+    not (a Swarm service made by hand): the gateway then sends no token, which such a replica could
+    use to call every other function past the gateway."""
 
     @property
     def authority(self) -> str:
