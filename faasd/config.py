@@ -83,10 +83,11 @@ class DaemonConfig:
     else the local socket."""
     swarm_network: str = "functions"
     """The attachable overlay network Swarm functions join (created when missing)."""
-    swarm_route: str = "host-port"
+    swarm_route: str = "auto"
     """How the daemon reaches Swarm tasks: ``host-port`` (a daemon on the host calls each task's host-mode
-    published port on 127.0.0.1) or ``overlay-dns`` (a daemon running as a Swarm service on the
-    functions network calls task addresses there)."""
+    published port on 127.0.0.1), ``overlay-dns`` (a daemon in a container or Swarm service on the
+    functions network calls task addresses there), or ``auto``: ``overlay-dns`` when the daemon runs in
+    a container attached to that network, else ``host-port``."""
     swarm_pull: bool = False
     """Let Swarm pull a function image missing on this engine from its registry (off: such a deploy is a 400)."""
 
@@ -220,6 +221,6 @@ _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "max_header_size": ("max_header_bytes", _positive(_size)),
     "docker_host": ("docker_host", _text),
     "swarm_network": ("swarm_network", _text),
-    "swarm_route": ("swarm_route", _choice(("host-port", "overlay-dns"))),
+    "swarm_route": ("swarm_route", _choice(("auto", "host-port", "overlay-dns"))),
     "swarm_pull": ("swarm_pull", _bool),
 }

@@ -29,8 +29,12 @@ machine kind needs, shared/reference/swarm.md):
   watchdog port published in host mode on a port Docker picks;
 * rolling updates one task at a time, ``start-first``, rolled back on failure; restarts on any exit.
 
+**Which services are functions** (:class:`FunctionRule`): those labelled as one, and -- the faas
+seed's rule -- every other service attached to the functions network, unless labelled
+``function=false`` or the daemon's own.
+
 **Round trip.** :func:`spec_from_service` rebuilds the FunctionSpec from a service, for functions
-deployed by faasd and for ones made by hand with the labels. What Docker cannot give back as it was
+deployed by faasd and for ones made by hand, labelled or not. What Docker cannot give back as it was
 written (the image reference before it was resolved to an ID, ``128M`` rather than bytes, whether
 the placement was the default) is kept in the ``faasd.spec`` label, and used only while the service
 still matches it (a service edited by hand reports what it runs).
@@ -41,7 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,10 +67,14 @@ __all__ = [
     "LABEL_SECRET",
     "LABEL_SPEC",
     "RESERVED_LABEL_PREFIX",
+    "ROUTES",
+    "ROUTE_SETTINGS",
     "SECRETS_DIR",
     "SECRET_OWNER",
     "WATCHDOG_PORT",
+    "FunctionRule",
     "SecretRef",
+    "attached_networks",
     "call_token_secret_name",
     "function_name",
     "nano_cpus",
@@ -75,6 +83,7 @@ __all__ = [
     "secret_version",
     "service_spec",
     "spec_from_service",
+    "takes_call_token",
 ]
 
 LABEL_FUNCTION = "com.openfaas.function"
@@ -122,6 +131,8 @@ UPDATE_CONFIG = {"Parallelism": 1, "Order": "start-first", "FailureAction": "rol
 ROLLBACK_CONFIG = {"Parallelism": 1, "Order": "start-first", "FailureAction": "pause", "Delay": 0}
 
 ROUTES = ("host-port", "overlay-dns")
+ROUTE_SETTINGS = ("auto", *ROUTES)
+"""``swarm_route`` values: ``auto`` picks one of :data:`ROUTES` from where the daemon runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,19 +165,76 @@ def call_token_secret_name(token: bytes) -> str:
 
 
 def function_name(service: Mapping[str, Any]) -> str | None:
-    """The function a service is (its name), or None when it is not a function.
+    """The function a service is by its labels (its name), or None when it is not labelled as one.
 
-    A function is a service labelled ``com.openfaas.function`` or ``function=true`` (faas-swarm's
-    marker), on the service or on its containers.
+    A labelled function is a service labelled ``com.openfaas.function`` or ``function=true``
+    (faas-swarm's marker), on the service or on its containers. :class:`FunctionRule` adds the
+    seed's rule: services on the functions network.
     """
     spec = service.get("Spec") or {}
-    labels = spec.get("Labels") or {}
+    if _labelled(spec, lambda labels: bool(labels.get(LABEL_FUNCTION)) or labels.get(LABEL_MARKER) == "true"):
+        name = spec.get("Name")
+        return str(name) if name else None
+    return None
+
+
+def _labelled(spec: Mapping[str, Any], test: Callable[[Mapping[str, Any]], bool]) -> bool:
+    """``test`` holds for the service's labels or its containers'."""
     container_labels = ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Labels") or {}
-    for source in (labels, container_labels):
-        if source.get(LABEL_FUNCTION) or source.get(LABEL_MARKER) == "true":
+    return test(spec.get("Labels") or {}) or test(container_labels)
+
+
+def attached_networks(service: Mapping[str, Any]) -> set[str]:
+    """The networks a service's tasks join, as written in its spec (IDs, or names when created through
+    the API with names; the deprecated ``Spec.Networks`` too)."""
+    spec = service.get("Spec") or {}
+    attachments = [*((spec.get("TaskTemplate") or {}).get("Networks") or []), *(spec.get("Networks") or [])]
+    return {str(item["Target"]) for item in attachments if isinstance(item, Mapping) and item.get("Target")}
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRule:
+    """Which Swarm services are functions.
+
+    * a service labelled as one (:func:`function_name`), wherever it runs;
+    * any other service attached to the functions network -- the faas seed's rule: ``docker service
+      create --network=functions --name catservice IMAGE`` makes a function, no label needed --
+      unless it is labelled ``function=false`` (a database or a second gateway on that network);
+    * never one of ``exclude``: the daemon's own service, when it runs as one on that network.
+
+    A service that is on the network and runs no watchdog is still a function: it is listed, never
+    ready, and its status says why (see ``SwarmProvider``).
+    """
+
+    networks: frozenset[str] = frozenset()
+    """The functions network's name and ID (a spec names it by either)."""
+    exclude: frozenset[str] = frozenset()
+    """Service IDs that are never functions."""
+
+    def name(self, service: Mapping[str, Any]) -> str | None:
+        """The function ``service`` is, or None."""
+        if service.get("ID") in self.exclude:
+            return None
+        labelled = function_name(service)
+        if labelled is not None:
+            return labelled
+        spec = service.get("Spec") or {}
+        if _labelled(spec, lambda labels: labels.get(LABEL_MARKER) == "false"):
+            return None
+        if self.networks and attached_networks(service) & self.networks:
             name = spec.get("Name")
             return str(name) if name else None
-    return None
+        return None
+
+
+def takes_call_token(container_spec: Mapping[str, Any] | None) -> bool:
+    """True when a task of this container spec is given the call token (faasd mounts it as a secret at
+    :data:`CALL_TOKEN_PATH`). The gateway sends the token only to such replicas: a service made by hand
+    without it checks nothing, and must not learn a token that opens every other function."""
+    for ref in (container_spec or {}).get("Secrets") or []:
+        if (ref.get("File") or {}).get("Name") == CALL_TOKEN_PATH:
+            return True
+    return False
 
 
 # -- units ------------------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """The ``swarm`` backend: every function is a Docker Swarm service, every replica a task.
 
 Swarm keeps the deployments (``persistent = True``): the daemon holds no state of its own about them
-and rebuilds everything from the swarm after a restart; services created by hand with the OpenFaaS
-labels are discovered like the ones faasd created. How a FunctionSpec becomes a service (labels,
-secrets, read-only root, health check, resources, ...) is in :mod:`faasd.providers._swarm_spec`.
+and rebuilds everything from the swarm after a restart. Services made by hand are functions too when
+they carry the OpenFaaS labels (anywhere) or are attached to the functions network -- the faas seed's
+rule, ``docker service create --network=functions --name catservice IMAGE`` with no label
+(:class:`~faasd.providers._swarm_spec.FunctionRule`: ``function=false`` opts a service on the network
+out; the daemon's own service never counts). How a FunctionSpec becomes a service (labels, secrets,
+read-only root, health check, resources, ...) is in :mod:`faasd.providers._swarm_spec`.
 
 **Docker.** Everything goes through the docker SDK, whose calls block: each runs in a worker thread
 (``trio.to_thread.run_sync``), never on the event loop, and its errors are translated into
@@ -26,18 +29,29 @@ state is ``running``, its container runs, and faasd's own probe (``GET /_/health
 answers 200 -- faasd does not wait for Swarm's health check, whose first probe comes 2 s after the
 start. Where it is called depends on ``route``:
 
-* ``host-port`` (default; a daemon on the host): each task publishes the watchdog port in host mode on
-  a port Docker picks, and faasd calls ``127.0.0.1:<that port>`` (read from the container as soon as
-  it starts; Swarm reports it only once the task is healthy). No IPVS is needed. Only tasks on this
-  node are reachable that way.
-* ``overlay-dns`` (the daemon runs as a Swarm service on the functions network, as OpenFaaS did):
-  faasd calls each task's address on that network, port 8080 -- the addresses ``tasks.<name>``
-  resolves to there.
+* ``host-port`` (a daemon on the host): each task faasd deploys publishes the watchdog port in host
+  mode on a port Docker picks, and faasd calls ``127.0.0.1:<that port>`` (read from the container as
+  soon as it starts; Swarm reports it only once the task is healthy). No IPVS is needed. Only tasks
+  on this node are reachable that way, and a service made by hand only if it publishes one.
+* ``overlay-dns`` (the daemon runs in a container or as a Swarm service on the functions network, as
+  the seed's and OpenFaaS's gateways did): faasd calls each task's address on that network, port
+  8080 -- the addresses ``tasks.<name>`` resolves to there. Nothing is published on the host.
+* ``auto`` (the default) is one of them, chosen on connecting from where the daemon runs
+  (:mod:`faasd.providers._swarm_self`): ``overlay-dns`` in a container attached to the network.
+
+Each endpoint says whether its task was given the call token (mounted by faasd as a Docker secret):
+the gateway sends the token only to those, never to a service made by hand without it.
 
 A task is unpublished at once when its desired state leaves ``running`` (a scale-down or an update:
 visible ≈ 8 ms after the call, while Swarm stops the container only 2+ s later), when its container
 dies, is killed or turns unhealthy (container events), and when the function is removed. A task once
 seen dead is never published again, whatever a slower concurrent read says.
+
+**Not ready.** A function that has had replicas wanted and none ready for 10 s is ``failed`` in its
+status, with the reason: a running task that does not answer the probe (a service on the network that
+runs no watchdog), one without a published port (``host-port``), or how the last task went away
+(exit status, out of memory, failed HEALTHCHECK). Nothing else changes: its tasks keep being probed,
+and the first ready one clears it.
 
 **Docker down.** When dockerd cannot be reached, or is not a swarm manager, :meth:`health` says so,
 every endpoint is unpublished (dockerd stops the containers when it stops) and every call raises
@@ -49,6 +63,7 @@ from __future__ import annotations
 import base64
 import builtins
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
@@ -79,23 +94,25 @@ from faasd.errors import (
 )
 from faasd.logs import event
 from faasd.namelocks import NameLocks
+from faasd.providers._swarm_self import Placement, locate, network_ids
 from faasd.providers._swarm_spec import (
     CALL_TOKEN_CONFIG,
     CALL_TOKEN_LABEL,
     LABEL_OWNER,
     LABEL_SECRET,
-    ROUTES,
+    ROUTE_SETTINGS,
     SECRET_OWNER,
     WATCHDOG_PORT,
+    FunctionRule,
     SecretRef,
     call_token_secret_name,
     check_spec,
-    function_name,
     parse_docker_time,
     parse_log_line,
     secret_version,
     service_spec,
     spec_from_service,
+    takes_call_token,
 )
 from faasd.providers.types import Endpoint, FunctionSpec, FunctionStatus, LogMessage, LogRequest, validate_name
 from faasd.registry import EndpointRegistry
@@ -127,6 +144,12 @@ PROBE_SLOW_INTERVAL_S = 0.25
 PROBE_SLOW_AFTER_S = 5.0
 """A task's health probe runs every 20 ms for its first 5 s, then every 250 ms until it answers."""
 PROBE_TIMEOUT_S = 2.0
+PROBE_CONNECT_TIMEOUT_S = 0.25
+"""A probe's connection attempt: an address that drops it is tried again 20 ms later, not 2 s later."""
+NOT_READY_FAILED_S = 10.0
+"""A function none of whose replicas answered its health check this long after they started is
+``failed``, with the reason (a service on the functions network that runs no watchdog, a task without
+a published port); the first ready replica clears it."""
 HEALTH_REQUEST = b"GET /_/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 LOG_LINES_MAX = 10_000
@@ -228,6 +251,8 @@ class _Task:
     slot: int
     container_id: str
     address: tuple[str, int] | None = None
+    call_token: bool = True
+    """Its container was given the call token (:func:`takes_call_token`): the gateway sends it only then."""
     ready: bool = False
     gone: bool = False
     probing: bool = False
@@ -246,6 +271,11 @@ class _View:
     signature: tuple[object, ...] = ()
     poll_delay_s: float = POLL_INITIAL_S
     poll_scheduled: bool = False
+    unready_since: float | None = None
+    """Since when replicas are wanted and none is ready (trio time); None while one is, or none is wanted."""
+    last_loss: str = ""
+    """Why the last replica lost meanwhile went away (:meth:`SwarmProvider._note_loss`)."""
+    loss_task: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +298,10 @@ class SwarmProvider:
         secrets: the daemon's secret store (name -> value, None when missing); Docker secrets are
             made from it at deploy time.
         docker_host: dockerd's address; empty: ``$DOCKER_HOST``, else the local socket.
-        network: the attachable overlay network functions join (created when missing).
-        route: ``host-port`` or ``overlay-dns`` (how the daemon reaches tasks).
+        network: the attachable overlay network functions join (created when missing); every
+            service attached to it is a function too (:class:`FunctionRule`).
+        route: ``host-port`` or ``overlay-dns`` (how the daemon reaches tasks), or ``auto``: chosen
+            from where the daemon runs when it connects (:mod:`faasd.providers._swarm_self`).
         pull: let Swarm pull images missing on this engine from their registry (off: such a deploy
             is refused, nothing ever reaches a registry).
         default_image: what a spec without ``image`` runs.
@@ -299,7 +331,7 @@ class SwarmProvider:
         secrets: SecretLookup | None = None,
         docker_host: str = "",
         network: str = "functions",
-        route: str = "host-port",
+        route: str = "auto",
         pull: bool = False,
         default_image: str = DEFAULT_IMAGE,
         stop_grace_s: float = 5.0,
@@ -307,14 +339,19 @@ class SwarmProvider:
         extra_labels: Mapping[str, str] | None = None,
         call_token: CallToken | None = None,
     ) -> None:
-        if route not in ROUTES:
-            raise InvalidRequest(f"swarm_route {route!r}: use one of {', '.join(ROUTES)}")
+        if route not in ROUTE_SETTINGS:
+            raise InvalidRequest(f"swarm_route {route!r}: use one of {', '.join(ROUTE_SETTINGS)}")
         self._registry = registry
         self._secrets = secrets
         self._docker_host = docker_host
         self._where = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
         self._network = network
-        self._route = route
+        self._route_setting = route
+        self._route = "" if route == "auto" else route
+        """The route in use; empty until :meth:`_locate` chose it (``auto``)."""
+        self._placement: Placement | None = None
+        self._rule = FunctionRule(networks=frozenset({network}))
+        self._locate_lock = trio.Lock()
         self._pull = pull
         self._default_image = default_image
         self._stop_grace_s = stop_grace_s
@@ -422,6 +459,7 @@ class SwarmProvider:
                 continue
             try:
                 async with trio.open_nursery() as nursery:
+                    await self._locate()
                     try:
                         await self._adopt_call_token()
                     except BackendUnavailable:
@@ -515,6 +553,7 @@ class SwarmProvider:
                 return
             if task_id and (action in DEAD_ACTIONS or action.startswith("health_status: unhealthy")):
                 self._bury(name, task_id, action.split(":")[0])
+                self._note_loss(name, task_id, action, attributes.get("exitCode"))
             self._mark_dirty(name)
 
     async def _resync_periodically(self) -> None:
@@ -550,6 +589,43 @@ class SwarmProvider:
             self._drop_view(name)
         self._tombstones.clear()
 
+    # -- where this daemon runs ---------------------------------------------------------------------
+
+    async def _locate(self) -> str:
+        """Find where this daemon runs -- its own container and service, the functions network's ID --
+        and choose the route when it is ``auto`` (:mod:`faasd.providers._swarm_self`); return the route.
+
+        Run on every connection to dockerd (a few API calls), and by the first deploy if that comes
+        before the first connection; logged when it changes.
+        """
+        async with self._locate_lock:
+
+            def find(api: docker.APIClient) -> tuple[frozenset[str], Placement]:
+                networks = network_ids(api, self._network)
+                return networks, locate(api, networks=networks, network_name=self._network)
+
+            networks, placement = await self._docker("finding where this daemon runs", find)
+            self._rule = FunctionRule(
+                networks=networks, exclude=frozenset({placement.service}) if placement.service else frozenset()
+            )
+            route = placement.route if self._route_setting == "auto" else self._route_setting
+            if placement != self._placement or route != self._route:
+                warn = placement.warning and self._route_setting == "auto"
+                event(
+                    log,
+                    logging.WARNING if warn else logging.INFO,
+                    "swarm route",
+                    route=route,
+                    swarm_route=self._route_setting,
+                    where=placement.reason,
+                )
+            self._placement = placement
+            self._route = route
+            return route
+
+    async def _current_route(self) -> str:
+        return self._route or await self._locate()
+
     # -- reading the swarm --------------------------------------------------------------------------
 
     def _known_addresses(self) -> dict[str, tuple[str, int]]:
@@ -559,8 +635,9 @@ class SwarmProvider:
         """Read every function and task at once (two API calls) and apply it."""
         seq = next(self._seq)
         known = self._known_addresses()
-        snapshots = await self._docker(
-            "reading the swarm", functools.partial(_read_all, known=known, route=self._route, network=self._network)
+        self._rule, snapshots = await self._docker(
+            "reading the swarm",
+            functools.partial(_read_all, known=known, route=self._route, network=self._network, rule=self._rule),
         )
         self._resyncs += 1
         for name in builtins.list(self._views):
@@ -575,7 +652,9 @@ class SwarmProvider:
         try:
             snapshot = await self._docker(
                 f"reading {name}",
-                functools.partial(_read_function, name=name, known=known, route=self._route, network=self._network),
+                functools.partial(
+                    _read_function, name=name, known=known, route=self._route, network=self._network, rule=self._rule
+                ),
             )
         except FaasdError as exc:
             if self._up:
@@ -655,7 +734,13 @@ class SwarmProvider:
             task = view.tasks.get(task_id)
             container_id = ((raw.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID", "")
             if task is None:
-                task = view.tasks[task_id] = _Task(task_id, int(raw.get("Slot") or 0), container_id, seen_at=now)
+                task = view.tasks[task_id] = _Task(
+                    task_id,
+                    int(raw.get("Slot") or 0),
+                    container_id,
+                    call_token=takes_call_token((raw.get("Spec") or {}).get("ContainerSpec")),
+                    seen_at=now,
+                )
             task.container_id = container_id or task.container_id
             if task.address is None:
                 task.address = snapshot.addresses.get(task_id)
@@ -691,6 +776,24 @@ class SwarmProvider:
                 event(log, logging.INFO, "replica unpublished", function=name, replica=task_id, reason=why)
             self._publish(view)
 
+    def _note_loss(self, name: str, task_id: str, action: str, exit_code: object) -> None:
+        """Remember why a replica of a function with no ready replica went away (the status says it if
+        no replica is ready for long): the first word about a task counts (its "die" after "unhealthy"
+        says less)."""
+        view = self._views.get(name)
+        if view is None or view.loss_task == task_id or any(task.ready for task in view.tasks.values()):
+            return
+        replica = f"replica {task_id[:12]}"
+        if action == "oom":
+            text = f"{replica} ran out of memory before it was ready"
+        elif action.startswith("health_status"):
+            text = f"{replica} failed its image's HEALTHCHECK before it was ready"
+        elif action == "die" and exit_code not in (None, "", "0"):
+            text = f"{replica} exited with status {exit_code} before it was ready; see 'faasd logs {name}'"
+        else:
+            return
+        view.loss_task, view.last_loss = task_id, text
+
     def _drop_view(self, name: str) -> None:
         view = self._views.pop(name, None)
         if view is None:
@@ -703,7 +806,13 @@ class SwarmProvider:
         if self._views.get(view.name) is not view:
             return
         ready = sorted((task for task in view.tasks.values() if task.ready and task.address), key=lambda t: t.slot)
-        self._registry.publish(view.name, [Endpoint(t.address[0], t.address[1], t.id) for t in ready if t.address])
+        if ready or view.replicas == 0:
+            view.unready_since, view.last_loss, view.loss_task = None, "", ""
+        elif view.unready_since is None:
+            view.unready_since = trio.current_time()
+        self._registry.publish(
+            view.name, [Endpoint(t.address[0], t.address[1], t.id, call_token=t.call_token) for t in ready if t.address]
+        )
 
     async def _probe(self, view: _View, task: _Task) -> None:
         """Publish ``task`` once its watchdog answers ``GET /_/health`` with 200; stop if it goes away."""
@@ -746,7 +855,7 @@ class SwarmProvider:
                 image=image,
                 replicas=replicas,
                 network=network,
-                route=self._route,
+                route=await self._current_route(),
                 secrets=secrets,
                 stop_grace_s=self._stop_grace_s,
                 extra_labels=self._extra_labels,
@@ -780,7 +889,7 @@ class SwarmProvider:
                 image=image,
                 replicas=int(replicas),
                 network=network,
-                route=self._route,
+                route=await self._current_route(),
                 secrets=secrets,
                 stop_grace_s=self._stop_grace_s,
                 extra_labels=self._extra_labels,
@@ -817,7 +926,7 @@ class SwarmProvider:
         async with self._locks.hold(name):
             await self._docker(
                 f"scaling {name}",
-                functools.partial(_scale_service, name=name, replicas=replicas),
+                functools.partial(_scale_service, name=name, replicas=replicas, rule=self._rule),
                 not_found=f"No such function: {name}",
             )
         event(log, logging.DEBUG, "service scaled", function=name, replicas=replicas)
@@ -836,8 +945,9 @@ class SwarmProvider:
                 raise
             return []
         statuses = []
+        rule = self._rule
         for service in services:
-            name = function_name(service)
+            name = rule.name(service)
             if name is None:
                 continue
             try:
@@ -859,12 +969,41 @@ class SwarmProvider:
         available = sum(1 for task in view.tasks.values() if task.ready) if view is not None else 0
         replicated = mode.get("Replicated")
         replicas = int(replicated.get("Replicas", 0)) if replicated else available
+        reason = self._not_ready_reason(view) if view is not None and not available else ""
         return FunctionStatus(
             spec=spec,
             replicas=replicas,
             available_replicas=available,
             created_at=parse_docker_time(str(service.get("CreatedAt", ""))),
+            state="failed" if reason else "deployed",
+            reason=reason,
         )
+
+    def _not_ready_reason(self, view: _View) -> str:
+        """Why a function has had no ready replica for :data:`NOT_READY_FAILED_S`, or "" (it may still be
+        starting): a replica running that long that does not answer, else why the last one went away."""
+        now = trio.current_time()
+        if view.unready_since is None or now - view.unready_since < NOT_READY_FAILED_S:
+            return ""
+        for task in sorted(view.tasks.values(), key=lambda task: task.seen_at):
+            waited = now - task.seen_at
+            if waited < NOT_READY_FAILED_S:
+                continue
+            replica = f"replica {task.id[:12]}"
+            if task.address is None and self._route == "host-port":
+                return (
+                    f"{replica} publishes no host-mode port for {WATCHDOG_PORT}, the only way a daemon on the host "
+                    f"reaches it: docker service update --publish-add mode=host,target={WATCHDOG_PORT} {view.name}, "
+                    f"or run the daemon in a container on network {self._network}"
+                )
+            if task.address is None:
+                return f"{replica} has no address on network {self._network}"
+            host, port = task.address
+            return (
+                f"{replica} has not answered GET /_/health on {host}:{port} for {waited:.0f}s: a function runs "
+                f"a watchdog (faasd's or OpenFaaS's) listening on port {WATCHDOG_PORT}"
+            )
+        return view.last_loss
 
     async def _inspect(self, name: str, *, must_exist: bool = True) -> dict[str, Any] | None:
         """The service named ``name`` if it is a function; None or FunctionNotFound otherwise.
@@ -888,11 +1027,12 @@ class SwarmProvider:
             if must_exist:
                 raise FunctionNotFound(missing)
             return None
-        if function_name(service) is None:
+        if self._rule.name(service) is None:
             if must_exist:
                 raise FunctionNotFound(missing)
             raise Conflict(
-                f"a Swarm service named {name} exists and is not a function (no com.openfaas.function label)"
+                f"a Swarm service named {name} exists and is not a function (no com.openfaas.function label, "
+                f"not on network {self._network}, or this daemon's own service)"
             )
         return service
 
@@ -922,9 +1062,12 @@ class SwarmProvider:
     async def _ensure_network(self) -> str:
         """The overlay network's ID, creating it (attachable, labelled) when missing."""
         async with self._network_lock:
-            return await self._docker(
+            network_id = await self._docker(
                 f"preparing network {self._network}", functools.partial(_ensure_network, name=self._network)
             )
+        if network_id not in self._rule.networks:
+            self._rule = dataclasses.replace(self._rule, networks=self._rule.networks | {network_id})
+        return network_id
 
     async def _adopt_call_token(self) -> None:
         """Use the swarm's call token (making it from ours when the swarm has none yet)."""
@@ -1119,22 +1262,31 @@ async def _drain_in_thread(stream: docker.types.CancellableStream, pump: Callabl
 
 
 def _read_function(
-    api: docker.APIClient, *, name: str, known: Mapping[str, tuple[str, int]], route: str, network: str
+    api: docker.APIClient,
+    *,
+    name: str,
+    known: Mapping[str, tuple[str, int]],
+    route: str,
+    network: str,
+    rule: FunctionRule,
 ) -> _Snapshot:
     try:
         service = api.inspect_service(name)
     except docker.errors.NotFound:
         return _Snapshot(None, [], {})
-    if (service.get("Spec") or {}).get("Name") != name or function_name(service) is None:
+    if (service.get("Spec") or {}).get("Name") != name or rule.name(service) is None:
         return _Snapshot(None, [], {})
     tasks = api.tasks(filters={"service": service["ID"], "desired-state": "running"})
     return _Snapshot(service, tasks, _addresses(api, tasks, known, route, network))
 
 
 def _read_all(
-    api: docker.APIClient, *, known: Mapping[str, tuple[str, int]], route: str, network: str
-) -> dict[str, _Snapshot]:
-    services = {service["ID"]: service for service in api.services() if function_name(service) is not None}
+    api: docker.APIClient, *, known: Mapping[str, tuple[str, int]], route: str, network: str, rule: FunctionRule
+) -> tuple[FunctionRule, dict[str, _Snapshot]]:
+    """Every function and its tasks; with the rule brought up to date (the network may have been made
+    again, with a new ID, by hand)."""
+    rule = dataclasses.replace(rule, networks=network_ids(api, network))
+    services = {service["ID"]: service for service in api.services() if rule.name(service) is not None}
     by_service: dict[str, list[dict[str, Any]]] = {service_id: [] for service_id in services}
     for task in api.tasks(filters={"desired-state": "running"}):
         if task.get("ServiceID") in by_service:
@@ -1143,7 +1295,7 @@ def _read_all(
     for service_id, service in services.items():
         tasks = by_service[service_id]
         result[service["Spec"]["Name"]] = _Snapshot(service, tasks, _addresses(api, tasks, known, route, network))
-    return result
+    return rule, result
 
 
 def _addresses(
@@ -1243,14 +1395,14 @@ def _update_service(api: docker.APIClient, *, name: str, document: dict[str, Any
     _retry_out_of_sequence(change)
 
 
-def _scale_service(api: docker.APIClient, *, name: str, replicas: int) -> None:
+def _scale_service(api: docker.APIClient, *, name: str, replicas: int, rule: FunctionRule) -> None:
     """Rewrite the raw spec with a new replica count: the task template is passed back untouched, so
     Swarm starts or stops tasks and restarts none (shared/reference/swarm.md §6)."""
 
     def change() -> None:
         service = api.inspect_service(name)  # raw: without insertDefaults
         spec = service["Spec"]
-        if (spec.get("Name") != name) or function_name(service) is None:
+        if (spec.get("Name") != name) or rule.name(service) is None:
             raise docker.errors.NotFound(f"no function {name}")
         if "Replicated" not in (spec.get("Mode") or {}):
             raise docker.errors.APIError(f"{name} is a global service", explanation=f"{name} is a global service")
@@ -1409,13 +1561,22 @@ def _read_logs(api: docker.APIClient, *, request: LogRequest) -> list[LogMessage
 
 
 async def _health_ok(host: str, port: int) -> bool:
-    """True when the watchdog at ``host:port`` answers ``GET /_/health`` with 200 (fresh connection)."""
+    """True when the watchdog at ``host:port`` answers ``GET /_/health`` with 200 (fresh connection).
+
+    The connection gets :data:`PROBE_CONNECT_TIMEOUT_S`, the answer :data:`PROBE_TIMEOUT_S`: a new
+    task's overlay address drops connection attempts (no refusal) for about a second after the task
+    starts, and a probe that waited out the whole timeout there published the replica seconds late.
+    """
     head = b""
-    with trio.move_on_after(PROBE_TIMEOUT_S):
+    stream: trio.SocketStream | None = None
+    with trio.move_on_after(PROBE_CONNECT_TIMEOUT_S):
         try:
             stream = await trio.open_tcp_stream(host, port)
         except OSError:
             return False
+    if stream is None:
+        return False
+    with trio.move_on_after(PROBE_TIMEOUT_S):
         async with stream:
             try:
                 await stream.send_all(HEALTH_REQUEST)

@@ -155,6 +155,22 @@ def swarm(docker_env: None) -> Iterator[SwarmHelper]:
         client.close()
 
 
+@pytest.fixture
+def functions_network(swarm: SwarmHelper) -> str:
+    """The functions network, created as the README does (overlay, attachable) when missing -- a daemon
+    in a container or a Swarm service must be attached to it before the daemon could make it. The
+    session's sweep removes it at the end if the session was the one to make it."""
+    if not swarm.api.networks(names=[NETWORK]):
+        result = subprocess.run(
+            ["docker", "network", "create", "--driver", "overlay", "--attachable", NETWORK],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0 or "already exists" in result.stderr, result.stderr
+    return NETWORK
+
+
 def _ours(service: dict) -> bool:
     spec = service.get("Spec") or {}
     labels = spec.get("Labels") or {}

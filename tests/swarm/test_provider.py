@@ -210,6 +210,21 @@ async def test_restart_rebuilds_from_swarm(
         assert status.replicas == 2 and status.available_replicas == 2
 
 
+async def test_swarm_route_overrides_what_the_daemon_finds(
+    make_swarm: Callable[..., ProviderFactory], swarm: SwarmHelper, base_image: str
+) -> None:
+    """On the host ``auto`` is host-port (the conformance checks call the published ports); an explicit
+    ``overlay-dns`` is taken as given: the service publishes nothing on the host."""
+    async with running(make_swarm(route="overlay-dns")) as (provider, _registry):
+        await provider.deploy(function_spec("sw-route", image=base_image), 0)
+        spec = swarm.api.inspect_service("sw-route")["Spec"]
+        assert spec["EndpointSpec"] == {"Mode": "dnsrr"}
+    async with running(make_swarm()) as (provider, _registry):
+        await provider.deploy(function_spec("sw-route", image=base_image), 0)
+        ports = swarm.api.inspect_service("sw-route")["Spec"]["EndpointSpec"]["Ports"]
+        assert ports == [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]
+
+
 async def test_image_missing_locally_is_refused(make_swarm: Callable[..., ProviderFactory]) -> None:
     async with running(make_swarm()) as (provider, _registry):
         with pytest.raises(InvalidRequest, match="not on this Docker engine"):

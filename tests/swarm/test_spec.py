@@ -13,6 +13,7 @@ from faasd.errors import InvalidRequest
 from faasd.providers._swarm_spec import (
     CALL_TOKEN_PATH,
     DEFAULT_PLACEMENT,
+    FunctionRule,
     SecretRef,
     call_token_secret_name,
     function_name,
@@ -22,6 +23,7 @@ from faasd.providers._swarm_spec import (
     secret_version,
     service_spec,
     spec_from_service,
+    takes_call_token,
 )
 from faasd.providers.types import FunctionSpec, Resources
 
@@ -181,6 +183,49 @@ def test_call_token_is_mounted_apart_and_never_reported_as_a_secret() -> None:
     bare = _build(FunctionSpec(name="bare", env_process="cat"), call_token=token)
     assert spec_from_service(_as_service(bare)) == FunctionSpec(name="bare", env_process="cat")
     assert "Secrets" not in _build(FunctionSpec(name="none", env_process="cat"))["TaskTemplate"]["ContainerSpec"]
+
+
+def _service(
+    name: str, *, labels: dict | None = None, networks: tuple[str, ...] = (), spec_networks: bool = False
+) -> dict:
+    attachments = [{"Target": network} for network in networks]
+    spec: dict = {"Name": name, "Labels": labels or {}, "TaskTemplate": {"ContainerSpec": {"Image": "sha256:abc"}}}
+    if spec_networks:
+        spec["Networks"] = attachments  # The deprecated place, still filled by old clients.
+    else:
+        spec["TaskTemplate"]["Networks"] = attachments
+    return {"ID": f"id-{name}", "Spec": spec}
+
+
+def test_services_on_the_functions_network_are_functions_without_a_label() -> None:
+    """The seed's rule: `docker service create --network=functions --name catservice IMAGE` is a function
+    (the CLI writes the network's ID, the API may write its name); labels count anywhere, as before."""
+    rule = FunctionRule(networks=frozenset({"functions", "netid123"}))
+    assert rule.name(_service("catservice", networks=("netid123",))) == "catservice"
+    assert rule.name(_service("by-name", networks=("other", "functions"))) == "by-name"
+    assert rule.name(_service("old-client", networks=("netid123",), spec_networks=True)) == "old-client"
+    assert rule.name(_service("web", networks=("other",))) is None
+    assert rule.name(_service("web")) is None
+    assert rule.name(_service("labelled", labels={"function": "true"}, networks=("other",))) == "labelled"
+    assert rule.name(_service("openfaas", labels={"com.openfaas.function": "openfaas"})) == "openfaas"
+    # Opted out, and the daemon's own service: never functions, on the network or not.
+    assert rule.name(_service("db", labels={"function": "false"}, networks=("functions",))) is None
+    own = FunctionRule(networks=rule.networks, exclude=frozenset({"id-gateway"}))
+    assert own.name(_service("gateway", networks=("netid123",))) is None
+    assert own.name(_service("gateway", labels={"function": "true"})) is None
+    assert own.name(_service("catservice", networks=("netid123",))) == "catservice"
+    # Without a network known (before the first connection) only labels count.
+    assert FunctionRule().name(_service("catservice", networks=("netid123",))) is None
+    assert function_name(_service("catservice", networks=("netid123",))) is None
+
+
+def test_only_tasks_given_the_call_token_are_sent_it() -> None:
+    token = SecretRef("", "tid", call_token_secret_name(b"0123456789abcdef0123"))
+    deployed = _build(FunctionSpec(name="f", env_process="cat"), call_token=token)
+    assert takes_call_token(deployed["TaskTemplate"]["ContainerSpec"])
+    assert not takes_call_token(_build(FunctionSpec(name="f", env_process="cat"))["TaskTemplate"]["ContainerSpec"])
+    assert not takes_call_token(_build(FULL)["TaskTemplate"]["ContainerSpec"])  # Its own secrets only.
+    assert not takes_call_token({"Image": "sha256:abc"}) and not takes_call_token(None)
 
 
 def test_secret_versions() -> None:
