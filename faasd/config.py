@@ -52,7 +52,11 @@ class DaemonConfig:
     or ``auto``: the first of those this machine supports."""
     log_level: str = "info"
     upstream_timeout_s: float = 60.0
-    """Longest a function call may take through the gateway (OpenFaaS's upstream_timeout)."""
+    """Longest a function call may take through the gateway (OpenFaaS's upstream_timeout), unless the
+    function sets a longer ``exec_timeout``/``write_timeout`` of its own (:mod:`faasd.timeouts`)."""
+    max_upstream_timeout_s: float = 3600.0
+    """The most a function's own ``exec_timeout``/``write_timeout`` may raise the gateway's wait to; a
+    deploy asking for more is a 400."""
     ready_timeout_s: float = 30.0
     """Longest a call waits for a ready replica (cold start) before 503."""
     shutdown_timeout_s: float = 30.0
@@ -208,7 +212,8 @@ _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "provider": ("provider", _choice(PROVIDERS)),
     "sandbox": ("sandbox", _choice(SANDBOXES)),
     "log_level": ("log_level", _choice(("debug", "info", "warning", "error"))),
-    "upstream_timeout": ("upstream_timeout_s", _duration),
+    "upstream_timeout": ("upstream_timeout_s", _positive(_duration)),
+    "max_upstream_timeout": ("max_upstream_timeout_s", _positive(_duration)),
     "ready_timeout": ("ready_timeout_s", _duration),
     "shutdown_timeout": ("shutdown_timeout_s", _duration),
     "max_body_size": ("max_body_bytes", _size),

@@ -62,6 +62,7 @@ from faasd.scaler.loop import Autoscaler
 from faasd.scaler.meter import LoadMeter
 from faasd.service import FunctionService
 from faasd.store import AsyncStore, Store
+from faasd.timeouts import FunctionTimeouts
 
 __all__ = ["DaemonInfo", "run"]
 
@@ -104,6 +105,9 @@ async def run(
         config.provider, config=config, registry=registry, secrets=store.get_secret, call_token=call_token
     )
     service_ref: list[FunctionService] = []
+    timeouts = FunctionTimeouts(
+        config.upstream_timeout_s, config.max_upstream_timeout_s, lambda name: service_ref[0].spec(name)
+    )
     metrics = GatewayMetrics(ready_replicas=lambda: {name: len(registry.get(name)) for name in service_ref[0].names()})
     service = FunctionService(
         store,
@@ -111,6 +115,7 @@ async def run(
         registry,
         invocations=lambda name: metrics.invocations.get(name, 0),
         on_removed=metrics.forget,
+        check=timeouts.check,
     )
     persistent = bool(getattr(provider, "persistent", False))
     service_ref.append(service)
@@ -131,6 +136,7 @@ async def run(
         wake=autoscaler.wake,
         failure=service.failure,
         call_token=call_token,
+        timeouts=timeouts,
     )
     management = create_management_app(
         service=service,

@@ -49,6 +49,8 @@ class FunctionService:
 
     Args:
         on_removed: called with a function's name after it is removed (e.g. to drop its metrics).
+        check: more deploy-time checks of a spec (raising InvalidRequest), e.g. its timeouts against the
+            gateway's bound (:meth:`faasd.timeouts.FunctionTimeouts.check`).
     """
 
     def __init__(
@@ -59,12 +61,14 @@ class FunctionService:
         *,
         invocations: Callable[[str], int] = lambda name: 0,
         on_removed: Callable[[str], None] = lambda name: None,
+        check: Callable[[FunctionSpec], None] = lambda spec: None,
     ) -> None:
         self.store = store
         self.provider = provider
         self.registry = registry
         self._invocations = invocations
         self._on_removed = on_removed
+        self._check = check
         self._functions: dict[str, StoredFunction] = {}
         self._locks = NameLocks()
         self._restoring: dict[str, trio.CancelScope] = {}
@@ -90,6 +94,11 @@ class FunctionService:
 
     def stored(self, name: str) -> StoredFunction | None:
         return self._functions.get(name)
+
+    def spec(self, name: str) -> FunctionSpec | None:
+        """The stored spec of ``name`` (answered from memory: the invoke path asks it per call)."""
+        stored = self._functions.get(name)
+        return stored.spec if stored is not None else None
 
     def names(self) -> list[str]:
         return sorted(self._functions)
@@ -196,6 +205,7 @@ class FunctionService:
         (default 1).
         """
         ScaleSettings.from_labels(spec.labels)  # A malformed scaling label is a 400 now, not a surprise later.
+        self._check(spec)
         self._supersede_restore(spec.name)
         async with self._locks.hold(spec.name):
             existing = self._functions.get(spec.name)
@@ -213,6 +223,7 @@ class FunctionService:
             FunctionNotFound: no such function (faas-cli then retries with a deploy).
         """
         ScaleSettings.from_labels(spec.labels)
+        self._check(spec)
         self._require(spec.name)
         self._supersede_restore(spec.name)
         async with self._locks.hold(spec.name):

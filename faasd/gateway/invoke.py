@@ -52,6 +52,7 @@ from faasd.namespace import split_qualified_name
 from faasd.providers.types import NAME_PATTERN, Endpoint
 from faasd.registry import EndpointRegistry
 from faasd.scaler.meter import LoadMeter
+from faasd.timeouts import FunctionTimeouts
 
 __all__ = ["NOSNIFF", "Invoker", "Router", "send_text"]
 
@@ -131,6 +132,7 @@ class Invoker:
         max_held: int = MAX_HELD_CALLS,
         failure: Callable[[str], str | None] | None = None,
         call_token: CallToken | None = None,
+        timeouts: FunctionTimeouts | None = None,
     ) -> None:
         self.exists = exists
         """``exists(name) -> bool``: is the function deployed (answered from memory)."""
@@ -146,6 +148,9 @@ class Invoker:
         self.pool = pool
         self.router = Router()
         self.upstream_timeout_s = upstream_timeout_s
+        self.timeouts = timeouts
+        """Per-function upstream timeouts (a function's own exec_timeout raises it); None: always
+        ``upstream_timeout_s``."""
         self.ready_timeout_s = ready_timeout_s
         self.max_body_bytes = max_body_bytes
         self.max_json_bytes = max_json_bytes
@@ -330,6 +335,7 @@ class Invoker:
         in_flight = self.router.in_flight
         head = request.head
         token = self.call_token
+        timeout_s = self.timeout_for(name)
         while True:
             endpoint = self.router.pick(name, endpoints, frozenset(tried))
             request.head = head + token.header_line if token is not None and endpoint.call_token else head
@@ -341,7 +347,7 @@ class Invoker:
                     endpoint,
                     request,
                     send,
-                    timeout_s=self.upstream_timeout_s,
+                    timeout_s=timeout_s,
                     response_headers=call_headers,
                 )
             except ReplicaUnreachable:
@@ -351,6 +357,10 @@ class Invoker:
                     raise
             finally:
                 in_flight[authority] -= 1
+
+    def timeout_for(self, name: str) -> float:
+        """How long a call to ``name`` may wait for its answer to start (:mod:`faasd.timeouts`)."""
+        return self.timeouts.for_call(name) if self.timeouts is not None else self.upstream_timeout_s
 
     async def _proxy_request(
         self,

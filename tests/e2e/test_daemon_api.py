@@ -132,7 +132,7 @@ def test_seed_routes_x_function_and_alexa_intent(start_daemon: StartDaemon) -> N
 def test_error_statuses(start_daemon: StartDaemon) -> None:
     daemon = start_daemon(FAASD_READY_TIMEOUT="1s", FAASD_MAX_BODY_SIZE="64k", FAASD_UPSTREAM_TIMEOUT="2s")
     daemon.deploy("echo", "cat")
-    daemon.deploy("slow", "sleep 5", envVars={"exec_timeout": "30s", "write_timeout": "30s"})
+    daemon.deploy("slow", "sleep 5")  # No timeout of its own: the gateway's 2 s apply (tests/e2e/test_timeouts.py).
     with daemon.client() as client:
         unknown = client.post("/function/nope", content=b"x")
         assert (unknown.status_code, unknown.text) == (404, "Function not found: nope\n")

@@ -1,0 +1,71 @@
+"""Per-function timeouts through a real daemon: a function's own ``exec_timeout``/``write_timeout`` raises
+the gateway's wait above the global ``upstream_timeout`` (the rule is in :mod:`faasd.timeouts`).
+
+The daemon's ``upstream_timeout`` is 1 s here so that "longer than the global timeout" takes a second or
+two. The calls run side by side, each in its own thread, so the test lasts as long as the slowest one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.daemon_fixtures import Daemon, StartDaemon
+from tests.helpers import in_thread, scaled
+
+
+def _timed_call(daemon: Daemon, name: str) -> tuple[int, str, float]:
+    started = time.monotonic()
+    with daemon.client(auth=False, timeout=scaled(30)) as client:
+        response = client.post(f"/function/{name}", content=b"x")
+    return response.status_code, response.text, time.monotonic() - started
+
+
+def test_a_functions_own_timeout_raises_the_gateways(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(FAASD_UPSTREAM_TIMEOUT="1s", FAASD_MAX_UPSTREAM_TIMEOUT="20s")
+    # Runs 2 s, allowed 5 s by its own exec_timeout: the gateway waits for it (502 at 1 s before).
+    daemon.deploy("patient", "sh -c 'sleep 2; echo done'", envVars={"exec_timeout": "5s"})
+    # The same with only write_timeout set (the watchdog's bound when exec_timeout is 0).
+    daemon.deploy("written", "sh -c 'sleep 2; echo done'", envVars={"write_timeout": "5s"})
+    # No timeout of its own: the global 1 s applies, and the gateway answers 502.
+    daemon.deploy("plain", "sh -c 'sleep 2; echo done'")
+    # Its own limit (1.5 s) ends it: the watchdog's 408 reaches the caller, not the gateway's 502.
+    daemon.deploy("overrun", "sleep 30", envVars={"exec_timeout": "1500ms"})
+
+    calls = {
+        name: in_thread(lambda name=name: _timed_call(daemon, name))
+        for name in ("patient", "written", "plain", "overrun")
+    }
+    results = {name: call.result(timeout=scaled(40)) for name, call in calls.items()}
+
+    for name in ("patient", "written"):
+        status, text, took = results[name]
+        assert (status, text) == (200, "done\n"), results[name]
+        assert took >= 1.9, results[name]
+    status, text, took = results["plain"]
+    assert status == 502 and "did not answer within 1s" in text, results["plain"]
+    assert 0.9 <= took < scaled(1.9), results["plain"]
+    status, text, took = results["overrun"]
+    assert status == 408 and "exceeded exec_timeout of 1.5s" in text, results["overrun"]
+    assert 1.4 <= took < scaled(2.4), results["overrun"]
+
+
+def test_a_timeout_above_the_bound_is_refused_at_deploy(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(FAASD_UPSTREAM_TIMEOUT="1s", FAASD_MAX_UPSTREAM_TIMEOUT="10s")
+    with daemon.client() as client:
+        too_long = client.post(
+            "/system/functions", json={"service": "long", "envProcess": "cat", "envVars": {"exec_timeout": "1h"}}
+        )
+        assert too_long.status_code == 400, too_long.text
+        assert "max_upstream_timeout (10s)" in too_long.text and "3600s" in too_long.text, too_long.text
+        malformed = client.post(
+            "/system/functions", json={"service": "bad", "envProcess": "cat", "envVars": {"write_timeout": "soon"}}
+        )
+        assert malformed.status_code == 400 and "write_timeout" in malformed.text, malformed.text
+        assert client.get("/system/functions").json() == []
+        fits = client.post(
+            "/system/functions", json={"service": "fits", "envProcess": "cat", "envVars": {"exec_timeout": "8s"}}
+        )
+        assert fits.status_code == 202, fits.text
+    assert httpx.post(f"{daemon.url}/function/fits", content=b"ok").text == "ok"
