@@ -74,7 +74,7 @@ class GatewayApp:
         elif method == "GET" and path == "/healthz":
             ok, reason = self.health()
             await send_text(send, 200 if ok else 503, "OK" if ok else f"degraded: {reason}")
-        elif path == "/metrics":
+        elif path == "/metrics" or path == "/metrics/":  # The seed's README spells it with the slash.
             await self._metrics(method, send)
         else:
             await self.management(scope, receive, send)  # type: ignore[misc]

@@ -109,7 +109,7 @@ _CALL_HEADERS: Schema = {
     "X-Call-Id": {"description": "The caller's X-Call-Id, or a new UUID", "schema": {"type": "string"}},
     "X-Start-Time": {"description": "When the gateway received the call (Unix ns)", "schema": {"type": "string"}},
 }
-_INVOKE_METHODS = ("get", "post", "put", "patch", "delete")
+_INVOKE_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
 
 
 def _invoke_responses() -> dict[str, Schema]:

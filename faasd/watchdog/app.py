@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 __all__ = ["FORBIDDEN", "HEALTH_PATH", "Runner", "WatchdogApp", "make_runner"]
 
 HEALTH_PATH = "/_/health"
-INVOKE_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
-_ALLOW = b"Allow: GET, POST, PUT, PATCH, DELETE\r\n"
+INVOKE_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods that run the function. OPTIONS and HEAD too, so a function can answer CORS preflights itself
+(as OpenFaaS lets it); a HEAD answer is sent without its body. TRACE, CONNECT and the rest: 405."""
+_ALLOW = b"Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"
 _INTERNAL = b"X-OpenFaaS-Internal: faasd-watchdog\r\n"
 FORBIDDEN = b"Forbidden: this replica takes calls only from its faasd gateway\n"
 """403 body for a request without the call token. ``hmac`` is not imported for its compare_digest:

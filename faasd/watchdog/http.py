@@ -261,7 +261,9 @@ class Upstream(asyncio.Protocol):
             call.connection.end_stream(complete=True)
         elif not call.abandoned:
             content_type, headers = _downstream_headers(head, call)
-            call.connection.respond(head.status, b"".join(self.body), content_type, headers)
+            # A HEAD answer keeps the Content-Length the function's server declared for it.
+            declared = head.content_length if head.content_length >= 0 else None
+            call.connection.respond(head.status, b"".join(self.body), content_type, headers, declared)
         call.answered = True
         self.body = []
         self.runner.finished(call)

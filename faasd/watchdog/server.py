@@ -168,6 +168,7 @@ class HttpConnection(asyncio.Protocol):
     """One client connection: parse, hand complete requests to the app, write answers in order."""
 
     __slots__ = (
+        "_bodyless",
         "_chunked",
         "_continue_sent",
         "_in_process",
@@ -207,6 +208,8 @@ class HttpConnection(asyncio.Protocol):
         self._in_process = False
         self._paused = False
         self._chunked = False
+        self._bodyless = False
+        """The streamed answer is to a HEAD request: its head is sent, its body is not."""
         self._stream_keep_alive = False
         self._stream_status = 0
         self._on_writable: Callable[[], None] | None = None
@@ -319,17 +322,22 @@ class HttpConnection(asyncio.Protocol):
         body: bytes,
         content_type: str = "text/plain; charset=utf-8",
         extra_headers: bytes = b"",
+        head_length: int | None = None,
     ) -> None:
         """Write the answer to the current request in one send, then go on with the next one.
 
-        ``extra_headers`` are complete ``Name: value\\r\\n`` lines.
+        ``extra_headers`` are complete ``Name: value\\r\\n`` lines. The answer to a HEAD request is sent
+        without its body; its ``Content-Length`` is ``head_length`` when given (what the function's own
+        server declared for it), else the length of ``body``.
         """
         request = self.request
         keep_alive = self._finish_request(status)
         if self.closed:
             return
-        head = self._head(status, content_type, extra_headers, len(body), keep_alive)
-        if request is not None and request.method == "HEAD":
+        head_only = request is not None and request.method == "HEAD"
+        length = head_length if head_only and head_length is not None else len(body)
+        head = self._head(status, content_type, extra_headers, length, keep_alive)
+        if head_only:
             body = b""
         assert self.transport is not None
         self.transport.write(head + body)
@@ -356,13 +364,14 @@ class HttpConnection(asyncio.Protocol):
         request = self.request
         keep_alive = request is not None and request.keep_alive and not self.server.draining and not self.peer_eof
         self._stream_keep_alive = keep_alive
+        self._bodyless = request is not None and request.method == "HEAD"
         if self.closed or self.transport is None:
             return
         self.transport.write(self._head(status, content_type, extra_headers, length, keep_alive))
 
     def stream_write(self, data: bytes) -> None:
-        """Send one piece of a streamed body (nothing when empty)."""
-        if self.closed or not data or self.transport is None:
+        """Send one piece of a streamed body (nothing when empty, or when answering HEAD)."""
+        if self.closed or not data or self.transport is None or self._bodyless:
             return
         if self._chunked:
             self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -381,7 +390,7 @@ class HttpConnection(asyncio.Protocol):
             self.closed = True
             self.server.connections.discard(self)
             return
-        if self._chunked:
+        if self._chunked and not self._bodyless:
             self.transport.write(b"0\r\n\r\n")
         self._next(keep_alive)
 

@@ -11,18 +11,15 @@ import schemathesis
 from faasd.gateway import BasicAuth, create_management_app
 from faasd.gateway.openapi import openapi_document
 
+INVOKE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""The methods that reach a function (faasd/watchdog/app.py: OPTIONS and HEAD too, for a function's own CORS)."""
 RAW_ROUTES = {
     # Answered by GatewayApp/Invoker before Quart (faasd/gateway/app.py): not in Quart's url_map.
-    ("/function/{functionName}", "GET"),
-    ("/function/{functionName}", "POST"),
-    ("/function/{functionName}", "PUT"),
-    ("/function/{functionName}", "PATCH"),
-    ("/function/{functionName}", "DELETE"),
-    ("/function/{functionName}/{path}", "GET"),
-    ("/function/{functionName}/{path}", "POST"),
-    ("/function/{functionName}/{path}", "PUT"),
-    ("/function/{functionName}/{path}", "PATCH"),
-    ("/function/{functionName}/{path}", "DELETE"),
+    *(
+        (route, method)
+        for route in ("/function/{functionName}", "/function/{functionName}/{path}")
+        for method in INVOKE_METHODS
+    ),
     ("/", "POST"),
     ("/metrics", "GET"),
     ("/metrics", "HEAD"),
