@@ -94,6 +94,7 @@ from faasd.errors import BackendUnavailable, FunctionNotFound, InvalidRequest, d
 from faasd.logs import event
 from faasd.namelocks import NameLocks
 from faasd.providers._archive import extract_archive
+from faasd.providers._code_check import missing_code
 from faasd.providers._logbook import DEFAULT_LOG_BYTES, LineBuffer, LogBook
 from faasd.providers._pip_env import pip_environment
 from faasd.providers._requirements import install_requirements
@@ -706,11 +707,15 @@ class LocalProvider:
         With ``gid``, the dir then becomes ``root:<gid>``, readable by the function and nobody else.
 
         Raises:
-            InvalidRequest: command not found, bad watchdog setting.
+            InvalidRequest: command not found, the code it runs missing (:mod:`._code_check`), bad watchdog
+                setting.
         """
         env = self._replica_env(_Generation(0, spec, fprocess), path, os.path.join(path, ".replica"), listen_fd=3)
-        if fprocess.strip():
-            argv = shlex.split(fprocess)
+        argv = shlex.split(fprocess) if fprocess.strip() else []
+        missing = missing_code(argv, spec.env_vars, path, uploaded=bool(spec.handler_archive))
+        if missing is not None:  # faas-cli deploys lang/handler functions without their code.
+            raise InvalidRequest(missing)
+        if argv:
             program = argv[0]
             if "/" in program:
                 candidate = os.path.join(path, program)
