@@ -15,6 +15,7 @@ from faasd.cli.build import build, build_base
 from faasd.cli.common import make_context
 from faasd.cli.functions import deploy, describe, invoke, list_functions, logs, rm, scale
 from faasd.cli.new import new
+from faasd.cli.secrets import secret
 from faasd.cli.service import install_service
 from faasd.cli.status import status, version
 from faasd.cli.up import up
@@ -51,6 +52,7 @@ for command in (
     rm,
     logs,
     scale,
+    secret,
     new,
     install_service,
     build_base,

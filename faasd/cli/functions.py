@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -15,8 +16,9 @@ from faasd.cli.common import CliContext, fail, function_state, json_option, pass
 from faasd.errors import InvalidRequest
 from faasd.providers.types import FunctionSpec
 from faasd.stack import StackError, StackFunction, load_stack
+from faasd.units import parse_duration
 
-__all__ = ["deploy", "describe", "invoke", "list_functions", "logs", "rm", "scale"]
+__all__ = ["deploy", "describe", "invoke", "list_functions", "logs", "rm", "scale", "since_time"]
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
@@ -38,6 +40,13 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--label", "-l", "labels", multiple=True, help="KEY=VALUE label (repeatable).")
 @click.option("--annotation", "annotations", multiple=True, help="KEY=VALUE annotation (repeatable).")
 @click.option("--secret", "secrets", multiple=True, help="Secret name to mount (repeatable).")
+@click.option(
+    "--constraint",
+    "constraints",
+    multiple=True,
+    help="Placement constraint, e.g. 'node.role==worker' (Swarm; repeatable).",
+)
+@click.option("--readonly", is_flag=True, help="Read-only root filesystem (Swarm; as faas-cli's --readonly).")
 @click.option("--handler", type=click.Path(file_okay=False, exists=True), help="Directory with the code.")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until a replica is ready.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for readiness.")
@@ -53,6 +62,8 @@ def deploy(
     labels: tuple[str, ...],
     annotations: tuple[str, ...],
     secrets: tuple[str, ...],
+    constraints: tuple[str, ...],
+    readonly: bool,
     handler: str | None,
     wait: bool,
     timeout: float,
@@ -74,6 +85,8 @@ def deploy(
             "labels": _pairs(labels, "--label"),
             "annotations": _pairs(annotations, "--annotation"),
             "secrets": list(secrets),
+            "constraints": list(constraints),
+            "readOnlyRootFilesystem": readonly,
         }
         try:
             spec = FunctionSpec.from_json(spec_document)
@@ -113,6 +126,17 @@ def specs_from_stack(ctx: CliContext, path: str, names: tuple[str, ...] = ()) ->
     return specs
 
 
+def since_time(since: str) -> str:
+    """``--since``: a duration back from now (``5m``, as faas-cli's ``--since``) becomes that RFC 3339
+    time; anything else is passed on as a time (the gateway says when it is not one)."""
+    try:
+        seconds = parse_duration(since)
+    except ValueError:
+        return since
+    moment = datetime.now(UTC) - timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _with_handler(spec: FunctionSpec, handler: str) -> FunctionSpec:
     from dataclasses import replace
 
@@ -138,9 +162,10 @@ def deploy_spec(ctx: CliContext, spec: FunctionSpec, *, wait: bool, timeout_s: f
 
 
 @click.command("list")
+@click.option("--verbose", "-v", is_flag=True, help="Also each function's state and when it was created.")
 @json_option
 @pass_cli
-def list_functions(ctx: CliContext) -> None:
+def list_functions(ctx: CliContext, verbose: bool) -> None:
     """List functions: invocations, replicas (desired/ready), image or process."""
     try:
         functions = ctx.client.request("GET", "/system/functions").json()
@@ -156,10 +181,12 @@ def list_functions(ctx: CliContext) -> None:
             f.get("replicas", 0),
             f.get("availableReplicas", 0),
             f.get("image") or f.get("envProcess", ""),
+            *([function_state(f), f.get("createdAt") or ""] if verbose else []),
         ]
         for f in functions
     ]
-    ctx.out.table(["FUNCTION", "INVOCATIONS", "REPLICAS", "AVAILABLE", "IMAGE/PROCESS"], rows)
+    headers = ["FUNCTION", "INVOCATIONS", "REPLICAS", "AVAILABLE", "IMAGE/PROCESS"]
+    ctx.out.table([*headers, "STATE", "CREATED"] if verbose else headers, rows)
 
 
 @click.command()
@@ -247,11 +274,20 @@ def invoke(
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1)
+@click.option("-f", "--yaml", "stack_file", type=click.Path(dir_okay=False), help="Remove a stack file's functions.")
 @json_option
 @pass_cli
-def rm(ctx: CliContext, names: tuple[str, ...]) -> None:
-    """Remove functions."""
+def rm(ctx: CliContext, names: tuple[str, ...], stack_file: str | None) -> None:
+    """Remove functions: NAME..., or those of a stack file (-f stack.yml [NAME...])."""
+    if stack_file:
+        try:
+            stack = load_stack(stack_file)
+            names = tuple(stack.function(name).name for name in names) or tuple(f.name for f in stack.functions)
+        except StackError as exc:
+            raise fail(str(exc)) from None
+    elif not names:
+        raise click.UsageError("give the functions to remove (NAME..., or -f stack.yml)")
     for name in names:
         try:
             ctx.client.request("DELETE", "/system/functions", json_body={"functionName": name})
@@ -267,7 +303,7 @@ def rm(ctx: CliContext, names: tuple[str, ...]) -> None:
 @click.argument("name")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
 @click.option("--tail", "-n", type=int, default=0, help="Only the last N lines (0 = all kept).")
-@click.option("--since", help="Only lines after this RFC 3339 time.")
+@click.option("--since", help="Only newer lines: a duration back from now (5m, 1h30m) or an RFC 3339 time.")
 @click.option("--instance", default="", help="Only this replica.")
 @json_option
 @pass_cli
@@ -275,7 +311,7 @@ def logs(ctx: CliContext, name: str, follow: bool, tail: int, since: str | None,
     """Print a function's log lines (replica watchdogs and the function's stderr)."""
     query = {"name": name, "tail": str(tail), "follow": "true" if follow else "false"}
     if since:
-        query["since"] = since
+        query["since"] = since_time(since)
     if instance:
         query["instance"] = instance
     try:

@@ -9,6 +9,7 @@ import click
 from faasd.cli.common import fail
 from faasd.errors import InvalidRequest
 from faasd.providers.types import validate_function_name
+from faasd.stack import LANGUAGE_ALIASES
 from faasd.templates import TEMPLATES, scaffold, stack_entry
 
 __all__ = ["new"]
@@ -16,7 +17,13 @@ __all__ = ["new"]
 
 @click.command()
 @click.argument("name")
-@click.option("--lang", "language", type=click.Choice(sorted(TEMPLATES)), required=True, help="Template.")
+@click.option(
+    "--lang",
+    "language",
+    type=click.Choice(sorted({*TEMPLATES, *LANGUAGE_ALIASES})),
+    required=True,
+    help="Template (python3 and python3-http are OpenFaaS's names for python and python-http).",
+)
 @click.option("--prefix", default=".", show_default=True, help="Directory to create the function in.")
 @click.option("-f", "--yaml", "stack_file", default="stack.yml", show_default=True, help="Stack file to add it to.")
 def new(name: str, language: str, prefix: str, stack_file: str) -> None:
@@ -28,6 +35,7 @@ def new(name: str, language: str, prefix: str, stack_file: str) -> None:
         validate_function_name(name, "function name")
     except InvalidRequest as exc:
         raise fail(exc.message) from None
+    language = LANGUAGE_ALIASES.get(language, language)
     try:
         written = scaffold(name, language, prefix)
     except (ValueError, OSError) as exc:
