@@ -18,7 +18,7 @@ from typing import Any
 
 from faasd.units import parse_bool, parse_duration, parse_size
 
-__all__ = ["PROVIDERS", "SANDBOXES", "ConfigError", "DaemonConfig", "default_state_dir"]
+__all__ = ["PROVIDERS", "SANDBOXES", "ConfigError", "ConfigKey", "DaemonConfig", "config_keys", "default_state_dir"]
 
 PROVIDERS = ("local", "swarm", "marathon")
 SANDBOXES = ("auto", "bwrap", "uid", "none")
@@ -163,14 +163,17 @@ def _port(value: object) -> int:
     return port
 
 
-def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
-    def parse(value: object) -> str:
-        text = str(value).strip().lower()
-        if text not in options:
-            raise ValueError(f"use one of {', '.join(options)}")
-        return text
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    """A value from a fixed set (``faasd up`` lists them as the flag's choices)."""
 
-    return parse
+    options: tuple[str, ...]
+
+    def __call__(self, value: object) -> str:
+        text = str(value).strip().lower()
+        if text not in self.options:
+            raise ValueError(f"use one of {', '.join(self.options)}")
+        return text
 
 
 def _duration(value: object) -> float:
@@ -181,14 +184,17 @@ def _size(value: object) -> int:
     return int(value) if isinstance(value, int) else parse_size(str(value))
 
 
-def _positive(parse: Callable[[object], Any]) -> Callable[[object], Any]:
-    def parse_positive(value: object) -> Any:
-        number = parse(value)
+@dataclass(frozen=True, slots=True)
+class _Positive:
+    """``parse``, then refuse 0, negatives and infinity."""
+
+    parse: Callable[[object], Any]
+
+    def __call__(self, value: object) -> Any:
+        number = self.parse(value)
         if not 0 < number < math.inf:
             raise ValueError("must be greater than 0 and finite")
         return number
-
-    return parse_positive
 
 
 def _count(value: object) -> int:
@@ -205,27 +211,102 @@ def _text(value: object) -> str:
     return value
 
 
+_METAVARS: dict[Callable[[object], Any], str] = {
+    _port: "PORT",
+    _duration: "DURATION",
+    _size: "SIZE",
+    _count: "N",
+    _text: "TEXT",
+}
+"""How ``faasd up --help`` names each kind of value."""
+
+
 _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "bind": ("bind", _text),
     "port": ("port", _port),
     "state_dir": ("state_dir", _text),
-    "provider": ("provider", _choice(PROVIDERS)),
-    "sandbox": ("sandbox", _choice(SANDBOXES)),
-    "log_level": ("log_level", _choice(("debug", "info", "warning", "error"))),
-    "upstream_timeout": ("upstream_timeout_s", _positive(_duration)),
-    "max_upstream_timeout": ("max_upstream_timeout_s", _positive(_duration)),
+    "provider": ("provider", _Choice(PROVIDERS)),
+    "sandbox": ("sandbox", _Choice(SANDBOXES)),
+    "log_level": ("log_level", _Choice(("debug", "info", "warning", "error"))),
+    "upstream_timeout": ("upstream_timeout_s", _Positive(_duration)),
+    "max_upstream_timeout": ("max_upstream_timeout_s", _Positive(_duration)),
     "ready_timeout": ("ready_timeout_s", _duration),
     "shutdown_timeout": ("shutdown_timeout_s", _duration),
     "max_body_size": ("max_body_bytes", _size),
-    "max_json_size": ("max_json_bytes", _positive(_size)),
-    "header_timeout": ("header_timeout_s", _positive(_duration)),
-    "read_timeout": ("read_timeout_s", _positive(_duration)),
-    "keep_alive_timeout": ("keep_alive_timeout_s", _positive(_duration)),
-    "write_timeout": ("write_timeout_s", _positive(_duration)),
-    "max_connections": ("max_connections", _positive(_count)),
-    "max_header_size": ("max_header_bytes", _positive(_size)),
+    "max_json_size": ("max_json_bytes", _Positive(_size)),
+    "header_timeout": ("header_timeout_s", _Positive(_duration)),
+    "read_timeout": ("read_timeout_s", _Positive(_duration)),
+    "keep_alive_timeout": ("keep_alive_timeout_s", _Positive(_duration)),
+    "write_timeout": ("write_timeout_s", _Positive(_duration)),
+    "max_connections": ("max_connections", _Positive(_count)),
+    "max_header_size": ("max_header_bytes", _Positive(_size)),
     "docker_host": ("docker_host", _text),
     "swarm_network": ("swarm_network", _text),
-    "swarm_route": ("swarm_route", _choice(("auto", "host-port", "overlay-dns"))),
+    "swarm_route": ("swarm_route", _Choice(("auto", "host-port", "overlay-dns"))),
     "swarm_pull": ("swarm_pull", _bool),
 }
+
+_HELP: dict[str, str] = {
+    "bind": "Address to listen on [default: 127.0.0.1].",
+    "port": "Port to listen on [default: 8080; 0 picks a free one].",
+    "state_dir": "Where state lives [default: $STATE_DIRECTORY, $XDG_STATE_HOME/faasd, ~/.local/state/faasd].",
+    "provider": "Backend [default: local].",
+    "sandbox": "How local functions are isolated: bwrap, uid (root), none (unsafe) [default: auto].",
+    "log_level": "[default: info]",
+    "upstream_timeout": "Longest wait for a function's answer, unless it sets a longer exec_timeout [default: 60s].",
+    "max_upstream_timeout": "Most a function's own exec_timeout/write_timeout may raise that wait to [default: 1h].",
+    "ready_timeout": "Longest a call waits for a ready replica (cold start) before 503 [default: 30s].",
+    "shutdown_timeout": "Longest shutdown waits for calls in flight [default: 30s].",
+    "max_body_size": "Largest request body: a call, or a deploy with its code; 413 above [default: 64MiB].",
+    "max_json_size": "Largest other JSON body (secrets, scaling, Alexa); 413 above [default: 1MiB].",
+    "header_timeout": "A request head must arrive whole within this; else 408 [default: 10s].",
+    "read_timeout": "Longest pause while a request body arrives; else 408 [default: 10s].",
+    "keep_alive_timeout": "How long an idle client connection is kept [default: 75s].",
+    "write_timeout": "Longest a client may take to accept each piece of its answer [default: 30s].",
+    "max_connections": "Client connections open at once; more get 503 [default: 1024].",
+    "max_header_size": "Largest request line + headers; 431 above [default: 16KiB].",
+    "docker_host": "Swarm: dockerd's address [default: $DOCKER_HOST, else the local socket].",
+    "swarm_network": "Swarm: the overlay network functions join [default: functions].",
+    "swarm_route": "Swarm: how the daemon reaches tasks: overlay-dns in a container on the network, else host-port [default: auto].",
+    "swarm_pull": "Swarm: let Swarm pull function images missing here [default: off].",
+}
+"""One line of ``faasd up --help`` per key (tests/unit/test_config_flags.py checks every key has one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKey:
+    """One setting as the command line shows it: ``faasd up`` makes a flag of every key (faasd/cli/up.py),
+    so a key added to the table is a flag at once."""
+
+    name: str
+    """As in the TOML file (``upstream_timeout``)."""
+    help: str
+    choices: tuple[str, ...] = ()
+    boolean: bool = False
+    metavar: str = "VALUE"
+    """What kind of value it takes: DURATION (``10s``, ``1m30s``), SIZE (``64MiB``), N, PORT, TEXT."""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return f"FAASD_{self.name.upper()}"
+
+
+def config_keys() -> tuple[ConfigKey, ...]:
+    """Every key of the daemon's configuration, in the table's order."""
+    keys = []
+    for name, (_, parse) in _PARSERS.items():
+        base = parse.parse if isinstance(parse, _Positive) else parse
+        keys.append(
+            ConfigKey(
+                name,
+                _HELP.get(name, ""),
+                choices=parse.options if isinstance(parse, _Choice) else (),
+                boolean=parse is _bool,
+                metavar=_METAVARS.get(base, "VALUE"),
+            )
+        )
+    return tuple(keys)

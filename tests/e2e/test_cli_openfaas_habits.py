@@ -1,12 +1,14 @@
 """The ``faasd`` CLI where an OpenFaaS user reaches for faas-cli's habits: ``secret create|list|update|rm``
 (values from a flag, a file or stdin), ``deploy --constraint/--readonly``, ``list -v``, ``logs --since 5m``,
-``rm -f stack.yml``, ``new --lang python3`` -- each against a real daemon.
+``rm -f stack.yml``, ``new --lang python3``, and every ``faasd up`` key as a flag -- each against a real daemon.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import httpx
 
 from tests.daemon_fixtures import CliResult, MakeCli, StartDaemon
 from tests.helpers import wait_for
@@ -130,3 +132,25 @@ def test_new_with_openfaas_language_names(start_daemon: StartDaemon, faasd_cli: 
     assert cli.run("invoke", "hello", stdin=b"hi").ok().out == "Hello from hello! You said: hi"
     assert '"function": "web"' in cli.run("invoke", "web").ok().out
     assert _usage_error(cli.run("new", "x", "--lang", "cobol", cwd=tmp_path), "'python3', 'python3-http'")
+
+
+def test_every_up_key_is_a_flag_and_takes_effect(start_daemon: StartDaemon, faasd_cli: MakeCli) -> None:
+    # Among them the keys that were "no such option" before (config_keys() made them flags).
+    daemon = start_daemon(args=("--upstream-timeout", "1s", "--max-body-size", "1k", "--max-json-size", "100"))
+    cli = faasd_cli(daemon)
+    cli.run("deploy", "slow", "--fprocess", "sh -c 'sleep 3; echo late'").ok()
+    cli.run("deploy", "echo", "--fprocess", "cat").ok()
+    with httpx.Client(base_url=daemon.url, timeout=30) as client:
+        slow = client.post("/function/slow", content=b"x")
+        assert slow.status_code == 502 and "within 1s" in slow.text, slow.text
+        assert client.post("/function/echo", content=b"x" * 2048).status_code == 413
+        big_json = client.post(
+            "/system/secrets", json={"name": "s", "value": "v" * 200}, auth=("admin", daemon.env["FAASD_PASSWORD"])
+        )
+        assert big_json.status_code == 413, big_json.text
+    bad = cli.run("up", "--swarm-route", "nowhere")
+    assert "Invalid value for '--swarm-route'" in bad.err and bad.code == 2
+    typo = cli.run("up", "--ready-timeout", "soon")
+    assert "invalid ready_timeout='soon' (from --ready-timeout)" in typo.err and typo.code == 2
+    help_text = cli.run("up", "--help").ok().out
+    assert "--max-upstream-timeout DURATION" in help_text and "--swarm-pull / --no-swarm-pull" in help_text
