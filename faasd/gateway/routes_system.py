@@ -221,13 +221,14 @@ def create_management_app(
         settings = autoscaler.settings(name)
         decision = autoscaler.decisions.get(name)
         window = autoscaler.meter.window(name)
+        waiting = f"no decision yet (the autoscaler decides every {autoscaler.tick_s:g} s)"
         return _json(
             {
                 "name": name,
                 "replicas": status.replicas,
                 "availableReplicas": status.available_replicas,
                 "desiredReplicas": decision.desired if decision else status.replicas,
-                "reason": decision.reason if decision else "no decision yet (the autoscaler ticks every 2 s)",
+                "reason": decision.reason if decision else waiting,
                 "panicking": decision.panicking if decision else False,
                 "load": {
                     "type": settings.type,
