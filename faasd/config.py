@@ -267,7 +267,8 @@ _HELP: dict[str, str] = {
     "max_header_size": "Largest request line + headers; 431 above [default: 16KiB].",
     "docker_host": "Swarm: dockerd's address [default: $DOCKER_HOST, else the local socket].",
     "swarm_network": "Swarm: the overlay network functions join [default: functions].",
-    "swarm_route": "Swarm: how the daemon reaches tasks: overlay-dns in a container on the network, else host-port [default: auto].",
+    "swarm_route": "Swarm: how the daemon reaches tasks: overlay-dns in a container on the network, else "
+    "host-port [default: auto].",
     "swarm_pull": "Swarm: let Swarm pull function images missing here [default: off].",
 }
 """One line of ``faasd up --help`` per key (tests/unit/test_config_flags.py checks every key has one)."""

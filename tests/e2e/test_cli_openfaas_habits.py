@@ -24,7 +24,7 @@ def test_secret_create_list_update_rm(start_daemon: StartDaemon, faasd_cli: Make
     cli.run("secret", "create", "spaced", "--no-trim", stdin=b" kept \n").ok()
     cli.run("secret", "create", "binary", "--from-file", str(_write(tmp_path / "bin", b"\xff\x00\xfe"))).ok()
     assert cli.run("secret", "list").ok().rows() == [["binary"], ["key"], ["piped"], ["spaced"], ["token"]]
-    assert cli.run("secret", "list", "--json").ok().json()[0] == {"name": "binary"}
+    assert cli.run("secret", "list", "--json").ok().json()[0] == {"name": "binary", "namespace": "openfaas-fn"}
 
     # What a function reads is what was given (trimmed unless --no-trim); the values never leave the daemon.
     read_all = 'sh -c \'for s in token key piped spaced; do printf "[%s]" "$(cat $secret_mount_path/$s)"; done\''

@@ -13,8 +13,8 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+from tests.compat.conftest import faas_cli_binary
 from tests.daemon_fixtures import PASSWORD, MakeCli, StartDaemon
-from tests.e2e.test_faas_cli import faas_cli_binary
 
 UPLOAD_ADVICE = "faas-cli never uploads a handler folder): deploy with 'faasd deploy -f stack.yml'"
 
