@@ -1,7 +1,7 @@
 """Shared helpers for faasd's benchmarks (stdlib only: the benchmarks must run with a plain ``python3``).
 
 Every benchmark here compares faasd with a peer or a baseline measured *in the same run*, because absolute
-numbers on the small shared VMs we use move 5-30 % between rounds (see ``shared/reference/performance.md``).
+numbers on the small shared VMs we use move 5-30 % between rounds.
 This module holds the parts that do not depend on what is being measured:
 
 * starting a server (a :class:`Target`) with a clean, identical environment, timing exec → first good answer,

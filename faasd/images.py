@@ -7,8 +7,8 @@ registry, no network):
   host's Debian ``python3.11`` with its stdlib and the shared libraries ``ldd`` says they need, a
   static busybox for a POSIX shell and the usual commands (``sh``, ``cat``, ``wc``, ...), and the very
   ``faasd.pyz`` that built it at ``/faasd.pyz``. Its entrypoint is ``python3 /faasd.pyz watchdog``, its
-  working directory ``/home/app``, and its HEALTHCHECK tests the watchdog's lock file. This is the
-  "scratch copy" method of shared/reference/swarm.md §7(a): ≈ 50 MB, built in ≈ 2 s, where a
+  working directory ``/home/app``, and its HEALTHCHECK tests the watchdog's lock file. A copy of the
+  host's files into ``FROM scratch``: ≈ 50 MB, built in ≈ 2 s, where a
   debootstrap image takes ≈ 30 s and a registry is not needed at all;
 * **a function image** (:func:`build_function`): ``FROM <base image ID>``, ``COPY . /home/app`` of a
   function directory, built from an in-memory context with a generated Dockerfile (the directory

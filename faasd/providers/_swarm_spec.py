@@ -3,8 +3,8 @@
 No I/O, no docker SDK, no trio: every function here takes and returns plain data (the Docker Engine
 API's JSON shapes, as dicts), so the translation is tested without a Docker engine.
 
-**Service layout** (the faas-swarm conventions, shared/reference/openfaas.md §11, plus what this
-machine kind needs, shared/reference/swarm.md):
+**Service layout** (the conventions of OpenFaaS's Swarm provider, https://github.com/openfaas/faas-swarm, plus what a
+swarm without a registry or IPVS needs):
 
 * service name = function name; labels ``com.openfaas.function=<name>`` and ``function=true`` on the
   service and on its containers (container events carry them), each annotation as

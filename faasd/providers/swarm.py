@@ -13,8 +13,7 @@ read-only root, health check, resources, ...) is in :mod:`faasd.providers._swarm
 :mod:`faasd.errors` by :func:`map_exceptions` (dockerd unreachable or not a swarm manager ->
 ``BackendUnavailable``, 503). Images are used by ID (a tag is resolved on this engine first), so Swarm
 never tries a registry unless ``pull`` is set. Scaling rewrites the service's raw spec with only a
-new replica count: docker-py's ``Service.scale()`` would write back defaults and restart a replica
-(shared/reference/swarm.md §6).
+new replica count: docker-py's ``Service.scale()`` would write back defaults and restart a replica.
 
 **Discovery.** :meth:`SwarmProvider.run` follows Docker's event stream (service and container events)
 and refreshes the function an event names: one ``inspect service`` plus one ``tasks`` call. A function
@@ -1397,7 +1396,7 @@ def _update_service(api: docker.APIClient, *, name: str, document: dict[str, Any
 
 def _scale_service(api: docker.APIClient, *, name: str, replicas: int, rule: FunctionRule) -> None:
     """Rewrite the raw spec with a new replica count: the task template is passed back untouched, so
-    Swarm starts or stops tasks and restarts none (shared/reference/swarm.md §6)."""
+    Swarm starts or stops tasks and restarts none."""
 
     def change() -> None:
         service = api.inspect_service(name)  # raw: without insertDefaults
