@@ -80,6 +80,7 @@ def status(ctx: CliContext, name: str | None) -> None:
             ("Password", f"{own.get('password_file', '?')} (user admin)"),
             *_sandbox_rows(own.get("sandbox")),
             ("Functions", len(functions)),
+            *([("Async queue", _queue_line(own["async"]))] if isinstance(own.get("async"), dict) else []),
         ]
     )
     if detail is not None:
@@ -90,6 +91,10 @@ def status(ctx: CliContext, name: str | None) -> None:
             ("State", function_state(detail)),
             ("Invocations", detail.get("invocationCount", 0)),
         ]
+        queue = own.get("async")
+        if isinstance(queue, dict):
+            line = queue.get("functions", {}).get(name) or {"queued": 0, "running": 0, "oldestSeconds": 0}
+            rows.append(("Async queue", _queue_line(line)))
         if isinstance(scaling, dict) and "settings" in scaling:
             rows += _scaling_rows(scaling)
         ctx.out.fields(rows)
@@ -120,13 +125,28 @@ def _sandbox_rows(sandbox: object) -> list[tuple[str, object]]:
     return [("Sandbox", f"{mode} -- WARNING: {sandbox.get('reason', 'functions are not isolated')}")]
 
 
+def _queue_line(queue: dict[str, Any]) -> str:
+    """``3 calls (1 running), oldest 12s`` -- or ``empty``."""
+    queued = int(queue.get("queued", 0))
+    if not queued:
+        return "empty"
+    return (
+        f"{queued} call{'s' if queued != 1 else ''} ({queue.get('running', 0)} running), "
+        f"oldest {float(queue.get('oldestSeconds', 0)):.0f}s"
+    )
+
+
 def _scaling_rows(scaling: dict[str, Any]) -> list[tuple[str, object]]:
     """The autoscaler's view of one function (``GET /system/scaling/NAME``) as describe rows."""
     load, settings = scaling["load"], scaling["settings"]
     unit = "in flight" if load["type"] == "capacity" else "calls/s"
     zero = f"after {settings['zeroDurationSeconds']:g}s idle" if settings["zero"] else "off"
+    queued = f", {load['queued']:g} queued async calls among it" if load.get("queued") else ""
     return [
-        ("Load", f"{load['stable']:.1f} {unit} (60s), {load['panic']:.1f} (6s), idle {load['idleSeconds']:.0f}s"),
+        (
+            "Load",
+            f"{load['stable']:.1f} {unit} (60s), {load['panic']:.1f} (6s), idle {load['idleSeconds']:.0f}s{queued}",
+        ),
         ("Desired", f"{scaling['desiredReplicas']}" + (" (panicking)" if scaling["panicking"] else "")),
         ("Why", scaling["reason"]),
         (

@@ -18,7 +18,16 @@ faasd_held_requests                         gauge    function_name (calls waitin
 faasd_autoscaler_desired_replicas           gauge    function_name
 faasd_cold_start_seconds                    histo    - (scale from zero to a ready replica)
 faasd_provider_errors_total                 counter  operation
+faasd_async_queue_depth                     gauge    function_name (async calls accepted, not finished)
+faasd_async_queue_oldest_seconds            gauge    function_name (age of the oldest of them)
+faasd_async_queue_running                   gauge    function_name (of them, being invoked or called back)
+faasd_async_calls_total                     counter  function_name, outcome (accepted; done, delivered,
+                                                     refused, given_up)
+faasd_async_retries_total                   counter  function_name, kind (function, callback)
 =========================================== ======== ==============================================
+
+Async calls are also counted in ``gateway_function_invocation_total`` when a queue worker invokes
+the function (each attempt), as OpenFaaS counts them when its queue-worker calls the gateway.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from prometheus_client.process_collector import ProcessCollector
 __all__ = ["CONTENT_TYPE", "GatewayMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ASYNC_OUTCOMES = ("accepted", "done", "delivered", "refused", "given_up")
 
 
 class GatewayMetrics:
@@ -78,6 +88,20 @@ class GatewayMetrics:
             buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0),
             registry=self.registry,
         )
+        self._async_calls = Counter(
+            "faasd_async_calls",
+            "Async calls accepted, and finished by outcome",
+            ["function_name", "outcome"],
+            registry=self.registry,
+        )
+        self._async_retries = Counter(
+            "faasd_async_retries",
+            "Async calls retried: an invocation (kind=function) or a callback (kind=callback)",
+            ["function_name", "kind"],
+            registry=self.registry,
+        )
+        self.async_queue: Callable[[], dict[str, tuple[int, int, float]]] = dict
+        """Set by the daemon: {function: (queued, running, oldest age in seconds)} of the async queue."""
         self.held: dict[str, int] = {}
         """Calls waiting for a ready replica, per function."""
         self.desired_replicas: Callable[[], dict[str, int]] = dict
@@ -114,6 +138,15 @@ class GatewayMetrics:
     def cold_start(self, seconds: float) -> None:
         self._cold_starts.observe(seconds)
 
+    def async_event(self, function: str, what: str) -> None:
+        """An async call's event (:class:`faasd.queue.AsyncQueue`'s ``on_event``)."""
+        if what == "retry":
+            self._async_retries.labels(function, "function").inc()
+        elif what == "callback_retry":
+            self._async_retries.labels(function, "callback").inc()
+        else:
+            self._async_calls.labels(function, what).inc()
+
     def provider_error(self, operation: str) -> None:
         self._provider_errors.labels(operation).inc()
 
@@ -130,6 +163,10 @@ class GatewayMetrics:
             self.in_flight.pop(function, None)
         self.invocations.pop(function, None)
         self.held.pop(function, None)
+        for metric, values in ((self._async_calls, ASYNC_OUTCOMES), (self._async_retries, ("function", "callback"))):
+            for value in values:
+                with contextlib.suppress(KeyError):
+                    metric.remove(function, value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -167,6 +204,17 @@ class _StateCollector:
         for name, count in sorted(self._metrics.desired_replicas().items()):
             desired.add_metric([name], count)
         yield desired
+        queue = self._metrics.async_queue()
+        families = (
+            ("faasd_async_queue_depth", "Async calls accepted and not finished", 0),
+            ("faasd_async_queue_running", "Async calls being invoked or called back now", 1),
+            ("faasd_async_queue_oldest_seconds", "Age of the oldest async call not finished", 2),
+        )
+        for metric, help_text, index in families:
+            family = GaugeMetricFamily(metric, help_text, labels=["function_name"])
+            for name, values in sorted(queue.items()):
+                family.add_metric([name], values[index])
+            yield family
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())

@@ -86,6 +86,7 @@ def create_management_app(
     autoscaler: Autoscaler | None = None,
     throttle: AuthThrottle | None = None,
     sandbox: Callable[[], dict[str, object]] | None = None,
+    async_queue: Callable[[], dict[str, tuple[int, int, float]]] | None = None,
 ) -> QuartTrio:
     """Build the Quart app serving ``/system/*``, ``/healthz`` fallbacks and friendly errors.
 
@@ -236,6 +237,7 @@ def create_management_app(
                     "panic": decision.panic_load if decision else 0.0,
                     "inFlightNow": window.concurrency[-1] if window.concurrency else 0.0,
                     "idleSeconds": round(window.idle_s, 3),
+                    "queued": autoscaler.queued(name),
                 },
                 "settings": {
                     "min": settings.min_replicas,
@@ -265,6 +267,7 @@ def create_management_app(
                     "password_file": password_file or "$FAASD_PASSWORD",
                     "functions": len(service.names()),
                     **({"sandbox": sandbox()} if sandbox is not None else {}),
+                    **({"async": _async_summary(async_queue())} if async_queue is not None else {}),
                 },
                 "provider": {
                     "provider": f"faasd-{provider_name}",
@@ -353,6 +356,20 @@ def create_management_app(
         return _text(200, f"faasd {__version__}: invoke functions at /function/<name>; API under /system/")
 
     return app
+
+
+def _async_summary(lines: dict[str, tuple[int, int, float]]) -> dict[str, Any]:
+    """The async queue in ``/system/info``: totals, and per function (queued, running, oldest age)."""
+    functions = {
+        name: {"queued": queued, "running": running, "oldestSeconds": round(oldest, 3)}
+        for name, (queued, running, oldest) in lines.items()
+    }
+    return {
+        "queued": sum(line["queued"] for line in functions.values()),
+        "running": sum(line["running"] for line in functions.values()),
+        "oldestSeconds": max((line["oldestSeconds"] for line in functions.values()), default=0.0),
+        "functions": functions,
+    }
 
 
 def _text(status: int, message: str) -> Response:

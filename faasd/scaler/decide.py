@@ -5,6 +5,9 @@ and called every tick by :mod:`faasd.scaler.loop`. The rules, after Knative's KP
 
 1. The load is the function's in-flight calls (``capacity``) or its calls per second (``rps``), as
    per-second samples. Two averages: the **stable window** (60 s) and the **panic window** (6 s).
+   Queued async work (``Window.queued``: calls the async queue's workers could start now but have not
+   -- waiting for a worker slot, or to retry after a 429/502/503) is added to both: a backlog is load
+   even before it reaches a replica.
 2. ``want = ceil(average / per_replica)`` for each window, where ``per_replica = target * proportion``.
 3. **Panic** starts when the panic window asks for at least ``panic_threshold`` (2) times the ready
    replicas, and ends once a whole stable window passed without that happening. While panicking the
@@ -43,6 +46,8 @@ class Window:
     """Average calls in flight during each second."""
     idle_s: float
     """Seconds since a call was last in flight (0 while one is), or since the function was first seen."""
+    queued: float = 0.0
+    """Async calls waiting that the queue could run now (see :meth:`faasd.queue.AsyncQueue.waiting_load`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +99,8 @@ def decide(
     """
     series = window.concurrency if settings.type == "capacity" else window.requests
     unit = "in flight" if settings.type == "capacity" else "calls/s"
-    stable = _average(series, settings.stable_window_s)
-    panic = _average(series, settings.panic_window_s)
+    stable = _average(series, settings.stable_window_s) + window.queued
+    panic = _average(series, settings.panic_window_s) + window.queued
     per_replica = settings.per_replica
     want_stable = math.ceil(round(stable / per_replica, 9))
     want_panic = math.ceil(round(panic / per_replica, 9))

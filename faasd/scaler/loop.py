@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import trio
@@ -42,9 +42,17 @@ class Autoscaler:
     """Scales every function of ``service`` from the load the gateway measured in ``meter``."""
 
     def __init__(
-        self, service: FunctionService, registry: EndpointRegistry, meter: LoadMeter, *, tick_s: float = TICK_S
+        self,
+        service: FunctionService,
+        registry: EndpointRegistry,
+        meter: LoadMeter,
+        *,
+        tick_s: float = TICK_S,
+        queued: Callable[[str], float] = lambda name: 0.0,
     ) -> None:
         self.service = service
+        self.queued = queued
+        """``queued(name)``: async work waiting for the function, counted as load (decide.py rule 1)."""
         self.registry = registry
         self.meter = meter
         self.tick_s = tick_s
@@ -88,8 +96,12 @@ class Autoscaler:
             if stored is None:
                 continue
             settings = self.settings(name)
+            queued = self.queued(name)
+            if queued:
+                self.meter.touch(name)  # Work is waiting: the function is in use, not idle.
+            window = self.meter.window(name)
             decision = decide(
-                self.meter.window(name),
+                replace(window, queued=queued) if queued else window,
                 settings,
                 replicas=stored.replicas,
                 ready=len(self.registry.get(name)),

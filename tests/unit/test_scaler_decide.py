@@ -181,3 +181,12 @@ def test_labels_are_read():
     assert (settings.min_replicas, settings.max_replicas, settings.type) == (2, 8, "rps")
     assert settings.per_replica == 10 and settings.zero and settings.zero_duration_s == 120
     assert ScaleSettings.from_labels({}).type == "capacity" and ScaleSettings.from_labels({}).target == 10
+
+
+def test_queued_async_work_adds_to_the_load_of_both_windows():
+    calm = Window(requests=[0.0] * 60, concurrency=[5.0] * 60, idle_s=0.0)
+    assert decide(calm, CAPACITY, replicas=1, ready=1, now=60).desired == 1
+    backlog = Window(requests=[0.0] * 60, concurrency=[5.0] * 60, idle_s=0.0, queued=25.0)
+    decision = decide(backlog, CAPACITY, replicas=1, ready=1, now=60)
+    assert (decision.stable_load, decision.panic_load) == (30.0, 30.0)
+    assert decision.desired == 3  # ceil(30 / 10): a backlog is load before it reaches a replica

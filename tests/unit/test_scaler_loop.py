@@ -193,3 +193,22 @@ async def test_removed_functions_are_forgotten(autojump_clock: trio.testing.Mock
     del service.functions["f"]
     await autoscaler.tick()
     assert "f" not in autoscaler.decisions
+
+
+async def test_queued_async_work_scales_up_and_keeps_the_function_from_zero(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    autoscaler, service, _meter = make({"com.openfaas.scale.zero": "true", "com.openfaas.scale.zero-duration": "20s"})
+    waiting = {"f": 0.0}
+    autoscaler.queued = lambda name: waiting[name]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(autoscaler.run)
+        waiting["f"] = 30.0  # a backlog the queue's workers could start now; nothing in flight
+        await trio.sleep(5)
+        assert service.functions["f"].replicas == 4  # ceil(30 / 9): load at once, not after a replica took it
+        await trio.sleep(60)  # 65 s with no call in flight, past zero-duration: queued work is not idleness
+        assert service.functions["f"].replicas == 4
+        waiting["f"] = 0.0
+        await trio.sleep(60 + 25)
+        assert service.functions["f"].replicas == 0
+        nursery.cancel_scope.cancel()
