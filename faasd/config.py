@@ -94,6 +94,31 @@ class DaemonConfig:
     a container attached to that network, else ``host-port``."""
     swarm_pull: bool = False
     """Let Swarm pull a function image missing on this engine from its registry (off: such a deploy is a 400)."""
+    async_concurrency: int = 4
+    """Calls of one function the async queue runs at once (label ``com.openfaas.queue.max_inflight``)."""
+    async_queue_size: int = 1000
+    """Async calls waiting per function; more get 429."""
+    async_queue_total: int = 10_000
+    """Async calls waiting in all; more get 503."""
+    async_max_stored_bytes: int = 256 * 1024 * 1024
+    """Bytes the async queue may hold on disk (bodies, and answers waiting for their callback); 503 above."""
+    async_attempts: int = 10
+    """Most invocations of one async call (label ``com.openfaas.retry.attempts``); 1: no retry."""
+    async_retry_wait_s: float = 1.0
+    """Wait before the first retry of an async call or callback (label ``com.openfaas.retry.min_wait``)."""
+    async_retry_max_wait_s: float = 60.0
+    """Longest wait between two tries (label ``com.openfaas.retry.max_wait``)."""
+    async_callback_attempts: int = 10
+    """Most tries of one callback."""
+    async_callback_timeout_s: float = 10.0
+    """Longest one callback attempt may take."""
+
+    def __post_init__(self) -> None:
+        if self.async_retry_max_wait_s < self.async_retry_wait_s:
+            raise ConfigError(
+                f"async_retry_max_wait ({self.async_retry_max_wait_s:g}s) is below async_retry_wait "
+                f"({self.async_retry_wait_s:g}s)"
+            )
 
     @classmethod
     def load(
@@ -201,6 +226,21 @@ def _count(value: object) -> int:
     return int(str(value))
 
 
+@dataclass(frozen=True, slots=True)
+class _Between:
+    """``parse``, then refuse what is outside ``low``..``high``."""
+
+    low: float
+    high: float
+    parse: Callable[[object], Any]
+
+    def __call__(self, value: object) -> Any:
+        number = self.parse(value)
+        if not self.low <= number <= self.high:
+            raise ValueError(f"must be from {self.low:g} to {self.high:g}")
+        return number
+
+
 def _bool(value: object) -> bool:
     return value if isinstance(value, bool) else parse_bool(str(value))
 
@@ -244,6 +284,15 @@ _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "swarm_network": ("swarm_network", _text),
     "swarm_route": ("swarm_route", _Choice(("auto", "host-port", "overlay-dns"))),
     "swarm_pull": ("swarm_pull", _bool),
+    "async_concurrency": ("async_concurrency", _Between(1, 100, _count)),
+    "async_queue_size": ("async_queue_size", _Positive(_count)),
+    "async_queue_total": ("async_queue_total", _Positive(_count)),
+    "async_max_stored_size": ("async_max_stored_bytes", _Positive(_size)),
+    "async_attempts": ("async_attempts", _Between(1, 100, _count)),
+    "async_retry_wait": ("async_retry_wait_s", _Between(0, 3600, _duration)),
+    "async_retry_max_wait": ("async_retry_max_wait_s", _Between(0, 3600, _duration)),
+    "async_callback_attempts": ("async_callback_attempts", _Between(1, 100, _count)),
+    "async_callback_timeout": ("async_callback_timeout_s", _Positive(_duration)),
 }
 
 _HELP: dict[str, str] = {
@@ -270,6 +319,16 @@ _HELP: dict[str, str] = {
     "swarm_route": "Swarm: how the daemon reaches tasks: overlay-dns in a container on the network, else "
     "host-port [default: auto].",
     "swarm_pull": "Swarm: let Swarm pull function images missing here [default: off].",
+    "async_concurrency": "Async calls of one function run at once (label com.openfaas.queue.max_inflight) "
+    "[default: 4].",
+    "async_queue_size": "Async calls queued per function; more get 429 [default: 1000].",
+    "async_queue_total": "Async calls queued in all; more get 503 [default: 10000].",
+    "async_max_stored_size": "Bytes the async queue may keep on disk; more get 503 [default: 256MiB].",
+    "async_attempts": "Most invocations of one async call (429/502/503 are retried) [default: 10].",
+    "async_retry_wait": "First wait before retrying an async call or callback, doubling [default: 1s].",
+    "async_retry_max_wait": "Longest wait between two tries [default: 60s].",
+    "async_callback_attempts": "Most tries of one callback [default: 10].",
+    "async_callback_timeout": "Longest one callback try may take [default: 10s].",
 }
 """One line of ``faasd up --help`` per key (tests/unit/test_config_flags.py checks every key has one)."""
 
@@ -300,7 +359,7 @@ def config_keys() -> tuple[ConfigKey, ...]:
     """Every key of the daemon's configuration, in the table's order."""
     keys = []
     for name, (_, parse) in _PARSERS.items():
-        base = parse.parse if isinstance(parse, _Positive) else parse
+        base = parse.parse if isinstance(parse, _Positive | _Between) else parse
         keys.append(
             ConfigKey(
                 name,

@@ -7,19 +7,22 @@ Tasks (children of the root nursery):
 * ``gateway`` -- :class:`~faasd.gateway.HttpServer` serving :class:`~faasd.gateway.GatewayApp`, stopping on
   the shutdown event;
 * ``scaler`` -- the autoscaler: every second, per function, load -> :func:`faasd.scaler.decide.decide` -> scale;
+* ``queue`` -- the async queue (:mod:`faasd.queue`): its writer, dispatcher and one task per call running;
 * ``restore`` -- stored functions applied again, each in its own task (local); for Swarm/Marathon,
   ``backend sync`` instead: keeps the store in step with what the backend runs.
 
 Start order: state dir, credentials and the call token (replicas take calls only from this gateway,
-:mod:`faasd.calltoken`), store, provider (started), stored functions *loaded* (known,
-``restoring``; for Swarm/Marathon, read from the backend -- later if it is down), their replica counts
-kept for one stable window (the autoscaler has no load samples yet), the gateway binds, the autoscaler
-starts, then ``ready`` is logged and told to systemd (``READY=1``: ``/healthz`` answers by then) -- and
-only then are the functions restored, in the background: a slow ``pip install`` or an invalid stored
-spec never delays or stops the start, and calls to a function still restoring are held as at zero
-replicas. Shutdown order: the gateway stops accepting and drains in-flight calls (bounded by
-``shutdown_timeout``), then the provider and any restore still running are cancelled (the local
-backend stops its replicas, a ``pip`` is stopped), then the store closes. Exit status 0.
+:mod:`faasd.calltoken`), store and queue database, provider (started), stored functions and queued
+async calls *loaded* (known, ``restoring``; for Swarm/Marathon, read from the backend -- later if it is
+down), their replica counts kept for one stable window (the autoscaler has no load samples yet), the
+gateway binds, the autoscaler and the queue's workers start, then ``ready`` is logged and told to
+systemd (``READY=1``: ``/healthz`` answers by then) -- and only then are the functions restored, in the
+background: a slow ``pip install`` or an invalid stored spec never delays or stops the start, and calls
+to a function still restoring are held as at zero replicas. Shutdown order: the gateway stops
+accepting and drains in-flight calls, and the queue starts no new async call; both are bounded by
+``shutdown_timeout`` from the signal; the queue's writes are committed; then the provider, the queue's
+calls still running and any restore are cancelled (the local backend stops its replicas, a ``pip`` is
+stopped), then the stores close. Exit status 0.
 
 Error handling: a state dir or database that cannot be used, a port that cannot be bound, is one
 error line naming the file (or the reason) and exit status 1 -- see :func:`main_up`.
@@ -57,6 +60,7 @@ from faasd.gateway import (
 from faasd.logs import event
 from faasd.providers import load_provider
 from faasd.providers.types import FunctionSpec
+from faasd.queue import AsyncQueue, AsyncRoute, QueueDb, QueueDefaults, QueueLimits, QueueSettings
 from faasd.registry import EndpointRegistry
 from faasd.scaler.loop import Autoscaler
 from faasd.scaler.meter import LoadMeter
@@ -100,6 +104,8 @@ async def run(
     password, password_file = load_or_create_password(config.state_dir, env)
     call_token = _load_call_token(config.state_dir)
     store = AsyncStore(await trio.to_thread.run_sync(Store.open, os.path.join(config.state_dir, "faasd.db")))
+    queue_db = await trio.to_thread.run_sync(QueueDb.open, os.path.join(config.state_dir, "queue.db"))
+    queue_defaults = _queue_defaults(config)
     registry = EndpointRegistry()
     provider = load_provider(
         config.provider, config=config, registry=registry, secrets=store.get_secret, call_token=call_token
@@ -115,7 +121,7 @@ async def run(
         registry,
         invocations=lambda name: metrics.invocations.get(name, 0),
         on_removed=metrics.forget,
-        check=timeouts.check,
+        check=lambda spec: _check_spec(spec, timeouts, queue_defaults),
     )
     persistent = bool(getattr(provider, "persistent", False))
     service_ref.append(service)
@@ -138,6 +144,24 @@ async def run(
         call_token=call_token,
         timeouts=timeouts,
     )
+    queue = AsyncQueue(
+        queue_db,
+        invoker,
+        spec=lambda name: stored.spec if (stored := service.stored(name)) is not None else None,
+        defaults=queue_defaults,
+        limits=QueueLimits(
+            per_function=config.async_queue_size,
+            total=config.async_queue_total,
+            stored_bytes=config.async_max_stored_bytes,
+            body_bytes=config.max_body_bytes,
+        ),
+        attempt_timeout_s=lambda name: config.ready_timeout_s + timeouts.for_call(name),
+        on_event=metrics.async_event,
+    )
+    autoscaler.queued = queue.waiting_load
+    metrics.async_queue = lambda: {
+        name: (line.queued, line.running, line.oldest_s) for name, line in queue.stats().items()
+    }
     management = create_management_app(
         service=service,
         auth=BasicAuth(USERNAME, password),
@@ -150,19 +174,29 @@ async def run(
         password_file=password_file,
         autoscaler=autoscaler,
         sandbox=getattr(provider, "sandbox_info", None),
+        async_queue=metrics.async_queue,
     )
-    app = GatewayApp(invoker=invoker, management=management, metrics=metrics, health=provider.health)
+    app = GatewayApp(
+        invoker=invoker,
+        management=management,
+        metrics=metrics,
+        health=provider.health,
+        async_route=AsyncRoute(queue, invoker, exists=service.exists),
+    )
     shutdown = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope)
             await nursery.start(provider.run)
             await service.load()
+            queued = await queue.load()
             _hold_stored_counts(service, autoscaler)
             gateway_done = trio.Event()
             binds = await nursery.start(_serve_gateway, app, config, shutdown, gateway_done)
             await nursery.start(autoscaler.run)
             url = binds[0] if binds else f"http://{config.bind}:{config.port}"
+            queue.gateway_port = int(url.rsplit(":", 1)[1]) if binds else config.port
+            await nursery.start(queue.run, shutdown)
             info = DaemonInfo(url=url, password_file=password_file, state_dir=config.state_dir)
             event(
                 log,
@@ -175,6 +209,7 @@ async def run(
                 state_dir=config.state_dir,
                 password_file=password_file or "$FAASD_PASSWORD",
                 functions=len(service.names()),
+                async_calls=queued,
                 startup_ms=round((time.monotonic() - started) * 1000),
             )
             sdnotify.notify(f"READY=1\nSTATUS=serving on {url}", env)
@@ -186,6 +221,7 @@ async def run(
                 except FaasdError as exc:
                     event(log, logging.ERROR, "cannot deploy from stack", function=spec.name, error=exc.message)
             await gateway_done.wait()
+            await queue.drain(config.shutdown_timeout_s)
             event(log, logging.INFO, "gateway stopped; stopping replicas")
             nursery.cancel_scope.cancel()
     finally:
@@ -193,6 +229,7 @@ async def run(
             await pool.aclose()
             await provider.aclose()
             await store.aclose()
+            await queue_db.aclose()
     event(log, logging.INFO, "stopped")
 
 
@@ -254,6 +291,23 @@ async def _watch_signals(shutdown: trio.Event, root: trio.CancelScope) -> None:
             else:
                 event(log, logging.WARNING, "second signal: stopping now", signal=signal.Signals(signum).name)
                 root.cancel()
+
+
+def _check_spec(spec: FunctionSpec, timeouts: FunctionTimeouts, queue_defaults: QueueDefaults) -> None:
+    """A deploy's checks beyond the spec's own: its timeouts, and its async queue labels (a 400 naming the key)."""
+    timeouts.check(spec)
+    QueueSettings.for_function(spec.labels, spec.annotations, queue_defaults)
+
+
+def _queue_defaults(config: DaemonConfig) -> QueueDefaults:
+    return QueueDefaults(
+        concurrency=config.async_concurrency,
+        attempts=config.async_attempts,
+        retry_wait_s=config.async_retry_wait_s,
+        retry_max_wait_s=config.async_retry_max_wait_s,
+        callback_attempts=config.async_callback_attempts,
+        callback_timeout_s=config.async_callback_timeout_s,
+    )
 
 
 def _hold_stored_counts(service: FunctionService, autoscaler: Autoscaler) -> None:

@@ -3,13 +3,14 @@
 hypercorn + Quart cost ~0.3 ms of CPU per request on these machines before any work is done; the
 routes that carry function traffic (``/function/*``, ``POST /`` with X-Function or an Alexa body) and
 the ones scraped or probed all the time (``/healthz``, ``/metrics``) are answered here as raw ASGI,
-so they skip Quart's routing, request objects and middleware. Quart serves the management API and
-receives the lifespan events.
+so they skip Quart's routing, request objects and middleware; so does ``/async-function/*``
+(:class:`faasd.queue.AsyncRoute`, given by the daemon). Quart serves the management API and receives
+the lifespan events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from faasd.gateway.invoke import NOSNIFF, Invoker, send_text
@@ -29,8 +30,10 @@ class GatewayApp:
         management: Callable[[Scope, Receive, Send], object],
         metrics: GatewayMetrics,
         health: Callable[[], tuple[bool, str]],
+        async_route: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
     ) -> None:
         self.invoker = invoker
+        self.async_route = async_route
         self.management = management
         self.metrics = metrics
         self.health = health
@@ -69,6 +72,8 @@ class GatewayApp:
         method: str = scope["method"]
         if path.startswith("/function/"):
             await self.invoker.function_route(scope, receive, send)
+        elif path.startswith("/async-function/") and self.async_route is not None:
+            await self.async_route(scope, receive, send)
         elif path == "/" and method == "POST":
             await self.invoker.root_route(scope, receive, send)
         elif method == "GET" and path == "/healthz":

@@ -171,6 +171,44 @@ def _namespace_mutation(operation_id: str, summary: str, *, path: bool = False) 
     )
 
 
+def _async(operation_id: str, summary: str, extra: list[Schema]) -> Schema:
+    def gateway(description: str) -> Schema:
+        return {**_text(description), "headers": _CALL_HEADERS}
+
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "description": (
+                "The call is stored durably, then answered 202; a queue worker invokes the function later. "
+                "An X-Callback-Url header (http or https) receives the function's answer as a POST with "
+                "X-Call-Id, X-Duration-Seconds, X-Function-Status and X-Function-Name (docs/async.md has the "
+                "rules on callback addresses, retries and limits)."
+            ),
+            "tags": ["function"],
+            "security": [],
+            "parameters": [_INVOKE_NAME, *extra],
+            "requestBody": {
+                "required": False,
+                "description": "Passed to the function as it is",
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "responses": {
+                "202": {"description": "Stored; the function will be called", "headers": _CALL_HEADERS},
+                "400": gateway(
+                    "Invalid function name, X-Callback-Url or X-Call-Id, another namespace than openfaas-fn, "
+                    "or a NUL (%00) in the path or query"
+                ),
+                "404": gateway("No such function"),
+                "413": gateway("Body larger than max_body_size"),
+                "429": gateway("This function's async queue is full (async_queue_size)"),
+                "500": gateway("The call could not be stored"),
+                "503": gateway("The async queue is full (async_queue_total, async_max_stored_size)"),
+            },
+        }
+    }
+
+
 def _schemas() -> dict[str, Schema]:
     string_map = {"type": "object", "additionalProperties": {"type": "string"}}
     nullable_string_map = {**string_map, "nullable": True}
@@ -310,6 +348,7 @@ def _schemas() -> dict[str, Schema]:
                         "panic": {"type": "number"},
                         "inFlightNow": {"type": "number"},
                         "idleSeconds": {"type": "number"},
+                        "queued": {"type": "number", "description": "Async calls waiting, counted as load"},
                     },
                 },
                 "settings": {
@@ -353,8 +392,28 @@ def _schemas() -> dict[str, Schema]:
                         "health": {"type": "string"},
                         "password_file": {"type": "string"},
                         "functions": {"type": "integer"},
+                        "async": {
+                            "type": "object",
+                            "description": "The async queue: calls accepted and not finished, in all and per function",
+                            "required": ["queued", "running", "oldestSeconds", "functions"],
+                            "properties": {
+                                "queued": {"type": "integer", "minimum": 0},
+                                "running": {"type": "integer", "minimum": 0},
+                                "oldestSeconds": {"type": "number", "minimum": 0},
+                                "functions": {"type": "object", "additionalProperties": _ref("AsyncQueueStats")},
+                            },
+                        },
                     },
                 },
+            },
+        },
+        "AsyncQueueStats": {
+            "type": "object",
+            "required": ["queued", "running", "oldestSeconds"],
+            "properties": {
+                "queued": {"type": "integer", "minimum": 0},
+                "running": {"type": "integer", "minimum": 0},
+                "oldestSeconds": {"type": "number", "minimum": 0},
             },
         },
         "LogEntry": {
@@ -435,6 +494,12 @@ def _paths() -> dict[str, Schema]:
         "/function/{functionName}/{path}": _invoke(
             "InvokeFunctionPath",
             "Call a function; the replica sees /{path}?{query} (path may hold further segments)",
+            [{"name": "path", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}],
+        ),
+        "/async-function/{functionName}": _async("InvokeAsync", "Call a function later (async)", []),
+        "/async-function/{functionName}/{path}": _async(
+            "InvokeAsyncPath",
+            "Call a function later (async); the replica sees /{path}?{query}",
             [{"name": "path", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}],
         ),
         "/": {

@@ -154,7 +154,8 @@ class AsyncQueue:
 
     Args:
         spec: ``spec(name)`` -- the function's spec (for its labels), or None when it is unknown.
-        attempt_timeout_s: longest one invocation may take, waiting for a replica included.
+        attempt_timeout_s: ``attempt_timeout_s(function)``, the longest one invocation may take, waiting for
+            a replica included (a bound behind the gateway's own timeouts, which answer 502/503 first).
         on_event: ``on_event(function, what)`` for metrics: ``accepted``, ``retry``, ``callback_retry``,
             and the outcomes ``done``, ``delivered``, ``refused``, ``given_up``.
     """
@@ -167,7 +168,7 @@ class AsyncQueue:
         spec: Callable[[str], FunctionSpec | None],
         defaults: QueueDefaults,
         limits: QueueLimits,
-        attempt_timeout_s: float,
+        attempt_timeout_s: Callable[[str], float],
         on_event: Callable[[str, str], None] = lambda function, what: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -449,7 +450,8 @@ class AsyncQueue:
         try:
             reserve = len(call.body) + (PART_BYTES if call.callback_url else 0)
             async with self._budget.hold(reserve):
-                with trio.move_on_after(self.attempt_timeout_s) as deadline:
+                timeout_s = self.attempt_timeout_s(call.function)
+                with trio.move_on_after(timeout_s) as deadline:
                     try:
                         await self.invoker.invoke(
                             invoke_scope(call), replay(call.body), capture.send, call.function, call.target
@@ -457,9 +459,7 @@ class AsyncQueue:
                     except Exception as exc:  # The replica cut its answer short (or the like): a 502.
                         capture.fail(502, f"The function's answer failed: {exc or type(exc).__name__}")
                 if deadline.cancelled_caught:
-                    capture.fail(
-                        502, f"No complete answer from function {call.function} within {self.attempt_timeout_s:g}s"
-                    )
+                    capture.fail(502, f"No complete answer from function {call.function} within {timeout_s:g}s")
                 elif not capture.complete:
                     capture.fail(502, f"Function {call.function} gave no complete answer")
         finally:

@@ -20,6 +20,8 @@ RAW_ROUTES = {
         for route in ("/function/{functionName}", "/function/{functionName}/{path}")
         for method in INVOKE_METHODS
     ),
+    ("/async-function/{functionName}", "POST"),
+    ("/async-function/{functionName}/{path}", "POST"),
     ("/", "POST"),
     ("/metrics", "GET"),
     ("/metrics", "HEAD"),
