@@ -231,6 +231,14 @@ def describe(ctx: CliContext, name: str) -> None:
 @click.option("--content-type", default="text/plain", show_default=True)
 @click.option("--path", default="", help="Sub-path after /function/NAME.")
 @click.option("--timeout", default=120.0, show_default=True)
+@click.option(
+    "--async",
+    "async_call",
+    is_flag=True,
+    help="Queue the call (/async-function/NAME) instead of waiting for the answer; prints its call id.",
+)
+@click.option("--callback-url", help="With --async: where the function's answer is POSTed when it is done.")
+@json_option
 @pass_cli
 def invoke(
     ctx: CliContext,
@@ -241,8 +249,13 @@ def invoke(
     content_type: str,
     path: str,
     timeout: float,
+    async_call: bool,
+    callback_url: str | None,
 ) -> None:
-    """Call a function: stdin is the body, the answer goes to stdout (exit 1 on an error status)."""
+    """Call a function: stdin is the body, the answer goes to stdout (exit 1 on an error status).
+
+    With --async the call is queued and only its call id is printed; the answer goes to --callback-url.
+    """
     body = b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
     request_headers = {"Content-Type": content_type}
     for header in headers:
@@ -251,6 +264,15 @@ def invoke(
             raise click.BadParameter(f"{header!r} is not 'Name: value'", param_hint="--header")
         request_headers[key.strip()] = value.strip()
     query = _pairs(queries, "--query")
+    if callback_url is not None and not async_call:
+        raise click.UsageError("--callback-url needs --async")
+    if async_call:
+        if method.upper() != "POST":
+            raise click.UsageError("--async sends POST (the async route accepts nothing else)")
+        if callback_url is not None:
+            request_headers["X-Callback-Url"] = callback_url
+        _invoke_async(ctx, name, path, body, request_headers, query, timeout)
+        return
     target = f"/function/{name}" + ("/" + path.lstrip("/") if path else "")
     try:
         response = ctx.client.request(
@@ -271,6 +293,31 @@ def invoke(
         raise fail(f"function {name} answered {response.status}")
     sys.stdout.buffer.write(response.body)
     sys.stdout.flush()
+
+
+def _invoke_async(
+    ctx: CliContext,
+    name: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    query: dict[str, str],
+    timeout: float,
+) -> None:
+    """``POST /async-function/NAME[/PATH]``: 202 and the call id on stdout, or one error line."""
+    target = f"/async-function/{name}" + ("/" + path.lstrip("/") if path else "")
+    try:
+        response = ctx.client.request(
+            "POST", target, body=body, headers=headers, query=query, auth=False, ok=(202,), timeout_s=timeout
+        )
+    except ClientError as exc:
+        raise fail(str(exc)) from None
+    call_id = next((value for key, value in response.headers.items() if key.lower() == "x-call-id"), "")
+    if ctx.out.json_mode:
+        ctx.out.json({"function": name, "status": response.status, "callId": call_id})
+        return
+    click.echo(call_id)
+    click.echo(f"Function {name} submitted asynchronously (202 Accepted).", err=True)
 
 
 @click.command()
