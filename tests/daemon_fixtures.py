@@ -374,3 +374,116 @@ def faasd_cli(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[Make
 def closed_port_url() -> str:
     """The URL of a port on 127.0.0.1 where nothing listens (it was free a moment ago)."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+# -- a callback receiver for async calls ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Callback:
+    """One callback POST as the receiver got it (header names lower-cased)."""
+
+    at: float
+    """``time.monotonic()`` when it arrived."""
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+    """The status the receiver answered (0: it closed the connection without answering)."""
+
+    @property
+    def call_id(self) -> str:
+        return self.headers.get("x-call-id", "")
+
+
+class CallbackServer:
+    """A real HTTP server on 127.0.0.1 (a thread of the test) that records every POST it gets.
+
+    ``fail_first(n, status)`` makes the first ``n`` attempts for each call id answer ``status`` (0: close
+    the connection without an answer) -- a receiver that is down for a while.
+    """
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self._lock = threading.Lock()
+        self.received: list[Callback] = []
+        self._failures = 0
+        self._fail_status = 500
+        server_self = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                status = server_self._answer(headers.get("x-call-id", ""))
+                server_self._record(Callback(time.monotonic(), self.path, headers, body, status))
+                if status == 0:
+                    self.close_connection = True
+                    return
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.send_header("Connection", "close")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="callback-server", daemon=True)
+        self._thread.start()
+
+    def fail_first(self, attempts: int, status: int = 500) -> None:
+        self._failures, self._fail_status = attempts, status
+
+    def _answer(self, call_id: str) -> int:
+        with self._lock:
+            earlier = sum(1 for callback in self.received if callback.call_id == call_id)
+        return self._fail_status if earlier < self._failures else 200
+
+    def _record(self, callback: Callback) -> None:
+        with self._lock:
+            self.received.append(callback)
+
+    def calls(self, call_id: str) -> list[Callback]:
+        with self._lock:
+            return [callback for callback in self.received if callback.call_id == call_id]
+
+    def delivered(self) -> dict[str, int]:
+        """Call id -> how many times it was answered 200."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for callback in self.received:
+                if callback.answered == 200:
+                    counts[callback.call_id] = counts.get(callback.call_id, 0) + 1
+        return counts
+
+    def wait_delivered(self, call_ids: set[str], timeout: float) -> dict[str, int]:
+        """Wait until every one of ``call_ids`` was delivered (answered 200) at least once."""
+        wait_for(
+            lambda: call_ids <= self.delivered().keys(),
+            timeout,
+            lambda: f"callbacks for {len(call_ids - self.delivered().keys())} of {len(call_ids)} calls",
+        )
+        return self.delivered()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def callback_server() -> Iterator[CallbackServer]:
+    server = CallbackServer()
+    try:
+        yield server
+    finally:
+        server.close()

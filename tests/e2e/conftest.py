@@ -263,4 +263,4 @@ def start_watchdog(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator
         pytest.fail("; ".join(problems))
 
 
-from tests.daemon_fixtures import faasd_cli, start_daemon  # noqa: E402, F401 -- the daemon and CLI fixtures
+from tests.daemon_fixtures import callback_server, faasd_cli, start_daemon  # noqa: E402, F401 -- the fixtures

@@ -173,6 +173,82 @@ def invoke() -> list[Bad]:
     ]  # fmt: skip
 
 
+def async_calls() -> list[Bad]:
+    """``POST /async-function/{name}[/{path}]``: names, paths, methods, bodies, ``X-Callback-Url`` (the rule
+    of faasd/queue/callback.py: scheme, host, credentials, length, CR/LF, link-local and unspecified
+    addresses) and ``X-Call-Id``. Calls it accepts (202) run later on ``ref``; their callbacks go to a
+    closed port on 127.0.0.1 and are retried in the background while the group goes on."""
+    fn, sub = "/async-function/{functionName}", "/async-function/{functionName}/{path}"
+
+    def post(
+        what: str, target: str, expect: frozenset[int], body: bytes = b"x", reason: bool = True, **headers: str
+    ) -> Bad:
+        route = sub if target.count("/") > 2 else fn
+        return Bad(
+            what,
+            route,
+            request("POST", target, body, {name.replace("_", "-"): value for name, value in headers.items()}),
+            expect,
+            reason,
+        )
+
+    def callback(what: str, url: str, expect: frozenset[int] = _ok(400)) -> Bad:
+        return post(f"X-Callback-Url {what}", "/async-function/ref", expect, X_Callback_Url=url)
+
+    return [
+        post("NUL (%00) in the path", "/async-function/ref/a%00b", _ok(400)),
+        post("NUL (%00) in the query", "/async-function/ref?a=%00", _ok(400)),
+        post("NUL (%00) in the name", "/async-function/re%00f", _ok(400)),
+        post("CRLF (%0d%0a) in the name", f"/async-function/ref%0d%0a{INJECTED}:%201", _ok(400)),
+        post("CRLF (%0d%0a) in the path (stored as sent)", f"/async-function/ref/%0d%0a{INJECTED}:%201", _ok(202), reason=False),
+        Bad("raw NUL byte in the target", sub, raw(b"POST /async-function/ref/a\x00b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"), _ok(400), False),
+        post("10k-character name", "/async-function/" + "n" * 10_000, _ok(400)),
+        post("10k-character path", "/async-function/ref/" + "p" * 10_000, _ok(202), reason=False),
+        post("empty name", "/async-function/", _ok(400)),
+        post("empty name before a path", "/async-function//ref", _ok(400)),
+        post("encoded dot-dot as the name", "/async-function/%2e%2e/system/info", _ok(400)),
+        post("the namespace suffix alone", "/async-function/.openfaas-fn", _ok(400)),
+        post("another namespace", "/async-function/ref.other-ns", _ok(404)),
+        post("unknown function", "/async-function/nope", _ok(404)),
+        Bad("GET", fn, request("GET", "/async-function/ref"), _ok(405)),
+        Bad("PUT with a path", sub, request("PUT", "/async-function/ref/x", b"x"), _ok(405)),
+        Bad("DELETE", fn, request("DELETE", "/async-function/ref"), _ok(405)),
+        Bad("unknown method", fn, request("BREW", "/async-function/ref"), _ok(405)),
+        Bad("HEAD", fn, request("HEAD", "/async-function/ref"), _ok(405), False, head=True),
+        Bad("Content-Length over max_body_size", fn, request("POST", "/async-function/ref", length=MAX_BODY + 1), _ok(413)),
+        Bad("Content-Length of 2^63", fn, request("POST", "/async-function/ref", length=2**63), _ok(400, 413)),
+        Bad("negative Content-Length", fn, raw(b"POST /async-function/ref HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"), _ok(400), False),
+        Bad("chunked body over max_body_size", fn, chunked("POST", "/async-function/ref", MAX_BODY + 1024), _ok(413)),
+        Bad("Expect: 100-continue over max_body_size", fn, request("POST", "/async-function/ref", headers={"Expect": "100-continue"}, length=MAX_BODY + 1), _ok(413)),
+        callback("ftp://", "ftp://127.0.0.1/x"),
+        callback("file://", "file:///etc/passwd"),
+        callback("without a host", "http:///x"),
+        callback("with credentials", "http://admin:secret@127.0.0.1:9/"),
+        callback("hiding the host behind @", "http://127.0.0.1:9@169.254.169.254/"),
+        callback("to cloud metadata", "http://169.254.169.254/latest/meta-data/"),
+        callback("to cloud metadata as one number", "http://2852039166/"),
+        callback("to cloud metadata in hex", "http://0xa9.0xfe.0xa9.0xfe/"),
+        callback("to cloud metadata, IPv4-mapped", "http://[::ffff:169.254.169.254]/"),
+        callback("to an IPv6 link-local address", "http://[fe80::1]:9/"),
+        callback("to 0.0.0.0", "http://0.0.0.0:9/"),
+        callback("to multicast", "http://224.0.0.1:9/"),
+        callback("with port 0", "http://127.0.0.1:0/"),
+        callback("with port 99999", "http://127.0.0.1:99999/"),
+        callback("of 10k characters", "http://127.0.0.1:9/" + "u" * 10_000),
+        callback("with a space", "http://127.0.0.1:9/a b"),
+        callback("not a URL", "%%%"),
+        callback("empty", ""),
+        callback("with CRLF (%0d%0a) in its path (sent as written)", f"http://127.0.0.1:9/%0d%0a{INJECTED}:%201", _ok(202)),
+        Bad("X-Callback-Url with a raw CR", fn, raw(b"POST /async-function/ref HTTP/1.1\r\nHost: x\r\nX-Callback-Url: http://127.0.0.1:9/\rX-Injected: 1\r\nContent-Length: 0\r\n\r\n"), _ok(400), False),
+        Bad("X-Callback-Url with a control character", fn, raw(b"POST /async-function/ref HTTP/1.1\r\nHost: x\r\nX-Callback-Url: http://127.0.0.1:9/\x01\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), _ok(400), False),
+        Bad("X-Callback-Url not ASCII", fn, raw(b"POST /async-function/ref HTTP/1.1\r\nHost: x\r\nX-Callback-Url: http://r\xe9.example/\r\nContent-Length: 0\r\n\r\n"), _ok(400)),
+        Bad("X-Callback-Url twice", fn, raw(b"POST /async-function/ref HTTP/1.1\r\nHost: x\r\nX-Callback-Url: http://127.0.0.1:9/\r\nX-Callback-Url: http://127.0.0.1:10/\r\nContent-Length: 0\r\n\r\n"), _ok(400)),
+        post("X-Call-Id of 300 characters", "/async-function/ref", _ok(400), X_Call_Id="c" * 300),
+        Bad("X-Call-Id with a control character", fn, raw(b"POST /async-function/ref HTTP/1.1\r\nHost: x\r\nX-Call-Id: a\x7fb\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), _ok(400), False),
+        post("a call whose callback goes to a closed port", "/async-function/ref", _ok(202), reason=False, X_Callback_Url="http://127.0.0.1:9/"),
+    ]  # fmt: skip
+
+
 def root() -> list[Bad]:
     """``POST /``: the X-Function header and Alexa bodies; and the other methods on ``/``."""
     return [
@@ -467,6 +543,7 @@ def http_layer() -> list[Bad]:
 
 GROUPS = {
     "invoke": invoke,
+    "async": async_calls,
     "root": root,
     "probes": probes,
     "functions": functions,
