@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from faasd.queue.hosts import LOOPBACK_ONLY, CallbackHosts
 from faasd.units import parse_bool, parse_duration, parse_size
 
 __all__ = ["PROVIDERS", "SANDBOXES", "ConfigError", "ConfigKey", "DaemonConfig", "config_keys", "default_state_dir"]
@@ -112,6 +113,8 @@ class DaemonConfig:
     """Most tries of one callback."""
     async_callback_timeout_s: float = 10.0
     """Longest one callback attempt may take."""
+    async_callback_hosts: CallbackHosts = LOOPBACK_ONLY
+    """Where async callbacks may go besides this host's loopback (:mod:`faasd.queue.hosts`)."""
 
     def __post_init__(self) -> None:
         if self.async_retry_max_wait_s < self.async_retry_wait_s:
@@ -245,6 +248,12 @@ def _bool(value: object) -> bool:
     return value if isinstance(value, bool) else parse_bool(str(value))
 
 
+def _callback_hosts(value: object) -> CallbackHosts:
+    if not isinstance(value, str | list):
+        raise TypeError("must be a comma-separated string or a list of strings")
+    return CallbackHosts.parse(value)
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError("must be a string")
@@ -257,6 +266,7 @@ _METAVARS: dict[Callable[[object], Any], str] = {
     _size: "SIZE",
     _count: "N",
     _text: "TEXT",
+    _callback_hosts: "HOSTS",
 }
 """How ``faasd up --help`` names each kind of value."""
 
@@ -293,6 +303,7 @@ _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "async_retry_max_wait": ("async_retry_max_wait_s", _Between(0, 3600, _duration)),
     "async_callback_attempts": ("async_callback_attempts", _Between(1, 100, _count)),
     "async_callback_timeout": ("async_callback_timeout_s", _Positive(_duration)),
+    "async_callback_hosts": ("async_callback_hosts", _callback_hosts),
 }
 
 _HELP: dict[str, str] = {
@@ -329,6 +340,8 @@ _HELP: dict[str, str] = {
     "async_retry_max_wait": "Longest wait between two tries [default: 60s].",
     "async_callback_attempts": "Most tries of one callback [default: 10].",
     "async_callback_timeout": "Longest one callback try may take [default: 10s].",
+    "async_callback_hosts": "Where async callbacks may go besides loopback: names, *.domain, addresses, "
+    "networks, or * (comma-separated) [default: none].",
 }
 """One line of ``faasd up --help`` per key (tests/unit/test_config_flags.py checks every key has one)."""
 

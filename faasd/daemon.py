@@ -60,7 +60,10 @@ from faasd.gateway import (
 from faasd.logs import event
 from faasd.providers import load_provider
 from faasd.providers.types import FunctionSpec
-from faasd.queue import AsyncQueue, AsyncRoute, QueueDb, QueueDefaults, QueueLimits, QueueSettings
+from faasd.queue.queue import AsyncQueue, QueueLimits
+from faasd.queue.route import AsyncRoute
+from faasd.queue.settings import QueueDefaults, QueueSettings
+from faasd.queue.store import QueueDb
 from faasd.registry import EndpointRegistry
 from faasd.scaler.loop import Autoscaler
 from faasd.scaler.meter import LoadMeter
@@ -157,6 +160,7 @@ async def run(
         ),
         attempt_timeout_s=lambda name: config.ready_timeout_s + timeouts.for_call(name),
         on_event=metrics.async_event,
+        callback_hosts=config.async_callback_hosts,
     )
     autoscaler.queued = queue.waiting_load
     metrics.async_queue = lambda: {
@@ -195,7 +199,7 @@ async def run(
             binds = await nursery.start(_serve_gateway, app, config, shutdown, gateway_done)
             await nursery.start(autoscaler.run)
             url = binds[0] if binds else f"http://{config.bind}:{config.port}"
-            queue.gateway_port = int(url.rsplit(":", 1)[1]) if binds else config.port
+            queue.callbacks.gateway_port = int(url.rsplit(":", 1)[1]) if binds else config.port
             await nursery.start(queue.run, shutdown)
             info = DaemonInfo(url=url, password_file=password_file, state_dir=config.state_dir)
             event(

@@ -1,24 +1,25 @@
 """``X-Callback-Url``: which URLs are accepted, which addresses are never called, and the POST itself.
 
 Anyone who may call a function may ask for a callback (``/async-function/*`` is public, as in OpenFaaS),
-so the daemon must not become a way to reach what only it can reach. The rule, applied twice -- to the
-URL when the call is accepted (a 400 naming what is wrong), and to every address the host resolves to
-when the callback is sent (then the callback is given up at once, not retried):
+so the daemon must not become a way to reach what only it can reach. The rule, applied to the URL when the
+call is accepted (a 400 naming what is wrong), and again, with every address the host resolves to, when the
+callback is sent (then the callback is given up at once, not retried):
 
 * ``http`` or ``https`` only, a host, no ``user:password@`` (a classic way to hide the real host), a
   port from 1 to 65535, at most :data:`MAX_URL_CHARS` characters of visible ASCII (no spaces, no control
   characters, so no CR/LF that could split the request we write); a ``#fragment`` is dropped;
-* never an address no one should call: unspecified (``0.0.0.0``, ``::``), **link-local**
-  (``169.254.0.0/16``, ``fe80::/10``: where cloud metadata services answer, e.g. ``169.254.169.254``),
-  multicast or broadcast -- also written as a decimal or hex number, or IPv4-mapped IPv6;
+* the host is this host's loopback or one listed in ``async_callback_hosts`` (:mod:`faasd.queue.hosts`);
+* never an address no one should call, whatever that list says: unspecified (``0.0.0.0``, ``::``),
+  **link-local** (``169.254.0.0/16``, ``fe80::/10``: where cloud metadata services answer, e.g.
+  ``169.254.169.254``), multicast or broadcast -- also written as a decimal or hex number, or
+  IPv4-mapped IPv6;
 * never this gateway itself, except ``/function/...`` (chaining functions, as OpenFaaS documents): an
   address of this host (loopback, or any address it could bind) with the gateway's port, and any other
   path -- ``/system/*`` or ``/async-function/*`` (a loop) -- is refused.
 
-Loopback and private addresses are otherwise allowed: a receiver on this host or this network is the
-common case for a single-host daemon. The check runs on the addresses actually connected to (the host
-is resolved once per attempt and only those addresses are used), so a DNS name that changes between
-the check and the connection cannot point the callback elsewhere.
+The check runs on the addresses actually connected to (the host is resolved once per attempt and only
+those addresses are used), so a DNS name that changes between the check and the connection cannot point
+the callback elsewhere.
 
 Delivery (:func:`deliver`): one ``POST`` per attempt on a new connection (``Connection: close``), TLS
 for https (the system's CA store, the host name checked), the whole attempt bounded by a timeout. A
@@ -34,16 +35,18 @@ import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import trio
 
 from faasd.errors import InvalidRequest
+from faasd.queue.hosts import LOOPBACK_ONLY, CallbackHosts, IpAddress, is_localhost, unmapped
 
 __all__ = [
     "MAX_URL_CHARS",
     "AddressGuard",
+    "CallbackRule",
     "CallbackUrl",
     "Delivery",
     "deliver",
@@ -58,7 +61,6 @@ MAX_ANSWER_HEAD_BYTES = 64 * 1024
 SEND_CHUNK = 64 * 1024
 _VISIBLE = re.compile(r"[\x21-\x7e]+")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9])(?: |$)")
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +140,7 @@ def known_addresses(url: CallbackUrl) -> list[IpAddress]:
     cases are a 400 at once; every address is checked again when the callback is sent."""
     if url.literal is not None:
         return [url.literal]
-    host = url.host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
+    if is_localhost(url.host):
         return [ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")]
     return []
 
@@ -152,8 +153,7 @@ def forbidden_address(
     address: IpAddress, url: CallbackUrl, *, gateway_port: int | None, is_local: Callable[[IpAddress], bool]
 ) -> str | None:
     """The address half of the module's rule: why ``url`` may not be called at ``address``, or None."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = unmapped(address)
     if address.is_unspecified:
         return f"X-Callback-Url points at the unspecified address {address}"
     if address.is_link_local:
@@ -164,6 +164,41 @@ def forbidden_address(
     if gateway and not url.target.startswith(b"/function/"):
         return "X-Callback-Url points at this gateway: only its /function/... routes may be called back"
     return None
+
+
+@dataclass(slots=True)
+class CallbackRule:
+    """The module's rule with this daemon's settings: ``async_callback_hosts`` and the gateway's port."""
+
+    hosts: CallbackHosts = LOOPBACK_ONLY
+    gateway_port: int | None = None
+    """Set once the gateway is bound (None: not checked)."""
+    is_local: Callable[[IpAddress], bool] = field(default=lambda address: is_local_address(address))
+
+    def check(self, text: str) -> CallbackUrl:
+        """``X-Callback-Url`` against all of the rule that needs no resolver (the addresses a host name
+        resolves to are checked by :meth:`guard` when the callback is sent).
+
+        Raises:
+            InvalidRequest: why it may not be used, in one line.
+        """
+        url = parse_callback_url(text)
+        for address in known_addresses(url):
+            reason = self.guard(address, url)
+            if reason:
+                raise InvalidRequest(reason)
+        reason = self.hosts.refusal(url.host, url.literal)
+        if reason:
+            raise InvalidRequest(reason)
+        return url
+
+    def guard(self, address: IpAddress, url: CallbackUrl) -> str | None:
+        """Why a callback may not go to ``address`` (:func:`forbidden_address`; and loopback only for a
+        host allowed only as ``localhost``), or None."""
+        reason = forbidden_address(address, url, gateway_port=self.gateway_port, is_local=self.is_local)
+        if reason is None and self.hosts.loopback_only(url.host, url.literal) and not unmapped(address).is_loopback:
+            reason = f"X-Callback-Url host {url.host} resolves to {address}, not to a loopback address"
+        return reason
 
 
 def is_local_address(address: IpAddress) -> bool:

@@ -45,14 +45,8 @@ from faasd.errors import FaasdError, InvalidRequest, StateError
 from faasd.gateway.invoke import Invoker
 from faasd.logs import event
 from faasd.providers.types import FunctionSpec
-from faasd.queue.callback import (
-    CallbackUrl,
-    IpAddress,
-    deliver,
-    forbidden_address,
-    is_local_address,
-    parse_callback_url,
-)
+from faasd.queue.callback import CallbackRule, CallbackUrl, deliver
+from faasd.queue.hosts import LOOPBACK_ONLY, CallbackHosts
 from faasd.queue.settings import QueueDefaults, QueueSettings, backoff_s
 from faasd.queue.store import (
     PART_BYTES,
@@ -64,7 +58,17 @@ from faasd.queue.store import (
     SaveResult,
     StoredCall,
 )
-from faasd.queue.worker import TRUNCATED, ByteBudget, Capture, callback_headers, invoke_scope, replay
+from faasd.queue.worker import (
+    ByteBudget,
+    Capture,
+    Result,
+    callback_headers,
+    invoke_scope,
+    marked,
+    replay,
+    stored_parts,
+    stored_result,
+)
 from faasd.queue.writer import Writer
 
 __all__ = ["MEMORY_BYTES", "AsyncQueue", "FunctionQueueFull", "QueueFull", "QueueLimits", "QueueStats"]
@@ -138,17 +142,6 @@ class _Line:
         return not self.entries and not self.running and not self.reserved
 
 
-@dataclass(slots=True)
-class _Result:
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    seconds: float
-    body: bytes | None
-    length: int
-    truncated: bool
-    stored: bool
-
-
 class AsyncQueue:
     """See the module docstring.
 
@@ -158,6 +151,7 @@ class AsyncQueue:
             a replica included (a bound behind the gateway's own timeouts, which answer 502/503 first).
         on_event: ``on_event(function, what)`` for metrics: ``accepted``, ``retry``, ``callback_retry``,
             and the outcomes ``done``, ``delivered``, ``refused``, ``given_up``.
+        callback_hosts: where callbacks may go besides loopback (``async_callback_hosts``).
     """
 
     def __init__(
@@ -170,6 +164,7 @@ class AsyncQueue:
         limits: QueueLimits,
         attempt_timeout_s: Callable[[str], float],
         on_event: Callable[[str, str], None] = lambda function, what: None,
+        callback_hosts: CallbackHosts = LOOPBACK_ONLY,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
@@ -180,8 +175,8 @@ class AsyncQueue:
         self.attempt_timeout_s = attempt_timeout_s
         self.on_event = on_event
         self.clock = clock
-        self.gateway_port: int | None = None
-        """Set once the gateway is bound: callbacks to it are restricted (:mod:`faasd.queue.callback`)."""
+        self.callbacks = CallbackRule(callback_hosts)
+        """Where callbacks may go; the daemon sets its ``gateway_port`` once the gateway is bound."""
         self._lines: dict[str, _Line] = {}
         self._total = 0
         self._reserved = 0
@@ -418,7 +413,7 @@ class AsyncQueue:
         if call is None:  # Removed under us (by hand?): nothing to do.
             self._finish(line, entry, "done")
             return
-        result = _stored_result(call)
+        result = stored_result(call)
         if result is None:
             result = await self._invoke(line, entry, call)
             if result is None:
@@ -426,15 +421,15 @@ class AsyncQueue:
         if call.callback_url is None:
             self._finish(line, entry, "done")
             return
-        try:
-            url = parse_callback_url(call.callback_url)
-        except InvalidRequest as exc:  # Checked when accepted: only a hand-edited row gets here.
+        try:  # Checked when accepted; async_callback_hosts may have changed since (a restart).
+            url = self.callbacks.check(call.callback_url)
+        except InvalidRequest as exc:
             event(log, logging.WARNING, "callback given up", call_id=call.call_id, error=exc.message)
             self._finish(line, entry, "given_up")
             return
         await self._callback(line, entry, call, url, result)
 
-    async def _invoke(self, line: _Line, entry: _Entry, call: StoredCall) -> _Result | None:
+    async def _invoke(self, line: _Line, entry: _Entry, call: StoredCall) -> Result | None:
         """One invocation; None when it is to be retried (already scheduled)."""
         settings = self.settings(call.function)
         retry_left = entry.attempts + 1 < settings.attempts
@@ -484,16 +479,14 @@ class AsyncQueue:
             return None
         stored = capture.parts > 0
         if stored:
-            headers = _marked(capture.headers, capture.truncated)
+            headers = marked(capture.headers, capture.truncated)
             await self._write(SaveResult(call.seq, capture.status, headers, seconds, None, capture.length))
             entry.has_result = True
             self._stored_bytes += capture.length
             entry.stored_bytes += capture.length
-        return _Result(
-            capture.status, capture.headers, seconds, capture.body, capture.length, capture.truncated, stored
-        )
+        return Result(capture.status, capture.headers, seconds, capture.body, capture.length, capture.truncated, stored)
 
-    async def _callback(self, line: _Line, entry: _Entry, call: StoredCall, url: CallbackUrl, result: _Result) -> None:
+    async def _callback(self, line: _Line, entry: _Entry, call: StoredCall, url: CallbackUrl, result: Result) -> None:
         headers = callback_headers(
             result.headers,
             call_id=call.call_id,
@@ -502,9 +495,9 @@ class AsyncQueue:
             seconds=result.seconds,
             truncated=result.truncated,
         )
-        body = result.body if result.body is not None else self._parts(call.seq, result.length)
+        body = result.body if result.body is not None else stored_parts(self.db, call.seq, result.length)
         delivery = await deliver(
-            url, headers, body, result.length, timeout_s=self.defaults.callback_timeout_s, guard=self.guard
+            url, headers, body, result.length, timeout_s=self.defaults.callback_timeout_s, guard=self.callbacks.guard
         )
         entry.callback_attempts += 1
         if delivery.ok:
@@ -536,7 +529,7 @@ class AsyncQueue:
             error=delivery.reason,
         )
         if not result.stored:
-            headers = _marked(result.headers, result.truncated)
+            headers = marked(result.headers, result.truncated)
             self._write_later(SaveResult(call.seq, result.status, headers, result.seconds, result.body, result.length))
             result.stored = entry.has_result = True
             self._stored_bytes += result.length
@@ -548,46 +541,3 @@ class AsyncQueue:
         not_before = self.clock() + wait_s
         await self._write(Reschedule(entry.seq, entry.attempts, entry.callback_attempts, not_before))
         self._delay(line, entry, not_before)
-
-    def _parts(self, seq: int, length: int) -> Callable[[], _PartStream]:
-        def stream() -> _PartStream:
-            return _PartStream(self.db, seq, math.ceil(length / PART_BYTES))
-
-        return stream
-
-    def guard(self, address: IpAddress, url: CallbackUrl) -> str | None:
-        """Why a callback may not go to ``address`` (:func:`~faasd.queue.callback.forbidden_address`)."""
-        return forbidden_address(address, url, gateway_port=self.gateway_port, is_local=is_local_address)
-
-
-class _PartStream:
-    """A stored answer's parts, read one at a time (an async iterator)."""
-
-    def __init__(self, db: QueueDb, seq: int, parts: int) -> None:
-        self.db = db
-        self.seq = seq
-        self.parts = parts
-        self.next = 0
-
-    def __aiter__(self) -> _PartStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self.next >= self.parts:
-            raise StopAsyncIteration
-        data = await self.db.read_part(self.seq, self.next)
-        self.next += 1
-        return data
-
-
-def _stored_result(call: StoredCall) -> _Result | None:
-    stored = call.result
-    if stored is None:
-        return None
-    truncated = (TRUNCATED, b"true") in stored.headers
-    return _Result(stored.status, stored.headers, stored.seconds, stored.body, stored.length, truncated, True)
-
-
-def _marked(headers: list[tuple[bytes, bytes]], truncated: bool) -> list[tuple[bytes, bytes]]:
-    """The answer's headers as stored: with :data:`TRUNCATED` when its body was cut."""
-    return [*headers, (TRUNCATED, b"true")] if truncated else headers

@@ -25,7 +25,6 @@ from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NoReplica
 from faasd.gateway.invoke import MAX_BUFFERED_BYTES, Invoker, send_text
 from faasd.gateway.proxy import DROP_REQUEST, Receive, Scope, Send
 from faasd.providers.types import MAX_NAME_LENGTH, NAME_PATTERN
-from faasd.queue.callback import known_addresses, parse_callback_url
 from faasd.queue.queue import AsyncQueue
 from faasd.queue.store import AddCall
 
@@ -141,11 +140,7 @@ class AsyncRoute:
             text = values[0].decode("ascii")
         except UnicodeDecodeError:
             raise InvalidRequest("X-Callback-Url must be visible ASCII: no spaces or control characters") from None
-        url = parse_callback_url(text)
-        for address in known_addresses(url):
-            reason = self.queue.guard(address, url)
-            if reason:
-                raise InvalidRequest(reason)
+        self.queue.callbacks.check(text)
         return text
 
     async def _read_body(self, receive: Receive, length: int) -> bytes | None:

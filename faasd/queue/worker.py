@@ -12,16 +12,29 @@ goes to the database in parts as it arrives instead of staying in memory.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from faasd import __version__
 from faasd.gateway.proxy import HOP_BY_HOP
-from faasd.queue.store import PART_BYTES, AddPart, StoredCall
+from faasd.queue.store import PART_BYTES, AddPart, QueueDb, StoredCall
 
-__all__ = ["TRUNCATED", "ByteBudget", "Capture", "callback_headers", "invoke_scope", "replay"]
+__all__ = [
+    "TRUNCATED",
+    "ByteBudget",
+    "Capture",
+    "Result",
+    "callback_headers",
+    "invoke_scope",
+    "marked",
+    "replay",
+    "stored_parts",
+    "stored_result",
+]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -203,3 +216,59 @@ class ByteBudget:
             self.used -= size
             self._changed.set()
             self._changed = trio.Event()
+
+
+@dataclass(slots=True)
+class Result:
+    """One invocation's answer as the callback needs it; ``body`` None: stored in parts."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    seconds: float
+    body: bytes | None
+    length: int
+    truncated: bool
+    stored: bool
+
+
+def stored_parts(db: QueueDb, seq: int, length: int) -> Callable[[], AsyncIterator[bytes]]:
+    """A stored answer of ``length`` bytes in parts, as a callback body (streamed anew for each attempt)."""
+
+    def stream() -> _PartStream:
+        return _PartStream(db, seq, math.ceil(length / PART_BYTES))
+
+    return stream
+
+
+class _PartStream:
+    """A stored answer's parts, read one at a time (an async iterator)."""
+
+    def __init__(self, db: QueueDb, seq: int, parts: int) -> None:
+        self.db = db
+        self.seq = seq
+        self.parts = parts
+        self.next = 0
+
+    def __aiter__(self) -> _PartStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.next >= self.parts:
+            raise StopAsyncIteration
+        data = await self.db.read_part(self.seq, self.next)
+        self.next += 1
+        return data
+
+
+def stored_result(call: StoredCall) -> Result | None:
+    """The answer stored with ``call`` (its callback is being retried), or None."""
+    stored = call.result
+    if stored is None:
+        return None
+    truncated = (TRUNCATED, b"true") in stored.headers
+    return Result(stored.status, stored.headers, stored.seconds, stored.body, stored.length, truncated, True)
+
+
+def marked(headers: list[tuple[bytes, bytes]], truncated: bool) -> list[tuple[bytes, bytes]]:
+    """The answer's headers as stored: with :data:`TRUNCATED` when its body was cut."""
+    return [*headers, (TRUNCATED, b"true")] if truncated else headers

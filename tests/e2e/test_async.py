@@ -9,11 +9,13 @@ calls with that key and then 200, ``/sleep?s=S`` after S seconds, ``/raise`` an 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import itertools
 import json
 import re
 import signal
+import socket
 import tarfile
 import threading
 import time
@@ -232,6 +234,10 @@ def test_invalid_callback_urls_are_400(start_daemon: StartDaemon) -> None:
         f"http://localhost:{port}/async-function/py": "this gateway",
         "http://127.0.0.1:9/" + "p" * 2100: "longer than 2048",
         "http://127.0.0.1:9/a b": "visible ASCII",
+        # Not loopback, and async_callback_hosts lists nothing: no server-side request forgery by default.
+        "http://10.1.2.3:9000/": "not allowed",
+        "http://192.168.0.10/": "not allowed",
+        "https://hooks.example.com/done": "not allowed",
     }
     for url, reason in cases.items():
         answer = post_async(daemon, "/async-function/py/echo", X_Callback_Url=url)
@@ -246,6 +252,85 @@ def test_invalid_callback_urls_are_400(start_daemon: StartDaemon) -> None:
     chained = post_async(daemon, "/async-function/py/echo", X_Callback_Url=f"http://127.0.0.1:{port}/function/py/echo")
     assert chained.status_code == 202
     assert daemon.metric("faasd_async_calls_total", function_name="py", outcome="accepted") == 1
+
+
+def test_async_callback_hosts_lists_where_else_callbacks_may_go(start_daemon: StartDaemon) -> None:
+    """Accepted, not sent: the one worker slot of ``slow`` is taken by a call that sleeps past the test,
+    so no callback leaves this host (the daemon is stopped first)."""
+    daemon = start_daemon(
+        FAASD_ASYNC_CALLBACK_HOSTS="hooks.example.com, *.corp.example, 10.0.0.0/8", FAASD_SHUTDOWN_TIMEOUT="1s"
+    )
+    deploy_py(daemon, "slow", **{"com.openfaas.queue.max_inflight": "1"})
+    assert post_async(daemon, "/async-function/slow/sleep?s=120").status_code == 202
+    wait_for(lambda: daemon.metric("faasd_async_queue_running", function_name="slow") == 1, 10, "slow to run")
+    for url in [
+        "https://hooks.example.com/done",
+        "http://a.corp.example/x",
+        "http://10.9.8.7:9000/",
+        "http://[::1]:9/",
+    ]:
+        answer = post_async(daemon, "/async-function/slow/sleep?s=0", X_Callback_Url=url)
+        assert answer.status_code == 202, (url, answer.text)
+    for url in ["http://www.hooks.example.com/", "http://corp.example/", "http://192.168.0.10/"]:
+        answer = post_async(daemon, "/async-function/slow/sleep?s=0", X_Callback_Url=url)
+        assert answer.status_code == 400 and "async_callback_hosts" in answer.text, (url, answer.text)
+    link_local = post_async(daemon, "/async-function/slow/sleep?s=0", X_Callback_Url="http://169.254.169.254/")
+    assert link_local.status_code == 400 and "link-local" in link_local.text  # whatever the list says
+    assert daemon.metric("faasd_async_queue_depth", function_name="slow") == 5
+    assert daemon.metric("faasd_async_queue_running", function_name="slow") == 1
+
+
+def test_a_hanging_function_times_out_is_retried_and_its_502_called_back(
+    start_daemon: StartDaemon, callback_server: CallbackServer
+) -> None:
+    daemon = start_daemon(FAASD_UPSTREAM_TIMEOUT="1s", FAASD_SHUTDOWN_TIMEOUT="1s", **FAST_RETRIES)
+    deploy_py(daemon, "hangs", **{"com.openfaas.retry.attempts": "2"})
+    started = time.monotonic()
+    answer = post_async(daemon, "/async-function/hangs/sleep?s=600", X_Callback_Url=callback_server.url)
+    call_id = answer.headers["x-call-id"]
+    callback_server.wait_delivered({call_id}, scaled(20))
+    [callback] = callback_server.calls(call_id)
+    assert callback.headers["x-function-status"] == "502", callback
+    assert b"did not answer within 1s" in callback.body, callback.body
+    assert 1.0 <= float(callback.headers["x-duration-seconds"]) < scaled(5)  # the last attempt's own time
+    assert time.monotonic() - started >= 2.0  # two attempts of 1 s each
+    assert invocations(daemon, "hangs", 502) == 2
+    assert daemon.metric("faasd_async_retries_total", function_name="hangs", kind="function") == 1
+
+
+def test_a_callback_receiver_that_never_answers_costs_a_bounded_time(start_daemon: StartDaemon) -> None:
+    """The receiver accepts connections and reads, but never answers: each attempt ends at
+    async_callback_timeout, and after async_callback_attempts the call is given up."""
+    daemon = start_daemon(FAASD_ASYNC_CALLBACK_TIMEOUT="1s", FAASD_ASYNC_CALLBACK_ATTEMPTS="2", **FAST_RETRIES)
+    deploy_py(daemon)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(0.2)
+        held: list[socket.socket] = []
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        answer = post_async(daemon, "/async-function/py/echo", b"x", X_Callback_Url=f"http://127.0.0.1:{port}/")
+        assert answer.status_code == 202
+
+        def given_up() -> bool:
+            with contextlib.suppress(TimeoutError):
+                held.append(silent.accept()[0])
+            return daemon.metric("faasd_async_calls_total", function_name="py", outcome="given_up") == 1
+
+        wait_for(given_up, scaled(15), "the callback to be given up")
+        elapsed = time.monotonic() - started
+        requests = []
+        for connection in held:  # the daemon sent its POST, then closed the connection: none is left open
+            with connection:
+                connection.settimeout(scaled(5))
+                data = b""
+                while chunk := connection.recv(65536):
+                    data += chunk
+                requests.append(data)
+    assert len(held) == 2, held  # one connection per attempt
+    assert all(request.startswith(b"POST / HTTP/1.1\r\n") for request in requests), requests
+    assert 2.0 <= elapsed < scaled(8), elapsed
+    assert "no answer within 1s" in daemon.logs()
+    assert daemon.metric("faasd_async_queue_depth", function_name="py") in (None, 0.0)
 
 
 def test_full_queues_are_429_per_function_and_503_in_all_and_show_in_metrics_and_status(

@@ -176,8 +176,9 @@ def invoke() -> list[Bad]:
 def async_calls() -> list[Bad]:
     """``POST /async-function/{name}[/{path}]``: names, paths, methods, bodies, ``X-Callback-Url`` (the rule
     of faasd/queue/callback.py: scheme, host, credentials, length, CR/LF, link-local and unspecified
-    addresses) and ``X-Call-Id``. Calls it accepts (202) run later on ``ref``; their callbacks go to a
-    closed port on 127.0.0.1 and are retried in the background while the group goes on."""
+    addresses, hosts not in async_callback_hosts) and ``X-Call-Id``. Calls it accepts (202) run later on
+    ``ref``; their callbacks go to a closed port on 127.0.0.1 and are retried in the background while the
+    group goes on."""
     fn, sub = "/async-function/{functionName}", "/async-function/{functionName}/{path}"
 
     def post(
@@ -232,6 +233,9 @@ def async_calls() -> list[Bad]:
         callback("to an IPv6 link-local address", "http://[fe80::1]:9/"),
         callback("to 0.0.0.0", "http://0.0.0.0:9/"),
         callback("to multicast", "http://224.0.0.1:9/"),
+        callback("to a private address not in async_callback_hosts", "http://10.1.2.3:9/"),
+        callback("to a host name not in async_callback_hosts", "http://hooks.example.com/"),
+        callback("to a name under localhost's", "http://localhost.example.com/"),
         callback("with port 0", "http://127.0.0.1:0/"),
         callback("with port 99999", "http://127.0.0.1:99999/"),
         callback("of 10k characters", "http://127.0.0.1:9/" + "u" * 10_000),

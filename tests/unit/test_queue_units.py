@@ -15,7 +15,15 @@ import pytest
 import trio
 
 from faasd.errors import InvalidRequest, StateError
-from faasd.queue.callback import Delivery, deliver, forbidden_address, literal_address, parse_callback_url
+from faasd.queue.callback import (
+    CallbackRule,
+    Delivery,
+    deliver,
+    forbidden_address,
+    literal_address,
+    parse_callback_url,
+)
+from faasd.queue.hosts import CallbackHosts
 from faasd.queue.settings import QueueDefaults, QueueSettings, backoff_s
 from faasd.queue.store import PART_BYTES, AddCall, AddPart, DeleteCall, QueueDb, Reschedule, SaveResult
 from faasd.queue.worker import Capture, callback_headers
@@ -166,6 +174,74 @@ def test_literal_addresses_in_every_form_the_resolver_reads():
     assert literal_address("0251.0376.0251.0376") == ipaddress.IPv4Address("169.254.169.254")
     assert literal_address("::1") == ipaddress.IPv6Address("::1")
     assert literal_address("receiver.example") is None
+
+
+def test_callback_hosts_are_read_from_a_list_or_a_comma_separated_string():
+    hosts = CallbackHosts.parse("Hooks.Example.com., *.corp.example, 10.0.0.0/8, [fd00::7], 192.0.2.1,,")
+    assert hosts == CallbackHosts.parse(["hooks.example.com", "*.corp.example", "10.0.0.0/8", "fd00::7", "192.0.2.1"])
+    assert hosts.names == {"hooks.example.com"} and hosts.suffixes == (".corp.example",) and not hosts.any_host
+    assert [str(network) for network in hosts.networks] == ["10.0.0.0/8", "fd00::7/128", "192.0.2.1/32"]
+    assert CallbackHosts.parse("*").any_host and str(CallbackHosts.parse("")) == "(loopback only)"
+    for bad in ["http://hooks.example.com/", "10.0.0.0/33", "a b", "*.", "-bad-.example", "999.1.1.1", "x" * 300]:
+        with pytest.raises(ValueError, match="is not a host name"):
+            CallbackHosts.parse(bad)
+
+
+@pytest.mark.parametrize(
+    ("entries", "allowed", "refused"),
+    [
+        (
+            "",
+            ["http://127.0.0.1:9/", "http://127.9.9.9/", "http://[::1]/", "http://localhost:9/", "http://a.localhost/",
+             "http://[::ffff:127.0.0.1]/", "http://2130706433/"],
+            ["http://10.1.2.3/", "http://192.168.0.10/", "http://203.0.113.5/", "http://hooks.example.com/",
+             "http://localhost.example.com/"],
+        ),
+        (
+            "hooks.example.com,*.corp.example,10.0.0.0/8",
+            ["http://hooks.example.com/", "https://HOOKS.example.com./x", "http://a.b.corp.example/", "http://10.1.2.3/",
+             "http://127.0.0.1/"],
+            ["http://www.hooks.example.com/", "http://corp.example/", "http://11.0.0.1/", "http://example.com/"],
+        ),
+        ("*", ["http://203.0.113.5/", "http://anything.example/", "http://10.1.2.3/"], []),
+    ],
+)  # fmt: skip
+def test_callbacks_go_to_loopback_and_the_listed_hosts_only(entries: str, allowed: list[str], refused: list[str]):
+    rule = CallbackRule(CallbackHosts.parse(entries), gateway_port=None, is_local=_never_local)
+    for text in allowed:
+        assert rule.check(text).text == text
+    for text in refused:
+        with pytest.raises(
+            InvalidRequest, match="is not allowed: callbacks go to this host's loopback or to the hosts"
+        ):
+            rule.check(text)
+
+
+def test_what_no_list_allows_is_refused_first_with_its_own_reason():
+    rule = CallbackRule(CallbackHosts.parse("*,169.254.0.0/16"), gateway_port=8080, is_local=_always_local)
+    for text, reason in [
+        ("http://169.254.169.254/", "link-local"),
+        ("http://0.0.0.0:9/", "unspecified"),
+        ("http://224.0.0.1/", "multicast"),
+        ("http://localhost:8080/system/functions", "this gateway"),
+    ]:
+        with pytest.raises(InvalidRequest, match=reason):
+            rule.check(text)
+    assert rule.check("http://localhost:8080/function/next").port == 8080
+
+
+def test_a_name_allowed_only_as_localhost_must_resolve_to_loopback():
+    default = CallbackRule(CallbackHosts(), gateway_port=None, is_local=_never_local)
+    localhost = parse_callback_url("http://localhost:9/")
+    assert default.guard(ipaddress.ip_address("127.0.0.1"), localhost) is None
+    assert default.guard(ipaddress.ip_address("::ffff:127.0.0.1"), localhost) is None
+    assert "not to a loopback address" in (default.guard(ipaddress.ip_address("10.1.2.3"), localhost) or "")
+    listed = CallbackRule(CallbackHosts.parse("localhost"), gateway_port=None, is_local=_never_local)
+    assert listed.guard(ipaddress.ip_address("10.1.2.3"), localhost) is None  # the operator listed the name
+    hooks = parse_callback_url("http://hooks.example.com/")
+    named = CallbackRule(CallbackHosts.parse("hooks.example.com"), gateway_port=None, is_local=_never_local)
+    assert named.guard(ipaddress.ip_address("192.168.1.20"), hooks) is None
+    assert "link-local" in (named.guard(ipaddress.ip_address("169.254.169.254"), hooks) or "")
 
 
 async def test_deliver_checks_the_addresses_a_name_resolves_to() -> None:

@@ -176,6 +176,11 @@ def test_config_precedence_flags_env_file(tmp_path):
         ("max_json_size = '1 lot'\n", {}, "invalid max_json_size"),
         ("max_header_size = 0\n", {}, "invalid max_header_size=0"),
         ("write_timeout = inf\n", {}, "invalid write_timeout"),
+        ("async_concurrency = 0\n", {}, "invalid async_concurrency=0"),
+        ("", {"FAASD_ASYNC_ATTEMPTS": "101"}, "invalid async_attempts='101'"),
+        ("async_retry_wait = '2m'\nasync_retry_max_wait = '1m'\n", {}, "async_retry_max_wait (60s) is below"),
+        ("async_callback_hosts = 7\n", {}, "invalid async_callback_hosts=7"),
+        ("async_callback_hosts = ['hooks.example.com', 'http://x/']\n", {}, "'http://x/' is not a host name"),
     ],
 )
 def test_config_errors_name_key_and_source(tmp_path, content, env, message):
@@ -206,6 +211,21 @@ def test_client_limits_have_defaults_and_keys(tmp_path):
     assert (config.header_timeout_s, config.read_timeout_s, config.keep_alive_timeout_s) == (2, 0.5, 60)
     assert (config.write_timeout_s, config.max_connections) == (5, 64)
     assert (config.max_json_bytes, config.max_header_bytes) == (64 * 1024, 8 * 1024)
+
+
+def test_async_keys_have_defaults_and_read_every_form(tmp_path):
+    defaults = DaemonConfig.load(env={"HOME": str(tmp_path)})
+    assert (defaults.async_concurrency, defaults.async_queue_size, defaults.async_queue_total) == (4, 1000, 10_000)
+    assert (defaults.async_attempts, defaults.async_retry_wait_s, defaults.async_retry_max_wait_s) == (10, 1, 60)
+    assert (defaults.async_callback_attempts, defaults.async_callback_timeout_s) == (10, 10)
+    assert str(defaults.async_callback_hosts) == "(loopback only)"
+    file = tmp_path / "faasd.toml"
+    file.write_text("async_callback_hosts = ['hooks.example.com', '10.0.0.0/8']\nasync_max_stored_size = '1g'\n")
+    config = DaemonConfig.load(file=str(file), env={"HOME": str(tmp_path), "FAASD_ASYNC_CONCURRENCY": "9"})
+    assert str(config.async_callback_hosts) == "hooks.example.com,10.0.0.0/8"
+    assert (config.async_concurrency, config.async_max_stored_bytes) == (9, 1024**3)
+    from_env = DaemonConfig.load(env={"HOME": str(tmp_path), "FAASD_ASYNC_CALLBACK_HOSTS": "*"})
+    assert from_env.async_callback_hosts.any_host
 
 
 def test_state_dir_defaults():
