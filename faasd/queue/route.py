@@ -11,7 +11,8 @@ registers the route for POST only), 400 for a bad name, a NUL (``%00``) in the p
 invalid ``X-Callback-Url`` (:mod:`faasd.queue.callback` has the rule) or ``X-Call-Id`` (at most
 :data:`MAX_CALL_ID_CHARS` visible ASCII characters: it is sent on in the callback), 404 for an unknown
 function, 413 for a body over ``max_body_size``, 429 when the function's queue is full, 503 when the
-whole queue is (or too many request bodies are being read at once), 500 when the call cannot be stored.
+whole queue is (or too many request bodies are being read at once), 500 when the call cannot be stored
+(without the reason, which names files of the state dir: the writer logs it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import time
 import uuid
 from collections.abc import Callable
 
-from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NoReplicaAvailable, PayloadTooLarge
+from faasd.errors import (
+    FaasdError,
+    FunctionNotFound,
+    InvalidRequest,
+    NoReplicaAvailable,
+    PayloadTooLarge,
+    StateError,
+)
 from faasd.gateway.invoke import MAX_BUFFERED_BYTES, Invoker, send_text
 from faasd.gateway.proxy import DROP_REQUEST, Receive, Scope, Send
 from faasd.providers.types import MAX_NAME_LENGTH, NAME_PATTERN
@@ -126,6 +134,8 @@ class AsyncRoute:
         self.invoker.buffered_bytes += reserved  # Held until it is on disk.
         try:
             await self.queue.accept(call)
+        except StateError:  # Logged by the writer, with the file; the caller is told no more than this.
+            raise StateError("The call could not be stored; it was not accepted (the daemon's log says why)") from None
         finally:
             self.invoker.buffered_bytes -= reserved
         return call
