@@ -3,8 +3,9 @@
 The answer is ``202 Accepted`` with an empty body and the call's ``X-Call-Id`` (the caller's, or a new
 UUID) once the call is stored durably (:meth:`~faasd.queue.queue.AsyncQueue.accept`); the function
 is called later by a queue worker, with the same method, path, query, headers and body, as
-``/function/{name}/{path}?{query}`` would have been. ``{name}.openfaas-fn`` is the same function (the
-OpenFaaS clients' namespace, faasd's only one).
+``/function/{name}/{path}?{query}`` would have been. The name is read as ``/function/``'s is
+(:mod:`faasd.namespace`): ``{name}.openfaas-fn`` is the same function (faas-cli's ``invoke --async``
+calls that), any other part after the last dot is a namespace that does not exist (400).
 
 Every other answer is one line of ``text/plain``: 405 for a method other than POST (as OpenFaaS, which
 registers the route for POST only), 400 for a bad name, a NUL (``%00``) in the path or query, an
@@ -32,27 +33,19 @@ from faasd.errors import (
 )
 from faasd.gateway.invoke import MAX_BUFFERED_BYTES, Invoker, send_text
 from faasd.gateway.proxy import DROP_REQUEST, Receive, Scope, Send
+from faasd.namespace import split_qualified_name
 from faasd.providers.types import MAX_NAME_LENGTH, NAME_PATTERN
 from faasd.queue.queue import AsyncQueue
 from faasd.queue.store import AddCall
 
-__all__ = ["MAX_CALL_ID_CHARS", "NAMESPACE_SUFFIX", "AsyncRoute", "function_name"]
+__all__ = ["MAX_CALL_ID_CHARS", "AsyncRoute"]
 
 PREFIX = b"/async-function/"
-NAMESPACE_SUFFIX = ".openfaas-fn"
 MAX_CALL_ID_CHARS = 256
 _CALL_ID = re.compile(rb"[\x20-\x7e]{1,%d}" % MAX_CALL_ID_CHARS)
 _NOT_STORED = DROP_REQUEST - {b"host"} | {b"x-call-id"}
 """Request headers not kept with the call: this connection's, the length (the replica gets its own),
 the call token; the call id is kept apart. Host is kept: the replica sees it as the sync route does."""
-
-
-def function_name(raw: str) -> str:
-    """The function a path segment names: ``echo`` and ``echo.openfaas-fn`` are both ``echo``.
-
-    (One place to change when the namespace rule of ``/function/`` is shared.)
-    """
-    return raw[: -len(NAMESPACE_SUFFIX)] if raw.endswith(NAMESPACE_SUFFIX) else raw
 
 
 class AsyncRoute:
@@ -103,7 +96,9 @@ class AsyncRoute:
         query: bytes = scope.get("query_string", b"")
         if b"%00" in rest or b"%00" in query or b"%00" in name_bytes:
             raise InvalidRequest("The path or query contains a NUL byte (%00)")
-        name = function_name(name_bytes.decode("latin-1"))
+        name = name_bytes.decode("latin-1")
+        if "." in name:
+            name = split_qualified_name(name)
         if not NAME_PATTERN.fullmatch(name) or len(name) > MAX_NAME_LENGTH or name in (".", ".."):
             raise InvalidRequest(f"Invalid function name: {name[:80]!r}")
         if not self.invoker.registry.get(name) and not self.exists(name):

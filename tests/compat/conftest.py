@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.daemon_fixtures import PASSWORD, Daemon, daemon_factory
+from tests.daemon_fixtures import PASSWORD, Daemon, callback_server, daemon_factory  # noqa: F401 -- a fixture
 from tests.helpers import wait_for
 
 TIMEOUT_S = 60.0

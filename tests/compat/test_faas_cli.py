@@ -247,8 +247,7 @@ def test_invoke_with_method_headers_query_namespace_and_errors(faas: FaasCli, in
     assert _calls(faas.daemon, "env") - calls == 6
 
 
-# -- invoke --async: issue 12's async part adds its test here, on ``invoke_targets`` with a callback server
-# of its own on 127.0.0.1 (faas-cli calls /async-function/<name>.openfaas-fn; ``-H X-Callback-Url: ...``).
+# -- invoke --async: tests/compat/test_faas_cli_async.py, on ``invoke_targets`` with a callback server.
 
 
 # -- secrets ---------------------------------------------------------------------------------------
