@@ -256,7 +256,7 @@ def test_invalid_callback_urls_are_400(start_daemon: StartDaemon) -> None:
 
 def test_async_callback_hosts_lists_where_else_callbacks_may_go(start_daemon: StartDaemon) -> None:
     """Accepted, not sent: the one worker slot of ``slow`` is taken by a call that sleeps past the test,
-    so no callback leaves this host (the daemon is stopped first)."""
+    so no callback leaves this host (the daemon is killed first)."""
     daemon = start_daemon(
         FAASD_ASYNC_CALLBACK_HOSTS="hooks.example.com, *.corp.example, 10.0.0.0/8", FAASD_SHUTDOWN_TIMEOUT="1s"
     )
@@ -278,6 +278,9 @@ def test_async_callback_hosts_lists_where_else_callbacks_may_go(start_daemon: St
     assert link_local.status_code == 400 and "link-local" in link_local.text  # whatever the list says
     assert daemon.metric("faasd_async_queue_depth", function_name="slow") == 5
     assert daemon.metric("faasd_async_queue_running", function_name="slow") == 1
+    # SIGKILL: no callback may ever start, and the replica would take its 10 s stop grace to give up the
+    # sleeping call (graceful stops with work queued are the full-queue test's).
+    daemon.stop(signal.SIGKILL)
 
 
 def test_a_hanging_function_times_out_is_retried_and_its_502_called_back(
@@ -286,7 +289,8 @@ def test_a_hanging_function_times_out_is_retried_and_its_502_called_back(
     daemon = start_daemon(FAASD_UPSTREAM_TIMEOUT="1s", FAASD_SHUTDOWN_TIMEOUT="1s", **FAST_RETRIES)
     deploy_py(daemon, "hangs", **{"com.openfaas.retry.attempts": "2"})
     started = time.monotonic()
-    answer = post_async(daemon, "/async-function/hangs/sleep?s=600", X_Callback_Url=callback_server.url)
+    # 4 s: longer than the gateway waits (1 s), short enough that the replica is idle again soon after.
+    answer = post_async(daemon, "/async-function/hangs/sleep?s=4", X_Callback_Url=callback_server.url)
     call_id = answer.headers["x-call-id"]
     callback_server.wait_delivered({call_id}, scaled(20))
     [callback] = callback_server.calls(call_id)
@@ -364,6 +368,14 @@ def test_full_queues_are_429_per_function_and_503_in_all_and_show_in_metrics_and
     assert re.fullmatch(r"5 calls \(2 running\), oldest \d+s", status["Async queue"]), status
     one = cli.run("status", "slow").ok().fields()
     assert re.fullmatch(r"3 calls \(1 running\), oldest \d+s", one["Async queue"]), one
+
+    # A graceful stop with work queued keeps it all, the two calls cut short included (at-least-once).
+    assert daemon.stop() == 0
+    restarted = start_daemon(state_dir=daemon.state_dir, FAASD_SHUTDOWN_TIMEOUT="1s")
+    assert "async_calls=5" in restarted.logs()
+    assert restarted.metric("faasd_async_queue_depth", function_name="slow") == 3
+    assert restarted.metric("faasd_async_queue_depth", function_name="slow2") == 2
+    restarted.stop(signal.SIGKILL)  # Not another 10 s stop grace for the replicas' sleeping calls.
 
 
 def test_cli_invoke_async(start_daemon: StartDaemon, faasd_cli: MakeCli, callback_server: CallbackServer) -> None:
