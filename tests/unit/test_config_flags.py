@@ -16,7 +16,8 @@ def _example(key: ConfigKey) -> str:
     """A valid value for ``key`` that differs from its default."""
     if key.choices:
         return key.choices[-1]
-    return {"DURATION": "7s", "SIZE": "3k", "N": "9", "PORT": "9099"}.get(key.metavar, "/tmp/x")
+    examples = {"DURATION": "7s", "SIZE": "3k", "N": "9", "PORT": "9099", "HOSTS": "hooks.example.com"}
+    return examples.get(key.metavar, "/tmp/x")
 
 
 def _params(args: list[str]) -> dict[str, object]:

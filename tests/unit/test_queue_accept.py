@@ -45,7 +45,7 @@ def _queue(db: QueueDb) -> tuple[AsyncQueue, AsyncRoute]:
         spec=lambda name: None,
         defaults=QueueDefaults(),
         limits=QueueLimits(body_bytes=1024 * 1024),
-        attempt_timeout_s=10,
+        attempt_timeout_s=lambda name: 10,
     )
     return queue, AsyncRoute(queue, invoker, exists=invoker.exists)
 
