@@ -69,7 +69,10 @@ def test_secrets_crud_through_the_gateway_and_after_a_restart(start_daemon: Star
         assert client.post("/system/secrets", json={"name": "binary", "rawValue": "AAEC/w=="}).status_code == 201
         again = client.post("/system/secrets", json={"name": "api-key", "value": "again"})
         assert again.status_code == 409 and "api-key" in again.text  # faas-cli's --replace expects 409
-        assert client.get("/system/secrets").json() == [{"name": "api-key"}, {"name": "binary"}]
+        assert client.get("/system/secrets").json() == [
+            {"name": "api-key", "namespace": "openfaas-fn"},
+            {"name": "binary", "namespace": "openfaas-fn"},
+        ]
         assert client.put("/system/secrets", json={"name": "ghost", "value": "x"}).status_code == 404
         assert client.request("DELETE", "/system/secrets", json={"name": "ghost"}).status_code == 404
         assert client.post("/system/secrets", json={"name": "../x", "value": "x"}).status_code == 400
@@ -88,7 +91,7 @@ def test_secrets_crud_through_the_gateway_and_after_a_restart(start_daemon: Star
     restarted = start_daemon(state_dir=state)
     restarted.wait_available("reader", 1)
     with restarted.client() as client:
-        assert client.get("/system/secrets").json() == [{"name": "api-key"}]
+        assert client.get("/system/secrets").json() == [{"name": "api-key", "namespace": "openfaas-fn"}]
         assert client.post("/function/reader").text == "second"
         assert client.put("/system/secrets", json={"name": "api-key", "value": "third"}).status_code == 200
         assert client.put("/system/functions", json=reader).status_code == 202
@@ -162,7 +165,7 @@ def test_sigkill_of_the_daemon_then_restart_loses_nothing_and_leaves_no_replica(
     with restarted.client() as client:
         assert client.post("/function/echo", content=b"back").text == "back"
         assert client.post("/function/reader").text == "kept"
-        assert client.get("/system/secrets").json() == [{"name": "api-key"}]
+        assert client.get("/system/secrets").json() == [{"name": "api-key", "namespace": "openfaas-fn"}]
     assert not set(_tree(restarted.pid)) & processes
 
 

@@ -89,8 +89,9 @@ def summary_of(findings: Findings, seed: int, started: float) -> str:
     )
 
 
-def _one_line_reason(response: Any) -> str | None:
-    """faasd's rule for its own errors: one line of text/plain that says something.
+def _one_line_reason(response: Any, method: str) -> str | None:
+    """faasd's rule for its own errors: one line of text/plain that says something. An answer to HEAD has
+    no body (RFC 9110, 9.3.2): there the rule is the type and an empty body.
 
     ``response`` is schemathesis's (headers: lowercase names, list values; ``content``: bytes).
     """
@@ -100,6 +101,8 @@ def _one_line_reason(response: Any) -> str | None:
     text = response.content.decode("utf-8", "replace")
     if not content_type.startswith("text/plain"):
         return f"{response.status_code} with Content-Type {content_type!r} (want text/plain)"
+    if method.upper() == "HEAD":
+        return f"{response.status_code} to HEAD with a body: {text[:300]!r}" if text else None
     if not text.strip() or text.count("\n") != 1 or not text.endswith("\n"):
         return f"{response.status_code} reason is not one line: {text[:300]!r}"
     return None
@@ -168,7 +171,7 @@ def _fuzz(
         except (AssertionError, BaseExceptionGroup) as exc:  # schemathesis raises a FailureGroup of its checks.
             findings.add(label, f"{str(exc).strip()[:1500]}\n{case.as_curl_command()}")
             failed = True
-        problem = _one_line_reason(response)  # The fuzzed function (cat) never answers >= 400 itself.
+        problem = _one_line_reason(response, case.method)  # The fuzzed function (cat) never answers >= 400 itself.
         if problem:
             findings.add(label, f"{problem}\n{case.as_curl_command()}")
             failed = True
