@@ -22,7 +22,7 @@ Event types published by this emulator, with their fields (besides ``eventType``
 ``event_stream_detached``           ``remoteAddress`` (published to the other subscribers)
 ``api_post_event``                  ``clientIp``, ``uri``, ``appDefinition``
 ``group_change_success``            ``groupId``, ``version``
-``deployment_info``                 ``plan``, ``currentStep``
+``deployment_info``                 ``plan`` (``id``, ``steps``, ``version``), ``currentStep`` (``actions``)
 ``deployment_success``              ``id``, ``plan``
 ``deployment_failed``               ``id``, ``plan``, ``reason`` (cancelled or superseded by force)
 ``status_update_event``             ``slaveId``, ``taskId``, ``taskStatus``, ``message``, ``appId``, ``host``,

@@ -21,11 +21,13 @@ import stat
 import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import httpx
 import trio
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["MAX_ARTIFACT_BYTES", "FetchError", "fetch_all"]
 
@@ -91,6 +93,8 @@ async def fetch_all(artifacts: list[dict[str, Any]], sandbox: Path) -> None:
     """
     if not artifacts:
         return
+    import httpx  # Here, not at the top: most apps fetch nothing, and the emulator starts faster without it.
+
     async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=True, verify=True) as client:
         for artifact in artifacts:
             uri = artifact["uri"]

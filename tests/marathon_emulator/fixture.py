@@ -87,7 +87,8 @@ class MarathonEmulator:
         with httpx.Client(base_url=self.url, timeout=scaled(10), **self.auth()) as client:
             response = client.get("/v2/deployments")
         assert response.status_code == 200, response.text
-        return response.json()
+        deployments: list[dict[str, Any]] = response.json()
+        return deployments
 
     def wait_deployed(self, timeout: float = 15.0) -> None:
         """Wait until no deployment runs."""
@@ -97,7 +98,8 @@ class MarathonEmulator:
         with httpx.Client(base_url=self.url, timeout=scaled(10), **self.auth()) as client:
             response = client.get(f"/v2/apps{app_id}/tasks")
         assert response.status_code == 200, response.text
-        return response.json()["tasks"]
+        tasks: list[dict[str, Any]] = response.json()["tasks"]
+        return tasks
 
     def wait_tasks(
         self, app_id: str, count: int, timeout: float = 15.0, *, healthy: bool = False

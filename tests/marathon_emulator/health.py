@@ -179,8 +179,7 @@ async def check_loop(
         result = task.health[index]
         in_grace = trio.current_time() - started < grace and not (result or {}).get("firstSuccess")
         if not outcome.ignored and (outcome.passed or not in_grace):
-            task.health[index] = _record(result, outcome, task.instance_id)
-            failures = task.health[index]["consecutiveFailures"]
-            kill = not outcome.passed and should_kill(check, failures)
+            recorded = task.health[index] = _record(result, outcome, task.instance_id)
+            kill = not outcome.passed and should_kill(check, recorded["consecutiveFailures"])
             on_result(task, index, result, kill)
         await trio.sleep(interval)

@@ -57,7 +57,7 @@ def free_port() -> int:
     """A TCP port free on 127.0.0.1 a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def _image(app: dict[str, Any]) -> str | None:

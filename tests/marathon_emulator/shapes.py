@@ -356,6 +356,6 @@ def read(shape: Obj, body: Any) -> dict[str, Any]:
     """
     errors: Errors = []
     value = shape.read(body, "", errors)
-    if errors:
+    if errors or not isinstance(value, dict):
         raise ShapeErrors(errors)
     return value

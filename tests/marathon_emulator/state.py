@@ -188,7 +188,9 @@ class ClusterState:
         deployment = Deployment(app_id, kind, version, original, target)
         self.deployments[deployment.id] = deployment
         self.bus.publish("group_change_success", groupId="/", version=version)
-        self.bus.publish("deployment_info", plan=deployment.plan_json(), currentStep=deployment.current_step)
+        steps = deployment.steps
+        current = steps[deployment.current_step - 1] if steps else {"actions": []}
+        self.bus.publish("deployment_info", plan=deployment.plan_json(), currentStep=current)
         self.dirty = True
         self.wake()
         return deployment
@@ -274,6 +276,7 @@ class ClusterState:
         record = self.record(app_id)
         self._take_lock(app_id, force)
         original = record.app
+        assert original is not None
         record.app = None
         self.bus.publish("api_post_event", clientIp=caller.ip, uri=caller.uri, appDefinition=public_json(original))
         return self._deploy(app_id, "stop", new_version(), original, None)

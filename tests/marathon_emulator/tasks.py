@@ -74,11 +74,11 @@ class Task:
 
     @property
     def version(self) -> str:
-        return self.app["version"]
+        return str(self.app["version"])
 
     @property
     def config_version(self) -> str:
-        return self.app["versionInfo"]["lastConfigChangeAt"]
+        return str(self.app["versionInfo"]["lastConfigChangeAt"])
 
     @property
     def killing(self) -> bool:

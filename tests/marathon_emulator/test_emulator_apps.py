@@ -40,6 +40,16 @@ def test_create_answers_201_with_location_deployment_and_app_info(marathon_emula
     shown = client.get("/v2/apps/fob-aviary/1b6c3f9e-2a6b-4bd8-8d3c-0e0b8f4d9a11").json()["app"]
     assert "tasks" in shown and "deployments" in shown  # a single app always embeds its tasks
 
+    put = client.put("/v2/apps/made-by-put", json={"cmd": "sleep 100", "instances": 0})
+    assert put.status_code == 201  # PUT creates an unknown app
+    assert set(put.json()) == {"version", "deploymentId"}
+    assert put.headers["Marathon-Deployment-Id"] == put.json()["deploymentId"]
+    assert put.headers["Location"] == f"{emulator.url}/v2/apps/made-by-put"
+    patched = client.patch("/v2/apps/made-by-put", json={"labels": {"a": "b"}})
+    assert patched.status_code == 200 and patched.headers["Marathon-Deployment-Id"]
+    made = client.get("/v2/apps/made-by-put").json()["app"]
+    assert made["labels"] == {"a": "b"} and made["cmd"] == "sleep 100"  # PATCH keeps what it does not name
+
     again = client.post("/v2/apps", json=app("/fob-aviary/1b6c3f9e-2a6b-4bd8-8d3c-0e0b8f4d9a11"))
     assert again.status_code == 409
     assert again.json() == {
@@ -196,6 +206,7 @@ def test_dcos_token_auth(marathon_emulator: StartEmulator) -> None:
     info = emulator.client().get("/v2/info").json()
     assert info["name"] == "marathon" and info["elected"] is True
     assert info["leader"] == emulator.url.removeprefix("http://")
+    assert emulator.client().get("/v2/leader").json() == {"leader": info["leader"]}
 
 
 def test_hostile_requests_get_clear_errors_and_the_emulator_carries_on(marathon_emulator: StartEmulator) -> None:

@@ -101,6 +101,9 @@ async def test_an_apps_life_on_the_event_stream(marathon_emulator: StartEmulator
         assert [d["taskStatus"] for d in statuses] == ["TASK_STAGING", "TASK_RUNNING"]
         running = statuses[1]
         assert running["appId"] == "/evented" and running["host"] == "127.0.0.1" and len(running["ports"]) == 1
+        info = next(d for t, d in events.seen if t == "deployment_info")
+        assert info["plan"]["id"] == deployment
+        assert info["currentStep"] == {"actions": [{"action": "ScaleApplication", "app": "/evented"}]}
         posted = next(d for t, d in events.seen if t == "api_post_event")
         assert posted["uri"] == "/v2/apps" and posted["appDefinition"]["id"] == "/evented"
         health = next(d for t, d in events.seen if t == "health_status_changed_event")

@@ -178,7 +178,7 @@ class Router:
                     return
         if scope["type"] != "http":
             return
-        headers = {}
+        headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             key = name.decode("latin-1").lower()
             headers[key] = f"{headers[key]}, {value.decode('latin-1')}" if key in headers else value.decode("latin-1")
