@@ -42,7 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="listen port; 0 picks a free one (default 8080)")
     parser.add_argument("--state", type=Path, help="state file: apps, deployments and tasks survive restarts")
-    parser.add_argument("--work-dir", type=Path, help="where task sandboxes go (default: a temporary directory)")
+    parser.add_argument(
+        "--work-dir", type=Path, help="where task sandboxes go (default: <state>-work, else a temporary directory)"
+    )
     parser.add_argument("--launch-delay", type=float, default=0.0, help="seconds a task stays TASK_STAGING")
     parser.add_argument("--lifetime", type=float, default=DEFAULT_LIFETIME_S, help="exit after this many seconds")
     parser.add_argument("--username", help="HTTP basic auth user (with --password)")
@@ -83,8 +85,13 @@ async def _main(config: EmulatorConfig, lifetime_s: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    temporary = args.work_dir is None
-    work_dir = Path(tempfile.mkdtemp(prefix="marathon-emulator-")) if temporary else args.work_dir
+    temporary = args.work_dir is None and args.state is None
+    if args.work_dir is not None:
+        work_dir = args.work_dir
+    elif args.state is not None:  # Beside the state: a restarted emulator finds the tasks it must adopt or kill.
+        work_dir = args.state.with_name(args.state.name + "-work")
+    else:
+        work_dir = Path(tempfile.mkdtemp(prefix="marathon-emulator-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     config = EmulatorConfig(
         runtime=Runtime(python=args.python, pyz=args.pyz),

@@ -176,7 +176,7 @@ class StartEmulator:
     ) -> MarathonEmulator:
         number = len(self.started)
         state = state_file or self.tmp_path / f"marathon-state{number}.json"
-        work = self.tmp_path / f"marathon-work{number}"
+        work = state.with_name(state.name + "-work")  # Kept across restarts, as the state file is.
         log_path = self.tmp_path / f"marathon{number}.log"
         options: dict[str, Any] = {
             "launch_delay": launch_delay,
@@ -220,8 +220,7 @@ class StartEmulator:
         elif emulator.proc.poll() is None:
             assert emulator.stop() == 0, emulator.logs()[-3000:]
         emulator.close_clients()
-        options = {key: value for key, value in emulator.options.items()}
-        return self(state_file=emulator.state_file, port=emulator.port, **options)
+        return self(state_file=emulator.state_file, port=emulator.port, **emulator.options)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import trio
 
-__all__ = ["DEFAULT_KILL_GRACE_S", "Exit", "TaskProcess", "kill_session", "start_ticks"]
+__all__ = ["DEFAULT_KILL_GRACE_S", "Exit", "TaskProcess", "kill_session", "sessions_under", "start_ticks"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,25 @@ def kill_session(sid: int) -> None:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
     log.warning("session %d still has processes after %d kill rounds", sid, _SESSION_KILL_ROUNDS)
+
+
+def sessions_under(directory: Path) -> set[int]:
+    """Sessions with a live process whose working directory is ``directory`` or below it: task processes
+    started in sandboxes there, whether or not anybody still knows of them."""
+    found = set()
+    root = str(directory.resolve())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + "/"):
+            fields = _stat(int(entry))
+            if fields is not None and fields[0] not in (b"Z", b"X"):
+                found.add(int(fields[3]))
+    return found
 
 
 def _exit_of(returncode: int) -> Exit:

@@ -42,7 +42,7 @@ from tests.marathon_emulator.deployments import Deployment
 from tests.marathon_emulator.fetcher import FetchError, fetch_all
 from tests.marathon_emulator.health import check_loop
 from tests.marathon_emulator.images import Runtime, command_for, free_port
-from tests.marathon_emulator.processes import DEFAULT_KILL_GRACE_S, TaskProcess
+from tests.marathon_emulator.processes import DEFAULT_KILL_GRACE_S, TaskProcess, kill_session, sessions_under
 from tests.marathon_emulator.state import AppRecord, ClusterState
 from tests.marathon_emulator.tasks import AGENT_ID, HOST, Task, task_env
 
@@ -116,6 +116,7 @@ class Scheduler:
             self._nursery = nursery
             for saved in saved_tasks:
                 self._adopt(saved)
+            self._kill_unknown()
             task_status.started()
             while True:
                 self._tick()
@@ -314,6 +315,7 @@ class Scheduler:
         task.state, task.started_at = "TASK_RUNNING", iso_now()
         self._publish_status(task)
         self.state.dirty = True
+        self.save()  # At once: a crash now must leave the process known to the next emulator.
         self.wake()
         return None
 
@@ -411,6 +413,14 @@ class Scheduler:
         self.wake()
 
     # -- adoption ------------------------------------------------------------------------------------
+
+    def _kill_unknown(self) -> None:
+        """Kill task processes in our sandboxes that no saved task names -- spawned just before a crash,
+        before the state was written -- as Marathon kills the unknown tasks Mesos reports."""
+        known = {task.process.pid for r in self.state.apps.values() for task in r.tasks.values() if task.process}
+        for session in sessions_under(self.settings.work_dir / "sandboxes") - known:
+            log.info("killing unknown task session %d", session)
+            kill_session(session)
 
     def _adopt(self, saved: dict[str, Any]) -> None:
         """Take back a task that outlived the previous emulator: it still runs (same pid and start

@@ -10,6 +10,7 @@ Mesos keeps the tasks running (https://mesosphere.github.io/marathon/docs/high-a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -102,6 +103,24 @@ def test_a_crash_loses_no_answered_change(marathon_emulator: StartEmulator) -> N
     restarted = marathon_emulator.restart(emulator)
     ids = [item["id"] for item in restarted.client().get("/v2/apps").json()["apps"]]
     assert ids == ["/app-0", "/app-1", "/app-2", "/app-4"]
+
+
+def test_a_task_started_just_before_a_crash_is_killed_as_unknown(marathon_emulator: StartEmulator) -> None:
+    """A crash between spawning a task and writing the state leaves a process nobody knows of; the next
+    emulator kills it (as Marathon kills unknown tasks) instead of leaking it. The state file is edited
+    to be what such a crash leaves."""
+    emulator = marathon_emulator()
+    assert emulator.client().post("/v2/apps", json=app("/racy")).status_code == 201
+    [task] = emulator.wait_tasks("/racy", 1)
+    pid = pid_of(task)
+    emulator.crash()
+    state = json.loads(emulator.state_file.read_text())
+    state["tasks"] = []
+    emulator.state_file.write_text(json.dumps(state))
+    restarted = marathon_emulator.restart(emulator)
+    wait_for(lambda: not process_alive(pid), 10, f"the unknown task process {pid} to be killed")
+    [replacement] = restarted.wait_tasks("/racy", 1)
+    assert replacement["id"] != task["id"]
 
 
 def test_a_crashed_emulators_tasks_are_cleaned_up_by_the_fixture(marathon_emulator: StartEmulator) -> None:
