@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         from faasd.watchdog.pyworker import main as worker_main
 
         return worker_main(args[1:])
+    if command == "_checksource":  # Compiles an uploaded snippet for the daemon (never runs it).
+        from faasd.fob.checkproc import main as check_main
+
+        return check_main(args[1:])
     if command == "--version":
         from faasd import __version__
 

@@ -1,4 +1,5 @@
-"""The daemon's desired state in SQLite: function specs with their replica counts, and secrets.
+"""The daemon's desired state in SQLite: function specs with their replica counts, secrets, and
+Flock-of-Birds snippets (their source; each runs as a function stored beside it, see :mod:`faasd.fob`).
 
 Why SQLite (stdlib ``sqlite3``): one file in the state dir, transactions, and WAL journaling, so a
 crash or a kill never loses an acknowledged deploy (``synchronous=FULL``: each commit is on disk before
@@ -31,7 +32,7 @@ import trio
 from faasd.errors import InvalidRequest, StateError
 from faasd.providers.types import FunctionSpec
 
-__all__ = ["AsyncStore", "Store", "StoredFunction", "UnreadableFunction"]
+__all__ = ["AsyncStore", "Store", "StoredFunction", "StoredSnippet", "UnreadableFunction"]
 
 SCHEMA_VERSION = 1
 
@@ -49,6 +50,12 @@ CREATE TABLE IF NOT EXISTS secrets (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS snippets (
+    id TEXT PRIMARY KEY,
+    language TEXT NOT NULL,
+    source BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
 """
 
 P = ParamSpec("P")
@@ -62,6 +69,16 @@ class StoredFunction:
     """Desired replicas."""
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSnippet:
+    """A Flock-of-Birds snippet: ``POST /api/gen``'s upload, as it came."""
+
+    id: str
+    language: str
+    source: bytes
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +247,38 @@ class Store:
             cursor = self._db.execute("DELETE FROM secrets WHERE name = ?", (name,))
         return cursor.rowcount == 1
 
+    # -- snippets ---------------------------------------------------------------------------------
+    def add_snippet(self, snippet_id: str, language: str, source: bytes) -> StoredSnippet:
+        """Store a new snippet (its id is new: a uuid4)."""
+        now = time.time()
+        with self._db:
+            self._db.execute(
+                "INSERT INTO snippets (id, language, source, created_at) VALUES (?, ?, ?, ?)",
+                (snippet_id, language, source, now),
+            )
+        return StoredSnippet(id=snippet_id, language=language, source=source, created_at=_utc(now))
+
+    def list_snippets(self) -> list[StoredSnippet]:
+        """Every snippet, oldest first."""
+        rows = self._db.execute("SELECT id, language, source, created_at FROM snippets ORDER BY created_at, id")
+        return [
+            StoredSnippet(id=row[0], language=row[1], source=bytes(row[2]), created_at=_utc(row[3])) for row in rows
+        ]
+
+    def get_snippet_source(self, snippet_id: str) -> bytes | None:
+        row = self._db.execute("SELECT source FROM snippets WHERE id = ?", (snippet_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def delete_snippet(self, snippet_id: str) -> bool:
+        """Forget a snippet; False if there was none."""
+        with self._db:
+            cursor = self._db.execute("DELETE FROM snippets WHERE id = ?", (snippet_id,))
+        return cursor.rowcount == 1
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
 
 def _make_private(path: str) -> None:
     """chmod 0600 the database and whichever of its ``-wal``/``-shm`` files exist."""
@@ -322,6 +371,18 @@ class AsyncStore:
 
     async def delete_secret(self, name: str) -> bool:
         return await self._run(self.sync.delete_secret, name)
+
+    async def add_snippet(self, snippet_id: str, language: str, source: bytes) -> StoredSnippet:
+        return await self._run(self.sync.add_snippet, snippet_id, language, source)
+
+    async def list_snippets(self) -> list[StoredSnippet]:
+        return await self._run(self.sync.list_snippets)
+
+    async def get_snippet_source(self, snippet_id: str) -> bytes | None:
+        return await self._run(self.sync.get_snippet_source, snippet_id)
+
+    async def delete_snippet(self, snippet_id: str) -> bool:
+        return await self._run(self.sync.delete_snippet, snippet_id)
 
     async def aclose(self) -> None:
         await self._run(self.sync.close)
