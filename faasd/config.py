@@ -115,6 +115,10 @@ class DaemonConfig:
     """Longest one callback attempt may take."""
     async_callback_hosts: CallbackHosts = LOOPBACK_ONLY
     """Where async callbacks may go besides this host's loopback (:mod:`faasd.queue.hosts`)."""
+    snippet_timeout_s: float = 10.0
+    """Longest one call of a Flock-of-Birds snippet may run (``/api/call``: 408 after it)."""
+    max_snippet_bytes: int = 256 * 1024
+    """Largest snippet ``POST /api/gen`` accepts (413 above)."""
 
     def __post_init__(self) -> None:
         if self.async_retry_max_wait_s < self.async_retry_wait_s:
@@ -304,6 +308,8 @@ _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "async_callback_attempts": ("async_callback_attempts", _Between(1, 100, _count)),
     "async_callback_timeout": ("async_callback_timeout_s", _Positive(_duration)),
     "async_callback_hosts": ("async_callback_hosts", _callback_hosts),
+    "snippet_timeout": ("snippet_timeout_s", _Positive(_duration)),
+    "max_snippet_size": ("max_snippet_bytes", _Positive(_size)),
 }
 
 _HELP: dict[str, str] = {
@@ -342,6 +348,8 @@ _HELP: dict[str, str] = {
     "async_callback_timeout": "Longest one callback try may take [default: 10s].",
     "async_callback_hosts": "Where async callbacks may go besides loopback: names, *.domain, addresses, "
     "networks, or * (comma-separated) [default: none].",
+    "snippet_timeout": "Longest one call of a code snippet (/api/call) may run; 408 after it [default: 10s].",
+    "max_snippet_size": "Largest code snippet POST /api/gen accepts; 413 above [default: 256KiB].",
 }
 """One line of ``faasd up --help`` per key (tests/unit/test_config_flags.py checks every key has one)."""
 

@@ -9,7 +9,9 @@ Tasks (children of the root nursery):
 * ``scaler`` -- the autoscaler: every second, per function, load -> :func:`faasd.scaler.decide.decide` -> scale;
 * ``queue`` -- the async queue (:mod:`faasd.queue`): its writer, dispatcher and one task per call running;
 * ``restore`` -- stored functions applied again, each in its own task (local); for Swarm/Marathon,
-  ``backend sync`` instead: keeps the store in step with what the backend runs.
+  ``backend sync`` instead: keeps the store in step with what the backend runs;
+* ``snippets`` -- the Flock-of-Birds snippets (:mod:`faasd.fob`): loaded before the gateway serves, then
+  what a crash left half done is settled in the background.
 
 Start order: state dir, credentials and the call token (replicas take calls only from this gateway,
 :mod:`faasd.calltoken`), store and queue database, provider (started), stored functions and queued
@@ -46,6 +48,8 @@ from faasd.calltoken import load_or_create as load_or_create_call_token
 from faasd.config import DaemonConfig
 from faasd.credentials import USERNAME, load_or_create_password
 from faasd.errors import FaasdError, StateError
+from faasd.fob.routes import FobRoutes, is_loopback_bind
+from faasd.fob.snippets import SnippetService
 from faasd.gateway import (
     BasicAuth,
     GatewayApp,
@@ -57,6 +61,7 @@ from faasd.gateway import (
     create_management_app,
     fit_connections,
 )
+from faasd.gateway.throttle import AuthThrottle
 from faasd.logs import event
 from faasd.providers import load_provider
 from faasd.providers.types import FunctionSpec
@@ -118,16 +123,29 @@ async def run(
         config.upstream_timeout_s, config.max_upstream_timeout_s, lambda name: service_ref[0].spec(name)
     )
     metrics = GatewayMetrics(ready_replicas=lambda: {name: len(registry.get(name)) for name in service_ref[0].names()})
+
+    def removed(name: str) -> None:
+        metrics.forget(name)
+        snippets.function_removed(name)
+
     service = FunctionService(
         store,
         provider,
         registry,
         invocations=lambda name: metrics.invocations.get(name, 0),
-        on_removed=metrics.forget,
+        on_removed=removed,
         check=lambda spec: _check_spec(spec, timeouts, queue_defaults),
     )
     persistent = bool(getattr(provider, "persistent", False))
     service_ref.append(service)
+    snippets = SnippetService(
+        store,
+        service,
+        registry,
+        timeout_s=config.snippet_timeout_s,
+        ready_timeout_s=config.ready_timeout_s,
+        persistent=persistent,
+    )
     pool = UpstreamPool()
     meter = LoadMeter()
     autoscaler = Autoscaler(service, registry, meter)
@@ -166,9 +184,12 @@ async def run(
     metrics.async_queue = lambda: {
         name: (line.queued, line.running, line.oldest_s) for name, line in queue.stats().items()
     }
+    auth = BasicAuth(USERNAME, password)
+    throttle = AuthThrottle()  # One count of failed logins for /system/* and /api/*.
     management = create_management_app(
         service=service,
-        auth=BasicAuth(USERNAME, password),
+        auth=auth,
+        throttle=throttle,
         provider_name=provider.name,
         orchestration=provider.orchestration,
         max_body_bytes=config.max_body_bytes,
@@ -180,12 +201,21 @@ async def run(
         sandbox=getattr(provider, "sandbox_info", None),
         async_queue=metrics.async_queue,
     )
+    api = FobRoutes(
+        snippets=snippets,
+        invoker=invoker,
+        auth=auth,
+        throttle=throttle,
+        open_gen=is_loopback_bind(config.bind),
+        max_snippet_bytes=config.max_snippet_bytes,
+    )
     app = GatewayApp(
         invoker=invoker,
         management=management,
         metrics=metrics,
         health=provider.health,
         async_route=AsyncRoute(queue, invoker, exists=service.exists),
+        api_route=api,
     )
     shutdown = trio.Event()
     try:
@@ -194,6 +224,7 @@ async def run(
             await nursery.start(provider.run)
             await service.load()
             queued = await queue.load()
+            await snippets.load()
             _hold_stored_counts(service, autoscaler)
             gateway_done = trio.Event()
             binds = await nursery.start(_serve_gateway, app, config, shutdown, gateway_done)
@@ -219,6 +250,7 @@ async def run(
             sdnotify.notify(f"READY=1\nSTATUS=serving on {url}", env)
             task_status.started(info)
             nursery.start_soon(_restore, service, persistent)
+            await nursery.start(snippets.run)
             for spec in deploy:
                 try:
                     await service.deploy(spec)

@@ -3,9 +3,10 @@
 hypercorn + Quart cost ~0.3 ms of CPU per request on these machines before any work is done; the
 routes that carry function traffic (``/function/*``, ``POST /`` with X-Function or an Alexa body) and
 the ones scraped or probed all the time (``/healthz``, ``/metrics``) are answered here as raw ASGI,
-so they skip Quart's routing, request objects and middleware; so does ``/async-function/*``
-(:class:`faasd.queue.AsyncRoute`, given by the daemon). Quart serves the management API and receives
-the lifespan events.
+so they skip Quart's routing, request objects and middleware; so do ``/async-function/*``
+(:class:`faasd.queue.AsyncRoute`) and the Flock-of-Birds API, ``/api/*`` (:class:`faasd.fob.routes.FobRoutes`,
+whose ``/api/call`` is an invoke route), both given by the daemon. Quart serves the management API and
+receives the lifespan events.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ class GatewayApp:
         metrics: GatewayMetrics,
         health: Callable[[], tuple[bool, str]],
         async_route: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
+        api_route: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
     ) -> None:
         self.invoker = invoker
         self.async_route = async_route
+        self.api_route = api_route
         self.management = management
         self.metrics = metrics
         self.health = health
@@ -74,6 +77,8 @@ class GatewayApp:
             await self.invoker.function_route(scope, receive, send)
         elif path.startswith("/async-function/") and self.async_route is not None:
             await self.async_route(scope, receive, send)
+        elif path.startswith("/api/") and self.api_route is not None:
+            await self.api_route(scope, receive, send)
         elif path == "/" and method == "POST":
             await self.invoker.root_route(scope, receive, send)
         elif method == "GET" and path == "/healthz":

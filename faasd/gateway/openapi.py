@@ -5,7 +5,8 @@ routes faasd shares with it -- same paths, operation ids and JSON field names --
 *faasd* answers, where the two differ: ``DELETE /system/functions`` and ``POST /system/scale-function``
 answer 202, ``DELETE /system/secrets`` 200, ``GET /system/secrets`` a list; every error is one line of
 ``text/plain``; ``handlerArchive``, ``/system/scaling/{functionName}`` and the ``faasd`` block of
-``/system/info`` are faasd's own. ``tests/reliability/`` fuzzes the daemon against this document, so
+``/system/info`` are faasd's own, and so is the Flock-of-Birds API under ``/api/`` (:mod:`faasd.fob.openapi`:
+JSON answers, errors as ``{"error": "<one line>"}``). ``tests/reliability/`` fuzzes the daemon against this document, so
 a status or a field faasd sends but does not list here fails the suite.
 
 The document is public, like ``/healthz``: it is the same for every daemon of a version and names
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from faasd import __version__
+from faasd.fob.openapi import fob_paths, fob_schemas
 from faasd.namespace import DEFAULT_NAMESPACE
 from faasd.providers.types import FUNCTION_STATES, MAX_NAME_LENGTH
 from faasd.service import MAX_REPLICAS
@@ -729,7 +731,8 @@ def openapi_document() -> dict[str, Any]:
             "description": (
                 "OpenFaaS-compatible gateway. /system/* needs basic auth (user admin); writes need "
                 "Content-Type: application/json. /function/*, /healthz, /metrics and this document are public. "
-                "Every error the gateway writes itself is one line of text/plain."
+                "Every error the gateway writes itself is one line of text/plain, but under /api/ (the "
+                'Flock-of-Birds API), whose answers are JSON and whose errors are {"error": "<one line>"}.'
             ),
             "license": {"name": "MIT"},
         },
@@ -737,11 +740,12 @@ def openapi_document() -> dict[str, Any]:
             {"name": "system", "description": "Managing functions and secrets (basic auth)"},
             {"name": "function", "description": "Calling functions (public)"},
             {"name": "internal", "description": "Health, metrics, this document (public)"},
+            {"name": "fob", "description": "Flock-of-Birds snippets (JSON answers; docs/fob.md)"},
         ],
-        "paths": _paths(),
+        "paths": {**_paths(), **fob_paths()},
         "components": {
             "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **fob_schemas()},
             "responses": _responses(),
         },
     }
