@@ -17,6 +17,7 @@ from faasd.cli.functions import deploy, describe, invoke, list_functions, logs, 
 from faasd.cli.new import new
 from faasd.cli.secrets import secret
 from faasd.cli.service import install_service
+from faasd.cli.snippet import snippet
 from faasd.cli.status import status, version
 from faasd.cli.up import up
 
@@ -57,6 +58,7 @@ for command in (
     install_service,
     build_base,
     build,
+    snippet,
 ):
     cli.add_command(command)
 

@@ -1,0 +1,3 @@
+def callme():
+    print("hello from a snippet")
+    return 42
