@@ -9,7 +9,9 @@ or accept, e.g. a control character in a header value); everything else has exac
 
 The daemon these run against has ``max_body_size = 4m`` (so "over the cap" costs 4 MiB, not 64) and the
 default ``max_json_size`` (1 MiB); the function ``ref`` is ``cat``, and the secret ``used`` is in use by
-the function ``user`` (see ``test_hostile_inputs.py``).
+the function ``user`` (see ``test_hostile_inputs.py``). The ``api`` group (the Flock-of-Birds routes,
+whose answers are JSON: ``json=True``) has a snippet returning the names of its arguments; its id
+replaces :data:`SNIPPET` in the requests.
 """
 
 # ruff: noqa: E501
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 from tests.daemon_fixtures import PASSWORD
 
-__all__ = ["GROUPS", "MAX_BODY", "MAX_JSON", "Bad", "cases"]
+__all__ = ["GROUPS", "MAX_BODY", "MAX_JSON", "SNIPPET", "Bad", "cases"]
 
 MAX_BODY = 4 * 1024 * 1024
 """The daemon's ``max_body_size`` in this test."""
@@ -35,6 +37,10 @@ INJECTED = "x-injected"
 """Every CR/LF case tries to add this header to an answer; no answer may carry it."""
 DEEP = 100_000
 """Nesting depth of the deep JSON documents (the interpreter's recursion limit is 1000)."""
+SNIPPET = "SNIPPET-ID"
+"""In the ``api`` group's requests: replaced by the id of the snippet the test uploads first."""
+MAX_SNIPPET = 256 * 1024
+"""``max_snippet_size``'s default."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,8 @@ class Bad:
     """faasd answers it: one line of text/plain."""
     head: bool = False
     """A HEAD request: the answer has no body."""
+    json: bool = False
+    """faasd's answer is JSON (``/api/*``): an error is ``{"error": "<one short line>"}``, not text/plain."""
 
 
 def request(
@@ -550,7 +558,76 @@ def http_layer() -> list[Bad]:
     ]  # fmt: skip
 
 
+def api() -> list[Bad]:
+    """The Flock-of-Birds API (``/api/*``): hostile uploads (none reaches a replica), argument lists, ids,
+    methods, who may upload. One wrong password only: the credentials group covers the throttle."""
+    gen, remove, call, stats = "/api/gen", "/api/gen/{id}", "/api/call/{id}", "/api/stats"
+    meta, source = "/api/meta/{id}", "/api/cs/{id}"
+    mine = f"/api/call/{SNIPPET}"
+    wrong = "Basic " + base64.b64encode(b"admin:wrong-password-0123456789").decode()
+
+    def bad(what: str, route: str, raw_request: bytes, expect: frozenset[int], reason: bool = True) -> Bad:
+        return Bad(what, route, raw_request, expect, reason, json=True)
+
+    return [
+        bad("an empty upload", gen, request("POST", gen), _ok(400)),
+        bad("an upload of NUL bytes", gen, request("POST", gen, b"\x00" * 1000), _ok(400)),
+        bad("an upload that is not UTF-8", gen, request("POST", gen, b"def callme():\n    return '\xff\xfe'\n"), _ok(400)),
+        bad("an upload nested 100k deep", gen, request("POST", gen, _deep_arrays()), _ok(400)),
+        bad("an upload of 100k unary minuses", gen, request("POST", gen, b"x = " + b"-" * DEEP + b"1\ndef callme(): pass\n"), _ok(400)),
+        bad("an upload of 100k attribute lookups", gen, request("POST", gen, b"x = a" + b".b" * DEEP + b"\ndef callme(): pass\n"), _ok(400)),
+        bad("an upload of 100k-deep JSON objects (600 kB)", gen, request("POST", gen, _deep_objects()), _ok(413)),
+        bad("an upload with a syntax error", gen, request("POST", gen, b"def callme(:\n"), _ok(400)),
+        bad("an upload with no callme", gen, request("POST", gen, b"def other(): pass\n"), _ok(400)),
+        bad("a Content-Length over max_snippet_size", gen, request("POST", gen, length=MAX_SNIPPET + 1), _ok(413)),
+        bad("a chunked upload over max_snippet_size", gen, chunked("POST", gen, MAX_SNIPPET + 1024), _ok(413)),
+        bad("a Content-Length over max_body_size", gen, request("POST", gen, length=MAX_BODY + 1), _ok(413)),
+        bad("a Content-Length of 2^63", gen, request("POST", gen, length=2**63), _ok(400, 413)),
+        bad("an unknown lang", gen, request("POST", "/api/gen?lang=cobol", b"def callme(): pass\n"), _ok(400)),
+        bad("a lang with CRLF", gen, request("POST", f"/api/gen?lang=py%0d%0a{INJECTED}:%201", b"def callme(): pass\n"), _ok(400)),
+        bad("a lang with %00", gen, request("POST", "/api/gen?lang=py%00thon", b"def callme(): pass\n"), _ok(400)),
+        bad("a 10k-character lang", gen, request("POST", "/api/gen?lang=" + "l" * 10_000, b"def callme(): pass\n"), _ok(400)),
+        bad("lang twice", gen, request("POST", "/api/gen?lang=python&lang=js", b"def callme(): pass\n"), _ok(400)),
+        bad("an upload from another site", gen, request("POST", gen, b"def callme(): pass\n", {"Origin": "http://evil.example"}), _ok(403)),
+        bad("an upload through a proxy, without credentials", gen, request("POST", gen, b"def callme(): pass\n", {"X-Forwarded-For": "10.1.2.3"}), _ok(401)),
+        bad("an upload with a wrong password", gen, request("POST", gen, b"def callme(): pass\n", {"Authorization": wrong}), _ok(401)),
+        bad("GET /api/gen", gen, request("GET", gen), _ok(405)),
+        bad("PUT /api/gen", gen, request("PUT", gen, b"x"), _ok(405)),
+        bad("an argument without a colon", call, request("GET", f"{mine}?a"), _ok(400)),
+        bad("an empty argument", call, request("GET", f"{mine}?a:1,,b:2"), _ok(400)),
+        bad("an argument twice", call, request("GET", f"{mine}?a:1,a:2"), _ok(400)),
+        bad("a key that is not a name", call, request("GET", f"{mine}?a-b:1"), _ok(400)),
+        bad("a key with CRLF", call, request("GET", f"{mine}?a%0d%0a{INJECTED}:1"), _ok(400)),
+        bad("a value with %00", call, request("GET", f"{mine}?a:x%00"), _ok(400)),
+        bad("a malformed percent-escape", call, request("GET", f"{mine}?a:%zz"), _ok(400)),
+        bad("a value that is not UTF-8", call, request("GET", f"{mine}?a:%ff%fe"), _ok(400)),
+        bad("a value with CRLF (passed to callme)", call, request("GET", f"{mine}?a:%0d%0a{INJECTED}:%201"), _ok(200), False),
+        bad("2000 arguments", call, request("GET", mine + "?" + ",".join(f"k{i}:v" for i in range(2_000))), _ok(200), False),
+        bad("a 10k-character value", call, request("GET", f"{mine}?a:" + "v" * 10_000), _ok(200), False),
+        bad("an unknown id", call, request("GET", "/api/call/00000000-0000-4000-8000-000000000000"), _ok(404)),
+        bad("an empty id", call, request("GET", "/api/call/"), _ok(404)),
+        bad("an id with %00", call, request("GET", "/api/call/a%00b"), _ok(404)),
+        bad("an id with CRLF", call, request("GET", f"/api/call/a%0d%0a{INJECTED}:%201"), _ok(404)),
+        bad("a 10k-character id", call, request("GET", "/api/call/" + "i" * 10_000), _ok(404)),
+        bad("dot-dot after /api/call/", call, request("GET", "/api/call/../../system/info"), _ok(404)),
+        bad("POST to a snippet", call, request("POST", mine, b"x"), _ok(405)),
+        bad("a body over max_body_size to a snippet", call, request("POST", mine, length=MAX_BODY + 1), _ok(405)),
+        bad("stats with a %00 query", stats, request("GET", "/api/stats?%00"), _ok(200), False),
+        bad("POST /api/stats", stats, request("POST", stats, b"{}"), _ok(405)),
+        bad("meta of an unknown id", meta, request("GET", "/api/meta/nope"), _ok(404)),
+        bad("meta of an id with CRLF", meta, request("GET", f"/api/meta/a%0d%0a{INJECTED}:%201"), _ok(404)),
+        bad("the source of an unknown id", source, request("GET", "/api/cs/" + "i" * 10_000), _ok(404)),
+        bad("the source, from another site", source, request("GET", f"/api/cs/{SNIPPET}", headers={"Sec-Fetch-Site": "cross-site"}), _ok(403)),
+        bad("DELETE without credentials", remove, request("DELETE", f"/api/gen/{SNIPPET}"), _ok(401)),
+        bad("DELETE of an unknown id", remove, request("DELETE", "/api/gen/nope", auth=True), _ok(404)),
+        bad("DELETE of an id with CRLF", remove, request("DELETE", f"/api/gen/a%0d%0a{INJECTED}:%201", auth=True), _ok(404)),
+        bad("GET /api/gen/{id}", remove, request("GET", f"/api/gen/{SNIPPET}"), _ok(405)),
+        bad("an unknown /api route", "", request("GET", "/api/" + "x" * 1000), _ok(404)),
+    ]  # fmt: skip
+
+
 GROUPS = {
+    "api": api,
     "invoke": invoke,
     "async": async_calls,
     "root": root,

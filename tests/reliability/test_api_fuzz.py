@@ -9,10 +9,13 @@ reported together (with the request that caused each), rather than stopping at t
 The fuzzer is steered, never fenced off: a quarter of the generated function names are replaced by
 the function deployed for the run (so the deep paths -- status, scaling, logs, invoke -- are reached,
 not only their 404s); on the invoke paths half of those are spelt ``fuzzme.openfaas-fn``, OpenFaaS's
-``name.namespace``. Two things are held back, because they would make the run meaningless rather
-than harder: ``follow=true`` on ``/system/logs`` (a stream that ends only when the client leaves) is
-sent as ``false``, and a scale of *that* function asks for at most 2 replicas (100 real processes of
-it would measure the machine, not the API). Every other field is fuzzed as generated.
+``name.namespace``. Likewise a quarter of the snippet ids on ``/api/*`` are the run's snippet (which
+``DELETE /api/gen/{id}`` may delete: later cases then get its 404). Errors under ``/api/`` are JSON
+(``{"error": "<one line>"}``), the rest one line of text. Two things are held back, because they would
+make the run meaningless rather than harder: ``follow=true`` on ``/system/logs`` (a stream that ends
+only when the client leaves) is sent as ``false``, and a scale of *that* function asks for at most 2
+replicas (100 real processes of it would measure the machine, not the API). Every other field is fuzzed
+as generated.
 
 Every request goes on one keep-alive session (requests.Session): a connection answered before its
 body was read must stay usable or be closed, never hang the next request. Bounded: ``FUZZ_EXAMPLES``
@@ -23,6 +26,7 @@ printed, and is in the failure message).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -89,9 +93,10 @@ def summary_of(findings: Findings, seed: int, started: float) -> str:
     )
 
 
-def _one_line_reason(response: Any, method: str) -> str | None:
-    """faasd's rule for its own errors: one line of text/plain that says something. An answer to HEAD has
-    no body (RFC 9110, 9.3.2): there the rule is the type and an empty body.
+def _one_line_reason(response: Any, method: str, api: bool = False) -> str | None:
+    """faasd's rule for its own errors: one line of text/plain that says something (under ``/api/``: a
+    JSON object whose ``error`` is such a line). An answer to HEAD has no body (RFC 9110, 9.3.2): there
+    the rule is the type and an empty body.
 
     ``response`` is schemathesis's (headers: lowercase names, list values; ``content``: bytes).
     """
@@ -99,6 +104,14 @@ def _one_line_reason(response: Any, method: str) -> str | None:
         return None
     content_type = (response.headers.get("content-type") or [""])[0]
     text = response.content.decode("utf-8", "replace")
+    if api:
+        try:
+            error = json.loads(text).get("error")
+        except (ValueError, AttributeError):
+            error = None
+        if not content_type.startswith("application/json") or not isinstance(error, str) or "\n" in error:
+            return f"{response.status_code} is not a JSON one-line error: {content_type!r} {text[:300]!r}"
+        return None
     if not content_type.startswith("text/plain"):
         return f"{response.status_code} with Content-Type {content_type!r} (want text/plain)"
     if method.upper() == "HEAD":
@@ -108,9 +121,11 @@ def _one_line_reason(response: Any, method: str) -> str | None:
     return None
 
 
-def _steer(case: Any, use_target: bool, qualified: bool) -> None:
+def _steer(case: Any, use_target: bool, qualified: bool, snippet: str) -> None:
     """Point a share of cases at the deployed function (by its name, or on the invoke paths as often as
-    ``name.openfaas-fn``); keep streams finite and scales small."""
+    ``name.openfaas-fn``) and at the run's snippet; keep streams finite and scales small."""
+    if use_target and "id" in (case.path_parameters or {}):
+        case.path_parameters["id"] = snippet
     if use_target and "functionName" in (case.path_parameters or {}):
         invoke = case.operation.path.startswith("/function/")
         case.path_parameters["functionName"] = f"{TARGET}.openfaas-fn" if invoke and qualified else TARGET
@@ -137,6 +152,7 @@ def _fuzz(
     session: requests.Session,
     headers: dict[str, str],
     findings: Findings,
+    snippet: str,
 ) -> None:
     """Run FUZZ_EXAMPLES generated cases of one operation; record every problem in ``findings``."""
 
@@ -154,7 +170,7 @@ def _fuzz(
         qualified=st.booleans(),
     )
     def fuzz(case: Any, use_target: bool, qualified: bool) -> None:
-        _steer(case, use_target, qualified)
+        _steer(case, use_target, qualified, snippet)
         label = f"{case.operation.label} [{mode.value}]"
         try:
             response = case.call(session=session, headers=headers, timeout=REQUEST_TIMEOUT_S)
@@ -171,7 +187,8 @@ def _fuzz(
         except (AssertionError, BaseExceptionGroup) as exc:  # schemathesis raises a FailureGroup of its checks.
             findings.add(label, f"{str(exc).strip()[:1500]}\n{case.as_curl_command()}")
             failed = True
-        problem = _one_line_reason(response, case.method)  # The fuzzed function (cat) never answers >= 400 itself.
+        # The fuzzed function (cat) never answers >= 400 itself, nor does the snippet (it returns its arguments).
+        problem = _one_line_reason(response, case.method, api=case.operation.path.startswith("/api/"))
         if problem:
             findings.add(label, f"{problem}\n{case.as_curl_command()}")
             failed = True
@@ -189,6 +206,9 @@ def test_fuzz_every_operation(start_daemon: StartDaemon, ledger: Entry) -> None:
     daemon.deploy(TARGET, "cat")
     with daemon.client() as client:
         assert client.post("/system/secrets", json={"name": "fuzz-secret", "value": "v"}).status_code == 201
+        uploaded = client.post("/api/gen", content=b"def callme(**kwargs):\n    return sorted(kwargs)\n")
+        assert uploaded.status_code == 200, uploaded.text
+        snippet = uploaded.json()["id"]
     schema = schemathesis.openapi.from_url(f"{daemon.url}/openapi.json", timeout=10)
     seed = int(os.environ.get("FAASD_FUZZ_SEED") or random.randrange(2**32))
     findings = Findings()
@@ -204,7 +224,7 @@ def test_fuzz_every_operation(start_daemon: StartDaemon, ledger: Entry) -> None:
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             if daemon.proc.poll() is None:
-                _fuzz(operation, mode, seed=seed, session=session, headers=auth, findings=findings)
+                _fuzz(operation, mode, seed=seed, session=session, headers=auth, findings=findings, snippet=snippet)
     session.close()
     ledger.bad_input(findings.negative)
     ledger.calls(findings.requests + findings.unanswered, findings.failed + findings.unanswered, findings.unanswered)

@@ -21,6 +21,8 @@ a new route without hostile cases fails here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ import pytest
 from faasd.gateway.openapi import openapi_document
 from tests.daemon_fixtures import Daemon, StartDaemon
 from tests.helpers import RawConnection, RawResponse, RssSampler, rss_bytes, scaled, wait_for
-from tests.reliability.hostile_cases import GROUPS, INJECTED, Bad, cases
+from tests.reliability.hostile_cases import GROUPS, INJECTED, SNIPPET, Bad, cases
 from tests.reliability.ledger import Entry
 
 MiB = 1024 * 1024
@@ -121,7 +123,9 @@ def problems_with(case: Bad, answer: Answer) -> list[str]:
         found.append(f"status {response.status}, want {sorted(case.expect)}: {response.text[:200]!r}")
     if any(name.lower() == INJECTED for name, _ in response.headers):
         found.append(f"the answer carries an injected header: {response.headers}")
-    if case.reason and response.status >= 400:
+    if case.reason and response.status >= 400 and case.json:
+        found += _json_reason_problems(response)
+    elif case.reason and response.status >= 400:
         content_type = response.header("Content-Type") or ""
         text = response.body
         if not content_type.startswith("text/plain"):
@@ -131,6 +135,23 @@ def problems_with(case: Bad, answer: Answer) -> list[str]:
         elif len(text) > MAX_REASON_BYTES:
             found.append(f"{response.status} reason of {len(text)} bytes (echoes the input?): {text[:200]!r}")
     return found
+
+
+def _json_reason_problems(response: RawResponse) -> list[str]:
+    """``/api/*``'s rule: an error is a JSON object whose ``error`` is one short line."""
+    content_type = response.header("Content-Type") or ""
+    if not content_type.startswith("application/json"):
+        return [f"{response.status} with Content-Type {content_type!r}, want application/json: {response.body[:200]!r}"]
+    try:
+        document = json.loads(response.body)
+    except ValueError:
+        return [f"{response.status} body is not JSON: {response.body[:200]!r}"]
+    error = document.get("error") if isinstance(document, dict) else None
+    if not isinstance(error, str) or not error.strip() or "\n" in error:
+        return [f"{response.status} without a one-line error: {response.body[:300]!r}"]
+    if len(response.body) > MAX_REASON_BYTES:
+        return [f"{response.status} error of {len(response.body)} bytes (echoes the input?): {response.body[:200]!r}"]
+    return []
 
 
 class Health:
@@ -172,8 +193,14 @@ def _open_fds(pid: int) -> int:
 
 
 def _prepare(daemon: Daemon, group: str) -> set[str]:
-    """What the cases of ``group`` refer to -- ``ref`` always; the secret ``used`` and its user -- by name."""
+    """What the cases of ``group`` refer to -- ``ref`` always; the secret ``used`` and its user; the
+    ``api`` group's snippet (its function is named for it) -- by name."""
     daemon.deploy("ref", "cat")
+    if group == "api":
+        with daemon.client(auth=False) as client:
+            answer = client.post("/api/gen", content=b"def callme(**kwargs):\n    return sorted(kwargs)\n")
+            assert answer.status_code == 200, answer.text
+        return {"ref", f"fob-{answer.json()['id']}"}
     if group == "secrets":
         with daemon.client() as client:
             assert client.post("/system/secrets", json={"name": "used", "value": "v"}).status_code == 201
@@ -204,6 +231,9 @@ def test_hostile_inputs(group: str, start_daemon: StartDaemon, ledger: Entry) ->
     prepared = _prepare(daemon, group)
     port = _port(daemon)
     table = cases(group)
+    snippet = next((name.removeprefix("fob-") for name in prepared if name.startswith("fob-")), None)
+    if snippet is not None:
+        table = [dataclasses.replace(case, raw=case.raw.replace(SNIPPET.encode(), snippet.encode())) for case in table]
     health = Health(daemon)
     problems: list[str] = []
     answered = 0
