@@ -11,7 +11,7 @@ function then fails to start, and ``POST /api/gen`` answers 400 saying why).
 
 ``handle(event, context)`` calls ``callme(**kwargs)`` with the request's query arguments (the gateway
 turns ``/api/call/{id}?a:1,b:2`` into ``?a=1&b=2``; every value is a string, as in the seed) and
-answers JSON:
+answers JSON (one document and a newline):
 
 ===================================================  ======  ==========================================
 case                                                 status  body
@@ -101,7 +101,7 @@ def make_handle(callme: Callable[..., Any], timeout_s: float) -> Callable[[Any, 
             message = _message(exc)
             return _answer(500, {"error": f"{kind}: {message}" if message else kind, "type": kind, "message": message})
         try:
-            body = json.dumps({"result": result}, allow_nan=False)
+            body = json.dumps({"result": result}, allow_nan=False) + "\n"
         except Exception as exc:  # TypeError, ValueError (NaN, a cycle, a huge int), RecursionError, ...
             reason = _message(exc)
             return _answer(
@@ -142,7 +142,7 @@ def _message(exc: BaseException) -> str:
 
 
 def _answer(status: int, document: dict[str, Any]) -> dict[str, Any]:
-    return {"statusCode": status, "body": json.dumps(document), "headers": _JSON}
+    return {"statusCode": status, "body": json.dumps(document) + "\n", "headers": _JSON}
 
 
 def _timeout_from_env() -> float:

@@ -271,8 +271,8 @@ class JsonErrors:
 async def send_json(
     send: Send, status: int, document: object, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    """Answer with ``document`` as JSON (these routes' own answers)."""
-    body = json.dumps(document).encode()
+    """Answer with ``document`` as JSON and a newline (these routes' own answers)."""
+    body = json.dumps(document).encode() + b"\n"
     start = [(b"content-type", JSON_TYPE), (b"content-length", str(len(body)).encode()), NOSNIFF, *(headers or ())]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body, "more_body": False})
