@@ -1,42 +1,65 @@
-"""``faasd _checksource LANG``: the child process that compiles one snippet for the daemon.
+"""``faasd _checksource``: the child process that compiles uploaded snippets for the daemon.
 
-The source comes on stdin; one JSON object goes to stdout: ``{"ok": true}``, or ``{"error", "line",
-"column"}`` (:class:`~faasd.fob.source.SourceError`). It compiles and executes nothing of the snippet
-(:func:`~faasd.fob.source.check_source`). Why a process of its own: compiling hostile source costs
-memory and CPU in proportion to it (and a parser gives up only after using them), which must not grow
-the daemon or stall its event loop. Its own limits (:data:`MEMORY_LIMIT_BYTES` of address space,
-:data:`CPU_LIMIT_S` of CPU) end it if the source is worse than that; the daemon answers 400 then.
+It serves one check after another, as long as the daemon keeps its stdin open (so an upload does not
+pay an interpreter's start). A request on stdin is ``!I`` (length) then the language, a newline and the
+source; the answer on stdout is ``!I`` (length) then one JSON object: ``{"ok": true}`` or ``{"error",
+"line", "column"}`` (:class:`~faasd.fob.source.SourceError`), with ``"rss"``, its peak resident size in
+bytes, so the daemon can replace a checker that grew. It compiles and executes nothing of a snippet
+(:func:`~faasd.fob.source.check_source`).
 
-Imports nothing beyond the standard library and :mod:`faasd.fob.source` (no trio): it starts per upload.
+Why a process of its own: compiling hostile source costs memory and CPU in proportion to it (and a
+parser gives up only after using them), which must not grow the daemon or stall its event loop. Its
+address space is capped at :data:`MEMORY_LIMIT_BYTES` (a source worse than that is a ``MemoryError``,
+answered as an error); the daemon bounds each check's time and kills a checker that takes too long.
+
+Imports nothing beyond the standard library and :mod:`faasd.fob.source` (no trio).
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import struct
 import sys
+from typing import BinaryIO
 
 from faasd.fob.source import DEFAULT_LANGUAGE, SourceError, check_source
 
-__all__ = ["CPU_LIMIT_S", "MEMORY_LIMIT_BYTES", "main"]
+__all__ = ["FRAME", "MEMORY_LIMIT_BYTES", "main", "read_frame", "write_frame"]
 
 MEMORY_LIMIT_BYTES = 1024 * 1024 * 1024
 """Address space of the checker (the worst 256 KiB source measured peaks near 200 MB resident)."""
-CPU_LIMIT_S = 20
+FRAME = struct.Struct("!I")
 
 
 def main(argv: list[str]) -> int:
-    """Check stdin as a snippet in ``argv[0]``'s language; print the verdict as JSON; exit 0."""
-    for limit, value in ((resource.RLIMIT_AS, MEMORY_LIMIT_BYTES), (resource.RLIMIT_CPU, CPU_LIMIT_S)):
-        _, hard = resource.getrlimit(limit)
-        resource.setrlimit(limit, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
-    language = argv[0] if argv else DEFAULT_LANGUAGE
-    source = sys.stdin.buffer.read()
-    try:
-        check_source(source, language)
-        verdict: dict[str, object] = {"ok": True}
-    except SourceError as exc:
-        verdict = {"error": exc.message, "line": exc.line, "column": exc.column}
-    sys.stdout.write(json.dumps(verdict))
-    sys.stdout.flush()
+    """Answer checks until stdin closes; exit 0."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = MEMORY_LIMIT_BYTES if hard == resource.RLIM_INFINITY else min(MEMORY_LIMIT_BYTES, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while (request := read_frame(stdin)) is not None:
+        language, _, source = request.partition(b"\n")
+        try:
+            check_source(source, language.decode("ascii", "replace") or DEFAULT_LANGUAGE)
+            verdict: dict[str, object] = {"ok": True}
+        except SourceError as exc:
+            verdict = {"error": exc.message, "line": exc.line, "column": exc.column}
+        verdict["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        write_frame(stdout, json.dumps(verdict).encode())
     return 0
+
+
+def read_frame(stream: BinaryIO) -> bytes | None:
+    """The next frame's payload, or None at end of input."""
+    header = stream.read(FRAME.size)
+    if len(header) < FRAME.size:
+        return None
+    (size,) = FRAME.unpack(header)
+    payload = stream.read(size)
+    return payload if len(payload) == size else None
+
+
+def write_frame(stream: BinaryIO, payload: bytes) -> None:
+    stream.write(FRAME.pack(len(payload)) + payload)
+    stream.flush()

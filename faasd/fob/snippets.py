@@ -153,17 +153,22 @@ class SnippetService:
             self._snippets[row.id] = Snippet(id=row.id, language=row.language, created_at=row.created_at)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The snippets' background work: settle what a crash left half done (module docstring), then
-        delete the rows of snippets whose functions are removed (:meth:`function_removed`). Runs until
-        cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            try:
-                await self._settle()
-            except FaasdError as exc:
-                event(log, logging.ERROR, "cannot settle the stored snippets", error=exc.message)
-            await trio.sleep_forever()
+        """The snippets' background work: start the source checker (so the first upload need not wait
+        for it), settle what a crash left half done (module docstring), then delete the rows of
+        snippets whose functions are removed (:meth:`function_removed`). Runs until cancelled, then
+        stops the checker."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                nursery.start_soon(self.checker.warm)
+                try:
+                    await self._settle()
+                except FaasdError as exc:
+                    event(log, logging.ERROR, "cannot settle the stored snippets", error=exc.message)
+                await trio.sleep_forever()
+        finally:
+            await self.checker.aclose()
 
     async def _settle(self) -> None:
         if self.persistent:

@@ -148,6 +148,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         max_snippet_bytes=1024,
     )
     yield Api(routes, snippets, registry, row.id, pool)
+    await snippets.checker.aclose()  # The source checker's child process (SnippetService.run stops it in the daemon).
     await pool.aclose()
     await store.aclose()
 
