@@ -45,8 +45,21 @@ def main(argv: list[str]) -> int:
             verdict: dict[str, object] = {"ok": True}
         except SourceError as exc:
             verdict = {"error": exc.message, "line": exc.line, "column": exc.column}
-        verdict["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        verdict["rss"] = peak_rss()
         write_frame(stdout, json.dumps(verdict).encode())
+    return 0
+
+
+def peak_rss() -> int:
+    """This process's peak resident size in bytes (``VmHWM``; 0 when unknown). Not ``ru_maxrss``: Linux
+    carries that over from the process before ``exec``, here the daemon, whose size is not ours."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
     return 0
 
 
