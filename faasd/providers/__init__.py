@@ -1,10 +1,10 @@
 """Backends that run functions: one :class:`Provider` protocol, loaded by name.
 
 Layering: ``types.py`` (wire types, pure) and ``base.py`` (the protocol) are what the rest of faasd
-imports; each backend lives in its own module (``local.py`` now; ``swarm.py`` and ``marathon.py``
-later) and is imported only by :func:`load_provider`, inside its branch, so the docker SDK or an HTTP
-client is loaded only by the daemon that uses that backend. Underscored modules (``_archive.py``) are
-helpers of the backends, not API.
+imports; each backend is a package of its own (``local/``, ``swarm/``, ``marathon/``) imported only by
+:func:`load_provider`, inside its branch, so the docker SDK or an HTTP client is loaded only by the
+daemon that uses that backend. ``common/`` holds what the backends share (the log book, the replica
+health probe); nothing outside ``providers/`` imports a backend's modules.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faasd.providers._pip_env import PIP_ENV_NAMES
+from faasd.providers.local.pip_env import PIP_ENV_NAMES
 from tests.daemon_fixtures import PASSWORD, StartDaemon
 from tests.e2e.test_daemon_api import _archive
 

@@ -24,11 +24,8 @@ import trio
 from faasd.config import DaemonConfig
 from faasd.errors import FunctionNotFound, InvalidRequest, NotSupported
 from faasd.providers import Provider, load_provider
-from faasd.providers.local import (
-    LocalProvider,
-    _Slot,
-    plan_replicas,
-)
+from faasd.providers.local import LocalProvider, plan_replicas
+from faasd.providers.local.provider import _Slot
 from faasd.providers.types import FunctionSpec, LogRequest
 from faasd.registry import EndpointRegistry
 from tests.helpers import process_alive, process_state, scaled, session_members

@@ -31,7 +31,7 @@ import docker
 import docker.errors
 import pytest
 
-from faasd.providers._swarm_spec import (
+from faasd.providers.swarm.spec import (
     CALL_TOKEN_CONFIG,
     CALL_TOKEN_LABEL,
     LABEL_OWNER,

@@ -1,4 +1,4 @@
-"""The call token on Swarm (faasd/calltoken.py, faasd/providers/_swarm_spec.py): a real daemon, a real swarm.
+"""The call token on Swarm (faasd/calltoken.py, faasd/providers/swarm/spec.py): a real daemon, a real swarm.
 
 A task's host-mode published port listens on every interface of the node: a call straight to it gets
 403 without the token or with a wrong one, the same call through the gateway 200. The token reaches
@@ -15,7 +15,7 @@ import base64
 import httpx
 import pytest
 
-from faasd.providers._swarm_spec import CALL_TOKEN_CONFIG, CALL_TOKEN_PATH
+from faasd.providers.swarm.spec import CALL_TOKEN_CONFIG, CALL_TOKEN_PATH
 from tests.daemon_fixtures import Daemon, StartDaemon
 from tests.helpers import wait_for
 from tests.swarm.conftest import SwarmHelper

@@ -1,4 +1,4 @@
-"""How the daemon finds where it runs (faasd/providers/_swarm_self.py), against the real engine: the
+"""How the daemon finds where it runs (faasd/providers/swarm/placement.py), against the real engine: the
 containers are real, only what /proc would say inside them is handed in. The daemon really running in
 such a container is tests/swarm/test_seed_quickstart.py."""
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from faasd.providers._swarm_self import locate, network_ids
+from faasd.providers.swarm.placement import locate, network_ids
 from tests.swarm.conftest import NETWORK, SESSION, TEST_LABEL, SwarmHelper
 
 pytestmark = pytest.mark.slow

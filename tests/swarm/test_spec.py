@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from faasd.errors import InvalidRequest
-from faasd.providers._swarm_spec import (
+from faasd.providers.swarm.spec import (
     CALL_TOKEN_PATH,
     DEFAULT_PLACEMENT,
     FunctionRule,

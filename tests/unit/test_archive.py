@@ -1,4 +1,4 @@
-"""faasd.providers._archive: handler archives are unpacked safely, hostile ones refused."""
+"""faasd.providers.local.archive: handler archives are unpacked safely, hostile ones refused."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from faasd.errors import InvalidRequest
-from faasd.providers._archive import extract_archive
+from faasd.providers.local.archive import extract_archive
 
 Entry = tuple[str, str, bytes | str, int]
 """(name, kind: file|dir|symlink|hardlink|fifo|chr|blk, data or link target, mode)."""

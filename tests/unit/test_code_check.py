@@ -1,4 +1,4 @@
-"""faasd/providers/_code_check.py: which files a local function's command needs from its directory."""
+"""faasd/providers/local/code_check.py: which files a local function's command needs from its directory."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from faasd.providers._code_check import missing_code
+from faasd.providers.local.code_check import missing_code
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from faasd.providers._logbook import LINE_OVERHEAD_BYTES, MAX_LOG_LINE_BYTES, LineBuffer, LogBook
+from faasd.providers.common.logbook import LINE_OVERHEAD_BYTES, MAX_LOG_LINE_BYTES, LineBuffer, LogBook
 from faasd.providers.types import LogRequest
 
 

@@ -1,9 +1,9 @@
-"""Where the daemon runs (faasd/providers/_swarm_self.py), from the texts of /proc and Docker's inspect
+"""Where the daemon runs (faasd/providers/swarm/placement.py), from the texts of /proc and Docker's inspect
 documents. The same functions against a real engine: tests/swarm/test_placement.py."""
 
 from __future__ import annotations
 
-from faasd.providers._swarm_self import choose_route, container_candidates
+from faasd.providers.swarm.placement import choose_route, container_candidates
 
 ID = "ecbe0da65d5e742657595f165f7c019bd39d68ce743ecb914290794511652d85"
 OTHER = "5f3c9d1e2b4a69788796a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4"

@@ -4,9 +4,9 @@ Swarm keeps the deployments (``persistent = True``): the daemon holds no state o
 and rebuilds everything from the swarm after a restart. Services made by hand are functions too when
 they carry the OpenFaaS labels (anywhere) or are attached to the functions network -- the faas seed's
 rule, ``docker service create --network=functions --name catservice IMAGE`` with no label
-(:class:`~faasd.providers._swarm_spec.FunctionRule`: ``function=false`` opts a service on the network
+(:class:`~faasd.providers.swarm.spec.FunctionRule`: ``function=false`` opts a service on the network
 out; the daemon's own service never counts). How a FunctionSpec becomes a service (labels, secrets,
-read-only root, health check, resources, ...) is in :mod:`faasd.providers._swarm_spec`.
+read-only root, health check, resources, ...) is in :mod:`faasd.providers.swarm.spec`.
 
 **Docker.** Everything goes through the docker SDK, whose calls block: each runs in a worker thread
 (``trio.to_thread.run_sync``), never on the event loop, and its errors are translated into
@@ -36,7 +36,7 @@ start. Where it is called depends on ``route``:
   the seed's and OpenFaaS's gateways did): faasd calls each task's address on that network, port
   8080 -- the addresses ``tasks.<name>`` resolves to there. Nothing is published on the host.
 * ``auto`` (the default) is one of them, chosen on connecting from where the daemon runs
-  (:mod:`faasd.providers._swarm_self`): ``overlay-dns`` in a container attached to the network.
+  (:mod:`faasd.providers.swarm.placement`): ``overlay-dns`` in a container attached to the network.
 
 Each endpoint says whether its task was given the call token (mounted by faasd as a Docker secret):
 the gateway sends the token only to those, never to a service made by hand without it.
@@ -93,8 +93,8 @@ from faasd.errors import (
 )
 from faasd.logs import event
 from faasd.namelocks import NameLocks
-from faasd.providers._swarm_self import Placement, locate, network_ids
-from faasd.providers._swarm_spec import (
+from faasd.providers.swarm.placement import Placement, locate, network_ids
+from faasd.providers.swarm.spec import (
     CALL_TOKEN_CONFIG,
     CALL_TOKEN_LABEL,
     LABEL_OWNER,
@@ -300,7 +300,7 @@ class SwarmProvider:
         network: the attachable overlay network functions join (created when missing); every
             service attached to it is a function too (:class:`FunctionRule`).
         route: ``host-port`` or ``overlay-dns`` (how the daemon reaches tasks), or ``auto``: chosen
-            from where the daemon runs when it connects (:mod:`faasd.providers._swarm_self`).
+            from where the daemon runs when it connects (:mod:`faasd.providers.swarm.placement`).
         pull: let Swarm pull images missing on this engine from their registry (off: such a deploy
             is refused, nothing ever reaches a registry).
         default_image: what a spec without ``image`` runs.
@@ -592,7 +592,7 @@ class SwarmProvider:
 
     async def _locate(self) -> str:
         """Find where this daemon runs -- its own container and service, the functions network's ID --
-        and choose the route when it is ``auto`` (:mod:`faasd.providers._swarm_self`); return the route.
+        and choose the route when it is ``auto`` (:mod:`faasd.providers.swarm.placement`); return the route.
 
         Run on every connection to dockerd (a few API calls), and by the first deploy if that comes
         before the first connection; logged when it changes.

@@ -57,7 +57,7 @@ one that becomes ready retires an old one, so a function that had a ready replic
 throughout (see :func:`plan_replicas`).
 
 **Logs.** Every line a replica writes (watchdog log lines, function stderr) is kept per function in a
-ring bounded by bytes (:mod:`faasd.providers._logbook`), served by :meth:`LocalProvider.logs`.
+ring bounded by bytes (:mod:`faasd.providers.common.logbook`), served by :meth:`LocalProvider.logs`.
 
 Kill policy (style guide §11): SIGTERM to the watchdog (it drains its calls; in bwrap, to the watchdog
 inside the sandbox), SIGKILL to its whole session after ``stop_grace_s`` (in bwrap, to the sandbox,
@@ -93,11 +93,11 @@ from faasd.calltoken import CallToken
 from faasd.errors import BackendUnavailable, FunctionNotFound, InvalidRequest, describe_exception
 from faasd.logs import event
 from faasd.namelocks import NameLocks
-from faasd.providers._archive import extract_archive
-from faasd.providers._code_check import missing_code
-from faasd.providers._logbook import DEFAULT_LOG_BYTES, LineBuffer, LogBook
-from faasd.providers._pip_env import pip_environment
-from faasd.providers._requirements import install_requirements
+from faasd.providers.common.logbook import DEFAULT_LOG_BYTES, LineBuffer, LogBook
+from faasd.providers.local.archive import extract_archive
+from faasd.providers.local.code_check import missing_code
+from faasd.providers.local.pip_env import pip_environment
+from faasd.providers.local.requirements import install_requirements
 from faasd.providers.types import Endpoint, FunctionSpec, FunctionStatus, LogMessage, LogRequest, validate_name
 from faasd.registry import EndpointRegistry
 from faasd.runtime import self_command
@@ -296,7 +296,7 @@ class LocalProvider:
         ready_timeout_s: longest a replica may take to answer its health check before it is killed
             and replaced.
         stop_grace_s: between SIGTERM and SIGKILL when a replica is stopped.
-        log_bytes: log kept per function for :meth:`logs` (see :mod:`faasd.providers._logbook`).
+        log_bytes: log kept per function for :meth:`logs` (see :mod:`faasd.providers.common.logbook`).
         call_token: replicas refuse calls without it (:mod:`faasd.calltoken`); each gets it on a pipe
             (``call_token_fd``), never in its environment.
         sandbox: ``auto``, ``bwrap``, ``uid`` or ``none`` (docs/sandbox.md); decided when :meth:`run`
@@ -707,7 +707,7 @@ class LocalProvider:
         With ``gid``, the dir then becomes ``root:<gid>``, readable by the function and nobody else.
 
         Raises:
-            InvalidRequest: command not found, the code it runs missing (:mod:`._code_check`), bad watchdog
+            InvalidRequest: command not found, the code it runs missing (:mod:`.code_check`), bad watchdog
                 setting.
         """
         env = self._replica_env(_Generation(0, spec, fprocess), path, os.path.join(path, ".replica"), listen_fd=3)

@@ -21,7 +21,7 @@ import sys
 import trio
 
 from faasd.errors import InvalidRequest
-from faasd.providers._pip_env import pip_environment
+from faasd.providers.local.pip_env import pip_environment
 from faasd.sandbox.build import Build
 
 __all__ = ["REQUIREMENTS_TIMEOUT_S", "install_requirements"]
