@@ -25,7 +25,7 @@ from faasd.config import DaemonConfig
 from faasd.errors import FunctionNotFound, InvalidRequest, NotSupported
 from faasd.providers import Provider, load_provider
 from faasd.providers.local import LocalProvider, plan_replicas
-from faasd.providers.local.provider import _Slot
+from faasd.providers.local.state import Slot
 from faasd.providers.types import FunctionSpec, LogRequest
 from faasd.registry import EndpointRegistry
 from tests.helpers import process_alive, process_state, scaled, session_members
@@ -404,8 +404,8 @@ async def test_operations_need_a_running_provider(tmp_path: Path) -> None:
 # -- pure parts -------------------------------------------------------------------------------------
 
 
-def _slot(seq: int, generation: object, *, ready: bool = True, stopping: bool = False) -> _Slot:
-    slot = _Slot.__new__(_Slot)
+def _slot(seq: int, generation: object, *, ready: bool = True, stopping: bool = False) -> Slot:
+    slot = Slot.__new__(Slot)
     slot.seq, slot.generation, slot.ready, slot.stopping = seq, generation, ready, stopping  # type: ignore[assignment]
     return slot
 

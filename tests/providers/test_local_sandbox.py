@@ -147,10 +147,10 @@ async def test_a_replica_sees_its_own_uid_files_and_limits(mode: str, make_sandb
             assert seen["home"] == str(scratch) and (scratch.stat().st_uid, scratch.stat().st_gid) == (uid, gid)
             assert Path(scratch).stat().st_mode & 0o777 == 0o700, text
             # Outside the state dir, which a function's uid cannot enter.
-            assert seen["cwd"] == str(Path(provider._functions_dir) / "looker"), text
+            assert seen["cwd"] == str(Path(provider._host.functions_dir) / "looker"), text
             assert not seen["cwd"].startswith(provider._state_dir), text
         # The function's files on the host: root-owned, its group may read, nobody else.
-        workdir = Path(provider._functions_dir) / "looker"
+        workdir = Path(provider._host.functions_dir) / "looker"
         for path in (workdir, workdir / "data.txt", workdir / ".secrets", workdir / ".secrets" / "api-key"):
             info = path.stat()
             assert (info.st_uid, info.st_gid) == (0, gid), path
@@ -284,7 +284,7 @@ async def test_requirements_are_installed_by_the_function_itself(mode: str, make
         (endpoint,) = await ready_endpoints(registry, "withdeps", 1)
         assert await call(endpoint) == (200, b"from tinydep")
         gid = provider._functions["withdeps"].gid
-        installed = Path(provider._functions_dir) / "withdeps" / ".packages" / "tinydep.py"
+        installed = Path(provider._host.functions_dir) / "withdeps" / ".packages" / "tinydep.py"
         info = installed.stat()
         assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, gid, 0o640)
 

@@ -1,16 +1,18 @@
-"""Per-function logs of the local backend: replica output cut into lines, kept in a ring bounded by bytes.
+"""Per-function logs kept by faasd itself: replica output cut into lines, in a ring bounded by bytes.
 
-Every line a replica writes (watchdog log lines, function stdout/stderr in http mode) is kept in its
-function's :class:`LogBook` and offered to live followers (``faasd logs -f``). Why bytes and not lines:
-a ring of 10,000 lines of up to 16 KiB each held up to 160 MiB per function, so one function writing
-long lines could take the daemon's memory; :data:`DEFAULT_LOG_BYTES` per function bounds it whatever
-the lines look like (each line is counted with :data:`LINE_OVERHEAD_BYTES` for its object, so many
-tiny lines are bounded too).
+Used by the backends whose orchestrator keeps no logs faasd can read (``local``: processes it
+supervises; ``memory``). Every line a replica writes (watchdog log lines, function stdout/stderr in
+http mode) is kept in its function's :class:`LogBook` and offered to live followers (``faasd logs
+-f``). Why bytes and not lines: a ring of 10,000 lines of up to 16 KiB each held up to 160 MiB per
+function, so one function writing long lines could take the daemon's memory;
+:data:`DEFAULT_LOG_BYTES` per function bounds it whatever the lines look like (each line is counted
+with :data:`LINE_OVERHEAD_BYTES` for its object, so many tiny lines are bounded too).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import trio
@@ -112,6 +114,27 @@ class LogBook:
         self._followers.discard(follower)
         follower.send.close()
         follower.receive.close()
+
+    async def read(self, request: LogRequest) -> AsyncIterator[LogMessage]:
+        """A provider's ``logs``: kept lines (filtered by ``instance``, ``since``, then ``tail``), then
+        with ``follow`` new lines as they come, until the consumer stops iterating or :meth:`close`.
+
+        Resource handling:
+            A follower's queue is bounded (:data:`FOLLOW_BUFFER_LINES`); when it is full, lines are
+            dropped and a ``[faasd] N log lines dropped`` line takes their place. The queue is
+            released when the iterator is closed (``aclose`` or garbage collection).
+        """
+        kept = self.select(request)
+        follower = self.follow(request.instance) if request.follow else None
+        try:
+            for message in kept:
+                yield message
+            if follower is not None:
+                async for message in follower.receive:
+                    yield message
+        finally:
+            if follower is not None:
+                self.unfollow(follower)
 
     def close(self) -> None:
         """The function is gone: end every follower's iteration (after what it has queued)."""

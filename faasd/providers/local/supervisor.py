@@ -1,0 +1,440 @@
+"""Replica slots of the local backend: started, supervised, made ready, published, stopped.
+
+A *slot* is a place for one replica: a listening socket on 127.0.0.1 bound before the replica is
+spawned (passed down as ``listen_fd``), and a task in the provider's nursery that keeps one replica
+running in it. The socket lives as long as the slot, so a replica that crashes is replaced on the same
+port and connections queued meanwhile are served by its successor.
+
+:meth:`Supervisor.reconcile` moves a function's slots toward its desired count
+(:func:`~faasd.providers.local.state.plan_replicas`); each slot's task (:meth:`Supervisor._supervise`)
+spawns the replica in the sandbox, probes it ready (:mod:`faasd.providers.common.probe`), publishes
+it, pumps its output into the function's log book, restarts it with a backoff when it ends on its own,
+and stops it (unpublished first, SIGTERM, SIGKILL to its session after the grace) when asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+from secrets import token_hex
+
+import trio
+
+from faasd.errors import describe_exception
+from faasd.logs import event
+from faasd.providers.common.logbook import LineBuffer
+from faasd.providers.common.probe import wait_healthy
+from faasd.providers.local.process import exit_fields, exit_text, kill_session, remove_tree, token_pipe
+from faasd.providers.local.state import LOCALHOST, REPLICA_KEY, Function, Generation, Host, Replica, Slot, plan_replicas
+from faasd.providers.local.workdir import replica_env
+from faasd.providers.types import Endpoint
+from faasd.registry import EndpointRegistry
+from faasd.sandbox import files as sandbox_files
+from faasd.sandbox import host as sandbox_host
+from faasd.sandbox.plan import Launch, ReplicaSandbox, plan_launch
+
+__all__ = ["Supervisor"]
+
+log = logging.getLogger("faasd.providers.local")
+
+LISTEN_BACKLOG = 1024
+"""Backlog of each replica's listening socket: calls made during a (re)start wait there."""
+
+READY_POLL_S = 0.015
+"""Pause between two health probes that got an answer other than 200 (the watchdog is starting)."""
+
+RESTART_BACKOFF_INITIAL_S = 0.1
+RESTART_BACKOFF_MAX_S = 30.0
+RESTART_BACKOFF_RESET_S = 10.0
+"""A replica that ran at least this long restarts its slot's backoff from the initial delay."""
+
+UNPUBLISH_GRACE_S = 0.05
+"""Between unpublishing a replica and sending it SIGTERM: a router that picked the endpoint just
+before it was unpublished still connects while the replica accepts (a zero-failure rolling update)."""
+
+LOG_DRAIN_S = 1.0
+"""After a replica exits, how long its last output may take to arrive (a leftover grandchild can hold
+the pipe open for ever)."""
+
+PIPE_READ_BYTES = 64 * 1024
+
+
+class Supervisor:
+    """Runs the slots of every function of one provider, in the nursery it is given (``nursery``).
+
+    Every method runs on the trio thread; the provider calls :meth:`reconcile` under the function's
+    lock, readiness calls it too (a ready replica of a new generation retires an old one).
+    """
+
+    def __init__(self, host: Host, registry: EndpointRegistry) -> None:
+        self.host = host
+        self.registry = registry
+        self.nursery: trio.Nursery | None = None
+        """The provider's nursery while it runs; None before and after (nothing is started then)."""
+        self.restarts = 0
+        """Replicas replaced after exiting on their own (or not becoming ready), since the start."""
+        self._replica_ids: set[str] = set()
+        self._seq = itertools.count()
+
+    # -- a function's slots -------------------------------------------------------------------------
+
+    def reconcile(self, function: Function) -> None:
+        """Apply :func:`plan_replicas` to ``function`` (sync: called from operations and readiness)."""
+        if function.removed or self.nursery is None:
+            return
+        start, stop = plan_replicas(function.slots, function.generation, function.desired)
+        for slot in stop:
+            self.stop_slot(slot)
+        for _ in range(start):
+            if not self._start_slot(function):
+                break
+        self.publish(function)
+        self._collect_retired(function)
+
+    @staticmethod
+    def stop_slot(slot: Slot) -> None:
+        """Mark ``slot`` stopping (it leaves the next publish) and wake its supervisor."""
+        if not slot.stopping:
+            slot.stopping = True
+            slot.stop.set()
+
+    def publish(self, function: Function) -> None:
+        """Put the function's ready replicas, and only those, in the registry."""
+        if function.removed:
+            return
+        self.registry.publish(
+            function.name,
+            [
+                Endpoint(LOCALHOST, slot.port, slot.replica.id)
+                for slot in function.slots
+                if slot.replica and slot.published
+            ],
+        )
+
+    def _start_slot(self, function: Function) -> bool:
+        assert self.nursery is not None
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.bind((LOCALHOST, 0))
+            listener.listen(LISTEN_BACKLOG)
+        except OSError as exc:
+            listener.close()
+            event(log, logging.ERROR, "cannot bind a replica port", function=function.name, error=exc.strerror)
+            return False
+        slot = Slot(
+            seq=next(self._seq),
+            generation=function.generation,
+            listener=listener,
+            port=listener.getsockname()[1],
+        )
+        function.slots.append(slot)
+        self.nursery.start_soon(self._supervise, function, slot, name=f"replica slot {function.name}:{slot.port}")
+        return True
+
+    def _collect_retired(self, function: Function) -> None:
+        """Delete old working dirs no replica runs in any more."""
+        if not function.retired or self.nursery is None:
+            return
+        oldest = min((slot.generation.number for slot in function.slots), default=function.generation.number)
+        for entry in [entry for entry in function.retired if entry[0] <= oldest]:
+            function.retired.remove(entry)
+            self.nursery.start_soon(remove_tree, entry[1])
+
+    # -- one slot -----------------------------------------------------------------------------------
+
+    async def _supervise(self, function: Function, slot: Slot) -> None:
+        """Keep one replica running in ``slot`` until it is stopped (or its generation is replaced).
+
+        Error handling:
+            A replica that exits, cannot be spawned or is not ready in time is replaced after the
+            backoff; a replica of an older generation is not replaced (the update is retiring it).
+            Any exception while running one replica is contained here, the boundary of a function's
+            own tasks: it is logged with its traceback, the function is marked failed with the
+            reason (its status says it), and the slot retries after the backoff -- the daemon and
+            the other functions never see it.
+        """
+        backoff = RESTART_BACKOFF_INITIAL_S
+        try:
+            while not slot.stopping:
+                started = trio.current_time()
+                try:
+                    replica_id, returncode, trouble = await self._run_replica(function, slot)
+                except Exception as exc:  # A per-function task boundary (see the docstring).
+                    trouble = f"replica supervisor error: {describe_exception(exc)}"
+                    log.error("function=%s %s", function.name, trouble, exc_info=exc)
+                    replica_id, returncode = "", None
+                if trouble and not slot.stopping:
+                    self._mark_failed(function, slot, trouble)
+                fields = {"function": function.name, "replica": replica_id, **exit_fields(returncode)}
+                if slot.stopping or function.removed:
+                    event(log, logging.INFO, "replica stopped", **fields)
+                    break
+                if slot.generation is not function.generation:
+                    event(log, logging.INFO, "replica of a replaced spec exited; not restarted", **fields)
+                    break
+                if trio.current_time() - started >= RESTART_BACKOFF_RESET_S:
+                    backoff = RESTART_BACKOFF_INITIAL_S
+                self.restarts += 1
+                event(log, logging.WARNING, "replica exited; restarting", **fields, restart_in_s=backoff)
+                with trio.move_on_after(backoff):
+                    await slot.stop.wait()
+                backoff = min(backoff * 2, RESTART_BACKOFF_MAX_S)
+        finally:
+            slot.listener.close()
+            if slot in function.slots:
+                function.slots.remove(slot)
+            slot.done.set()
+            self.publish(function)
+            self._collect_retired(function)
+
+    async def _run_replica(self, function: Function, slot: Slot) -> tuple[str, int | None, str]:
+        """Spawn one replica in ``slot``; once it has ended and is reaped, return (its id, exit status,
+        trouble).
+
+        The status is None when it could not be spawned, negative when a signal killed it. ``trouble``
+        is empty when the replica was ready at some point, else why it never was (one line).
+        """
+        host = self.host
+        replica_id = self._new_replica_id(function.name)
+        replica_dir = os.path.join(host.replicas_dir, replica_id)
+        uid = self._replica_uid(function, replica_id)
+        scratch = self._scratch_dir(function, replica_id)
+        env = replica_env(host, slot.generation, function.workdir, replica_dir, slot.listener.fileno())
+        read_fd = token_fd = -1
+        try:
+            os.makedirs(os.path.join(replica_dir, "tmp"), mode=0o700)
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            pass_fds = [slot.listener.fileno()]
+            try:
+                if host.call_token is not None:
+                    token_fd = token_pipe(host.call_token.value)
+                    env.pop("call_token_file", None)  # Ours, not one the spec's envVars may name.
+                    env["call_token_fd"] = str(token_fd)
+                    pass_fds.append(token_fd)
+                launch = await self._launch(function, slot.generation, replica_id, uid, scratch, env)
+                process = await trio.lowlevel.open_process(
+                    list(launch.argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=write_fd,
+                    stderr=write_fd,
+                    env=launch.env,
+                    cwd=launch.cwd,
+                    pass_fds=(*pass_fds, *launch.pass_fds),
+                    start_new_session=True,
+                )
+            finally:
+                os.close(write_fd)
+                if token_fd >= 0:
+                    os.close(token_fd)
+        except OSError as exc:
+            if read_fd >= 0:
+                os.close(read_fd)
+            await self._forget_replica(replica_id, replica_dir, scratch, uid)
+            event(
+                log,
+                logging.ERROR,
+                "cannot start replica",
+                function=function.name,
+                replica=replica_id,
+                error=exc.strerror or str(exc),
+            )
+            return replica_id, None, f"cannot start replica: {exc.strerror or exc}"
+        except BaseException:
+            if read_fd >= 0:
+                os.close(read_fd)
+            with trio.CancelScope(shield=True):
+                await self._forget_replica(replica_id, replica_dir, scratch, uid)
+            raise
+        replica = slot.replica = Replica(replica_id, process.pid, trio.current_time())
+        event(log, logging.DEBUG, "replica started", function=function.name, replica=replica_id, pid=process.pid)
+        stream = trio.lowlevel.FdStream(read_fd)
+        try:
+            async with trio.open_nursery() as nursery:
+                pumped = trio.Event()
+                nursery.start_soon(self._pump_logs, function, replica_id, stream, pumped)
+                nursery.start_soon(self._become_ready, function, slot, replica, process)
+                nursery.start_soon(self._stop_when_asked, function, slot, replica, process)
+                await process.wait()
+                self._unpublish_slot(function, slot)
+                with trio.move_on_after(LOG_DRAIN_S):
+                    await pumped.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                self._unpublish_slot(function, slot)
+                if process.returncode is None:  # Cancelled: the provider is shutting down.
+                    await self._terminate(function, replica, process)
+                stream.close()
+                if process.returncode != 0:
+                    await trio.to_thread.run_sync(kill_session, process.pid)
+                await self._forget_replica(replica_id, replica_dir, scratch, uid)
+        if replica.was_ready:
+            return replica_id, process.returncode, ""
+        trouble = replica.trouble or f"replica {exit_text(process.returncode)} before it was ready"
+        return replica_id, process.returncode, trouble
+
+    def _mark_failed(self, function: Function, slot: Slot, reason: str) -> None:
+        """Record why the current generation cannot run (a retiring generation's trouble is not news)."""
+        if slot.generation is function.generation and not function.removed:
+            if function.failure != reason:
+                event(log, logging.WARNING, "function failing", function=function.name, reason=reason)
+            function.failure = reason
+
+    def _replica_uid(self, function: Function, replica_id: str) -> int | None:
+        """The replica's own uid, when the sandbox gives out uids: its processes are counted (the process
+        limit) and cleaned up (uid mode) on their own."""
+        if function.gid is None:
+            return None
+        return self.host.uids.acquire(REPLICA_KEY + replica_id, self.host.busy_uids)
+
+    def _scratch_dir(self, function: Function, replica_id: str) -> str:
+        """uid mode: the replica's private TMPDIR/HOME outside the state dir (made by :meth:`_launch`)."""
+        if self.host.sandbox_mode != "uid" or function.gid is None:
+            return ""
+        return os.path.join(self.host.replicas_dir, f"{replica_id}.home")
+
+    async def _launch(
+        self,
+        function: Function,
+        generation: Generation,
+        replica_id: str,
+        uid: int | None,
+        scratch: str,
+        env: dict[str, str],
+    ) -> Launch:
+        """The replica's command line, environment and directory in this daemon's sandbox."""
+        host = self.host
+        assert host.sandbox is not None
+        if scratch and uid is not None:
+            root, name = os.path.split(scratch)
+            await trio.to_thread.run_sync(sandbox_files.make_scratch, root, name, uid, function.gid)
+        replica = ReplicaSandbox(
+            workdir=function.workdir,
+            secrets=True,
+            uid=uid,
+            gid=function.gid,
+            limits=generation.limits,
+            scratch=scratch,
+            name=replica_id,
+            lifeline=host.lifeline[0] if host.lifeline is not None else None,
+        )
+        return plan_launch(host.sandbox, replica, host.command.argv, env)
+
+    async def _forget_replica(self, replica_id: str, replica_dir: str, scratch: str, uid: int | None) -> None:
+        """After a replica ended (or could not start): its files, and its uid -- in uid mode with whatever
+        still ran as it (a process that left its session), since no PID namespace ended it."""
+        self._replica_ids.discard(replica_id)
+        await remove_tree(replica_dir)
+        if scratch:
+            await remove_tree(scratch)
+        if uid is not None:
+            if self.host.sandbox_mode == "uid":
+                await trio.to_thread.run_sync(sandbox_host.kill_uid, uid)
+            self.host.uids.release(REPLICA_KEY + replica_id)
+
+    def _unpublish_slot(self, function: Function, slot: Slot) -> None:
+        slot.ready = False
+        slot.replica = None
+        self.publish(function)
+
+    async def _become_ready(self, function: Function, slot: Slot, replica: Replica, process: trio.Process) -> None:
+        ready_timeout_s = self.host.ready_timeout_s
+        with trio.move_on_after(ready_timeout_s) as deadline:
+            await wait_healthy(LOCALHOST, slot.port, poll_s=READY_POLL_S)
+        if deadline.cancelled_caught:
+            event(
+                log,
+                logging.WARNING,
+                "replica not ready in time; killing it",
+                function=function.name,
+                replica=replica.id,
+                ready_timeout_s=ready_timeout_s,
+            )
+            replica.trouble = f"replica not ready within {ready_timeout_s:g}s"
+            process.kill()  # Its session is swept once it is reaped (non-zero status).
+            return
+        if slot.stopping or slot.replica is not replica:
+            return
+        slot.ready = replica.was_ready = True
+        if slot.generation is function.generation:
+            function.failure = ""
+        event(
+            log,
+            logging.INFO,
+            "replica ready",
+            function=function.name,
+            replica=replica.id,
+            port=slot.port,
+            startup_ms=round((trio.current_time() - replica.started_at) * 1000, 1),
+        )
+        self.reconcile(function)
+        self.publish(function)
+
+    async def _stop_when_asked(self, function: Function, slot: Slot, replica: Replica, process: trio.Process) -> None:
+        await slot.stop.wait()
+        self._unpublish_slot(function, slot)
+        await trio.sleep(UNPUBLISH_GRACE_S)
+        slot.listener.close()  # Only the replica holds the socket now: it closes when the replica stops accepting.
+        await self._terminate(function, replica, process)
+
+    async def _terminate(self, function: Function, replica: Replica, process: trio.Process) -> None:
+        """SIGTERM, then SIGKILL to the whole session after ``stop_grace_s``; returns once reaped.
+
+        In bwrap mode the SIGTERM goes to the watchdog inside (bwrap does not pass signals on); the
+        SIGKILL to bwrap, whose PID namespace dies with it.
+        """
+        stop_grace_s = self.host.stop_grace_s
+        inside = self.host.sandbox_mode == "bwrap"
+        signal_inside = functools.partial(sandbox_host.signal_sandboxed, process.pid, signal.SIGTERM)
+        if not (inside and await trio.to_thread.run_sync(signal_inside)):
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(stop_grace_s):
+            await process.wait()
+            return
+        event(
+            log,
+            logging.WARNING,
+            "replica did not stop in time; killing it",
+            function=function.name,
+            replica=replica.id,
+            stop_grace_s=stop_grace_s,
+        )
+        await trio.to_thread.run_sync(kill_session, process.pid)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+    async def _pump_logs(
+        self, function: Function, replica_id: str, stream: trio.lowlevel.FdStream, done: trio.Event
+    ) -> None:
+        """Read the replica's stdout+stderr into the function's log book, line by line (capped)."""
+        book = function.logbook
+        lines = LineBuffer()
+        try:
+            while True:
+                try:
+                    data = await stream.receive_some(PIPE_READ_BYTES)
+                except (trio.ClosedResourceError, OSError):
+                    break
+                if not data:
+                    break
+                for line in lines.feed(data):
+                    book.append(replica_id, line)
+            for line in lines.flush():
+                book.append(replica_id, line)
+        finally:
+            done.set()
+
+    def _new_replica_id(self, name: str) -> str:
+        while True:
+            replica_id = f"{name}-{token_hex(3)}"
+            if replica_id not in self._replica_ids:
+                self._replica_ids.add(replica_id)
+                return replica_id
