@@ -9,12 +9,12 @@ health probe); nothing outside ``providers/`` imports a backend's modules.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from faasd.errors import InvalidRequest, NotSupported
 from faasd.providers.base import Provider as Provider
 from faasd.providers.base import ProviderInfo as ProviderInfo
+from faasd.providers.base import SecretLookup
 
 if TYPE_CHECKING:
     from faasd.calltoken import CallToken
@@ -32,7 +32,7 @@ def load_provider(
     *,
     config: DaemonConfig,
     registry: EndpointRegistry,
-    secrets: Callable[[str], Awaitable[bytes | None]] | None = None,
+    secrets: SecretLookup | None = None,
     call_token: CallToken | None = None,
 ) -> Provider:
     """Build the backend called ``name`` for a daemon with ``config``.

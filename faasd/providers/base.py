@@ -12,14 +12,17 @@ translated into :mod:`faasd.errors` types inside the provider.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 import trio
 
 from faasd.providers.types import FunctionSpec, FunctionStatus, LogMessage, LogRequest
 
-__all__ = ["Provider", "ProviderInfo"]
+__all__ = ["Provider", "ProviderInfo", "SecretLookup"]
+
+SecretLookup = Callable[[str], Awaitable[bytes | None]]
+"""The daemon's secret store as a backend sees it: name -> value, None when there is no such secret."""
 
 
 class ProviderInfo(Protocol):

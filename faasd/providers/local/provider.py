@@ -26,6 +26,7 @@ from faasd.calltoken import CallToken
 from faasd.errors import BackendUnavailable, FunctionNotFound, InvalidRequest
 from faasd.logs import event
 from faasd.namelocks import NameLocks
+from faasd.providers.base import SecretLookup
 from faasd.providers.common.logbook import DEFAULT_LOG_BYTES, LogBook
 from faasd.providers.local.process import remove_tree
 from faasd.providers.local.requirements import install_requirements
@@ -40,7 +41,6 @@ from faasd.providers.local.state import (
 from faasd.providers.local.supervisor import Supervisor
 from faasd.providers.local.workdir import (
     BASE_ENV_KEYS,
-    SecretLookup,
     build_sandbox,
     build_workdir,
     check_spec,

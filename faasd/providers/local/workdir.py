@@ -17,11 +17,11 @@ import logging
 import os
 import shlex
 import shutil
-from collections.abc import Awaitable, Callable
 from secrets import token_hex
 
 from faasd.errors import InvalidRequest
 from faasd.logs import event
+from faasd.providers.base import SecretLookup
 from faasd.providers.local.archive import extract_archive
 from faasd.providers.local.code_check import missing_code
 from faasd.providers.local.pip_env import pip_environment
@@ -34,7 +34,6 @@ from faasd.watchdog.config import ConfigError, WatchdogConfig
 __all__ = [
     "BASE_ENV_KEYS",
     "SECRETS_DIR",
-    "SecretLookup",
     "build_sandbox",
     "build_workdir",
     "check_spec",
@@ -51,9 +50,6 @@ BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER")
 
 SECRETS_DIR = ".secrets"
 """Name of the secrets directory inside a function's working directory (reserved in archives)."""
-
-SecretLookup = Callable[[str], Awaitable[bytes | None]]
-"""The daemon's secret store: name -> value, None when there is no such secret."""
 
 
 async def check_spec(spec: FunctionSpec, secrets: SecretLookup | None) -> tuple[str, dict[str, bytes]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from faasd.calltoken import CallToken, TokenError
 from faasd.errors import BackendUnavailable, Conflict, FaasdError, FunctionNotFound, InvalidRequest
 from faasd.logs import event
 from faasd.namelocks import NameLocks
+from faasd.providers.base import SecretLookup
 from faasd.providers.swarm import logs as swarm_logs
 from faasd.providers.swarm.client import DockerClient
 from faasd.providers.swarm.discovery import RESYNC_S, Discovery
@@ -61,8 +62,6 @@ log = logging.getLogger("faasd.providers.swarm")
 
 DEFAULT_IMAGE = "faasd/watchdog:latest"
 """What a spec without ``image`` runs (``faasd build-base`` makes it): the watchdog and busybox."""
-
-SecretLookup = Callable[[str], Awaitable[bytes | None]]
 
 
 @dataclass(frozen=True, slots=True)
