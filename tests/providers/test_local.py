@@ -24,8 +24,7 @@ import trio
 from faasd.config import DaemonConfig
 from faasd.errors import FunctionNotFound, InvalidRequest, NotSupported
 from faasd.providers import Provider, load_provider
-from faasd.providers.local import LocalProvider, plan_replicas
-from faasd.providers.local.state import Slot
+from faasd.providers.local import LocalProvider
 from faasd.providers.types import FunctionSpec, LogRequest
 from faasd.registry import EndpointRegistry
 from tests.helpers import process_alive, process_state, scaled, session_members
@@ -399,41 +398,6 @@ async def test_operations_need_a_running_provider(tmp_path: Path) -> None:
     with pytest.raises(BackendUnavailable):
         await provider.deploy(function_spec("early"), 1)
     await provider.aclose()  # Never started: nothing to do.
-
-
-# -- pure parts -------------------------------------------------------------------------------------
-
-
-def _slot(seq: int, generation: object, *, ready: bool = True, stopping: bool = False) -> Slot:
-    slot = Slot.__new__(Slot)
-    slot.seq, slot.generation, slot.ready, slot.stopping = seq, generation, ready, stopping  # type: ignore[assignment]
-    return slot
-
-
-@pytest.mark.parametrize(
-    ("slots", "desired", "start", "stopped"),
-    [
-        ([], 2, 2, []),
-        ([("new", True), ("new", True)], 2, 0, []),
-        ([("new", True), ("new", False), ("new", True)], 1, 0, [1, 2]),  # not ready first, then newest
-        ([("new", True), ("new", True), ("new", True)], 1, 0, [2, 1]),
-        ([("old", True), ("old", True)], 2, 2, []),  # update begins: old ones keep serving
-        ([("old", True), ("old", True), ("new", True), ("new", False)], 2, 0, [1]),  # one new ready: one old goes
-        ([("old", True), ("old", True), ("new", True), ("new", True)], 2, 0, [1, 0]),
-        ([("old", False), ("old", True), ("new", False)], 1, 0, [0]),  # old not-ready ones go at once
-        ([("old", True), ("new", False)], 0, 0, [1, 0]),  # scaled to zero mid-update
-        ([("new", True, "stopping"), ("new", True)], 2, 1, []),  # stopping slots do not count
-    ],
-)
-def test_plan_replicas(slots: list[tuple[object, ...]], desired: int, start: int, stopped: list[int]) -> None:
-    current, old = object(), object()
-    built = [
-        _slot(seq, current if spec[0] == "new" else old, ready=bool(spec[1]), stopping=len(spec) > 2)
-        for seq, spec in enumerate(slots)
-    ]
-    to_start, to_stop = plan_replicas(built, current, desired)  # type: ignore[arg-type]
-    assert to_start == start
-    assert [slot.seq for slot in to_stop] == stopped
 
 
 def _tar_gz(files: dict[str, bytes], mode: int = 0o644) -> bytes:

@@ -12,7 +12,7 @@ with :data:`LINE_OVERHEAD_BYTES` for its object, so many tiny lines are bounded 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 
 import trio
@@ -115,7 +115,7 @@ class LogBook:
         follower.send.close()
         follower.receive.close()
 
-    async def read(self, request: LogRequest) -> AsyncIterator[LogMessage]:
+    async def read(self, request: LogRequest) -> AsyncGenerator[LogMessage, None]:
         """A provider's ``logs``: kept lines (filtered by ``instance``, ``since``, then ``tail``), then
         with ``follow`` new lines as they come, until the consumer stops iterating or :meth:`close`.
 

@@ -54,7 +54,7 @@ failures: any exception while it runs a replica is caught there, never reaching 
 current spec's replicas cannot be spawned, or end before they are ready, the function's status is
 ``failed`` with the reason; a ready replica or a new spec clears it. Updates roll: new replicas start, and each
 one that becomes ready retires an old one, so a function that had a ready replica keeps one
-throughout (see :func:`plan_replicas`).
+throughout (see :func:`faasd.providers.common.rollout.plan_replicas`).
 
 **Logs.** Every line a replica writes (watchdog log lines, function stderr) is kept per function in a
 ring bounded by bytes (:mod:`faasd.providers.common.logbook`), served by :meth:`LocalProvider.logs`.
@@ -68,7 +68,7 @@ blocking file work (archive extraction, directory removal, /proc scans) goes thr
 ``trio.to_thread``.
 
 Modules: :mod:`.provider` (the :class:`LocalProvider`: operations, lifecycle), :mod:`.state` (what it
-knows: functions, generations, slots; :func:`plan_replicas`), :mod:`.workdir` (spec checks, building
+knows: functions, generations, slots), :mod:`.workdir` (spec checks, building
 and swapping working dirs, a replica's environment), :mod:`.supervisor` (slots: spawn, readiness,
 restarts, stop, output), :mod:`.process` (OS chores), and the build helpers :mod:`.archive`,
 :mod:`.code_check`, :mod:`.requirements`, :mod:`.pip_env`.
@@ -77,7 +77,7 @@ restarts, stop, output), :mod:`.process` (OS chores), and the build helpers :mod
 from __future__ import annotations
 
 from faasd.providers.local.provider import LocalProvider
-from faasd.providers.local.state import LocalStatistics, ReplicaInfo, plan_replicas
+from faasd.providers.local.state import LocalStatistics, ReplicaInfo
 from faasd.providers.local.workdir import BASE_ENV_KEYS
 
-__all__ = ["BASE_ENV_KEYS", "LocalProvider", "LocalStatistics", "ReplicaInfo", "plan_replicas"]
+__all__ = ["BASE_ENV_KEYS", "LocalProvider", "LocalStatistics", "ReplicaInfo"]

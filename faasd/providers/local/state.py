@@ -1,14 +1,13 @@
 """What the local backend knows of its functions: generations, slots, replicas, and the host they share.
 
-Plain data, no I/O: :mod:`.provider` changes it under a function's lock, :mod:`.slots` while it runs
-replicas. :func:`plan_replicas` decides how a function's slots move toward its desired count (pure,
-tested on its own).
+Plain data, no I/O: :mod:`.provider` changes it under a function's lock, :mod:`.supervisor` while it
+runs replicas (:func:`~faasd.providers.common.rollout.plan_replicas` decides how a function's slots move
+toward its desired count).
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,7 +32,6 @@ __all__ = [
     "Replica",
     "ReplicaInfo",
     "Slot",
-    "plan_replicas",
 ]
 
 LOCALHOST = "127.0.0.1"
@@ -160,36 +158,3 @@ class Function:
     gid: int | None = None
     """Its own number when the sandbox gives out uids (faasd.sandbox.uids): the gid its files are shared
     with and its replicas run with (each with a uid of its own), and the uid its build step runs as."""
-
-
-def plan_replicas(slots: Sequence[Slot], current: Generation, desired: int) -> tuple[int, list[Slot]]:
-    """Decide how to move a function's slots toward ``desired`` replicas of ``current``. Pure.
-
-    Rules:
-
-    * slots of the current generation: start the missing ones; stop the excess, not-ready ones first,
-      then the newest;
-    * slots of older generations (an update in progress): keep ready ones only while the current
-      generation has fewer than ``desired`` ready replicas; stop not-ready ones at once. So an update
-      never lowers the number of ready replicas, and never reaches zero if there was one.
-
-    Returns:
-        (slots to start, slots to stop). Slots already stopping are left out.
-    """
-    live = [slot for slot in slots if not slot.stopping]
-    new = [slot for slot in live if slot.generation is current]
-    old = [slot for slot in live if slot.generation is not current]
-
-    def order(candidates: list[Slot]) -> list[Slot]:
-        return sorted(candidates, key=lambda slot: (slot.ready, -slot.seq))  # not ready first, then newest
-
-    stop: list[Slot] = []
-    start = max(0, desired - len(new))
-    if len(new) > desired:
-        stop.extend(order(new)[: len(new) - desired])
-    ready_new = sum(1 for slot in new if slot.ready and slot not in stop)
-    keep = max(0, desired - ready_new)
-    old_ready = [slot for slot in order(old) if slot.ready]
-    stop.extend(slot for slot in old if not slot.ready)
-    stop.extend(old_ready[: max(0, len(old_ready) - keep)])
-    return start, stop

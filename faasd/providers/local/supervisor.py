@@ -6,7 +6,7 @@ running in it. The socket lives as long as the slot, so a replica that crashes i
 port and connections queued meanwhile are served by its successor.
 
 :meth:`Supervisor.reconcile` moves a function's slots toward its desired count
-(:func:`~faasd.providers.local.state.plan_replicas`); each slot's task (:meth:`Supervisor._supervise`)
+(:func:`~faasd.providers.common.rollout.plan_replicas`); each slot's task (:meth:`Supervisor._supervise`)
 spawns the replica in the sandbox, probes it ready (:mod:`faasd.providers.common.probe`), publishes
 it, pumps its output into the function's log book, restarts it with a backoff when it ends on its own,
 and stops it (unpublished first, SIGTERM, SIGKILL to its session after the grace) when asked.
@@ -30,8 +30,9 @@ from faasd.errors import describe_exception
 from faasd.logs import event
 from faasd.providers.common.logbook import LineBuffer
 from faasd.providers.common.probe import wait_healthy
+from faasd.providers.common.rollout import plan_replicas
 from faasd.providers.local.process import exit_fields, exit_text, kill_session, remove_tree, token_pipe
-from faasd.providers.local.state import LOCALHOST, REPLICA_KEY, Function, Generation, Host, Replica, Slot, plan_replicas
+from faasd.providers.local.state import LOCALHOST, REPLICA_KEY, Function, Generation, Host, Replica, Slot
 from faasd.providers.local.workdir import replica_env
 from faasd.providers.types import Endpoint
 from faasd.registry import EndpointRegistry

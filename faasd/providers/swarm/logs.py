@@ -8,7 +8,7 @@ followed stream into an async iterator whose reader thread ends when the iterato
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC
 from typing import Any
 
@@ -29,7 +29,7 @@ FOLLOW_BUFFER_LINES = 1024
 
 async def follow(
     stream: docker.types.CancellableStream, request: LogRequest, nursery: trio.Nursery
-) -> AsyncIterator[LogMessage]:
+) -> AsyncGenerator[LogMessage, None]:
     """The messages of a followed stream (:func:`open_logs`) as they come.
 
     Resource handling:
