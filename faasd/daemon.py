@@ -26,6 +26,9 @@ accepting and drains in-flight calls, and the queue starts no new async call; bo
 calls still running and any restore are cancelled (the local backend stops its replicas, a ``pip`` is
 stopped), then the stores close. Exit status 0.
 
+The parts themselves are wired in :func:`faasd.assembly.assemble` (shared with the in-process tests);
+this module opens what they need, starts them in order and handles signals.
+
 Error handling: a state dir or database that cannot be used, a port that cannot be bound, is one
 error line naming the file (or the reason) and exit status 1 -- see :func:`main_up`.
 """
@@ -43,38 +46,26 @@ from functools import partial
 import trio
 
 from faasd import __version__, sdnotify
+from faasd.assembly import assemble
 from faasd.calltoken import CallToken, TokenError
 from faasd.calltoken import load_or_create as load_or_create_call_token
 from faasd.config import DaemonConfig
-from faasd.credentials import USERNAME, load_or_create_password
+from faasd.credentials import load_or_create_password
 from faasd.errors import FaasdError, StateError
-from faasd.fob.routes import FobRoutes, is_loopback_bind
-from faasd.fob.snippets import SnippetService
 from faasd.gateway import (
-    BasicAuth,
     GatewayApp,
-    GatewayMetrics,
     HttpServer,
-    Invoker,
     ServerLimits,
-    UpstreamPool,
-    create_management_app,
     fit_connections,
 )
-from faasd.gateway.throttle import AuthThrottle
 from faasd.logs import event
 from faasd.providers import load_provider
 from faasd.providers.types import FunctionSpec
-from faasd.queue.queue import AsyncQueue, QueueLimits
-from faasd.queue.route import AsyncRoute
-from faasd.queue.settings import QueueDefaults, QueueSettings
 from faasd.queue.store import QueueDb
 from faasd.registry import EndpointRegistry
 from faasd.scaler.loop import Autoscaler
-from faasd.scaler.meter import LoadMeter
 from faasd.service import FunctionService
 from faasd.store import AsyncStore, Store
-from faasd.timeouts import FunctionTimeouts
 
 __all__ = ["DaemonInfo", "run"]
 
@@ -113,110 +104,23 @@ async def run(
     call_token = _load_call_token(config.state_dir)
     store = AsyncStore(await trio.to_thread.run_sync(Store.open, os.path.join(config.state_dir, "faasd.db")))
     queue_db = await trio.to_thread.run_sync(QueueDb.open, os.path.join(config.state_dir, "queue.db"))
-    queue_defaults = _queue_defaults(config)
     registry = EndpointRegistry()
     provider = load_provider(
         config.provider, config=config, registry=registry, secrets=store.get_secret, call_token=call_token
     )
-    service_ref: list[FunctionService] = []
-    timeouts = FunctionTimeouts(
-        config.upstream_timeout_s, config.max_upstream_timeout_s, lambda name: service_ref[0].spec(name)
-    )
-    metrics = GatewayMetrics(ready_replicas=lambda: {name: len(registry.get(name)) for name in service_ref[0].names()})
-
-    def removed(name: str) -> None:
-        metrics.forget(name)
-        snippets.function_removed(name)
-
-    service = FunctionService(
-        store,
-        provider,
-        registry,
-        invocations=lambda name: metrics.invocations.get(name, 0),
-        on_removed=removed,
-        check=lambda spec: _check_spec(spec, timeouts, queue_defaults),
-    )
-    persistent = bool(getattr(provider, "persistent", False))
-    service_ref.append(service)
-    snippets = SnippetService(
-        store,
-        service,
-        registry,
-        timeout_s=config.snippet_timeout_s,
-        ready_timeout_s=config.ready_timeout_s,
-        persistent=persistent,
-    )
-    pool = UpstreamPool()
-    meter = LoadMeter()
-    autoscaler = Autoscaler(service, registry, meter)
-    metrics.desired_replicas = lambda: {name: d.desired for name, d in autoscaler.decisions.items()}
-    invoker = Invoker(
-        exists=service.exists,
+    parts = assemble(
+        config,
+        provider=provider,
         registry=registry,
-        metrics=metrics,
-        pool=pool,
-        upstream_timeout_s=config.upstream_timeout_s,
-        ready_timeout_s=config.ready_timeout_s,
-        max_body_bytes=config.max_body_bytes,
-        max_json_bytes=config.max_json_bytes,
-        meter=meter,
-        wake=autoscaler.wake,
-        failure=service.failure,
+        store=store,
+        queue_db=queue_db,
         call_token=call_token,
-        timeouts=timeouts,
-    )
-    queue = AsyncQueue(
-        queue_db,
-        invoker,
-        spec=lambda name: stored.spec if (stored := service.stored(name)) is not None else None,
-        defaults=queue_defaults,
-        limits=QueueLimits(
-            per_function=config.async_queue_size,
-            total=config.async_queue_total,
-            stored_bytes=config.async_max_stored_bytes,
-            body_bytes=config.max_body_bytes,
-        ),
-        attempt_timeout_s=lambda name: config.ready_timeout_s + timeouts.for_call(name),
-        on_event=metrics.async_event,
-        callback_hosts=config.async_callback_hosts,
-    )
-    autoscaler.queued = queue.waiting_load
-    metrics.async_queue = lambda: {
-        name: (line.queued, line.running, line.oldest_s) for name, line in queue.stats().items()
-    }
-    auth = BasicAuth(USERNAME, password)
-    throttle = AuthThrottle()  # One count of failed logins for /system/* and /api/*.
-    management = create_management_app(
-        service=service,
-        auth=auth,
-        throttle=throttle,
-        provider_name=provider.name,
-        orchestration=provider.orchestration,
-        max_body_bytes=config.max_body_bytes,
-        max_json_bytes=config.max_json_bytes,
-        health=provider.health,
-        started_at=time.time(),
+        password=password,
         password_file=password_file,
-        autoscaler=autoscaler,
-        sandbox=getattr(provider, "sandbox_info", None),
-        async_queue=metrics.async_queue,
     )
-    api = FobRoutes(
-        snippets=snippets,
-        invoker=invoker,
-        auth=auth,
-        throttle=throttle,
-        open_gen=is_loopback_bind(config.bind),
-        max_snippet_bytes=config.max_snippet_bytes,
-    )
-    app = GatewayApp(
-        invoker=invoker,
-        management=management,
-        metrics=metrics,
-        health=provider.health,
-        async_route=AsyncRoute(queue, invoker, exists=service.exists),
-        api_route=api,
-    )
+    service, autoscaler, queue, app, pool = parts.service, parts.autoscaler, parts.queue, parts.app, parts.pool
+    snippets = parts.snippets
+    persistent = bool(getattr(provider, "persistent", False))
     shutdown = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
@@ -327,23 +231,6 @@ async def _watch_signals(shutdown: trio.Event, root: trio.CancelScope) -> None:
             else:
                 event(log, logging.WARNING, "second signal: stopping now", signal=signal.Signals(signum).name)
                 root.cancel()
-
-
-def _check_spec(spec: FunctionSpec, timeouts: FunctionTimeouts, queue_defaults: QueueDefaults) -> None:
-    """A deploy's checks beyond the spec's own: its timeouts, and its async queue labels (a 400 naming the key)."""
-    timeouts.check(spec)
-    QueueSettings.for_function(spec.labels, spec.annotations, queue_defaults)
-
-
-def _queue_defaults(config: DaemonConfig) -> QueueDefaults:
-    return QueueDefaults(
-        concurrency=config.async_concurrency,
-        attempts=config.async_attempts,
-        retry_wait_s=config.async_retry_wait_s,
-        retry_max_wait_s=config.async_retry_max_wait_s,
-        callback_attempts=config.async_callback_attempts,
-        callback_timeout_s=config.async_callback_timeout_s,
-    )
 
 
 def _hold_stored_counts(service: FunctionService, autoscaler: Autoscaler) -> None:

@@ -33,7 +33,6 @@ from faasd.namelocks import NameLocks
 from faasd.providers.base import Provider
 from faasd.providers.types import FunctionSpec, FunctionStatus, LogMessage, LogRequest, validate_name
 from faasd.registry import EndpointRegistry
-from faasd.scaler.settings import ScaleSettings
 from faasd.store import AsyncStore, StoredFunction, UnreadableFunction
 
 __all__ = ["MAX_REPLICAS", "FunctionService"]
@@ -49,8 +48,10 @@ class FunctionService:
 
     Args:
         on_removed: called with a function's name after it is removed (e.g. to drop its metrics).
-        check: more deploy-time checks of a spec (raising InvalidRequest), e.g. its timeouts against the
-            gateway's bound (:meth:`faasd.timeouts.FunctionTimeouts.check`).
+        check: more deploy-time checks of a spec (raising InvalidRequest), run before anything changes:
+            the daemon checks its scaling labels, its timeouts against the gateway's bound
+            (:meth:`faasd.timeouts.FunctionTimeouts.check`) and its async queue labels
+            (:mod:`faasd.assembly`).
     """
 
     def __init__(
@@ -204,7 +205,6 @@ class FunctionService:
         A replaced function keeps its replica count; a new one starts at ``com.openfaas.scale.min``
         (default 1).
         """
-        ScaleSettings.from_labels(spec.labels)  # A malformed scaling label is a 400 now, not a surprise later.
         self._check(spec)
         self._supersede_restore(spec.name)
         async with self._locks.hold(spec.name):
@@ -222,7 +222,6 @@ class FunctionService:
         Raises:
             FunctionNotFound: no such function (faas-cli then retries with a deploy).
         """
-        ScaleSettings.from_labels(spec.labels)
         self._check(spec)
         self._require(spec.name)
         self._supersede_restore(spec.name)

@@ -219,37 +219,9 @@ def create_management_app(
         status = await service.status(name)
         if autoscaler is None:
             raise NotSupported("this daemon runs no autoscaler")
-        settings = autoscaler.settings(name)
-        decision = autoscaler.decisions.get(name)
-        window = autoscaler.meter.window(name)
-        waiting = f"no decision yet (the autoscaler decides every {autoscaler.tick_s:g} s)"
+        explanation = autoscaler.explain(name).to_json(replicas=status.replicas)
         return _json(
-            {
-                "name": name,
-                "replicas": status.replicas,
-                "availableReplicas": status.available_replicas,
-                "desiredReplicas": decision.desired if decision else status.replicas,
-                "reason": decision.reason if decision else waiting,
-                "panicking": decision.panicking if decision else False,
-                "load": {
-                    "type": settings.type,
-                    "stable": decision.stable_load if decision else 0.0,
-                    "panic": decision.panic_load if decision else 0.0,
-                    "inFlightNow": window.concurrency[-1] if window.concurrency else 0.0,
-                    "idleSeconds": round(window.idle_s, 3),
-                    "queued": autoscaler.queued(name),
-                },
-                "settings": {
-                    "min": settings.min_replicas,
-                    "max": settings.max_replicas,
-                    "type": settings.type,
-                    "target": settings.target,
-                    "targetProportion": settings.target_proportion,
-                    "zero": settings.zero,
-                    "zeroDurationSeconds": settings.zero_duration_s,
-                    "enabled": settings.enabled,
-                },
-            }
+            {"name": name, "replicas": status.replicas, "availableReplicas": status.available_replicas, **explanation}
         )
 
     # -- info, namespaces, logs -----------------------------------------------------------------

@@ -7,6 +7,13 @@ It also owns the two events that come from elsewhere:
   scale it to ``max(1, min)`` now (one scale for any number of concurrent callers);
 * :meth:`Autoscaler.manual_scale` -- someone scaled by hand; remembered as a floor (decide.py rule 7).
 
+And it explains itself through one method, :meth:`Autoscaler.explain` (``/system/scaling``, hence
+``faasd status``, and the ``faasd_autoscaler_desired_replicas`` metric read it).
+
+Dependencies point one way: the autoscaler drives the functions it is given (:class:`ScaledFunctions`,
+which :class:`~faasd.service.FunctionService` is) and knows nothing of the gateway; neither the service
+nor the gateway reads its fields.
+
 Error handling: a backend error while scaling one function is logged and retried at the next tick; it
 never stops the loop or the other functions.
 """
@@ -16,7 +23,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import trio
 
@@ -26,9 +34,9 @@ from faasd.registry import EndpointRegistry
 from faasd.scaler.decide import Decision, ScalerState, decide
 from faasd.scaler.meter import LoadMeter
 from faasd.scaler.settings import ScaleSettings
-from faasd.service import FunctionService
+from faasd.store import StoredFunction
 
-__all__ = ["TICK_S", "Autoscaler"]
+__all__ = ["TICK_S", "Autoscaler", "Explanation", "ScaledFunctions"]
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +46,68 @@ second takes up to a second off the reaction to a step (measured: scale order af
 2 s ticks) for the price of one pass over the functions' counters per second."""
 
 
+class ScaledFunctions(Protocol):
+    """What the autoscaler needs of the functions it scales (:class:`~faasd.service.FunctionService`)."""
+
+    def names(self) -> list[str]: ...
+
+    def stored(self, name: str) -> StoredFunction | None: ...
+
+    async def scale(self, name: str, replicas: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """The autoscaler's view of one function: what it decided, why, on what load, with which settings."""
+
+    name: str
+    desired: int | None
+    """Its latest decision; None before the first one."""
+    reason: str
+    panicking: bool
+    stable_load: float
+    panic_load: float
+    in_flight_now: float
+    idle_s: float
+    queued: float
+    """Async calls waiting for it, counted as load."""
+    settings: ScaleSettings
+
+    def to_json(self, *, replicas: int) -> dict[str, Any]:
+        """The autoscaler's part of ``GET /system/scaling/NAME``; ``replicas`` stands for the desired
+        count until there is a decision."""
+        settings = self.settings
+        return {
+            "desiredReplicas": replicas if self.desired is None else self.desired,
+            "reason": self.reason,
+            "panicking": self.panicking,
+            "load": {
+                "type": settings.type,
+                "stable": self.stable_load,
+                "panic": self.panic_load,
+                "inFlightNow": self.in_flight_now,
+                "idleSeconds": round(self.idle_s, 3),
+                "queued": self.queued,
+            },
+            "settings": {
+                "min": settings.min_replicas,
+                "max": settings.max_replicas,
+                "type": settings.type,
+                "target": settings.target,
+                "targetProportion": settings.target_proportion,
+                "zero": settings.zero,
+                "zeroDurationSeconds": settings.zero_duration_s,
+                "enabled": settings.enabled,
+            },
+        }
+
+
 class Autoscaler:
     """Scales every function of ``service`` from the load the gateway measured in ``meter``."""
 
     def __init__(
         self,
-        service: FunctionService,
+        service: ScaledFunctions,
         registry: EndpointRegistry,
         meter: LoadMeter,
         *,
@@ -72,6 +136,23 @@ class Autoscaler:
         while True:
             await trio.sleep(self.tick_s)
             await self.tick()
+
+    def explain(self, name: str) -> Explanation:
+        """What the autoscaler thinks of ``name`` now (its latest decision, the load, the settings)."""
+        decision = self.decisions.get(name)
+        window = self.meter.window(name)
+        return Explanation(
+            name=name,
+            desired=decision.desired if decision else None,
+            reason=decision.reason if decision else f"no decision yet (the autoscaler decides every {self.tick_s:g} s)",
+            panicking=decision.panicking if decision else False,
+            stable_load=decision.stable_load if decision else 0.0,
+            panic_load=decision.panic_load if decision else 0.0,
+            in_flight_now=window.concurrency[-1] if window.concurrency else 0.0,
+            idle_s=window.idle_s,
+            queued=self.queued(name),
+            settings=self.settings(name),
+        )
 
     def settings(self, name: str) -> ScaleSettings:
         """The function's settings from its labels (cached until the labels change)."""
