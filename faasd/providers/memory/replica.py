@@ -8,7 +8,8 @@ What it emulates of a watchdog (docs/watchdog.md), precisely:
   ``X-Faasd-Call-Token`` is answered ``403`` with the watchdog's body, and the header never reaches the
   program.
 * Any other request, whatever its method or path, runs the function's *program* once (as fork mode
-  runs its process once per call): the answer is the program's status, body and content type.
+  runs its process once per call): the answer is the program's status, body and content type, with
+  ``X-Duration-Seconds`` (how long the program ran) as every watchdog sends it.
   A program that raises is a ``500`` naming the exception (as a process exiting non-zero is).
 * ``write_debug=true`` in the spec's ``envVars``: the program's output is logged, line by line, in the
   function's log book under the replica's id; every replica also logs ``listening on HOST:PORT``.
@@ -206,11 +207,11 @@ class ReplicaServer:
                     self._idle.pop(key, None)
                     if request is None:
                         return
-                    status, body, content_type = await self._answer(request)
+                    status, body, content_type, extra = await self._answer(request)
                     keep_alive = request.keep_alive and not self._draining
                     if request.method == "HEAD":
                         body = b""  # Headers only (its Content-Length then says 0: allowed for HEAD).
-                    await stream.send_all(_response(status, body, content_type, keep_alive=keep_alive))
+                    await stream.send_all(_response(status, body, content_type, extra, keep_alive=keep_alive))
                     if not keep_alive:
                         return
             except RemoteProtocolError as exc:
@@ -234,14 +235,15 @@ class ReplicaServer:
             parser.feed(data)
         return request
 
-    async def _answer(self, request: Request) -> tuple[int, bytes, str]:
+    async def _answer(self, request: Request) -> tuple[int, bytes, str, str]:
+        """(status, body, content type, extra header lines) for ``request``."""
         if request.path == HEALTH_PATH and request.method in ("GET", "HEAD"):
             if self._draining or trio.current_time() < self._ready_at:
-                return 503, b"Not ready\n", "text/plain"
-            return 200, b"OK", "text/plain"
+                return 503, b"Not ready\n", "text/plain", ""
+            return 200, b"OK", "text/plain", ""
         token = self.call_token
         if token is not None and not hmac.compare_digest(request.call_token or b"", token.value):
-            return 403, FORBIDDEN, "text/plain"
+            return 403, FORBIDDEN, "text/plain", ""
         call = Call(
             argv=self.argv,
             method=request.method,
@@ -253,6 +255,7 @@ class ReplicaServer:
             secrets=self.secrets,
         )
         self.in_flight += 1
+        started = trio.current_time()
         try:
             answer = await self.program(call)
         except Exception as exc:  # The function's failure, not the replica's: a 500, as an exit status is.
@@ -262,20 +265,24 @@ class ReplicaServer:
             self.in_flight -= 1
             if not self.in_flight:
                 self._quiet.set()
+        duration = trio.current_time() - started
         self.calls += 1
         if self.write_debug:
             for line in answer.body.decode("utf-8", "replace").splitlines():
                 self.logbook.append(self.replica_id, line)
-        return answer.status, answer.body, answer.content_type
+        return answer.status, answer.body, answer.content_type, f"X-Duration-Seconds: {duration:.6f}\r\n"
 
 
-def _response(status: int, body: bytes, content_type: str = "text/plain", *, keep_alive: bool) -> bytes:
+def _response(
+    status: int, body: bytes, content_type: str = "text/plain", extra: str = "", *, keep_alive: bool
+) -> bytes:
     try:
         phrase = http.HTTPStatus(status).phrase
     except ValueError:
         phrase = ""
     head = (
         f"HTTP/1.1 {status} {phrase}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        + extra
         + ("" if keep_alive else "Connection: close\r\n")
         + "\r\n"
     )
