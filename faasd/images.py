@@ -255,7 +255,7 @@ def _existing_image(client: docker.DockerClient, tag: str) -> dict[str, Any] | N
 
     with _docker_errors(f"inspecting {tag}"):
         try:
-            return client.api.inspect_image(tag)  # type: ignore[no-any-return]
+            return client.api.inspect_image(tag)
         except docker.errors.ImageNotFound:
             return None
 
@@ -394,7 +394,7 @@ def tar_stream(entries: Iterable[_Entry]) -> Iterator[bytes]:
     Members are owned by root, with a fixed mtime: the same sources give the same layer content.
     """
     sink = _Sink()
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT) as tar:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT) as tar:
         for entry in entries:
             info = tarfile.TarInfo(entry.path)
             info.mode = entry.mode

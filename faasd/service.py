@@ -19,9 +19,10 @@ in step in one place:
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -287,12 +288,12 @@ class FunctionService:
             running = None
         return self._merge(stored, running)
 
-    def logs(self, request: LogRequest) -> AsyncIterator[LogMessage]:
+    def logs(self, request: LogRequest) -> AsyncGenerator[LogMessage, None]:
         self._require(request.name)
         return self.provider.logs(request)
 
     # -- secrets ----------------------------------------------------------------------------------
-    async def list_secrets(self) -> list[str]:
+    async def list_secrets(self) -> builtins.list[str]:
         return await self.store.list_secrets()
 
     async def create_secret(self, name: str, value: bytes) -> None:

@@ -174,7 +174,7 @@ class Store:
         unreadable: list[UnreadableFunction] = []
         for name, *row in rows:
             try:
-                stored = _function_from_row(tuple(row))  # type: ignore[arg-type]
+                stored = _function_from_row(tuple(row))
                 if stored.spec.name != name:
                     raise InvalidRequest(f"the stored spec names another function, {stored.spec.name!r}")
             except json.JSONDecodeError as exc:

@@ -59,7 +59,9 @@ def json_option(function: F) -> F:
 def fail(message: str, code: int = 1) -> click.ClickException:
     """A one-line error and a non-zero exit (never a traceback)."""
     error = click.ClickException(message)
-    error.exit_code = code
+    # click types exit_code as a ClassVar (the default); an instance's own is how click lets a command
+    # choose its exit status.
+    error.exit_code = code  # type: ignore[misc]
     return error
 
 
@@ -90,7 +92,8 @@ def function_state(status: dict[str, Any], *, reason: bool = True) -> str:
     """faasd's state of a function from its FunctionStatus JSON (``faasd.state``): ``deployed``,
     ``restoring`` or ``failed``, with ``: why`` when failed and ``reason``. A gateway without the field
     (an OpenFaaS one) reads as ``deployed``."""
-    own = status.get("faasd") if isinstance(status.get("faasd"), dict) else {}
+    found = status.get("faasd")
+    own: dict[str, Any] = found if isinstance(found, dict) else {}
     state = str(own.get("state") or "deployed")
     why = own.get("reason")
     return f"{state}: {why}" if reason and why else state

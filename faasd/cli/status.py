@@ -101,7 +101,7 @@ def status(ctx: CliContext, name: str | None) -> None:
         return
     if functions:
         click.echo()
-        rows = [
+        table = [
             [
                 f["name"],
                 f.get("replicas", 0),
@@ -112,7 +112,7 @@ def status(ctx: CliContext, name: str | None) -> None:
             ]
             for f in functions
         ]
-        ctx.out.table(["FUNCTION", "REPLICAS", "AVAILABLE", "INVOCATIONS", "IMAGE/PROCESS", "STATE"], rows)
+        ctx.out.table(["FUNCTION", "REPLICAS", "AVAILABLE", "INVOCATIONS", "IMAGE/PROCESS", "STATE"], table)
 
 
 def _sandbox_rows(sandbox: object) -> list[tuple[str, object]]:

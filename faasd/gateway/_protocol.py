@@ -98,6 +98,8 @@ class _Inbox:
 class AppTasks(TaskGroup):
     """hypercorn's per-connection task group, with :class:`_Inbox` as each app's receive queue."""
 
+    # hypercorn's signature names its TypedDict events; this one takes them as the plain dicts (Message)
+    # they are at run time, as the rest of this module does: narrower on paper only.
     async def spawn_app(  # type: ignore[override]
         self,
         app: Callable[..., Awaitable[None]],

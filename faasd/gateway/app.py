@@ -12,13 +12,19 @@ receives the lifespan events.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from faasd.gateway.invoke import NOSNIFF, Invoker, send_text
 from faasd.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from faasd.gateway.proxy import Receive, Scope, Send
 
-__all__ = ["GatewayApp"]
+__all__ = ["AsgiApp", "GatewayApp"]
+
+
+class AsgiApp(Protocol):
+    """Any ASGI application (the management app is Quart's, whose own types name each event)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None: ...
 
 
 class GatewayApp:
@@ -28,7 +34,7 @@ class GatewayApp:
         self,
         *,
         invoker: Invoker,
-        management: Callable[[Scope, Receive, Send], object],
+        management: AsgiApp,
         metrics: GatewayMetrics,
         health: Callable[[], tuple[bool, str]],
         async_route: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
@@ -52,7 +58,7 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.management(scope, receive, send)  # type: ignore[misc]
+            await self.management(scope, receive, send)
             return
         self.in_flight += 1
         try:
@@ -87,7 +93,7 @@ class GatewayApp:
         elif path == "/metrics" or path == "/metrics/":  # The seed's README spells it with the slash.
             await self._metrics(method, send)
         else:
-            await self.management(scope, receive, send)  # type: ignore[misc]
+            await self.management(scope, receive, send)
 
     async def _metrics(self, method: str, send: Send) -> None:
         """``GET`` (and ``HEAD``) ``/metrics``; any other method is 405, as on the other routes."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from faasd.calltoken import CallToken
@@ -514,7 +514,7 @@ def _alexa_intent(body: bytes) -> str | None:
     return None
 
 
-async def send_text(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+async def send_text(send: Send, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     """Answer with one line of text/plain (the gateway's own answers, never a function's)."""
     body = one_line(message).encode() + b"\n"
     await send(

@@ -51,7 +51,7 @@ from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from faasd import __version__
 from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NotSupported
@@ -151,8 +151,8 @@ def create_management_app(
             405: f"Method {request.method} not allowed on {request.path}",
         }
         response = _text(status, messages.get(status, error.description or error.name))
-        if status == 405 and getattr(error, "valid_methods", None):
-            response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
 
     # -- functions ------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ class HttpServer:
         config.graceful_timeout = graceful_timeout_s
         self.config = config
         self.limits = limits
-        self.app = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+        self.app = wrap_app(app, config.wsgi_max_body_size, "asgi")
         self.context = WorkerContext(None)
         self.connections: set[_Connection] = set()
         self.refused = 0

@@ -12,7 +12,7 @@ translated into :mod:`faasd.errors` types inside the provider.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -96,7 +96,7 @@ class Provider(Protocol):
         """
         ...
 
-    def logs(self, request: LogRequest) -> AsyncIterator[LogMessage]:
+    def logs(self, request: LogRequest) -> AsyncGenerator[LogMessage, None]:
         """Log lines of a function's replicas, oldest first; with ``follow`` it never ends by itself.
 
         Resource handling: a follower is released when the iterator is closed; callers that may stop

@@ -261,12 +261,12 @@ async def _attempt(
         reason = guard(address, url)
         if reason:
             return Delivery(False, 0, f"{reason} ({url.host} is {address})", final=True)
-    stream = await _connect(addresses, url.port)
+    stream: trio.abc.Stream = await _connect(addresses, url.port)
     try:
         if url.scheme == "https":
             tls = trio.SSLStream(stream, _tls_context(), server_hostname=url.host, https_compatible=True)
             await tls.do_handshake()
-            stream = tls  # type: ignore[assignment]
+            stream = tls
         head = [b"POST ", url.target, b" HTTP/1.1\r\nHost: ", url.host_header]
         head.append(b"\r\nContent-Length: %d\r\nConnection: close" % length)
         for name, value in headers:

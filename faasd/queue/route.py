@@ -136,7 +136,7 @@ class AsyncRoute:
         return call
 
     def _callback_url(self, scope: Scope) -> str | None:
-        values = [value for header, value in scope["headers"] if header == b"x-callback-url"]
+        values: list[bytes] = [value for header, value in scope["headers"] if header == b"x-callback-url"]
         if not values:
             return None
         if len(values) > 1:

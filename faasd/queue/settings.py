@@ -26,8 +26,9 @@ all come back at the same instant.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from faasd.errors import InvalidRequest
 from faasd.units import parse_duration
@@ -41,6 +42,8 @@ __all__ = [
     "QueueSettings",
     "backoff_s",
 ]
+
+T = TypeVar("T")
 
 CONCURRENCY_KEY = "com.openfaas.queue.max_inflight"
 ATTEMPTS_KEY = "com.openfaas.retry.attempts"
@@ -90,7 +93,7 @@ class QueueSettings:
             InvalidRequest: a malformed value, naming the key.
         """
 
-        def read(key: str, parse, default):  # type: ignore[no-untyped-def]
+        def read(key: str, parse: Callable[[str], T], default: T) -> T:
             raw = annotations.get(key)
             if raw is None or not raw.strip():
                 raw = labels.get(key)
@@ -116,8 +119,8 @@ class QueueSettings:
 
 def backoff_s(retry: int, min_wait_s: float, max_wait_s: float, rng: random.Random | None = None) -> float:
     """Seconds to wait before retry number ``retry`` (1 for the first): see the module docstring."""
-    ceiling = min(max_wait_s, min_wait_s * 2 ** min(max(retry - 1, 0), 32))
-    share = (rng or random).uniform(0.5, 1.0)
+    ceiling = min(max_wait_s, min_wait_s * 2.0 ** min(max(retry - 1, 0), 32))
+    share = rng.uniform(0.5, 1.0) if rng is not None else random.uniform(0.5, 1.0)
     return ceiling * share
 
 

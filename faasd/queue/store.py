@@ -243,7 +243,7 @@ class QueueDb:
         with db:
             db.execute("BEGIN IMMEDIATE")
             for op in ops:
-                results.append(_APPLY[type(op)](db, op))
+                results.append(_apply_one(db, op))
         return results
 
     # -- the reader -------------------------------------------------------------------------------
@@ -256,7 +256,10 @@ class QueueDb:
             "SELECT seq, call_id, function, accepted_at, length(body), attempts, callback_attempts, not_before,"
             " result_status IS NOT NULL FROM calls ORDER BY seq"
         ).fetchall()
-        return [IndexRow(*row[:8], has_result=bool(row[8])) for row in rows]
+        return [
+            IndexRow(seq, call_id, function, accepted_at, stored, attempts, callback_attempts, not_before, bool(done))
+            for seq, call_id, function, accepted_at, stored, attempts, callback_attempts, not_before, done in rows
+        ]
 
     async def load_call(self, seq: int) -> StoredCall | None:
         return await self._on(self._read_limiter, self._load_call, seq)
@@ -346,13 +349,19 @@ def _add_part(db: sqlite3.Connection, op: AddPart) -> None:
     db.execute("INSERT OR REPLACE INTO result_parts (seq, part, data) VALUES (?, ?, ?)", (op.seq, op.part, op.data))
 
 
-_APPLY: dict[type, Callable[[sqlite3.Connection, object], int | None]] = {
-    AddCall: _add,  # type: ignore[dict-item]
-    DeleteCall: _delete,  # type: ignore[dict-item]
-    Reschedule: _reschedule,  # type: ignore[dict-item]
-    SaveResult: _save_result,  # type: ignore[dict-item]
-    AddPart: _add_part,  # type: ignore[dict-item]
-}
+def _apply_one(db: sqlite3.Connection, op: Op) -> int | None:
+    """Write one operation (the writer's transaction is open); an added call's seq, else None."""
+    if isinstance(op, AddCall):
+        return _add(db, op)
+    if isinstance(op, DeleteCall):
+        _delete(db, op)
+    elif isinstance(op, Reschedule):
+        _reschedule(db, op)
+    elif isinstance(op, SaveResult):
+        _save_result(db, op)
+    else:
+        _add_part(db, op)
+    return None
 
 
 def _headers_to(headers: Headers) -> str:

@@ -56,7 +56,7 @@ def format_spec(**values: int | None) -> str:
     unknown = set(values) - set(KEYS)
     if unknown:
         raise SandboxSpecError(f"unknown sandbox keys: {', '.join(sorted(unknown))}")
-    return ",".join(f"{key}={int(values[key])}" for key in KEYS if values.get(key) is not None)  # type: ignore[arg-type]
+    return ",".join(f"{key}={int(value)}" for key in KEYS if (value := values.get(key)) is not None)
 
 
 def parse_spec(text: str) -> dict[str, int]:

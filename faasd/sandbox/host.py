@@ -71,20 +71,21 @@ def resolve(requested: str, *, state_dir: str, command: SelfCommand) -> Sandbox:
             problem = "setsid (util-linux) is not installed"
         elif bwrap and setsid:
             sandbox = _bwrap_sandbox(requested, bwrap, root, state_dir, command, (setsid, "--wait"))
-            problem = _probe(sandbox, command)
-            if problem is None:
+            probed = _probe(sandbox, command)
+            if probed is None:
                 return sandbox
-            problem = f"bwrap cannot make a sandbox here: {problem}"
+            problem = f"bwrap cannot make a sandbox here: {probed}"
         if requested == "bwrap":
             raise SandboxUnavailable(f"sandbox=bwrap: {problem}")
         why_not.append(problem)
     if requested in ("auto", "uid"):
         if root:
-            sandbox, problem = _uid_sandbox(requested, state_dir, command, why_not)
-            if sandbox is not None:
-                problem = _probe(sandbox, command)
-                if problem is None:
-                    return sandbox
+            uid_sandbox, problem = _uid_sandbox(requested, state_dir, command, why_not)
+            if uid_sandbox is not None:
+                probed = _probe(uid_sandbox, command)
+                if probed is None:
+                    return uid_sandbox
+                problem = probed
             if requested == "uid":
                 raise SandboxUnavailable(f"sandbox=uid: {problem}")
             why_not.append(f"uid mode: {problem}")

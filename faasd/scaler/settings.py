@@ -19,14 +19,16 @@ error at deploy time, naming the label.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from faasd.errors import InvalidRequest
 from faasd.units import parse_bool, parse_duration
 
 __all__ = ["LABEL_PREFIX", "MAX_REPLICAS_CAP", "ScaleSettings"]
+
+T = TypeVar("T")
 
 LABEL_PREFIX = "com.openfaas.scale."
 MAX_REPLICAS_CAP = 100
@@ -73,7 +75,7 @@ class ScaleSettings:
             InvalidRequest: a malformed value, naming the label.
         """
 
-        def read(key: str, parse, default):  # type: ignore[no-untyped-def]
+        def read(key: str, parse: Callable[[str], T], default: T) -> T:
             raw = labels.get(LABEL_PREFIX + key)
             if raw is None or raw.strip() == "":
                 return default
@@ -82,7 +84,7 @@ class ScaleSettings:
             except ValueError as exc:
                 raise InvalidRequest(f"label {LABEL_PREFIX}{key}={raw!r}: {exc}") from None
 
-        kind = read("type", _kind, "capacity")
+        kind: Literal["capacity", "rps"] = read("type", _kind, "capacity")
         minimum = read("min", _count, 1)
         maximum = read("max", _count, 20)
         if minimum > maximum:

@@ -45,8 +45,10 @@ comparison (hmac's own fallback)."""
 class Runner(Protocol):
     """What every mode provides."""
 
-    calls: Sized
-    """Calls in flight (``max_inflight`` counts these)."""
+    @property
+    def calls(self) -> Sized:
+        """Calls in flight (``max_inflight`` counts these)."""
+        ...
 
     async def start(self) -> None:
         """Start what the mode keeps running (server process, workers); return once it is ready.

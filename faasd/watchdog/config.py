@@ -109,9 +109,7 @@ class WatchdogConfig:
             ConfigError: a variable is missing or malformed; the message names it.
         """
         reader = _EnvReader(env)
-        mode = env.get("mode", "fork").strip() or "fork"
-        if mode not in MODES:
-            raise ConfigError("mode", mode, f"unknown mode; use one of {', '.join(MODES)}")
+        mode = _mode(env.get("mode", "fork").strip() or "fork")
         fprocess = env.get("fprocess") or env.get("function_process")
         argv: tuple[str, ...] = ()
         executable = ""
@@ -154,7 +152,7 @@ class WatchdogConfig:
             argv=argv,
             listen_fd=listen_fd,
             executable=executable,
-            mode=mode,  # type: ignore[arg-type]
+            mode=mode,
             upstream_host=upstream[0],
             upstream_port=upstream[1],
             handler=handler,
@@ -265,3 +263,20 @@ def _positive_size(text: str) -> int:
     if value <= 0:
         raise ValueError("must be greater than 0")
     return value
+
+
+def _mode(text: str) -> Mode:
+    """``text`` as a :data:`Mode`.
+
+    Raises:
+        ConfigError: not one of :data:`MODES`.
+    """
+    if text == "fork":
+        return "fork"
+    if text == "streaming":
+        return "streaming"
+    if text == "http":
+        return "http"
+    if text == "python":
+        return "python"
+    raise ConfigError("mode", text, f"unknown mode; use one of {', '.join(MODES)}")

@@ -33,7 +33,7 @@ import signal
 import struct
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from faasd.logs import event
 from faasd.runtime import self_command
@@ -352,7 +352,9 @@ class PythonRunner:
             self._answer(call, status, message.encode(), "text/plain")
         self._kill(worker, reason)
 
-    def _on_frame(self, worker: Worker, meta: dict[str, object], body: bytes) -> None:
+    def _on_frame(self, worker: Worker, meta: dict[str, Any], body: bytes) -> None:
+        """One frame from a worker: its start, or its answer to the call it runs. ``meta`` is JSON our own
+        worker wrote (faasd/watchdog/pyworker.py), so its values are whatever that JSON holds."""
         if worker.state == STARTING:
             if meta.get("ready"):
                 self._next(worker)
@@ -367,7 +369,7 @@ class PythonRunner:
         if call is None:
             return
         error = meta.get("error")
-        status = int(meta.get("status", 500 if error is not None else 200))  # type: ignore[call-overload]
+        status = int(meta.get("status", 500 if error is not None else 200))
         if not 200 <= status <= 599:  # 1xx would leave the body unframed; past 599 is not HTTP.
             error, status = f"Function returned an invalid status code: {status}", 502
         elif status in (204, 304):  # No body allowed: one sent anyway would corrupt the connection.
@@ -377,7 +379,7 @@ class PythonRunner:
         else:
             headers = b"".join(
                 f"{name}: {value}\r\n".encode("latin-1", "replace")
-                for name, value in meta.get("headers", [])  # type: ignore[union-attr]
+                for name, value in meta.get("headers", [])
                 if name.lower() not in _SKIP_HEADERS and "\n" not in name + value and "\r" not in name + value
             )
             config = self.config

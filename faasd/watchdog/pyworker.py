@@ -102,9 +102,10 @@ def encode_answer(result: object) -> tuple[dict[str, Any], bytes]:
     status = 200
     headers: dict[str, str] = {}
     if isinstance(result, tuple) and 2 <= len(result) <= 3:
-        if len(result) == 3:
-            headers = {str(k): str(v) for k, v in dict(result[2]).items()}
-        result, status = result[0], int(result[1])
+        parts: tuple[Any, ...] = result
+        if len(parts) == 3:
+            headers = {str(k): str(v) for k, v in dict(parts[2]).items()}
+        result, status = parts[0], int(parts[1])
     if isinstance(result, dict) and "statusCode" in result:
         status = int(result.get("statusCode", 200))
         headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}

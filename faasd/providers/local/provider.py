@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from datetime import UTC, datetime
 from secrets import token_hex
@@ -317,7 +317,7 @@ class LocalProvider:
             if not slot.stopping
         ]
 
-    async def logs(self, request: LogRequest) -> AsyncIterator[LogMessage]:
+    async def logs(self, request: LogRequest) -> AsyncGenerator[LogMessage, None]:
         """Kept lines (filtered by ``instance``, ``since``, then ``tail``), then with ``follow`` new
         lines as they come, until the consumer stops iterating or the function is removed
         (:meth:`~faasd.providers.common.logbook.LogBook.read`).

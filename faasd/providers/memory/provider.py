@@ -13,7 +13,7 @@ import builtins
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from secrets import token_hex
@@ -200,7 +200,7 @@ class MemoryProvider:
     async def status(self, name: str) -> FunctionStatus:
         return self._status(self._get(name))
 
-    async def logs(self, request: LogRequest) -> AsyncIterator[LogMessage]:
+    async def logs(self, request: LogRequest) -> AsyncGenerator[LogMessage, None]:
         """As the local backend's: kept lines, then with ``follow`` new ones until closed or removed."""
         book = self._get(request.name).logbook
         async with contextlib.aclosing(book.read(request)) as messages:

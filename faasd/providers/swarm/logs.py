@@ -90,13 +90,15 @@ def open_logs(api: docker.APIClient, *, request: LogRequest) -> docker.types.Can
     docker-py's ``service_logs`` returns a bare generator that cannot be interrupted, so this makes the
     same request and wraps the response in the SDK's ``CancellableStream`` (as ``events`` does).
     """
-    response = api._get(
-        api._url("/services/{0}/logs", request.name),
+    # These helpers are APIClient's own (its ``events`` uses them), private and so absent from its stubs.
+    client: Any = api
+    response = client._get(
+        client._url("/services/{0}/logs", request.name),
         params=log_params(request, follow=True),
         stream=True,
     )
-    api._raise_for_status(response)
-    return docker.types.CancellableStream(api._multiplexed_response_stream_helper(response), response)
+    client._raise_for_status(response)
+    return docker.types.CancellableStream(client._multiplexed_response_stream_helper(response), response)
 
 
 def messages(chunks: Iterator[bytes] | docker.types.CancellableStream, request: LogRequest) -> Iterator[LogMessage]:
@@ -137,7 +139,8 @@ def read_logs(api: docker.APIClient, *, request: LogRequest) -> list[LogMessage]
         stdout=True,
         stderr=True,
         timestamps=True,
-        since=params.get("since"),
+        # docker-py passes ``since`` through to the API, which takes "seconds.nanoseconds"; its stubs say int.
+        since=params.get("since"),  # type: ignore[arg-type]
         tail=params["tail"],
         is_tty=False,
     )

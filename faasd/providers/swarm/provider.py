@@ -9,10 +9,11 @@ wrote.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -437,7 +438,7 @@ class SwarmProvider:
         )
         return SecretRef(name="", docker_id=docker_id, docker_name=docker_name)
 
-    async def _docker_secrets(self, names: Sequence[str]) -> list[SecretRef]:
+    async def _docker_secrets(self, names: Sequence[str]) -> builtins.list[SecretRef]:
         """A Docker secret per faasd secret, named after a digest of its value (created when missing).
 
         Raises:
@@ -477,7 +478,7 @@ class SwarmProvider:
 
     # -- logs ---------------------------------------------------------------------------------------
 
-    async def logs(self, request: LogRequest) -> AsyncIterator[LogMessage]:  # type: ignore[override]
+    async def logs(self, request: LogRequest) -> AsyncGenerator[LogMessage, None]:
         """Lines of the function's tasks (``docker service logs`` with details), oldest first.
 
         Without ``follow``: at most ``tail`` (else :data:`~.logs.LOG_LINES_MAX`) lines, merged across

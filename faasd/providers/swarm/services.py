@@ -155,7 +155,7 @@ def swarm_call_token(api: docker.APIClient, *, value: bytes, labels: dict[str, s
 def remove_unused_secrets(api: docker.APIClient, *, names: set[str]) -> list[str]:
     """Remove faasd's Docker secrets for ``names`` that no service references (Docker refuses the
     removal of one in use: that refusal is the check)."""
-    used = set()
+    used: set[str] = set()
     for service in api.services():
         container = ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("ContainerSpec") or {}
         used.update(ref.get("SecretID") for ref in container.get("Secrets") or [])
