@@ -4,8 +4,8 @@ Swarm keeps the deployments (``persistent = True``): the daemon holds no state o
 and rebuilds everything from the swarm after a restart. Services made by hand are functions too when
 they carry the OpenFaaS labels (anywhere) or are attached to the functions network -- the faas seed's
 rule, ``docker service create --network=functions --name catservice IMAGE`` with no label
-(:class:`~.spec.FunctionRule`: ``function=false`` opts a service on the network
-out; the daemon's own service never counts). How a FunctionSpec becomes a service (labels, secrets,
+(:class:`~.spec.FunctionRule`: ``function=false`` opts a service on the network out; the daemon's
+own service never counts). How a FunctionSpec becomes a service (labels, secrets,
 read-only root, health check, resources, ...) is in :mod:`.spec`.
 
 **Docker.** Everything goes through the docker SDK, whose calls block: each runs in a worker thread
