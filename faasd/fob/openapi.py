@@ -16,7 +16,7 @@ __all__ = ["fob_paths", "fob_schemas"]
 
 Schema = dict[str, Any]
 
-_OPEN_ON_LOOPBACK = [{}, {"basicAuth": []}]
+_OPEN_ON_LOOPBACK: list[dict[str, list[str]]] = [{}, {"basicAuth": []}]
 """No credentials while the gateway binds a loopback address (and the request is not proxied); else basic auth."""
 _ID: Schema = {
     "name": "id",

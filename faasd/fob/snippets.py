@@ -194,8 +194,8 @@ class SnippetService:
                     event(log, logging.ERROR, "cannot redeploy snippet", snippet=snippet_id, error=exc.message)
         for name in self.service.names():
             stored = self.service.stored(name)
-            snippet_id = snippet_id_of(stored.spec) if stored is not None else None
-            if snippet_id is not None and snippet_id not in rows:
+            orphan = snippet_id_of(stored.spec) if stored is not None else None
+            if orphan is not None and orphan not in rows:
                 event(log, logging.WARNING, "function of a deleted snippet: removed", function=name)
                 with contextlib.suppress(FunctionNotFound):
                     await self.service.remove(name)
