@@ -44,6 +44,14 @@ PASSWORD = "test-password-0123456789"
 _READY = re.compile(r"event=ready .*url=(http://\S+)")
 
 
+def _argv(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return []
+
+
 def children(pid: int) -> list[int]:
     """Direct children of ``pid`` (replica watchdogs of a daemon)."""
     found = []
@@ -83,8 +91,9 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
     def replicas(self) -> list[int]:
-        """Pids of the daemon's replica watchdogs (its direct children) now."""
-        return children(self.pid)
+        """Pids of the daemon's replica watchdogs now: its direct children that run ``watchdog`` (not the
+        snippet source checker, ``_checksource``, the daemon's other child)."""
+        return [pid for pid in children(self.pid) if "watchdog" in _argv(pid)]
 
     def metric(self, name: str, **labels: str) -> float | None:
         """The value of sample ``name`` with exactly ``labels`` on ``/metrics``, or None when absent."""
