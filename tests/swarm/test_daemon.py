@@ -269,5 +269,5 @@ def test_dockerd_down_is_503_then_recovered(
         print(f"calls through the outage: {load.summary()}")
         assert set(load.outcomes) <= {"200", "502", "503"}, f"calls with no answer or another status: {load.summary()}"
         assert _functions(daemon)["st-outage"]["replicas"] == 2
-        assert {"name": "st-outage-key"} in client.get("/system/secrets").json()
+        assert {"name": "st-outage-key", "namespace": "openfaas-fn"} in client.get("/system/secrets").json()
     assert "Traceback" not in daemon.logs(), daemon.logs()[-3000:]
