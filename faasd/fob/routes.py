@@ -40,12 +40,12 @@ from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from faasd.errors import FaasdError, InvalidRequest, PayloadTooLarge
+from faasd.errors import FaasdError, InvalidRequest
 from faasd.fob.args import encode_call_args, parse_call_args
 from faasd.fob.snippets import SnippetService
 from faasd.fob.source import SourceError
 from faasd.gateway.auth import BasicAuth
-from faasd.gateway.invoke import NOSNIFF, Invoker
+from faasd.gateway.invoke import NOSNIFF, Invoker, content_length, read_body
 from faasd.gateway.proxy import Receive, Scope, Send
 from faasd.gateway.reasons import one_line
 from faasd.gateway.throttle import AuthThrottle, retry_after_header
@@ -160,7 +160,9 @@ class FobRoutes:
         languages = {value for key, value in _query(scope) if key == "lang"}
         if len(languages) > 1:
             raise InvalidRequest("lang is given more than once")
-        source = await _read_body(receive, _content_length(scope), self.max_snippet_bytes)
+        limit = self.max_snippet_bytes
+        too_large = f"the snippet exceeds max_snippet_size ({limit} bytes)"
+        source = await read_body(receive, limit, content_length(scope), too_large)
         try:
             snippet_id = await self.snippets.create(source, languages.pop() if languages else None)
         except SourceError as exc:
@@ -299,33 +301,3 @@ def _query(scope: Scope) -> list[tuple[str, str]]:
         return parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     except ValueError:
         raise InvalidRequest("the query string cannot be read") from None
-
-
-def _content_length(scope: Scope) -> int:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                raise InvalidRequest("Invalid Content-Length") from None
-    return -1
-
-
-async def _read_body(receive: Receive, declared: int, limit: int) -> bytes:
-    """The whole request body, refused with 413 once it passes ``limit`` (at once when the
-    Content-Length says so)."""
-    if declared > limit:
-        raise PayloadTooLarge(f"the snippet exceeds max_snippet_size ({limit} bytes)")
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise InvalidRequest("the client disconnected")
-        chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"the snippet exceeds max_snippet_size ({limit} bytes)")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)

@@ -183,7 +183,7 @@ class Invoker:
         call_headers = _call_headers(scope)
         limit = self.max_json_bytes
         try:
-            declared = _content_length(scope)
+            declared = content_length(scope)
             if declared > limit:
                 raise PayloadTooLarge(f"Request body exceeds max_json_size ({limit} bytes) for an Alexa request")
             reserved = declared if declared >= 0 else limit
@@ -195,7 +195,7 @@ class Invoker:
         self.buffered_bytes += reserved
         try:
             try:
-                body = await _read_body(receive, limit, declared)
+                body = await read_body(receive, limit, declared)
             except FaasdError as exc:
                 await send_text(send, exc.http_status, exc.message, call_headers)
                 return
@@ -271,7 +271,7 @@ class Invoker:
         preread: bool,
     ) -> int:
         endpoints = self.registry.get(name) or await self._hold(name)
-        length = -1 if preread else _content_length(scope)
+        length = -1 if preread else content_length(scope)
         reserved = 0
         if 0 <= length <= PREREAD_BYTES and self.buffered_bytes + length <= MAX_BUFFERED_BYTES:
             reserved = length
@@ -429,7 +429,8 @@ def _call_headers(scope: Scope, started_ns: int | None = None) -> list[tuple[byt
     return [(b"x-call-id", call_id), (b"x-start-time", str(started_ns or time.time_ns()).encode())]
 
 
-def _content_length(scope: Scope) -> int:
+def content_length(scope: Scope) -> int:
+    """The request's Content-Length, -1 when it has none; a malformed one is a 400."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
@@ -439,9 +440,12 @@ def _content_length(scope: Scope) -> int:
     return -1
 
 
-async def _read_body(receive: Receive, limit: int, declared: int) -> bytes:
+async def read_body(receive: Receive, limit: int, declared: int, too_large: str = "") -> bytes:
+    """The whole request body, refused with 413 (``too_large``, else a generic reason) once it passes
+    ``limit`` -- at once when its Content-Length (``declared``) says so."""
+    too_large = too_large or f"Request body exceeds {limit} bytes"
     if declared > limit:
-        raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        raise PayloadTooLarge(too_large)
     chunks: list[bytes] = []
     total = 0
     while True:
@@ -451,7 +455,7 @@ async def _read_body(receive: Receive, limit: int, declared: int) -> bytes:
         chunk = message.get("body", b"")
         total += len(chunk)
         if total > limit:
-            raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+            raise PayloadTooLarge(too_large)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

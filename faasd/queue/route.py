@@ -31,7 +31,7 @@ from faasd.errors import (
     PayloadTooLarge,
     StateError,
 )
-from faasd.gateway.invoke import MAX_BUFFERED_BYTES, Invoker, send_text
+from faasd.gateway.invoke import MAX_BUFFERED_BYTES, Invoker, content_length, send_text
 from faasd.gateway.proxy import DROP_REQUEST, Receive, Scope, Send
 from faasd.namespace import split_qualified_name
 from faasd.providers.types import MAX_NAME_LENGTH, NAME_PATTERN
@@ -104,7 +104,7 @@ class AsyncRoute:
         if not self.invoker.registry.get(name) and not self.exists(name):
             raise FunctionNotFound(f"Function not found: {name}")
         callback = self._callback_url(scope)
-        length = _content_length(scope)
+        length = content_length(scope)
         if length > self.queue.limits.body_bytes:
             raise PayloadTooLarge(f"Request body exceeds {self.queue.limits.body_bytes} bytes")
         self.queue.check_room(name, max(length, 0))
@@ -171,13 +171,3 @@ class AsyncRoute:
                     return b"".join(chunks)
         finally:
             invoker.buffered_bytes -= total
-
-
-def _content_length(scope: Scope) -> int:
-    for header, value in scope["headers"]:
-        if header == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                raise InvalidRequest("Invalid Content-Length") from None
-    return -1
