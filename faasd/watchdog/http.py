@@ -268,6 +268,9 @@ class Upstream(asyncio.Protocol):
         self.body = []
         self.runner.finished(call)
         if reusable:
+            # The last piece may have paused reading (back-pressure from a slow client), and the
+            # stream's end dropped the callback that would resume it: an idle connection must read.
+            self._resume()
             self.runner.idle(self)
         else:
             self.drop()

@@ -354,6 +354,32 @@ def test_a_50_mb_answer_streams_with_flat_memory(start_watchdog):
     assert watchdog.request("GET", "/after-big").status_code == 200
 
 
+def test_the_connection_that_streamed_a_big_answer_serves_the_next_call(start_watchdog):
+    """A slow client makes the watchdog pause reading from the function's server (back-pressure); when
+    the answer's last piece arrives while it is paused, the keep-alive connection goes back to the idle
+    pool and must read again: the next call on it hung until its deadline before this was fixed (it
+    was left paused). Several rounds, each ending with a small call on the same upstream connection."""
+    watchdog = start_http(start_watchdog)
+    assert watchdog.request("GET", "/warm").status_code == 200
+    size = 4 * 1024 * 1024
+    for round_ in range(4):
+        with RawConnection(watchdog.port, timeout=10) as conn:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            conn.send(http_request("GET", f"/big?n={size}"))
+            head = read_head(conn)
+            assert head.status == 200
+            received = 0
+            for piece in iter_body(conn, head, recv_bytes=64 * 1024):
+                received += len(piece)
+                time.sleep(0.002)  # A slow client: the watchdog's write buffer stays full.
+            assert received == size
+        started = time.monotonic()
+        response = watchdog.client().get("/after-big", timeout=scaled(10.0))
+        assert response.status_code == 200, (round_, response.text)
+        assert time.monotonic() - started < scaled(2.0), f"round {round_}: the next call took a long time"
+    assert upstream_info(watchdog)["connections"] <= 2, "the upstream connection was not reused"
+
+
 def test_parallel_calls_run_in_parallel(start_watchdog):
     watchdog = start_http(start_watchdog)
     calls = 16
