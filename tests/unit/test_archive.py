@@ -1,4 +1,4 @@
-"""faasd.providers.local.archive: handler archives are unpacked safely, hostile ones refused."""
+"""faasd.archive: handler archives are unpacked safely, hostile ones refused."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from faasd.archive import extract_archive
 from faasd.errors import InvalidRequest
-from faasd.providers.local.archive import extract_archive
 
 Entry = tuple[str, str, bytes | str, int]
 """(name, kind: file|dir|symlink|hardlink|fifo|chr|blk, data or link target, mode)."""

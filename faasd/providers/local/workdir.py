@@ -19,10 +19,10 @@ import shlex
 import shutil
 from secrets import token_hex
 
+from faasd.archive import extract_archive
 from faasd.errors import InvalidRequest
 from faasd.logs import event
 from faasd.providers.base import SecretLookup
-from faasd.providers.local.archive import extract_archive
 from faasd.providers.local.code_check import missing_code
 from faasd.providers.local.pip_env import pip_environment
 from faasd.providers.local.state import LOCALHOST, Generation, Host

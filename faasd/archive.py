@@ -19,7 +19,9 @@ module, under rules that leave nothing to interpretation:
 * the total size and the member count are bounded (a gzip bomb fails fast, named defaults below).
 
 Pure blocking file work with no trio: the local backend calls :func:`extract_archive` through
-``trio.to_thread.run_sync``.
+``trio.to_thread.run_sync``; on Swarm the watchdog calls it in the task before it starts
+(``handler_archive``, :mod:`faasd.watchdog.main`). Here, outside ``providers/``, because both use it and
+a replica's start must not import the backends (nor trio).
 """
 
 from __future__ import annotations
