@@ -2,9 +2,10 @@
 
 Lifecycle (docs/watchdog.md):
 
-1. Parse the config; a bad value prints one line and exits 2. Read the call token (from its fd, then
-   closed, or its file) and, when there is one, mark the process non-dumpable (see
-   :func:`_protect_memory`), before any function code runs.
+1. Unpack the handler archive, if ``handler_archive`` names one, into the working directory
+   (:mod:`faasd.watchdog.unpack`). Parse the config; a bad value prints one line and exits 2. Read
+   the call token (from its fd, then closed, or its file) and, when there is one, mark the process
+   non-dumpable (see :func:`_protect_memory`), before any function code runs.
 2. Bind the invoke port (and the metrics port), write the lock file, mark ready.
 3. On SIGTERM/SIGINT: remove the lock file (health turns 503), keep serving for
    ``healthcheck_interval``, close the listener and idle connections, let calls in flight finish for up
@@ -29,6 +30,7 @@ from faasd.logs import event
 from faasd.watchdog.config import ConfigError, WatchdogConfig
 
 if TYPE_CHECKING:
+    from faasd.archive import Extracted
     from faasd.http1 import Request
     from faasd.watchdog.metrics import WatchdogStats
     from faasd.watchdog.server import HttpConnection
@@ -63,6 +65,7 @@ def main(argv: list[str]) -> int:
         print(f"faasd watchdog: unexpected argument {argv[0]!r}; configure with env vars", file=sys.stderr)
         return 2
     try:
+        unpacked = _unpack_handler()
         config = WatchdogConfig.from_env(os.environ)
     except ConfigError as exc:
         print(f"faasd watchdog: {exc}", file=sys.stderr)
@@ -73,6 +76,8 @@ def main(argv: list[str]) -> int:
         print(f"faasd watchdog: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log_level)
+    if unpacked is not None:
+        event(log, logging.INFO, "handler unpacked", files=unpacked.files, bytes=unpacked.bytes, dir=os.getcwd())
     if call_token is not None:
         _protect_memory()
     try:
@@ -81,6 +86,16 @@ def main(argv: list[str]) -> int:
         print(f"faasd watchdog: cannot serve: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _unpack_handler() -> Extracted | None:
+    """The function's handler archive (``handler_archive``), unpacked into the working directory
+    before the settings that may name its files are read (:mod:`faasd.watchdog.unpack`)."""
+    if not os.environ.get("handler_archive", "").strip():
+        return None  # The common case imports nothing more.
+    from faasd.watchdog.unpack import unpack_handler
+
+    return unpack_handler(os.environ)
 
 
 def _read_call_token(config: WatchdogConfig) -> bytes | None:
