@@ -55,6 +55,11 @@ READY_POLL_S = 0.05
 """While a new snippet starts: how often its function's state is read (readiness itself wakes at once)."""
 LOG_LINES_READ = 200
 """A snippet that failed to start: the last lines of its log searched for the reason."""
+LOG_WAIT_S = 3.0
+LOG_POLL_S = 0.2
+"""A snippet that failed to start: how long its log is read again until the reason shows up. The local
+backend's log is written before the failure is reported; Swarm's reaches the manager a moment after the
+task's exit is seen."""
 _IMPORT_ERROR = re.compile(r'error="cannot import [^:"]*handler\.py: ((?:[^"\\]|\\.)*)"')
 _SNIPPET_LINE = re.compile(rf'File \\?"[^"\\]*/{re.escape(SNIPPET_FILE)}\\?", line (\d+)')
 """A traceback's line about the snippet, as the watchdog logs it (``text="  File \\"/home/app/snippet.py\\", ...``)."""
@@ -287,6 +292,10 @@ class SnippetService:
             status = await self.service.status(name)
             if status.state == "failed":
                 error = await self._import_error(name)
+                log_deadline = trio.current_time() + LOG_WAIT_S
+                while error is None and trio.current_time() < log_deadline:
+                    await trio.sleep(LOG_POLL_S)
+                    error = await self._import_error(name)
                 if error is not None:
                     raise error
                 raise NoReplicaAvailable(f"the snippet's function cannot start: {status.reason}")

@@ -7,11 +7,13 @@ probed (:mod:`faasd.providers.common.probe`) once it has an address, and publish
 or a terminal state in a read) is *tombstoned*: never published again, whatever a slower concurrent
 read says.
 
-**Not ready.** A function that has had replicas wanted and none ready for :data:`NOT_READY_FAILED_S`
-is ``failed`` in its status, with the reason (:meth:`Views.not_ready_reason`): a running task that
-does not answer the probe (a service on the network that runs no watchdog), one without a published
-port (``host-port``), or how the last task went away (exit status, out of memory, failed
-HEALTHCHECK). Nothing else changes: its tasks keep being probed, and the first ready one clears it.
+**Not ready.** A function with replicas wanted and none ready is ``failed`` in its status, with the
+reason (:meth:`Views.not_ready_reason`): at once when a task went away before it was ready (exit
+status, out of memory, failed HEALTHCHECK -- as the local backend reports a replica that crashed, so a
+snippet that fails at import is refused in about a second); after :data:`NOT_READY_FAILED_S` for a
+running task that does not answer the probe (a service on the network that runs no watchdog) or one
+without a published port (``host-port``). Nothing else changes: its tasks keep being probed, and the
+first ready one clears it.
 """
 
 from __future__ import annotations
@@ -243,10 +245,15 @@ class Views:
         )
 
     def not_ready_reason(self, view: View, *, route: str, network: str) -> str:
-        """Why a function has had no ready replica for :data:`NOT_READY_FAILED_S`, or "" (it may still be
-        starting): a replica running that long that does not answer, else why the last one went away."""
+        """Why a function has no ready replica, or "" (it may still be starting): why the last one went
+        away before it was ready, at once; else a replica running for :data:`NOT_READY_FAILED_S` that
+        does not answer."""
         now = trio.current_time()
-        if view.unready_since is None or now - view.unready_since < NOT_READY_FAILED_S:
+        if view.unready_since is None:
+            return ""
+        if view.last_loss:
+            return view.last_loss
+        if now - view.unready_since < NOT_READY_FAILED_S:
             return ""
         for task in sorted(view.tasks.values(), key=lambda task: task.seen_at):
             waited = now - task.seen_at
@@ -266,7 +273,7 @@ class Views:
                 f"{replica} has not answered GET /_/health on {host}:{port} for {waited:.0f}s: a function runs "
                 f"a watchdog (faasd's or OpenFaaS's) listening on port {WATCHDOG_PORT}"
             )
-        return view.last_loss
+        return ""
 
     async def _probe(self, view: View, task: Task) -> None:
         """Publish ``task`` once its watchdog answers ``GET /_/health`` with 200; stop if it goes away."""
