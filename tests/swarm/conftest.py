@@ -9,8 +9,9 @@
   ends -- services carrying the session's ``faasd.test`` label or a name the test registered with
   :meth:`SwarmHelper.track`, and Docker secrets with that label -- without waiting for their
   containers (≈ 3.3 s each). At the end of the session the sweep waits, in parallel, until no
-  container of the session is left, removes the call token's Docker secrets and config when nothing
-  uses them any more (:func:`_sweep_call_token`), then the functions network if the session created it.
+  container of the session is left, removes the handler archives' Docker configs of the functions
+  tracked, the call token's Docker secrets and config when nothing uses them any more
+  (:func:`_sweep_call_token`), then the functions network if the session created it.
   "Leave no services, networks or containers behind."
 
 Traffic from the tests goes to 127.0.0.1 only: replicas through their host-mode published ports,
@@ -31,6 +32,7 @@ import docker
 import docker.errors
 import pytest
 
+from faasd.providers.swarm.handler import LABEL_HANDLER
 from faasd.providers.swarm.spec import (
     CALL_TOKEN_CONFIG,
     CALL_TOKEN_LABEL,
@@ -39,7 +41,7 @@ from faasd.providers.swarm.spec import (
     SECRET_OWNER,
     function_name,
 )
-from tests.daemon_fixtures import start_daemon  # noqa: F401 -- the daemon fixtures, for test_daemon.py
+from tests.daemon_fixtures import faasd_cli, start_daemon  # noqa: F401 -- the daemon fixtures, for the tests
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -206,6 +208,7 @@ def _final_sweep(client: docker.DockerClient, *, remove_network: bool) -> None:
         if ((secret.get("Spec") or {}).get("Labels") or {}).get(LABEL_SECRET) in _tracked_secrets:
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_secret(secret["ID"])
+    _sweep_handler_configs(client)
     _sweep_call_token(client)
     for tag in _tracked_images:
         with contextlib.suppress(docker.errors.APIError):
@@ -214,6 +217,15 @@ def _final_sweep(client: docker.DockerClient, *, remove_network: bool) -> None:
         for network in client.api.networks(names=[NETWORK]):
             # A network is in use until every task's container is gone; retry for a short while.
             wait_for(lambda network=network: _try_remove_network(client, network["Id"]), 20, "network removal", 0.2)
+
+
+def _sweep_handler_configs(client: docker.DockerClient) -> None:
+    """Remove the handler archives' Docker configs of the functions the session tracked (a daemon makes
+    them; a test that failed before removing its function leaves them)."""
+    for config in client.api.configs(filters={"label": LABEL_HANDLER}):
+        if ((config.get("Spec") or {}).get("Labels") or {}).get(LABEL_HANDLER) in _tracked_names:
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_config(config["ID"])
 
 
 def _sweep_call_token(client: docker.DockerClient) -> None:

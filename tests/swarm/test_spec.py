@@ -10,12 +10,22 @@ from datetime import UTC, datetime
 import pytest
 
 from faasd.errors import InvalidRequest
+from faasd.providers.swarm.handler import (
+    ARCHIVE_ENV,
+    ARCHIVE_PATH,
+    MAX_ARCHIVE_BYTES,
+    HandlerConfig,
+    config_name,
+    referenced_configs,
+    runs_faasd_watchdog,
+)
 from faasd.providers.swarm.spec import (
     CALL_TOKEN_PATH,
     DEFAULT_PLACEMENT,
     FunctionRule,
     SecretRef,
     call_token_secret_name,
+    check_spec,
     function_name,
     nano_cpus,
     parse_docker_time,
@@ -26,6 +36,7 @@ from faasd.providers.swarm.spec import (
     takes_call_token,
 )
 from faasd.providers.types import FunctionSpec, Resources
+from faasd.watchdog.unpack import HANDLER_ARCHIVE_VARIABLE
 
 FULL = FunctionSpec(
     name="full",
@@ -165,9 +176,78 @@ def test_refused_specs(labels: dict, limits: Resources | None, mention: str) -> 
         _build(spec)
 
 
-def test_handler_archive_is_refused() -> None:
-    with pytest.raises(InvalidRequest, match="faasd build"):
+HANDLER = HandlerConfig("cid", config_name("snip", b"archive"))
+
+
+def test_handler_archive_is_a_config_the_watchdog_unpacks_and_reads_back_exactly() -> None:
+    spec = FunctionSpec(name="snip", env_vars={"mode": "python"}, handler_archive=b"archive")
+    document = _build(spec, handler=HANDLER)
+    container = document["TaskTemplate"]["ContainerSpec"]
+    assert container["Configs"] == [
+        {
+            "File": {"Name": ARCHIVE_PATH, "UID": "0", "GID": "0", "Mode": 0o444},
+            "ConfigID": "cid",
+            "ConfigName": HANDLER.docker_name,
+        }
+    ]
+    assert f"handler_archive={ARCHIVE_PATH}" in container["Env"] and container["Dir"] == "/home/app"
+    assert "Mounts" not in container  # The unpacked code lives in the container's own layer (exec works).
+    assert spec_from_service(_as_service(document), {"cid": b"archive"}) == spec
+    # Without the config's data the archive is missing, never a wrong one; the variable is faasd's.
+    assert spec_from_service(_as_service(document)) == FunctionSpec(name="snip", env_vars={"mode": "python"})
+    # A read-only root: the working directory is a tmpfs of its own, the round trip unchanged.
+    read_only = FunctionSpec(name="snip", read_only_root_filesystem=True, handler_archive=b"archive")
+    container = _build(read_only, handler=HANDLER)["TaskTemplate"]["ContainerSpec"]
+    assert [mount["Target"] for mount in container["Mounts"]] == ["/tmp", "/home/app"]
+    assert spec_from_service(_as_service(_build(read_only, handler=HANDLER)), {"cid": b"archive"}) == read_only
+
+
+def test_handler_archive_needs_its_config() -> None:
+    with pytest.raises(ValueError, match="Docker config"):
         _build(FunctionSpec(name="a", handler_archive=b"x"))
+
+
+def test_handler_config_name_per_content_and_function() -> None:
+    names = {config_name(f, a) for f in ("a", "b") for a in (b"1", b"2")}
+    assert len(names) == 4 and all(n.startswith("faasd-handler-") for n in names)
+    long = config_name("f" * 63, b"x")
+    assert len(long) <= 64 and long != config_name("f" * 62 + "g", b"x")
+
+
+def test_handler_archive_too_large_for_a_config_is_refused_with_the_way_out() -> None:
+    check_spec(FunctionSpec(name="a", handler_archive=b"x" * MAX_ARCHIVE_BYTES))
+    with pytest.raises(InvalidRequest, match=r"512001 bytes.*Docker config.*faasd build DIR"):
+        check_spec(FunctionSpec(name="a", handler_archive=b"x" * (MAX_ARCHIVE_BYTES + 1)))
+    with pytest.raises(InvalidRequest, match="handler_archive is set by faasd"):
+        check_spec(FunctionSpec(name="a", env_vars={"handler_archive": "/etc/passwd"}, handler_archive=b"x"))
+
+
+def test_configs_in_use_include_the_rollback_spec() -> None:
+    def service(spec_id: str, previous_id: str | None) -> dict:
+        def spec(config_id: str) -> dict:
+            return {"TaskTemplate": {"ContainerSpec": {"Configs": [{"ConfigID": config_id}]}}}
+
+        return {"Spec": spec(spec_id), **({"PreviousSpec": spec(previous_id)} if previous_id else {})}
+
+    assert referenced_configs([service("new", "old"), service("other", None), {}]) == {"new", "old", "other"}
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "runs"),
+    [
+        (["python3", "/faasd.pyz", "watchdog"], True),
+        (["/usr/bin/python3", "/opt/faasd.pyz", "watchdog"], True),
+        (["fwatchdog"], False),
+        (None, False),
+        (["python3", "/faasd.pyz", "up"], False),
+    ],
+)
+def test_only_faasd_watchdog_images_take_an_archive(entrypoint: list[str] | None, runs: bool) -> None:
+    assert runs_faasd_watchdog({"Config": {"Entrypoint": entrypoint}}) is runs
+
+
+def test_the_backend_and_the_watchdog_name_the_variable_alike() -> None:
+    assert ARCHIVE_ENV == HANDLER_ARCHIVE_VARIABLE
 
 
 def test_call_token_is_mounted_apart_and_never_reported_as_a_secret() -> None:

@@ -36,11 +36,14 @@ the gateway sends the token only to those, never to a service made by hand witho
 Discovery (events, re-reads, resyncs, dockerd down) is in :mod:`.discovery`; what is known of each
 function's tasks, when a task is published and when a function is ``failed``, in :mod:`.views`.
 
+**Handler archives** (``faasd deploy --handler DIR``, Flock-of-Birds snippets): the archive is a
+Docker config mounted into the tasks, which faasd's watchdog unpacks before it starts (:mod:`.handler`).
+
 Modules: :mod:`.provider` (the :class:`SwarmProvider`: operations), :mod:`.spec` (FunctionSpec <->
-service), :mod:`.client` (the docker SDK on worker threads, errors translated), :mod:`.services`
-(writes: services, networks, secrets), :mod:`.tasks` (reads: tasks and their addresses),
-:mod:`.views`, :mod:`.discovery`, :mod:`.site` (network, rule, route) and :mod:`.placement` (where
-the daemon runs), :mod:`.logs`.
+service), :mod:`.handler` (handler archives as configs), :mod:`.client` (the docker SDK on worker
+threads, errors translated), :mod:`.services` (writes: services, networks, secrets, configs),
+:mod:`.tasks` (reads: tasks and their addresses), :mod:`.views`, :mod:`.discovery`, :mod:`.site`
+(network, rule, route) and :mod:`.placement` (where the daemon runs), :mod:`.logs`.
 """
 
 from __future__ import annotations

@@ -29,10 +29,20 @@ from faasd.providers.base import SecretLookup
 from faasd.providers.swarm import logs as swarm_logs
 from faasd.providers.swarm.client import DockerClient
 from faasd.providers.swarm.discovery import RESYNC_S, Discovery
+from faasd.providers.swarm.handler import (
+    LABEL_HANDLER,
+    HandlerConfig,
+    archive_config_id,
+    config_name,
+    runs_faasd_watchdog,
+)
 from faasd.providers.swarm.services import (
     create_service,
+    ensure_config,
     ensure_network,
     ensure_secret,
+    read_archives,
+    remove_unused_handlers,
     remove_unused_secrets,
     scale_service,
     swarm_call_token,
@@ -142,6 +152,8 @@ class SwarmProvider:
         self._call_token = call_token
         self._network_lock = trio.Lock()
         self._locks = NameLocks()
+        self._archives: dict[str, bytes] = {}
+        """Handler archives by Docker config ID (a config's data never changes): what services report."""
         self._nursery: trio.Nursery | None = None
 
     def __repr__(self) -> str:
@@ -209,7 +221,7 @@ class SwarmProvider:
             raise InvalidRequest(f"replicas must be 0 or more, got {replicas}")
         check_spec(spec)
         async with self._locks.hold(spec.name):
-            image = await self._resolve_image(spec.image or self._default_image)
+            image = await self._resolve_image(spec.image or self._default_image, archive=bool(spec.handler_archive))
             secrets = await self._docker_secrets(spec.secrets)
             network = await self._ensure_network()
             document = service_spec(
@@ -222,6 +234,7 @@ class SwarmProvider:
                 stop_grace_s=self._stop_grace_s,
                 extra_labels=self._extra_labels,
                 call_token=await self._call_token_ref(),
+                handler=await self._handler_config(spec),
             )
             existing = await self._inspect(spec.name, must_exist=False)
             if existing is None:
@@ -236,6 +249,7 @@ class SwarmProvider:
                 self._collect_secrets(old.secrets)
             self._discovery.mark_dirty(spec.name)
             self._collect_secrets(spec.secrets)
+            await self._collect_handlers(spec.name)
 
     async def update(self, spec: FunctionSpec) -> None:
         check_spec(spec)
@@ -243,7 +257,7 @@ class SwarmProvider:
             existing = await self._inspect(spec.name)
             assert existing is not None
             replicas = ((existing["Spec"].get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1)
-            image = await self._resolve_image(spec.image or self._default_image)
+            image = await self._resolve_image(spec.image or self._default_image, archive=bool(spec.handler_archive))
             secrets = await self._docker_secrets(spec.secrets)
             network = await self._ensure_network()
             document = service_spec(
@@ -256,6 +270,7 @@ class SwarmProvider:
                 stop_grace_s=self._stop_grace_s,
                 extra_labels=self._extra_labels,
                 call_token=await self._call_token_ref(),
+                handler=await self._handler_config(spec),
             )
             document["Mode"] = existing["Spec"].get("Mode") or document["Mode"]
             old = spec_from_service(existing)
@@ -265,6 +280,7 @@ class SwarmProvider:
             event(log, logging.INFO, "service updated", function=spec.name, image=image[:19])
             self._discovery.mark_dirty(spec.name)
             self._collect_secrets((*old.secrets, *spec.secrets))
+            await self._collect_handlers(spec.name)
 
     async def remove(self, name: str) -> None:
         validate_name(name, "function name")
@@ -279,6 +295,7 @@ class SwarmProvider:
             )
             event(log, logging.INFO, "service removed", function=name)
             self._collect_secrets(spec_from_service(existing).secrets)
+            await self._collect_handlers(name)
 
     async def scale(self, name: str, replicas: int) -> None:
         """Set the service's replica count through its raw spec (never ``Service.scale()``)."""
@@ -306,6 +323,7 @@ class SwarmProvider:
             if self._discovery.connected_once:
                 raise
             return []
+        await self._read_archives(services, prune=True)
         statuses = []
         rule = self._site.rule
         for service in services:
@@ -322,10 +340,11 @@ class SwarmProvider:
         validate_name(name, "function name")
         existing = await self._inspect(name)
         assert existing is not None
+        await self._read_archives([existing])
         return self._status(existing)
 
     def _status(self, service: dict[str, Any]) -> FunctionStatus:
-        spec = spec_from_service(service)
+        spec = spec_from_service(service, self._archives)
         mode = (service.get("Spec") or {}).get("Mode") or {}
         view = self._views.get(spec.name)
         available = view.ready_count if view is not None else 0
@@ -374,22 +393,31 @@ class SwarmProvider:
             )
         return service
 
-    async def _resolve_image(self, reference: str) -> str:
+    async def _resolve_image(self, reference: str, *, archive: bool = False) -> str:
         """The image ID ``reference`` names on this engine (the reference itself when pulling is allowed).
 
+        ``archive``: the function has a handler archive, which only faasd's watchdog unpacks.
+
         Raises:
-            InvalidRequest: the image is not on this engine and ``pull`` is off.
+            InvalidRequest: the image is not on this engine and ``pull`` is off; or ``archive`` and
+                the image does not start faasd's watchdog.
         """
 
-        def resolve(api: docker.APIClient) -> str | None:
+        def resolve(api: docker.APIClient) -> dict[str, Any] | None:
             try:
-                return str(api.inspect_image(reference)["Id"])
+                return dict(api.inspect_image(reference))
             except docker.errors.ImageNotFound:
                 return None
 
-        image_id = await self._client.call(f"inspecting image {reference}", resolve)
-        if image_id is not None:
-            return image_id
+        image = await self._client.call(f"inspecting image {reference}", resolve)
+        if image is not None:
+            if archive and not runs_faasd_watchdog(image):
+                raise InvalidRequest(
+                    f"image {reference} does not start faasd's watchdog (its entrypoint is "
+                    f"{(image.get('Config') or {}).get('Entrypoint')}), which is what unpacks a handlerArchive on "
+                    "swarm: leave the image out (faasd's base image runs it), or use one built FROM it ('faasd build')"
+                )
+            return str(image["Id"])
         if self._pull:
             return reference
         raise InvalidRequest(
@@ -405,6 +433,52 @@ class SwarmProvider:
             )
         self._site.add_network(network_id)
         return network_id
+
+    async def _handler_config(self, spec: FunctionSpec) -> HandlerConfig | None:
+        """The Docker config holding the function's handler archive (made when missing), or None."""
+        if not spec.handler_archive:
+            return None
+        docker_name = config_name(spec.name, spec.handler_archive)
+        labels = {LABEL_OWNER: SECRET_OWNER, LABEL_HANDLER: spec.name, **self._extra_labels}
+        docker_id = await self._client.call(
+            f"storing the handler archive of {spec.name}",
+            functools.partial(ensure_config, docker_name=docker_name, value=spec.handler_archive, labels=labels),
+        )
+        self._archives[docker_id] = spec.handler_archive
+        return HandlerConfig(docker_id=docker_id, docker_name=docker_name)
+
+    async def _collect_handlers(self, name: str) -> None:
+        """Remove the function's handler-archive configs its service no longer uses (nor a rollback
+        of it): under the function's lock, so a deploy never finds its config removed under it.
+        Failures are logged: a config left over is removed by the next deploy or removal."""
+        try:
+            removed = await self._client.call(
+                f"removing unused handler archives of {name}", functools.partial(remove_unused_handlers, function=name)
+            )
+        except FaasdError as exc:
+            event(log, logging.WARNING, "handler archive cleanup failed", function=name, error=exc.message)
+            return
+        for config_id in removed:
+            self._archives.pop(config_id, None)
+        if removed:
+            event(log, logging.DEBUG, "unused handler archives removed", function=name, configs=len(removed))
+
+    async def _read_archives(self, services: Sequence[Mapping[str, Any]], *, prune: bool = False) -> None:
+        """Have the handler archives of ``services`` in the cache (one listing when any is missing);
+        ``prune``: ``services`` are all there are, forget the archives of the others."""
+        wanted = set()
+        for service in services:
+            config_id = archive_config_id(((service.get("Spec") or {}).get("TaskTemplate") or {}).get("ContainerSpec"))
+            if config_id is not None:
+                wanted.add(config_id)
+        missing = wanted - self._archives.keys()
+        if missing:
+            read = functools.partial(read_archives, config_ids=missing)
+            found = await self._client.call("reading handler archives", read)
+            self._archives.update(found)
+        if prune:
+            for config_id in self._archives.keys() - wanted:
+                del self._archives[config_id]
 
     async def _adopt_call_token(self) -> None:
         """Use the swarm's call token (making it from ours when the swarm has none yet)."""

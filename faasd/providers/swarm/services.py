@@ -1,4 +1,5 @@
-"""What the Swarm backend writes to dockerd: services, networks, secrets, the call token's config.
+"""What the Swarm backend writes to dockerd: services, networks, secrets, the call token's config, and
+the configs holding handler archives (:mod:`.handler`).
 
 Blocking functions taking the docker SDK client first: the provider runs each through
 :meth:`~faasd.providers.swarm.client.DockerClient.call` (a worker thread, errors translated). Updates
@@ -20,13 +21,17 @@ import docker.errors
 from faasd.errors import BackendError, InvalidRequest
 from faasd.logs import event
 from faasd.providers.swarm.client import out_of_sequence
+from faasd.providers.swarm.handler import LABEL_HANDLER, referenced_configs
 from faasd.providers.swarm.spec import CALL_TOKEN_CONFIG, LABEL_OWNER, LABEL_SECRET, SECRET_OWNER, FunctionRule
 
 __all__ = [
     "UPDATE_RETRIES",
     "create_service",
+    "ensure_config",
     "ensure_network",
     "ensure_secret",
+    "read_archives",
+    "remove_unused_handlers",
     "remove_unused_secrets",
     "scale_service",
     "swarm_call_token",
@@ -150,6 +155,51 @@ def swarm_call_token(api: docker.APIClient, *, value: bytes, labels: dict[str, s
             if exc.status_code != 409:
                 raise  # 409: another daemon made it meanwhile; read theirs.
     raise BackendError(f"Docker config {CALL_TOKEN_CONFIG} exists and cannot be read")
+
+
+def ensure_config(api: docker.APIClient, *, docker_name: str, value: bytes, labels: dict[str, str]) -> str:
+    """The ID of the Docker config ``docker_name`` (its name carries a digest of ``value``), created
+    when missing."""
+    for _ in range(2):
+        for config in api.configs(filters={"name": docker_name}):
+            if (config.get("Spec") or {}).get("Name") == docker_name:
+                return str(config["ID"])
+        try:
+            return str(api.create_config(docker_name, value, labels=labels)["ID"])
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise  # 409: made concurrently by another daemon; read theirs.
+    raise BackendError(f"Docker config {docker_name} exists and cannot be read")
+
+
+def read_archives(api: docker.APIClient, *, config_ids: set[str]) -> dict[str, bytes]:
+    """The data of the handler archives' configs ``config_ids`` (one listing: configs are not secret,
+    the list carries their data)."""
+    found = {}
+    for config in api.configs(filters={"label": LABEL_HANDLER}):
+        if config["ID"] in config_ids:
+            found[str(config["ID"])] = base64.b64decode((config.get("Spec") or {}).get("Data") or "")
+    return found
+
+
+def remove_unused_handlers(api: docker.APIClient, *, function: str) -> list[str]:
+    """Remove faasd's handler-archive configs of ``function`` that no service uses, in its spec or
+    in the previous spec a rollback would return to; the IDs removed."""
+    configs = api.configs(filters={"label": f"{LABEL_HANDLER}={function}"})
+    if not configs:
+        return []
+    used = referenced_configs(api.services())
+    removed = []
+    for config in configs:
+        labels = (config.get("Spec") or {}).get("Labels") or {}
+        if labels.get(LABEL_OWNER) != SECRET_OWNER or config["ID"] in used:
+            continue
+        try:
+            api.remove_config(config["ID"])
+            removed.append(str(config["ID"]))
+        except docker.errors.APIError:
+            continue  # Taken into use meanwhile (Docker refuses to remove a config a service uses).
+    return removed
 
 
 def remove_unused_secrets(api: docker.APIClient, *, names: set[str]) -> list[str]:

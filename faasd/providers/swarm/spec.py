@@ -20,6 +20,7 @@ swarm without a registry or IPVS needs):
   :data:`CALL_TOKEN_PATH`, named in ``call_token_file``: the watchdog refuses calls without it, so a
   host-mode published port (open on every interface) or the overlay network reaches no function
   except through the gateway; it is not reported back as one of the function's secrets;
+* a handler archive as a Docker config the watchdog unpacks into ``/home/app`` (:mod:`.handler`);
 * a HEALTHCHECK testing the watchdog's lock file (``/tmp/.lock``), so Swarm itself knows when a
   replica is up (rolling updates with ``start-first`` wait for it);
 * placement: the request's constraints, else ``node.platform.os == linux``;
@@ -51,6 +52,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faasd.errors import InvalidRequest
+from faasd.providers.swarm.handler import HandlerConfig, check_archive, mount_archive, take_archive
 from faasd.providers.types import FunctionSpec, Resources
 from faasd.units import parse_size
 
@@ -296,13 +298,10 @@ def check_spec(spec: FunctionSpec) -> None:
     """Refuse what the Swarm backend cannot run, before anything is created.
 
     Raises:
-        InvalidRequest: a handler archive, a reserved or clashing label, bad resources, duplicate secrets.
+        InvalidRequest: a handler archive too large for a Docker config, a reserved or clashing label,
+            bad resources, duplicate secrets.
     """
-    if spec.handler_archive:
-        raise InvalidRequest(
-            "handlerArchive is not supported by the swarm backend: build an image from the directory "
-            "with 'faasd build DIR' and deploy it with --image"
-        )
+    check_archive(spec)
     for key in spec.labels:
         if key.startswith(RESERVED_LABEL_PREFIX):
             raise InvalidRequest(f"label {key!r}: labels starting with {RESERVED_LABEL_PREFIX!r} are reserved")
@@ -325,6 +324,7 @@ def service_spec(
     stop_grace_s: float,
     extra_labels: Mapping[str, str] | None = None,
     call_token: SecretRef | None = None,
+    handler: HandlerConfig | None = None,
 ) -> dict[str, Any]:
     """The Docker ServiceSpec (``POST /services/create`` body) that runs ``spec``.
 
@@ -337,8 +337,11 @@ def service_spec(
         secrets: Docker secrets for ``spec.secrets``, same order.
         extra_labels: added to the service's and containers' labels (tests mark what they create).
         call_token: the Docker secret with the daemon's call token; None: replicas check nothing.
+        handler: the Docker config holding ``spec.handler_archive`` (required when there is one).
     """
     check_spec(spec)
+    if spec.handler_archive and handler is None:
+        raise ValueError(f"{spec.name}: a handler archive needs its Docker config")
     markers = {LABEL_FUNCTION: spec.name, LABEL_MARKER: "true", **(extra_labels or {})}
     labels: dict[str, str] = {**spec.labels, **markers}
     for key, value in spec.annotations.items():
@@ -379,6 +382,8 @@ def service_spec(
             }
             for path, ref in mounts
         ]
+    if spec.handler_archive and handler is not None:
+        mount_archive(container, handler)
     resources: dict[str, Any] = {}
     if limits := _resources(spec.limits, "limits"):
         resources["Limits"] = limits
@@ -409,8 +414,11 @@ def service_spec(
 # -- service -> spec --------------------------------------------------------------------------------
 
 
-def spec_from_service(service: Mapping[str, Any]) -> FunctionSpec:
+def spec_from_service(service: Mapping[str, Any], archives: Mapping[str, bytes] | None = None) -> FunctionSpec:
     """The FunctionSpec a service runs (see "Round trip" in the module docstring).
+
+    ``archives``: the data of handler archives' Docker configs by config ID (:mod:`.handler`); a
+    service whose config is not in it is reported without its archive.
 
     Raises:
         InvalidRequest: the service's name is not a valid function name.
@@ -436,6 +444,7 @@ def spec_from_service(service: Mapping[str, Any]) -> FunctionSpec:
     env_process = env.pop("fprocess", "")
     if env.get(CALL_TOKEN_ENV) == CALL_TOKEN_PATH:
         del env[CALL_TOKEN_ENV]
+    handler_archive = take_archive(container, env, archives or {})
     image = str(container.get("Image", ""))
     if hint.get("imageRef") == image and isinstance(hint.get("image"), str):
         image = hint["image"]
@@ -462,6 +471,7 @@ def spec_from_service(service: Mapping[str, Any]) -> FunctionSpec:
         limits=limits,
         requests=requests,
         read_only_root_filesystem=bool(container.get("ReadOnly", False)),
+        handler_archive=handler_archive,
     )
 
 
