@@ -267,7 +267,8 @@ def _schemas() -> dict[str, Schema]:
                 "handlerArchive": {
                     "type": "string",
                     "format": "byte",
-                    "description": "faasd's own: a .tar.gz of the function's directory, base64 (local backend)",
+                    "description": "faasd's own: a .tar.gz of the function's directory, base64 (on Swarm a "
+                    "Docker config: at most 500 KB)",
                 },
                 "registryAuth": {"type": "string", "deprecated": True, "description": "Ignored"},
                 "network": {"type": "string", "deprecated": True, "description": "Ignored"},
