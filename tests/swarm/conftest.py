@@ -220,10 +220,12 @@ def _final_sweep(client: docker.DockerClient, *, remove_network: bool) -> None:
 
 
 def _sweep_handler_configs(client: docker.DockerClient) -> None:
-    """Remove the handler archives' Docker configs of the functions the session tracked (a daemon makes
-    them; a test that failed before removing its function leaves them)."""
+    """Remove the handler archives' Docker configs of the session's functions (labelled as the session's
+    by a provider of the tests, or of a function tracked): a test that failed before removing its
+    function leaves them."""
     for config in client.api.configs(filters={"label": LABEL_HANDLER}):
-        if ((config.get("Spec") or {}).get("Labels") or {}).get(LABEL_HANDLER) in _tracked_names:
+        labels = (config.get("Spec") or {}).get("Labels") or {}
+        if labels.get(LABEL_HANDLER) in _tracked_names or labels.get(TEST_LABEL) == SESSION:
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_config(config["ID"])
 

@@ -275,6 +275,43 @@ async def test_no_thread_outlives_run(make_swarm: Callable[..., ProviderFactory]
     assert not busy(), busy()
 
 
+async def test_a_handler_archive_runs_reads_back_exactly_and_goes_with_its_function(
+    make_swarm: Callable[..., ProviderFactory], swarm: SwarmHelper, base_image: str
+) -> None:
+    """A python-mode function from an archive (no image of its own): called, reported with exactly the
+    archive it was given -- also by a provider that did not deploy it (read from the Docker config) --
+    and its config removed with it."""
+    archive = _tar_gz(
+        {
+            "handler.py": b"import helper\n\ndef handle(req):\n    return helper.PREFIX + req\n",
+            "helper.py": b"PREFIX = 'arch:'\n",
+        }
+    )
+    spec = FunctionSpec(name="sw-archive", env_vars={"mode": "python", "workers": "1"}, handler_archive=archive)
+    async with running(make_swarm()) as (provider, registry):
+        await provider.deploy(spec, 1)
+        [endpoint] = await ready_endpoints(registry, "sw-archive", 1, TIMEOUT_S)
+        assert await call(endpoint, b"x") == (200, b"arch:x")
+        assert (await provider.status("sw-archive")).spec == spec
+        async with running(make_swarm()) as (fresh, _):
+            assert [s.spec for s in await fresh.list() if s.name == "sw-archive"] == [spec]
+        await provider.remove("sw-archive")
+    assert not swarm.api.configs(filters={"label": "faasd.handler=sw-archive"})
+
+
+def _tar_gz(files: dict[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in files.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return raw.getvalue()
+
+
 def _busy(thread: threading.Thread) -> bool:
     import sys
 
