@@ -13,7 +13,7 @@ import docker
 import pytest
 import trio
 
-from faasd.errors import BackendUnavailable, InvalidRequest
+from faasd.errors import BackendUnavailable, Conflict, InvalidRequest
 from faasd.providers import Provider
 from faasd.providers.swarm import SwarmProvider
 from faasd.providers.types import FunctionSpec
@@ -280,7 +280,7 @@ async def test_a_handler_archive_runs_reads_back_exactly_and_goes_with_its_funct
 ) -> None:
     """A python-mode function from an archive (no image of its own): called, reported with exactly the
     archive it was given -- also by a provider that did not deploy it (read from the Docker config) --
-    and its config removed with it."""
+    and its config removed with it, or with a deploy that failed."""
     archive = _tar_gz(
         {
             "handler.py": b"import helper\n\ndef handle(req):\n    return helper.PREFIX + req\n",
@@ -296,7 +296,19 @@ async def test_a_handler_archive_runs_reads_back_exactly_and_goes_with_its_funct
         async with running(make_swarm()) as (fresh, _):
             assert [s.spec for s in await fresh.list() if s.name == "sw-archive"] == [spec]
         await provider.remove("sw-archive")
-    assert not swarm.api.configs(filters={"label": "faasd.handler=sw-archive"})
+        assert not swarm.api.configs(filters={"label": "faasd.handler=sw-archive"})
+
+        # A deploy that fails after its config was made leaves no config behind (here: the name is a
+        # service that is no function).
+        swarm.api.create_service(
+            docker.types.TaskTemplate(docker.types.ContainerSpec(base_image, ["cat"])),
+            name="sw-clash",
+            labels={"function": "false", **swarm.labels},
+            mode=docker.types.ServiceMode("replicated", replicas=0),
+        )
+        with pytest.raises(Conflict, match="not a function"):
+            await provider.deploy(FunctionSpec(name="sw-clash", handler_archive=archive), 1)
+        assert not swarm.api.configs(filters={"label": "faasd.handler=sw-clash"})
 
 
 def _tar_gz(files: dict[str, bytes]) -> bytes:

@@ -13,7 +13,7 @@ import builtins
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,7 +220,7 @@ class SwarmProvider:
         if replicas < 0:
             raise InvalidRequest(f"replicas must be 0 or more, got {replicas}")
         check_spec(spec)
-        async with self._locks.hold(spec.name):
+        async with self._locks.hold(spec.name), self._settling_handlers(spec.name):
             image = await self._resolve_image(spec.image or self._default_image, archive=bool(spec.handler_archive))
             secrets = await self._docker_secrets(spec.secrets)
             network = await self._ensure_network()
@@ -249,11 +249,10 @@ class SwarmProvider:
                 self._collect_secrets(old.secrets)
             self._discovery.mark_dirty(spec.name)
             self._collect_secrets(spec.secrets)
-            await self._collect_handlers(spec.name)
 
     async def update(self, spec: FunctionSpec) -> None:
         check_spec(spec)
-        async with self._locks.hold(spec.name):
+        async with self._locks.hold(spec.name), self._settling_handlers(spec.name):
             existing = await self._inspect(spec.name)
             assert existing is not None
             replicas = ((existing["Spec"].get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1)
@@ -280,7 +279,6 @@ class SwarmProvider:
             event(log, logging.INFO, "service updated", function=spec.name, image=image[:19])
             self._discovery.mark_dirty(spec.name)
             self._collect_secrets((*old.secrets, *spec.secrets))
-            await self._collect_handlers(spec.name)
 
     async def remove(self, name: str) -> None:
         validate_name(name, "function name")
@@ -446,6 +444,17 @@ class SwarmProvider:
         )
         self._archives[docker_id] = spec.handler_archive
         return HandlerConfig(docker_id=docker_id, docker_name=docker_name)
+
+    @contextlib.asynccontextmanager
+    async def _settling_handlers(self, name: str) -> AsyncIterator[None]:
+        """Around a write of ``name``'s service: its unused handler-archive configs are removed after,
+        also when the write failed (the config made for it would be left over otherwise)."""
+        try:
+            yield
+        except FaasdError:
+            await self._collect_handlers(name)
+            raise
+        await self._collect_handlers(name)
 
     async def _collect_handlers(self, name: str) -> None:
         """Remove the function's handler-archive configs its service no longer uses (nor a rollback
