@@ -44,6 +44,7 @@ from faasd.scaler.settings import ScaleSettings
 from faasd.service import FunctionService
 from faasd.store import AsyncStore
 from faasd.timeouts import FunctionTimeouts
+from faasd.ui import UiRoute
 
 __all__ = ["Parts", "assemble"]
 
@@ -182,6 +183,7 @@ def assemble(
         health=provider.health,
         async_route=AsyncRoute(queue, invoker, exists=service.exists),
         api_route=api,
+        ui_route=UiRoute(),
     )
     return Parts(
         service=service,

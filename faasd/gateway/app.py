@@ -5,8 +5,8 @@ routes that carry function traffic (``/function/*``, ``POST /`` with X-Function 
 the ones scraped or probed all the time (``/healthz``, ``/metrics``) are answered here as raw ASGI,
 so they skip Quart's routing, request objects and middleware; so do ``/async-function/*``
 (:class:`faasd.queue.AsyncRoute`) and the Flock-of-Birds API, ``/api/*`` (:class:`faasd.fob.routes.FobRoutes`,
-whose ``/api/call`` is an invoke route), both given by the daemon. Quart serves the management API and
-receives the lifespan events.
+whose ``/api/call`` is an invoke route), both given by the daemon, and the web UI's static files,
+``/ui/*`` (:class:`faasd.ui.UiRoute`). Quart serves the management API and receives the lifespan events.
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ class GatewayApp:
         health: Callable[[], tuple[bool, str]],
         async_route: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
         api_route: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
+        ui_route: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
     ) -> None:
         self.invoker = invoker
         self.async_route = async_route
         self.api_route = api_route
+        self.ui_route = ui_route
         self.management = management
         self.metrics = metrics
         self.health = health
@@ -85,6 +87,8 @@ class GatewayApp:
             await self.async_route(scope, receive, send)
         elif path.startswith("/api/") and self.api_route is not None:
             await self.api_route(scope, receive, send)
+        elif (path == "/ui" or path.startswith("/ui/")) and self.ui_route is not None:
+            await self.ui_route(scope, receive, send)
         elif path == "/" and method == "POST":
             await self.invoker.root_route(scope, receive, send)
         elif method == "GET" and path == "/healthz":

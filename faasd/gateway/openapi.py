@@ -511,7 +511,13 @@ def _paths() -> dict[str, Schema]:
                 "summary": "Where things are",
                 "tags": ["internal"],
                 "security": [],
-                "responses": {"200": _text("One line: version and where to look")},
+                "responses": {
+                    "200": _text("One line: version and where to look"),
+                    "302": {
+                        **_text("A browser (Accept: text/html) is sent to the web UI"),
+                        "headers": {"Location": {"schema": {"type": "string", "enum": ["/ui/"]}}},
+                    },
+                },
             },
             "post": {
                 "operationId": "InvokeRoot",
@@ -545,6 +551,36 @@ def _paths() -> dict[str, Schema]:
                 "responses": {"200": _text("Metrics")},
             }
             for method in ("get", "head")
+        },
+        "/ui/": {
+            "get": {
+                "operationId": "WebUi",
+                "summary": "The web UI (HTML; its data comes from /system/* with the admin's credentials: docs/ui.md)",
+                "tags": ["ui"],
+                "security": [],
+                "responses": {"200": {"description": "The function list page", "content": {"text/html": {}}}},
+            }
+        },
+        "/ui/{file}": {
+            "get": {
+                "operationId": "WebUiFile",
+                "summary": "One of the web UI's static files (HTML, JavaScript, CSS, SVG)",
+                "tags": ["ui"],
+                "security": [],
+                "parameters": [{"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {
+                        "description": "The file",
+                        "content": {
+                            "text/html": {},
+                            "text/javascript": {},
+                            "text/css": {},
+                            "image/svg+xml": {},
+                        },
+                    },
+                    "404": _text("No such file"),
+                },
+            }
         },
         "/openapi.json": {
             "get": {
@@ -742,6 +778,7 @@ def openapi_document() -> dict[str, Any]:
             {"name": "function", "description": "Calling functions (public)"},
             {"name": "internal", "description": "Health, metrics, this document (public)"},
             {"name": "fob", "description": "Flock-of-Birds snippets (JSON answers; docs/fob.md)"},
+            {"name": "ui", "description": "The web UI's static files (public; docs/ui.md)"},
         ],
         "paths": {**_paths(), **fob_paths()},
         "components": {

@@ -24,6 +24,7 @@ route                               method   answer
 /system/secrets                     DELETE   200 ``{"name"}``; 404; 409 while a function uses it (names them)
 /system/scaling/{name}              GET      200 the autoscaler's load, decision and reason (faasd's own)
 /openapi.json                       GET      200 the OpenAPI 3 document of every route (public)
+/                                   GET      200 one line of text; 302 to ``/ui/`` for a browser (Accept: text/html)
 =================================== ======== ==========================================================
 
 A ``namespace`` -- ``?namespace=`` on the routes about functions and secrets, ``"namespace"`` in the
@@ -325,7 +326,12 @@ def create_management_app(
 
     @app.get("/")
     async def index() -> Response:
-        return _text(200, f"faasd {__version__}: invoke functions at /function/<name>; API under /system/")
+        """One line for curl; a browser (it asks for ``text/html``) is sent to the web UI."""
+        if "text/html" in request.headers.get("Accept", ""):
+            response = _text(302, "The web UI is at /ui/")
+            response.headers["Location"] = "/ui/"
+            return response
+        return _text(200, f"faasd {__version__}: invoke functions at /function/<name>; API under /system/; UI at /ui/")
 
     return app
 

@@ -100,6 +100,26 @@ def test_ships_package_dependencies_metadata_and_licenses(names: list[str]) -> N
     assert any(".dist-info/" in n and "LICENSE" in n for n in entries)
 
 
+def test_ships_the_web_ui_and_serves_it_from_inside_the_zip(
+    builds: tuple[Path, Path], names: list[str], pyz_python: str, tmp_path: Path
+) -> None:
+    """The UI's static files are in the zip, and faasd reads them from there (importlib.resources), not from a
+    checkout: an isolated interpreter in an empty directory, with only the zipapp on its path."""
+    static = ROOT / "faasd" / "ui" / "static"
+    shipped = sorted(path.name for path in static.iterdir())
+    assert {f"faasd/ui/static/{name}" for name in shipped} <= set(names)
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from faasd.ui.route import load_assets; "
+        "import faasd; assert faasd.__file__.startswith(sys.argv[1]), faasd.__file__; "
+        "print(' '.join(f'{n}:{len(a.body)}' for n, a in sorted(load_assets().items())))"
+    )
+    result = subprocess.run(
+        [pyz_python, "-I", "-c", script, str(builds[0])], cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [f"{name}:{(static / name).stat().st_size}" for name in shipped]
+
+
 def test_every_module_has_an_unchecked_hash_pyc_beside_it(builds: tuple[Path, Path], names: list[str]) -> None:
     sources = [n for n in names if n.endswith(".py")]
     assert len(sources) > 100

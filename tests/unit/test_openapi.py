@@ -32,6 +32,9 @@ RAW_ROUTES = {
     ("/api/stats", "GET"),
     ("/api/meta/{id}", "GET"),
     ("/api/cs/{id}", "GET"),
+    # The web UI's static files (faasd/ui/route.py), raw ASGI too.
+    ("/ui/", "GET"),
+    ("/ui/{file}", "GET"),
 }
 AUTOMATIC = {"HEAD", "OPTIONS"}
 """Methods Quart adds to every route by itself (HEAD of a GET; OPTIONS answered with Allow)."""
