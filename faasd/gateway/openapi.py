@@ -767,7 +767,8 @@ def openapi_document() -> dict[str, Any]:
             "version": __version__,
             "description": (
                 "OpenFaaS-compatible gateway. /system/* needs basic auth (user admin); writes need "
-                "Content-Type: application/json. /function/*, /healthz, /metrics and this document are public. "
+                "Content-Type: application/json. /function/*, /healthz, /metrics, this document and the web "
+                "UI's files (/ui/, whose data comes from /system/*) are public. "
                 "Every error the gateway writes itself is one line of text/plain, but under /api/ (the "
                 'Flock-of-Birds API), whose answers are JSON and whose errors are {"error": "<one line>"}.'
             ),

@@ -145,6 +145,20 @@ def test_deploy_invoke_scale_load_logs_and_delete(ui: Ui, faasd_cli: MakeCli) ->
         assert client.get(f"/system/function/{FUNCTION}").status_code == 404
 
 
+def test_the_error_rate_counts_answers_of_500_and_above(ui: Ui) -> None:
+    ui.daemon.deploy("ui-picky", "grep -q ok")  # Exit status 1, so a 500, unless the body says ok.
+    with ui.daemon.client(auth=False) as client:
+        statuses = [client.post("/function/ui-picky", content=body).status_code for body in (b"ok", b"no", b"ok")]
+    assert statuses == [200, 500, 200]
+    ui.login()
+    errors = ui.wait_text(
+        "li[data-function='ui-picky'] [data-field=errors]", lambda text: "of 3" in text, "the three calls counted"
+    )
+    assert errors == "33 % (1 of 3)"
+    with ui.daemon.client() as client:
+        assert client.request("DELETE", "/system/functions", json={"functionName": "ui-picky"}).status_code == 202
+
+
 def test_add_call_read_and_delete_a_snippet(ui: Ui) -> None:
     ui.login()
     ui.open("snippets.html")

@@ -47,9 +47,10 @@ def offending(paths: list[Path], forbidden: tuple[str, ...]) -> list[str]:
         (("service.py",), ("faasd.scaler", "faasd.gateway", "faasd.daemon", "faasd.assembly")),
         (("scaler",), ("faasd.service", "faasd.gateway", "faasd.daemon", "faasd.assembly")),
         (("providers",), ("faasd.service", "faasd.scaler", "faasd.gateway", "faasd.daemon", "faasd.assembly")),
-        (("gateway",), ("faasd.daemon", "faasd.assembly")),
+        (("gateway",), ("faasd.daemon", "faasd.assembly", "faasd.ui")),
+        (("ui",), ("faasd.service", "faasd.scaler", "faasd.providers", "faasd.daemon", "faasd.assembly")),
     ],
-    ids=["service", "scaler", "providers", "gateway"],
+    ids=["service", "scaler", "providers", "gateway", "ui"],
 )
 def test_dependencies_point_one_way(where: tuple[str, ...], forbidden: tuple[str, ...]) -> None:
     assert offending(sources(*where), forbidden) == []

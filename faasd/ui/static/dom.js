@@ -40,17 +40,23 @@ export function clearError() {
   }
 }
 
-/** Run fn now and every ms milliseconds after it finishes (not while the tab is hidden). */
+/**
+ * Run fn now and every ms milliseconds after it finishes (not while the tab is hidden). A failure is shown
+ * in the error line until a later run succeeds; an error a user's action showed there is left alone.
+ */
 export function every(ms, fn) {
   let timer = null;
+  let failing = false;
   const tick = async () => {
     timer = null;
     if (!document.hidden) {
       try {
         await fn();
-        clearError();
+        if (failing) clearError();
+        failing = false;
       } catch (error) {
         showError(error);
+        failing = true;
       }
     }
     timer = setTimeout(tick, ms);
