@@ -295,7 +295,7 @@ def root() -> list[Bad]:
 
 
 def probes() -> list[Bad]:
-    """``/healthz``, ``/metrics``, ``/openapi.json`` and paths nothing serves."""
+    """``/healthz``, ``/metrics``, ``/openapi.json``, the web UI's files and paths nothing serves."""
     return [
         Bad("POST /healthz", "/healthz", request("POST", "/healthz", b"x"), _ok(405)),
         Bad("DELETE /healthz", "/healthz", request("DELETE", "/healthz"), _ok(405)),
@@ -308,6 +308,17 @@ def probes() -> list[Bad]:
         Bad("POST /openapi.json", "/openapi.json", request("POST", "/openapi.json", b"{}", {"Content-Type": JSON}), _ok(405)),
         Bad("/openapi.json/%00", "/openapi.json", request("GET", "/openapi.json/%00"), _ok(404)),
         Bad("/openapi.json with a CRLF query", "/openapi.json", request("GET", f"/openapi.json?%0d%0a{INJECTED}:%201"), _ok(200), False),
+        Bad("POST /ui/", "/ui/", request("POST", "/ui/", b"x"), _ok(405)),
+        Bad("GET / as a browser with a CRLF in Accept (%0d%0a)", "/", request("GET", "/", headers={"Accept": f"text/html%0d%0a{INJECTED}:%201"}), _ok(302)),
+        Bad("HEAD /ui/", "/ui/", request("HEAD", "/ui/"), _ok(200), False, head=True),
+        Bad("/ui/ with a 10k If-None-Match", "/ui/", request("GET", "/ui/", headers={"If-None-Match": '"' + "e" * 10_000 + '"'}), _ok(200), False),
+        Bad("DELETE /ui/{file}", "/ui/{file}", request("DELETE", "/ui/index.html"), _ok(405)),
+        Bad("/ui/ file with an encoded ../", "/ui/{file}", request("GET", "/ui/%2e%2e%2fsystem%2finfo"), _ok(404)),
+        Bad("/ui/ file two levels up", "/ui/{file}", request("GET", "/ui/..%2f..%2f..%2fetc%2fpasswd"), _ok(404)),
+        Bad("/ui/ file below static/", "/ui/{file}", request("GET", "/ui/static/index.html"), _ok(404)),
+        Bad("/ui/ file with %00", "/ui/{file}", request("GET", "/ui/index.html%00"), _ok(404)),
+        Bad("/ui/ file with a CRLF (%0d%0a)", "/ui/{file}", request("GET", f"/ui/x%0d%0a{INJECTED}:%201"), _ok(404)),
+        Bad("a 10k-character /ui/ file name", "/ui/{file}", request("GET", "/ui/" + "u" * 10_000), _ok(404)),
         Bad("/%00", "", request("GET", "/%00"), _ok(404)),
         Bad("a 10k-character path nothing serves", "", request("GET", "/" + "x" * 10_000), _ok(404)),
         Bad("a CRLF (%0d%0a) in a path nothing serves", "", request("GET", f"/x%0d%0a{INJECTED}:%201"), _ok(404)),
