@@ -191,12 +191,21 @@ class Ui:
     def error_line(self) -> str:
         return self.text("#error")
 
-    def screenshot(self, name: str, *, full: bool = True) -> Path:
-        """Save the page as ``tests/ui/screenshots/<name>.png`` (the whole page, not only the viewport)."""
+    def screenshot(self, name: str, *, full: bool = True, mobile_width: int = 0) -> Path:
+        """Save the page as ``tests/ui/screenshots/<name>.png`` (the whole page, not only the viewport); with
+        ``mobile_width``, as a phone that wide shows it (the test has set that emulation)."""
         SCREENSHOTS.mkdir(exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         size = self.driver.get_window_size()
         self.driver.execute_script("window.scrollTo(0, 0)")
+        if mobile_width:
+            height = min(int(self.driver.execute_script("return document.documentElement.scrollHeight")), 4000)
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", mobile(mobile_width, height))
+            try:
+                self.driver.save_screenshot(str(path))
+            finally:
+                self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", mobile(mobile_width))
+            return path
         if full:
             height = self.driver.execute_script("return document.documentElement.scrollHeight")
             self.driver.set_window_size(size["width"], min(max(int(height) + 120, size["height"]), 4000))
@@ -231,6 +240,11 @@ class Ui:
             for v in violations
             if v["impact"] in BLOCKING_IMPACTS
         ]
+
+
+def mobile(width: int, height: int = 740) -> dict[str, Any]:
+    """Chromium's device emulation of a phone ``width`` CSS pixels wide (``Emulation.setDeviceMetricsOverride``)."""
+    return {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True}
 
 
 @pytest.fixture

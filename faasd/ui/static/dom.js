@@ -98,6 +98,11 @@ export function formatLoad(value) {
   return value >= 10 ? value.toFixed(0) : value.toFixed(value >= 1 ? 1 : 2);
 }
 
+/** "12 % (3 of 25)": the share of calls that failed, or "no calls yet". */
+export function formatErrors(errors, calls) {
+  return calls ? `${formatPercent(errors, calls)} (${formatCount(errors)} of ${formatCount(calls)})` : "no calls yet";
+}
+
 export function formatPercent(part, whole) {
   if (!whole) return "–";
   const percent = (100 * part) / whole;

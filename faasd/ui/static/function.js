@@ -9,8 +9,8 @@ import {
   el,
   every,
   formatCount,
+  formatErrors,
   formatLoad,
-  formatPercent,
   parsePairs,
   queryName,
   setupPage,
@@ -65,8 +65,7 @@ async function refresh() {
   $("replicas").textContent = `${status.availableReplicas} ready of ${status.replicas}`;
   $("calls").textContent = formatCount(status.invocationCount);
   const counts = invocations(metricsText).get(name) || { calls: 0, errors: 0 };
-  $("errors").textContent =
-    `${formatPercent(counts.errors, counts.calls)} (${formatCount(counts.errors)} of ${formatCount(counts.calls)})`;
+  $("errors").textContent = formatErrors(counts.errors, counts.calls);
   const unit = loadUnit(scaling?.load?.type);
   const load = scaling ? scaling.load.panic : 0;
   if (scaling) {

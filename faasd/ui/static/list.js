@@ -4,7 +4,7 @@
 
 import { call, getJson } from "./api.js";
 import { createChart, draw, loadUnit } from "./chart.js";
-import { $, el, every, formatCount, formatLoad, formatPercent, functionHref, setupPage } from "./dom.js";
+import { $, el, every, formatCount, formatErrors, formatLoad, functionHref, setupPage } from "./dom.js";
 import { record, samples, save } from "./history.js";
 import { invocations } from "./metrics.js";
 
@@ -71,8 +71,7 @@ function update(entry, status, scaling, counts) {
   set(card, "state", state === "failed" ? `failed: ${status.faasd?.reason || ""}` : state, `badge ${state}`);
   set(card, "replicas", `${status.availableReplicas} ready of ${status.replicas}`);
   set(card, "calls", formatCount(status.invocationCount));
-  const errors = counts?.errors || 0;
-  set(card, "errors", `${formatPercent(errors, counts?.calls || 0)} (${formatCount(errors)} of ${formatCount(counts?.calls || 0)})`);
+  set(card, "errors", formatErrors(counts?.errors || 0, counts?.calls || 0));
   const unit = loadUnit(scaling?.load?.type);
   const load = scaling ? scaling.load.panic : 0;
   set(card, "load", scaling ? `${formatLoad(load)} ${unit}` : "–");
