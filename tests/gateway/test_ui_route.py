@@ -26,6 +26,7 @@ SECURITY = {
 def assert_secured(headers: Any) -> None:
     for name, value in SECURITY.items():
         assert headers.get(name) == value, name
+    assert "set-cookie" not in headers  # The UI's credentials are never the browser's to send by itself.
 
 
 def test_the_policy_allows_nothing_inline_and_nothing_from_elsewhere() -> None:
