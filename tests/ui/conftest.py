@@ -153,11 +153,15 @@ class Ui:
         )
         if "login.html" not in self.driver.current_url:
             return
+        self.login_here()
+        wait_for(lambda: "login.html" not in self.driver.current_url, WAIT_S, "the login to go back")
+        self.wait_loaded()
+
+    def login_here(self) -> None:
+        """Fill in and send the login form of the page open now."""
         wait_for(lambda: self.driver.find_elements(By.ID, "login-password"), WAIT_S, "the login form")
         self.fill("login-password", PASSWORD)
         self.find("#login button[type=submit]").click()
-        wait_for(lambda: "login.html" not in self.driver.current_url, WAIT_S, "the login to go back")
-        self.wait_loaded()
 
     def wait_url(self, part: str) -> None:
         wait_for(lambda: part in self.driver.current_url, WAIT_S, lambda: f"{part} in {self.driver.current_url}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import quote
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -50,6 +51,26 @@ def test_a_browser_at_the_root_is_sent_to_the_login_then_the_list(ui: Ui) -> Non
     assert ui.text("#health") == "OK"
     assert ui.text("#backend") == "faasd-local (local)"
     assert ui.text("#sandbox").split(":")[0] in ("bwrap", "uid", "none (not isolated)")
+
+
+def test_a_refused_password_returns_through_the_login_and_next_stays_in_the_ui(ui: Ui) -> None:
+    ui.login()
+    ui.console.expect(r"/system/[a-z/-]+ - Failed to load resource: the server responded with a status of 401")
+    # The password held by the tab no longer works (changed on the server, say): back to the login, and
+    # after it to the page that was asked for.
+    ui.driver.execute_script("sessionStorage.setItem('faasd.auth', 'Basic ' + btoa('admin:an-old-password-here'))")
+    ui.driver.get(ui.url("snippets.html?from=test"))
+    ui.wait_url("login.html?next=snippets.html%3Ffrom%3Dtest")
+    assert ui.driver.execute_script("return sessionStorage.getItem('faasd.auth')") is None
+    ui.login_here()
+    ui.wait_url("/ui/snippets.html?from=test")
+    ui.wait_loaded()
+    # ?next= goes only to a page of the UI, never to another site or path.
+    for target in ("https://example.com/", "//example.com/", "/system/info", "javascript:alert(1)"):
+        ui.driver.get(ui.url("login.html?next=" + quote(target, safe="")))
+        ui.login_here()
+        wait_for(lambda: "login.html" not in ui.driver.current_url, WAIT_S, "the login to go on")
+        assert ui.driver.current_url == ui.url(), target
 
 
 def test_deploy_invoke_scale_load_logs_and_delete(ui: Ui, faasd_cli: MakeCli) -> None:
@@ -157,6 +178,30 @@ def test_the_error_rate_counts_answers_of_500_and_above(ui: Ui) -> None:
     assert errors == "33 % (1 of 3)"
     with ui.daemon.client() as client:
         assert client.request("DELETE", "/system/functions", json={"functionName": "ui-picky"}).status_code == 202
+
+
+def test_the_pages_read_the_invocation_counters_whatever_their_label_order(ui: Ui) -> None:
+    """metrics.js, run in the page: labels in any order, escaped quotes, other series and comments ignored."""
+    ui.login()
+    text = "\n".join(
+        [
+            "# HELP gateway_function_invocation_total Function metrics",
+            'gateway_function_invocation_total{function_name="a",code="200"} 7.0',
+            'gateway_function_invocation_total{code="502",function_name="a"} 2.0',
+            'gateway_function_invocation_total{function_name="a",code="404"} 1.0',
+            'gateway_function_invocation_total{code="500",function_name="b \\"quoted\\""} 3.0',
+            'gateway_function_invocation_created{function_name="a",code="200"} 1.7e+09',
+            'gateway_functions_seconds_count{function_name="a",code="200"} 7.0',
+            'gateway_function_invocation_total{code="200"} 5.0',
+        ]
+    )
+    ui.driver.set_script_timeout(10)
+    counts = ui.driver.execute_async_script(
+        """const [text, done] = arguments;
+        import("./metrics.js").then((m) => done(Object.fromEntries(m.invocations(text))));""",
+        text,
+    )
+    assert counts == {"a": {"calls": 10, "errors": 2}, 'b \\"quoted\\"': {"calls": 3, "errors": 3}}
 
 
 def test_add_call_read_and_delete_a_snippet(ui: Ui) -> None:
