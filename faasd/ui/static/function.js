@@ -44,7 +44,7 @@ function showSpec(status) {
 }
 
 async function refresh() {
-  if (gone) return;
+  if (gone) throw new Error(`No function named ${name} is deployed (any more).`);
   let status;
   try {
     status = await getJson(`/system/function/${encodeURIComponent(name)}`);
