@@ -40,6 +40,7 @@ __all__ = [
     "CallToken",
     "TokenError",
     "check_token",
+    "header_line",
     "load_or_create",
     "read_token_fd",
     "read_token_file",
@@ -79,10 +80,15 @@ class CallToken:
             TokenError: ``value`` is not a token.
         """
         self.value = check_token(value)
-        self.header_line = b"\r\n" + HEADER.encode() + b": " + self.value
+        self.header_line = header_line(self.value)
 
     def __repr__(self) -> str:  # Never the value: reprs end up in logs.
         return f"<CallToken {len(self.value)} bytes>"
+
+
+def header_line(value: bytes) -> bytes:
+    """The header line (with its leading CRLF) the gateway appends to a call's head to send ``value``."""
+    return b"\r\n" + HEADER.encode() + b": " + value
 
 
 def check_token(value: bytes) -> bytes:

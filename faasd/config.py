@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from faasd.queue.hosts import LOOPBACK_ONLY, CallbackHosts
@@ -95,6 +96,27 @@ class DaemonConfig:
     a container attached to that network, else ``host-port``."""
     swarm_pull: bool = False
     """Let Swarm pull a function image missing on this engine from its registry (off: such a deploy is a 400)."""
+    marathon_url: str = ""
+    """Marathon's base URL for ``provider = marathon`` (``http://marathon.mesos:8080``; DC/OS:
+    ``https://<cluster>/service/marathon``)."""
+    marathon_group: str = "faasd"
+    """The Marathon group holding the functions: function ``NAME`` is app ``/<group>/NAME``."""
+    marathon_user: str = ""
+    """HTTP basic auth user (Marathon's ``--http_credentials``)."""
+    marathon_password: str = field(default="", repr=False)
+    marathon_token: str = field(default="", repr=False)
+    """A DC/OS token, sent as ``Authorization: token=<TOKEN>`` (instead of basic auth)."""
+    marathon_tls_verify: bool = True
+    """Verify Marathon's TLS certificate (https URLs)."""
+    marathon_ca: str = ""
+    """A CA bundle (PEM file) to verify Marathon's certificate with, instead of the system's."""
+    marathon_watchdog_uri: str = ""
+    """Where Mesos agents download ``faasd.pyz`` to run functions without an image (http(s)://, or
+    file:// for a path on every agent); empty: such functions are refused."""
+    marathon_force: bool = False
+    """Override a Marathon deployment that locks an app (``?force=true``) instead of waiting for it."""
+    marathon_deploy_timeout_s: float = 120.0
+    """Longest a deploy or update waits for Marathon's deployment (healthy tasks); then it is undone."""
     async_concurrency: int = 4
     """Calls of one function the async queue runs at once (label ``com.openfaas.queue.max_inflight``)."""
     async_queue_size: int = 1000
@@ -258,6 +280,13 @@ def _callback_hosts(value: object) -> CallbackHosts:
     return CallbackHosts.parse(value)
 
 
+def _url(value: object) -> str:
+    text = _text(value).strip()
+    if text and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", text):
+        raise ValueError("must be an http:// or https:// URL")
+    return text.rstrip("/")
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError("must be a string")
@@ -270,6 +299,7 @@ _METAVARS: dict[Callable[[object], Any], str] = {
     _size: "SIZE",
     _count: "N",
     _text: "TEXT",
+    _url: "URL",
     _callback_hosts: "HOSTS",
 }
 """How ``faasd up --help`` names each kind of value."""
@@ -298,6 +328,16 @@ _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "swarm_network": ("swarm_network", _text),
     "swarm_route": ("swarm_route", _Choice(("auto", "host-port", "overlay-dns"))),
     "swarm_pull": ("swarm_pull", _bool),
+    "marathon_url": ("marathon_url", _url),
+    "marathon_group": ("marathon_group", _text),
+    "marathon_user": ("marathon_user", _text),
+    "marathon_password": ("marathon_password", _text),
+    "marathon_token": ("marathon_token", _text),
+    "marathon_tls_verify": ("marathon_tls_verify", _bool),
+    "marathon_ca": ("marathon_ca", _text),
+    "marathon_watchdog_uri": ("marathon_watchdog_uri", _text),
+    "marathon_force": ("marathon_force", _bool),
+    "marathon_deploy_timeout": ("marathon_deploy_timeout_s", _Positive(_duration)),
     "async_concurrency": ("async_concurrency", _Between(1, 100, _count)),
     "async_queue_size": ("async_queue_size", _Positive(_count)),
     "async_queue_total": ("async_queue_total", _Positive(_count)),
@@ -336,6 +376,16 @@ _HELP: dict[str, str] = {
     "swarm_route": "Swarm: how the daemon reaches tasks: overlay-dns in a container on the network, else "
     "host-port [default: auto].",
     "swarm_pull": "Swarm: let Swarm pull function images missing here [default: off].",
+    "marathon_url": "Marathon: its base URL, e.g. http://marathon.mesos:8080 (provider marathon).",
+    "marathon_group": "Marathon: the group holding the functions' apps [default: faasd].",
+    "marathon_user": "Marathon: HTTP basic auth user.",
+    "marathon_password": "Marathon: HTTP basic auth password (prefer the env var or the config file).",
+    "marathon_token": "Marathon: DC/OS token, sent as 'Authorization: token=...' (prefer the env var).",
+    "marathon_tls_verify": "Marathon: verify its TLS certificate [default: on].",
+    "marathon_ca": "Marathon: CA bundle (PEM file) to verify its certificate with [default: the system's].",
+    "marathon_watchdog_uri": "Marathon: URL of faasd.pyz for agents, to run functions without an image.",
+    "marathon_force": "Marathon: override a deployment that locks an app instead of waiting [default: off].",
+    "marathon_deploy_timeout": "Marathon: longest wait for a deploy's healthy tasks; then undone [default: 2m].",
     "async_concurrency": "Async calls of one function run at once (label com.openfaas.queue.max_inflight) "
     "[default: 4].",
     "async_queue_size": "Async calls queued per function; more get 429 [default: 1000].",

@@ -329,7 +329,8 @@ class Invoker:
         """Forward to the least busy replica; on a refused connection try another (up to MAX_FAILOVER).
 
         The call token goes only to a replica that was given it (``Endpoint.call_token``): one that was
-        not could use it to call every other function past the gateway.
+        not could use it to call every other function past the gateway. A replica with a token of its
+        own (``Endpoint.token_line``, Marathon) gets that one instead.
         """
         tried: set[str] = set()
         in_flight = self.router.in_flight
@@ -338,7 +339,10 @@ class Invoker:
         timeout_s = self.timeout_for(name)
         while True:
             endpoint = self.router.pick(name, endpoints, frozenset(tried))
-            request.head = head + token.header_line if token is not None and endpoint.call_token else head
+            if endpoint.token_line:
+                request.head = head + endpoint.token_line
+            else:
+                request.head = head + token.header_line if token is not None and endpoint.call_token else head
             authority = endpoint.authority
             in_flight[authority] = in_flight.get(authority, 0) + 1
             try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from faasd.errors import InvalidRequest, NotSupported
+from faasd.errors import InvalidRequest
 from faasd.providers.base import Provider as Provider
 from faasd.providers.base import ProviderInfo as ProviderInfo
 from faasd.providers.base import SecretLookup
@@ -42,8 +42,8 @@ def load_provider(
     token its replicas must require (:mod:`faasd.calltoken`; None: replicas check nothing).
 
     Raises:
-        NotSupported: a known backend that is not implemented yet.
-        InvalidRequest: an unknown name; the message lists the valid ones.
+        InvalidRequest: an unknown name (the message lists the valid ones), or settings the backend
+            cannot use (a Marathon URL or group).
     """
     if name == "local":
         from faasd.providers.local import LocalProvider
@@ -69,5 +69,19 @@ def load_provider(
             call_token=call_token,
         )
     if name == "marathon":
-        raise NotSupported(f"the {name} backend is not implemented yet; use provider = local")
+        from faasd.providers.marathon.client import Auth
+        from faasd.providers.marathon.provider import MarathonProvider
+
+        return MarathonProvider(
+            url=config.marathon_url,
+            registry=registry,
+            group=config.marathon_group,
+            auth=Auth(config.marathon_user, config.marathon_password, config.marathon_token),
+            verify=config.marathon_tls_verify,
+            ca_file=config.marathon_ca,
+            watchdog_uri=config.marathon_watchdog_uri,
+            force=config.marathon_force,
+            deploy_timeout_s=config.marathon_deploy_timeout_s,
+            call_token=call_token,
+        )
     raise InvalidRequest(f"unknown provider {name!r}; valid providers: {', '.join(PROVIDER_NAMES)}")

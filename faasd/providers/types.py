@@ -361,6 +361,10 @@ class Endpoint:
     """The replica was given the daemon's call token and refuses calls without it. False for one that was
     not (a Swarm service made by hand): the gateway then sends no token, which such a replica could
     use to call every other function past the gateway."""
+    token_line: bytes = field(default=b"", repr=False)
+    """The header line carrying this replica's own token, sent instead of the daemon's: a backend that
+    gives each function a token of its own (Marathon: :func:`faasd.calltoken.header_line`). Empty: the
+    daemon's token, when ``call_token``."""
 
     @property
     def authority(self) -> str:

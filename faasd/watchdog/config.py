@@ -35,6 +35,12 @@ DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
 
 
+TOKEN_VARIABLE = "call_token"
+"""The environment variable that may hold the call token itself (see ``call_token_env``)."""
+HIDDEN = "..."
+"""Shown in place of a token's value in an error."""
+
+
 class ConfigError(ValueError):
     """An environment variable has a value the watchdog cannot use."""
 
@@ -90,6 +96,9 @@ class WatchdogConfig:
     (:mod:`faasd.calltoken`; the local backend passes it so)."""
     call_token_file: str = ""
     """A file to read the call token from at start (a Docker secret on Swarm)."""
+    call_token_env: bool = False
+    """The call token is the environment variable ``call_token`` (Marathon, which has no secrets: each
+    function has a token of its own). Taken out of the environment the function sees."""
     parent_pid: int | None = None
     """Shut down (as on SIGTERM) when this process ends: the local backend sets it so replicas never
     outlive a daemon that crashed."""
@@ -146,6 +155,10 @@ class WatchdogConfig:
         call_token_file = env.get("call_token_file", "").strip()
         if call_token_fd is not None and call_token_file:
             raise ConfigError("call_token_file", call_token_file, "set call_token_fd or call_token_file, not both")
+        call_token_env = bool(env.get(TOKEN_VARIABLE, "").strip())
+        if call_token_env and (call_token_fd is not None or call_token_file):
+            source = "call_token_fd" if call_token_fd is not None else "call_token_file"
+            raise ConfigError(TOKEN_VARIABLE, HIDDEN, f"set {source} or call_token, not both")
         if call_token_fd is not None and call_token_fd in (0, 1, 2, listen_fd):
             raise ConfigError("call_token_fd", str(call_token_fd), "must be an fd of its own (not 0-2 or listen_fd)")
         return cls(
@@ -179,6 +192,7 @@ class WatchdogConfig:
             healthcheck_interval_s=reader.get("healthcheck_interval", parse_duration, 0.0),
             call_token_fd=call_token_fd,
             call_token_file=call_token_file,
+            call_token_env=call_token_env,
             parent_pid=reader.get("parent_pid", _non_negative_int, None),
             log_level=log_level,
         )

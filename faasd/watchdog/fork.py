@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from faasd.http1 import canonical_header_name
 from faasd.logs import event
+from faasd.watchdog.config import TOKEN_VARIABLE
 
 if TYPE_CHECKING:
     from faasd.http1 import Request
@@ -76,23 +77,27 @@ CallResult = tuple[int, bytes, str | None]
 """(status, body, content type override or None) handed to the call's ``done`` callback."""
 
 
+_TOKEN_KEY = TOKEN_VARIABLE.encode()
+
+
 def original_environ() -> dict[str, str]:
     """The environment this process was started with: what the function must see.
 
     Not ``os.environ``: started in the C locale, Python adds ``LC_CTYPE=C.UTF-8`` to it (PEP 538
     locale coercion). Passed on, that makes every function's libc load a locale -- measured ~40 us of
     extra CPU per ``cat`` on the project machines, ~8 % of a fork-mode call -- and functions would see
-    a variable nobody set. ``/proc/self/environ`` still holds the environment as exec'd.
+    a variable nobody set. ``/proc/self/environ`` still holds the environment as exec'd. Never the
+    call token (``call_token``, on Marathon): the function must not learn what opens its replica.
     """
     try:
         with open("/proc/self/environ", "rb") as file:
             data = file.read()
     except OSError:
-        return dict(os.environ)
+        return {key: value for key, value in os.environ.items() if key != TOKEN_VARIABLE}
     env: dict[str, str] = {}
     for item in data.split(b"\0"):
         key, sep, value = item.partition(b"=")
-        if sep and key:
+        if sep and key and key != _TOKEN_KEY:
             env[os.fsdecode(key)] = os.fsdecode(value)
     return env
 

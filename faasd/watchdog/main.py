@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from faasd import logs
 from faasd.logs import event
-from faasd.watchdog.config import ConfigError, WatchdogConfig
+from faasd.watchdog.config import HIDDEN, TOKEN_VARIABLE, ConfigError, WatchdogConfig
 
 if TYPE_CHECKING:
     from faasd.archive import Extracted
@@ -99,19 +99,24 @@ def _unpack_handler() -> Extracted | None:
 
 
 def _read_call_token(config: WatchdogConfig) -> bytes | None:
-    """The call token from ``call_token_fd`` (closed after) or ``call_token_file``, or None.
+    """The call token from ``call_token_fd`` (closed after), ``call_token_file`` or ``call_token`` (taken
+    out of ``os.environ``), or None.
 
     Raises:
         ConfigError: the source is set but gives no usable token.
     """
-    from faasd.calltoken import TokenError, read_token_fd, read_token_file
+    from faasd.calltoken import TokenError, check_token, read_token_fd, read_token_file
 
     try:
         if config.call_token_fd is not None:
             return read_token_fd(config.call_token_fd)
         if config.call_token_file:
             return read_token_file(config.call_token_file)
+        if config.call_token_env:
+            return check_token(os.environ.pop(TOKEN_VARIABLE, "").encode())
     except TokenError as exc:
+        if config.call_token_env:
+            raise ConfigError(TOKEN_VARIABLE, HIDDEN, str(exc)) from None
         if config.call_token_fd is not None:
             raise ConfigError("call_token_fd", str(config.call_token_fd), str(exc)) from None
         raise ConfigError("call_token_file", config.call_token_file, str(exc)) from None
