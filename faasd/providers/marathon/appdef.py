@@ -117,7 +117,7 @@ failures in the first minute (a python-mode function installing its requirements
 first success; then three failures in a row (about 3 s) and Marathon replaces the task."""
 UPGRADE_STRATEGY = {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 1.0}
 """Rolling updates start every new task first and stop old ones once new ones are healthy."""
-DRAIN_S = 2
+DRAIN_S = 1
 """``healthcheck_interval``: a stopping watchdog keeps serving this long, so the gateway drops it from
 its endpoints (on Marathon's TASK_KILLING event) before its listener closes."""
 KILL_GRACE_S = 15

@@ -9,7 +9,9 @@ task's sandbox and ``cmd`` runs this (see :mod:`faasd.providers.marathon.appdef`
 2. makes the environment the watchdog's: ``port`` = ``$PORT0`` (the host port Marathon gave the task;
    there is no network namespace, so the watchdog listens there), ``metrics_port=0`` unless set (a
    fixed metrics port would clash between replicas on one agent), ``TMPDIR`` inside the sandbox (the
-   watchdog's lock file is per replica), the archive pieces removed;
+   watchdog's lock file is per replica), ``bind`` = ``$HOST`` when that is an IP address (Marathon
+   reports the task at its agent's ``HOST``: the gateway calls that address, nothing else need reach
+   the replica; a host name binds every interface), the archive pieces removed;
 3. becomes ``python3 faasd.pyz watchdog`` (``exec``: Mesos signals the watchdog itself).
 
 A problem is one line on stderr (in the sandbox's ``stderr``) and exit status 2: Marathon records the
@@ -67,8 +69,21 @@ def watchdog_environment(env: Mapping[str, str], sandbox: str) -> dict[str, str]
     result = {key: value for key, value in env.items() if not key.startswith(ARCHIVE_ENV_PREFIX)}
     result["port"] = port
     result.setdefault("metrics_port", "0")
+    host = env.get("HOST", "").strip()
+    if "bind" not in env and _is_address(host):
+        result["bind"] = host
     result["TMPDIR"] = os.path.join(sandbox, "tmp")
     return result
+
+
+def _is_address(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def main(argv: list[str]) -> int:
