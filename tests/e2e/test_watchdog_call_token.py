@@ -1,7 +1,8 @@
 """The call token at the watchdog (faasd/calltoken.py, docs/watchdog.md "Call token"): with one, every
 request but the health check must carry ``X-Faasd-Call-Token`` or gets 403; the header never reaches
-the function in any mode; the token comes from an inherited fd (closed at once) or a file, never the
-environment; without one nothing is checked, as before.
+the function in any mode; the token comes from an inherited fd (closed at once), a file, or -- Marathon,
+where each function has its own -- the ``call_token`` variable, which no function sees; without one
+nothing is checked, as before.
 """
 
 from __future__ import annotations
@@ -248,3 +249,42 @@ def test_a_function_cannot_read_the_token_from_its_watchdogs_memory(pyz_python, 
             proc.wait(timeout=10)
     assert "environ-readable" in results[False] and "fds-readable" in results[False], results
     assert "environ-readable" not in results[True] and "fds-readable" not in results[True], results
+
+
+@pytest.mark.parametrize("mode", ["fork", "streaming", "python"])
+def test_a_token_in_the_environment_is_required_and_hidden_from_the_function(start_watchdog, tmp_path: Path, mode: str):
+    """Marathon's form (``call_token=<token>``, one per function): checked like the others, and never in
+    the environment a function is given (also not the name ``call_token``)."""
+    token = secrets.token_urlsafe(32)
+    env: dict[str, str] = {"call_token": token}
+    fprocess: str | None = ENV_AND_HEADERS
+    if mode == "python":
+        handler = tmp_path / "handler.py"
+        handler.write_text(PYTHON_HANDLER)
+        fprocess = None
+        env.update(handler=str(handler), workers="1")
+    watchdog = start_watchdog(fprocess, mode=mode, **env)
+    assert watchdog.request("POST", "/", content=b"x").status_code == 403
+    assert watchdog.request("POST", "/", content=b"x", headers={HEADER: token + "x"}).status_code == 403
+    seen = what_the_function_saw(mode, watchdog.request("POST", "/", content=b"x", headers={HEADER: token}))
+    assert token not in seen and "call_token" not in seen, seen
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        pytest.param({"call_token": "short"}, "not a call token", id="short"),
+        pytest.param({"call_token": "t" * 32, "call_token_file": "/x"}, "not both", id="with-file"),
+    ],
+)
+def test_an_unusable_token_in_the_environment_stops_the_watchdog_without_showing_it(
+    pyz_python, faasd_pyz, tmp_path: Path, env: dict[str, str], reason: str
+):
+    full = {"PATH": CLEAN_PATH, "fprocess": "cat", "port": str(free_port()), "metrics_port": "0", **env}
+    result = subprocess.run(
+        [pyz_python, str(faasd_pyz), "watchdog"], env=full, capture_output=True, text=True, timeout=10, cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("faasd watchdog: invalid call_token='...'"), result.stderr
+    assert reason in lines[0] and env["call_token"] not in lines[0], lines[0]

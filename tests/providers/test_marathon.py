@@ -37,7 +37,7 @@ from faasd.providers.marathon.client import Auth
 from faasd.providers.marathon.provider import MarathonProvider
 from faasd.providers.types import Endpoint, FunctionSpec, LogRequest, Resources
 from faasd.registry import EndpointRegistry
-from tests.helpers import scaled
+from tests.helpers import free_port, scaled
 from tests.marathon_emulator.fixture import MarathonEmulator, StartEmulator
 from tests.providers.conformance import (
     CHECKS,
@@ -60,16 +60,16 @@ Maker = Callable[..., ProviderFactory]
 @pytest.fixture
 def make_marathon(marathon_emulator: StartEmulator, faasd_pyz: Path) -> Maker:
     """``make_marathon(emulator=None, **options)`` -> a factory of started MarathonProviders talking to
-    ``emulator`` (a fresh one by default); ``options`` go to :class:`MarathonProvider`."""
+    ``emulator`` (a fresh one by default, none with ``url=``); ``options`` go to :class:`MarathonProvider`."""
 
     def maker(emulator: MarathonEmulator | None = None, **options: Any) -> ProviderFactory:
-        target = emulator or marathon_emulator()
+        url = options.pop("url", None) or (emulator or marathon_emulator()).url
         options.setdefault("watchdog_uri", faasd_pyz.as_uri())
         options.setdefault("deploy_timeout_s", scaled(DEPLOY_TIMEOUT_S))
 
         async def factory(nursery: trio.Nursery) -> tuple[Provider, EndpointRegistry]:
             registry = EndpointRegistry()
-            provider = MarathonProvider(url=options.pop("url", target.url), registry=registry, **options)
+            provider = MarathonProvider(url=url, registry=registry, **options)
 
             async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                 try:
@@ -441,3 +441,18 @@ async def test_basic_auth_and_dcos_tokens(make_marathon: Maker, marathon_emulato
         assert provider.health()[0] and await provider.list() == []
     async with running(make_marathon(dcos)) as (provider, _registry):
         assert "refused faasd's credentials" in provider.health()[1]
+
+
+async def test_a_provider_started_while_marathon_is_down_starts_and_catches_up(
+    make_marathon: Maker, marathon_emulator: StartEmulator
+) -> None:
+    port = free_port()
+    async with running(make_marathon(url=f"http://127.0.0.1:{port}")) as (provider, _registry):
+        healthy, reason = provider.health()
+        assert not healthy and f"127.0.0.1:{port}" in reason and "Connection refused" in reason, reason
+        with pytest.raises(BackendUnavailable):
+            await provider.list()
+        emulator = await trio.to_thread.run_sync(lambda: marathon_emulator(port=port))
+        await wait_until(lambda: provider.health()[0], "the provider to find Marathon", timeout_s=10)
+        await provider.deploy(function_spec("late", "cat", image=IMAGE), 1)
+        assert [task["state"] for task in emulator.tasks("/faasd/late")] == ["TASK_RUNNING"]

@@ -16,7 +16,14 @@ def _example(key: ConfigKey) -> str:
     """A valid value for ``key`` that differs from its default."""
     if key.choices:
         return key.choices[-1]
-    examples = {"DURATION": "7s", "SIZE": "3k", "N": "9", "PORT": "9099", "HOSTS": "hooks.example.com"}
+    examples = {
+        "DURATION": "7s",
+        "SIZE": "3k",
+        "N": "9",
+        "PORT": "9099",
+        "HOSTS": "hooks.example.com",
+        "URL": "http://marathon.example:8080",
+    }
     return examples.get(key.metavar, "/tmp/x")
 
 
@@ -39,8 +46,11 @@ def test_every_key_is_a_flag_with_help(key: ConfigKey) -> None:
 
 @pytest.mark.parametrize("key", KEYS, ids=lambda key: key.name)
 def test_a_flag_sets_what_its_environment_variable_sets(key: ConfigKey) -> None:
-    if key.boolean:
-        args, value = [key.flag], "true"
+    if key.boolean:  # The value that is not the default: --no-X for a key on by default.
+        on_by_default = DaemonConfig.load(env={"HOME": "/tmp", key.env: "false"}) != DaemonConfig.load(
+            env={"HOME": "/tmp"}
+        )
+        args, value = ([f"--no-{key.flag[2:]}"], "false") if on_by_default else ([key.flag], "true")
     else:
         value = _example(key)
         args = [key.flag, value]

@@ -2,7 +2,8 @@
 
 A Swarm service made by hand (the seed's ``docker service create --network=functions ...``) has no
 token mounted, checks none, and may be any HTTP server: a token sent to it would let it call every
-other function past the gateway. The invoker runs in process here; its replicas are real TCP servers on
+other function past the gateway. A replica with a token of its own (Marathon) gets that one instead.
+The invoker runs in process here; its replicas are real TCP servers on
 127.0.0.1 that record the request heads they get.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import trio
 
-from faasd.calltoken import CallToken
+from faasd.calltoken import CallToken, header_line
 from faasd.gateway.invoke import Invoker
 from faasd.gateway.metrics import GatewayMetrics
 from faasd.gateway.proxy import UpstreamPool
@@ -108,3 +109,31 @@ async def test_token_only_to_replicas_that_take_it() -> None:
     assert mixed_old.heads and mixed_new.heads  # Both took calls (round robin when idle).
     assert all(b"faasd-call-token" not in head.lower() for head in mixed_old.heads)
     assert all(header in head for head in mixed_new.heads)
+
+
+async def test_a_replica_with_a_token_of_its_own_gets_that_one_only() -> None:
+    """Marathon: each function's replicas take their function's token (``Endpoint.token_line``), and
+    must never see the daemon's."""
+    own = Replica()
+    registry = EndpointRegistry()
+    pool = UpstreamPool()
+    invoker = Invoker(
+        exists=lambda name: True,
+        registry=registry,
+        metrics=GatewayMetrics(ready_replicas=dict),
+        pool=pool,
+        upstream_timeout_s=10,
+        ready_timeout_s=1,
+        max_body_bytes=1 << 20,
+        call_token=CallToken(TOKEN),
+    )
+    function_token = b"token-of-this-function-only-0123456789"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(own.serve)
+        registry.publish("own", [Endpoint("127.0.0.1", own.port, "r1", token_line=header_line(function_token))])
+        assert await _call(invoker, "own") == 200
+        nursery.cancel_scope.cancel()
+    await pool.aclose()
+    (head,) = own.heads
+    assert head.lower().count(b"x-faasd-call-token") == 1
+    assert b"\r\nX-Faasd-Call-Token: " + function_token in head and TOKEN not in head

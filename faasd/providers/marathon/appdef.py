@@ -345,6 +345,8 @@ def app_definition(
         hint["constraints"] = list(spec.constraints)
     if "healthcheck_interval" not in spec.env_vars:
         hint["drain"] = True
+    if "fprocess" in spec.env_vars:  # Both are the watchdog's fprocess: remember which was written.
+        hint["fprocess"] = {"var": spec.env_vars["fprocess"], "process": spec.env_process}
     if hint:
         labels[LABEL_SPEC] = json.dumps(hint, sort_keys=True, separators=(",", ":"))
     env: dict[str, str] = {"healthcheck_interval": f"{DRAIN_S}s", **spec.env_vars}
@@ -405,6 +407,10 @@ def spec_from_app(app: Mapping[str, Any], name: str) -> FunctionSpec:
             labels[key] = value
     env = {str(k): v for k, v in (app.get("env") or {}).items() if isinstance(v, str)}
     env_process = env.pop("fprocess", "")
+    written = hint.get("fprocess")
+    if isinstance(written, dict) and env_process == (written.get("process") or written.get("var")):
+        env["fprocess"] = str(written.get("var", ""))
+        env_process = str(written.get("process", ""))
     env.pop(CALL_TOKEN_ENV, None)
     if hint.get("drain") and env.get("healthcheck_interval") == f"{DRAIN_S}s":
         del env["healthcheck_interval"]

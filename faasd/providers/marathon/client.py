@@ -327,8 +327,13 @@ def _http_error(response: httpx.Response) -> MarathonHttpError:
 def _reason(exc: BaseException) -> str:
     """The innermost cause of a transport error, one line (``[Errno 111] Connection refused``,
     ``certificate verify failed``)."""
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    while True:
+        if isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # trio: one error per address tried.
+            exc = exc.exceptions[-1]
+        elif exc.__cause__ is not None or exc.__context__ is not None:
+            exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        else:
+            break
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: {exc.verify_message or exc.reason}"
     text = str(exc) or type(exc).__name__

@@ -28,6 +28,7 @@ reason (:class:`~faasd.errors.BackendUnavailable`), which clears by itself when 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -238,22 +239,35 @@ class MarathonProvider:
         assert state is not None  # _require checked it is a function.
         return state.status()
 
-    async def logs(self, request: LogRequest) -> AsyncIterator[LogMessage]:
-        """Not served by Marathon's API (see the module docstring).
+    def logs(self, request: LogRequest) -> AsyncIterator[LogMessage]:
+        """Not served by Marathon's API (see the module docstring): NotSupported (501) naming the tasks.
+
+        Raised at once for a function in the current view -- so the gateway answers 501 rather than an
+        empty 200 stream -- else when iteration starts, after checking the function exists.
 
         Raises:
             FunctionNotFound: no such function.
             NotSupported: for every function that exists.
         """
-        identifier, app = await self._require(request.name)
+        state = self._discovery.apps.get(request.name)
+        if state is not None:
+            raise self._no_logs(state.app_id, [endpoint.replica for endpoint in state.endpoints])
+        return self._logs_checked(request.name)
+
+    async def _logs_checked(self, name: str) -> AsyncIterator[LogMessage]:
+        identifier, app = await self._require(name)
         tasks = [str(task.get("id")) for task in app.get("tasks") or [] if isinstance(task, dict) and task.get("id")]
+        raise self._no_logs(identifier, tasks)
+        yield  # pragma: no cover -- makes this an async generator, as the protocol wants.
+
+    @staticmethod
+    def _no_logs(identifier: str, tasks: list[str]) -> NotSupported:
         where = f"; its tasks: {', '.join(tasks[:5])}" if tasks else ""
-        raise NotSupported(
+        return NotSupported(
             f"faasd logs is not available on Marathon: its API does not serve task output. Read the stdout and "
             f"stderr of app {identifier}'s tasks in the Mesos UI (each task's sandbox) or with "
             f"'dcos task log <task id>'{where}"
         )
-        yield  # pragma: no cover -- makes this an async generator, as the protocol wants.
 
     # -- internals ----------------------------------------------------------------------------------
 
@@ -349,7 +363,8 @@ class MarathonProvider:
                 )
             await trio.sleep(pause)
             pause = min(pause * 1.5, longest)
-        self._discovery.poke()
+        with contextlib.suppress(FaasdError):  # The view knows the function now; a failure is retried.
+            await self._discovery.refresh()
 
     async def _undo(self, name: str, identifier: str, change: Change, *, created: bool) -> str:
         """Take back a failed deployment; returns what was done, for the error message."""

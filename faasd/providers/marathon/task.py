@@ -32,7 +32,7 @@ __all__ = ["main", "watchdog_environment"]
 
 ARCHIVE_ENV_PREFIX = "FAASD_HANDLER_ARCHIVE_"
 """As :data:`faasd.providers.marathon.appdef.ARCHIVE_ENV_PREFIX` (not imported: this stays light;
-tests/unit/test_marathon_appdef.py checks they agree)."""
+tests/unit/test_marathon_backend.py checks they agree)."""
 FUNCTION_DIR = "function"
 
 
