@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import secrets
+import ssl
+import subprocess
 import tarfile
 import time
 from collections.abc import Awaitable, Callable
@@ -456,3 +458,69 @@ async def test_a_provider_started_while_marathon_is_down_starts_and_catches_up(
         await wait_until(lambda: provider.health()[0], "the provider to find Marathon", timeout_s=10)
         await provider.deploy(function_spec("late", "cat", image=IMAGE), 1)
         assert [task["state"] for task in emulator.tasks("/faasd/late")] == ["TASK_RUNNING"]
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate for 127.0.0.1 signed by it (openssl): (ca.pem, cert.pem, key.pem)."""
+    ca, ca_key, cert, key, csr = (directory / n for n in ("ca.pem", "ca.key", "cert.pem", "key.pem", "cert.csr"))
+    ext = directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    commands = [
+        ["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "1", "-subj", "/CN=faasd test CA"],
+        ["openssl", "req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "1", "-extfile", ext],
+    ]  # fmt: skip
+    for command in commands:
+        subprocess.run([str(part) for part in command], check=True, capture_output=True, timeout=30)
+    return ca, cert, key
+
+
+async def _tls_front(
+    target_port: int, cert: Path, key: Path, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """HTTPS in front of the emulator (which speaks plain HTTP): TLS on a free port, bytes passed on."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listeners = await trio.open_ssl_over_tcp_listeners(0, context, host="127.0.0.1")
+    task_status.started(listeners[0].transport_listener.socket.getsockname()[1])
+
+    async def pump(source: trio.abc.Stream, sink: trio.abc.Stream, done: trio.CancelScope) -> None:
+        while data := await source.receive_some(65536):
+            await sink.send_all(data)
+        done.cancel()
+
+    async def handle(client: trio.SSLStream[trio.SocketStream]) -> None:
+        try:  # A client that refuses the certificate breaks the handshake: that connection ends.
+            upstream = await trio.open_tcp_stream("127.0.0.1", target_port)
+            async with client, upstream, trio.open_nursery() as nursery:
+                nursery.start_soon(pump, client, upstream, nursery.cancel_scope)
+                nursery.start_soon(pump, upstream, client, nursery.cancel_scope)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+
+    await trio.serve_listeners(handle, listeners)
+
+
+async def test_tls_is_verified_by_default_and_a_ca_bundle_can_be_given(
+    make_marathon: Maker, marathon_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    ca, cert, key = await trio.to_thread.run_sync(_certificates, tmp_path)
+    emulator = marathon_emulator()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_tls_front, emulator.port, cert, key)
+        url = f"https://127.0.0.1:{port}"
+        async with running(make_marathon(url=url)) as (provider, _registry):
+            healthy, reason = provider.health()
+            assert not healthy and "TLS" in reason and "certificate" in reason, reason
+            with pytest.raises(BackendUnavailable, match="certificate"):
+                await provider.list()
+        async with running(make_marathon(url=url, ca_file=str(ca))) as (provider, registry):
+            assert provider.health()[0], provider.health()
+            await provider.deploy(function_spec("secure", "cat", image=IMAGE), 1)
+            (endpoint,) = await ready_endpoints(registry, "secure", 1)
+            assert await call(endpoint, b"over tls") == (200, b"over tls")
+        async with running(make_marathon(url=url, verify=False)) as (provider, _registry):
+            assert [status.name for status in await provider.list()] == ["secure"]
+        nursery.cancel_scope.cancel()

@@ -335,6 +335,9 @@ def _reason(exc: BaseException) -> str:
         else:
             break
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: {exc.verify_message or exc.reason}"
+        return (
+            f"TLS certificate verify failed: {exc.verify_message or exc.reason} (give its CA with marathon_ca, "
+            "or turn marathon_tls_verify off)"
+        )
     text = str(exc) or type(exc).__name__
     return " ".join(text.split())[:300]
