@@ -2,8 +2,9 @@
 
 A Mesos agent runs each task in a container and, when the task ends or is killed, destroys the whole
 container. Here a task is the session its process leads (``setsid``): killing a task signals the main
-process's process group with SIGTERM, waits the kill grace period (``taskKillGracePeriodSeconds``, else
-:data:`DEFAULT_KILL_GRACE_S`), then SIGKILLs every process still in the session; whatever is left in the
+process's process group with SIGTERM (a Docker task's main process alone, as ``docker stop`` does), waits
+the kill grace period (``taskKillGracePeriodSeconds``, else :data:`DEFAULT_KILL_GRACE_S`), then
+SIGKILLs every process still in the session; whatever is left in the
 session after the main process ended on its own is SIGKILLed too (the container is gone). A process that
 starts a session of its own escapes this, as it would escape no cgroup -- the one gap against Mesos.
 
@@ -177,11 +178,16 @@ class TaskProcess:
         finally:
             os.close(fd)
 
-    def terminate(self) -> None:
-        """SIGTERM the main process's process group."""
+    def terminate(self, *, group: bool = True) -> None:
+        """SIGTERM the main process's process group (a command task), or with ``group=False`` the main
+        process alone: a Docker container's is stopped with ``docker stop``, which signals its PID 1
+        only, so what that process started in groups of its own is left for it to finish."""
         if self.exit is None and start_ticks(self.pid) == self.start_ticks:
             with contextlib.suppress(OSError):
-                os.killpg(self.pid, signal.SIGTERM)
+                if group:
+                    os.killpg(self.pid, signal.SIGTERM)
+                else:
+                    os.kill(self.pid, signal.SIGTERM)
 
     def kill(self) -> None:
         """SIGKILL every process of the task's session."""

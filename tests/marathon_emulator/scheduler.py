@@ -350,7 +350,7 @@ class Scheduler:
         await task.kill_requested.wait()
         task.state = "TASK_KILLING"
         self._publish_status(task, task.kill_reason)
-        task.process.terminate()
+        task.process.terminate(group=(task.app.get("container") or {}).get("type") != "DOCKER")
         await trio.sleep(float(task.app.get("taskKillGracePeriodSeconds") or DEFAULT_KILL_GRACE_S))
         task.process.kill()
 
