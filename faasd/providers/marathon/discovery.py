@@ -81,6 +81,11 @@ class Discovery:
         self._dirty = trio.Event()
         self._changed = trio.Event()
         self._events_connected = False
+        self._started = 0
+        """Listings begun (several may run at once: the loop's, a deploy's, ``list``)."""
+        self._settled = 0
+        """The newest listing whose answer may still be published: an older one that answers late
+        would bring back what a newer one (or :meth:`forget`) removed."""
 
     def __repr__(self) -> str:
         return f"<Discovery {self.client.url}{self.group} functions={len(self.apps)} healthy={self.healthy}>"
@@ -101,20 +106,25 @@ class Discovery:
         Raises:
             FaasdError: Marathon cannot be read (also recorded as the backend's health).
         """
+        self._started += 1
+        number = self._started
         try:
             apps = await self.client.list_apps(self.group, LABEL_FUNCTION, EMBED)
         except MarathonHttpError as exc:
-            self._unhealthy(describe_http_error(exc, self.client.url))
-            raise BackendError(self.reason) from exc
+            reason = describe_http_error(exc, self.client.url)
+            self._unhealthy(number, reason)
+            raise BackendError(reason) from exc
         except FaasdError as exc:
-            self._unhealthy(exc.message)
+            self._unhealthy(number, exc.message)
             raise
         states = {}
         for app in apps:
             state = read_app(app, self.group)
             if state is not None:
                 states[state.name] = state
-        self._publish(states)
+        if number > self._settled:
+            self._settled = number
+            self._publish(states)
         return states
 
     def _publish(self, states: dict[str, AppState]) -> None:
@@ -131,11 +141,16 @@ class Discovery:
         self._changed = trio.Event()
 
     def forget(self, name: str) -> None:
-        """A function removed by this daemon: drop it now rather than at the next listing."""
+        """A function removed by this daemon: drop it now rather than at the next listing (and never
+        publish a listing that began before)."""
+        self._settled = self._started
         self.apps.pop(name, None)
         self.registry.forget(name)
 
-    def _unhealthy(self, reason: str) -> None:
+    def _unhealthy(self, number: int, reason: str) -> None:
+        if number <= self._settled:
+            return  # A newer listing has answered since this one began.
+        self._settled = number
         if self.healthy or reason != self.reason:
             event(log, logging.WARNING, "marathon unavailable", reason=reason)
         self.healthy = False
