@@ -230,7 +230,7 @@ class MarathonClient:
     async def events(self, types: Sequence[str]) -> AsyncIterator[SseEvent]:
         """The event stream until it ends (raises like :meth:`request`; never ends on its own while
         Marathon runs). The first event is ``event_stream_attached``."""
-        params = [("event_type", kind) for kind in types]
+        params: list[tuple[str, str | int | float | bool | None]] = [("event_type", kind) for kind in types]
         url = "/v2/events"
         for _ in range(2):  # The stream, or one redirect to the leader.
             request = self._http.build_request("GET", url, params=params, headers={"Accept": "text/event-stream"})

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -261,7 +261,7 @@ class MarathonProvider:
         yield  # pragma: no cover -- makes this an async generator, as the protocol wants.
 
     @staticmethod
-    def _no_logs(identifier: str, tasks: list[str]) -> NotSupported:
+    def _no_logs(identifier: str, tasks: Sequence[str]) -> NotSupported:
         where = f"; its tasks: {', '.join(tasks[:5])}" if tasks else ""
         return NotSupported(
             f"faasd logs is not available on Marathon: its API does not serve task output. Read the stdout and "

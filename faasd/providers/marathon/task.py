@@ -46,7 +46,7 @@ def read_archive(env: Mapping[str, str]) -> bytes:
     Raises:
         TaskError: the pieces are not base64.
     """
-    pieces = []
+    pieces: list[str] = []
     while (piece := env.get(f"{ARCHIVE_ENV_PREFIX}{len(pieces)}")) is not None:
         pieces.append(piece)
     if not pieces:
