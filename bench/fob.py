@@ -1,8 +1,8 @@
 """Flock-of-Birds benchmark: ``/api/call`` against ``/function/fob-<id>``, and ``/api/gen`` against a deploy.
 
 Run ``python3 bench/fob.py`` (see bench/README.md). One ``faasd up`` (local backend, fresh state dir, clean
-environment, the default sandbox) per round; everything is compared with a baseline measured in the same
-round, and the report gives medians of per-round ratios:
+environment, the default sandbox; or ``--marathon URL``: the Marathon backend) per round; everything is
+compared with a baseline measured in the same round, and the report gives medians of per-round ratios:
 
 1. **call**: the seed's helloworld uploaded with ``POST /api/gen``, then wrk ``GET /api/call/<id>`` and
    ``GET /function/fob-<id>`` -- the very same function and replicas, the snippet's own route against the
@@ -190,7 +190,11 @@ def run_round(index: int, faasd: Faasd, wrk: str, args: argparse.Namespace, tmp_
     tmp = tmp_root / f"round{index}"
     tmp.mkdir()
     password = secrets.token_hex(12)
-    target = faasd.daemon(tmp, password, args.sandbox)
+    provider: tuple[str, ...] = ("--provider", "local")
+    if args.marathon:
+        uri = args.watchdog_uri or (faasd.pyz.resolve().as_uri() if faasd.pyz else "")
+        provider = ("--provider", "marathon", "--marathon-url", args.marathon, "--marathon-watchdog-uri", uri)
+    target = faasd.daemon(tmp, password, args.sandbox, provider)
     daemon: h.Running | None = None
     try:
         daemon = h.start(target, ready_timeout=args.ready_timeout)
@@ -249,7 +253,8 @@ def report(rounds: list[Round], summary: dict, args: argparse.Namespace, meta: d
     lines = [
         "",
         f"faasd Flock-of-Birds benchmark -- {meta['machine']}",
-        f"faasd: {meta['faasd']}; sandbox: {args.sandbox or 'default (auto)'}; wrk: {meta['wrk']}",
+        f"faasd: {meta['faasd']}; backend: {'marathon at ' + args.marathon if args.marathon else 'local'}; "
+        f"sandbox: {args.sandbox or 'default (auto)'}; wrk: {meta['wrk']}",
         f"{args.rounds} round(s), {args.duration} s per load, {args.gens} gen/deploy pairs per round",
         "",
         "1. GET /api/call/<id> vs GET /function/fob-<id>: the seed's helloworld, same function and replicas "
@@ -364,6 +369,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s per load, 2 pairs")
     parser.add_argument("--ready-timeout", type=float, default=30.0, help="seconds a daemon or function may take")
     parser.add_argument("--json", type=Path, help="also write every raw number to this file")
+    parser.add_argument("--marathon", metavar="URL", help="on the Marathon backend at URL (e.g. the test emulator)")
+    parser.add_argument("--watchdog-uri", help="with --marathon: marathon_watchdog_uri (default: the zipapp, file://)")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.gens = 1, 2, 2

@@ -194,17 +194,20 @@ class Faasd:
     def env(self, **config: str | int | float) -> dict[str, str]:
         return h.clean_env(**dict(self.env_extra), **config)
 
-    def daemon(self, tmp: Path, password: str, sandbox: str = "") -> h.Target:
+    def daemon(
+        self, tmp: Path, password: str, sandbox: str = "", provider: tuple[str, ...] = ("--provider", "local")
+    ) -> h.Target:
         """``faasd up`` on 127.0.0.1, a free port and a fresh state dir; ready when ``GET /healthz`` is 200.
 
         The environment is the clean one plus FAASD_PASSWORD: the daemon's own environment is what its local
         replicas may inherit, and its size changes the cost of every ``cat`` they fork (see _harness.clean_env).
         ``sandbox``: ``--sandbox`` for the local backend (empty: the daemon's default, ``auto``).
+        ``provider``: the backend's flags (``--provider marathon --marathon-url ...``).
         """
         port = h.free_port()
         state = tmp / "state"
         argv = [*self.prefix, "up", "--bind", h.LOCALHOST, "--port", str(port), "--state-dir", str(state)]
-        argv += ["--provider", "local", *(["--sandbox", sandbox] if sandbox else [])]
+        argv += [*provider, *(["--sandbox", sandbox] if sandbox else [])]
         probe = h.Probe("GET", "/healthz", content_type=None, expect_status=200)
         env = self.env(FAASD_PASSWORD=password)
         return h.Target("faasd up", argv, env, port, probe, log_path=tmp / "daemon.log", cwd=tmp)
