@@ -33,7 +33,7 @@ from faasd.errors import (
     NotSupported,
 )
 from faasd.providers import Provider
-from faasd.providers.marathon import appdef
+from faasd.providers.marathon import appdef, discovery
 from faasd.providers.marathon.appdef import LABEL_FUNCTION, function_token
 from faasd.providers.marathon.client import Auth
 from faasd.providers.marathon.provider import MarathonProvider
@@ -524,3 +524,19 @@ async def test_tls_is_verified_by_default_and_a_ca_bundle_can_be_given(
         async with running(make_marathon(url=url, verify=False)) as (provider, _registry):
             assert [status.name for status in await provider.list()] == ["secure"]
         nursery.cancel_scope.cancel()
+
+
+async def test_marathons_events_bring_changes_made_elsewhere_without_waiting_for_a_listing(
+    make_marathon: Maker, marathon_emulator: StartEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the periodic listings pushed out of reach, a scale made by hand in Marathon still reaches the
+    registry within seconds: through ``/v2/events`` (each event about the group asks for a listing)."""
+    for constant in ("POLL_MIN_S", "POLL_MAX_S", "RESYNC_S"):
+        monkeypatch.setattr(discovery, constant, 600.0)
+    emulator = marathon_emulator()
+    async with running(make_marathon(emulator)) as (provider, registry):
+        await provider.deploy(function_spec("evented", "cat", image=IMAGE), 1)  # Published by the deploy.
+        await ready_endpoints(registry, "evented", 1)
+        with emulator.client() as client:
+            assert client.put("/v2/apps/faasd/evented", json={"instances": 2}).status_code == 200
+        await ready_endpoints(registry, "evented", 2, timeout_s=10)
