@@ -102,7 +102,9 @@ async def test_conformance(check: Callable[..., Awaitable[None]], make_marathon:
 
 
 @pytest.mark.parametrize(
-    "check", [c for c in CHECKS if c.__name__ in ("check_deploy_status_call", "check_rolling_update")], ids=str
+    "check",
+    [c for c in CHECKS if c.__name__ in ("check_deploy_status_call", "check_rolling_update")],
+    ids=lambda check: check.__name__,
 )
 async def test_conformance_of_command_tasks(check: Callable[..., Awaitable[None]], make_marathon: Maker) -> None:
     """Without an image: command tasks running the fetched zipapp."""
