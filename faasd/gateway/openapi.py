@@ -63,6 +63,7 @@ _SHARED = {
 _READ = ("401", "429")
 _WRITE = ("400", "401", "413", "415", "429")
 _BACKEND = ("502", "503", "504")
+LOCKED = "The backend holds the function in another change (Marathon: a deployment locks its app; named)"
 
 
 def _system(
@@ -602,7 +603,7 @@ def _paths() -> dict[str, Schema]:
             "post": _system(
                 "DeployFunction",
                 "Deploy (replaces a function of that name)",
-                accepted,
+                {**accepted, "409": _text(f"{LOCKED}; or something else has that name there (Marathon)")},
                 shared=(*_WRITE, *_BACKEND),
                 body="FunctionDeployment",
                 parameters=[_NAMESPACE_QUERY],
@@ -610,7 +611,7 @@ def _paths() -> dict[str, Schema]:
             "put": _system(
                 "UpdateFunction",
                 "Update an existing function",
-                accepted,
+                {**accepted, "409": _text(LOCKED)},
                 shared=(*_WRITE, "404", *_BACKEND),
                 body="FunctionDeployment",
                 parameters=[_NAMESPACE_QUERY],
@@ -637,7 +638,7 @@ def _paths() -> dict[str, Schema]:
             "post": _system(
                 "ScaleFunction",
                 "Set the desired replicas",
-                accepted,
+                {**accepted, "409": _text(LOCKED)},
                 shared=(*_WRITE, "404", *_BACKEND),
                 body="ScaleServiceRequest",
                 parameters=[_NAME_IN_PATH, _NAMESPACE_QUERY],
@@ -699,7 +700,8 @@ def _paths() -> dict[str, Schema]:
                     "200": {
                         "description": "Newline-delimited LogEntry documents",
                         "content": {"application/x-ndjson": {"schema": _ref("LogEntry")}},
-                    }
+                    },
+                    "501": _text("The backend serves no logs (Marathon: the message says where they are)"),
                 },
                 shared=(*_READ, "400", "404", *_BACKEND),
                 parameters=[
