@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return watchdog_main(args[1:])
     if command == "_marathon-task":  # A Marathon command task on a Mesos agent, before its watchdog.
-        from faasd.providers.marathon.task import main as task_main
+        from faasd.watchdog.marathon import main as task_main
 
         return task_main(args[1:])
     if command == "_pyworker":  # A python-mode worker process (started by the watchdog).

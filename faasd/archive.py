@@ -20,8 +20,9 @@ module, under rules that leave nothing to interpretation:
 
 Pure blocking file work with no trio: the local backend calls :func:`extract_archive` through
 ``trio.to_thread.run_sync``; on Swarm the watchdog calls it in the task before it starts
-(``handler_archive``, :mod:`faasd.watchdog.main`). Here, outside ``providers/``, because both use it and
-a replica's start must not import the backends (nor trio).
+(``handler_archive``, :mod:`faasd.watchdog.main`), and a Marathon command task
+(:mod:`faasd.watchdog.marathon`) on its Mesos agent before it becomes the watchdog. Here, outside
+``providers/``, because all of them use it and a replica's start must not import the backends (nor trio).
 """
 
 from __future__ import annotations

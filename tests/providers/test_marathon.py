@@ -542,3 +542,22 @@ async def test_marathons_events_bring_changes_made_elsewhere_without_waiting_for
         with emulator.client() as client:
             assert client.put("/v2/apps/faasd/evented", json={"instances": 2}).status_code == 200
         await ready_endpoints(registry, "evented", 2, timeout_s=10)
+
+
+async def test_a_replica_is_ready_on_faasds_own_probe_before_marathons_first_health_result(
+    make_marathon: Maker, marathon_emulator: StartEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marathon checks every intervalSeconds (60 here): the replica is published as soon as its watchdog
+    answers /_/health, long before Marathon has a result for it."""
+    monkeypatch.setattr(appdef, "HEALTH_CHECK", {**appdef.HEALTH_CHECK, "intervalSeconds": 60})
+    emulator = marathon_emulator()
+    async with running(make_marathon(emulator)) as (provider, registry):
+        await provider.deploy(function_spec("quick", "cat", image=IMAGE), 0)  # No task: nothing to wait for.
+        started = time.monotonic()
+        await provider.scale("quick", 1)
+        (endpoint,) = await ready_endpoints(registry, "quick", 1, timeout_s=10)
+        assert time.monotonic() - started < scaled(10)
+        (task,) = emulator.tasks("/faasd/quick")
+        assert not task.get("healthCheckResults"), "Marathon has no verdict yet: the probe published it"
+        assert await call(endpoint, b"early") == (200, b"early")
+        assert (await provider.status("quick")).available_replicas == 1

@@ -17,7 +17,7 @@ import pytest
 
 from faasd.calltoken import check_token
 from faasd.errors import InvalidRequest
-from faasd.providers.marathon import appdef, task
+from faasd.providers.marathon import appdef
 from faasd.providers.marathon.appdef import (
     ARCHIVE_ENV_PREFIX,
     MAX_ARCHIVE_CHARS,
@@ -33,6 +33,7 @@ from faasd.providers.marathon.appdef import (
 from faasd.providers.marathon.client import MarathonHttpError
 from faasd.providers.marathon.view import read_app
 from faasd.providers.types import FunctionSpec, Resources
+from faasd.watchdog import marathon as task
 
 SETTINGS = AppSettings(group="/faasd", watchdog_uri="https://example.test/faasd.pyz")
 
@@ -255,9 +256,20 @@ def test_only_running_healthy_tasks_are_endpoints_at_host_and_mapped_port() -> N
     assert (status.replicas, status.available_replicas, status.state) == (2, 1, "deployed")
 
 
-def test_an_app_without_health_checks_or_token_is_published_as_it_runs_and_sent_no_token() -> None:
+def test_before_marathon_has_a_verdict_a_task_is_ready_once_faasds_own_probe_answered() -> None:
+    """Marathon's first health result comes at its check interval; faasd's probe of /_/health as soon as
+    the watchdog listens. A failing check Marathon reports always wins over the probe."""
+    tasks = [_task(1, alive=None), _task(2, alive=None), _task(3, alive=False), _task(4, alive=True)]
+    probed = {"faasd_echo.instance-1._app.1", "faasd_echo.instance-3._app.1"}
+    state = read_app(_app(tasks), "/faasd", probed)
+    assert state is not None
+    assert [e.replica for e in state.endpoints] == ["faasd_echo.instance-1._app.1", "faasd_echo.instance-4._app.1"]
+
+
+def test_an_app_without_health_checks_or_token_is_ready_by_the_probe_and_sent_no_token() -> None:
     app = _app([_task(1, alive=None)], healthChecks=[], env={"fprocess": "cat"})
-    state = read_app(app, "/faasd")
+    assert read_app(app, "/faasd").endpoints == ()  # type: ignore[union-attr]
+    state = read_app(app, "/faasd", {"faasd_echo.instance-1._app.1"})
     assert state is not None
     (endpoint,) = state.endpoints
     assert not endpoint.call_token and endpoint.token_line == b""

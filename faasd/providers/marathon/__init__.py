@@ -7,8 +7,8 @@ Split by concern, each module pure where it can be:
 * :mod:`.client` -- Marathon's v2 REST API over httpx: errors, deployments, the event stream;
 * :mod:`.discovery` -- events plus periodic re-lists, publishing endpoints to the registry;
 * :mod:`.provider` -- the lifecycle: deploy, update, scale, remove, status, waiting for deployments;
-* :mod:`.task` -- what a command task runs on a Mesos agent before it becomes the watchdog.
 
-docs/marathon.md says how to use it and what it does and does not do. Nothing is imported here: the
-agent-side :mod:`.task` must not pay for httpx (import :mod:`.provider` for the backend).
+What a command task runs on a Mesos agent before it becomes the watchdog is not here but in
+:mod:`faasd.watchdog.marathon`: it runs on every such replica, so it must not pay for this package's
+imports (httpx, trio). docs/marathon.md says how to use the backend and what it does and does not do.
 """

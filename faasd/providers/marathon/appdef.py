@@ -16,7 +16,7 @@ thing to explain in Marathon's UI). ``restart``, ``tasks`` and ``versions`` cann
   port 8080 (the watchdog's) to a host port Marathon picks; the image's entrypoint is the watchdog;
 * a spec without ``image`` (a plain command, or a handler archive such as a code snippet): a command
   task. The Mesos fetcher downloads faasd's zipapp into the sandbox (``marathon_watchdog_uri``) and
-  ``cmd`` starts :mod:`faasd.providers.marathon.task`, which unpacks the handler archive (carried in the
+  ``cmd`` starts :mod:`faasd.watchdog.marathon`, which unpacks the handler archive (carried in the
   app's ``env``, base64 in chunks: :data:`ARCHIVE_ENV_PREFIX`) and becomes the watchdog on ``$PORT0``.
 
 Both have a ``MESOS_HTTP`` health check on the watchdog's ``/_/health`` (:data:`HEALTH_CHECK`), and

@@ -10,6 +10,12 @@ come on their own: every :data:`POLL_MIN_S` doubling to :data:`POLL_MAX_S` while
 (a deployment runs, replicas are starting), every :data:`RESYNC_S` otherwise -- so a lost or
 unsupported event stream costs latency, never correctness.
 
+**Readiness.** A task is ready once Marathon reports its health check passing -- or, until Marathon has
+a result (its check runs every second), once faasd's own probe of the watchdog's ``/_/health`` answers
+200 (:mod:`faasd.providers.common.probe`, the probe every backend runs): a task is probed from the
+listing that first shows it running until it answers, Marathon gives its verdict, or it is gone. A
+health check Marathon reports failing always wins.
+
 **Marathon down.** A failed listing marks the backend unhealthy with the reason (``/healthz``, and a 503
 for API calls that need Marathon), retried every :data:`RECONNECT_S`. The endpoints published last stay:
 Mesos keeps the tasks running without Marathon, so calls keep working; a replica that went away
@@ -25,9 +31,11 @@ import trio
 
 from faasd.errors import BackendError, FaasdError
 from faasd.logs import event
+from faasd.providers.common.probe import health_ok
 from faasd.providers.marathon.appdef import LABEL_FUNCTION
 from faasd.providers.marathon.client import MarathonClient, MarathonHttpError, SseEvent
-from faasd.providers.marathon.view import AppState, read_app
+from faasd.providers.marathon.view import AppState, read_app, replicas
+from faasd.providers.types import Endpoint
 from faasd.registry import EndpointRegistry
 
 __all__ = ["EMBED", "EVENT_TYPES", "Discovery", "describe_http_error"]
@@ -52,6 +60,9 @@ POLL_MAX_S = 2.0
 RESYNC_S = 5.0
 RECONNECT_S = 1.0
 EVENTS_RETRY_MAX_S = 10.0
+PROBE_POLL_S = (0.02, 1.0)
+"""First and longest pause between two probes of a replica still starting (doubling)."""
+PROBE_TIMEOUT_S = 2.0
 DEBOUNCE_S = 0.01
 """Events come in bursts (a task's status, then its health, then the deployment's end): one re-list."""
 
@@ -81,6 +92,12 @@ class Discovery:
         self._dirty = trio.Event()
         self._changed = trio.Event()
         self._events_connected = False
+        self._nursery: trio.Nursery | None = None
+        self._probed: set[str] = set()
+        """Tasks whose watchdog answered faasd's probe (ready before Marathon's first health result)."""
+        self._undecided: set[str] = set()
+        """Running tasks Marathon has no health verdict on: the ones worth probing."""
+        self._probing: set[str] = set()
         self._started = 0
         """Listings begun (several may run at once: the loop's, a deploy's, ``list``)."""
         self._settled = 0
@@ -89,6 +106,11 @@ class Discovery:
 
     def __repr__(self) -> str:
         return f"<Discovery {self.client.url}{self.group} functions={len(self.apps)} healthy={self.healthy}>"
+
+    @property
+    def probed(self) -> frozenset[str]:
+        """Tasks whose watchdog answered faasd's probe (see "Readiness" above)."""
+        return frozenset(self._probed)
 
     def poke(self) -> None:
         """Re-list soon (something changed, or someone waits for a change)."""
@@ -118,14 +140,47 @@ class Discovery:
             self._unhealthy(number, exc.message)
             raise
         states = {}
+        undecided: dict[str, Endpoint] = {}
         for app in apps:
-            state = read_app(app, self.group)
-            if state is not None:
-                states[state.name] = state
+            state = read_app(app, self.group, self._probed)
+            if state is None:
+                continue
+            states[state.name] = state
+            for replica in replicas(app):
+                if replica.marathon_healthy is None:
+                    undecided[replica.endpoint.replica] = replica.endpoint
         if number > self._settled:
             self._settled = number
             self._publish(states)
+            self._probe(undecided)
         return states
+
+    def _probe(self, undecided: dict[str, Endpoint]) -> None:
+        """Probe each running task Marathon has no verdict on yet, until it answers or leaves."""
+        self._undecided = set(undecided)
+        self._probed &= self._undecided  # Marathon decides from its first result on.
+        if self._nursery is None:
+            return
+        for replica, endpoint in undecided.items():
+            if replica not in self._probed and replica not in self._probing:
+                self._probing.add(replica)
+                self._nursery.start_soon(self._probe_one, endpoint, name=f"probe {replica}")
+
+    async def _probe_one(self, endpoint: Endpoint) -> None:
+        pause, longest = PROBE_POLL_S
+        try:
+            while endpoint.replica in self._undecided:
+                if await health_ok(
+                    endpoint.host, endpoint.port, connect_timeout_s=PROBE_TIMEOUT_S, timeout_s=PROBE_TIMEOUT_S
+                ):
+                    if endpoint.replica in self._undecided:
+                        self._probed.add(endpoint.replica)
+                        self.poke()
+                    return
+                await trio.sleep(pause)
+                pause = min(pause * 2, longest)
+        finally:
+            self._probing.discard(endpoint.replica)
 
     def _publish(self, states: dict[str, AppState]) -> None:
         for name in [name for name in self.apps if name not in states]:
@@ -162,6 +217,7 @@ class Discovery:
         """Follow events and re-list until cancelled; ``started`` after the first listing (or the first
         failure to list: the daemon starts while Marathon is down, and catches up later)."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._follow_events)
             delay = POLL_MIN_S
             started = False

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -235,11 +235,11 @@ class MarathonProvider:
     async def status(self, name: str) -> FunctionStatus:
         """Raises: FunctionNotFound: no such function."""
         _, app = await self._require(name)
-        state = read_app(app, self.group)
+        state = read_app(app, self.group, self._discovery.probed)
         assert state is not None  # _require checked it is a function.
         return state.status()
 
-    def logs(self, request: LogRequest) -> AsyncIterator[LogMessage]:
+    def logs(self, request: LogRequest) -> AsyncGenerator[LogMessage, None]:
         """Not served by Marathon's API (see the module docstring): NotSupported (501) naming the tasks.
 
         Raised at once for a function in the current view -- so the gateway answers 501 rather than an
@@ -254,7 +254,7 @@ class MarathonProvider:
             raise self._no_logs(state.app_id, [endpoint.replica for endpoint in state.endpoints])
         return self._logs_checked(request.name)
 
-    async def _logs_checked(self, name: str) -> AsyncIterator[LogMessage]:
+    async def _logs_checked(self, name: str) -> AsyncGenerator[LogMessage, None]:
         identifier, app = await self._require(name)
         tasks = [str(task.get("id")) for task in app.get("tasks") or [] if isinstance(task, dict) and task.get("id")]
         raise self._no_logs(identifier, tasks)
@@ -349,7 +349,7 @@ class MarathonProvider:
                 undone = await self._undo(name, identifier, change, created=created)
                 raise InvalidRequest(f"function {name} did not start on Marathon: {failure}; {undone}")
             if trio.current_time() >= deadline:
-                state = read_app(app, self.group)
+                state = read_app(app, self.group, self._discovery.probed)
                 progress = (
                     f"{len(state.endpoints)} of {state.instances} replicas ready"
                     + (f"; {state.failure}" if state.failure else "")

@@ -1,11 +1,13 @@
 """What an app tells faasd: its function's spec, status, and ready endpoints. Pure (no I/O, no trio).
 
-**Ready** (:func:`read_app`): a task that is ``TASK_RUNNING``, has the watchdog's host port, and -- when
-the app has health checks -- a passing result from every one (``healthCheckResults``, filled by
-Mesos's ``MESOS_HTTP`` check on ``/_/health``). An app made by hand without health checks has its
-running tasks published as they are (add a check to have readiness waited for). A replica is called at
-the task's ``host`` (the agent) and host port: the port mapped to container port 8080 on ``BRIDGE``,
-else the first port.
+**Ready** (:func:`read_app`): a task that is ``TASK_RUNNING`` with the watchdog's host port, that no
+health check reports failing, and that either passes every health check of its app (``healthCheckResults``,
+filled by Mesos's ``MESOS_HTTP`` check on ``/_/health``) or -- before Marathon has a result, or for an app
+made by hand without checks -- answered faasd's own probe of ``/_/health``
+(:mod:`faasd.providers.common.probe`, run by discovery), as every backend's replicas do. Marathon's word
+comes at its check interval (1 s); the probe's as soon as the watchdog listens. A replica is called at the
+task's ``host`` (the agent) and host port: the port mapped to container port 8080 on ``BRIDGE``, else the
+first port.
 
 **Call token**: a replica is sent the token in its app's environment (``call_token``, which faasd sets
 per function); an app without one gets none -- it checks nothing, and must not learn a token.
@@ -18,7 +20,7 @@ replica clears it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,7 +37,7 @@ from faasd.providers.marathon.appdef import (
 )
 from faasd.providers.types import Endpoint, FunctionSpec, FunctionStatus
 
-__all__ = ["AppState", "read_app"]
+__all__ = ["AppState", "Replica", "read_app", "replicas"]
 
 RUNNING = "TASK_RUNNING"
 
@@ -72,8 +74,11 @@ class AppState:
         )
 
 
-def read_app(app: Mapping[str, Any], group: str) -> AppState | None:
-    """The function ``app`` is, or None: an app directly in ``group`` labelled ``com.openfaas.function``."""
+def read_app(app: Mapping[str, Any], group: str, probed: Container[str] = frozenset()) -> AppState | None:
+    """The function ``app`` is, or None: an app directly in ``group`` labelled ``com.openfaas.function``.
+
+    ``probed``: ids of tasks whose watchdog answered faasd's own probe (see the module docstring).
+    """
     identifier = str(app.get("id", ""))
     name = function_name(group, identifier)
     if name is None or LABEL_FUNCTION not in (app.get("labels") or {}):
@@ -87,7 +92,7 @@ def read_app(app: Mapping[str, Any], group: str) -> AppState | None:
     instances = app.get("instances")
     instances = instances if isinstance(instances, int) and instances >= 0 else 0
     tasks = [task for task in app.get("tasks") or [] if isinstance(task, Mapping)]
-    endpoints = _endpoints(app, tasks)
+    endpoints = _endpoints(app, probed)
     if not failure and instances and not endpoints:
         failure = _failure(app, tasks)
     version_info = app.get("versionInfo") or {}
@@ -127,26 +132,49 @@ def _token_line(app: Mapping[str, Any]) -> bytes:
         return b""
 
 
-def _endpoints(app: Mapping[str, Any], tasks: list[Mapping[str, Any]]) -> tuple[Endpoint, ...]:
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """A task that runs and has the watchdog's host port: a replica, ready or not yet."""
+
+    endpoint: Endpoint
+    marathon_healthy: bool | None
+    """Marathon's word: True when every health check passes, False when one fails, None when it has
+    none yet (no check has reported) or the app has no checks."""
+
+
+def replicas(app: Mapping[str, Any]) -> list[Replica]:
+    """The app's running tasks that have the watchdog's port, sorted by task id."""
     index = _port_index(app)
     checks = app.get("healthChecks") or []
     token_line = _token_line(app)
-    ready = []
-    for task in tasks:
+    found = []
+    for task in app.get("tasks") or []:
+        if not isinstance(task, Mapping):
+            continue
         ports = task.get("ports") or []
         host = task.get("host")
         if task.get("state") != RUNNING or index >= len(ports) or not isinstance(host, str) or not host:
             continue
-        if checks:
-            results = [r for r in task.get("healthCheckResults") or [] if isinstance(r, Mapping)]
-            if len(results) < len(checks) or not all(result.get("alive") is True for result in results):
-                continue
         port = ports[index]
         if not isinstance(port, int) or not 0 < port < 65536:
             continue
-        replica = str(task.get("id", ""))
-        ready.append(Endpoint(host, port, replica, call_token=bool(token_line), token_line=token_line))
-    return tuple(sorted(ready, key=lambda endpoint: endpoint.replica))
+        healthy: bool | None = None
+        results = [r for r in task.get("healthCheckResults") or [] if isinstance(r, Mapping)]
+        if any(result.get("alive") is False for result in results):
+            healthy = False
+        elif checks and len(results) >= len(checks) and all(result.get("alive") is True for result in results):
+            healthy = True
+        endpoint = Endpoint(host, port, str(task.get("id", "")), call_token=bool(token_line), token_line=token_line)
+        found.append(Replica(endpoint, healthy))
+    return sorted(found, key=lambda replica: replica.endpoint.replica)
+
+
+def _endpoints(app: Mapping[str, Any], probed: Container[str]) -> tuple[Endpoint, ...]:
+    return tuple(
+        replica.endpoint
+        for replica in replicas(app)
+        if replica.marathon_healthy or (replica.marathon_healthy is None and replica.endpoint.replica in probed)
+    )
 
 
 def _failure(app: Mapping[str, Any], tasks: list[Mapping[str, Any]]) -> str:

@@ -17,7 +17,9 @@ task's sandbox and ``cmd`` runs this (see :mod:`faasd.providers.marathon.appdef`
 A problem is one line on stderr (in the sandbox's ``stderr``) and exit status 2: Marathon records the
 task as failed, and a deploy waiting for it reports that.
 
-Stdlib only, plus the archive extractor: it runs before every replica of such a function.
+Stdlib only, plus the archive extractor (:mod:`faasd.archive`, imported only when there is an archive):
+it runs before every replica of such a function. It lives beside the watchdog, not in the Marathon
+backend's package, whose imports (httpx, trio) a replica must not pay for.
 """
 
 from __future__ import annotations
@@ -98,8 +100,8 @@ def main(argv: list[str]) -> int:
         archive = read_archive(os.environ)
         os.makedirs(env["TMPDIR"], mode=0o700, exist_ok=True)
         if archive:
+            from faasd.archive import extract_archive
             from faasd.errors import InvalidRequest
-            from faasd.providers._archive import extract_archive
 
             workdir = os.path.join(sandbox, FUNCTION_DIR)
             os.makedirs(workdir, mode=0o755, exist_ok=False)
