@@ -15,6 +15,7 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 import trio
 
 from faasd.calltoken import HEADER, CallToken
+from faasd.config import DaemonConfig
 from faasd.errors import (
     BackendError,
     BackendTimeout,
@@ -32,7 +34,7 @@ from faasd.errors import (
     InvalidRequest,
     NotSupported,
 )
-from faasd.providers import Provider
+from faasd.providers import Provider, load_provider
 from faasd.providers.marathon import appdef, discovery
 from faasd.providers.marathon.appdef import LABEL_FUNCTION, function_token
 from faasd.providers.marathon.client import Auth
@@ -561,3 +563,18 @@ async def test_a_replica_is_ready_on_faasds_own_probe_before_marathons_first_hea
         assert not task.get("healthCheckResults"), "Marathon has no verdict yet: the probe published it"
         assert await call(endpoint, b"early") == (200, b"early")
         assert (await provider.status("quick")).available_replicas == 1
+
+
+async def test_load_provider_builds_it_from_the_daemons_settings(marathon_emulator: StartEmulator) -> None:
+    emulator = marathon_emulator(token="dcos-jwt-0123")
+    env = {"FAASD_MARATHON_TOKEN": "dcos-jwt-0123", "FAASD_MARATHON_GROUP": "team/fns"}
+    config = DaemonConfig.load(env=env, flags={"state_dir": "/nonexistent", "marathon_url": emulator.url})
+    provider = load_provider("marathon", config=config, registry=EndpointRegistry())
+    assert isinstance(provider, MarathonProvider) and provider.group == "/team/fns"
+    assert (provider.name, provider.orchestration, provider.persistent) == ("marathon", "marathon", True)
+    try:
+        assert await provider.list() == [] and provider.health()[0], provider.health()
+    finally:
+        await provider.aclose()
+    with pytest.raises(InvalidRequest, match="marathon_group"):
+        load_provider("marathon", config=replace(config, marathon_group="Team"), registry=EndpointRegistry())
