@@ -2,8 +2,10 @@
 (``dist/faasd.pyz``), its API and CLI, functions as Marathon apps whose tasks are real local processes.
 
 What only a whole daemon shows: calls go through the gateway to a task's host port with the function's
-own call token; scaling from zero; Marathon dying mid-run (503 with the reason, calls still served,
-recovery by itself); a daemon restarted on an empty state dir rebuilding everything from Marathon.
+own call token (the emulator's agent is 127.0.0.2, the only address its tasks listen on: as for a replica
+on another machine, the gateway must call the task's ``host``); scaling from zero; Marathon dying mid-run
+(503 with the reason, calls still served, recovery by itself); a daemon restarted on an empty state dir
+rebuilding everything from Marathon.
 
 Fixture order matters: the daemon's fixture comes first so that the emulator is stopped (with its
 tasks, adopted ones included) before the daemon's teardown looks for processes left behind.
@@ -19,7 +21,7 @@ import pytest
 from tests.daemon_fixtures import Daemon, MakeCli
 from tests.helpers import scaled, wait_for
 from tests.marathon.conftest import MarathonDaemon
-from tests.marathon_emulator.fixture import MarathonEmulator, StartEmulator
+from tests.marathon_emulator.fixture import OTHER_HOST, MarathonEmulator, StartEmulator
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +52,7 @@ def _app(emulator: MarathonEmulator, name: str) -> dict | None:
 def test_deploy_invoke_scale_logs_remove(
     marathon_daemon: MarathonDaemon, marathon_emulator: StartEmulator, faasd_cli: MakeCli
 ) -> None:
-    emulator = marathon_emulator()
+    emulator = marathon_emulator(agent_host=OTHER_HOST)
     daemon = marathon_daemon(emulator)
     with daemon.client() as client:
         info = client.get("/system/info").json()
@@ -69,8 +71,11 @@ def test_deploy_invoke_scale_logs_remove(
     )
     assert _invoke(daemon, "plain", b"12345").text.strip() == "5"
     (task,) = emulator.tasks("/faasd/echo")
+    assert task["host"] == OTHER_HOST, task
     direct = httpx.post(f"http://{task['host']}:{task['ports'][0]}/", content=b"x", timeout=scaled(10))
     assert direct.status_code == 403, "a replica takes calls only with its function's token"
+    with pytest.raises(httpx.ConnectError):  # Only at the task's host: the gateway called it there.
+        httpx.post(f"http://127.0.0.1:{task['ports'][0]}/", content=b"x", timeout=scaled(10))
 
     cli = faasd_cli(daemon)
     cli.run("scale", "echo", "2").ok()
@@ -98,7 +103,7 @@ def test_deploy_invoke_scale_logs_remove(
 def test_marathon_killed_and_restarted_mid_run(
     marathon_daemon: MarathonDaemon, marathon_emulator: StartEmulator
 ) -> None:
-    emulator = marathon_emulator()
+    emulator = marathon_emulator(agent_host=OTHER_HOST)
     daemon = marathon_daemon(emulator)
     daemon.deploy("steady", "cat", image=IMAGE)
     assert _invoke(daemon, "steady", b"before").text == "before"
@@ -127,7 +132,7 @@ def test_a_new_daemon_rebuilds_from_marathon_and_adopts_apps_made_by_hand(
     """Stateless: a daemon on an empty state dir (another call token) lists and calls what an earlier
     daemon deployed -- it sends each replica the token in its app -- and takes a labelled app made by
     hand for a function."""
-    emulator = marathon_emulator()
+    emulator = marathon_emulator(agent_host=OTHER_HOST)
     first = marathon_daemon(emulator, state_dir=tmp_path / "first")
     first.deploy("kept", "cat", image=IMAGE, labels={"com.openfaas.scale.min": "2"})
     first.wait_available("kept", 2)

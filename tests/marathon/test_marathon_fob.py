@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.test_fob import ADD, HELLO, HTTPIE, _gen, _session_answers
 from tests.marathon.conftest import MarathonDaemon
-from tests.marathon_emulator.fixture import StartEmulator
+from tests.marathon_emulator.fixture import OTHER_HOST, StartEmulator
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 def test_the_seed_session_on_marathon_then_a_restart(
     marathon_daemon: MarathonDaemon, marathon_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    emulator = marathon_emulator()
+    """The agent is 127.0.0.2 (the only address its tasks listen on): calls reach each replica at its
+    task's host, and ``/api/meta`` names that host."""
+    emulator = marathon_emulator(agent_host=OTHER_HOST)
     state = tmp_path / "kept"
     daemon = marathon_daemon(emulator, state_dir=state)
     with httpx.Client(base_url=daemon.url, timeout=60) as client:
@@ -34,6 +36,7 @@ def test_the_seed_session_on_marathon_then_a_restart(
             app = marathon.get(f"/v2/apps/faasd/fob-{add_id}").json()["app"]
         assert app["cmd"].endswith("_marathon-task") and app["labels"]["com.faasd.snippet"] == add_id
         (task,) = emulator.tasks(f"/faasd/fob-{add_id}")
+        assert task["host"] == OTHER_HOST, task
         assert client.get(f"/api/meta/{add_id}").json() == {"host": task["host"], "port": task["ports"][0]}
         assert client.get(f"/api/cs/{add_id}").content == ADD
 

@@ -9,11 +9,13 @@ Examples::
     python -m tests.marathon_emulator --port 8080
     python -m tests.marathon_emulator --port 0 --state /tmp/marathon.json --launch-delay 0.5
     python -m tests.marathon_emulator --username admin --password secret --token dcos-token
+    python -m tests.marathon_emulator --port 0 --agent-host 127.0.0.2   # tasks on another "host"
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import shutil
@@ -26,6 +28,7 @@ import trio
 
 from tests.marathon_emulator.images import Runtime
 from tests.marathon_emulator.server import EmulatorConfig, serve
+from tests.marathon_emulator.tasks import HOST
 from tests.marathon_emulator.web import Auth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +48,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--work-dir", type=Path, help="where task sandboxes go (default: <state>-work, else a temporary directory)"
     )
+    parser.add_argument(
+        "--agent-host",
+        default=HOST,
+        help=f"the agent's IP address: tasks listen and are reported there (default {HOST}; e.g. 127.0.0.2)",
+    )
     parser.add_argument("--launch-delay", type=float, default=0.0, help="seconds a task stays TASK_STAGING")
     parser.add_argument("--lifetime", type=float, default=DEFAULT_LIFETIME_S, help="exit after this many seconds")
     parser.add_argument("--username", help="HTTP basic auth user (with --password)")
@@ -56,6 +64,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.username is None) != (args.password is None):
         parser.error("--username and --password go together")
+    try:
+        ipaddress.ip_address(args.agent_host)
+    except ValueError:
+        parser.error(f"--agent-host must be an IP address, not {args.agent_host!r}")
     if not 0 < args.lifetime <= 24 * 3600:
         parser.error("--lifetime must be between 0 and 86400 seconds")
     return args
@@ -101,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         state_file=args.state,
         launch_delay_s=args.launch_delay,
         auth=Auth(args.username, args.password, args.token),
+        agent_host=args.agent_host,
     )
     code = 0
     try:

@@ -12,6 +12,7 @@ waits for its ready line and returns a :class:`MarathonEmulator`:
   the tasks of a crashed one, starting those of a stopped one anew).
 
 Options: ``launch_delay`` (seconds a task stays staging), ``username``/``password``, ``token``,
+``agent_host`` (the agent's address, where tasks listen: ``127.0.0.2`` puts them on "another host"),
 ``args`` (more command-line arguments), ``port``.
 
 Teardown stops every emulator still running (exit status 0 required) and fails the test if any process
@@ -39,12 +40,16 @@ from tests.helpers import scaled, wait_for
 from tests.marathon_emulator.processes import kill_session, start_ticks
 from tests.process_tree import Orphans, subreaper
 
-__all__ = ["MarathonEmulator", "StartEmulator", "emulator_factory", "marathon_emulator"]
+__all__ = ["OTHER_HOST", "MarathonEmulator", "StartEmulator", "emulator_factory", "marathon_emulator"]
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
 LEFTOVER_TIMEOUT_S = 10.0
+OTHER_HOST = "127.0.0.2"
+"""An agent address that is not the API's (``agent_host=OTHER_HOST``): its tasks listen only there, so a
+client that calls 127.0.0.1 instead of a task's ``host`` -- as it would a replica on another machine --
+reaches nothing."""
 LIFETIME_S = 900.0
 """Bound on one emulator's life, should a test leave one behind despite the teardown."""
 _READY = re.compile(r"marathon-emulator ready url=(http://\S+) pid=(\d+)")
@@ -172,6 +177,7 @@ class StartEmulator:
         username: str | None = None,
         password: str | None = None,
         token: str | None = None,
+        agent_host: str | None = None,
         args: tuple[str, ...] = (),
     ) -> MarathonEmulator:
         number = len(self.started)
@@ -183,6 +189,7 @@ class StartEmulator:
             "username": username,
             "password": password,
             "token": token,
+            "agent_host": agent_host,
             "args": args,
         }
         command = [sys.executable, "-m", "tests.marathon_emulator", "--port", str(port), "--state", str(state)]
@@ -192,6 +199,8 @@ class StartEmulator:
             command += ["--username", username, "--password", password or ""]
         if token is not None:
             command += ["--token", token]
+        if agent_host is not None:
+            command += ["--agent-host", agent_host]
         command += ["--python", self.python, "--pyz", str(self.pyz), *args]
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log)

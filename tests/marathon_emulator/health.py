@@ -35,7 +35,7 @@ from typing import Any
 import trio
 
 from tests.marathon_emulator.clock import iso_now
-from tests.marathon_emulator.tasks import HOST, Task
+from tests.marathon_emulator.tasks import Task
 
 __all__ = ["MIN_INTERVAL_S", "Outcome", "check_loop", "probe", "should_kill"]
 
@@ -61,16 +61,16 @@ def _port(check: dict[str, Any], task: Task) -> int | None:
     return task.ports[index] if index < len(task.ports) else None
 
 
-async def _http(check: dict[str, Any], port: int, tls: bool) -> Outcome:
-    stream: trio.abc.Stream = await trio.open_tcp_stream(HOST, port)
+async def _http(check: dict[str, Any], host: str, port: int, tls: bool) -> Outcome:
+    stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
     try:
         if tls:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-            stream = trio.SSLStream(stream, context, server_hostname=HOST)
+            stream = trio.SSLStream(stream, context, server_hostname=host)
         path = check.get("path") or "/"
-        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode())
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
         head = b""
         while b"\r\n" not in head and len(head) < _MAX_STATUS_LINE:
             chunk = await stream.receive_some(_MAX_STATUS_LINE)
@@ -124,10 +124,10 @@ async def probe(check: dict[str, Any], task: Task, env: dict[str, str]) -> Outco
             if port is None:
                 return Outcome(False, f"the task has no port index {check.get('portIndex', 0)}")
             if protocol in ("TCP", "MESOS_TCP"):
-                stream = await trio.open_tcp_stream(HOST, port)
+                stream = await trio.open_tcp_stream(task.host, port)
                 await stream.aclose()
                 return Outcome(True)
-            return await _http(check, port, tls=protocol in ("HTTPS", "MESOS_HTTPS"))
+            return await _http(check, task.host, port, tls=protocol in ("HTTPS", "MESOS_HTTPS"))
     except trio.TooSlowError:
         return Outcome(False, f"no answer within {timeout:g}s")
     except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:

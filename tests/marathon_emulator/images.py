@@ -21,7 +21,7 @@ Docker forwards the mapped ``hostPort``. Here the process shares the host's netw
 watchdog the emulator sets its listen port (env ``port``, default 8080) to the **host port** mapped to
 that container port, and its metrics port (``metrics_port``, default 8081) likewise; a container port
 with no mapping (unreachable from outside, as in Docker) gets a free port nobody is told about. The
-watchdog binds ``127.0.0.1`` (env ``bind``) unless the app's env says otherwise. With host networking
+watchdog binds the agent's address (``$HOST``, env ``bind``) unless the app's env says otherwise. With host networking
 there is nothing to translate: the container's ports are the host's (``$PORT0``), as on a Mesos agent.
 
 Each container has its own ``/tmp``; here each task has its sandbox, set as ``TMPDIR`` (the watchdog's
@@ -106,5 +106,5 @@ def command_for(
             value = env.get(name, "").strip() or str(default)
             if value.isdigit() and int(value) != 0:  # Anything else: the watchdog refuses it, as it would.
                 env[name] = str(to_host(int(value)))
-    env.setdefault("bind", "127.0.0.1")
+    env.setdefault("bind", env.get("HOST", "127.0.0.1"))
     return [runtime.python, str(runtime.pyz), "watchdog", *app.get("args", [])], env

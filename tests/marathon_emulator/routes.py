@@ -260,7 +260,7 @@ class Api:
             assert record.app is not None
             lines = []
             for index, service_port in enumerate(tasks[0].to_json()["servicePorts"] if tasks else []):
-                endpoints = " ".join(f"{HOST}:{task.ports[index]}" for task in tasks if index < len(task.ports))
+                endpoints = " ".join(f"{task.host}:{task.ports[index]}" for task in tasks if index < len(task.ports))
                 lines.append(f"{task_prefix(record.app_id)} {service_port} {endpoints}\n")
             return Response(200, "".join(lines).encode(), "text/plain")
         return Response.json({"tasks": [task.to_json() for task in tasks]})
@@ -281,7 +281,7 @@ class Api:
         app_id = canonical(request.params["id"])
         record = self.state.record(app_id)
         host = request.arg("host")
-        tasks = [task for task in record.tasks.values() if host is None or host in ("*", HOST)]
+        tasks = [task for task in record.tasks.values() if host is None or host in ("*", task.host)]
         return self._kill(request, app_id, tasks, single=False)
 
     async def kill_task(self, request: Request) -> Response:

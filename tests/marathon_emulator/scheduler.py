@@ -74,6 +74,8 @@ class Settings:
     tick_s: float = 0.05
     task_path: str = "/usr/local/bin:/usr/bin:/bin"
     """``PATH`` of every task."""
+    agent_host: str = HOST
+    """The agent's address: tasks listen there and are reported there (``host``, ``$HOST``)."""
 
 
 class Scheduler:
@@ -234,7 +236,7 @@ class Scheduler:
                         port = free_port()
                     ports.append(port)
             used.update(ports)
-            task = Task(record.app_id, record.app, ports, iso_now())
+            task = Task(record.app_id, record.app, ports, iso_now(), host=self.settings.agent_host)
             record.tasks[task.id] = task
             self._publish_status(task)
             self._nursery.start_soon(self._supervise, record, task, False)
@@ -265,7 +267,7 @@ class Scheduler:
             condition=_CONDITIONS.get(task.state, "Unknown"),
             runSpecId=task.app_id,
             agentId=AGENT_ID,
-            host=HOST,
+            host=task.host,
             runSpecVersion=task.version,
         )
 
@@ -406,7 +408,7 @@ class Scheduler:
                 instanceId=task.instance_id,
                 version=task.version,
                 reason=reason,
-                host=HOST,
+                host=task.host,
                 slaveId=AGENT_ID,
             )
             self.state.request_kill(task, f"unhealthy: {reason}", on_request=False)
@@ -438,6 +440,7 @@ class Scheduler:
             process.kill()
             return
         task = Task(saved["appId"], saved["app"], list(saved["ports"]), saved["stagedAt"], uuid=saved["uuid"])
+        task.host = saved.get("host", HOST)  # Where its process listens, whatever this emulator's agent is.
         task.state, task.started_at, task.process = "TASK_RUNNING", saved.get("startedAt"), process
         task.sandbox = Path(saved["sandbox"]) if saved.get("sandbox") else None
         record.tasks[task.id] = task

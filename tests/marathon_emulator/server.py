@@ -25,6 +25,7 @@ from tests.marathon_emulator.routes import Api
 from tests.marathon_emulator.scheduler import Scheduler, Settings
 from tests.marathon_emulator.state import ClusterState
 from tests.marathon_emulator.store import Store
+from tests.marathon_emulator.tasks import HOST
 from tests.marathon_emulator.web import Auth, Router
 
 __all__ = ["EmulatorConfig", "serve"]
@@ -45,6 +46,9 @@ class EmulatorConfig:
     state_file: Path | None = None
     launch_delay_s: float = 0.0
     auth: Auth = field(default_factory=Auth)
+    agent_host: str = HOST
+    """The one agent's address: where tasks listen and are reported (a loopback address other than the
+    API's shows whether a client calls a task at its ``host``)."""
 
 
 async def serve(
@@ -60,7 +64,12 @@ async def serve(
     bus = EventBus()
     state = ClusterState(bus)
     state.load(saved)
-    settings = Settings(runtime=config.runtime, work_dir=config.work_dir, launch_delay_s=config.launch_delay_s)
+    settings = Settings(
+        runtime=config.runtime,
+        work_dir=config.work_dir,
+        launch_delay_s=config.launch_delay_s,
+        agent_host=config.agent_host,
+    )
     scheduler = Scheduler(state, settings, save=store.save)
     router = Router(config.auth)
     api = Api(state, bus, scheduler.save, router)

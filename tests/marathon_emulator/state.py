@@ -35,7 +35,7 @@ from tests.marathon_emulator.deployments import Deployment, Kind
 from tests.marathon_emulator.errors import ApiError, app_not_found, locked
 from tests.marathon_emulator.events import EventBus
 from tests.marathon_emulator.pathid import canonical
-from tests.marathon_emulator.tasks import AGENT_ID, HOST, Task
+from tests.marathon_emulator.tasks import AGENT_ID, Task
 
 __all__ = ["AppRecord", "ClusterState"]
 
@@ -356,7 +356,7 @@ class ClusterState:
         """Remember the failure (``lastTaskFailure``)."""
         record.last_failure = {
             "appId": record.app_id,
-            "host": HOST,
+            "host": task.host,
             "message": message,
             "state": task.state,
             "taskId": task.id,

@@ -3,10 +3,10 @@
 Task JSON follows `task.raml
 <https://github.com/mesosphere/marathon/blob/master/docs/docs/rest-api/public/api/v2/types/task.raml>`_
 and the example ``app_tasks.json``: ``id`` (``<app path, / as _>.instance-<uuid>._app.1``), ``appId``,
-``host`` (always ``127.0.0.1``: one agent, this machine), ``ports`` (the host ports, in port order),
-``servicePorts``, ``slaveId``, ``state`` (a Mesos task state), ``stagedAt``, ``startedAt`` (once
-running), ``version``, ``ipAddresses``, ``healthCheckResults`` (only for apps with health checks, one
-entry per check that has reported), ``role``.
+``host`` (the one agent's address: ``127.0.0.1``, or ``--agent-host``), ``ports`` (the host ports, in
+port order), ``servicePorts``, ``slaveId``, ``state`` (a Mesos task state), ``stagedAt``, ``startedAt``
+(once running), ``version``, ``ipAddresses``, ``healthCheckResults`` (only for apps with health checks,
+one entry per check that has reported), ``role``.
 
 The environment is the one documented in `Task Environment Variables
 <https://mesosphere.github.io/marathon/docs/task-environment-vars.html>`_: the app's ``env``, ``PORT0``...
@@ -34,6 +34,8 @@ from tests.marathon_emulator.processes import TaskProcess
 __all__ = ["AGENT_ID", "HOST", "TERMINAL", "Task", "task_env"]
 
 HOST = "127.0.0.1"
+"""The agent's address unless the emulator is given another (``--agent-host``: any loopback address,
+so that a client which dials 127.0.0.1 instead of a task's ``host`` is caught)."""
 AGENT_ID = "emulated-agent-S0"
 """The id of the one Mesos agent the emulator stands for (``slaveId`` of every task)."""
 TERMINAL = frozenset({"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_GONE", "TASK_DROPPED"})
@@ -58,6 +60,8 @@ class Task:
     kill_requested: trio.Event = field(default_factory=trio.Event)
     kill_reason: str = ""
     wipe_backoff: bool = False
+    host: str = HOST
+    """The agent's address: where the task's ports listen (its ``$HOST``)."""
     """Killed on request (API, scaling, upgrade): its end does not delay the next launch."""
 
     def __post_init__(self) -> None:
@@ -103,14 +107,14 @@ class Task:
         body: dict[str, Any] = {
             "id": self.id,
             "appId": self.app_id,
-            "host": HOST,
+            "host": self.host,
             "state": self.state,
             "ports": list(self.ports),
             "servicePorts": service_ports(self.app),
             "slaveId": AGENT_ID,
             "stagedAt": self.staged_at,
             "version": self.version,
-            "ipAddresses": [{"ipAddress": HOST, "protocol": "IPv4"}],
+            "ipAddresses": [{"ipAddress": self.host, "protocol": "IPv4"}],
             "localVolumes": [],
             "role": "*",
         }
@@ -128,9 +132,9 @@ class Task:
             "taskStatus": self.state,
             "message": message,
             "appId": self.app_id,
-            "host": HOST,
+            "host": self.host,
             "ports": list(self.ports),
-            "ipAddresses": [{"ipAddress": HOST, "protocol": "IPv4"}],
+            "ipAddresses": [{"ipAddress": self.host, "protocol": "IPv4"}],
             "version": self.version,
         }
 
@@ -147,6 +151,7 @@ class Task:
             "pid": self.process.pid if self.process else None,
             "startTicks": self.process.start_ticks if self.process else None,
             "sandbox": str(self.sandbox) if self.sandbox else None,
+            "host": self.host,
         }
 
 
@@ -174,7 +179,7 @@ def task_env(task: Task, path: str) -> dict[str, str]:
     if task.ports:
         env["PORT"] = str(task.ports[0])
     env["PORTS"] = ",".join(str(port) for port in task.ports)
-    env["HOST"] = HOST
+    env["HOST"] = task.host
     env["MESOS_TASK_ID"] = task.id
     env["MARATHON_APP_ID"] = task.app_id
     env["MARATHON_APP_VERSION"] = task.version

@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import free_port, process_alive, wait_for
-from tests.marathon_emulator.fixture import StartEmulator
+from tests.marathon_emulator.__main__ import parse_args
+from tests.marathon_emulator.fixture import OTHER_HOST, StartEmulator
 
 SERVER_CMD = f"python3 {Path(__file__).with_name('task_server.py')}"
 
@@ -201,6 +203,43 @@ def test_a_docker_app_runs_faasds_watchdog_from_the_zipapp(marathon_emulator: St
     for task in tasks:
         answer = httpx.post(f"http://127.0.0.1:{task['ports'][0]}/", content=b"hello marathon", timeout=10)
         assert answer.status_code == 200 and answer.text == "hello marathon"
+
+
+def test_tasks_listen_and_are_reported_at_the_agent_host(marathon_emulator: StartEmulator) -> None:
+    """``--agent-host 127.0.0.2``: a task as on another machine -- reported there, probed there, and
+    listening nowhere else (a client calling 127.0.0.1 instead of the task's host reaches nothing)."""
+    emulator = marathon_emulator(agent_host=OTHER_HOST)
+    client = emulator.client()
+    definition = {
+        "id": "/faasd/far",
+        "container": {
+            "type": "DOCKER",
+            "docker": {"image": "faasd/echo:latest"},
+            "portMappings": [{"containerPort": 8080, "hostPort": 0}],
+        },
+        "networks": [{"mode": "container/bridge"}],
+        "env": {"fprocess": "cat"},
+        "healthChecks": [http_check(path="/_/health")],
+    }
+    assert client.post("/v2/apps", json=definition).status_code == 201
+    assert client.post("/v2/apps", json=app("/faasd/far-cmd")).status_code == 201
+    (task,) = emulator.wait_tasks("/faasd/far", 1, healthy=True)  # Probed at the agent's address.
+    assert (task["host"], task["ipAddresses"]) == (OTHER_HOST, [{"ipAddress": OTHER_HOST, "protocol": "IPv4"}])
+    port = task["ports"][0]
+    answer = httpx.post(f"http://{OTHER_HOST}:{port}/", content=b"far away", timeout=10)
+    assert (answer.status_code, answer.text) == (200, "far away")
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(f"http://127.0.0.1:{port}/", content=b"x", timeout=10)
+    (command,) = emulator.wait_tasks("/faasd/far-cmd", 1)
+    assert env_of(command)["env"]["HOST"] == OTHER_HOST  # type: ignore[index]
+    assert f"{OTHER_HOST}:{port}" in client.get("/v2/apps/faasd/far/tasks", headers={"Accept": "text/plain"}).text
+
+
+def test_the_agent_host_must_be_an_address(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_args(["--agent-host", "127.0.0.2"]).agent_host == "127.0.0.2"
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--agent-host", "agent-1.example"])
+    assert exit_info.value.code == 2 and "--agent-host must be an IP address" in capsys.readouterr().err
 
 
 def test_fetch_puts_artifacts_in_the_sandbox(marathon_emulator: StartEmulator, tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 The emulator (tests/marathon_emulator) serves Marathon's documented v2 API with tasks that are real local
 processes: an app with an image runs faasd's watchdog from the zipapp, a command app runs its ``cmd``
 (here: the zipapp's ``_marathon-task``, fetched from ``file://.../dist/faasd.pyz`` as the Mesos fetcher
-would). Every call below goes to a real replica on 127.0.0.1 through the endpoint the provider published.
+would). Every call below goes to a real replica through the endpoint the provider published; the
+conformance suite's emulator has its agent at 127.0.0.2, the only address its tasks listen on, so an
+endpoint anywhere but the task's ``host`` fails it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from faasd.providers.marathon.provider import MarathonProvider
 from faasd.providers.types import Endpoint, FunctionSpec, LogRequest, Resources
 from faasd.registry import EndpointRegistry
 from tests.helpers import free_port, scaled
-from tests.marathon_emulator.fixture import MarathonEmulator, StartEmulator
+from tests.marathon_emulator.fixture import OTHER_HOST, MarathonEmulator, StartEmulator
 from tests.providers.conformance import (
     CHECKS,
     ProviderFactory,
@@ -67,7 +69,7 @@ def make_marathon(marathon_emulator: StartEmulator, faasd_pyz: Path) -> Maker:
     ``emulator`` (a fresh one by default, none with ``url=``); ``options`` go to :class:`MarathonProvider`."""
 
     def maker(emulator: MarathonEmulator | None = None, **options: Any) -> ProviderFactory:
-        url = options.pop("url", None) or (emulator or marathon_emulator()).url
+        url = options.pop("url", None) or (emulator or marathon_emulator(agent_host=OTHER_HOST)).url
         options.setdefault("watchdog_uri", faasd_pyz.as_uri())
         options.setdefault("deploy_timeout_s", scaled(DEPLOY_TIMEOUT_S))
 
