@@ -13,6 +13,7 @@ tasks, adopted ones included) before the daemon's teardown looks for processes l
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -155,3 +156,17 @@ def test_a_new_daemon_rebuilds_from_marathon_and_adopts_apps_made_by_hand(
     assert _invoke(second, "kept", b"same replicas").text == "same replicas"
     second.wait_available("byhand", 1)
     assert _invoke(second, "byhand", b"abc").text == "ABC"
+
+
+def test_up_on_marathon_without_its_url_says_so_without_a_traceback(
+    pyz_python: str, faasd_pyz: Path, tmp_path: Path
+) -> None:
+    """``faasd up --provider marathon`` used to end in a traceback: now a missing setting is one line
+    naming it, and exit status 1 (the other settings' checks: tests/providers/test_marathon.py and
+    tests/unit/test_config_flags.py, in-process)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    command = [pyz_python, str(faasd_pyz), "up", "--provider", "marathon", "--state-dir", str(tmp_path / "state")]
+    done = subprocess.run([*command, "--port", "0"], env=env, capture_output=True, text=True, timeout=scaled(30))
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "marathon_url must be set" in output, (done.returncode, output)
+    assert "Traceback" not in output, output
