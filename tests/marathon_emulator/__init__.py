@@ -19,12 +19,13 @@ test double: where it differs from Marathon, the difference is named below or in
 * deployments that take time and lock their app (409 with the deployment ids unless ``force=true``),
   rolling restarts bounded by ``upgradeStrategy``, rollback or forced cancel
   (:mod:`.deployments`, :mod:`.state`, :mod:`.scheduler`);
-* tasks that are **real local processes** on ``127.0.0.1`` with host ports and the documented
-  environment (:mod:`.tasks`, :mod:`.processes`): the app's ``cmd`` through ``/bin/sh -c``, or for a
-  container image faasd's watchdog from ``dist/faasd.pyz`` (:mod:`.images` says how an image maps to a
-  command, and why); ``fetch`` artifacts (:mod:`.fetcher`); killed or failed tasks replaced with the
-  launch backoff; health checks really probed, with results in the tasks and unhealthy tasks killed
-  (:mod:`.health`);
+* tasks that are **real local processes** on the one agent's address (``127.0.0.1``, or another
+  loopback address with ``--agent-host``, so that a client calling a task elsewhere than at its ``host``
+  fails) with host ports and the documented environment (:mod:`.tasks`, :mod:`.processes`): the app's
+  ``cmd`` through ``/bin/sh -c``, or for a container image faasd's watchdog from ``dist/faasd.pyz``
+  (:mod:`.images` says how an image maps to a command, and why); ``fetch`` artifacts (:mod:`.fetcher`);
+  killed or failed tasks replaced with the launch backoff; health checks really probed, with results in
+  the tasks and unhealthy tasks killed (:mod:`.health`);
 * the event stream ``/v2/events`` (SSE) with the documented event types (:mod:`.events`);
 * HTTP basic auth and DC/OS ``Authorization: token=...`` (:mod:`.web`);
 * persistence: with ``--state FILE`` app definitions, deployments and tasks survive a restart
