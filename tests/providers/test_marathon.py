@@ -371,9 +371,12 @@ def _hold_lock(emulator: MarathonEmulator, app_id: str, *, forever: bool = False
 
 
 async def test_a_locked_app_is_waited_for_then_changed(make_marathon: Maker, marathon_emulator: StartEmulator) -> None:
+    """Also: a deploy returns once its own deployment finished (each task stages 0.8 s here)."""
     emulator = marathon_emulator(launch_delay=0.8)
     async with running(make_marathon(emulator)) as (provider, registry):
         await provider.deploy(function_spec("locked", "cat", image=IMAGE), 1)
+        assert emulator.deployments() == [], "the deploy waited for its deployment"
+        assert [task["state"] for task in emulator.tasks("/faasd/locked")] == ["TASK_RUNNING"]
         deployment = _hold_lock(emulator, "/faasd/locked")
         started = time.monotonic()
         await provider.scale("locked", 2)
