@@ -551,6 +551,23 @@ async def test_marathons_events_bring_changes_made_elsewhere_without_waiting_for
         await ready_endpoints(registry, "evented", 2, timeout_s=10)
 
 
+async def test_without_the_event_stream_the_periodic_listing_catches_up(
+    make_marathon: Maker, marathon_emulator: StartEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other source alone: with the event stream lost for good (a proxy that drops SSE), a scale made
+    by hand in Marathon still reaches the registry, through the periodic listing (every RESYNC_S,
+    shortened here). Events only make it sooner."""
+    monkeypatch.setattr(discovery.Discovery, "_follow_events", lambda self: trio.sleep_forever())
+    monkeypatch.setattr(discovery, "RESYNC_S", 0.5)
+    emulator = marathon_emulator()
+    async with running(make_marathon(emulator)) as (provider, registry):
+        await provider.deploy(function_spec("listed", "cat", image=IMAGE), 1)
+        await ready_endpoints(registry, "listed", 1)
+        with emulator.client() as client:
+            assert client.put("/v2/apps/faasd/listed", json={"instances": 2}).status_code == 200
+        await ready_endpoints(registry, "listed", 2, timeout_s=10)
+
+
 async def test_a_replica_is_ready_on_faasds_own_probe_before_marathons_first_health_result(
     make_marathon: Maker, marathon_emulator: StartEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
