@@ -113,7 +113,7 @@ def assemble(
     )
     pool = UpstreamPool()
     meter = LoadMeter()
-    autoscaler = Autoscaler(service, registry, meter)
+    autoscaler = Autoscaler(service, registry, meter, on_tick=metrics.autoscaler_tick)
     metrics.desired_replicas = lambda: {
         name: desired for name in service.names() if (desired := autoscaler.explain(name).desired) is not None
     }

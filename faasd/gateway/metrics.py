@@ -17,6 +17,8 @@ faasd_function_inflight                     gauge    function_name
 faasd_held_requests                         gauge    function_name (calls waiting for a replica)
 faasd_autoscaler_desired_replicas           gauge    function_name
 faasd_cold_start_seconds                    histo    - (scale from zero to a ready replica)
+faasd_autoscaler_tick_seconds               histo    - (one pass of the autoscaler over the functions)
+faasd_autoscaler_tick_functions             gauge    - (functions its last tick decided)
 faasd_provider_errors_total                 counter  operation
 faasd_async_queue_depth                     gauge    function_name (async calls accepted, not finished)
 faasd_async_queue_oldest_seconds            gauge    function_name (age of the oldest of them)
@@ -88,6 +90,14 @@ class GatewayMetrics:
             buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0),
             registry=self.registry,
         )
+        self._ticks = Histogram(
+            "faasd_autoscaler_tick_seconds",
+            "Time one autoscaler tick took (it runs every second, on the event loop every call also uses)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.tick_functions = 0
+        """Functions the autoscaler's last tick decided."""
         self._async_calls = Counter(
             "faasd_async_calls",
             "Async calls accepted, and finished by outcome",
@@ -137,6 +147,11 @@ class GatewayMetrics:
 
     def cold_start(self, seconds: float) -> None:
         self._cold_starts.observe(seconds)
+
+    def autoscaler_tick(self, seconds: float, functions: int) -> None:
+        """One autoscaler tick (:class:`faasd.scaler.loop.Autoscaler`'s ``on_tick``)."""
+        self._ticks.observe(seconds)
+        self.tick_functions = functions
 
     def async_event(self, function: str, what: str) -> None:
         """An async call's event (:class:`faasd.queue.AsyncQueue`'s ``on_event``)."""
@@ -204,6 +219,9 @@ class _StateCollector:
         for name, count in sorted(self._metrics.desired_replicas().items()):
             desired.add_metric([name], count)
         yield desired
+        yield GaugeMetricFamily(
+            "faasd_autoscaler_tick_functions", "Functions the autoscaler's last tick decided", self._metrics.tick_functions
+        )
         queue = self._metrics.async_queue()
         families = (
             ("faasd_async_queue_depth", "Async calls accepted and not finished", 0),

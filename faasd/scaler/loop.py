@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -113,10 +114,14 @@ class Autoscaler:
         *,
         tick_s: float = TICK_S,
         queued: Callable[[str], float] = lambda name: 0.0,
+        on_tick: Callable[[float, int], None] = lambda seconds, functions: None,
     ) -> None:
         self.service = service
         self.queued = queued
         """``queued(name)``: async work waiting for the function, counted as load (decide.py rule 1)."""
+        self.on_tick = on_tick
+        """``on_tick(seconds, functions)`` after each tick: how long it took and how many functions it decided
+        (the ``faasd_autoscaler_tick_seconds`` metric; bench/scale.py reads it)."""
         self.registry = registry
         self.meter = meter
         self.tick_s = tick_s
@@ -135,7 +140,9 @@ class Autoscaler:
         task_status.started()
         while True:
             await trio.sleep(self.tick_s)
-            await self.tick()
+            started = time.perf_counter()
+            decided = await self.tick()
+            self.on_tick(time.perf_counter() - started, decided)
 
     def explain(self, name: str) -> Explanation:
         """What the autoscaler thinks of ``name`` now (its latest decision, the load, the settings)."""
@@ -169,8 +176,9 @@ class Autoscaler:
         self._settings[name] = (labels, settings)
         return settings
 
-    async def tick(self) -> None:
-        """One decision per function; apply the ones that change the replica count."""
+    async def tick(self) -> int:
+        """One decision per function; apply the ones that change the replica count. Returns how many
+        functions it decided."""
         names = self.service.names()
         for name in names:
             stored = self.service.stored(name)
@@ -210,6 +218,7 @@ class Autoscaler:
             )
         for name in [name for name in self.decisions if name not in names]:
             self.forget(name)
+        return len(names)
 
     def manual_scale(self, name: str, replicas: int) -> None:
         """Someone scaled ``name`` to ``replicas`` by hand: keep it as a floor for a stable window."""
