@@ -114,9 +114,7 @@ def assemble(
     pool = UpstreamPool()
     meter = LoadMeter()
     autoscaler = Autoscaler(service, registry, meter, on_tick=metrics.autoscaler_tick)
-    metrics.desired_replicas = lambda: {
-        name: desired for name in service.names() if (desired := autoscaler.explain(name).desired) is not None
-    }
+    metrics.desired_replicas = autoscaler.desired_replicas
     invoker = Invoker(
         exists=service.exists,
         registry=registry,

@@ -72,6 +72,8 @@ class FunctionService:
         self._on_removed = on_removed
         self._check = check
         self._functions: dict[str, StoredFunction] = {}
+        self._above_zero: set[str] = set()
+        """Names of the functions whose desired replicas are above zero (what the autoscaler walks)."""
         self._locks = NameLocks()
         self._restoring: dict[str, trio.CancelScope] = {}
         """Functions loaded from the store and not applied to the provider yet: the scope of each restore."""
@@ -105,6 +107,27 @@ class FunctionService:
     def names(self) -> list[str]:
         return sorted(self._functions)
 
+    def above_zero(self) -> list[str]:
+        """The functions whose desired replicas are above zero, in no order: what the autoscaler decides on
+        each tick. A function at zero stays there until a call wakes it, so walking it every second would
+        only cost time (a daemon with thousands of idle functions ticked for longer than its period)."""
+        return list(self._above_zero)
+
+    def _keep(self, stored: StoredFunction) -> StoredFunction:
+        """Record ``stored`` as its function's desired state (every change of ``_functions`` goes here or
+        through :meth:`_drop`, so :meth:`above_zero` follows it)."""
+        name = stored.spec.name
+        self._functions[name] = stored
+        if stored.replicas > 0:
+            self._above_zero.add(name)
+        else:
+            self._above_zero.discard(name)
+        return stored
+
+    def _drop(self, name: str) -> None:
+        self._functions.pop(name, None)
+        self._above_zero.discard(name)
+
     async def load(self) -> None:
         """After a daemon start, before the gateway serves: read the store. For a backend that forgot
         everything (local) every stored function becomes ``restoring`` until :meth:`restore` applies
@@ -124,7 +147,7 @@ class FunctionService:
             return
         readable, unreadable = await self.store.load_functions()
         for stored in readable:
-            self._functions[stored.spec.name] = stored
+            self._keep(stored)
             self._restoring[stored.spec.name] = trio.CancelScope()
         for row in unreadable:
             self._load_unreadable(row)
@@ -136,7 +159,7 @@ class FunctionService:
             event(log, logging.ERROR, "cannot restore function: invalid name", function=repr(row.name), error=row.error)
             return
         now = datetime.now(UTC)
-        self._functions[row.name] = StoredFunction(spec=spec, replicas=row.replicas, created_at=now, updated_at=now)
+        self._keep(StoredFunction(spec=spec, replicas=row.replicas, created_at=now, updated_at=now))
         self._failed[row.name] = f"{row.error}; deploy it again or remove it"
         event(log, logging.ERROR, "cannot restore function", function=row.name, error=row.error)
 
@@ -192,11 +215,11 @@ class FunctionService:
             if stored is None or stored.replicas != status.replicas or stored.spec != status.spec:
                 if stored is None:
                     event(log, logging.INFO, "discovered function", function=name, replicas=status.replicas)
-                self._functions[name] = await self.store.put_function(status.spec, status.replicas)
+                self._keep(await self.store.put_function(status.spec, status.replicas))
         for name in [name for name in self._functions if name not in running]:
             event(log, logging.INFO, "function gone from the backend", function=name)
             await self.store.delete_function(name)
-            self._functions.pop(name, None)
+            self._drop(name)
             self.registry.forget(name)
             self._on_removed(name)
 
@@ -212,7 +235,7 @@ class FunctionService:
             existing = self._functions.get(spec.name)
             replicas = existing.replicas if existing is not None else min(spec.min_replicas, MAX_REPLICAS)
             await self.provider.deploy(spec, replicas)
-            self._functions[spec.name] = await self.store.put_function(spec, replicas)
+            self._keep(await self.store.put_function(spec, replicas))
             self._failed.pop(spec.name, None)
         event(log, logging.INFO, "deployed", function=spec.name, replicas=replicas, created=existing is None)
         return existing is None
@@ -235,7 +258,7 @@ class FunctionService:
                     await self.provider.update(spec)
                 except FunctionNotFound:  # Stored but not running (its restore was superseded): create it.
                     await self.provider.deploy(spec, existing.replicas)
-            self._functions[spec.name] = await self.store.put_function(spec, existing.replicas)
+            self._keep(await self.store.put_function(spec, existing.replicas))
             self._failed.pop(spec.name, None)
         event(log, logging.INFO, "updated", function=spec.name)
 
@@ -247,7 +270,7 @@ class FunctionService:
             with contextlib.suppress(FunctionNotFound):  # Already gone from the backend: forget it here too.
                 await self.provider.remove(name)
             await self.store.delete_function(name)
-            self._functions.pop(name, None)
+            self._drop(name)
             self._failed.pop(name, None)
             self.registry.forget(name)
             self._on_removed(name)
@@ -266,13 +289,13 @@ class FunctionService:
         if name in self._restoring or name in self._failed:
             # Not applied to the provider (yet): record the count; the restore or the next deploy
             # applies it. Memory first: a restore finishing meanwhile reads it without waiting.
-            self._functions[name] = replace(existing, replicas=replicas)
+            self._keep(replace(existing, replicas=replicas))
             await self.store.set_replicas(name, replicas)
             event(log, logging.INFO, "scaled", function=name, replicas=replicas, applied=False)
             return
         await self.provider.scale(name, replicas)
         await self.store.set_replicas(name, replicas)
-        self._functions[name] = replace(existing, replicas=replicas)
+        self._keep(replace(existing, replicas=replicas))
         event(log, logging.INFO, "scaled", function=name, replicas=replicas)
 
     async def list(self) -> list[FunctionStatus]:

@@ -220,7 +220,9 @@ class _StateCollector:
             desired.add_metric([name], count)
         yield desired
         yield GaugeMetricFamily(
-            "faasd_autoscaler_tick_functions", "Functions the autoscaler's last tick decided", self._metrics.tick_functions
+            "faasd_autoscaler_tick_functions",
+            "Functions the autoscaler's last tick decided",
+            self._metrics.tick_functions,
         )
         queue = self._metrics.async_queue()
         families = (

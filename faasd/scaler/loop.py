@@ -32,7 +32,7 @@ import trio
 from faasd.errors import FaasdError
 from faasd.logs import event
 from faasd.registry import EndpointRegistry
-from faasd.scaler.decide import Decision, ScalerState, decide
+from faasd.scaler.decide import Decision, ScalerState, Window, decide
 from faasd.scaler.meter import LoadMeter
 from faasd.scaler.settings import ScaleSettings
 from faasd.store import StoredFunction
@@ -51,6 +51,10 @@ class ScaledFunctions(Protocol):
     """What the autoscaler needs of the functions it scales (:class:`~faasd.service.FunctionService`)."""
 
     def names(self) -> list[str]: ...
+
+    def above_zero(self) -> list[str]:
+        """The functions with desired replicas above zero: the only ones a tick decides on."""
+        ...
 
     def stored(self, name: str) -> StoredFunction | None: ...
 
@@ -129,6 +133,8 @@ class Autoscaler:
         self._states: dict[str, ScalerState] = {}
         self._settings: dict[str, tuple[Mapping[str, str], ScaleSettings]] = {}
         self._waking: dict[str, trio.Event] = {}
+        self._draining: set[str] = set()
+        """Functions at zero whose load counters are kept until their last call in flight ends."""
         self.scale_events = 0
 
     def __repr__(self) -> str:
@@ -145,9 +151,16 @@ class Autoscaler:
             self.on_tick(time.perf_counter() - started, decided)
 
     def explain(self, name: str) -> Explanation:
-        """What the autoscaler thinks of ``name`` now (its latest decision, the load, the settings)."""
+        """What the autoscaler thinks of ``name`` now (its latest decision, the load, the settings).
+
+        A function at zero is not decided on by the ticks (it stays at zero until a call wakes it): its
+        decision is made here, when asked, and not kept.
+        """
         decision = self.decisions.get(name)
-        window = self.meter.window(name)
+        stored = self.service.stored(name)
+        if decision is None and stored is not None and stored.replicas == 0:
+            decision = self._decide(name, stored, self.meter.peek(name))
+        window = self.meter.peek(name)
         return Explanation(
             name=name,
             desired=decision.desired if decision else None,
@@ -176,27 +189,46 @@ class Autoscaler:
         self._settings[name] = (labels, settings)
         return settings
 
+    def desired_replicas(self) -> dict[str, int]:
+        """The latest decision per function, 0 for a function at zero (``faasd_autoscaler_desired_replicas``)."""
+        desired = {}
+        for name in self.service.names():
+            stored = self.service.stored(name)
+            decision = self.decisions.get(name)
+            if stored is not None and stored.replicas == 0:
+                desired[name] = 0
+            elif decision is not None:
+                desired[name] = decision.desired
+        return desired
+
+    def _decide(self, name: str, stored: StoredFunction, window: Window) -> Decision:
+        queued = self.queued(name)
+        return decide(
+            replace(window, queued=queued) if queued else window,
+            self.settings(name),
+            replicas=stored.replicas,
+            ready=len(self.registry.get(name)),
+            now=self.meter.clock(),
+            state=self._states.get(name, ScalerState()),
+        )
+
     async def tick(self) -> int:
-        """One decision per function; apply the ones that change the replica count. Returns how many
-        functions it decided."""
-        names = self.service.names()
+        """One decision per function above zero; apply the ones that change the replica count. Returns how
+        many functions it decided.
+
+        A function at zero is left alone: the decision for it is always 0 (decide.py rule 5) until a call
+        wakes it (:meth:`wake`), so the tick's work follows the functions in use, not the functions deployed.
+        What the autoscaler kept about a function that went to zero (decision, state, settings, and its
+        load samples once no call is in flight) is dropped, so an idle function costs only its record.
+        """
+        names = sorted(self.service.above_zero())
         for name in names:
             stored = self.service.stored(name)
-            if stored is None:
+            if stored is None or stored.replicas == 0:
                 continue
-            settings = self.settings(name)
-            queued = self.queued(name)
-            if queued:
+            if self.queued(name):
                 self.meter.touch(name)  # Work is waiting: the function is in use, not idle.
-            window = self.meter.window(name)
-            decision = decide(
-                replace(window, queued=queued) if queued else window,
-                settings,
-                replicas=stored.replicas,
-                ready=len(self.registry.get(name)),
-                now=self.meter.clock(),
-                state=self._states.get(name, ScalerState()),
-            )
+            decision = self._decide(name, stored, self.meter.window(name))
             self._states[name] = decision.state
             self.decisions[name] = decision
             if decision.desired == stored.replicas:
@@ -216,12 +248,22 @@ class Autoscaler:
                 replicas_to=decision.desired,
                 reason=decision.reason,
             )
-        for name in [name for name in self.decisions if name not in names]:
-            self.forget(name)
+        deciding = set(names)
+        for name in [name for name in (*self.decisions, *self._draining) if name not in deciding]:
+            stored = self.service.stored(name)
+            if stored is None:
+                self.forget(name)  # Removed.
+            elif stored.replicas == 0:
+                self._rest(name)
+        self._draining -= deciding
         return len(names)
 
     def manual_scale(self, name: str, replicas: int) -> None:
-        """Someone scaled ``name`` to ``replicas`` by hand: keep it as a floor for a stable window."""
+        """Someone scaled ``name`` to ``replicas`` by hand: keep it as a floor for a stable window (a 0 is no
+        floor: the function stays at zero until a call wakes it, decide.py rule 7)."""
+        if replicas == 0:
+            self._rest(name)
+            return
         settings = self.settings(name)
         state = self._states.get(name, ScalerState())
         self._states[name] = replace(
@@ -259,4 +301,15 @@ class Autoscaler:
     def forget(self, name: str) -> None:
         for table in (self.decisions, self._states, self._settings):
             table.pop(name, None)
+        self._draining.discard(name)
         self.meter.forget(name)
+
+    def _rest(self, name: str) -> None:
+        """``name`` is at zero: drop what the ticks kept about it (its load samples only once no call is in
+        flight: a replica still draining reports its calls' ends)."""
+        for table in (self.decisions, self._states, self._settings):
+            table.pop(name, None)
+        if self.meter.forget_idle(name):
+            self._draining.discard(name)
+        else:
+            self._draining.add(name)

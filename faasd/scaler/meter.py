@@ -107,5 +107,23 @@ class LoadMeter:
         now = self.clock()
         return self._load(name, now).window(now)
 
+    def peek(self, name: str) -> Window:
+        """The window of ``name`` without starting to count it (empty when it has no counters)."""
+        load = self._loads.get(name)
+        return load.window(self.clock()) if load is not None else Window(requests=(), concurrency=(), idle_s=0.0)
+
     def forget(self, name: str) -> None:
         self._loads.pop(name, None)
+
+    def forget_idle(self, name: str) -> bool:
+        """Drop the counters of ``name`` unless a call is in flight (its end must find them); True when it
+        has none left."""
+        load = self._loads.get(name)
+        if load is not None and load.in_flight:
+            return False
+        self._loads.pop(name, None)
+        return True
+
+    def __len__(self) -> int:
+        """Functions with counters."""
+        return len(self._loads)

@@ -81,6 +81,9 @@ class FakeService:
     def names(self) -> list[str]:
         return sorted(self.functions)
 
+    def above_zero(self) -> list[str]:
+        return [name for name, stored in self.functions.items() if stored.replicas > 0]
+
     def stored(self, name: str) -> StoredFunction | None:
         return self.functions.get(name)
 
@@ -212,3 +215,61 @@ async def test_queued_async_work_scales_up_and_keeps_the_function_from_zero(
         await trio.sleep(60 + 25)
         assert service.functions["f"].replicas == 0
         nursery.cancel_scope.cancel()
+
+
+@dataclass
+class CountingService(FakeService):
+    """A FakeService that counts the records the autoscaler reads."""
+
+    lookups: int = 0
+
+    def stored(self, name: str) -> StoredFunction | None:
+        self.lookups += 1
+        return super().stored(name)
+
+
+async def test_a_tick_does_not_walk_functions_at_zero(autojump_clock: trio.testing.MockClock) -> None:
+    """One function in use among 10,000 at zero: each tick decides one function and reads one record, and the
+    autoscaler keeps nothing about the others (it decided all 10,001 every second, at 0.5 s a tick and more)."""
+    registry = EndpointRegistry()
+    service = CountingService(registry)
+    service.add("hot", 1)
+    for index in range(10_000):
+        service.add(f"idle-{index}", 0)
+    meter = LoadMeter(trio.current_time)
+    decided: list[int] = []
+    autoscaler = Autoscaler(service, registry, meter, on_tick=lambda seconds, functions: decided.append(functions))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(autoscaler.run)
+        await trio.sleep(5 * TICK_S + TICK_S / 2)
+        nursery.cancel_scope.cancel()
+    assert decided == [1] * 5
+    assert service.lookups <= 2 * 5  # per tick, the hot function's record and its labels (for its settings)
+    assert list(autoscaler.decisions) == ["hot"] and len(meter) == 1
+    # Asked about, an idle function is explained without being counted from then on.
+    explained = autoscaler.explain("idle-7")
+    assert explained.desired == 0 and explained.reason.startswith("at zero"), explained
+    assert len(meter) == 1 and list(autoscaler.decisions) == ["hot"]
+    assert autoscaler.desired_replicas() == {"hot": 1, **{f"idle-{i}": 0 for i in range(10_000)}}
+
+
+async def test_what_a_function_at_zero_leaves_is_dropped_once_no_call_is_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    autoscaler, service, meter = make()
+    await autoscaler.tick()
+    assert "f" in autoscaler.decisions and len(meter) == 1
+    meter.started("f")  # a call still running on a replica when the function is scaled to zero by hand
+    await service.scale("f", 0)
+    autoscaler.manual_scale("f", 0)
+    await autoscaler.tick()
+    assert "f" not in autoscaler.decisions and len(meter) == 1  # its end must still find the counters
+    await trio.sleep(1)
+    meter.finished("f")
+    await trio.sleep(1)
+    assert list(meter.peek("f").concurrency) == [1.0, 0.0]  # counted to its end, not below zero after it
+    await autoscaler.tick()
+    assert len(meter) == 0, "the counters of an idle function at zero are dropped"
+    # A call wakes it: decided again from the next tick.
+    assert await autoscaler.wake("f") and service.functions["f"].replicas == 1
+    assert await autoscaler.tick() == 1 and autoscaler.decisions["f"].desired == 1
