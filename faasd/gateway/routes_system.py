@@ -58,6 +58,7 @@ from faasd import __version__
 from faasd.errors import FaasdError, FunctionNotFound, InvalidRequest, NotSupported
 from faasd.gateway.auth import BasicAuth
 from faasd.gateway.jsonbody import parse_json, too_large
+from faasd.gateway.listing import FunctionListing
 from faasd.gateway.openapi import openapi_document
 from faasd.gateway.reasons import one_line
 from faasd.gateway.throttle import AuthThrottle, retry_after_header
@@ -104,6 +105,7 @@ def create_management_app(
     )
 
     throttle = throttle or AuthThrottle()
+    listing = FunctionListing()
 
     @app.before_request
     async def guard_system_routes() -> Response | None:
@@ -160,7 +162,7 @@ def create_management_app(
     @app.get("/system/functions")
     async def list_functions() -> Response:
         _query_namespace()
-        return _json([status.to_json() for status in await service.list()])
+        return Response(listing.encode(await service.list()), status=200, content_type=JSON)
 
     @app.post("/system/functions")
     async def deploy() -> Response:
