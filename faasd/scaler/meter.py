@@ -124,6 +124,7 @@ class LoadMeter:
         self._loads.pop(name, None)
         return True
 
-    def __len__(self) -> int:
-        """Functions with counters."""
+    def counted(self) -> int:
+        """How many functions have counters (not ``__len__``: an empty meter must stay truthy, callers write
+        ``meter or LoadMeter()``)."""
         return len(self._loads)

@@ -56,7 +56,7 @@ async def test_the_tick_decides_only_the_functions_above_zero(make_gateway: Make
     assert answer.status_code == 202, answer.text
     assert parts.service.above_zero() == []
     assert await parts.autoscaler.tick() == 0
-    assert parts.autoscaler.decisions == {} and len(parts.autoscaler.meter) == 0
+    assert parts.autoscaler.decisions == {} and parts.autoscaler.meter.counted() == 0
     # Every function at zero is still explained and reported, from its record.
     scaling = (await client.get("/system/scaling/idle-3", headers=admin)).json()
     assert scaling["desiredReplicas"] == 0 and scaling["reason"].startswith("at zero"), scaling
@@ -98,3 +98,15 @@ async def test_a_restart_restores_the_functions_with_replicas_before_those_at_ze
         assert len(provider.events) == 2 * 41 and (await service.status("z-hot")).state == "deployed"
     finally:
         await store.aclose()
+
+
+async def test_calls_are_counted_in_the_meter_the_autoscaler_reads(make_gateway: MakeGateway) -> None:
+    """The invoke path takes ``meter or LoadMeter()``: a meter that is empty must still be the one it counts in
+    (a ``__len__`` on LoadMeter once made every daemon's calls invisible to its autoscaler)."""
+    gateway = await make_gateway()
+    parts = gateway.parts
+    assert parts.invoker.meter is parts.autoscaler.meter
+    assert (await gateway.deploy("echo")).status_code == 202
+    await gateway.wait_available("echo", 1)
+    assert (await gateway.client.post("/function/echo", content=b"counted")).status_code == 200
+    assert parts.autoscaler.meter.counted() == 1

@@ -245,11 +245,11 @@ async def test_a_tick_does_not_walk_functions_at_zero(autojump_clock: trio.testi
         nursery.cancel_scope.cancel()
     assert decided == [1] * 5
     assert service.lookups <= 2 * 5  # per tick, the hot function's record and its labels (for its settings)
-    assert list(autoscaler.decisions) == ["hot"] and len(meter) == 1
+    assert list(autoscaler.decisions) == ["hot"] and meter.counted() == 1
     # Asked about, an idle function is explained without being counted from then on.
     explained = autoscaler.explain("idle-7")
     assert explained.desired == 0 and explained.reason.startswith("at zero"), explained
-    assert len(meter) == 1 and list(autoscaler.decisions) == ["hot"]
+    assert meter.counted() == 1 and list(autoscaler.decisions) == ["hot"]
     assert autoscaler.desired_replicas() == {"hot": 1, **{f"idle-{i}": 0 for i in range(10_000)}}
 
 
@@ -258,18 +258,18 @@ async def test_what_a_function_at_zero_leaves_is_dropped_once_no_call_is_in_flig
 ) -> None:
     autoscaler, service, meter = make()
     await autoscaler.tick()
-    assert "f" in autoscaler.decisions and len(meter) == 1
+    assert "f" in autoscaler.decisions and meter.counted() == 1
     meter.started("f")  # a call still running on a replica when the function is scaled to zero by hand
     await service.scale("f", 0)
     autoscaler.manual_scale("f", 0)
     await autoscaler.tick()
-    assert "f" not in autoscaler.decisions and len(meter) == 1  # its end must still find the counters
+    assert "f" not in autoscaler.decisions and meter.counted() == 1  # its end must still find the counters
     await trio.sleep(1)
     meter.finished("f")
     await trio.sleep(1)
     assert list(meter.peek("f").concurrency) == [1.0, 0.0]  # counted to its end, not below zero after it
     await autoscaler.tick()
-    assert len(meter) == 0, "the counters of an idle function at zero are dropped"
+    assert meter.counted() == 0, "the counters of an idle function at zero are dropped"
     # A call wakes it: decided again from the next tick.
     assert await autoscaler.wake("f") and service.functions["f"].replicas == 1
     assert await autoscaler.tick() == 1 and autoscaler.decisions["f"].desired == 1
