@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["parse_bool", "parse_duration", "parse_size"]
+__all__ = ["NANOS_PER_CPU", "parse_bool", "parse_cpus", "parse_duration", "parse_size"]
 
 _DURATION_UNITS = {
     "ns": 1e-9,
@@ -24,6 +24,8 @@ _DURATION_UNITS = {
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
 _SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+_CPUS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(m?)")
+NANOS_PER_CPU = 1_000_000_000
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
 
@@ -71,6 +73,25 @@ def parse_size(text: str) -> int:
         raise ValueError("not a size (use bytes like 1048576, or 512k, 10m, 1g)")
     number, power, _suffix = match.groups()
     return int(float(number) * 1024 ** _SIZE_POWERS[power.lower()])
+
+
+def parse_cpus(text: str) -> int:
+    """Return nano-CPUs (Docker's ``NanoCPUs``) for ``text``: ``0.5`` and ``2`` are CPUs, ``500m``
+    millicores (Kubernetes), and an integer of 1000 or more is already nano-CPUs (the faas-swarm form,
+    ``100000000`` = 0.1 CPU).
+
+    Raises:
+        ValueError: not of those forms.
+    """
+    match = _CPUS.fullmatch(text.strip())
+    if match is None:
+        raise ValueError("not a CPU amount (use 0.5, 500m or 500000000)")
+    number, milli = match.groups()
+    if milli:
+        return int(float(number) * 1_000_000)
+    if "." not in number and int(number) >= 1000:
+        return int(number)
+    return int(float(number) * NANOS_PER_CPU)
 
 
 def parse_bool(text: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from faasd.units import parse_bool, parse_duration, parse_size
+from faasd.units import parse_bool, parse_cpus, parse_duration, parse_size
 from faasd.watchdog.config import ConfigError, WatchdogConfig
 
 
@@ -45,6 +45,27 @@ def test_sizes(text: str, size: int):
 def test_bad_sizes(text: str):
     with pytest.raises(ValueError):
         parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "nanos"),
+    [
+        ("0.5", 500_000_000),
+        ("2", 2_000_000_000),
+        ("500m", 500_000_000),
+        ("100000000", 100_000_000),
+        (".25", 250_000_000),
+    ],
+)
+def test_cpus(text: str, nanos: int):
+    """CPUs (``0.5``), millicores (``500m``, Kubernetes) and nano-CPUs from 1000 up (faas-swarm)."""
+    assert parse_cpus(text) == nanos
+
+
+@pytest.mark.parametrize("text", ["", "m", "-1", "0.5 cpu", "1e9"])
+def test_bad_cpus(text: str):
+    with pytest.raises(ValueError):
+        parse_cpus(text)
 
 
 def test_booleans():

@@ -54,7 +54,7 @@ from typing import Any
 from faasd.errors import InvalidRequest
 from faasd.providers.swarm.handler import HandlerConfig, check_archive, mount_archive, take_archive
 from faasd.providers.types import FunctionSpec, Resources
-from faasd.units import parse_size
+from faasd.units import parse_cpus, parse_size
 
 __all__ = [
     "ANNOTATION_PREFIX",
@@ -241,25 +241,17 @@ def takes_call_token(container_spec: Mapping[str, Any] | None) -> bool:
 
 # -- units ------------------------------------------------------------------------------------------
 
-_CPU = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(m?)")
-
 
 def nano_cpus(text: str, field_name: str) -> int:
-    """CPU as Docker's NanoCPUs: ``0.5`` and ``2`` are CPUs, ``500m`` millicores, and an integer of
-    1000 or more is already nano-CPUs (the faas-swarm form, ``100000000`` = 0.1 CPU).
+    """CPU as Docker's NanoCPUs (:func:`faasd.units.parse_cpus`: ``0.5``, ``500m``, ``500000000``).
 
     Raises:
         InvalidRequest: naming ``field_name``.
     """
-    match = _CPU.fullmatch(text.strip())
-    if match is None:
-        raise InvalidRequest(f"{field_name} {text!r} is not a CPU amount (use 0.5, 500m or 500000000)")
-    number, milli = match.groups()
-    if milli:
-        return int(float(number) * 1_000_000)
-    if "." not in number and int(number) >= 1000:
-        return int(number)
-    return int(float(number) * SECONDS_NS)
+    try:
+        return parse_cpus(text)
+    except ValueError:
+        raise InvalidRequest(f"{field_name} {text!r} is not a CPU amount (use 0.5, 500m or 500000000)") from None
 
 
 def _memory_bytes(text: str, field_name: str) -> int:
