@@ -195,6 +195,7 @@ def _probe(sandbox: Sandbox, command: SelfCommand) -> str | None:
             text=True,
             timeout=PROBE_TIMEOUT_S,
             check=False,
+            start_new_session=True,  # As a replica: its autogroup nice value must not be the daemon's.
         )
     except subprocess.TimeoutExpired:
         return f"a test replica did not start within {PROBE_TIMEOUT_S:g}s"

@@ -77,7 +77,13 @@ async def install_requirements(function_dir: str, build: Build | None = None) ->
     try:
         with trio.move_on_after(REQUIREMENTS_TIMEOUT_S) as deadline:
             result = await trio.run_process(
-                argv, cwd=cwd, env=env, capture_stdout=True, capture_stderr=True, check=False
+                argv,
+                cwd=cwd,
+                env=env,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                start_new_session=True,  # In a sandbox it sets its session's nice value: not the daemon's.
             )
     except OSError as exc:
         raise InvalidRequest(f"requirements.txt: cannot run pip: {exc.strerror or exc}") from None
