@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Orphans", "ProcInfo", "orphans", "proc_table", "subreaper", "track_popen"]
+__all__ = ["Orphans", "ProcInfo", "orphans", "proc_table", "reaping_orphans", "subreaper", "track_popen"]
 
 _PR_SET_CHILD_SUBREAPER = 36
 _started: set[tuple[int, int]] = set()
@@ -180,6 +180,45 @@ class Orphans:
                 if pgid not in (os.getpgrp(), 0, 1):
                     os.killpg(pgid, signal.SIGKILL)
         self.wait_gone(5.0)
+
+
+@contextlib.contextmanager
+def reaping_orphans(period: float = 0.01):  # type: ignore[no-untyped-def]
+    """Within the block, reap orphans that exited, every ``period`` s, as init would.
+
+    A subreaper that never reaps keeps every orphan that exited a zombie -- and a zombie still counts
+    against its replica's process limit (``RLIMIT_NPROC``, ``pids.max``) until it is reaped. Without a
+    PID namespace (sandbox ``uid`` and ``none``) a fork bomb's processes are orphaned by the thousand:
+    under a daemon fixture they would fill the limit for good, which never happens under init.
+    """
+    stop = threading.Event()
+
+    def reap() -> None:
+        me = os.getpid()
+        while not stop.wait(period):
+            for pid in _children(me):
+                info = _stat(pid)
+                if info is not None and not info.alive and (info.pid, info.start) not in _started:
+                    with contextlib.suppress(ChildProcessError, OSError):
+                        os.waitpid(pid, os.WNOHANG)
+
+    thread = threading.Thread(target=reap, name="orphan-reaper", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _children(pid: int) -> list[int]:
+    """Children of every thread of ``pid`` (an orphan is reparented to any live thread of a subreaper)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                found += [int(child) for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    return found
 
 
 def orphans() -> Orphans:

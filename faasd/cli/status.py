@@ -121,8 +121,16 @@ def _sandbox_rows(sandbox: object) -> list[tuple[str, object]]:
         return []
     mode = str(sandbox.get("mode", "?"))
     if sandbox.get("isolated"):
-        return [("Sandbox", f"{mode}: {sandbox.get('reason', '')}")]
-    return [("Sandbox", f"{mode} -- WARNING: {sandbox.get('reason', 'functions are not isolated')}")]
+        rows: list[tuple[str, object]] = [("Sandbox", f"{mode}: {sandbox.get('reason', '')}")]
+    else:
+        rows = [("Sandbox", f"{mode} -- WARNING: {sandbox.get('reason', 'functions are not isolated')}")]
+    cgroups = sandbox.get("cgroups")
+    if isinstance(cgroups, dict):  # A cgroup per replica (docs/sandbox.md, "Limits"), or why not.
+        if cgroups.get("mode") == "none":
+            rows.append(("Cgroups", f"none (rlimits only): {cgroups.get('reason', '')}"))
+        else:
+            rows.append(("Cgroups", f"{cgroups.get('mode')}: {cgroups.get('reason', '')}"))
+    return rows
 
 
 def _queue_line(queue: dict[str, Any]) -> str:

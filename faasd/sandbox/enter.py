@@ -4,11 +4,20 @@ The local backend starts each replica as ``python faasd.pyz _sandbox SPEC watchd
 ``bwrap`` mode). ``faasd.__main__`` calls :func:`enter` with ``SPEC`` before it imports the watchdog, so
 no code of the function -- and nothing the function controls -- runs before the replica is confined:
 
+0. with ``cg``/``cg2``/``cg3``: join the replica's control groups (:mod:`faasd.sandbox.cgroups`) by
+   writing ``0`` to each ``cgroup.procs`` descriptor the daemon opened and passed down, then close
+   them -- before this process forks anything, so every process of the replica is in them; a failure
+   ends the process (exit 126) rather than run a function outside its limits. With ``mev`` (cgroup v2
+   ``memory.events``, read-only) kept open for the watchdog (:func:`oom_kills`), close-on-exec;
 1. ``oom_score_adj`` raised to 1000: when memory runs out, the kernel kills function processes first,
    never the daemon (raising it needs no privilege; lowering does, so a function cannot undo it);
    and the nice value of the replica's autogroup raised (``nice``): every replica is a session of its
    own, which the scheduler treats as one group, so a busy function -- a fork bomb -- gets less CPU
-   than the daemon serving everyone's calls (again, a function cannot lower it);
+   than the daemon serving everyone's calls (again, a function cannot lower it). The daemon leaves
+   ``nice`` out when the replica has a CPU cgroup: autogroups apply only to the root CPU cgroup. The
+   kernel lets a process without ``CAP_SYS_ADMIN`` change an autogroup's nice value once per 100 ms
+   across the whole system (EAGAIN otherwise): replicas starting together retry, for up to
+   :data:`NICE_RETRY_S`;
 2. ``RLIMIT_NOFILE``, ``RLIMIT_AS``, ``RLIMIT_NPROC`` set, soft = hard (inherited by every process the
    replica starts; a function can lower them, never raise them);
 3. with ``uid``: ``no_new_privs`` (unless bwrap set it already), no supplementary groups, then the real,
@@ -28,19 +37,31 @@ Stdlib only: this runs on every replica start.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
 
-__all__ = ["ENTER_COMMAND", "SandboxSpecError", "enter", "format_spec", "parse_spec"]
+__all__ = ["ENTER_COMMAND", "SandboxSpecError", "enter", "format_spec", "memory_max", "oom_kills", "parse_spec"]
 
 ENTER_COMMAND = "_sandbox"
 """The ``faasd`` argument that introduces a spec: ``faasd _sandbox SPEC <role> ...``."""
 
-KEYS = ("uid", "gid", "as", "nproc", "nofile", "nnp", "oom", "nice", "life")
-"""uid/gid: become them; as/nproc/nofile: RLIMIT_AS/NPROC/NOFILE; nnp=1: set no_new_privs; oom: the
-replica's oom_score_adj; nice: its autogroup's nice value; life: the daemon's lifeline pipe (a file
-descriptor)."""
+KEYS = ("cg", "cg2", "cg3", "mev", "mmax", "uid", "gid", "as", "nproc", "nofile", "nnp", "oom", "nice", "life")
+"""cg/cg2/cg3: cgroup.procs descriptors to join; mev: the cgroup's memory.events (a descriptor); mmax:
+its memory.max (bytes, for messages); uid/gid: become them; as/nproc/nofile: RLIMIT_AS/NPROC/NOFILE;
+nnp=1: set no_new_privs; oom: the replica's oom_score_adj; nice: its autogroup's nice value; life: the
+daemon's lifeline pipe (a file descriptor)."""
+
+CGROUP_KEYS = ("cg", "cg2", "cg3")
+
+NICE_RETRY_S = 0.5
+"""How long a replica retries setting its autogroup's nice value while the kernel's rate limit refuses."""
+NICE_RETRY_PAUSE_S = 0.02
+
+_kept: dict[str, int] = {}
+"""``mev`` and ``mmax`` of the spec once :func:`enter` applied it: read by :func:`oom_kills` and
+:func:`memory_max` (the watchdog runs in this same process)."""
 
 EXIT_CONFINE_FAILED = 126
 
@@ -86,13 +107,14 @@ def enter(text: str) -> None:
 
 
 def _confine(values: dict[str, int]) -> None:
-    for key, path in (("oom", "/proc/self/oom_score_adj"), ("nice", "/proc/self/autogroup")):
-        if key in values:
-            try:
-                with open(path, "w", encoding="ascii") as file:
-                    file.write(str(values[key]))
-            except OSError:
-                pass  # No /proc, no autogroups: the limits below still hold; these are preferences.
+    _join_cgroups([values[key] for key in CGROUP_KEYS if key in values])
+    if "mev" in values:
+        os.set_inheritable(values["mev"], False)  # The watchdog's, not the function's.
+        _kept.update({key: values[key] for key in ("mev", "mmax") if key in values})
+    if "oom" in values:
+        _write_proc("/proc/self/oom_score_adj", values["oom"])
+    if "nice" in values:
+        _set_autogroup_nice(values["nice"])
     if {"as", "nproc", "nofile"} & values.keys():
         import resource
 
@@ -105,6 +127,62 @@ def _confine(values: dict[str, int]) -> None:
         _become(values["uid"], values["gid"], no_new_privs=bool(values.get("nnp")))
     if "life" in values:
         _follow_daemon(values["life"])
+
+
+def _join_cgroups(fds: list[int]) -> None:
+    try:
+        for fd in fds:
+            os.write(fd, b"0")  # "0": the writing process itself.
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot join the replica's cgroup: {exc.strerror}") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _write_proc(path: str, value: int) -> None:
+    try:
+        with open(path, "w", encoding="ascii") as file:
+            file.write(str(value))
+    except OSError:
+        pass  # No /proc, no autogroups: the limits still hold; these are preferences.
+
+
+def _set_autogroup_nice(value: int) -> None:
+    """Set this session's autogroup nice value, retrying while the kernel's rate limit says EAGAIN."""
+    import time
+
+    deadline = time.monotonic() + NICE_RETRY_S
+    while True:
+        try:
+            with open("/proc/self/autogroup", "w", encoding="ascii") as file:
+                file.write(str(value))
+            return
+        except OSError as exc:
+            if exc.errno != errno.EAGAIN or time.monotonic() >= deadline:
+                return  # No autogroups (or still refused): a preference, not a limit.
+        time.sleep(NICE_RETRY_PAUSE_S)
+
+
+def oom_kills() -> int | None:
+    """How many processes of this replica the kernel killed at its cgroup's memory limit so far (the
+    ``oom_kill`` count of cgroup v2 ``memory.events``); None without such a limit or when unreadable."""
+    if "mev" not in _kept:
+        return None
+    try:
+        data = os.pread(_kept["mev"], 4096, 0)
+    except OSError:
+        return None
+    for line in data.split(b"\n"):
+        key, _, value = line.partition(b" ")
+        if key == b"oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def memory_max() -> int | None:
+    """The replica cgroup's ``memory.max`` in bytes, when :func:`oom_kills` can tell."""
+    return _kept.get("mmax") or None if "mev" in _kept else None
 
 
 def _become(uid: int, gid: int, *, no_new_privs: bool) -> None:

@@ -1,26 +1,26 @@
-"""What one local replica may use: memory, processes, open files, ``/tmp``. Pure.
+"""What one local replica may use: memory, CPU, processes, open files, ``/tmp``. Pure.
 
-Where the numbers come from:
+Where the numbers come from (how each is applied: :mod:`faasd.sandbox.cgroups` where the daemon has
+cgroups, :mod:`faasd.sandbox.enter` for the rlimits):
 
-* **memory** -- the spec's ``limits.memory`` (Docker units: ``128M``, ``1G``), applied as
-  ``RLIMIT_AS`` to every process of the replica (the watchdog, each call's process, python-mode
-  workers). An address-space cap is what a process without a delegated cgroup can have; it counts
-  virtual memory, so it is stricter than a container's ``memory.max`` (runtimes that reserve large
-  address ranges up front, such as V8 or the JVM, need a generous value). ``requests`` are a
-  reservation, which a local process cannot have: they are checked like ``limits`` and not applied.
-  No ``limits.memory``: no cap (the replica's processes are still the OOM killer's first choice,
-  see :mod:`faasd.sandbox.enter`).
-* **processes** -- label ``com.faasd.limits.processes`` (default :data:`DEFAULT_PROCESSES`), applied
-  as ``RLIMIT_NPROC``, which the kernel counts per real uid (per user namespace): per replica, since
-  each replica has a uid (as root) or a user namespace (bwrap otherwise) of its own; not applied in
-  ``none`` mode, where it would count the daemon's own processes. It is what stops a fork bomb; the
-  default leaves room for 60 calls in flight that each start a process or two (the autoscaler aims at
-  10 per replica).
+* **memory** -- the spec's ``limits.memory`` (Docker units: ``128M``, ``1G``): the replica's
+  ``memory.max`` on cgroup v2 (all its processes together), else ``RLIMIT_AS`` on every process of the
+  replica (the watchdog, each call's process, python-mode workers). An address-space cap counts virtual
+  memory, so it is stricter than a container's ``memory.max`` (runtimes that reserve large address
+  ranges up front, such as V8 or the JVM, need a generous value). ``requests`` are a reservation, which
+  a local process cannot have: they are checked like ``limits`` and not applied. No ``limits.memory``:
+  no cap (the replica's processes are still the OOM killer's first choice, see :mod:`faasd.sandbox.enter`).
+* **cpu** -- the spec's ``limits.cpu`` (``0.5``, ``500m``, nano-CPUs): a CFS quota on the replica's
+  cgroup, where there is one; without, not applied.
+* **processes** -- label ``com.faasd.limits.processes`` (default :data:`DEFAULT_PROCESSES`): the
+  replica cgroup's ``pids.max``, and ``RLIMIT_NPROC``, which the kernel counts per real uid (per user
+  namespace): per replica, since each replica has a uid (as root) or a user namespace (bwrap
+  otherwise) of its own; the rlimit is not applied in ``none`` mode, where it would count the daemon's
+  own processes. It is what stops a fork bomb; the default leaves room for 60 calls in flight that
+  each start a process or two (the autoscaler aims at 10 per replica).
 * **open files** -- label ``com.faasd.limits.open_files`` (default :data:`DEFAULT_OPEN_FILES`), per
   process (``RLIMIT_NOFILE``).
 * **/tmp** (``bwrap`` mode) -- a tmpfs as large as the memory limit, else :data:`DEFAULT_TMP_BYTES`.
-
-``limits.cpu`` is accepted and not applied: without a cgroup there is no CPU share to set.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from faasd.errors import InvalidRequest
 from faasd.providers.types import FunctionSpec, Resources
-from faasd.units import parse_size
+from faasd.units import NANOS_PER_CPU, parse_cpus, parse_size
 
 __all__ = [
     "DEFAULT_OPEN_FILES",
@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_TMP_BYTES",
     "LABEL_OPEN_FILES",
     "LABEL_PROCESSES",
+    "MIN_CPU_NANOS",
     "MIN_MEMORY_BYTES",
     "Limits",
     "limits_from_spec",
@@ -60,6 +61,10 @@ MIN_MEMORY_BYTES = 64 * 1024 * 1024
 """Smallest ``limits.memory`` accepted: the watchdog alone maps about 30 MB, and a python-mode worker
 as much again; below this a replica could not start."""
 
+MIN_CPU_NANOS = NANOS_PER_CPU // 100
+"""Smallest ``limits.cpu`` accepted: 0.01 CPU (10m), a quota of 1 ms per 100 ms period, the kernel's
+minimum."""
+
 _PROCESSES_RANGE = (16, 1 << 20)
 _OPEN_FILES_RANGE = (64, 1 << 20)
 
@@ -69,7 +74,9 @@ class Limits:
     """Resource limits of one replica (see the module docstring for how each is applied)."""
 
     memory_bytes: int | None = None
-    """``RLIMIT_AS`` of each process; None: no cap."""
+    """``memory.max`` of the replica (cgroup v2) or ``RLIMIT_AS`` of each process; None: no cap."""
+    cpu_nanos: int | None = None
+    """CPU quota of the replica in nano-CPUs (where it has a cgroup); None: no quota."""
     processes: int = DEFAULT_PROCESSES
     open_files: int = DEFAULT_OPEN_FILES
 
@@ -87,8 +94,11 @@ def limits_from_spec(spec: FunctionSpec) -> Limits:
     """
     memory = _memory(spec.limits, "limits")
     _memory(spec.requests, "requests")  # Checked, not applied (module docstring).
+    cpu = _cpu(spec.limits, "limits")
+    _cpu(spec.requests, "requests")
     return Limits(
         memory_bytes=memory,
+        cpu_nanos=cpu,
         processes=_label_int(spec.labels, LABEL_PROCESSES, DEFAULT_PROCESSES, _PROCESSES_RANGE),
         open_files=_label_int(spec.labels, LABEL_OPEN_FILES, DEFAULT_OPEN_FILES, _OPEN_FILES_RANGE),
     )
@@ -108,6 +118,20 @@ def _memory(resources: Resources | None, field_name: str) -> int | None:
             f"{field_name}.memory {resources.memory!r} is below the local backend's minimum of "
             f"{MIN_MEMORY_BYTES // (1024 * 1024)}M (it caps every process of the replica, the watchdog's too)"
         )
+    return value
+
+
+def _cpu(resources: Resources | None, field_name: str) -> int | None:
+    if resources is None or not resources.cpu:
+        return None
+    try:
+        value = parse_cpus(resources.cpu)
+    except ValueError:
+        raise InvalidRequest(
+            f"{field_name}.cpu {resources.cpu!r} is not a CPU amount (use 0.5, 500m or 500000000)"
+        ) from None
+    if value < MIN_CPU_NANOS:
+        raise InvalidRequest(f"{field_name}.cpu {resources.cpu!r} is below the minimum of 0.01 (10m)")
     return value
 
 

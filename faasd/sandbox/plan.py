@@ -37,7 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from faasd.sandbox.enter import ENTER_COMMAND, format_spec
+from faasd.sandbox.cgroups import NO_CGROUPS, REPLICA_NICE, Cgroups, Placement
+from faasd.sandbox.enter import CGROUP_KEYS, ENTER_COMMAND, format_spec
 from faasd.sandbox.limits import Limits
 
 __all__ = [
@@ -67,10 +68,11 @@ SECRETS_MOUNT = "/var/openfaas/secrets"
 OOM_SCORE_ADJ = 1000
 """Every replica's processes go first when the kernel must kill for memory (the daemon stays at 0)."""
 
-AUTOGROUP_NICE = 10
-"""Nice value of each replica's scheduling group (its session): where the kernel groups sessions
-(``kernel.sched_autogroup_enabled``), the daemon outweighs any one function about ten to one when the
-CPU is short, so a function spinning or fork-bombing cannot slow the gateway everyone's calls pass."""
+AUTOGROUP_NICE = REPLICA_NICE
+"""Nice value of each replica's scheduling group (its session) when it has no CPU cgroup: where the
+kernel groups sessions (``kernel.sched_autogroup_enabled``), the daemon outweighs any one function about
+ten to one when the CPU is short, so a function spinning or fork-bombing cannot slow the gateway
+everyone's calls pass. With a CPU cgroup, its weight does the same (:mod:`faasd.sandbox.cgroups`)."""
 
 DROPPED_ENV = ("USER",)
 """Removed from a sandboxed replica's environment: the daemon's user name means nothing there."""
@@ -100,6 +102,8 @@ class Sandbox:
     dir (:mod:`faasd.sandbox.files`)."""
     shim: tuple[str, ...] = ()
     """bwrap: the command bwrap is started through (``setsid --wait``, see the module docstring)."""
+    cgroups: Cgroups = NO_CGROUPS
+    """The control groups replicas get, whatever the mode (:mod:`faasd.sandbox.cgroups`)."""
 
     @property
     def isolated(self) -> bool:
@@ -118,6 +122,7 @@ class Sandbox:
             "isolated": self.isolated,
             "function_uids": self.per_function_uid,
             "reason": self.reason,
+            "cgroups": self.cgroups.describe(),
         }
 
 
@@ -142,6 +147,8 @@ class ReplicaSandbox:
     """bwrap: the read end of the daemon's lifeline pipe, passed down (see :mod:`faasd.sandbox.enter`)."""
     writable: bool = False
     """Its directory is writable (a build step, :mod:`faasd.sandbox.build`); a replica's never is."""
+    cgroup: Placement | None = None
+    """Its control group, made by :func:`faasd.sandbox.cgroups.place`; None: it has none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,29 +178,39 @@ def plan_launch(
     """
     limits = replica.limits
     confined = sandbox.per_function_uid and replica.uid is not None
+    placement = replica.cgroup
+    joins = placement.join_fds if placement is not None else ()
+    if len(joins) > len(CGROUP_KEYS):
+        raise ValueError(f"a replica joins at most {len(CGROUP_KEYS)} cgroups, not {len(joins)}")
+    memory_cgroup = placement is not None and placement.memory_bytes is not None
+    events = placement.events_fd if placement is not None and memory_cgroup else None
     spec = format_spec(
+        **dict(zip(CGROUP_KEYS, joins, strict=False)),
+        mev=events,
+        mmax=placement.memory_bytes if placement is not None and memory_cgroup else None,
         uid=replica.uid if confined else None,
         gid=(replica.gid if replica.gid is not None else replica.uid) if confined else None,
         nnp=1 if confined and sandbox.mode == "uid" else None,  # bwrap sets no_new_privs itself.
         oom=OOM_SCORE_ADJ,
-        nice=AUTOGROUP_NICE,
+        nice=None if placement is not None and sandbox.cgroups.cpu else AUTOGROUP_NICE,
         nofile=limits.open_files,
         nproc=limits.processes if sandbox.mode != "none" else None,  # Counted per uid / user namespace.
         life=replica.lifeline if sandbox.mode == "bwrap" else None,
-        **{"as": limits.memory_bytes},
+        **{"as": None if memory_cgroup else limits.memory_bytes},
     )
+    passed = (*joins, *((events,) if events is not None else ()))
     python = sandbox.python or command[0]
     inner = (python, *command[1:], ENTER_COMMAND, spec, *role)
     new_env = dict(env)
     if sandbox.mode == "none":
-        return Launch(inner, new_env, replica.workdir)
+        return Launch(inner, new_env, replica.workdir, passed)
     for key in DROPPED_ENV:
         new_env.pop(key, None)
     if sandbox.mode == "uid":
         new_env.update(TMPDIR=replica.scratch, HOME=replica.scratch)
         if not replica.writable:  # A replica's watchdog; a build step has none.
             new_env["lock_file"] = os.path.join(replica.scratch, ".lock")
-        return Launch(inner, new_env, replica.workdir)
+        return Launch(inner, new_env, replica.workdir, passed)
     new_env.pop("parent_pid", None)  # Not visible from the PID namespace; --die-with-parent does its job.
     new_env.update(TMPDIR="/tmp", HOME="/tmp")
     if not replica.writable:
@@ -206,7 +223,8 @@ def plan_launch(
         tmp_bytes=limits.tmp_bytes,
         writable=replica.writable,
     )
-    passed = (replica.lifeline,) if replica.lifeline is not None else ()
+    if replica.lifeline is not None:
+        passed += (replica.lifeline,)
     return Launch((*sandbox.shim, *prefix, *inner), new_env, replica.workdir, passed)
 
 

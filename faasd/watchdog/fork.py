@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from faasd.http1 import canonical_header_name
 from faasd.logs import event
 from faasd.watchdog.config import TOKEN_VARIABLE
+from faasd.watchdog.oom import OomWatch
 
 if TYPE_CHECKING:
     from faasd.http1 import Request
@@ -121,6 +122,7 @@ class ForkRunner:
         self.loop = loop
         self.calls: set[ForkCall] = set()
         self.base_env = original_environ()
+        self.oom = OomWatch()
         self._env_keys: dict[str, str] = {}
 
     async def start(self) -> None:
@@ -506,7 +508,8 @@ class ForkCall:
         if code > 0:
             head = f"exit status {code}\n".encode()
         else:
-            head = f"killed by signal {signal.Signals(-code).name}\n".encode()
+            why = self.runner.oom.explain(code)  # The kernel at the replica's memory limit (cgroup v2).
+            head = f"killed by signal {signal.Signals(-code).name}{': ' + why if why else ''}\n".encode()
         return 500, head + output + errors, "text/plain"
 
     def _finish_with(self, result: CallResult) -> None:

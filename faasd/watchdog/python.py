@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from faasd.logs import event
 from faasd.runtime import self_command
 from faasd.watchdog.fork import DEFAULT_CONTENT_TYPE, original_environ
+from faasd.watchdog.oom import OomWatch
 
 if TYPE_CHECKING:
     from faasd.http1 import Request
@@ -142,6 +143,7 @@ class PythonRunner:
         command = self_command(no_site=False)  # A handler may need the interpreter's site-packages.
         self._argv = (*command.argv, "_pyworker", os.path.abspath(config.handler))
         self._env = original_environ()
+        self._oom = OomWatch()
         if config.max_memory_bytes:
             self._env["FAASD_WORKER_MEMORY_LIMIT"] = str(config.max_memory_bytes)
         self._env["FAASD_WORKER_OUTPUT_LIMIT"] = str(config.max_output_bytes)
@@ -442,6 +444,8 @@ class PythonRunner:
         worker.call = None
         code = os.waitstatus_to_exitcode(status)
         how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+        why = self._oom.explain(code)  # The kernel at the replica's memory limit (cgroup v2).
+        how += f": {why}" if why else ""
         if call is not None:
             self._answer(call, 500, f"worker crashed during the call: {how}\n".encode(), "text/plain")
         if self.closing:

@@ -156,8 +156,10 @@ def _health_ok(port: int) -> bool:
 
 @pytest.fixture
 def start_watchdog(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[StartWatchdog]:
-    """Factory: ``start_watchdog(fprocess="cat", *, wait_ready=True, pass_fds=(), **env) -> Watchdog``.
+    """Factory: ``start_watchdog(fprocess="cat", *, wait_ready=True, pass_fds=(), sandbox_spec=None, **env)
+    -> Watchdog``.
 
+    ``sandbox_spec``: run it as a replica is, ``faasd _sandbox SPEC watchdog`` (faasd.sandbox.enter).
     The env always has PATH=/usr/bin:/bin, port and metrics_port (free ports), bind=127.0.0.1 and
     lock_file=<tmp_path>/<n>.lock; keyword arguments add or override variables (None removes one).
     """
@@ -169,8 +171,12 @@ def start_watchdog(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator
         *,
         wait_ready: bool = True,
         pass_fds: Sequence[int] = (),
+        sandbox_spec: str | None = None,
         **variables: str | None,
     ) -> Watchdog:
+        command = watchdog_command(pyz_python, faasd_pyz)
+        if sandbox_spec is not None:
+            command[-1:-1] = ["_sandbox", sandbox_spec]
         for attempt in range(3):
             n = next(counter)
             port, metrics_port = free_port(), free_port()
@@ -194,7 +200,7 @@ def start_watchdog(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator
             t0 = time.monotonic()
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(
-                    watchdog_command(pyz_python, faasd_pyz),
+                    command,
                     env=env,
                     cwd=tmp_path,
                     stdin=subprocess.DEVNULL,

@@ -37,7 +37,8 @@ import pytest
 from faasd.sandbox.files import work_root_for
 from faasd.sandbox.uids import FUNCTION_UID_FIRST, FUNCTION_UID_LAST
 from tests.daemon_fixtures import Daemon, MakeCli, StartDaemon
-from tests.helpers import in_thread, process_alive, scaled, wait_for
+from tests.helpers import in_thread, must_run_everything, process_alive, scaled, wait_for
+from tests.process_tree import reaping_orphans
 from tests.reliability.ledger import Entry
 
 HAVE_BWRAP = shutil.which("bwrap") is not None
@@ -417,12 +418,25 @@ def _descendants(root: int) -> list[int]:
 # -- containment ------------------------------------------------------------------------------------
 
 BOMB = """sh -c 'case "$Http_Query" in
-bomb) f() { f | f & }; f; sleep 30;;
+bomb) f() { f | f & }; f & exec sleep 30;;
 *) echo fine;;
 esac'"""
 HOG = """python3 -c 'b = []
 while True: b.append(bytearray(1 << 20))'"""
 BASELINE_CALLS = 200
+ALL_MODES = [*MODES, pytest.param("none")]
+"""The limits of the p99 test need no isolation: a cgroup per replica (docs/sandbox.md, "Limits")."""
+
+ROUNDS = 5
+"""Interleaved (calm, fault) window pairs of the p99 test: a change in the machine's load (it is shared)
+counts against both sides alike, as in tests/reliability/test_faults.py."""
+CALM_CALLS = 60
+BOMB_TIMEOUT = "2s"
+"""The bomb's exec_timeout in the p99 test: one fault window."""
+HOG_CALLS = 2
+"""Calls to the hog per fault window."""
+P99_FACTOR = 2.0
+"""Issue 11: the others' p99 within 2x of before during the fault."""
 
 
 def _latencies(url: str, *, count: int = 0, until: Future[list[tuple[int, str]]] | None = None) -> list[float]:
@@ -447,23 +461,22 @@ def _fork_bomb(url: str) -> list[tuple[int, str]]:
     return [(response.status_code, response.text)]
 
 
-def _memory_hog(url: str) -> list[tuple[int, str]]:
+def _memory_hog(url: str, calls: int = 5) -> list[tuple[int, str]]:
     outcomes = []
-    for _ in range(5):
+    for _ in range(calls):
         response = httpx.post(f"{url}/function/hog", timeout=60.0)
         outcomes.append((response.status_code, response.text))
     return outcomes
 
 
-@pytest.fixture
-def faults(start_daemon: StartDaemon, request: pytest.FixtureRequest) -> tuple[Daemon, str]:
-    """A daemon in the requested sandbox mode with ``steady`` (cat), ``bomb`` and ``hog``, all ready, and
-    steady's invoke URL, warmed up."""
-    daemon = start_daemon(args=("--sandbox", request.param))
+def _start_faults(start_daemon: StartDaemon, mode: str, bomb_timeout: str = "4s") -> tuple[Daemon, str]:
+    """A daemon in sandbox ``mode`` with ``steady`` (cat), ``bomb`` and ``hog``, all ready, and steady's
+    invoke URL, warmed up."""
+    daemon = start_daemon(args=("--sandbox", mode))
     with daemon.client() as client:
         for spec in (
             {"service": "steady", "envProcess": "cat"},
-            {"service": "bomb", "envProcess": BOMB, "envVars": {"exec_timeout": "4s"}},
+            {"service": "bomb", "envProcess": BOMB, "envVars": {"exec_timeout": bomb_timeout}},
             {"service": "hog", "envProcess": HOG, "limits": {"memory": "128M"}},
         ):
             assert client.post("/system/functions", json=spec).status_code == 202
@@ -472,6 +485,12 @@ def faults(start_daemon: StartDaemon, request: pytest.FixtureRequest) -> tuple[D
     steady = f"{daemon.url}/function/steady"
     _latencies(steady, count=50)
     return daemon, steady
+
+
+@pytest.fixture
+def faults(start_daemon: StartDaemon, request: pytest.FixtureRequest) -> tuple[Daemon, str]:
+    """:func:`_start_faults` in the requested sandbox mode."""
+    return _start_faults(start_daemon, request.param)
 
 
 def _during(steady: str, fault: Callable[[], list[tuple[int, str]]]) -> tuple[list[float], list[float], list]:
@@ -514,20 +533,49 @@ def test_a_fork_bomb_stays_in_its_replica(faults: tuple[Daemon, str]) -> None:
     )
 
 
+def _cgroups(daemon: Daemon) -> dict[str, object]:
+    with daemon.client() as client:
+        return client.get("/system/info").json()["faasd"]["sandbox"]["cgroups"]
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gap: rlimits bound a fault's processes and memory, not the CPU it takes; on an idle 2-CPU "
-    "machine another function's p99 rose from ~8 ms to 300-800 ms during a fork bomb (its fork/exit churn), "
-    "and up to ~2.5x during a memory hog. A CPU quota per replica (cgroup cpu.max) would bound them; faasd "
-    "sets up no cgroups (docs/sandbox.md, Limits)",
-)
-@pytest.mark.parametrize("faults", MODES[:1], indirect=True)
-@pytest.mark.parametrize("fault", [_fork_bomb, _memory_hog], ids=["fork-bomb", "memory-hog"])
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("fault", ["fork-bomb", "memory-hog"])
 def test_other_functions_p99_stays_within_2x_during_a_fault(
-    faults: tuple[Daemon, str], fault: Callable[[str], list[tuple[int, str]]]
+    mode: str, fault: str, start_daemon: StartDaemon, ledger: Entry
 ) -> None:
-    """The issue's target: other functions' p99 within 2x of before while one function misbehaves."""
-    daemon, steady = faults
-    before, during, _ = _during(steady, lambda: fault(daemon.url))
-    assert len(during) >= 20 and _p99(during) <= 2 * _p99(before)
+    """The issue's target: another function's p99 within 2x of its p99 without the fault, while one
+    function fork-bombs (up to its process limit, until its exec_timeout) or allocates up to its memory
+    limit in a loop -- over ROUNDS interleaved (calm, fault) windows, pooled.
+
+    What bounds it is the replica's CPU cgroup: a tenth of the daemon's weight (docs/sandbox.md,
+    "Limits"), in every mode, ``none`` included. Without a cgroup a replica's autogroup nice value is
+    the same policy, but only where autogroups apply; the test needs the cgroup and says so.
+    """
+    daemon, steady = _start_faults(start_daemon, mode, bomb_timeout=BOMB_TIMEOUT)
+    cgroups = _cgroups(daemon)
+    if "cpu" not in cgroups["controllers"]:  # type: ignore[operator]
+        reason = f"no CPU cgroup for replicas here: {cgroups['reason']}"
+        if must_run_everything():
+            pytest.fail(f"{reason}; under CI this test must run")
+        pytest.skip(reason)
+    run = (lambda: _fork_bomb(daemon.url)) if fault == "fork-bomb" else (lambda: _memory_hog(daemon.url, HOG_CALLS))
+    expected = [408] if fault == "fork-bomb" else [500] * HOG_CALLS
+    calm: list[float] = []
+    during: list[float] = []
+    with reaping_orphans():  # Without a PID namespace the bomb's orphans are ours: reap them as init would.
+        for _ in range(ROUNDS):
+            calm += _latencies(steady, count=CALM_CALLS)
+            calls = in_thread(run, fault)
+            during += _latencies(steady, until=calls)
+            outcomes = calls.result(timeout=scaled(60.0))
+            assert [status for status, _ in outcomes] == expected, outcomes
+            ledger.fault(f"a function that {'fork-bombs' if fault == 'fork-bomb' else 'eats memory'} ({mode})")
+    ledger.calls(len(calm) + len(during))
+    before, under = _p99(calm), _p99(during)
+    ratio = f"{before * 1000:.1f} ms calm, {under * 1000:.1f} ms during ({under / before:.2f}x)"
+    print(f"{fault} ({mode}): steady's p99 {ratio}")
+    assert len(during) >= 10 * ROUNDS, f"only {len(during)} calls to steady during {ROUNDS} faults"
+    assert under <= P99_FACTOR * before, (
+        f"{fault} ({mode}): steady's p99 went from {before * 1000:.1f} ms to {under * 1000:.1f} ms"
+    )

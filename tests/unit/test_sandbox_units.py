@@ -15,6 +15,7 @@ from faasd.config import ConfigError, DaemonConfig
 from faasd.credentials import InsecurePasswordFile, load_or_create_password
 from faasd.errors import InvalidRequest
 from faasd.providers.types import FunctionSpec, Resources
+from faasd.sandbox.cgroups import Cgroups, Hierarchy, Placement
 from faasd.sandbox.enter import SandboxSpecError, format_spec, parse_spec
 from faasd.sandbox.files import prepare_work_root, reachable_by_others, share_with_group
 from faasd.sandbox.limits import DEFAULT_OPEN_FILES, DEFAULT_PROCESSES, DEFAULT_TMP_BYTES, Limits, limits_from_spec
@@ -54,8 +55,9 @@ def test_limits_default_and_from_the_spec():
         labels={"com.faasd.limits.processes": "64", "com.faasd.limits.open_files": " 1024 "},
     )
     limits = limits_from_spec(spec)
-    assert limits == Limits(memory_bytes=128 << 20, processes=64, open_files=1024)
+    assert limits == Limits(memory_bytes=128 << 20, cpu_nanos=500_000_000, processes=64, open_files=1024)
     assert limits.tmp_bytes == 128 << 20
+    assert limits_from_spec(FunctionSpec(name="f", limits=Resources(cpu="250m"))).cpu_nanos == 250_000_000
 
 
 @pytest.mark.parametrize(
@@ -64,6 +66,9 @@ def test_limits_default_and_from_the_spec():
         (FunctionSpec(name="f", limits=Resources(memory="32M")), "limits.memory '32M' is below"),
         (FunctionSpec(name="f", limits=Resources(memory="lots")), "limits.memory 'lots' is not a memory size"),
         (FunctionSpec(name="f", requests=Resources(memory="x")), "requests.memory 'x'"),
+        (FunctionSpec(name="f", limits=Resources(cpu="lots")), "limits.cpu 'lots' is not a CPU amount"),
+        (FunctionSpec(name="f", limits=Resources(cpu="5m")), r"limits.cpu '5m' is below the minimum of 0.01"),
+        (FunctionSpec(name="f", requests=Resources(cpu="-1")), "requests.cpu '-1'"),
         (FunctionSpec(name="f", labels={"com.faasd.limits.processes": "8"}), "from 16 to"),
         (FunctionSpec(name="f", labels={"com.faasd.limits.open_files": "many"}), "com.faasd.limits.open_files"),
     ],
@@ -128,6 +133,29 @@ def test_none_only_applies_the_limits():
     spec = f"as={128 << 20},nofile={DEFAULT_OPEN_FILES},oom=1000,nice=10"  # No uid; no nproc: the daemon's uid.
     assert launch.argv == (*COMMAND, "_sandbox", spec, "watchdog")
     assert launch.env == ENV and launch.cwd == "/state/functions/f" and launch.pass_fds == ()
+
+
+V1 = Cgroups("v1", (Hierarchy("/sys/fs/cgroup/cpu", "faasd-x", ("cpu",)), Hierarchy("/cg/pids", "faasd-x", ("pids",))))
+V2 = Cgroups("v2", (Hierarchy("/sys/fs/cgroup/faasd.service", "faasd-x", ("cpu", "pids", "memory")),))
+
+
+def test_a_replica_joins_its_cgroups_first_and_keeps_its_limits():
+    """cgroup v1 (cpu, pids): the spec names the cgroup.procs descriptors to join, the launch passes them;
+    no autogroup nice value (the CPU cgroup's weight does that); memory stays RLIMIT_AS."""
+    sandbox = Sandbox(mode="none", requested="none", reason="", root=True, cgroups=V1)
+    launch = plan_launch(sandbox, _replica(cgroup=Placement(("/a", "/b"), join_fds=(11, 12))), COMMAND, ENV)
+    spec = f"cg=11,cg2=12,as={128 << 20},nofile={DEFAULT_OPEN_FILES},oom=1000"
+    assert launch.argv == (*COMMAND, "_sandbox", spec, "watchdog") and launch.pass_fds == (11, 12)
+
+
+def test_a_cgroup_v2_memory_limit_replaces_rlimit_as():
+    """cgroup v2 with memory.max: no RLIMIT_AS; the watchdog gets memory.events (mev) and the limit (mmax)."""
+    sandbox = Sandbox(mode="uid", requested="uid", reason="", root=True, python="/usr/bin/python3", cgroups=V2)
+    placement = Placement(("/a",), join_fds=(11,), events_fd=12, memory_bytes=128 << 20)
+    launch = plan_launch(sandbox, _replica(scratch="/tmp/r.home", cgroup=placement), COMMAND, ENV)
+    spec = launch.argv[launch.argv.index("_sandbox") + 1]
+    assert spec.startswith(f"cg=11,mev=12,mmax={128 << 20},uid=") and "as=" not in spec and "nice=" not in spec
+    assert f"nproc={DEFAULT_PROCESSES}" in spec and launch.pass_fds == (11, 12)
 
 
 def test_uid_mode_drops_to_the_function_uid_with_a_private_scratch():

@@ -51,6 +51,7 @@ from faasd.providers.local.workdir import (
 from faasd.providers.types import FunctionSpec, FunctionStatus, LogMessage, LogRequest
 from faasd.registry import EndpointRegistry
 from faasd.runtime import self_command
+from faasd.sandbox import cgroups as sandbox_cgroups
 from faasd.sandbox import files as sandbox_files
 from faasd.sandbox import host as sandbox_host
 from faasd.sandbox.limits import limits_from_spec
@@ -161,14 +162,26 @@ class LocalProvider:
         self._finished = finished = trio.Event()
         host = self._host
         try:
-            host.sandbox = sandbox = await trio.to_thread.run_sync(
+            sandbox = await trio.to_thread.run_sync(
                 functools.partial(
                     sandbox_host.resolve, self._sandbox_request, state_dir=self._state_dir, command=host.command
                 )
             )
+            cgroups = await trio.to_thread.run_sync(sandbox_cgroups.setup, self._state_dir)
+            host.sandbox = sandbox = replace(sandbox, cgroups=cgroups)
             fell_back = sandbox.requested == "auto" and sandbox.mode != "bwrap"
             level = logging.WARNING if fell_back or not sandbox.isolated else logging.INFO
-            event(log, level, "sandbox", mode=sandbox.mode, requested=sandbox.requested, reason=sandbox.reason)
+            event(
+                log,
+                level,
+                "sandbox",
+                mode=sandbox.mode,
+                requested=sandbox.requested,
+                reason=sandbox.reason,
+                cgroups=cgroups.kind,
+                cgroup_controllers=",".join(sorted(cgroups.controllers)) or "-",
+                cgroups_reason=cgroups.reason,
+            )
             if sandbox.mode == "bwrap":
                 host.lifeline = os.pipe()  # Both ends close-on-exec; the read end is passed to each replica.
             await trio.to_thread.run_sync(self._prepare_state_dirs)

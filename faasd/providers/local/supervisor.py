@@ -36,6 +36,7 @@ from faasd.providers.local.state import LOCALHOST, REPLICA_KEY, Function, Genera
 from faasd.providers.local.workdir import replica_env
 from faasd.providers.types import Endpoint
 from faasd.registry import EndpointRegistry
+from faasd.sandbox import cgroups as sandbox_cgroups
 from faasd.sandbox import files as sandbox_files
 from faasd.sandbox import host as sandbox_host
 from faasd.sandbox.plan import Launch, ReplicaSandbox, plan_launch
@@ -208,6 +209,7 @@ class Supervisor:
         scratch = self._scratch_dir(function, replica_id)
         env = replica_env(host, slot.generation, function.workdir, replica_dir, slot.listener.fileno())
         read_fd = token_fd = -1
+        cgroup: sandbox_cgroups.Placement | None = None
         try:
             os.makedirs(os.path.join(replica_dir, "tmp"), mode=0o700)
             read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -218,7 +220,8 @@ class Supervisor:
                     env.pop("call_token_file", None)  # Ours, not one the spec's envVars may name.
                     env["call_token_fd"] = str(token_fd)
                     pass_fds.append(token_fd)
-                launch = await self._launch(function, slot.generation, replica_id, uid, scratch, env)
+                cgroup = await self._place(replica_id, slot.generation)
+                launch = await self._launch(function, slot.generation, replica_id, uid, scratch, env, cgroup)
                 process = await trio.lowlevel.open_process(
                     list(launch.argv),
                     stdin=subprocess.DEVNULL,
@@ -233,10 +236,12 @@ class Supervisor:
                 os.close(write_fd)
                 if token_fd >= 0:
                     os.close(token_fd)
+                if cgroup is not None:
+                    cgroup.close_fds()  # The replica has its own copies (or was never started).
         except OSError as exc:
             if read_fd >= 0:
                 os.close(read_fd)
-            await self._forget_replica(replica_id, replica_dir, scratch, uid)
+            await self._forget_replica(replica_id, replica_dir, scratch, uid, cgroup)
             event(
                 log,
                 logging.ERROR,
@@ -250,7 +255,7 @@ class Supervisor:
             if read_fd >= 0:
                 os.close(read_fd)
             with trio.CancelScope(shield=True):
-                await self._forget_replica(replica_id, replica_dir, scratch, uid)
+                await self._forget_replica(replica_id, replica_dir, scratch, uid, cgroup)
             raise
         replica = slot.replica = Replica(replica_id, process.pid, trio.current_time())
         event(log, logging.DEBUG, "replica started", function=function.name, replica=replica_id, pid=process.pid)
@@ -274,7 +279,7 @@ class Supervisor:
                 stream.close()
                 if process.returncode != 0:
                     await trio.to_thread.run_sync(kill_session, process.pid)
-                await self._forget_replica(replica_id, replica_dir, scratch, uid)
+                await self._forget_replica(replica_id, replica_dir, scratch, uid, cgroup)
         if replica.was_ready:
             return replica_id, process.returncode, ""
         trouble = replica.trouble or f"replica {exit_text(process.returncode)} before it was ready"
@@ -300,6 +305,14 @@ class Supervisor:
             return ""
         return os.path.join(self.host.replicas_dir, f"{replica_id}.home")
 
+    async def _place(self, replica_id: str, generation: Generation) -> sandbox_cgroups.Placement | None:
+        """The replica's control group, with its limits (None where the daemon has none)."""
+        sandbox = self.host.sandbox
+        if sandbox is None or not sandbox.cgroups.hierarchies:
+            return None
+        place = functools.partial(sandbox_cgroups.place, sandbox.cgroups, replica_id, generation.limits)
+        return await trio.to_thread.run_sync(place)
+
     async def _launch(
         self,
         function: Function,
@@ -308,6 +321,7 @@ class Supervisor:
         uid: int | None,
         scratch: str,
         env: dict[str, str],
+        cgroup: sandbox_cgroups.Placement | None = None,
     ) -> Launch:
         """The replica's command line, environment and directory in this daemon's sandbox."""
         host = self.host
@@ -324,16 +338,27 @@ class Supervisor:
             scratch=scratch,
             name=replica_id,
             lifeline=host.lifeline[0] if host.lifeline is not None else None,
+            cgroup=cgroup,
         )
         return plan_launch(host.sandbox, replica, host.command.argv, env)
 
-    async def _forget_replica(self, replica_id: str, replica_dir: str, scratch: str, uid: int | None) -> None:
-        """After a replica ended (or could not start): its files, and its uid -- in uid mode with whatever
-        still ran as it (a process that left its session), since no PID namespace ended it."""
+    async def _forget_replica(
+        self,
+        replica_id: str,
+        replica_dir: str,
+        scratch: str,
+        uid: int | None,
+        cgroup: sandbox_cgroups.Placement | None = None,
+    ) -> None:
+        """After a replica ended (or could not start): its files, its cgroup with whatever still ran in
+        it, and its uid -- in uid mode with whatever still ran as it (a process that left its session),
+        since no PID namespace ended it."""
         self._replica_ids.discard(replica_id)
         await remove_tree(replica_dir)
         if scratch:
             await remove_tree(scratch)
+        if cgroup is not None and not await trio.to_thread.run_sync(sandbox_cgroups.remove, cgroup):
+            event(log, logging.WARNING, "replica cgroup not removed", replica=replica_id, cgroup=cgroup.directories)
         if uid is not None:
             if self.host.sandbox_mode == "uid":
                 await trio.to_thread.run_sync(sandbox_host.kill_uid, uid)
