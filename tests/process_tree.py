@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Orphans", "ProcInfo", "orphans", "proc_table", "reaping_orphans", "subreaper", "track_popen"]
+__all__ = ["Orphans", "ProcInfo", "orphans", "orphans_to_init", "proc_table", "subreaper", "track_popen"]
 
 _PR_SET_CHILD_SUBREAPER = 36
 _started: set[tuple[int, int]] = set()
@@ -183,42 +183,26 @@ class Orphans:
 
 
 @contextlib.contextmanager
-def reaping_orphans(period: float = 0.01):  # type: ignore[no-untyped-def]
-    """Within the block, reap orphans that exited, every ``period`` s, as init would.
+def orphans_to_init():  # type: ignore[no-untyped-def]
+    """Within the block, this process is no child subreaper: orphans go to init, which reaps them.
 
-    A subreaper that never reaps keeps every orphan that exited a zombie -- and a zombie still counts
-    against its replica's process limit (``RLIMIT_NPROC``, ``pids.max``) until it is reaped. Without a
-    PID namespace (sandbox ``uid`` and ``none``) a fork bomb's processes are orphaned by the thousand:
-    under a daemon fixture they would fill the limit for good, which never happens under init.
+    A subreaper that reaps only at teardown keeps every orphan that exited a zombie -- and a zombie still
+    counts against its replica's process limit (``RLIMIT_NPROC``, ``pids.max``) until it is reaped.
+    Without a PID namespace (sandbox ``uid`` and ``none``) a fork bomb orphans processes by the
+    thousand: under a daemon fixture they would fill its limit for good, which never happens under init;
+    and reaping them here would cost the test process the CPU it measures with. What is orphaned in the
+    block escapes the leak check: use it only where something else ends those processes (a replica's
+    cgroup is emptied when the replica ends).
     """
-    stop = threading.Event()
-
-    def reap() -> None:
-        me = os.getpid()
-        while not stop.wait(period):
-            for pid in _children(me):
-                info = _stat(pid)
-                if info is not None and not info.alive and (info.pid, info.start) not in _started:
-                    with contextlib.suppress(ChildProcessError, OSError):
-                        os.waitpid(pid, os.WNOHANG)
-
-    thread = threading.Thread(target=reap, name="orphan-reaper", daemon=True)
-    thread.start()
+    with _lock:
+        active = _subreaper_users > 0
+    if active:
+        _set_subreaper(False)
     try:
         yield
     finally:
-        stop.set()
-        thread.join()
-
-
-def _children(pid: int) -> list[int]:
-    """Children of every thread of ``pid`` (an orphan is reparented to any live thread of a subreaper)."""
-    found = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError, ValueError):
-                found += [int(child) for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-    return found
+        if active:
+            _set_subreaper(True)
 
 
 def orphans() -> Orphans:

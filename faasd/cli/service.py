@@ -3,7 +3,8 @@
 The unit depends on the backend (``--provider``): only ``swarm`` gets the ``docker`` group -- a member
 can drive dockerd, which is root on the host, so a local backend's functions must never be near it --
 and ``ProtectKernelTunables``/``ProtectKernelLogs``, which the local backend's bubblewrap sandbox cannot
-run under (see the unit's comments).
+run under, and ``ProtectControlGroups``, which would make read-only the cgroup subtree the local backend
+is delegated (``Delegate=yes``, for a cgroup per replica; see the unit's comments).
 """
 
 from __future__ import annotations
@@ -23,8 +24,15 @@ UNIT_NAME = "faasd.service"
 INSTALL_DIR = "/usr/local/lib/faasd"
 SERVICE_PROVIDERS = ("local", "swarm")
 
-_SWARM_ONLY = ("SupplementaryGroups=docker", "ProtectKernelTunables=yes", "ProtectKernelLogs=yes")
+_SWARM_ONLY = (
+    "SupplementaryGroups=docker",
+    "ProtectKernelTunables=yes",
+    "ProtectKernelLogs=yes",
+    "ProtectControlGroups=yes",
+)
 """Lines the shipped unit has commented out, enabled for ``--provider swarm``."""
+_LOCAL_ONLY = ("Delegate=yes",)
+"""Lines of the shipped unit that ``--provider swarm`` comments out (no local replicas, no cgroups)."""
 
 
 def unit_text(pyz_path: str, *, provider: str = "local", docker_group: bool = False) -> str:
@@ -41,6 +49,8 @@ def unit_text(pyz_path: str, *, provider: str = "local", docker_group: bool = Fa
         for line in _SWARM_ONLY:
             if line != "SupplementaryGroups=docker" or docker_group:
                 text = text.replace(f"#{line}\n", f"{line}\n")
+        for line in _LOCAL_ONLY:
+            text = text.replace(f"\n{line}\n", f"\n#{line}\n")
         text = text.replace("Environment=FAASD_BIND=127.0.0.1", "Environment=FAASD_PROVIDER=swarm FAASD_BIND=127.0.0.1")
     return text
 

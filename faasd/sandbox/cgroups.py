@@ -30,26 +30,30 @@ What the daemon can use is decided once, at start (:func:`setup`, blocking), in 
 
 **CPU.** Each replica's cgroup is a *sibling* of the daemon's, weighted like a process at nice
 :data:`REPLICA_NICE` (v2 ``cpu.weight.nice``; v1 ``cpu.shares`` :data:`V1_SHARES`), a tenth of the
-daemon's weight -- the same policy as each replica's autogroup nice value without cgroups, but one the
-kernel applies to every process of the replica whatever its session, with no rate limit, and also on
-hosts where autogroups do not apply (any process in a non-root CPU cgroup, e.g. under a systemd unit
-with ``Delegate=yes``). Measured with a fork bomb next to a function called in a loop through the
-daemon, on a 2-CPU machine under heavy load from other work, the other function's p99 during the bomb
-over its p99 without: 5.0x with replicas at the default weight, 1.9x at a quarter, 1.4x at a tenth. The
-callers wait for the CPU in the daemon (and the client), not in the other replica: the weight that
-matters is the bomb's against everything else. As siblings, each mostly idle replica keeps its own place
-in the scheduler's queue and is served promptly when it wakes; one parent group for all replicas made
-the others wait for the parent's turn once the bomb had used it up. ``limits.cpu`` adds a quota.
+daemon's weight -- the policy of each replica's autogroup nice value without cgroups, but one the kernel
+applies to every process of the replica whatever its session, with no rate limit, and also where
+autogroups do not apply (any process in a non-root CPU cgroup, e.g. under a systemd unit with
+``Delegate=yes``). And a CFS quota: ``limits.cpu``, else half the CPUs the daemon may use, at least one
+(:func:`default_cpu_nanos`), so that a runaway function leaves a CPU to everyone else on a small machine.
+
+Measured with a fork bomb next to a function called in a loop through the daemon, on a 2-CPU machine
+loaded by other work (load average 20-35), the other function's p99 during the bomb over its p99
+without, in the same run: 3.9x with replicas at the default weight, 1.3-1.8x at a tenth, 1.0x at a tenth
+with a one-CPU quota. The callers waited for the CPU in the daemon and the client, not in the other
+replica: what matters is the bomb's weight against everything else. As siblings, a mostly idle replica
+keeps its own place in the scheduler's queue; under one parent group for all replicas the others waited
+for the parent's turn once the bomb had used it up (single windows of 370-580 ms).
 
 ``<hash>`` is a hash of the state dir, as for the uid work root: stable across restarts, so :func:`setup`
 finds what a daemon killed with SIGKILL left and removes it (killing any process still in it), and
 distinct per daemon, so several daemons on one host never touch each other's replicas.
 
-A replica joins its cgroup itself, first thing, before any code of the function runs: the daemon opens
-the cgroup's ``cgroup.procs`` and passes the descriptor down; :mod:`faasd.sandbox.enter` writes ``0``
-(itself) to it. The kernel checks the permission against whoever *opened* the file (Linux 5.16+), so it
-works inside bubblewrap's namespaces and after the uid drop, and nothing forks before it has joined: no
-race. When the replica ends, :func:`remove` kills whatever is still in its cgroup and removes it.
+A replica's first process joins its cgroup before it does anything else (:func:`join_command`): the
+daemon starts it as ``/bin/sh -c 'echo 0 > <cgroup>/cgroup.procs && ... && exec "$@"' <the replica's
+command>``, so every process of the replica -- in ``bwrap`` mode bubblewrap's own processes too, which
+reap the function's orphans -- is in it from its first fork on: no race, and the shell runs as the
+daemon, with the daemon's right to write there. A replica that cannot join does not run (exit 126, with
+the reason). When the replica ends, :func:`remove` kills whatever is still in its cgroup and removes it.
 """
 
 from __future__ import annotations
@@ -58,13 +62,15 @@ import contextlib
 import errno
 import hashlib
 import os
+import shlex
 import signal
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from faasd.sandbox.limits import Limits
+from faasd.units import NANOS_PER_CPU
 
 __all__ = [
     "CPU_PERIOD_US",
@@ -76,8 +82,10 @@ __all__ = [
     "Mount",
     "Placement",
     "base_name",
+    "default_cpu_nanos",
     "delegation_problem",
     "directory_of",
+    "join_command",
     "mounts_from_mountinfo",
     "paths_from_proc_cgroup",
     "place",
@@ -103,6 +111,9 @@ V1_SHARES = 110
 
 CPU_PERIOD_US = 100_000
 """The CFS period a ``limits.cpu`` quota is a share of (the kernel's default)."""
+
+OPTIONAL_FILES = frozenset({"memory.swap.max"})
+"""Not there without swap accounting (a kernel built or booted without it): then there is nothing to cap."""
 
 REMOVE_TRIES = 50
 REMOVE_PAUSE_S = 0.02
@@ -144,6 +155,8 @@ class Cgroups:
     hierarchies: tuple[Hierarchy, ...] = ()
     reason: str = ""
     """What is used and where, or why nothing is."""
+    cpus: int = 1
+    """CPUs the daemon may run on (its affinity), when it was set up: the default quota is half."""
 
     @property
     def controllers(self) -> frozenset[str]:
@@ -161,7 +174,11 @@ class Cgroups:
 
     def describe(self) -> dict[str, object]:
         """For ``/system/info`` (``faasd.sandbox.cgroups``) and ``faasd status``."""
-        return {"mode": self.kind, "controllers": sorted(self.controllers), "reason": self.reason}
+        described: dict[str, object] = {"mode": self.kind, "controllers": sorted(self.controllers)}
+        default = default_cpu_nanos(self.cpus) if self.cpu else None
+        if default:
+            described["default_cpu"] = f"{default / NANOS_PER_CPU:g}"
+        return {**described, "reason": self.reason}
 
 
 NO_CGROUPS = Cgroups("none", reason="not set up")
@@ -169,27 +186,25 @@ NO_CGROUPS = Cgroups("none", reason="not set up")
 
 @dataclass(slots=True)
 class Placement:
-    """One replica's cgroup (a directory per hierarchy) and the descriptors its first process joins with.
+    """One replica's cgroup: a directory per hierarchy, and what the watchdog reads of it.
 
-    Resource handling: :func:`place` opens ``join_fds``; the caller passes them to the replica and closes
-    its copies (:meth:`close_fds`) once the replica is spawned; :func:`remove` removes the directories.
+    Resource handling: :func:`place` opens ``events_fd`` (cgroup v2 with a memory limit); the caller
+    passes it to the replica and closes its own copy (:meth:`close_fds`) once the replica is spawned;
+    :func:`remove` removes the directories.
     """
 
     directories: tuple[str, ...]
-    join_fds: tuple[int, ...] = ()
-    """``cgroup.procs`` of each directory, open for writing, close-on-exec."""
     events_fd: int | None = None
     """cgroup v2 with a memory limit: ``memory.events``, open for reading (the watchdog tells an
     out-of-memory kill by its ``oom_kill`` count)."""
     memory_bytes: int | None = None
     """The ``memory.max`` set, if any."""
-    owned_fds: list[int] = field(default_factory=list)
 
     def close_fds(self) -> None:
-        for fd in self.owned_fds:
+        if self.events_fd is not None:
             with contextlib.suppress(OSError):
-                os.close(fd)
-        self.owned_fds.clear()
+                os.close(self.events_fd)
+            self.events_fd = None
 
 
 # -- parsing (pure) ---------------------------------------------------------------------------------
@@ -326,7 +341,7 @@ def setup(state_dir: str) -> Cgroups:
         return Cgroups("none", reason="; ".join(problems) or "no cgroup file system is mounted")
     for hierarchy in found.hierarchies:
         sweep(hierarchy)
-    return found
+    return replace(found, cpus=len(os.sched_getaffinity(0)))
 
 
 def _setup_v2(
@@ -419,7 +434,8 @@ def _setup_v1(
 
 
 def place(cgroups: Cgroups, replica: str, limits: Limits) -> Placement:
-    """Create ``replica``'s cgroup with ``limits`` and open what its first process joins with. Blocking.
+    """Create ``replica``'s cgroup with ``limits`` (and open ``memory.events`` with a v2 memory limit).
+    Blocking.
 
     Raises:
         OSError: the cgroup cannot be made or limited (it is removed again; nothing stays open).
@@ -430,16 +446,15 @@ def place(cgroups: Cgroups, replica: str, limits: Limits) -> Placement:
             directory = hierarchy.directory(replica)
             os.mkdir(directory)
             placement.directories += (directory,)
-            settings = replica_settings(cgroups.kind, hierarchy.controllers, limits)
+            settings = replica_settings(cgroups.kind, hierarchy.controllers, limits, cgroups.cpus)
             for file_name, value in settings.items():
-                _write(os.path.join(directory, file_name), value)
-            fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-            placement.owned_fds.append(fd)
-            placement.join_fds += (fd,)
+                path = os.path.join(directory, file_name)
+                if file_name in OPTIONAL_FILES and not os.path.exists(path):
+                    continue
+                _write(path, value)
             if "memory.max" in settings:
                 placement.memory_bytes = limits.memory_bytes
                 placement.events_fd = os.open(os.path.join(directory, "memory.events"), os.O_RDONLY | os.O_CLOEXEC)
-                placement.owned_fds.append(placement.events_fd)
     except OSError:
         placement.close_fds()
         remove(placement)
@@ -447,13 +462,35 @@ def place(cgroups: Cgroups, replica: str, limits: Limits) -> Placement:
     return placement
 
 
-def replica_settings(kind: Kind, controllers: tuple[str, ...], limits: Limits) -> dict[str, str]:
-    """The files to write in a replica's cgroup, in order."""
+JOIN_FAILED = 126
+"""Exit status of a replica that could not join its cgroup (as :mod:`faasd.sandbox.enter`'s)."""
+
+
+def join_command(placement: Placement) -> tuple[str, ...]:
+    """The argv prefix that puts the process into ``placement``'s cgroups, then executes the rest.
+
+    A shell, not faasd: it costs a millisecond, and bwrap's processes must be in the cgroup too.
+    """
+    writes = " && ".join(f"echo 0 > {shlex.quote(os.path.join(d, 'cgroup.procs'))}" for d in placement.directories)
+    failed = f'echo "faasd sandbox: cannot join the replica\'s cgroup" >&2; exit {JOIN_FAILED}'
+    return ("/bin/sh", "-c", f'{{ {writes}; }} || {{ {failed}; }}; exec "$@"', "faasd-join")
+
+
+def default_cpu_nanos(cpus: int) -> int | None:
+    """The CPU quota of a replica whose spec sets no ``limits.cpu``: half the CPUs the daemon may use, at
+    least one -- None (no quota) on a one-CPU machine, where that would be all of it."""
+    share = max(1, cpus // 2)
+    return share * NANOS_PER_CPU if share < cpus else None
+
+
+def replica_settings(kind: Kind, controllers: tuple[str, ...], limits: Limits, cpus: int = 1) -> dict[str, str]:
+    """The files to write in a replica's cgroup, in order; ``cpus``: how many the daemon may use."""
     settings: dict[str, str] = {}
     if "cpu" in controllers:
         settings["cpu.weight.nice" if kind == "v2" else "cpu.shares"] = str(REPLICA_NICE if kind == "v2" else V1_SHARES)
-    if "cpu" in controllers and limits.cpu_nanos:
-        quota = max(1000, limits.cpu_nanos * CPU_PERIOD_US // 1_000_000_000)  # The kernel's minimum: 1 ms.
+    cpu_nanos = limits.cpu_nanos or default_cpu_nanos(cpus)
+    if "cpu" in controllers and cpu_nanos:
+        quota = max(1000, cpu_nanos * CPU_PERIOD_US // NANOS_PER_CPU)  # The kernel's minimum: 1 ms.
         if kind == "v2":
             settings["cpu.max"] = f"{quota} {CPU_PERIOD_US}"
         else:

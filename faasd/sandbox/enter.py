@@ -4,11 +4,9 @@ The local backend starts each replica as ``python faasd.pyz _sandbox SPEC watchd
 ``bwrap`` mode). ``faasd.__main__`` calls :func:`enter` with ``SPEC`` before it imports the watchdog, so
 no code of the function -- and nothing the function controls -- runs before the replica is confined:
 
-0. with ``cg``/``cg2``/``cg3``: join the replica's control groups (:mod:`faasd.sandbox.cgroups`) by
-   writing ``0`` to each ``cgroup.procs`` descriptor the daemon opened and passed down, then close
-   them -- before this process forks anything, so every process of the replica is in them; a failure
-   ends the process (exit 126) rather than run a function outside its limits. With ``mev`` (cgroup v2
-   ``memory.events``, read-only) kept open for the watchdog (:func:`oom_kills`), close-on-exec;
+0. with ``mev`` (cgroup v2 ``memory.events`` of the replica's cgroup, read-only; the replica joined
+   that cgroup before this step, :mod:`faasd.sandbox.cgroups`): kept open for the watchdog
+   (:func:`oom_kills`), close-on-exec;
 1. ``oom_score_adj`` raised to 1000: when memory runs out, the kernel kills function processes first,
    never the daemon (raising it needs no privilege; lowering does, so a function cannot undo it);
    and the nice value of the replica's autogroup raised (``nice``): every replica is a session of its
@@ -47,13 +45,11 @@ __all__ = ["ENTER_COMMAND", "SandboxSpecError", "enter", "format_spec", "memory_
 ENTER_COMMAND = "_sandbox"
 """The ``faasd`` argument that introduces a spec: ``faasd _sandbox SPEC <role> ...``."""
 
-KEYS = ("cg", "cg2", "cg3", "mev", "mmax", "uid", "gid", "as", "nproc", "nofile", "nnp", "oom", "nice", "life")
-"""cg/cg2/cg3: cgroup.procs descriptors to join; mev: the cgroup's memory.events (a descriptor); mmax:
-its memory.max (bytes, for messages); uid/gid: become them; as/nproc/nofile: RLIMIT_AS/NPROC/NOFILE;
-nnp=1: set no_new_privs; oom: the replica's oom_score_adj; nice: its autogroup's nice value; life: the
-daemon's lifeline pipe (a file descriptor)."""
-
-CGROUP_KEYS = ("cg", "cg2", "cg3")
+KEYS = ("mev", "mmax", "uid", "gid", "as", "nproc", "nofile", "nnp", "oom", "nice", "life")
+"""mev: the replica cgroup's memory.events (a descriptor); mmax: its memory.max (bytes, for messages);
+uid/gid: become them; as/nproc/nofile: RLIMIT_AS/NPROC/NOFILE; nnp=1: set no_new_privs; oom: the
+replica's oom_score_adj; nice: its autogroup's nice value; life: the daemon's lifeline pipe (a file
+descriptor)."""
 
 NICE_RETRY_S = 0.5
 """How long a replica retries setting its autogroup's nice value while the kernel's rate limit refuses."""
@@ -107,7 +103,6 @@ def enter(text: str) -> None:
 
 
 def _confine(values: dict[str, int]) -> None:
-    _join_cgroups([values[key] for key in CGROUP_KEYS if key in values])
     if "mev" in values:
         os.set_inheritable(values["mev"], False)  # The watchdog's, not the function's.
         _kept.update({key: values[key] for key in ("mev", "mmax") if key in values})
@@ -127,17 +122,6 @@ def _confine(values: dict[str, int]) -> None:
         _become(values["uid"], values["gid"], no_new_privs=bool(values.get("nnp")))
     if "life" in values:
         _follow_daemon(values["life"])
-
-
-def _join_cgroups(fds: list[int]) -> None:
-    try:
-        for fd in fds:
-            os.write(fd, b"0")  # "0": the writing process itself.
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot join the replica's cgroup: {exc.strerror}") from None
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def _write_proc(path: str, value: int) -> None:

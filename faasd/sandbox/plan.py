@@ -37,8 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from faasd.sandbox.cgroups import NO_CGROUPS, REPLICA_NICE, Cgroups, Placement
-from faasd.sandbox.enter import CGROUP_KEYS, ENTER_COMMAND, format_spec
+from faasd.sandbox.cgroups import NO_CGROUPS, REPLICA_NICE, Cgroups, Placement, join_command
+from faasd.sandbox.enter import ENTER_COMMAND, format_spec
 from faasd.sandbox.limits import Limits
 
 __all__ = [
@@ -179,13 +179,10 @@ def plan_launch(
     limits = replica.limits
     confined = sandbox.per_function_uid and replica.uid is not None
     placement = replica.cgroup
-    joins = placement.join_fds if placement is not None else ()
-    if len(joins) > len(CGROUP_KEYS):
-        raise ValueError(f"a replica joins at most {len(CGROUP_KEYS)} cgroups, not {len(joins)}")
+    join = join_command(placement) if placement is not None else ()
     memory_cgroup = placement is not None and placement.memory_bytes is not None
     events = placement.events_fd if placement is not None and memory_cgroup else None
     spec = format_spec(
-        **dict(zip(CGROUP_KEYS, joins, strict=False)),
         mev=events,
         mmax=placement.memory_bytes if placement is not None and memory_cgroup else None,
         uid=replica.uid if confined else None,
@@ -198,19 +195,19 @@ def plan_launch(
         life=replica.lifeline if sandbox.mode == "bwrap" else None,
         **{"as": None if memory_cgroup else limits.memory_bytes},
     )
-    passed = (*joins, *((events,) if events is not None else ()))
+    passed = (events,) if events is not None else ()
     python = sandbox.python or command[0]
     inner = (python, *command[1:], ENTER_COMMAND, spec, *role)
     new_env = dict(env)
     if sandbox.mode == "none":
-        return Launch(inner, new_env, replica.workdir, passed)
+        return Launch((*join, *inner), new_env, replica.workdir, passed)
     for key in DROPPED_ENV:
         new_env.pop(key, None)
     if sandbox.mode == "uid":
         new_env.update(TMPDIR=replica.scratch, HOME=replica.scratch)
         if not replica.writable:  # A replica's watchdog; a build step has none.
             new_env["lock_file"] = os.path.join(replica.scratch, ".lock")
-        return Launch(inner, new_env, replica.workdir, passed)
+        return Launch((*join, *inner), new_env, replica.workdir, passed)
     new_env.pop("parent_pid", None)  # Not visible from the PID namespace; --die-with-parent does its job.
     new_env.update(TMPDIR="/tmp", HOME="/tmp")
     if not replica.writable:
@@ -225,7 +222,7 @@ def plan_launch(
     )
     if replica.lifeline is not None:
         passed += (replica.lifeline,)
-    return Launch((*sandbox.shim, *prefix, *inner), new_env, replica.workdir, passed)
+    return Launch((*join, *sandbox.shim, *prefix, *inner), new_env, replica.workdir, passed)
 
 
 def bwrap_prefix(

@@ -131,6 +131,8 @@ def test_install_service_keeps_the_docker_group_away_from_local_functions(faasd_
     lines = (root / "etc/systemd/system/faasd.service").read_text().splitlines()
     assert "SupplementaryGroups=docker" not in lines and "DynamicUser=yes" in lines
     assert "ProtectKernelTunables=yes" not in lines and "ProtectKernelLogs=yes" not in lines
+    # A cgroup subtree of its own, writable: a cgroup per replica (docs/sandbox.md, "Limits").
+    assert "Delegate=yes" in lines and "ProtectControlGroups=yes" not in lines
     assert not any(line.startswith("Environment=") and "FAASD_PROVIDER" in line for line in lines)
     assert _verify(root / "etc/systemd/system/faasd.service") == "exit 0:"
 
@@ -146,4 +148,5 @@ def test_install_service_for_swarm_adds_the_docker_group(faasd_cli: MakeCli, tmp
     if not _has_group("docker"):
         assert "there is no docker group yet" in result.out
     assert "ProtectKernelTunables=yes" in lines and "ProtectKernelLogs=yes" in lines
+    assert "ProtectControlGroups=yes" in lines and "Delegate=yes" not in lines  # No local replicas.
     assert _verify(unit) == "exit 0:"

@@ -115,6 +115,16 @@ def test_what_a_replica_cgroup_is_given():
     assert replica_settings("v2", ("cpu",), tiny)["cpu.max"] == "1000 100000"
 
 
+@pytest.mark.parametrize(("cpus", "quota"), [(1, None), (2, "100000"), (3, "100000"), (8, "400000")])
+def test_without_limits_cpu_a_replica_may_use_half_the_cpus(cpus: int, quota: str | None):
+    """At least one CPU; on a one-CPU machine, no quota (it would be all of it): the weight still holds."""
+    v1 = replica_settings("v1", ("cpu",), Limits(), cpus)
+    assert v1.get("cpu.cfs_quota_us") == quota and v1["cpu.shares"] == str(V1_SHARES)
+    v2 = replica_settings("v2", ("cpu",), Limits(), cpus)
+    assert v2.get("cpu.max") == (f"{quota} 100000" if quota else None)
+    assert replica_settings("v2", ("cpu",), Limits(cpu_nanos=3_000_000_000), cpus)["cpu.max"] == "300000 100000"
+
+
 def test_the_delegation_rule(tmp_path: Path):
     """Root under systemd divides only a cgroup systemd marked delegated; anything else is decided by
     whether the daemon may write there."""

@@ -7,6 +7,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -140,22 +141,35 @@ V2 = Cgroups("v2", (Hierarchy("/sys/fs/cgroup/faasd.service", "faasd-x", ("cpu",
 
 
 def test_a_replica_joins_its_cgroups_first_and_keeps_its_limits():
-    """cgroup v1 (cpu, pids): the spec names the cgroup.procs descriptors to join, the launch passes them;
-    no autogroup nice value (the CPU cgroup's weight does that); memory stays RLIMIT_AS."""
+    """cgroup v1 (cpu, pids): a shell joins the cgroups, then becomes the replica; no autogroup nice value
+    (the CPU cgroup's weight does that); memory stays RLIMIT_AS."""
     sandbox = Sandbox(mode="none", requested="none", reason="", root=True, cgroups=V1)
-    launch = plan_launch(sandbox, _replica(cgroup=Placement(("/a", "/b"), join_fds=(11, 12))), COMMAND, ENV)
-    spec = f"cg=11,cg2=12,as={128 << 20},nofile={DEFAULT_OPEN_FILES},oom=1000"
-    assert launch.argv == (*COMMAND, "_sandbox", spec, "watchdog") and launch.pass_fds == (11, 12)
+    launch = plan_launch(sandbox, _replica(cgroup=Placement(("/a/r", "/b c/r"))), COMMAND, ENV)
+    spec = f"as={128 << 20},nofile={DEFAULT_OPEN_FILES},oom=1000"
+    assert launch.argv[:2] == ("/bin/sh", "-c") and launch.argv[3] == "faasd-join"
+    script = launch.argv[2]
+    assert script.startswith("{ echo 0 > /a/r/cgroup.procs && echo 0 > '/b c/r/cgroup.procs'; } || {")
+    assert script.endswith('exit 126; }; exec "$@"')
+    assert launch.argv[4:] == (*COMMAND, "_sandbox", spec, "watchdog") and launch.pass_fds == ()
 
 
 def test_a_cgroup_v2_memory_limit_replaces_rlimit_as():
     """cgroup v2 with memory.max: no RLIMIT_AS; the watchdog gets memory.events (mev) and the limit (mmax)."""
     sandbox = Sandbox(mode="uid", requested="uid", reason="", root=True, python="/usr/bin/python3", cgroups=V2)
-    placement = Placement(("/a",), join_fds=(11,), events_fd=12, memory_bytes=128 << 20)
+    placement = Placement(("/a",), events_fd=12, memory_bytes=128 << 20)
     launch = plan_launch(sandbox, _replica(scratch="/tmp/r.home", cgroup=placement), COMMAND, ENV)
     spec = launch.argv[launch.argv.index("_sandbox") + 1]
-    assert spec.startswith(f"cg=11,mev=12,mmax={128 << 20},uid=") and "as=" not in spec and "nice=" not in spec
-    assert f"nproc={DEFAULT_PROCESSES}" in spec and launch.pass_fds == (11, 12)
+    assert spec.startswith(f"mev=12,mmax={128 << 20},uid=") and "as=" not in spec and "nice=" not in spec
+    assert f"nproc={DEFAULT_PROCESSES}" in spec and launch.pass_fds == (12,)
+
+
+def test_in_bwrap_the_join_comes_before_bubblewrap():
+    """bwrap's own processes (its init reaps the function's orphans) are in the replica's cgroup too."""
+    sandbox = Sandbox(mode="bwrap", requested="bwrap", reason="", root=True, bwrap="bwrap", system=SYSTEM, cgroups=V1)
+    sandbox = replace(sandbox, shim=("/usr/bin/setsid", "--wait"))
+    launch = plan_launch(sandbox, _replica(cgroup=Placement(("/a/r",)), lifeline=9), COMMAND, ENV)
+    assert launch.argv[:4] == ("/bin/sh", "-c", launch.argv[2], "faasd-join")
+    assert launch.argv[4:7] == ("/usr/bin/setsid", "--wait", "bwrap") and launch.pass_fds == (9,)
 
 
 def test_uid_mode_drops_to_the_function_uid_with_a_private_scratch():
