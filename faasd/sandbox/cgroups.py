@@ -36,13 +36,14 @@ autogroups do not apply (any process in a non-root CPU cgroup, e.g. under a syst
 ``Delegate=yes``). And a CFS quota: ``limits.cpu``, else half the CPUs the daemon may use, at least one
 (:func:`default_cpu_nanos`), so that a runaway function leaves a CPU to everyone else on a small machine.
 
-Measured with a fork bomb next to a function called in a loop through the daemon, on a 2-CPU machine
-loaded by other work (load average 20-35), the other function's p99 during the bomb over its p99
-without, in the same run: 3.9x with replicas at the default weight, 1.3-1.8x at a tenth, 1.0x at a tenth
-with a one-CPU quota. The callers waited for the CPU in the daemon and the client, not in the other
-replica: what matters is the bomb's weight against everything else. As siblings, a mostly idle replica
-keeps its own place in the scheduler's queue; under one parent group for all replicas the others waited
-for the parent's turn once the bomb had used it up (single windows of 370-580 ms).
+Measured on a 2-CPU machine shared with other work, a fork bomb (or a memory hog) next to a function
+called in a loop through the daemon: the callers waited for the CPU in the daemon and the client more
+than in the other replica, so the bomb's weight against everything else is what matters most -- at the
+default weight the other function's p99 rose about 4x, at a tenth within 2x, and the quota trimmed what
+was left. The price of a tenth: on a busy host a replica also waits behind ordinary processes (the
+other function's own p99 was higher, fault or not). As siblings, a mostly idle replica keeps its own
+place in the scheduler's queue; under one parent group for all replicas the others waited for the
+parent's turn once the bomb had used it up (single windows of 370-580 ms).
 
 ``<hash>`` is a hash of the state dir, as for the uid work root: stable across restarts, so :func:`setup`
 finds what a daemon killed with SIGKILL left and removes it (killing any process still in it), and
@@ -433,9 +434,12 @@ def _setup_v1(
 # -- one replica ------------------------------------------------------------------------------------
 
 
-def place(cgroups: Cgroups, replica: str, limits: Limits) -> Placement:
+def place(cgroups: Cgroups, replica: str, limits: Limits, own_processes: int = 0) -> Placement:
     """Create ``replica``'s cgroup with ``limits`` (and open ``memory.events`` with a v2 memory limit).
     Blocking.
+
+    ``own_processes``: processes of the sandbox itself in the cgroup (bwrap's), not counted against the
+    function's process limit.
 
     Raises:
         OSError: the cgroup cannot be made or limited (it is removed again; nothing stays open).
@@ -446,7 +450,7 @@ def place(cgroups: Cgroups, replica: str, limits: Limits) -> Placement:
             directory = hierarchy.directory(replica)
             os.mkdir(directory)
             placement.directories += (directory,)
-            settings = replica_settings(cgroups.kind, hierarchy.controllers, limits, cgroups.cpus)
+            settings = replica_settings(cgroups.kind, hierarchy.controllers, limits, cgroups.cpus, own_processes)
             for file_name, value in settings.items():
                 path = os.path.join(directory, file_name)
                 if file_name in OPTIONAL_FILES and not os.path.exists(path):
@@ -483,8 +487,11 @@ def default_cpu_nanos(cpus: int) -> int | None:
     return share * NANOS_PER_CPU if share < cpus else None
 
 
-def replica_settings(kind: Kind, controllers: tuple[str, ...], limits: Limits, cpus: int = 1) -> dict[str, str]:
-    """The files to write in a replica's cgroup, in order; ``cpus``: how many the daemon may use."""
+def replica_settings(
+    kind: Kind, controllers: tuple[str, ...], limits: Limits, cpus: int = 1, own_processes: int = 0
+) -> dict[str, str]:
+    """The files to write in a replica's cgroup, in order; ``cpus``: how many the daemon may use;
+    ``own_processes``: the sandbox's own processes in the cgroup (see :func:`place`)."""
     settings: dict[str, str] = {}
     if "cpu" in controllers:
         settings["cpu.weight.nice" if kind == "v2" else "cpu.shares"] = str(REPLICA_NICE if kind == "v2" else V1_SHARES)
@@ -497,7 +504,7 @@ def replica_settings(kind: Kind, controllers: tuple[str, ...], limits: Limits, c
             settings["cpu.cfs_period_us"] = str(CPU_PERIOD_US)
             settings["cpu.cfs_quota_us"] = str(quota)
     if "pids" in controllers:
-        settings["pids.max"] = str(limits.processes)
+        settings["pids.max"] = str(limits.processes + own_processes)
     if "memory" in controllers and limits.memory_bytes:
         settings["memory.max"] = str(limits.memory_bytes)
         settings["memory.swap.max"] = "0"  # The limit is the memory it has, not that plus swap.

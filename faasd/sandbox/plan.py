@@ -27,6 +27,11 @@ command that runs ``faasd`` and the environment the backend built:
   that ``setsid`` (or bwrap) ends the whole sandbox; the daemon ending ends it through the lifeline pipe
   (:mod:`faasd.sandbox.enter`), since the daemon's pid is not visible from the PID namespace.
 
+In every mode, a replica with a cgroup (:mod:`faasd.sandbox.cgroups`) starts as a shell that joins it and
+then executes all of the above (:func:`~faasd.sandbox.cgroups.join_command`); with a cgroup v2 memory
+limit, ``RLIMIT_AS`` is not set and the watchdog gets the cgroup's ``memory.events`` (``mev``). With a
+CPU cgroup the replica's autogroup nice value is not set either: the cgroup's weight does that.
+
 The fork-mode hot path is untouched: the sandbox wraps the replica once, at its start, not each call.
 """
 
@@ -43,6 +48,7 @@ from faasd.sandbox.limits import Limits
 
 __all__ = [
     "APP_DIR",
+    "BWRAP_OWN_PROCESSES",
     "MODES",
     "REQUESTS",
     "SECRETS_MOUNT",
@@ -73,6 +79,12 @@ AUTOGROUP_NICE = REPLICA_NICE
 kernel groups sessions (``kernel.sched_autogroup_enabled``), the daemon outweighs any one function about
 ten to one when the CPU is short, so a function spinning or fork-bombing cannot slow the gateway
 everyone's calls pass. With a CPU cgroup, its weight does the same (:mod:`faasd.sandbox.cgroups`)."""
+
+BWRAP_OWN_PROCESSES = 3
+"""A bwrap replica's cgroup also holds ``setsid``, ``bwrap`` and bwrap's init (which reaps the function's
+orphans): its ``pids.max`` leaves room for them, so the function gets its whole process limit -- and
+``RLIMIT_NPROC`` (the uid's processes) is what a fork bomb meets first: it refuses a fork at its very
+start, where ``pids.max`` refuses it only after the kernel has copied the process's memory map."""
 
 DROPPED_ENV = ("USER",)
 """Removed from a sandboxed replica's environment: the daemon's user name means nothing there."""

@@ -15,11 +15,13 @@ crashes (SIGSEGV)           500 ``killed by signal SIGSEGV``      --
 floods stdout               502 ``Function output exceeded        its ``max_output_bytes`` (process killed)
                             max_output_bytes ...``
 forks without end           408 (its ``exec_timeout``), or 500    ``com.faasd.limits.processes``
-                            ``Cannot start process: Resource      (RLIMIT_NPROC; needs a sandbox with a
-                            temporarily unavailable`` for a call  uid of its own: bwrap or uid)
-                            that finds the limit reached
-eats memory                 500 ``exit status 1`` and its         ``limits.memory`` (RLIMIT_AS)
-                            ``MemoryError``
+                            ``Cannot start process: Resource      (the replica cgroup's pids.max, and
+                            temporarily unavailable`` for a call  RLIMIT_NPROC with a uid of its own:
+                            that finds the limit reached          needs one of them)
+eats memory                 500 ``exit status 1`` and its         ``limits.memory`` (RLIMIT_AS; on
+                            ``MemoryError`` (on cgroup v2: 500    cgroup v2 the replica's memory.max)
+                            ``killed by signal SIGKILL: out of
+                            memory ...``)
 kills its own watchdog      502 for that call; 503 for calls      the replica is replaced (backoff), calls
                             held past ``ready_timeout`` while     wait up to ``ready_timeout``
                             it restarts
@@ -330,11 +332,17 @@ fault."""
 PROCESS_LIMIT = 64
 
 
-def _sandbox_mode(daemon: Daemon) -> str:
+def _process_limit(daemon: Daemon) -> str:
+    """How the daemon bounds a replica's processes ("" when it cannot): a cgroup's pids.max in any
+    sandbox mode, else RLIMIT_NPROC, which needs a uid of its own (bwrap, uid)."""
     with daemon.client() as client:
         info = client.get("/system/info").json()
     sandbox = info["faasd"].get("sandbox") or {}
-    return str(sandbox.get("mode", "none")) if isinstance(sandbox, dict) else str(sandbox)
+    if not isinstance(sandbox, dict):
+        return ""
+    if "pids" in (sandbox.get("cgroups") or {}).get("controllers", ()):
+        return "pids.max"
+    return "RLIMIT_NPROC" if sandbox.get("mode") in ("bwrap", "uid") else ""
 
 
 def _latencies(client: httpx.Client, count: int) -> list[float]:
@@ -360,13 +368,11 @@ def test_a_misbehaving_function(kind: str, start_daemon: StartDaemon, ledger: En
     while a reference function's p99 stays within P99_FACTOR of its p99 without the fault."""
     bad = MISBEHAVIOURS[kind]
     daemon = start_daemon(FAASD_UPSTREAM_TIMEOUT="2s", FAASD_READY_TIMEOUT="3s")
-    if bad.needs_process_limit:
-        mode = _sandbox_mode(daemon)
-        if mode not in ("bwrap", "uid"):
-            reason = f"sandbox={mode}: no process limit per function here (needs bwrap or uid, docs/sandbox.md)"
-            if must_run_everything():
-                pytest.fail(f"{reason}; under CI this test must run")
-            pytest.skip(reason)
+    if bad.needs_process_limit and not _process_limit(daemon):
+        reason = "no process limit per function here (needs cgroups, or sandbox bwrap or uid: docs/sandbox.md)"
+        if must_run_everything():
+            pytest.fail(f"{reason}; under CI this test must run")
+        pytest.skip(reason)
     daemon.deploy("ref", "cat")
     daemon.deploy("bad", bad.spec["envProcess"], **{k: v for k, v in bad.spec.items() if k != "envProcess"})
     calm: list[float] = []

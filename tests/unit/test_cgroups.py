@@ -110,6 +110,7 @@ def test_what_a_replica_cgroup_is_given():
         "cpu.cfs_quota_us": "25000",
     }
     assert replica_settings("v1", ("pids",), Limits()) == {"pids.max": "128"}
+    assert replica_settings("v1", ("pids",), Limits(), own_processes=3) == {"pids.max": "131"}  # bwrap's own.
     assert replica_settings("v2", ("pids", "memory"), Limits()) == {"pids.max": "128"}  # No limits.memory: no cap.
     tiny = Limits(cpu_nanos=1_000_000)  # Below the kernel's 1 ms per period: raised to it.
     assert replica_settings("v2", ("cpu",), tiny)["cpu.max"] == "1000 100000"

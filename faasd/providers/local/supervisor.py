@@ -39,7 +39,7 @@ from faasd.registry import EndpointRegistry
 from faasd.sandbox import cgroups as sandbox_cgroups
 from faasd.sandbox import files as sandbox_files
 from faasd.sandbox import host as sandbox_host
-from faasd.sandbox.plan import Launch, ReplicaSandbox, plan_launch
+from faasd.sandbox.plan import BWRAP_OWN_PROCESSES, Launch, ReplicaSandbox, plan_launch
 
 __all__ = ["Supervisor"]
 
@@ -310,7 +310,8 @@ class Supervisor:
         sandbox = self.host.sandbox
         if sandbox is None or not sandbox.cgroups.hierarchies:
             return None
-        place = functools.partial(sandbox_cgroups.place, sandbox.cgroups, replica_id, generation.limits)
+        own = BWRAP_OWN_PROCESSES if sandbox.mode == "bwrap" else 0
+        place = functools.partial(sandbox_cgroups.place, sandbox.cgroups, replica_id, generation.limits, own)
         return await trio.to_thread.run_sync(place)
 
     async def _launch(
