@@ -88,6 +88,7 @@ __all__ = [
     "directory_of",
     "join_command",
     "mounts_from_mountinfo",
+    "parents_here",
     "paths_from_proc_cgroup",
     "place",
     "remove",
@@ -343,6 +344,28 @@ def setup(state_dir: str) -> Cgroups:
     for hierarchy in found.hierarchies:
         sweep(hierarchy)
     return replace(found, cpus=len(os.sched_getaffinity(0)))
+
+
+def parents_here() -> list[str]:
+    """Where a daemon started by this process would make its replicas' cgroups, in every mounted
+    hierarchy faasd uses (it may not be allowed to): for cleaning up after a daemon that died. Blocking."""
+    try:
+        paths = paths_from_proc_cgroup(_read("/proc/self/cgroup"))
+        mounts = mounts_from_mountinfo(_read("/proc/self/mountinfo"))
+    except OSError:
+        return []
+    found = []
+    for mount in mounts:
+        key = "" if mount.version == 2 else next((c for c in V1_CONTROLLERS if c in mount.controllers), None)
+        if key is None or key not in paths:
+            continue
+        path = paths[key]
+        if mount.version == 2 and os.path.basename(path) == DAEMON_LEAF:
+            path = os.path.dirname(path)
+        directory = directory_of(mount, path)
+        if directory is not None and os.path.isdir(directory):
+            found.append(directory)
+    return found
 
 
 def _setup_v2(

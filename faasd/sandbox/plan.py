@@ -207,7 +207,7 @@ def plan_launch(
         life=replica.lifeline if sandbox.mode == "bwrap" else None,
         **{"as": None if memory_cgroup else limits.memory_bytes},
     )
-    passed = (events,) if events is not None else ()
+    passed: tuple[int, ...] = (events,) if events is not None else ()
     python = sandbox.python or command[0]
     inner = (python, *command[1:], ENTER_COMMAND, spec, *role)
     new_env = dict(env)

@@ -27,6 +27,7 @@ from faasd.providers import Provider
 from faasd.providers.local import LocalProvider
 from faasd.providers.types import FunctionSpec, LogRequest, Resources
 from faasd.registry import EndpointRegistry
+from faasd.sandbox.cgroups import REPLICA_NICE, V1_SHARES
 from faasd.sandbox.plan import Sandbox
 from faasd.sandbox.uids import FUNCTION_UID_FIRST, FUNCTION_UID_LAST
 from tests.helpers import process_alive
@@ -139,7 +140,16 @@ async def test_a_replica_sees_its_own_uid_files_and_limits(mode: str, make_sandb
         assert seen["limit_processes"] == "100/100", text
         assert seen["limit_files"] == "512/512", text
         assert seen["limit_space"] == f"{256 << 20}/{256 << 20}", text
-        assert seen["oom"] == "1000" and seen["autogroup_nice"] == "10" and seen["nnp"] == "1", text
+        assert seen["oom"] == "1000" and seen["nnp"] == "1", text
+        cgroups = provider._host.sandbox.cgroups if provider._host.sandbox is not None else None
+        if cgroups is not None and cgroups.cpu:  # Its CPU weight is its cgroup's, not its session's.
+            assert seen["autogroup_nice"] == "0", text
+            (cpu,) = [hierarchy for hierarchy in cgroups.hierarchies if "cpu" in hierarchy.controllers]
+            mine = list(Path(cpu.parent).glob(f"{cpu.prefix}.looker-*"))  # Its two replicas.
+            weight, value = ("cpu.shares", V1_SHARES) if cgroups.kind == "v1" else ("cpu.weight.nice", REPLICA_NICE)
+            assert len(mine) == 2 and all((path / weight).read_text().strip() == str(value) for path in mine), mine
+        else:
+            assert seen["autogroup_nice"] == "10", text
         if mode == "bwrap":
             assert seen["cwd"] == "/home/app" and seen["home"] == "/tmp" and seen["tmp"] == "/tmp", text
         else:
