@@ -190,9 +190,9 @@ NO_CGROUPS = Cgroups("none", reason="not set up")
 class Placement:
     """One replica's cgroup: a directory per hierarchy, and what the watchdog reads of it.
 
-    Resource handling: :func:`place` opens ``events_fd`` (cgroup v2 with a memory limit); the caller
-    passes it to the replica and closes its own copy (:meth:`close_fds`) once the replica is spawned;
-    :func:`remove` removes the directories.
+    Resource handling: :func:`place` opens ``events_fd`` (cgroup v2 with a memory limit) and ``pids_fd``
+    (with the pids controller); the caller passes them to the replica and closes its own copies
+    (:meth:`close_fds`) once the replica is spawned; :func:`remove` removes the directories.
     """
 
     directories: tuple[str, ...]
@@ -201,12 +201,17 @@ class Placement:
     out-of-memory kill by its ``oom_kill`` count)."""
     memory_bytes: int | None = None
     """The ``memory.max`` set, if any."""
+    pids_fd: int | None = None
+    """With the pids controller: ``pids.events``, open for reading (the watchdog notices its replica
+    refused a fork at its limit, :mod:`faasd.watchdog.proclimit`)."""
 
     def close_fds(self) -> None:
-        if self.events_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.events_fd)
-            self.events_fd = None
+        for name in ("events_fd", "pids_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                setattr(self, name, None)
 
 
 # -- parsing (pure) ---------------------------------------------------------------------------------
@@ -482,6 +487,8 @@ def place(cgroups: Cgroups, replica: str, limits: Limits, own_processes: int = 0
             if "memory.max" in settings:
                 placement.memory_bytes = limits.memory_bytes
                 placement.events_fd = os.open(os.path.join(directory, "memory.events"), os.O_RDONLY | os.O_CLOEXEC)
+            if "pids.max" in settings:
+                placement.pids_fd = os.open(os.path.join(directory, "pids.events"), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         placement.close_fds()
         remove(placement)

@@ -4,9 +4,10 @@ The local backend starts each replica as ``python faasd.pyz _sandbox SPEC watchd
 ``bwrap`` mode). ``faasd.__main__`` calls :func:`enter` with ``SPEC`` before it imports the watchdog, so
 no code of the function -- and nothing the function controls -- runs before the replica is confined:
 
-0. with ``mev`` (cgroup v2 ``memory.events`` of the replica's cgroup, read-only; the replica joined
-   that cgroup before this step, :mod:`faasd.sandbox.cgroups`): kept open for the watchdog
-   (:func:`oom_kills`), close-on-exec;
+0. with ``mev`` (cgroup v2 ``memory.events`` of the replica's cgroup) and ``pev`` (its
+   ``pids.events``), read-only descriptors -- the replica joined that cgroup before this step,
+   :mod:`faasd.sandbox.cgroups`: kept open for the watchdog (:func:`oom_kills`,
+   :func:`pids_refused`), close-on-exec;
 1. ``oom_score_adj`` raised to 1000: when memory runs out, the kernel kills function processes first,
    never the daemon (raising it needs no privilege; lowering does, so a function cannot undo it);
    and the nice value of the replica's autogroup raised (``nice``): every replica is a session of its
@@ -40,13 +41,24 @@ import os
 import signal
 import sys
 
-__all__ = ["ENTER_COMMAND", "SandboxSpecError", "enter", "format_spec", "memory_max", "oom_kills", "parse_spec"]
+__all__ = [
+    "ENTER_COMMAND",
+    "SandboxSpecError",
+    "enter",
+    "format_spec",
+    "memory_max",
+    "oom_kills",
+    "parse_spec",
+    "pids_refused",
+    "process_limit",
+]
 
 ENTER_COMMAND = "_sandbox"
 """The ``faasd`` argument that introduces a spec: ``faasd _sandbox SPEC <role> ...``."""
 
-KEYS = ("mev", "mmax", "uid", "gid", "as", "nproc", "nofile", "nnp", "oom", "nice", "life")
+KEYS = ("mev", "mmax", "pev", "plim", "uid", "gid", "as", "nproc", "nofile", "nnp", "oom", "nice", "life")
 """mev: the replica cgroup's memory.events (a descriptor); mmax: its memory.max (bytes, for messages);
+pev: its pids.events (a descriptor); plim: the function's process limit (for messages);
 uid/gid: become them; as/nproc/nofile: RLIMIT_AS/NPROC/NOFILE; nnp=1: set no_new_privs; oom: the
 replica's oom_score_adj; nice: its autogroup's nice value; life: the daemon's lifeline pipe (a file
 descriptor)."""
@@ -56,8 +68,9 @@ NICE_RETRY_S = 0.5
 NICE_RETRY_PAUSE_S = 0.02
 
 _kept: dict[str, int] = {}
-"""``mev`` and ``mmax`` of the spec once :func:`enter` applied it: read by :func:`oom_kills` and
-:func:`memory_max` (the watchdog runs in this same process)."""
+"""``mev``, ``mmax``, ``pev`` and ``plim`` of the spec once :func:`enter` applied it: read by
+:func:`oom_kills`, :func:`memory_max`, :func:`pids_refused` and :func:`process_limit` (the watchdog runs in
+this same process)."""
 
 EXIT_CONFINE_FAILED = 126
 
@@ -103,9 +116,10 @@ def enter(text: str) -> None:
 
 
 def _confine(values: dict[str, int]) -> None:
-    if "mev" in values:
-        os.set_inheritable(values["mev"], False)  # The watchdog's, not the function's.
-        _kept.update({key: values[key] for key in ("mev", "mmax") if key in values})
+    for fd_key, others in (("mev", ("mmax",)), ("pev", ("plim",))):
+        if fd_key in values:
+            os.set_inheritable(values[fd_key], False)  # The watchdog's, not the function's.
+            _kept.update({key: values[key] for key in (fd_key, *others) if key in values})
     if "oom" in values:
         _write_proc("/proc/self/oom_score_adj", values["oom"])
     if "nice" in values:
@@ -151,15 +165,30 @@ def _set_autogroup_nice(value: int) -> None:
 def oom_kills() -> int | None:
     """How many processes of this replica the kernel killed at its cgroup's memory limit so far (the
     ``oom_kill`` count of cgroup v2 ``memory.events``); None without such a limit or when unreadable."""
-    if "mev" not in _kept:
+    return _event_count("mev", b"oom_kill")
+
+
+def pids_refused() -> int | None:
+    """How many forks this replica's cgroup refused at its ``pids.max`` so far (the ``max`` count of
+    ``pids.events``); None without a pids cgroup or when unreadable."""
+    return _event_count("pev", b"max")
+
+
+def process_limit() -> int | None:
+    """The function's process limit, where :func:`pids_refused` can tell when it was reached."""
+    return _kept.get("plim") if "pev" in _kept else None
+
+
+def _event_count(fd_key: str, name: bytes) -> int | None:
+    if fd_key not in _kept:
         return None
     try:
-        data = os.pread(_kept["mev"], 4096, 0)
+        data = os.pread(_kept[fd_key], 4096, 0)
     except OSError:
         return None
     for line in data.split(b"\n"):
         key, _, value = line.partition(b" ")
-        if key == b"oom_kill" and value.strip().isdigit():
+        if key == name and value.strip().isdigit():
             return int(value)
     return None
 

@@ -29,8 +29,10 @@ command that runs ``faasd`` and the environment the backend built:
 
 In every mode, a replica with a cgroup (:mod:`faasd.sandbox.cgroups`) starts as a shell that joins it and
 then executes all of the above (:func:`~faasd.sandbox.cgroups.join_command`); with a cgroup v2 memory
-limit, ``RLIMIT_AS`` is not set and the watchdog gets the cgroup's ``memory.events`` (``mev``). With a
-CPU cgroup the replica's autogroup nice value is not set either: the cgroup's weight does that.
+limit, ``RLIMIT_AS`` is not set and the watchdog gets the cgroup's ``memory.events`` (``mev``); with a
+pids cgroup, ``RLIMIT_NPROC`` is not set (``pids.max`` counts the replica, in every mode) and the
+watchdog gets its ``pids.events`` (``pev``). With a CPU cgroup the replica's autogroup nice value is not
+set either: the cgroup's weight does that.
 
 The fork-mode hot path is untouched: the sandbox wraps the replica once, at its start, not each call.
 """
@@ -82,9 +84,7 @@ everyone's calls pass. With a CPU cgroup, its weight does the same (:mod:`faasd.
 
 BWRAP_OWN_PROCESSES = 3
 """A bwrap replica's cgroup also holds ``setsid``, ``bwrap`` and bwrap's init (which reaps the function's
-orphans): its ``pids.max`` leaves room for them, so the function gets its whole process limit -- and
-``RLIMIT_NPROC`` (the uid's processes) is what a fork bomb meets first: it refuses a fork at its very
-start, where ``pids.max`` refuses it only after the kernel has copied the process's memory map."""
+orphans): its ``pids.max`` leaves room for them, so the function gets its whole process limit."""
 
 DROPPED_ENV = ("USER",)
 """Removed from a sandboxed replica's environment: the daemon's user name means nothing there."""
@@ -194,20 +194,24 @@ def plan_launch(
     join = join_command(placement) if placement is not None else ()
     memory_cgroup = placement is not None and placement.memory_bytes is not None
     events = placement.events_fd if placement is not None and memory_cgroup else None
+    pids = placement.pids_fd if placement is not None else None
     spec = format_spec(
         mev=events,
         mmax=placement.memory_bytes if placement is not None and memory_cgroup else None,
+        pev=pids,
+        plim=limits.processes if pids is not None else None,
         uid=replica.uid if confined else None,
         gid=(replica.gid if replica.gid is not None else replica.uid) if confined else None,
         nnp=1 if confined and sandbox.mode == "uid" else None,  # bwrap sets no_new_privs itself.
         oom=OOM_SCORE_ADJ,
         nice=None if placement is not None and sandbox.cgroups.cpu else AUTOGROUP_NICE,
         nofile=limits.open_files,
-        nproc=limits.processes if sandbox.mode != "none" else None,  # Counted per uid / user namespace.
+        # Counted per uid / user namespace; pids.max, where there is one, counts the replica itself.
+        nproc=limits.processes if sandbox.mode != "none" and pids is None else None,
         life=replica.lifeline if sandbox.mode == "bwrap" else None,
         **{"as": None if memory_cgroup else limits.memory_bytes},
     )
-    passed: tuple[int, ...] = (events,) if events is not None else ()
+    passed = tuple(fd for fd in (events, pids) if fd is not None)
     python = sandbox.python or command[0]
     inner = (python, *command[1:], ENTER_COMMAND, spec, *role)
     new_env = dict(env)

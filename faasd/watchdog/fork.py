@@ -13,8 +13,9 @@ closing notes and ``bench/watchdog.py``):
   function started, not only its first process.
 
 Kill policy (trio's ``deliver_cancel`` in spirit, but immediate): a call past its deadline, over
-``max_output_bytes``, abandoned by its client, or still running when shutdown's drain time is up gets
-its process group SIGKILLed. Functions that need a graceful stop should be written to finish within
+``max_output_bytes``, abandoned by its client, filling its replica's process limit
+(:mod:`faasd.watchdog.proclimit`), or still running when shutdown's drain time is up gets its process
+group SIGKILLed. Functions that need a graceful stop should be written to finish within
 ``exec_timeout``; there is nothing useful a fork-mode call can do with a SIGTERM grace period.
 Error handling: a process that cannot start answers 500 ``Cannot start process: <reason>``; a request
 whose metadata no environment variable can carry answers 400 (a NUL decoded into the path) or 431 (a
@@ -40,6 +41,7 @@ from faasd.http1 import canonical_header_name
 from faasd.logs import event
 from faasd.watchdog.config import TOKEN_VARIABLE
 from faasd.watchdog.oom import OomWatch
+from faasd.watchdog.proclimit import ProcessLimit
 
 if TYPE_CHECKING:
     from faasd.http1 import Request
@@ -123,6 +125,7 @@ class ForkRunner:
         self.calls: set[ForkCall] = set()
         self.base_env = original_environ()
         self.oom = OomWatch()
+        self.process_limit = ProcessLimit()
         self._env_keys: dict[str, str] = {}
 
     async def start(self) -> None:
@@ -137,6 +140,8 @@ class ForkRunner:
     def run(self, request: Request, connection: HttpConnection) -> ForkCall | None:
         """Answer ``request`` on ``connection`` with one run of the function; returns the live call."""
         config = self.config
+        if self.process_limit.refuse(connection, time.monotonic()):
+            return None  # A call just filled the replica's process limit (faasd.watchdog.proclimit).
 
         def done(result: CallResult) -> None:
             status, body, content_type = result
@@ -205,7 +210,8 @@ class ForkRunner:
         return json.dumps(document).encode()
 
     def check_deadlines(self, now: float) -> None:
-        """Kill calls past their deadline; force-finish killed calls whose pipes never closed."""
+        """Kill calls past their deadline, and the one that filled its replica's process limit
+        (:mod:`faasd.watchdog.proclimit`); force-finish killed calls whose pipes never closed."""
         for call in list(self.calls):
             if call.pidfd < 0:
                 call.poll_exit()
@@ -216,6 +222,11 @@ class ForkRunner:
                     call.kill("timeout")
             elif now >= call.force_deadline:
                 call.force_finish()
+        if self.process_limit.active:
+            groups = {call.pid: call for call in self.calls if call.pid > 0 and call.kill_reason is None}
+            culprit = self.process_limit.to_kill(groups, now)
+            if culprit is not None:
+                culprit.kill("process_limit")
 
     def kill_all(self, reason: str) -> None:
         """Kill every call in flight (shutdown after the drain time)."""
@@ -355,6 +366,7 @@ class ForkCall:
             os.close(fd)
         runner = self.runner
         self.pid = pid
+        runner.process_limit.lower(pid)
         runner.stats.process_starts += 1
         loop = runner.loop
         try:
@@ -496,6 +508,8 @@ class ForkCall:
             return 502, message.encode(), "text/plain"
         if reason == "shutdown":
             return 503, b"Shutting down: call stopped before it finished\n", "text/plain"
+        if reason == "process_limit":
+            return 500, self.runner.process_limit.killed_message(), "text/plain"
         output = b"".join(self._out_chunks)
         errors = b"".join(self._err_chunks)
         if errors:

@@ -46,7 +46,8 @@ class WatchdogStats:
         entry[2 + bisect_left(BUCKETS_S, seconds)] += 1
 
     def count_kill(self, reason: str) -> None:
-        """Count a process group killed for ``reason`` (timeout, output_limit, shutdown, client_gone)."""
+        """Count a process group killed for ``reason`` (timeout, output_limit, process_limit, shutdown,
+        client_gone)."""
         self.kills[reason] = self.kills.get(reason, 0) + 1
 
     def requests_by_code(self) -> dict[int, int]:

@@ -17,8 +17,10 @@ On disk (under the daemon's state dir; in ``uid`` mode under a work root outside
 (``sandbox = auto | bwrap | uid | none``, docs/sandbox.md; the planning is in :mod:`faasd.sandbox`).
 In ``bwrap`` mode a replica sees its working dir read-only at ``/home/app``, its secrets at
 ``/var/openfaas/secrets``, a private ``/tmp`` and nothing of the daemon; as root each function also has
-a uid of its own (``uid`` mode: that alone). The spec's ``limits.memory`` and the labels
-``com.faasd.limits.processes``/``com.faasd.limits.open_files`` become the replica's rlimits. The sandbox
+a uid of its own (``uid`` mode: that alone). The spec's ``limits.cpu``, ``limits.memory`` and the labels
+``com.faasd.limits.processes``/``com.faasd.limits.open_files`` become the replica's limits: rlimits, and
+where the daemon may use control groups a cgroup of its own per replica (:mod:`faasd.sandbox.cgroups`,
+made before the replica starts and removed, with whatever still runs in it, when it ends). The sandbox
 wraps the replica once, at its start: calls pay nothing for it.
 
 **Secrets.** An OpenFaaS function reads ``/var/openfaas/secrets/<name>``; a local function reads
@@ -27,21 +29,21 @@ in ``bwrap`` mode, else ``<functions dir>/<name>/.secrets/<name>``. A relative `
 works too: the function runs in its working directory.
 
 **A replica** is started with ``self_command().argv + ("watchdog",)``, behind the sandbox's prefix
-(``faasd _sandbox SPEC watchdog``, inside bwrap in that mode). Before it is spawned, the
-provider binds a listening socket on 127.0.0.1:0 and passes it down (``listen_fd``): there is no port
-race, and a connection made before the watchdog is up waits in the kernel's backlog. The provider
-keeps its own copy of that socket for the life of the replica's *slot*, so a replica that crashes is
-replaced on the same port and connections queued meanwhile are served by its successor. Environment,
-later entries winning: a small base taken from the daemon (``PATH HOME LANG LC_ALL TZ USER``) and
-``TMPDIR``; the spec's ``envVars`` (``read_timeout``, ``exec_timeout``, ... as in OpenFaaS); ``fprocess``
-from ``envProcess``; then the control variables ``listen_fd bind metrics_port=0 lock_file parent_pid
-secret_mount_path`` and what :func:`~faasd.runtime.self_command` needs. The daemon's call token
-(:mod:`faasd.calltoken`) goes on a pipe, ``call_token_fd``: never in the environment, which the
-function could read from ``/proc``.
+(``faasd _sandbox SPEC watchdog``, inside bwrap in that mode, after a shell that joins its cgroup).
+Before it is spawned, the provider binds a listening socket on 127.0.0.1:0 and passes it down
+(``listen_fd``): there is no port race, and a connection made before the watchdog is up waits in the
+kernel's backlog. The provider keeps its own copy of that socket for the life of the replica's *slot*,
+so a replica that crashes is replaced on the same port and connections queued meanwhile are served by
+its successor. Environment, later entries winning: a small base taken from the daemon (``PATH HOME LANG
+LC_ALL TZ USER``) and ``TMPDIR``; the spec's ``envVars`` (``read_timeout``, ``exec_timeout``, ... as in
+OpenFaaS); ``fprocess`` from ``envProcess``; then the control variables ``listen_fd bind metrics_port=0
+lock_file parent_pid secret_mount_path`` and what :func:`~faasd.runtime.self_command` needs. The
+daemon's call token (:mod:`faasd.calltoken`) goes on a pipe, ``call_token_fd``: never in the
+environment, which the function could read from ``/proc``.
 The command and the watchdog settings are checked at deploy time (with the watchdog's own config
 parser), so a typo is a 400, not a replica in a restart loop. ``image``, ``constraints``,
-``requests``, ``limits.cpu`` and ``readOnlyRootFilesystem`` are accepted and ignored (the code is
-read-only in ``bwrap`` and ``uid`` modes anyway; there is no CPU share without a cgroup).
+``requests`` and ``readOnlyRootFilesystem`` are accepted and ignored (the code is read-only in
+``bwrap`` and ``uid`` modes anyway); ``limits.cpu`` without a cgroup too.
 
 **Readiness.** A replica is ready when ``GET /_/health`` answers 200; only ready replicas are
 published to the :class:`~faasd.registry.EndpointRegistry`. A replica is unpublished *before* it is
