@@ -13,7 +13,10 @@ Kill policy, each answered with a clear reason and followed by a fresh worker:
   a frame claiming more (a handler writing to the answer pipe) or one that does not parse is killed;
 * a worker whose resident memory passes ``max_memory`` -> 500 ``worker exceeded max_memory ...``
   (checked after each call and every tick while busy; the worker also caps its address space so a
-  runaway allocation fails with MemoryError instead of exhausting the machine).
+  runaway allocation fails with MemoryError instead of exhausting the machine);
+* a busy worker that filled the replica's process limit (a fork bomb in the handler: the processes it
+  forked stay in its process group) -> 500 naming the limit, and the replica cools down
+  (:mod:`faasd.watchdog.proclimit`, as in fork mode).
 
 Workers that keep dying at start (a broken handler) are restarted with a growing delay and the
 watchdog reports unhealthy while none is alive; at start-up an import error stops the watchdog with
@@ -39,6 +42,7 @@ from faasd.logs import event
 from faasd.runtime import self_command
 from faasd.watchdog.fork import DEFAULT_CONTENT_TYPE, original_environ
 from faasd.watchdog.oom import OomWatch
+from faasd.watchdog.proclimit import ProcessLimit
 
 if TYPE_CHECKING:
     from faasd.http1 import Request
@@ -144,6 +148,7 @@ class PythonRunner:
         self._argv = (*command.argv, "_pyworker", os.path.abspath(config.handler))
         self._env = original_environ()
         self._oom = OomWatch()
+        self.process_limit = ProcessLimit()
         if config.max_memory_bytes:
             self._env["FAASD_WORKER_MEMORY_LIMIT"] = str(config.max_memory_bytes)
         self._env["FAASD_WORKER_OUTPUT_LIMIT"] = str(config.max_output_bytes)
@@ -204,6 +209,7 @@ class PythonRunner:
                 (os.POSIX_SPAWN_DUP2, answer_write, 4),
             ]
             worker.pid = os.posix_spawn(self._argv[0], self._argv, self._env, file_actions=actions, setpgroup=0)
+            self.process_limit.lower(worker.pid)
         except Exception as exc:  # OSError (EMFILE, ENOMEM, ...) or anything else: no fd may leak.
             reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
             event(log, logging.ERROR, "cannot start a python worker", error=reason)
@@ -237,7 +243,9 @@ class PythonRunner:
             self._spawn()
 
     # -- calls ------------------------------------------------------------------------------------
-    def run(self, request: Request, connection: HttpConnection) -> PythonCall:
+    def run(self, request: Request, connection: HttpConnection) -> PythonCall | None:
+        if self.process_limit.refuse(connection, time.monotonic()):
+            return None  # A call just filled the replica's process limit (faasd.watchdog.proclimit).
         call = PythonCall(self, request, connection)
         self.calls.add(call)
         self.stats.in_flight = len(self.calls)
@@ -502,6 +510,12 @@ class PythonRunner:
                 message = f"worker exceeded max_memory ({self.config.max_memory_bytes} bytes); replaced\n"
                 self._answer(call, 500, message.encode(), "text/plain")
                 self._kill(worker, "memory")
+        if self.process_limit.active:
+            busy = {worker.pid: worker for worker in self.workers if worker.call is not None}
+            culprit = self.process_limit.to_kill(busy, now)
+            if culprit is not None and culprit.call is not None:
+                self._answer(culprit.call, 500, self.process_limit.killed_message(), "text/plain")
+                self._kill(culprit, "process_limit")
 
     def kill_all(self, reason: str) -> None:
         for call in list(self.calls):

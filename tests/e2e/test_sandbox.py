@@ -423,6 +423,19 @@ bomb) f() { f | f & }; f & exec sleep 30;;
 *) echo fine;;
 esac'"""
 """The shell's fork bomb; the call itself lasts until it is killed (``sleep``, in the call's process group)."""
+PY_BOMB = b"""import os
+
+
+def handle(event, context):
+    if "bomb" not in event.path:
+        return "fine"
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+"""
+"""A python-mode fork bomb that lasts: every process forks for ever, in the worker's process group."""
 HOG = """python3 -c 'b = []
 while True: b.append(bytearray(1 << 20))'"""
 BASELINE_CALLS = 200
@@ -550,14 +563,20 @@ def test_a_memory_hog_stays_in_its_function(faults: tuple[Daemon, str]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ALL_MODES)
-def test_a_fork_bomb_is_stopped_at_its_process_limit(mode: str, start_daemon: StartDaemon) -> None:
-    """The bomb fills its replica's process limit and is
+@pytest.mark.parametrize("watchdog", ["fork", "python"])
+def test_a_fork_bomb_is_stopped_at_its_process_limit(watchdog: str, mode: str, start_daemon: StartDaemon) -> None:
+    """The bomb (a call's process, or a python worker's handler) fills its replica's process limit and is
     killed at once, long before its exec_timeout, with a 500 that names the limit; its replica then cools
     down (429 with Retry-After) and answers again after it; every call to another function is answered
     meanwhile, the daemon stays healthy."""
     daemon, steady = _start_faults(start_daemon, mode)
     _needs(daemon, "pids")
     bomb, fine = f"{daemon.url}/function/bomb?bomb", f"{daemon.url}/function/bomb?fine"
+    if watchdog == "python":
+        python = {"mode": "python", "exec_timeout": "20s"}
+        daemon.deploy("pybomb", "", envVars=python, handlerArchive=_archive({"handler.py": PY_BOMB}))
+        daemon.wait_available("pybomb", 1)
+        bomb, fine = f"{daemon.url}/function/pybomb/bomb", f"{daemon.url}/function/pybomb/fine"
     took: list[float] = []
     after: list[httpx.Response] = []
 
