@@ -10,9 +10,10 @@ stopped after 50 ms (same run). So where the replica has a pids cgroup (:mod:`fa
 (every 50 ms while calls are in flight, one ``pread``) whether the replica refused a fork at its limit
 since the last tick; if it did, the call whose process group holds the most processes -- the only call
 in flight, or one holding at least a quarter of the limit: a fork bomb, not one of many ordinary calls
-that together reach it -- is killed, and
-answered 500 with the limit named. (That is why such a replica has no ``RLIMIT_NPROC``: a fork it
-refused would not show in ``pids.events``.)
+that together reach it -- is killed, and answered 500 with the limit named. In python mode the same
+holds for a busy worker (a handler's forks stay in its worker's process group): it is killed and
+replaced. (That is why such a replica has no ``RLIMIT_NPROC``: a fork it refused would not show in
+``pids.events``.)
 
 A killed call alone does not stop a client that calls a bomb in a loop: each call churns until the next
 tick, and back to back they churn most of the time (measured: the other function's p99 4.4x its p99
@@ -22,7 +23,8 @@ new calls are answered 429 with ``Retry-After`` instead of started -- a function
 the others a tick per cooldown, not the machine.
 
 A process that left its call's process group is not counted (nor killed: the limit still holds it,
-and the replica's end). Nothing here runs without a pids cgroup.
+and the replica's end); neither is http mode's long-lived server. Nothing here runs without a pids
+cgroup.
 """
 
 from __future__ import annotations

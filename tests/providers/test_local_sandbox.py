@@ -27,8 +27,9 @@ from faasd.providers import Provider
 from faasd.providers.local import LocalProvider
 from faasd.providers.types import FunctionSpec, LogRequest, Resources
 from faasd.registry import EndpointRegistry
-from faasd.sandbox.cgroups import REPLICA_NICE, V1_SHARES
-from faasd.sandbox.plan import Sandbox
+from faasd.sandbox import cgroups as sandbox_cgroups
+from faasd.sandbox.cgroups import REPLICA_NICE, V1_SHARES, Cgroups
+from faasd.sandbox.plan import BWRAP_OWN_PROCESSES, Sandbox
 from faasd.sandbox.uids import FUNCTION_UID_FIRST, FUNCTION_UID_LAST
 from tests.helpers import process_alive
 from tests.providers.conformance import CHECKS, ProviderFactory, call, ready_endpoints, running, wait_until
@@ -107,8 +108,22 @@ def _fields(text: str) -> dict[str, str]:
     return fields
 
 
+@pytest.fixture(params=["host", "none"])
+def cgroups_here(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``host``: the control groups this machine gives replicas (faasd.sandbox.cgroups.setup), if any;
+    ``none``: as on a host without usable ones -- setup's answer there, so the rlimit and autogroup
+    fallbacks run here too (setup's own detection has its tests in tests/unit/test_cgroups.py)."""
+    if request.param == "none":
+        monkeypatch.setattr(sandbox_cgroups, "setup", lambda state_dir: Cgroups("none", reason="none (the test's)"))
+    return str(request.param)
+
+
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_replica_sees_its_own_uid_files_and_limits(mode: str, make_sandboxed: Maker):
+async def test_a_replica_sees_its_own_uid_files_and_limits(mode: str, make_sandboxed: Maker, cgroups_here: str):
+    """Its uid, files and limits, as the function sees them. The process limit is the replica's cgroup's
+    ``pids.max`` where it has one (then no ``RLIMIT_NPROC``), else ``RLIMIT_NPROC``; its CPU weight is
+    its cgroup's where it has a CPU one, else its autogroup's nice value (10) -- set despite the kernel's
+    rate limit on those writes (one per 100 ms system-wide), which replicas starting together meet."""
     spec = FunctionSpec(
         name="looker",
         env_process=LOOK_AROUND,
@@ -137,15 +152,24 @@ async def test_a_replica_sees_its_own_uid_files_and_limits(mode: str, make_sandb
         assert len(uids) == 2 and uid in uids  # Each replica its own uid: its own process count.
         assert seen["secret"] == "s3cr3t-value" and seen["code"] == "own-code", text
         assert seen["write"] == "no" and seen["tmp_write"] == "yes", text  # Code read-only, scratch writable.
-        assert seen["limit_processes"] == "100/100", text
         assert seen["limit_files"] == "512/512", text
         assert seen["limit_space"] == f"{256 << 20}/{256 << 20}", text
         assert seen["oom"] == "1000" and seen["nnp"] == "1", text
-        cgroups = provider._host.sandbox.cgroups if provider._host.sandbox is not None else None
-        if cgroups is not None and cgroups.cpu:  # Its CPU weight is its cgroup's, not its session's.
+        assert provider._host.sandbox is not None
+        cgroups = provider._host.sandbox.cgroups
+        assert (cgroups.kind == "none") == (cgroups_here == "none"), cgroups
+        if "pids" in cgroups.controllers:  # Counted in the replica's cgroup, with bwrap's own processes.
+            assert seen["limit_processes"] != "100/100", text
+            (pids,) = [hierarchy for hierarchy in cgroups.hierarchies if "pids" in hierarchy.controllers]
+            mine = list(Path(pids.parent).glob(f"{pids.prefix}.looker-*"))  # Its two replicas.
+            own = BWRAP_OWN_PROCESSES if mode == "bwrap" else 0
+            assert len(mine) == 2 and {(path / "pids.max").read_text().strip() for path in mine} == {str(100 + own)}
+        else:
+            assert seen["limit_processes"] == "100/100", text
+        if cgroups.cpu:  # Its CPU weight is its cgroup's, not its session's.
             assert seen["autogroup_nice"] == "0", text
             (cpu,) = [hierarchy for hierarchy in cgroups.hierarchies if "cpu" in hierarchy.controllers]
-            mine = list(Path(cpu.parent).glob(f"{cpu.prefix}.looker-*"))  # Its two replicas.
+            mine = list(Path(cpu.parent).glob(f"{cpu.prefix}.looker-*"))
             weight, value = ("cpu.shares", V1_SHARES) if cgroups.kind == "v1" else ("cpu.weight.nice", REPLICA_NICE)
             assert len(mine) == 2 and all((path / weight).read_text().strip() == str(value) for path in mine), mine
         else:
