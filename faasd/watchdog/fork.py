@@ -166,9 +166,11 @@ class ForkRunner:
         return None
 
     def release(self, call: ForkCall) -> None:
-        """Forget a call whose process is gone and whose pipes are closed."""
+        """Forget a call whose process is gone and whose pipes are closed (it is answered next)."""
         self.calls.discard(call)
         self.stats.in_flight = len(self.calls)
+        if call.kill_reason == "process_limit":
+            self.process_limit.answered(time.monotonic())
 
     def child_env(self, request: Request) -> dict[str, str]:
         """The function's environment: the watchdog's own plus ``Http_*`` request metadata.

@@ -71,6 +71,8 @@ class ProcessLimit:
         self._cooldown = 0.0
         self._cool_until = 0.0
         self._last_kill = float("-inf")
+        self._dying = 0
+        """The process group killed last: the cooldown lasts until it is gone."""
         self.call_nice = os.getpriority(os.PRIO_PROCESS, 0) + CALL_NICE if self.active else None
         """Nice value of each call's process (see :data:`CALL_NICE`); None: the watchdog's own."""
 
@@ -96,19 +98,29 @@ class ProcessLimit:
         group = self.culprit(calls)
         if group is None:
             return None
-        self.killed(now)
+        self.killed(now, group)
         return calls[group]
 
-    def killed(self, now: float) -> None:
-        """A call was killed for filling the limit at ``now`` (monotonic): start (or lengthen) the cooldown."""
+    def killed(self, now: float, group: int) -> None:
+        """Process group ``group`` was killed for filling the limit at ``now`` (monotonic): start (or
+        lengthen) the cooldown."""
         if now - self._last_kill > COOLDOWN_RESET_S:
             self._cooldown = 0.0
         self._cooldown = min(COOLDOWN_MAX_S, max(COOLDOWN_FIRST_S, self._cooldown * 2))
         self._cool_until = now + self._cooldown
         self._last_kill = now
+        self._dying = group
+
+    def answered(self, now: float) -> None:
+        """The killed call was answered at ``now``: the cooldown runs from there. (Fork mode answers once
+        the call's processes are gone, or a second after the kill: a hundred processes of a replica with
+        a tenth of the daemon's CPU weight can take that long to die on a busy machine.)"""
+        if self._cool_until:
+            self._cool_until = max(self._cool_until, now + self._cooldown)
 
     def cooling(self, now: float) -> float:
-        """Seconds of cooldown left at ``now`` (0: calls may start).
+        """Seconds of cooldown left at ``now`` (0: calls may start). It is not over while a process of the
+        killed group is left: a new call would find the replica still full.
 
         The first time it is over, the refusals counted meanwhile are forgotten: the killed call's
         processes may have been refused forks until they were gone, and if no tick saw that while the
@@ -117,7 +129,10 @@ class ProcessLimit:
             return 0.0
         if now < self._cool_until:
             return self._cool_until - now
+        if self._dying and _group_alive(self._dying):
+            return COOLDOWN_FIRST_S
         self._cool_until = 0.0
+        self._dying = 0
         self._refused = enter.pids_refused()
         return 0.0
 
@@ -168,6 +183,14 @@ class ProcessLimit:
             return None
         group, most = max(counts.items(), key=lambda item: item[1])
         return group if most * CULPRIT_SHARE >= self.limit else None
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except OSError:  # ESRCH: gone; EPERM: the number is someone else's group now.
+        return False
+    return True
 
 
 def _pgid(pid: str) -> int:

@@ -19,6 +19,8 @@ from faasd.watchdog.proclimit import COOLDOWN_FIRST_S, COOLDOWN_MAX_S, COOLDOWN_
 from tests.helpers import scaled, wait_for
 
 LIMIT = 128
+GONE = 2**22 + 1
+"""A process group that does not exist (above the kernel's largest pid)."""
 
 
 class Events:
@@ -67,12 +69,12 @@ def test_the_cooldown_doubles_with_each_kill_up_to_its_maximum_and_starts_over_a
     assert limit.cooling(now) == 0.0
     lengths = []
     for _ in range(8):
-        limit.killed(now)
+        limit.killed(now, GONE)
         lengths.append(limit.cooling(now))
         now += lengths[-1]
         assert limit.cooling(now) == 0.0  # Over at its end.
     assert lengths == [COOLDOWN_FIRST_S * 2**n for n in range(5)] + [COOLDOWN_MAX_S] * 3
-    limit.killed(now + COOLDOWN_RESET_S + 1)
+    limit.killed(now + COOLDOWN_RESET_S + 1, GONE)
     assert limit.cooling(now + COOLDOWN_RESET_S + 1) == COOLDOWN_FIRST_S
 
 
@@ -81,19 +83,35 @@ def test_refusals_during_a_cooldown_are_not_blamed_on_the_next_call(events: Even
     over, the next call starts with a clean count."""
     limit = ProcessLimit()
     events.refused(1)
-    assert limit.to_kill({100: "bomb"}, 50.0) == "bomb"
+    assert limit.to_kill({GONE: "bomb"}, 50.0) == "bomb"
     events.refused(7)  # After the tick that killed it.
     assert limit.cooling(50.5) == pytest.approx(0.5)
     assert limit.cooling(51.0) == 0.0
-    assert limit.to_kill({200: "next"}, 51.1) is None
+    assert limit.to_kill({GONE + 1: "next"}, 51.1) is None
     events.refused(8)
-    assert limit.to_kill({200: "next"}, 51.2) == "next"
+    assert limit.to_kill({GONE + 1: "next"}, 51.2) == "next"
     assert limit.cooling(51.2) == 2 * COOLDOWN_FIRST_S
+
+
+def test_the_cooldown_runs_from_the_answer_and_while_the_killed_group_lives(events: Events, groups: list):
+    """Fork mode answers a killed call once its processes are gone (or a second after the kill): a client
+    that calls again at once is still refused; and a new call must not find the replica still full."""
+    limit = ProcessLimit()
+    limit.killed(10.0, GONE)
+    limit.answered(10.8)
+    assert limit.cooling(11.5) == pytest.approx(0.3)
+    assert limit.cooling(11.8) == 0.0
+    groups.append(_group(3))
+    limit.killed(20.0, groups[0].pid)
+    assert limit.cooling(25.0) == COOLDOWN_FIRST_S  # Past its time, but the group is still there.
+    os.killpg(groups[0].pid, signal.SIGKILL)
+    groups[0].wait()
+    wait_for(lambda: limit.cooling(25.0) == 0.0, scaled(10.0), "the killed group to be gone")
 
 
 def test_no_refusal_no_kill(events: Events):
     limit = ProcessLimit()
-    assert limit.to_kill({100: "call"}, 1.0) is None and limit.cooling(1.0) == 0.0
+    assert limit.to_kill({GONE: "call"}, 1.0) is None and limit.cooling(1.0) == 0.0
 
 
 def _group(processes: int) -> subprocess.Popen[bytes]:
@@ -109,7 +127,8 @@ def groups() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for proc in started:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
