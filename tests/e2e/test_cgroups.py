@@ -193,7 +193,9 @@ def test_a_restart_after_kill_9_sweeps_what_the_daemon_left(here: Cgroups, start
     daemon.wait_available("leaver", 1)
     assert httpx.post(f"{daemon.url}/function/leaver", content=b"x", timeout=10.0).status_code == 200
     left = _replica_dirs(state, here)
-    sleeper = int(next(pid for pid in (left[0] / "cgroup.procs").read_text().split() if _is_sleep(int(pid))))
+    found: list[int] = []  # The call answers once cat ends: the setsid'd sleep may still be exec'ing.
+    wait_for(lambda: found.extend(_sleeps_in(left[0])) or found, scaled(10.0), "the escaped sleep in the cgroup")
+    [sleeper] = found
     daemon.proc.send_signal(signal.SIGKILL)
     daemon.proc.wait(10)
     assert _replica_dirs(state, here) == left and process_alive(sleeper)
@@ -202,6 +204,10 @@ def test_a_restart_after_kill_9_sweeps_what_the_daemon_left(here: Cgroups, start
     wait_for(lambda: not process_alive(sleeper), 10.0, "the escaped process to be killed")
     assert not set(left) & set(_replica_dirs(state, here))
     assert _replica_dirs(other.state_dir, here) == theirs and all(path.exists() for path in theirs)
+
+
+def _sleeps_in(directory: Path) -> list[int]:
+    return [int(pid) for pid in (directory / "cgroup.procs").read_text().split() if _is_sleep(int(pid))]
 
 
 def _is_sleep(pid: int) -> bool:

@@ -14,10 +14,12 @@ gateway waits               answer within 2s``                    (502, as the O
 crashes (SIGSEGV)           500 ``killed by signal SIGSEGV``      --
 floods stdout               502 ``Function output exceeded        its ``max_output_bytes`` (process killed)
                             max_output_bytes ...``
-forks without end           408 (its ``exec_timeout``), or 500    ``com.faasd.limits.processes``
-                            ``Cannot start process: Resource      (the replica cgroup's pids.max, and
-                            temporarily unavailable`` for a call  RLIMIT_NPROC with a uid of its own:
-                            that finds the limit reached          needs one of them)
+forks without end           with a pids cgroup: 500 ``Killed      ``com.faasd.limits.processes``
+                            process: it filled its replica's      (the replica cgroup's pids.max; without
+                            process limit ...``, then 429 while   one RLIMIT_NPROC with a uid of its own:
+                            its replica cools down; else 408      needs one of them)
+                            (its ``exec_timeout``) or 500
+                            ``Cannot start process: ...``
 eats memory                 500 ``exit status 1`` and its         ``limits.memory`` (RLIMIT_AS; on
                             ``MemoryError`` (on cgroup v2: 500    cgroup v2 the replica's memory.max)
                             ``killed by signal SIGKILL: out of
@@ -306,7 +308,7 @@ MISBEHAVIOURS = {
             "envVars": {"exec_timeout": "1s"},  # Below the daemon's upstream_timeout (2 s): 408, not 502.
             "labels": {"com.faasd.limits.processes": "64"},
         },
-        frozenset({408, 500}),
+        frozenset({408, 429, 500}),
         needs_process_limit=True,
     ),
     "eats memory": Misbehaviour(
