@@ -3,7 +3,7 @@
 The test machines boot cgroup v1 (a hierarchy per controller, writable as root) with an empty cgroup v2
 mount: the daemon must find v2 unusable and say why, and use the v1 ``cpu`` and ``pids`` hierarchies --
 every test here runs that path for real. The cgroup v2 path (``memory.max``, a delegated subtree) cannot
-run here; tests/unit/test_cgroups.py covers its parsing and settings, and the watchdog's report of an
+run here; tests/unit/test_cgroup_settings.py covers its parsing and settings, and the watchdog's report of an
 out-of-memory kill is checked here against a stand-in for ``memory.events``.
 
 * a replica's cgroup bounds its processes even without a sandbox (``pids.max``, where ``none`` mode has

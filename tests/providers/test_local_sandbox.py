@@ -112,7 +112,7 @@ def _fields(text: str) -> dict[str, str]:
 def cgroups_here(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """``host``: the control groups this machine gives replicas (faasd.sandbox.cgroups.setup), if any;
     ``none``: as on a host without usable ones -- setup's answer there, so the rlimit and autogroup
-    fallbacks run here too (setup's own detection has its tests in tests/unit/test_cgroups.py)."""
+    fallbacks run here too (setup's own detection has its tests in tests/unit/test_cgroup_settings.py)."""
     if request.param == "none":
         monkeypatch.setattr(sandbox_cgroups, "setup", lambda state_dir: Cgroups("none", reason="none (the test's)"))
     return str(request.param)
