@@ -1,1 +1,1 @@
-"""What every backend shares: the log book of replica output, the replica health probe."""
+"""What every backend shares: the log book of replica output, the replica health probe, the spec label."""

@@ -40,7 +40,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -49,6 +48,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faasd.errors import InvalidRequest
+from faasd.providers.common.speclabel import LABEL_SPEC, read_hint, write_hint
 from faasd.providers.types import FunctionSpec, Resources
 from faasd.units import parse_size
 
@@ -78,7 +78,6 @@ __all__ = [
 
 LABEL_FUNCTION = "com.openfaas.function"
 ANNOTATION_PREFIX = "com.openfaas.annotations."
-LABEL_SPEC = "faasd.spec"
 RESERVED_LABEL_PREFIX = "faasd."
 """Labels faasd keeps for itself: refused in a request, left out of the labels reported."""
 
@@ -348,7 +347,7 @@ def app_definition(
     if "fprocess" in spec.env_vars:  # Both are the watchdog's fprocess: remember which was written.
         hint["fprocess"] = {"var": spec.env_vars["fprocess"], "process": spec.env_process}
     if hint:
-        labels[LABEL_SPEC] = json.dumps(hint, sort_keys=True, separators=(",", ":"))
+        labels[LABEL_SPEC] = write_hint(hint)
     env: dict[str, str] = {"healthcheck_interval": f"{DRAIN_S}s", **spec.env_vars}
     if spec.env_process:
         env["fprocess"] = spec.env_process
@@ -397,7 +396,7 @@ def spec_from_app(app: Mapping[str, Any], name: str) -> FunctionSpec:
         InvalidRequest: the app cannot be a FunctionSpec (a value no spec can hold).
     """
     all_labels = {str(k): str(v) for k, v in (app.get("labels") or {}).items()}
-    hint = _hint(all_labels.get(LABEL_SPEC))
+    hint = read_hint(all_labels.get(LABEL_SPEC))
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
     for key, value in all_labels.items():
@@ -453,16 +452,6 @@ def _archive_from_env(env: dict[str, str]) -> bytes:
         return base64.b64decode("".join(pieces), validate=True)
     except (binascii.Error, ValueError):
         return b""
-
-
-def _hint(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        document = json.loads(text)
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
 
 
 def _resources_back(app: Mapping[str, Any], hint: Mapping[str, Any]) -> tuple[Resources | None, Resources | None]:

@@ -44,7 +44,6 @@ still matches it (a service edited by hand reports what it runs).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faasd.errors import InvalidRequest
+from faasd.providers.common.speclabel import LABEL_SPEC, read_hint, write_hint
 from faasd.providers.swarm.handler import HandlerConfig, check_archive, mount_archive, take_archive
 from faasd.providers.types import FunctionSpec, Resources
 from faasd.units import parse_cpus, parse_size
@@ -91,7 +91,6 @@ __all__ = [
 LABEL_FUNCTION = "com.openfaas.function"
 LABEL_MARKER = "function"
 ANNOTATION_PREFIX = "com.openfaas.annotations."
-LABEL_SPEC = "faasd.spec"
 RESERVED_LABEL_PREFIX = "faasd."
 """Labels faasd keeps for itself: refused in a request, left out of the labels reported."""
 LABEL_OWNER = "com.openfaas.owner"
@@ -345,7 +344,7 @@ def service_spec(
         hint["requests"] = spec.requests.to_json()
     if not spec.constraints:
         hint["defaultPlacement"] = True
-    labels[LABEL_SPEC] = json.dumps(hint, sort_keys=True, separators=(",", ":"))
+    labels[LABEL_SPEC] = write_hint(hint)
     env = dict(spec.env_vars)
     if spec.env_process:
         env["fprocess"] = spec.env_process
@@ -419,7 +418,7 @@ def spec_from_service(service: Mapping[str, Any], archives: Mapping[str, bytes] 
     template = raw.get("TaskTemplate") or {}
     container = template.get("ContainerSpec") or {}
     all_labels: dict[str, str] = dict(raw.get("Labels") or {})
-    hint = _hint(all_labels.get(LABEL_SPEC))
+    hint = read_hint(all_labels.get(LABEL_SPEC))
     labels = {}
     annotations = {}
     for key, value in all_labels.items():
@@ -465,16 +464,6 @@ def spec_from_service(service: Mapping[str, Any], archives: Mapping[str, bytes] 
         read_only_root_filesystem=bool(container.get("ReadOnly", False)),
         handler_archive=handler_archive,
     )
-
-
-def _hint(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        document = json.loads(text)
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
 
 
 def _resources_with_hint(docker: Mapping[str, Any] | None, hint: object, field_name: str) -> Resources | None:
