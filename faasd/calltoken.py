@@ -15,9 +15,9 @@ read ``/proc/<watchdog pid>/environ``):
 * local backend: on an inherited pipe (``call_token_fd=N``), read once at start and closed before any
   function runs; the watchdog then marks itself non-dumpable, so its memory and ``/proc`` files are
   closed to processes of its own uid (its functions);
-* Swarm: a Docker secret mounted read-only into the container (``call_token_file=PATH``). Everything
-  in a container is readable by the function running there, so on Swarm the token keeps out the
-  network (other hosts, other containers), not the function itself.
+* Swarm: a Docker secret mounted into the container 0400, root's (``call_token_file=PATH``): the
+  watchdog starts as root, reads it, then drops to ``run_as`` (:mod:`faasd.watchdog.privileges`), so
+  the function cannot read it either -- unless deployed with ``run_as=root``, the opt-out.
 
 A watchdog started without either (a container entrypoint in someone's own image) checks nothing,
 as before; it still strips the header.

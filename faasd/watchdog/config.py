@@ -17,6 +17,7 @@ from typing import Literal, TypeVar
 
 from faasd.http1 import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES
 from faasd.units import parse_bool, parse_duration, parse_size
+from faasd.watchdog.privileges import RunAs, parse_run_as
 
 __all__ = ["MODES", "ConfigError", "WatchdogConfig"]
 
@@ -102,6 +103,10 @@ class WatchdogConfig:
     parent_pid: int | None = None
     """Shut down (as on SIGTERM) when this process ends: the local backend sets it so replicas never
     outlive a daemon that crashed."""
+    run_as: RunAs | None = None
+    """Serve as this user (``run_as=UID[:GID]|NAME[:GROUP]|root``): a watchdog started as root reads
+    its call token and unpacks its handler archive, then drops to it before any function code runs
+    (:mod:`faasd.watchdog.privileges`). None: stay as started."""
     log_level: str = "info"
 
     @property
@@ -194,6 +199,7 @@ class WatchdogConfig:
             call_token_file=call_token_file,
             call_token_env=call_token_env,
             parent_pid=reader.get("parent_pid", _non_negative_int, None),
+            run_as=reader.get("run_as", parse_run_as, None),
             log_level=log_level,
         )
 

@@ -5,7 +5,8 @@ Lifecycle (docs/watchdog.md):
 1. Unpack the handler archive, if ``handler_archive`` names one, into the working directory
    (:mod:`faasd.watchdog.unpack`). Parse the config; a bad value prints one line and exits 2. Read
    the call token (from its fd, then closed, or its file) and, when there is one, mark the process
-   non-dumpable (see :func:`_protect_memory`), before any function code runs.
+   non-dumpable (see :func:`_protect_memory`); with ``run_as``, a watchdog started as root then becomes
+   that user for good (:mod:`faasd.watchdog.privileges`). All before any function code runs.
 2. Bind the invoke port (and the metrics port), write the lock file, mark ready.
 3. On SIGTERM/SIGINT: remove the lock file (health turns 503), keep serving for
    ``healthcheck_interval``, close the listener and idle connections, let calls in flight finish for up
@@ -75,6 +76,12 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"faasd watchdog: {exc}", file=sys.stderr)
         return 2
+    if config.run_as is not None:
+        try:
+            _drop_privileges(config)
+        except OSError as exc:
+            print(f"faasd watchdog: run_as={os.environ.get('run_as', '').strip()}: {exc}", file=sys.stderr)
+            return 2
     logs.configure(config.log_level)
     if unpacked is not None:
         event(log, logging.INFO, "handler unpacked", files=unpacked.files, bytes=unpacked.bytes, dir=os.getcwd())
@@ -121,6 +128,14 @@ def _read_call_token(config: WatchdogConfig) -> bytes | None:
             raise ConfigError("call_token_fd", str(config.call_token_fd), str(exc)) from None
         raise ConfigError("call_token_file", config.call_token_file, str(exc)) from None
     return None
+
+
+def _drop_privileges(config: WatchdogConfig) -> None:
+    """Become ``run_as`` now that the token is read and the archive unpacked (module docstring, 1)."""
+    from faasd.watchdog.privileges import drop_to
+
+    assert config.run_as is not None
+    drop_to(config.run_as)
 
 
 def _protect_memory() -> None:

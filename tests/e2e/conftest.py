@@ -156,8 +156,8 @@ def _health_ok(port: int) -> bool:
 
 @pytest.fixture
 def start_watchdog(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[StartWatchdog]:
-    """Factory: ``start_watchdog(fprocess="cat", *, wait_ready=True, pass_fds=(), sandbox_spec=None, **env)
-    -> Watchdog``.
+    """Factory: ``start_watchdog(fprocess="cat", *, wait_ready=True, pass_fds=(), sandbox_spec=None, cwd=None,
+    **env) -> Watchdog``.
 
     ``sandbox_spec``: run it as a replica is, ``faasd _sandbox SPEC watchdog`` (faasd.sandbox.enter).
     The env always has PATH=/usr/bin:/bin, port and metrics_port (free ports), bind=127.0.0.1 and
@@ -172,6 +172,7 @@ def start_watchdog(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator
         wait_ready: bool = True,
         pass_fds: Sequence[int] = (),
         sandbox_spec: str | None = None,
+        cwd: Path | None = None,
         **variables: str | None,
     ) -> Watchdog:
         command = watchdog_command(pyz_python, faasd_pyz)
@@ -202,7 +203,7 @@ def start_watchdog(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator
                 proc = subprocess.Popen(
                     command,
                     env=env,
-                    cwd=tmp_path,
+                    cwd=cwd or tmp_path,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -22,6 +22,8 @@ from faasd.providers.swarm.handler import (
 from faasd.providers.swarm.spec import (
     CALL_TOKEN_PATH,
     DEFAULT_PLACEMENT,
+    DEFAULT_RUN_AS,
+    RUN_AS_ENV,
     FunctionRule,
     SecretRef,
     call_token_secret_name,
@@ -30,6 +32,7 @@ from faasd.providers.swarm.spec import (
     nano_cpus,
     parse_docker_time,
     parse_log_line,
+    run_as,
     secret_version,
     service_spec,
     spec_from_service,
@@ -331,3 +334,31 @@ def test_docker_times_and_log_lines() -> None:
     )
     assert parse_log_line("2026-11-24T18:16:38Z plain text")[1:] == ("", "plain text")  # type: ignore[index]
     assert parse_log_line("not a log line") is None
+
+
+def test_functions_run_unprivileged_and_only_the_watchdog_reads_the_call_token() -> None:
+    """The token is 0400 and root's (the watchdog reads it before it drops to run_as); the function's
+    own secrets stay 0444; run_as is faasd's, not reported as one of the deployer's envVars."""
+    token = SecretRef("", "tid", call_token_secret_name(b"0123456789abcdef0123"))
+    document = _build(FULL, call_token=token, image_user="")
+    container = document["TaskTemplate"]["ContainerSpec"]
+    modes = {ref["File"]["Name"]: (ref["File"]["UID"], ref["File"]["Mode"]) for ref in container["Secrets"]}
+    assert modes[CALL_TOKEN_PATH] == ("0", 0o400)
+    assert modes["/var/openfaas/secrets/api-key"] == ("0", 0o444)
+    assert f"{RUN_AS_ENV}={DEFAULT_RUN_AS}" in container["Env"] and "User" not in container
+    assert spec_from_service(_as_service(document)) == FULL
+    # An image of faasd's watchdog with a USER of its own: its functions run as that user; the
+    # container starts as root so the watchdog can read the token first.
+    own = _build(FULL, call_token=token, image_user="app")["TaskTemplate"]["ContainerSpec"]
+    assert "run_as=app" in own["Env"] and own["User"] == "0:0"
+    assert "User" not in _build(FULL, image_user="root")["TaskTemplate"]["ContainerSpec"]
+    # Another watchdog's image (None): the variable is harmless, the container's user untouched.
+    other = _build(FULL, image_user=None)["TaskTemplate"]["ContainerSpec"]
+    assert f"run_as={DEFAULT_RUN_AS}" in other["Env"] and "User" not in other
+    # The deployer's own run_as (root: the documented opt-out) is kept and reported as given.
+    opted = FunctionSpec(name="rooted", env_process="cat", env_vars={"run_as": "root"})
+    rooted = _build(opted, call_token=token, image_user="app")
+    assert rooted["TaskTemplate"]["ContainerSpec"]["Env"].count("run_as=root") == 1
+    assert "User" not in rooted["TaskTemplate"]["ContainerSpec"]
+    assert spec_from_service(_as_service(rooted)) == opted
+    assert run_as(opted, "") == (None, False)

@@ -221,7 +221,9 @@ class SwarmProvider:
             raise InvalidRequest(f"replicas must be 0 or more, got {replicas}")
         check_spec(spec)
         async with self._locks.hold(spec.name), self._settling_handlers(spec.name):
-            image = await self._resolve_image(spec.image or self._default_image, archive=bool(spec.handler_archive))
+            image, image_user = await self._resolve_image(
+                spec.image or self._default_image, archive=bool(spec.handler_archive)
+            )
             secrets = await self._docker_secrets(spec.secrets)
             network = await self._ensure_network()
             document = service_spec(
@@ -235,6 +237,7 @@ class SwarmProvider:
                 extra_labels=self._extra_labels,
                 call_token=await self._call_token_ref(),
                 handler=await self._handler_config(spec),
+                image_user=image_user,
             )
             existing = await self._inspect(spec.name, must_exist=False)
             if existing is None:
@@ -256,7 +259,9 @@ class SwarmProvider:
             existing = await self._inspect(spec.name)
             assert existing is not None
             replicas = ((existing["Spec"].get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1)
-            image = await self._resolve_image(spec.image or self._default_image, archive=bool(spec.handler_archive))
+            image, image_user = await self._resolve_image(
+                spec.image or self._default_image, archive=bool(spec.handler_archive)
+            )
             secrets = await self._docker_secrets(spec.secrets)
             network = await self._ensure_network()
             document = service_spec(
@@ -270,6 +275,7 @@ class SwarmProvider:
                 extra_labels=self._extra_labels,
                 call_token=await self._call_token_ref(),
                 handler=await self._handler_config(spec),
+                image_user=image_user,
             )
             document["Mode"] = existing["Spec"].get("Mode") or document["Mode"]
             old = spec_from_service(existing)
@@ -391,8 +397,9 @@ class SwarmProvider:
             )
         return service
 
-    async def _resolve_image(self, reference: str, *, archive: bool = False) -> str:
-        """The image ID ``reference`` names on this engine (the reference itself when pulling is allowed).
+    async def _resolve_image(self, reference: str, *, archive: bool = False) -> tuple[str, str | None]:
+        """The image ID ``reference`` names on this engine (the reference itself when pulling is allowed),
+        and the image's ``USER`` ("" for root) when it runs faasd's watchdog, else None (``spec.run_as``).
 
         ``archive``: the function has a handler archive, which only faasd's watchdog unpacks.
 
@@ -415,9 +422,10 @@ class SwarmProvider:
                     f"{(image.get('Config') or {}).get('Entrypoint')}), which is what unpacks a handlerArchive on "
                     "swarm: leave the image out (faasd's base image runs it), or use one built FROM it ('faasd build')"
                 )
-            return str(image["Id"])
+            user = str((image.get("Config") or {}).get("User") or "") if runs_faasd_watchdog(image) else None
+            return str(image["Id"]), user
         if self._pull:
-            return reference
+            return reference, None
         raise InvalidRequest(
             f"image {reference} is not on this Docker engine; build it ('faasd build-base', 'faasd build DIR') "
             "or load it ('docker load'); faasd pulls from registries only with swarm_pull = true"

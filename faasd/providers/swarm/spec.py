@@ -20,6 +20,11 @@ swarm without a registry or IPVS needs):
   :data:`CALL_TOKEN_PATH`, named in ``call_token_file``: the watchdog refuses calls without it, so a
   host-mode published port (open on every interface) or the overlay network reaches no function
   except through the gateway; it is not reported back as one of the function's secrets;
+* the function's code runs unprivileged (:func:`run_as`): the watchdog starts as root, reads the
+  call token -- mounted 0400 and root's, unlike the function's own secrets (0444) -- and unpacks the
+  handler archive, then becomes ``run_as`` (``65534:65534``, or the image's own ``USER``, which faasd
+  then overrides with root so the watchdog can read the token first) before any function code runs;
+  ``run_as`` in ``envVars`` overrides it (``root``: the opt-out, which gives the function the token);
 * a handler archive as a Docker config the watchdog unpacks into ``/home/app`` (:mod:`.handler`);
 * a HEALTHCHECK testing the watchdog's lock file (``/tmp/.lock``), so Swarm itself knows when a
   replica is up (rolling updates with ``start-first`` wait for it);
@@ -63,6 +68,7 @@ __all__ = [
     "CALL_TOKEN_LABEL",
     "CALL_TOKEN_PATH",
     "DEFAULT_PLACEMENT",
+    "DEFAULT_RUN_AS",
     "LABEL_FUNCTION",
     "LABEL_MARKER",
     "LABEL_OWNER",
@@ -71,6 +77,7 @@ __all__ = [
     "RESERVED_LABEL_PREFIX",
     "ROUTES",
     "ROUTE_SETTINGS",
+    "RUN_AS_ENV",
     "SECRETS_DIR",
     "SECRET_OWNER",
     "WATCHDOG_PORT",
@@ -82,6 +89,7 @@ __all__ = [
     "nano_cpus",
     "parse_docker_time",
     "parse_log_line",
+    "run_as",
     "secret_version",
     "service_spec",
     "spec_from_service",
@@ -99,6 +107,10 @@ SECRET_OWNER = "faasd"
 LABEL_SECRET = "faasd.secret"
 """On a Docker secret: the faasd secret name it is a version of."""
 
+RUN_AS_ENV = "run_as"
+"""The watchdog's variable (:mod:`faasd.watchdog.privileges`): the user its functions run as."""
+DEFAULT_RUN_AS = "65534:65534"
+"""``nobody:nogroup``, in faasd's base image's /etc/passwd, and unprivileged in any image without it."""
 CALL_TOKEN_PATH = "/run/faasd/call-token"
 """Where the call token secret is mounted: apart from ``SECRETS_DIR``, which holds the function's own."""
 CALL_TOKEN_ENV = "call_token_file"
@@ -238,6 +250,26 @@ def takes_call_token(container_spec: Mapping[str, Any] | None) -> bool:
     return False
 
 
+def run_as(spec: FunctionSpec, image_user: str | None) -> tuple[str | None, bool]:
+    """(the ``run_as`` faasd gives the watchdog, whether the container must start as root), for ``spec``
+    on an image whose ``USER`` is ``image_user`` -- None when the image does not run faasd's watchdog
+    or is not known here (pulled at deploy).
+
+    * ``run_as`` in the function's ``envVars`` is the deployer's choice: nothing is added;
+    * a faasd-watchdog image with a ``USER`` other than root: its functions run as that user, and the
+      container starts as root (``User: 0:0``) so the watchdog can read the call token (0400, root's)
+      before it becomes that user -- else the token would have to be readable by the function;
+    * otherwise ``65534:65534`` (:data:`DEFAULT_RUN_AS`): harmless for an image that runs another
+      watchdog (it ignores the variable).
+    """
+    if RUN_AS_ENV in spec.env_vars:
+        return None, False
+    user = (image_user or "").strip()
+    if user and user.partition(":")[0] not in ("0", "root"):
+        return user, True
+    return DEFAULT_RUN_AS, False
+
+
 # -- units ------------------------------------------------------------------------------------------
 
 
@@ -316,6 +348,7 @@ def service_spec(
     extra_labels: Mapping[str, str] | None = None,
     call_token: SecretRef | None = None,
     handler: HandlerConfig | None = None,
+    image_user: str | None = None,
 ) -> dict[str, Any]:
     """The Docker ServiceSpec (``POST /services/create`` body) that runs ``spec``.
 
@@ -329,6 +362,7 @@ def service_spec(
         extra_labels: added to the service's and containers' labels (tests mark what they create).
         call_token: the Docker secret with the daemon's call token; None: replicas check nothing.
         handler: the Docker config holding ``spec.handler_archive`` (required when there is one).
+        image_user: the image's ``USER`` when it runs faasd's watchdog, else None (:func:`run_as`).
     """
     check_spec(spec)
     if spec.handler_archive and handler is None:
@@ -344,12 +378,17 @@ def service_spec(
         hint["requests"] = spec.requests.to_json()
     if not spec.constraints:
         hint["defaultPlacement"] = True
+    user, start_as_root = run_as(spec, image_user)
+    if user is not None:
+        hint["runAs"] = user  # So it is not reported as one of the deployer's envVars.
     labels[LABEL_SPEC] = write_hint(hint)
     env = dict(spec.env_vars)
     if spec.env_process:
         env["fprocess"] = spec.env_process
     if call_token is not None:
         env[CALL_TOKEN_ENV] = CALL_TOKEN_PATH
+    if user is not None:
+        env[RUN_AS_ENV] = user
     container: dict[str, Any] = {
         "Image": image,
         "Labels": markers,
@@ -358,20 +397,24 @@ def service_spec(
         "StopGracePeriod": int(stop_grace_s * SECONDS_NS),
         "Healthcheck": dict(HEALTHCHECK),
     }
+    if start_as_root:
+        container["User"] = "0:0"
     if spec.read_only_root_filesystem:
         container["ReadOnly"] = True
         container["Mounts"] = [{"Type": "tmpfs", "Target": "/tmp"}]
-    mounts = [(f"{SECRETS_DIR}/{ref.name}", ref) for ref in secrets]
-    if call_token is not None:  # 0444 as the others: the watchdog may run as the image's own user.
-        mounts.append((CALL_TOKEN_PATH, call_token))
+    # The function's secrets are for the function (0444); the call token is the watchdog's only (0400,
+    # root's: read before it drops to run_as).
+    mounts = [(f"{SECRETS_DIR}/{ref.name}", ref, 0o444) for ref in secrets]
+    if call_token is not None:
+        mounts.append((CALL_TOKEN_PATH, call_token, 0o400))
     if mounts:
         container["Secrets"] = [
             {
-                "File": {"Name": path, "UID": "0", "GID": "0", "Mode": 0o444},
+                "File": {"Name": path, "UID": "0", "GID": "0", "Mode": mode},
                 "SecretID": ref.docker_id,
                 "SecretName": ref.docker_name,
             }
-            for path, ref in mounts
+            for path, ref, mode in mounts
         ]
     if spec.handler_archive and handler is not None:
         mount_archive(container, handler)
@@ -435,6 +478,8 @@ def spec_from_service(service: Mapping[str, Any], archives: Mapping[str, bytes] 
     env_process = env.pop("fprocess", "")
     if env.get(CALL_TOKEN_ENV) == CALL_TOKEN_PATH:
         del env[CALL_TOKEN_ENV]
+    if RUN_AS_ENV in env and hint.get("runAs") == env[RUN_AS_ENV]:
+        del env[RUN_AS_ENV]  # faasd's, not the deployer's.
     handler_archive = take_archive(container, env, archives or {})
     image = str(container.get("Image", ""))
     if hint.get("imageRef") == image and isinstance(hint.get("image"), str):
