@@ -38,7 +38,16 @@ from faasd.http1 import (
 )
 from faasd.providers.types import Endpoint
 
-__all__ = ["DROP_REQUEST", "HOP_BY_HOP", "ProxyRequest", "ReplicaUnreachable", "UpstreamPool", "forward"]
+__all__ = [
+    "DROP_ANSWER",
+    "DROP_REQUEST",
+    "HOP_BY_HOP",
+    "ORIGIN_WIDE",
+    "ProxyRequest",
+    "ReplicaUnreachable",
+    "UpstreamPool",
+    "forward",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +76,17 @@ DROP_REQUEST = HOP_BY_HOP | {b"expect", b"content-length", b"host", CALL_TOKEN_H
 """Also not copied from the client: hypercorn already answered ``Expect``; length, Host and the call
 token (:mod:`faasd.calltoken`) are set by us."""
 
-_DROP_RESPONSE = HOP_BY_HOP | {b"content-length", b"date", b"server"}
-"""Also not relayed: the length is re-stated by us; hypercorn adds its own Date and Server."""
+ORIGIN_WIDE = frozenset({b"service-worker-allowed", b"clear-site-data"})
+"""A function's answer shares its origin with the web UI (``/ui/``) and the other functions; these two
+act on the whole origin rather than on the answer: ``Service-Worker-Allowed`` would let a service
+worker served under ``/function/NAME/`` take ``/ui/`` as its scope, ``Clear-Site-Data`` would wipe the
+UI's storage (log the admin out) and unregister its workers. Never relayed (docs/ui.md). ``Set-Cookie``
+is: functions use cookies, and no faasd route reads one."""
+
+DROP_ANSWER = HOP_BY_HOP | ORIGIN_WIDE | {b"content-length", b"date", b"server"}
+"""Not relayed from a function's answer by :func:`forward`, which every invoke path goes through
+(``/function/*``, ``POST /`` routing, ``/api/call``, the async queue's captured answers): connection
+headers, :data:`ORIGIN_WIDE`, and the length (re-stated by us), Date and Server (hypercorn adds its own)."""
 
 READ_BYTES = 65536
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
@@ -207,7 +225,7 @@ async def forward(
         connection, head = await _exchange(pool, endpoint, request)
     if scope.cancelled_caught:
         raise FunctionTimeout(f"Function replica {endpoint.replica} did not answer within {timeout_s:g}s")
-    headers = [(name, value) for name, value in head.headers if name not in _DROP_RESPONSE]
+    headers = [(name, value) for name, value in head.headers if name not in DROP_ANSWER]
     headers.extend(response_headers)
     if head.framing == FRAMING_LENGTH or head.framing == FRAMING_NONE:
         headers.append((b"content-length", str(max(head.content_length, 0)).encode()))
