@@ -190,7 +190,7 @@ NO_CGROUPS = Cgroups("none", reason="not set up")
 class Placement:
     """One replica's cgroup: a directory per hierarchy, and what the watchdog reads of it.
 
-    Resource handling: :func:`place` opens ``events_fd`` (cgroup v2 with a memory limit) and ``pids_fd``
+    Resource handling: :func:`place` opens ``events_fd`` (cgroup v2 with a memory limit), ``pids_fd`` and ``procs_fd``
     (with the pids controller); the caller passes them to the replica and closes its own copies
     (:meth:`close_fds`) once the replica is spawned; :func:`remove` removes the directories.
     """
@@ -204,9 +204,12 @@ class Placement:
     pids_fd: int | None = None
     """With the pids controller: ``pids.events``, open for reading (the watchdog notices its replica
     refused a fork at its limit, :mod:`faasd.watchdog.proclimit`)."""
+    procs_fd: int | None = None
+    """With the pids controller: that cgroup's ``cgroup.procs``, open for reading (once the limit is
+    reached, the watchdog kills the processes that left their call: :mod:`faasd.watchdog.proclimit`)."""
 
     def close_fds(self) -> None:
-        for name in ("events_fd", "pids_fd"):
+        for name in ("events_fd", "pids_fd", "procs_fd"):
             fd = getattr(self, name)
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -489,6 +492,7 @@ def place(cgroups: Cgroups, replica: str, limits: Limits, own_processes: int = 0
                 placement.events_fd = os.open(os.path.join(directory, "memory.events"), os.O_RDONLY | os.O_CLOEXEC)
             if "pids.max" in settings:
                 placement.pids_fd = os.open(os.path.join(directory, "pids.events"), os.O_RDONLY | os.O_CLOEXEC)
+                placement.procs_fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         placement.close_fds()
         remove(placement)

@@ -4,10 +4,10 @@ The local backend starts each replica as ``python faasd.pyz _sandbox SPEC watchd
 ``bwrap`` mode). ``faasd.__main__`` calls :func:`enter` with ``SPEC`` before it imports the watchdog, so
 no code of the function -- and nothing the function controls -- runs before the replica is confined:
 
-0. with ``mev`` (cgroup v2 ``memory.events`` of the replica's cgroup) and ``pev`` (its
-   ``pids.events``), read-only descriptors -- the replica joined that cgroup before this step,
-   :mod:`faasd.sandbox.cgroups`: kept open for the watchdog (:func:`oom_kills`,
-   :func:`pids_refused`), close-on-exec;
+0. with ``mev`` (cgroup v2 ``memory.events`` of the replica's cgroup), ``pev`` (its ``pids.events``)
+   and ``pprc`` (that cgroup's ``cgroup.procs``), read-only descriptors -- the replica joined that
+   cgroup before this step, :mod:`faasd.sandbox.cgroups`: kept open for the watchdog
+   (:func:`oom_kills`, :func:`pids_refused`, :func:`cgroup_members`), close-on-exec;
 1. ``oom_score_adj`` raised to 1000: when memory runs out, the kernel kills function processes first,
    never the daemon (raising it needs no privilege; lowering does, so a function cannot undo it);
    and the nice value of the replica's autogroup raised (``nice``): every replica is a session of its
@@ -44,6 +44,7 @@ import sys
 __all__ = [
     "ENTER_COMMAND",
     "SandboxSpecError",
+    "cgroup_members",
     "enter",
     "format_spec",
     "memory_max",
@@ -56,9 +57,10 @@ __all__ = [
 ENTER_COMMAND = "_sandbox"
 """The ``faasd`` argument that introduces a spec: ``faasd _sandbox SPEC <role> ...``."""
 
-KEYS = ("mev", "mmax", "pev", "plim", "uid", "gid", "as", "nproc", "nofile", "nnp", "oom", "nice", "life")
+KEYS = ("mev", "mmax", "pev", "plim", "pprc", "uid", "gid", "as", "nproc", "nofile", "nnp", "oom", "nice", "life")
 """mev: the replica cgroup's memory.events (a descriptor); mmax: its memory.max (bytes, for messages);
-pev: its pids.events (a descriptor); plim: the function's process limit (for messages);
+pev: its pids.events (a descriptor); plim: the function's process limit (for messages); pprc: that
+cgroup's cgroup.procs (a descriptor);
 uid/gid: become them; as/nproc/nofile: RLIMIT_AS/NPROC/NOFILE; nnp=1: set no_new_privs; oom: the
 replica's oom_score_adj; nice: its autogroup's nice value; life: the daemon's lifeline pipe (a file
 descriptor)."""
@@ -68,9 +70,9 @@ NICE_RETRY_S = 0.5
 NICE_RETRY_PAUSE_S = 0.02
 
 _kept: dict[str, int] = {}
-"""``mev``, ``mmax``, ``pev`` and ``plim`` of the spec once :func:`enter` applied it: read by
-:func:`oom_kills`, :func:`memory_max`, :func:`pids_refused` and :func:`process_limit` (the watchdog runs in
-this same process)."""
+"""``mev``, ``mmax``, ``pev``, ``plim`` and ``pprc`` of the spec once :func:`enter` applied it: read by
+:func:`oom_kills`, :func:`memory_max`, :func:`pids_refused`, :func:`process_limit` and
+:func:`cgroup_members` (the watchdog runs in this same process)."""
 
 EXIT_CONFINE_FAILED = 126
 
@@ -116,7 +118,7 @@ def enter(text: str) -> None:
 
 
 def _confine(values: dict[str, int]) -> None:
-    for fd_key, others in (("mev", ("mmax",)), ("pev", ("plim",))):
+    for fd_key, others in (("mev", ("mmax",)), ("pev", ("plim",)), ("pprc", ())):
         if fd_key in values:
             os.set_inheritable(values[fd_key], False)  # The watchdog's, not the function's.
             _kept.update({key: values[key] for key in (fd_key, *others) if key in values})
@@ -172,6 +174,29 @@ def pids_refused() -> int | None:
     """How many forks this replica's cgroup refused at its ``pids.max`` so far (the ``max`` count of
     ``pids.events``); None without a pids cgroup or when unreadable."""
     return _event_count("pev", b"max")
+
+
+def cgroup_members() -> list[int] | None:
+    """The processes in this replica's pids cgroup (``cgroup.procs``, pids as this process sees them:
+    in a PID namespace, those outside it are left out), or None without that descriptor or when
+    unreadable."""
+    kept = _kept.get("pprc")
+    if kept is None:
+        return None
+    # Opened anew each time (through /proc, as the sandbox may not see the cgroup file system): cgroup
+    # v1 keeps the list it built for an open file and hands it out again while it is read at least once
+    # a second -- a stale list, missing every process forked since.
+    chunks: list[bytes] = []
+    try:
+        fd = os.open(f"/proc/self/fd/{kept}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            while data := os.read(fd, 65536):
+                chunks.append(data)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    return [pid for pid in map(int, b"".join(chunks).split()) if pid > 0]
 
 
 def process_limit() -> int | None:

@@ -195,11 +195,13 @@ def plan_launch(
     memory_cgroup = placement is not None and placement.memory_bytes is not None
     events = placement.events_fd if placement is not None and memory_cgroup else None
     pids = placement.pids_fd if placement is not None else None
+    procs = placement.procs_fd if placement is not None and pids is not None else None
     spec = format_spec(
         mev=events,
         mmax=placement.memory_bytes if placement is not None and memory_cgroup else None,
         pev=pids,
         plim=limits.processes if pids is not None else None,
+        pprc=procs,
         uid=replica.uid if confined else None,
         gid=(replica.gid if replica.gid is not None else replica.uid) if confined else None,
         nnp=1 if confined and sandbox.mode == "uid" else None,  # bwrap sets no_new_privs itself.
@@ -211,7 +213,7 @@ def plan_launch(
         life=replica.lifeline if sandbox.mode == "bwrap" else None,
         **{"as": None if memory_cgroup else limits.memory_bytes},
     )
-    passed = tuple(fd for fd in (events, pids) if fd is not None)
+    passed = tuple(fd for fd in (events, pids, procs) if fd is not None)
     python = sandbox.python or command[0]
     inner = (python, *command[1:], ENTER_COMMAND, spec, *role)
     new_env = dict(env)

@@ -61,7 +61,8 @@ class Runner(Protocol):
         """Answer ``request`` on ``connection``, now or later; return a handle with ``abandon()``."""
 
     def check_deadlines(self, now: float) -> None:
-        """Enforce per-call deadlines (called by the server's tick while calls are in flight)."""
+        """Enforce per-call deadlines and the process limit (called by the server's tick: every 50 ms while
+        calls are in flight, every second otherwise)."""
 
     def kill_all(self, reason: str) -> None:
         """Stop every call in flight (shutdown after the drain time)."""
@@ -157,11 +158,13 @@ class WatchdogApp:
         )
 
     def tick(self, now: float) -> bool:
-        """Enforce call deadlines; True while calls are in flight."""
+        """Enforce call deadlines, and the process limit also when idle (a process that left its call can
+        fill it: :mod:`faasd.watchdog.proclimit`); True while calls are in flight or such processes are being
+        stopped (the fast tick then)."""
         runner = self.runner
-        if runner.calls:
-            runner.check_deadlines(now)
-        return bool(runner.calls)
+        runner.check_deadlines(now)
+        limit = getattr(runner, "process_limit", None)  # fork, streaming and python modes have one
+        return bool(runner.calls) or (limit is not None and limit.sweeping)
 
     def calls_in_flight(self) -> int:
         return len(self.runner.calls)

@@ -22,25 +22,62 @@ each kill up to :data:`COOLDOWN_MAX_S` (back to the start after :data:`COOLDOWN_
 new calls are answered 429 with ``Retry-After`` instead of started -- a function that fork-bombs costs
 the others a tick per cooldown, not the machine.
 
-A process that left its call's process group is not counted (nor killed: the limit still holds it,
-and the replica's end); neither is http mode's long-lived server. Nothing here runs without a pids
-cgroup.
+**Processes that left their call.** A process that left its call's process group (``setsid``,
+``setpgid``) is not counted for the culprit, and killing the culprit's group does not reach it: a bomb
+started that way -- its call may well have answered at once -- would hold the replica's ``pids.max``
+until the replica ends, every later call failing to fork. So whenever the limit was reached, the
+watchdog also kills every process of its cgroup (``cgroup.procs``, kept open by
+:mod:`faasd.sandbox.enter`) that is not itself, one of its ancestors (bwrap's init), nor in the process
+group of a call in flight or of a python worker -- and checks on its idle tick too (every second), since
+no call need be in flight. Each process is first pinned by a pidfd and checked to be in this cgroup
+still (a recycled pid is never signalled), then stopped (SIGSTOP: it can fork no more, nor exit), round
+after round -- the children forked meanwhile are found by the next round -- for at most
+:data:`SWEEP_SLICE_S` per tick, on every fast tick (50 ms) until two rounds in a row find none left to
+stop; then all are killed at once, and once a round finds none of them left (within
+:data:`SWEEP_MAX_S`), the replica cools down as after a culprit's kill (new calls are answered 429
+meanwhile too). Stopping first is what makes it converge: the watchdog shares the replica's CPU quota
+with the bomb, and a killed process's slot would be refilled at once by the others. (cgroup v2's
+``cgroup.kill`` would kill the watchdog too, and v1 has no such file; faasd uses no freezer cgroup.)
+
+http mode's long-lived server is not watched. Nothing here runs without a pids cgroup.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
+import signal
+import time
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
+from faasd.logs import event
 from faasd.sandbox import enter
 
 if TYPE_CHECKING:
     from faasd.watchdog.server import HttpConnection
 
-__all__ = ["CALL_NICE", "COOLDOWN_FIRST_S", "COOLDOWN_MAX_S", "COOLDOWN_RESET_S", "CULPRIT_SHARE", "ProcessLimit"]
+__all__ = [
+    "CALL_NICE",
+    "COOLDOWN_FIRST_S",
+    "COOLDOWN_MAX_S",
+    "COOLDOWN_RESET_S",
+    "CULPRIT_SHARE",
+    "SWEEP_MAX_S",
+    "SWEEP_SLICE_S",
+    "ProcessLimit",
+]
+
+log = logging.getLogger("faasd.watchdog")
+
+SWEEP_SLICE_S = 0.1
+"""How long one tick may spend stopping processes that left their call (it runs on the event loop)."""
+SWEEP_MAX_S = 5.0
+"""A sweep ends after this long even if some process it killed is still there (stuck in the kernel)."""
+SWEEP_QUIET_ROUNDS = 2
+"""The sweep kills once this many rounds in a row found no process left to stop."""
 
 COOLDOWN_FIRST_S = 1.0
 COOLDOWN_MAX_S = 30.0
@@ -75,6 +112,12 @@ class ProcessLimit:
         """The process group killed last: the cooldown lasts until it is gone."""
         self.call_nice = os.getpriority(os.PRIO_PROCESS, 0) + CALL_NICE if self.active else None
         """Nice value of each call's process (see :data:`CALL_NICE`); None: the watchdog's own."""
+        self._own = _self_and_ancestors() if self.active else frozenset()
+        """Never swept: the watchdog and the processes above it in the cgroup (bwrap's)."""
+        self._cgroup = _cgroup_of("self") if self.active else None
+        self._stopped: dict[int, bool] = {}
+        """Processes that left their call, stopped by the sweep under way (:meth:`sweep`): killed yet?"""
+        self._sweep_until = 0.0
 
     def __repr__(self) -> str:
         return f"<ProcessLimit limit={self.limit} refused={self._refused} cool_until={self._cool_until}>"
@@ -90,16 +133,77 @@ class ProcessLimit:
             with contextlib.suppress(OSError):  # Gone already, or not allowed: the limits still hold.
                 os.setpriority(os.PRIO_PROCESS, pid, self.call_nice)
 
-    def to_kill(self, calls: Mapping[int, C], now: float) -> C | None:
-        """On the deadline tick: of ``calls`` (by process group), the one to kill for filling the limit
-        since the last tick, or None. When there is one, its cooldown starts."""
-        if not self.active or not self.reached() or not calls:
+    def to_kill(self, calls: Mapping[int, C], now: float, keep: Collection[int] = ()) -> C | None:
+        """On the tick (also when idle): when the limit was reached since the last tick, or a sweep is
+        under way, sweep the processes that left their call (any process group but ``calls``' and
+        ``keep``'s: python's idle workers); then return the one of ``calls`` (by process group) to kill
+        for filling the limit, or None. When anything was killed, the cooldown starts."""
+        if not self.active or not (self.reached() or self._stopped):
             return None
-        group = self.culprit(calls)
+        escaped = self.sweep({*calls, *keep})
+        if self._stopped:
+            return None  # Still stopping them: the next tick goes on.
+        # After a sweep a lone call is not blamed unheard: the refusals were likely the escapees' doing.
+        group = self.culprit(calls, count=bool(escaped)) if calls else None
         if group is None:
+            if escaped:
+                self.killed(now, 0)
             return None
         self.killed(now, group)
         return calls[group]
+
+    @property
+    def sweeping(self) -> bool:
+        """Processes that left their call are being stopped: the tick should come back soon."""
+        return bool(self._stopped)
+
+    def sweep(self, groups: Collection[int]) -> int:
+        """One tick's share of a sweep: stop, then kill, every process of the replica's cgroup that is not
+        the watchdog's (:attr:`_own`) and not in one of the process groups ``groups``. Returns how many
+        were killed once the sweep is over, 0 while it goes on (see "Processes that left their call").
+
+        Each is stopped (SIGSTOP: it can fork no more, nor exit, so its pid stays its own), round after
+        round -- the children forked meanwhile are found by the next round -- for at most
+        :data:`SWEEP_SLICE_S` per tick (the watchdog shares the replica's CPU with the bomb); once two
+        rounds in a row find none left to stop, all are killed, and the sweep is over when a round finds
+        none of them left (or after :data:`SWEEP_MAX_S`)."""
+        now = time.monotonic()
+        if not self._stopped:
+            self._sweep_until = now + SWEEP_MAX_S
+        quiet = 0
+        deadline = now + SWEEP_SLICE_S
+        left = True
+        while time.monotonic() < deadline:
+            members = enter.cgroup_members()
+            if members is None:
+                break
+            foreign = [pid for pid in members if pid not in self._own and not (groups and _pgid(str(pid)) in groups)]
+            if not foreign:
+                left = False
+                break
+            fresh = False
+            for pid in foreign:
+                if pid not in self._stopped and _signal_member(pid, self._cgroup, signal.SIGSTOP):
+                    self._stopped[pid] = False
+                    fresh = True
+            quiet = 0 if fresh else quiet + 1
+            if quiet >= SWEEP_QUIET_ROUNDS:
+                self._kill_stopped()
+                break  # The next tick sees whether they are gone.
+        if left and self._stopped and time.monotonic() < self._sweep_until:
+            return 0
+        self._kill_stopped()
+        count = len(self._stopped)
+        self._stopped.clear()
+        if count:
+            event(log, logging.WARNING, "killed processes that left their call", count=count, limit=self.limit)
+        return count
+
+    def _kill_stopped(self) -> None:
+        for pid, killed in self._stopped.items():
+            if not killed:
+                _signal_member(pid, self._cgroup, signal.SIGKILL)
+                self._stopped[pid] = True
 
     def killed(self, now: float, group: int) -> None:
         """Process group ``group`` was killed for filling the limit at ``now`` (monotonic): start (or
@@ -125,6 +229,8 @@ class ProcessLimit:
         The first time it is over, the refusals counted meanwhile are forgotten: the killed call's
         processes may have been refused forks until they were gone, and if no tick saw that while the
         killed call was still in flight, the first call after the cooldown would be blamed for it."""
+        if self._stopped:
+            return COOLDOWN_FIRST_S  # A sweep is under way: the replica is full.
         if not self._cool_until:
             return 0.0
         if now < self._cool_until:
@@ -162,12 +268,12 @@ class ProcessLimit:
         self._refused = count
         return True
 
-    def culprit(self, groups: Collection[int]) -> int | None:
+    def culprit(self, groups: Collection[int], *, count: bool = False) -> int | None:
         """Of the process groups ``groups`` (the calls'), the one holding the most processes, when that is
         at least :data:`CULPRIT_SHARE` of the limit; else None. A lone call is the culprit without
-        counting: the watchdog itself holds a process or two. Otherwise reads /proc (only called when
+        counting (the watchdog itself holds a process or two), unless ``count``. Otherwise reads /proc (only called when
         :meth:`reached`) -- slowly, as it runs in the replica's cgroup, which the bomb keeps at its quota."""
-        if len(groups) == 1:
+        if len(groups) == 1 and not count:
             return next(iter(groups))
         counts = dict.fromkeys(groups, 0)
         try:
@@ -183,6 +289,47 @@ class ProcessLimit:
             return None
         group, most = max(counts.items(), key=lambda item: item[1])
         return group if most * CULPRIT_SHARE >= self.limit else None
+
+
+def _self_and_ancestors() -> frozenset[int]:
+    """This process and its ancestors as far as they are visible (in bwrap, its init is pid 1)."""
+    found = {os.getpid()}
+    pid = os.getppid()
+    while pid > 0 and pid not in found:
+        found.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as file:
+                data = file.read()
+            pid = int(data[data.rindex(b")") + 2 :].split(b" ", 2)[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return frozenset(found)
+
+
+def _cgroup_of(pid: str) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/cgroup", "rb") as file:
+            return file.read()
+    except OSError:
+        return None
+
+
+def _signal_member(pid: int, cgroup: bytes | None, signum: int) -> bool:
+    """Send ``signum`` to ``pid`` if it is (still) in the cgroup described by ``cgroup``; True when sent.
+    The pidfd pins the process before the check, so a pid recycled meanwhile is never signalled."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if cgroup is None or _cgroup_of(str(pid)) != cgroup:
+            return False
+        signal.pidfd_send_signal(pidfd, signum)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)
 
 
 def _group_alive(group: int) -> bool:

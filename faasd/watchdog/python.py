@@ -512,7 +512,7 @@ class PythonRunner:
                 self._kill(worker, "memory")
         if self.process_limit.active:
             busy = {worker.pid: worker for worker in self.workers if worker.call is not None}
-            culprit = self.process_limit.to_kill(busy, now)
+            culprit = self.process_limit.to_kill(busy, now, keep=[worker.pid for worker in self.workers])
             if culprit is not None and culprit.call is not None:
                 self._answer(culprit.call, 500, self.process_limit.killed_message(), "text/plain")
                 self._kill(culprit, "process_limit")

@@ -1,0 +1,105 @@
+"""A fork bomb that leaves its call (faasd/watchdog/proclimit.py, "Processes that left their call"): a real
+daemon, each sandbox mode, a real pids cgroup per replica.
+
+The bomb starts in a session of its own (``setsid``) and its call answers at once: no call in flight
+holds it, so killing the culprit call's process group -- what stops an ordinary bomb -- cannot reach it.
+Without more, it holds its replica's ``pids.max`` until the replica ends: every later call fails to
+fork. The watchdog notices the refusals on its tick (also when no call is in flight), kills every
+process of its cgroup that is not itself (nor its sandbox's, nor a warm worker, nor a call in flight),
+and cools down: the replica answers again within seconds, and the daemon stays healthy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from tests.daemon_fixtures import Daemon, StartDaemon
+from tests.e2e.test_sandbox import ALL_MODES, _archive, _needs
+from tests.helpers import scaled, wait_for
+from tests.process_tree import orphans_to_init
+
+pytestmark = pytest.mark.slow
+
+SETSID_BOMB = """sh -c 'case "$Http_Query" in
+bomb) setsid python3 -c "import os
+while True:
+    try:
+        os.fork()
+    except OSError:
+        pass" </dev/null >/dev/null 2>&1 & echo launched;;
+*) echo fine;;
+esac'"""
+"""The call starts the bomb in a new session and answers at once. Every process forks for ever, whether
+its forks succeed or not (a shell's bomb dies out by itself when its forks fail, which proves nothing)."""
+PY_SETSID_BOMB = b"""import os
+
+
+def handle(event, context):
+    if "bomb" not in event.path:
+        return "fine"
+    if os.fork() == 0:
+        os.setsid()
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                pass
+    return "launched"
+"""
+"""A python-mode bomb: the worker's child leaves its process group and forks for ever; the call answers."""
+RECOVERED_WITHIN_S = 15.0
+"""From the launch until the replica answers normally again: the idle tick (1 s) notices the refusals,
+the sweep, the first cooldown (1 s), on a loaded 2-CPU machine."""
+
+
+def _deploy(daemon: Daemon, watchdog: str) -> tuple[str, str]:
+    if watchdog == "python":
+        env = {"mode": "python", "workers": "2", "exec_timeout": "20s"}
+        daemon.deploy("sbomb", "", envVars=env, handlerArchive=_archive({"handler.py": PY_SETSID_BOMB}))
+        return f"{daemon.url}/function/sbomb/bomb", f"{daemon.url}/function/sbomb/fine"
+    daemon.deploy("sbomb", SETSID_BOMB, envVars={"exec_timeout": "20s"})
+    return f"{daemon.url}/function/sbomb?bomb", f"{daemon.url}/function/sbomb?fine"
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("watchdog", ["fork", "python"])
+def test_a_bomb_in_a_session_of_its_own_is_killed_and_the_replica_recovers(
+    watchdog: str, mode: str, start_daemon: StartDaemon
+) -> None:
+    daemon = start_daemon(args=("--sandbox", mode))
+    _needs(daemon, "pids")
+    bomb, fine = _deploy(daemon, watchdog)
+    daemon.wait_available("sbomb", 1)
+    assert httpx.post(fine, timeout=10.0).text.strip() == "fine"
+    with orphans_to_init():  # Without a PID namespace the bomb's orphans would be ours, unreaped.
+        launched = time.monotonic()
+        answer = httpx.post(bomb, timeout=30.0)
+        assert (answer.status_code, answer.text.strip()) == (200, "launched"), answer.text
+        seen: list[tuple[int, str]] = []
+
+        def answers_fine() -> bool:
+            """Five calls in a row answered normally (one alone may slip in while the bomb churns)."""
+            for _ in range(5):
+                response = httpx.post(fine, timeout=10.0)
+                seen.append((response.status_code, response.text.strip()[:80]))
+                if (response.status_code, response.text.strip()) != (200, "fine"):
+                    return False
+                time.sleep(0.05)
+            return True
+
+        try:
+            wait_for(answers_fine, scaled(RECOVERED_WITHIN_S), "the replica to answer after the bomb", interval=0.2)
+        except AssertionError:
+            with daemon.client() as client:
+                logs = client.get("/system/logs", params={"name": "sbomb"}).text
+            raise AssertionError(f"{seen[-12:]}\n{logs[-3000:]}") from None
+        recovered = time.monotonic() - launched
+        assert httpx.get(f"{daemon.url}/healthz").status_code == 200
+    print(f"setsid bomb ({watchdog}, {mode}): answering again {recovered:.2f}s after the launch; {Counter(seen)}")
+    with daemon.client() as client:
+        logs = client.get("/system/logs", params={"name": "sbomb"}).text
+    assert "processes that left their call" in logs, logs[-2000:]
