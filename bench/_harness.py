@@ -622,6 +622,8 @@ class Load:
     path: str = "/"
     body: bytes = b""
     content_type: str | None = "text/plain"
+    #: Extra request headers (e.g. faasd's call token for a replica called directly), sent as given.
+    headers: tuple[tuple[str, str], ...] = ()
 
     def lua(self) -> str:
         """wrk script: method, body and header (wrk adds Host and Content-Length itself)."""
@@ -630,6 +632,8 @@ class Load:
             lines.append(f"wrk.body = {_lua_str(self.body)}")
         if self.content_type:
             lines.append(f'wrk.headers["Content-Type"] = {_lua_str(self.content_type.encode())}')
+        for name, value in self.headers:
+            lines.append(f"wrk.headers[{_lua_str(name.encode())}] = {_lua_str(value.encode())}")
         return "\n".join(lines) + "\n"
 
     def write_script(self, directory: Path, name: str = "load.lua") -> Path:

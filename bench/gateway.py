@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -339,7 +339,21 @@ def watchdogs(root: int) -> list[int]:
     return sorted(pid for pid in found if _ppid(pid) not in found)
 
 
-def find_replica(daemon_pid: int, timeout: float = 10.0) -> Replica:
+CALL_TOKEN_HEADER = "X-Faasd-Call-Token"
+"""A local replica answers only calls carrying its daemon's call token (faasd/calltoken.py), which the daemon
+keeps in ``<state dir>/call-token``: the direct loads send it, as the gateway does."""
+
+
+def call_token_headers(state_dir: Path) -> tuple[tuple[str, str], ...]:
+    """The call token header for direct calls to a replica of the daemon with this state dir."""
+    try:
+        token = (state_dir / "call-token").read_text().strip()
+    except OSError as exc:
+        raise h.BenchError(f"cannot read the daemon's call token: {exc}") from None
+    return ((CALL_TOKEN_HEADER, token),)
+
+
+def find_replica(daemon_pid: int, timeout: float = 10.0, headers: tuple[tuple[str, str], ...] = ()) -> Replica:
     """The one replica below the daemon and its invoke port, found from ``/proc`` (no log format, no ``ss``).
 
     Candidates are the daemon's descendants whose command line runs ``watchdog``; their listening TCP sockets
@@ -348,7 +362,7 @@ def find_replica(daemon_pid: int, timeout: float = 10.0) -> Replica:
     neither). CPU is accounted to the topmost holder of that port, so a wrapper and its watchdog count once.
     """
     health = h.Probe("GET", "/_/health", content_type=None)
-    echo = h.Probe("POST", "/", BODY, "text/plain")
+    echo = h.Probe("POST", "/", BODY, "text/plain", headers=headers)
     found: list[Replica] = []
     seen: list[str] = []
 
@@ -527,14 +541,17 @@ def load_block(
         api = Api(daemon.target.port, password)
         api.deploy(FUNCTION, PINNED)
         first_200(api, FUNCTION, args.cold_timeout, {})
-        out.replica = replica = find_replica(daemon.proc.pid)
+        token = call_token_headers(tmp / "state")
+        out.replica = replica = find_replica(daemon.proc.pid, headers=token)
+        specs = [replace(s, load=replace(s.load, headers=token)) if s.server == DIRECT else s for s in specs]
+        warmups = [replace(s, load=replace(s.load, headers=token)) if s.server == DIRECT else s for s in WARMUPS]
         replica_set = set(watchdogs(daemon.proc.pid))
         hello = h.start(faasd.hello(tmp, hello_script), ready_timeout=args.ready_timeout)
         if hello.echo_ok is False:
             raise h.BenchError("the hello world did not answer 'Hello, world!'")
         ports = {GATEWAY: daemon.target.port, DIRECT: replica.port, HELLO: hello.target.port}
         pids = {"daemon": daemon.proc.pid, "replica": replica.pid, "hello": hello.proc.pid}
-        for spec in WARMUPS:
+        for spec in warmups:
             measure_load(spec, ports, pids, wrk, WARMUP_S, tmp)  # discarded
         for spec in specs:
             out.loads[spec.key] = measure_load(spec, ports, pids, wrk, args.duration, tmp)
