@@ -58,6 +58,7 @@ from faasd.gateway import (
     ServerLimits,
     fit_connections,
 )
+from faasd.gateway.fastpath import FastInvokeRoute
 from faasd.logs import event
 from faasd.providers import load_provider
 from faasd.providers.types import FunctionSpec
@@ -190,12 +191,16 @@ async def _serve_gateway(
         max_header_bytes=config.max_header_bytes,
     )
     server = HttpServer(
-        app, bind=[f"{config.bind}:{config.port}"], limits=limits, graceful_timeout_s=config.shutdown_timeout_s
+        app,
+        bind=[f"{config.bind}:{config.port}"],
+        limits=limits,
+        graceful_timeout_s=config.shutdown_timeout_s,
+        fast_route=FastInvokeRoute(app.invoker),
     )
     try:
         with trio.CancelScope() as serving:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_end_when_drained, app, config, shutdown, serving)
+                nursery.start_soon(_end_when_drained, app, server, config, shutdown, serving)
                 await server.serve(shutdown_trigger=shutdown.wait, task_status=task_status)
                 nursery.cancel_scope.cancel()
     finally:
@@ -203,7 +208,7 @@ async def _serve_gateway(
 
 
 async def _end_when_drained(
-    app: GatewayApp, config: DaemonConfig, shutdown: trio.Event, serving: trio.CancelScope
+    app: GatewayApp, server: HttpServer, config: DaemonConfig, shutdown: trio.Event, serving: trio.CancelScope
 ) -> None:
     """After the shutdown signal, stop the HTTP server as soon as no request is in flight.
 
@@ -216,7 +221,7 @@ async def _end_when_drained(
     """
     await shutdown.wait()
     with trio.move_on_after(config.shutdown_timeout_s):
-        while app.working:
+        while app.working or server.fast_in_flight:
             await trio.sleep(0.01)
     serving.cancel()
 

@@ -260,6 +260,14 @@ class RequestParser:
         """Append bytes received from the peer."""
         self._buffer = self._buffer + data if self._buffer else data
 
+    def take_buffered(self) -> bytes:
+        """Hand back the bytes received after the last complete request (the start of a pipelined next
+        one), emptying the parser's buffer: for a caller that parses one request and serves the rest
+        elsewhere (the gateway's invoke fast path)."""
+        rest = self._buffer
+        self._buffer = b""
+        return rest
+
     @property
     def has_partial_request(self) -> bool:
         """True when some bytes of a request not yet complete have arrived."""

@@ -44,9 +44,13 @@ from faasd.gateway.proxy import (
     Scope,
     Send,
     UpstreamPool,
+    Write,
     forward,
+    forward_raw,
+    http_date,
 )
 from faasd.gateway.reasons import one_line
+from faasd.http1 import Request
 from faasd.logs import event
 from faasd.namespace import split_qualified_name
 from faasd.providers.types import NAME_PATTERN, Endpoint
@@ -54,7 +58,7 @@ from faasd.registry import EndpointRegistry
 from faasd.scaler.meter import LoadMeter
 from faasd.timeouts import FunctionTimeouts
 
-__all__ = ["NOSNIFF", "Invoker", "Router", "send_text"]
+__all__ = ["NOSNIFF", "Invoker", "Router", "send_text", "text_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,29 @@ PREREAD_BYTES = 1024 * 1024
 """A body announced this small is read whole before a replica is picked."""
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 """Request bodies held in memory at once (pre-read and Alexa), all calls together."""
+
+
+_NONE: frozenset[str] = frozenset()
+_DROP_REQUEST_TEXT = frozenset(name.decode() for name in DROP_REQUEST) | {"x-call-id", "x-start-time"}
+"""Request headers the fast path does not copy (as :meth:`Invoker._proxy_request`): names as
+:mod:`faasd.http1` gives them, lower-case text."""
+
+
+async def _no_body() -> MutableMapping[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _log_failure(name: str, exc: FaasdError, call_headers: list[tuple[bytes, bytes]]) -> None:
+    if exc.http_status >= 500:
+        event(
+            log,
+            logging.WARNING,
+            "invoke failed",
+            function=name,
+            status=exc.http_status,
+            error=exc.message,
+            call_id=call_headers[0][1].decode(),
+        )
 
 
 async def _no_wake(name: str) -> bool:
@@ -208,53 +235,95 @@ class Invoker:
             self.buffered_bytes -= reserved
 
     # -- the call ---------------------------------------------------------------------------------
+    def _resolve(self, name: str) -> tuple[str, tuple[Endpoint, ...]]:
+        """The function's canonical name and its ready endpoints now (none: it may be held).
+
+        Raises:
+            InvalidRequest: a bad name or namespace (400).
+            FunctionNotFound: no such function (404; not counted in the metrics: label values must stay
+                bounded whatever names clients try).
+        """
+        if "." in name:
+            name = split_qualified_name(name)
+        if not NAME_PATTERN.fullmatch(name) or len(name) > 63:
+            raise InvalidRequest(f"Invalid function name: {name[:80]!r}")
+        endpoints = self.registry.get(name)
+        if not endpoints and not self.exists(name):
+            raise FunctionNotFound(f"Function not found: {name}")
+        return name, endpoints
+
     async def invoke(
         self, scope: Scope, receive: Receive, send: Send, name: str, target: bytes, *, preread: bool = False
     ) -> None:
         started_ns = time.time_ns()
         started = time.monotonic()
         call_headers = _call_headers(scope, started_ns)
-        if "." in name:
-            try:
-                name = split_qualified_name(name)
-            except InvalidRequest as exc:
-                await send_text(send, 400, exc.message, call_headers)
-                return
-        if not NAME_PATTERN.fullmatch(name) or len(name) > 63:
-            await send_text(send, 400, f"Invalid function name: {name[:80]!r}", call_headers)
-            return
-        if not self.registry.get(name) and not self.exists(name):
-            # Not counted in the metrics: label values must stay bounded whatever names clients try.
-            await send_text(send, 404, f"Function not found: {name}", call_headers)
+        try:
+            name, endpoints = self._resolve(name)
+        except FaasdError as exc:
+            await send_text(send, exc.http_status, exc.message, call_headers)
             return
         metrics = self.metrics
         metrics.started(name)
         status = 500
-        response_started = False
-
-        async def tracking_send(message: MutableMapping[str, Any]) -> None:
-            nonlocal response_started
-            response_started = True
-            await send(message)
-
         try:
-            status = await self._call(scope, receive, tracking_send, name, target, call_headers, preread)
+            status = await self._call(scope, receive, send, name, endpoints, target, call_headers, preread)
         except FaasdError as exc:
+            # Never raised once the answer started: forward() raises these only before its first send.
             status = exc.http_status
-            if response_started:
-                raise
-            if status >= 500:
-                event(
-                    log,
-                    logging.WARNING,
-                    "invoke failed",
-                    function=name,
-                    status=status,
-                    error=exc.message,
-                    call_id=call_headers[0][1].decode(),
-                )
+            _log_failure(name, exc, call_headers)
             await send_text(send, status, exc.message, call_headers)
         except OSError:  # The server's ClientGone: the client left before its answer was complete.
+            status = CLIENT_CLOSED_STATUS
+            raise
+        finally:
+            metrics.finished(name, status, time.monotonic() - started)
+
+    async def invoke_raw(self, request: Request, name: str, target: bytes, client: str, write: Write) -> bool:
+        """The invoke fast path (:mod:`faasd.gateway.fastpath`): ``request`` is whole in hand (parsed by
+        :mod:`faasd.http1`), the answer goes out through ``write`` as bytes. Same checks, metrics, load,
+        routing, call token and errors as :meth:`invoke`; returns whether the connection may be kept.
+
+        Raises:
+            OSError: the client is gone.
+        """
+        started_ns = time.time_ns()
+        started = time.monotonic()
+        keep_alive = request.keep_alive
+        call_id = b""
+        for key, value in request.headers:
+            if key == "x-call-id":
+                call_id = value.encode("latin-1")
+                break
+        call_headers = [
+            (b"x-call-id", call_id or str(uuid.uuid4()).encode()),
+            (b"x-start-time", str(started_ns).encode()),
+        ]
+        try:
+            name, endpoints = self._resolve(name)
+        except FaasdError as exc:
+            await write(text_answer(exc.http_status, exc.message, call_headers, keep_alive))
+            return keep_alive
+        metrics = self.metrics
+        metrics.started(name)
+        status = 500
+        try:
+            if not endpoints:
+                endpoints = await self._hold(name)
+            proxy_request = self._raw_proxy_request(request, target, call_headers, client)
+            meter = self.meter
+            meter.started(name)
+            try:
+                status = await self._dispatch(name, endpoints, proxy_request, call_headers, write, keep_alive)
+            finally:
+                meter.finished(name)
+            return keep_alive
+        except FaasdError as exc:
+            status = exc.http_status
+            _log_failure(name, exc, call_headers)
+            await write(text_answer(status, exc.message, call_headers, keep_alive))
+            return keep_alive
+        except OSError:
             status = CLIENT_CLOSED_STATUS
             raise
         finally:
@@ -266,11 +335,13 @@ class Invoker:
         receive: Receive,
         send: Send,
         name: str,
+        endpoints: tuple[Endpoint, ...],
         target: bytes,
         call_headers: list[tuple[bytes, bytes]],
         preread: bool,
     ) -> int:
-        endpoints = self.registry.get(name) or await self._hold(name)
+        if not endpoints:
+            endpoints = await self._hold(name)
         length = -1 if preread else content_length(scope)
         reserved = 0
         if 0 <= length <= PREREAD_BYTES and self.buffered_bytes + length <= MAX_BUFFERED_BYTES:
@@ -281,7 +352,7 @@ class Invoker:
             meter = self.meter
             meter.started(name)
             try:
-                return await self._dispatch(name, endpoints, request, send, call_headers)
+                return await self._dispatch(name, endpoints, request, call_headers, send)
             finally:
                 meter.finished(name)
         finally:
@@ -323,11 +394,13 @@ class Invoker:
         name: str,
         endpoints: tuple[Endpoint, ...],
         request: ProxyRequest,
-        send: Send,
         call_headers: list[tuple[bytes, bytes]],
+        send: Send | Write,
+        keep_alive: bool | None = None,
     ) -> int:
         """Forward to the least busy replica; on a refused connection try another (up to MAX_FAILOVER).
 
+        ``send`` is an ASGI send, or with ``keep_alive`` given the fast path's ``write`` (bytes).
         The call token goes only to a replica that was given it (``Endpoint.call_token``): one that was
         not could use it to call every other function past the gateway. A replica with a token of its
         own (``Endpoint.token_line``, Marathon) gets that one instead.
@@ -338,7 +411,7 @@ class Invoker:
         token = self.call_token
         timeout_s = self.timeout_for(name)
         while True:
-            endpoint = self.router.pick(name, endpoints, frozenset(tried))
+            endpoint = self.router.pick(name, endpoints, frozenset(tried) if tried else _NONE)
             if endpoint.token_line:
                 request.head = head + endpoint.token_line
             else:
@@ -346,13 +419,18 @@ class Invoker:
             authority = endpoint.authority
             in_flight[authority] = in_flight.get(authority, 0) + 1
             try:
-                return await forward(
+                if keep_alive is None:
+                    return await forward(
+                        self.pool, endpoint, request, send, timeout_s=timeout_s, response_headers=call_headers
+                    )
+                return await forward_raw(
                     self.pool,
                     endpoint,
                     request,
-                    send,
+                    send,  # type: ignore[arg-type]
                     timeout_s=timeout_s,
                     response_headers=call_headers,
+                    keep_alive=keep_alive,
                 )
             except ReplicaUnreachable:
                 tried.add(authority)
@@ -418,6 +496,35 @@ class Invoker:
             more_body=more_body,
             length=length,
             receive=receive,
+        )
+
+    def _raw_proxy_request(
+        self, request: Request, target: bytes, call_headers: list[tuple[bytes, bytes]], client: str
+    ) -> ProxyRequest:
+        """:meth:`_proxy_request` for a request parsed by :mod:`faasd.http1` (whole, body in hand)."""
+        body = request.body
+        if len(body) > self.max_body_bytes:
+            raise PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes")
+        parts = [request.method.encode(), b" ", target, b" HTTP/1.1"]
+        forwarded_for = forwarded_host = False
+        for key, value in request.headers:
+            if key in _DROP_REQUEST_TEXT:
+                continue
+            if key == "x-forwarded-for":
+                forwarded_for = True
+            elif key == "x-forwarded-host":
+                forwarded_host = True
+            parts += (b"\r\n", key.encode(), b": ", value.encode("latin-1"))
+        host = request.host.encode("latin-1")
+        parts += (b"\r\nHost: ", host or b"localhost")
+        if not forwarded_for and client:
+            parts += (b"\r\nX-Forwarded-For: ", client.encode())
+        if not forwarded_host and host:
+            parts += (b"\r\nX-Forwarded-Host: ", host)
+        for name, value in call_headers:
+            parts += (b"\r\n", name, b": ", value)
+        return ProxyRequest(
+            method=request.method, head=b"".join(parts), body=body, more_body=False, length=len(body), receive=_no_body
         )
 
 
@@ -538,3 +645,30 @@ async def send_text(send: Send, status: int, message: str, headers: Sequence[tup
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+_TEXT_REASONS = {
+    400: b"Bad Request",
+    404: b"Not Found",
+    413: b"Payload Too Large",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+def text_answer(status: int, message: str, headers: Sequence[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
+    """:func:`send_text`'s answer as the bytes the fast path writes (with ``Date``, as hypercorn adds)."""
+    body = one_line(message).encode() + b"\n"
+    parts = [
+        b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+        b"x-content-type-options: nosniff\r\n" % (status, _TEXT_REASONS.get(status, b""), len(body))
+    ]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts += (b"date: ", http_date(), b"\r\n")
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts += (b"\r\n", body)
+    return b"".join(parts)

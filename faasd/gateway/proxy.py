@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from http import HTTPStatus
 from typing import Any
 
 import trio
@@ -45,8 +46,12 @@ __all__ = [
     "ORIGIN_WIDE",
     "ProxyRequest",
     "ReplicaUnreachable",
+    "UpstreamClosed",
     "UpstreamPool",
+    "Write",
     "forward",
+    "forward_raw",
+    "http_date",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,8 +89,9 @@ UI's storage (log the admin out) and unregister its workers. Never relayed (docs
 is: functions use cookies, and no faasd route reads one."""
 
 DROP_ANSWER = HOP_BY_HOP | ORIGIN_WIDE | {b"content-length", b"date", b"server"}
-"""Not relayed from a function's answer by :func:`forward`, which every invoke path goes through
-(``/function/*``, ``POST /`` routing, ``/api/call``, the async queue's captured answers): connection
+"""Not relayed from a function's answer by :func:`forward` and :func:`forward_raw`, which every invoke
+path goes through (``/function/*``, ``POST /`` routing, ``/api/call``, the async queue's captured
+answers; the fast path of :mod:`faasd.gateway.fastpath`): connection
 headers, :data:`ORIGIN_WIDE`, and the length (re-stated by us), Date and Server (hypercorn adds its own)."""
 
 READ_BYTES = 65536
@@ -240,6 +246,140 @@ async def forward(
     else:
         _close_quietly(connection)
     return head.status
+
+
+Write = Callable[[bytes], Awaitable[None]]
+"""Writes bytes to the client's connection (the invoke fast path); raises OSError once it is gone."""
+
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+async def forward_raw(
+    pool: UpstreamPool,
+    endpoint: Endpoint,
+    request: ProxyRequest,
+    write: Write,
+    *,
+    timeout_s: float,
+    response_headers: list[tuple[bytes, bytes]],
+    keep_alive: bool,
+) -> int:
+    """:func:`forward` for the invoke fast path: the answer goes to the client as bytes, not ASGI events.
+
+    The head is written with the first piece of the body (a small answer is one write); ``Date`` is
+    added as hypercorn does, and ``Connection: close`` when ``keep_alive`` is false. A body without a
+    length (chunked, or until the replica closes) is relayed chunked.
+
+    Raises:
+        InvocationError, FunctionTimeout: as :func:`forward`, before anything was written.
+        OSError: the client is gone (the answer is cut short).
+        UpstreamClosed, RemoteProtocolError: the replica failed mid-answer (the answer is cut short).
+    """
+    with trio.move_on_after(timeout_s) as scope:
+        connection, head = await _exchange(pool, endpoint, request)
+    if scope.cancelled_caught:
+        raise FunctionTimeout(f"Function replica {endpoint.replica} did not answer within {timeout_s:g}s")
+    parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, _REASONS.get(head.status, b""))]
+    for name, value in head.headers:
+        if name not in DROP_ANSWER:
+            parts += (name, b": ", value, b"\r\n")
+    for name, value in response_headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts += (b"date: ", http_date(), b"\r\n")
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    framing = head.framing
+    try:
+        if framing in (FRAMING_LENGTH, FRAMING_NONE):
+            parts += (b"content-length: %d\r\n\r\n" % max(head.content_length, 0),)
+            reusable = await _relay_length(connection, head, b"".join(parts), write)
+        else:
+            parts.append(b"transfer-encoding: chunked\r\n\r\n")
+            reusable = await _relay_chunked(connection, head, b"".join(parts), write)
+    except BaseException:
+        _close_quietly(connection)
+        raise
+    if reusable and head.keep_alive:
+        pool.give_back(connection)
+    else:
+        _close_quietly(connection)
+    return head.status
+
+
+async def _relay_length(connection: UpstreamConnection, head: ResponseHead, out: bytes, write: Write) -> bool:
+    """Relay a body of known length (or none) after the answer head ``out``."""
+    buffer = connection.buffer
+    connection.buffer = b""
+    if head.framing == FRAMING_NONE:
+        await write(out)
+        return not buffer
+    remaining = head.content_length
+    if len(buffer) >= remaining:
+        await write(out + buffer[:remaining])
+        return len(buffer) == remaining
+    await write(out + buffer)
+    remaining -= len(buffer)
+    stream = connection.stream
+    while remaining:
+        data = await stream.receive_some(min(READ_BYTES, remaining))
+        if not data:
+            raise UpstreamClosed("replica closed the connection mid-answer")
+        remaining -= len(data)
+        await write(data)
+    return True
+
+
+async def _relay_chunked(connection: UpstreamConnection, head: ResponseHead, out: bytes, write: Write) -> bool:
+    """Relay a chunked or close-delimited body as chunked, after the answer head ``out``."""
+    stream = connection.stream
+    data = connection.buffer
+    connection.buffer = b""
+    if head.framing == FRAMING_CHUNKED:
+        decoder = ChunkedDecoder(MAX_CHUNKED_BODY_BYTES, MAX_RESPONSE_HEAD_BYTES, error_status=502)
+        while True:
+            pieces = decoder.feed(data)
+            for piece in pieces:
+                if piece:
+                    out += b"%x\r\n%s\r\n" % (len(piece), piece)
+            if decoder.done:
+                await write(out + b"0\r\n\r\n")
+                return not decoder.leftover
+            if out:
+                await write(out)
+                out = b""
+            data = await stream.receive_some(READ_BYTES)
+            if not data:
+                raise UpstreamClosed("replica closed the connection mid-answer")
+    while data:
+        await write(out + b"%x\r\n%s\r\n" % (len(data), data))
+        out = b""
+        data = await stream.receive_some(READ_BYTES)
+    await write(out + b"0\r\n\r\n")
+    return False
+
+
+_date_cache: list[Any] = [0, b""]
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date() -> bytes:
+    """The ``Date`` header's value now (RFC 9110 5.6.7), formatted once per second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        t = time.gmtime(now)
+        _date_cache[0] = now
+        _date_cache[1] = b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+            _DAYS[t.tm_wday].encode(),
+            t.tm_mday,
+            _MONTHS[t.tm_mon - 1].encode(),
+            t.tm_year,
+            t.tm_hour,
+            t.tm_min,
+            t.tm_sec,
+        )
+    value: bytes = _date_cache[1]
+    return value
 
 
 async def _exchange(

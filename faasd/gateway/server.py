@@ -62,6 +62,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 
 from faasd.gateway._protocol import AppTasks, ClientGone, Http1Protocol, RequestRefused
+from faasd.gateway.fastpath import FastInvokeRoute, Verdict, classify
 from faasd.logs import event
 
 __all__ = [
@@ -142,6 +143,7 @@ class HttpServer:
         bind: list[str],
         limits: ServerLimits,
         graceful_timeout_s: float,
+        fast_route: FastInvokeRoute | None = None,
     ) -> None:
         config = HypercornConfig()
         config.bind = bind
@@ -156,9 +158,14 @@ class HttpServer:
         self.limits = limits
         self.app = wrap_app(app, config.wsgi_max_body_size, "asgi")
         self.context = WorkerContext(None)
+        self.fast_route = fast_route
+        """Serves whole invoke requests without hypercorn (:mod:`faasd.gateway.fastpath`); None: off."""
         self.connections: set[_Connection] = set()
         self.refused = 0
         self.timed_out = 0
+        self.stopping = False
+        self.fast_in_flight = 0
+        """Calls being answered on the fast path now (a graceful shutdown waits for these too)."""
 
     def __repr__(self) -> str:
         stats = self.statistics()
@@ -195,6 +202,7 @@ class HttpServer:
                     task_status.started(binds)
                     await shutdown_trigger()
                     accepting.cancel_scope.cancel()
+                self.stopping = True
                 await self.context.terminated.set()
                 for connection in list(self.connections):
                     connection.shutdown()
@@ -291,12 +299,16 @@ class _Connection:
         self.scope: trio.CancelScope | None = None
         self.reading = False
         self.protocol: Http1Protocol | None = None
+        self.held = b""
+        """The start of a request head that may be for the fast path, not yet given to the protocol."""
+        self.client_host = ""
 
     async def run(self) -> None:
         sock = self.stream.socket
         try:
             client = parse_socket_addr(sock.family, sock.getpeername())
             server = parse_socket_addr(sock.family, sock.getsockname())
+            self.client_host = client[0] if client else ""
             async with AppTasks() as tasks:
                 protocol = Http1Protocol(
                     self.server.app,
@@ -351,8 +363,11 @@ class _Connection:
                 if data and self.closing_since is None:
                     self._received(len(data))
                     scope.deadline = math.inf
-                    with contextlib.suppress(RequestRefused, ClientGone):
-                        await protocol.handle(RawData(data))
+                    if self.held or (self.server.fast_route is not None and _between_requests(protocol)):
+                        data = await self._serve_fast(data)
+                    if data:
+                        with contextlib.suppress(RequestRefused, ClientGone):
+                            await protocol.handle(RawData(data))
                     self.scope = None
                     if self.closing_since is None:
                         self._after_events(protocol)
@@ -368,8 +383,69 @@ class _Connection:
                 await self._timed_out(protocol)
             else:  # The client closed (or reset) the connection.
                 with contextlib.suppress(RequestRefused, ClientGone):
+                    if self.held:  # The start of a head the fast path was waiting on: the protocol's now.
+                        held, self.held = self.held, b""
+                        await protocol.handle(RawData(held))
                     await protocol.handle(RawData(b""))  # A head cut short is answered 400.
                 return
+
+    async def _serve_fast(self, data: bytes) -> bytes:
+        """Answer the whole invoke requests at the start of ``data`` (plus what was held); return the
+        bytes that are the protocol's (from the first request the fast path does not take)."""
+        route = self.server.fast_route
+        assert route is not None
+        buffer = self.held + data if self.held else data
+        self.held = b""
+        limit = self.limits.max_header_bytes
+        while buffer:
+            verdict, request, target, rest = classify(buffer, route, limit)
+            if verdict is Verdict.SLOW:
+                return buffer
+            if verdict is Verdict.MORE:
+                self.held = buffer
+                return b""
+            assert request is not None
+            self.fresh = False
+            self.phase = _Phase.BUSY
+            if self.server.stopping:
+                request.keep_alive = False
+            server = self.server
+            server.fast_in_flight += 1
+            try:
+                keep = await route.serve(request, target, self.client_host, self._write_fast)
+            except OSError:  # ClientGone: the client left (the call is counted as 499).
+                return b""
+            except Exception:  # A replica failing mid-answer: the answer is cut short, as on the ASGI path.
+                log.exception("invoke answer cut short")
+                self._close_socket()
+                return b""
+            finally:
+                server.fast_in_flight -= 1
+            if not keep or self.server.stopping or not self.writable:
+                self._begin_close(linger=True)
+                return b""
+            self._became_idle()
+            buffer = rest
+            if buffer:
+                self.phase = _Phase.HEAD
+                self.phase_started = trio.current_time()
+        return b""
+
+    async def _write_fast(self, data: bytes) -> None:
+        """Write for the fast path: its answers go out on the connection's own task, never concurrently
+        with the protocol's, so without the lock; same deadline and failure handling as :meth:`_write`."""
+        if not self.writable:
+            raise ClientGone("the client's connection is closed")
+        with trio.CancelScope(deadline=trio.current_time() + self.limits.write_timeout_s, shield=True) as timer:
+            try:
+                await self.stream.send_all(data)
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        if timer.cancelled_caught:
+            event(log, logging.DEBUG, "client does not read its answer, closing")
+        self._close_socket()
+        raise ClientGone("the client's connection is closed")
 
     def _received(self, size: int) -> None:
         now = trio.current_time()
@@ -501,6 +577,17 @@ class _Connection:
     def _close_socket(self) -> None:
         self.writable = False
         self.stream.socket.close()  # Wakes the read loop (ClosedResourceError) if it waits.
+
+
+def _between_requests(protocol: Http1Protocol) -> bool:
+    """Has hypercorn's protocol nothing of a request in hand (so the next bytes start a new one)?"""
+    connection = protocol.connection
+    return (
+        isinstance(connection, h11.Connection)
+        and connection.their_state is h11.IDLE
+        and connection.our_state is h11.IDLE
+        and not connection.trailing_data[0]
+    )
 
 
 def _timeout_answer(message: str) -> bytes:
