@@ -200,7 +200,7 @@ async def _serve_gateway(
     try:
         with trio.CancelScope() as serving:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_end_when_drained, app, server, config, shutdown, serving)
+                nursery.start_soon(_end_when_drained, server, config, shutdown, serving)
                 await server.serve(shutdown_trigger=shutdown.wait, task_status=task_status)
                 nursery.cancel_scope.cancel()
     finally:
@@ -208,7 +208,7 @@ async def _serve_gateway(
 
 
 async def _end_when_drained(
-    app: GatewayApp, server: HttpServer, config: DaemonConfig, shutdown: trio.Event, serving: trio.CancelScope
+    server: HttpServer, config: DaemonConfig, shutdown: trio.Event, serving: trio.CancelScope
 ) -> None:
     """After the shutdown signal, stop the HTTP server as soon as no request is in flight.
 
@@ -221,7 +221,7 @@ async def _end_when_drained(
     """
     await shutdown.wait()
     with trio.move_on_after(config.shutdown_timeout_s):
-        while app.working or server.fast_in_flight:
+        while server.working():
             await trio.sleep(0.01)
     serving.cancel()
 

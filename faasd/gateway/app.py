@@ -11,7 +11,7 @@ whose ``/api/call`` is an invoke route), both given by the daemon, and the web U
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from faasd.gateway.invoke import NOSNIFF, Invoker, send_text
@@ -48,37 +48,11 @@ class GatewayApp:
         self.management = management
         self.metrics = metrics
         self.health = health
-        self.in_flight = 0
-        """HTTP requests being answered now (shutdown waits for these, not for idle connections)."""
-        self.awaiting_client = 0
-        """Of those, how many are waiting for their client to send (more of) the request body."""
-
-    @property
-    def working(self) -> int:
-        """Requests in flight that are not stalled on their client: what a graceful shutdown waits for."""
-        return self.in_flight - self.awaiting_client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.management(scope, receive, send)
             return
-        self.in_flight += 1
-        try:
-            await self._route(scope, self._counted(receive), send)
-        finally:
-            self.in_flight -= 1
-
-    def _counted(self, receive: Receive) -> Receive:
-        async def receive_counted() -> MutableMapping[str, Any]:
-            self.awaiting_client += 1
-            try:
-                return await receive()
-            finally:
-                self.awaiting_client -= 1
-
-        return receive_counted
-
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
         if path.startswith("/function/"):

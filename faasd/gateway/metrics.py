@@ -13,7 +13,7 @@ gateway_function_invocation_total           counter  function_name, code
 gateway_functions_seconds                   histo    function_name, code
 gateway_function_invocation_started         counter  function_name
 gateway_service_count                       gauge    function_name (ready replicas)
-faasd_function_inflight                     gauge    function_name
+faasd_function_inflight                     gauge    function_name (started - answered)
 faasd_held_requests                         gauge    function_name (calls waiting for a replica)
 faasd_autoscaler_desired_replicas           gauge    function_name
 faasd_cold_start_seconds                    histo    - (scale from zero to a ready replica)
@@ -116,9 +116,9 @@ class GatewayMetrics:
         """Calls waiting for a ready replica, per function."""
         self.desired_replicas: Callable[[], dict[str, int]] = dict
         """Set by the daemon: the autoscaler's latest decision per function."""
+
         self._finished_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._started_children: dict[str, Any] = {}
-        self.in_flight: dict[str, int] = {}
         self.invocations: dict[str, int] = {}
         """Answered calls per function since start (``invocationCount`` in function listings)."""
         self.registry.register(_StateCollector(self, ready_replicas))
@@ -128,7 +128,6 @@ class GatewayMetrics:
         if child is None:
             child = self._started_children[function] = self._started.labels(function)
         child.inc()
-        self.in_flight[function] = self.in_flight.get(function, 0) + 1
 
     def finished(self, function: str, code: int, seconds: float) -> None:
         children = self._finished_children.get((function, code))
@@ -139,8 +138,16 @@ class GatewayMetrics:
             )
         children[0].inc()
         children[1].observe(seconds)
-        self.in_flight[function] -= 1
         self.invocations[function] = self.invocations.get(function, 0) + 1
+
+    def in_flight(self) -> dict[str, int]:
+        """Calls started and not answered yet, per function: read at scrape time from the two counts the
+        calls update anyway (the started counter and :attr:`invocations`), so no third count per call."""
+        invocations = self.invocations
+        return {
+            name: int(child._value.get()) - invocations.get(name, 0)  # prometheus_client's value of the child
+            for name, child in self._started_children.items()
+        }
 
     def hold(self, function: str, delta: int) -> None:
         self.held[function] = self.held.get(function, 0) + delta
@@ -174,8 +181,6 @@ class GatewayMetrics:
                     metric.remove(function, str(code))
         if self._started_children.pop(function, None) is not None:
             self._started.remove(function)
-        if not self.in_flight.get(function):
-            self.in_flight.pop(function, None)
         self.invocations.pop(function, None)
         self.held.pop(function, None)
         for metric, values in ((self._async_calls, ASYNC_OUTCOMES), (self._async_retries, ("function", "callback"))):
@@ -204,7 +209,7 @@ class _StateCollector:
         in_flight = GaugeMetricFamily(
             "faasd_function_inflight", "Calls in flight through the gateway", labels=["function_name"]
         )
-        for name, count in sorted(self._metrics.in_flight.items()):
+        for name, count in sorted(self._metrics.in_flight().items()):
             in_flight.add_metric([name], count)
         yield in_flight
         held = GaugeMetricFamily(

@@ -164,12 +164,19 @@ class HttpServer:
         self.refused = 0
         self.timed_out = 0
         self.stopping = False
-        self.fast_in_flight = 0
-        """Calls being answered on the fast path now (a graceful shutdown waits for these too)."""
+        self.fast_calls = 0
+        """Requests answered on the fast path since start (tests read it: the path was taken)."""
 
     def __repr__(self) -> str:
         stats = self.statistics()
         return f"<HttpServer bind={self.config.bind} connections={stats.connections} refused={stats.refused}>"
+
+    def working(self) -> int:
+        """Requests being worked on now: the request is whole and its answer not sent yet (fast path or
+        ASGI app). Not counted: idle connections and requests whose client is still sending the body (a
+        slow upload is the client's to retry). What a graceful shutdown waits for; read from each
+        connection's phase, so nothing is counted per request."""
+        return sum(1 for c in self.connections if c.phase is _Phase.BUSY and c.closing_since is None)
 
     def statistics(self) -> ServerStatistics:
         return ServerStatistics(connections=len(self.connections), refused=self.refused, timed_out=self.timed_out)
@@ -409,18 +416,16 @@ class _Connection:
             self.phase = _Phase.BUSY
             if self.server.stopping:
                 request.keep_alive = False
-            server = self.server
-            server.fast_in_flight += 1
+            self.server.fast_calls += 1
             try:
                 keep = await route.serve(request, target, self.client_host, self._write_fast)
             except OSError:  # ClientGone: the client left (the call is counted as 499).
+                self._close_socket()
                 return b""
             except Exception:  # A replica failing mid-answer: the answer is cut short, as on the ASGI path.
                 log.exception("invoke answer cut short")
                 self._close_socket()
                 return b""
-            finally:
-                server.fast_in_flight -= 1
             if not keep or self.server.stopping or not self.writable:
                 self._begin_close(linger=True)
                 return b""
