@@ -420,11 +420,11 @@ class _Connection:
             try:
                 keep = await route.serve(request, target, self.client_host, self._write_fast)
             except OSError:  # ClientGone: the client left (the call is counted as 499).
-                self._close_socket()
+                self._begin_close(linger=False)
                 return b""
             except Exception:  # A replica failing mid-answer: the answer is cut short, as on the ASGI path.
                 log.exception("invoke answer cut short")
-                self._close_socket()
+                self._begin_close(linger=False)
                 return b""
             if not keep or self.server.stopping or not self.writable:
                 self._begin_close(linger=True)
@@ -438,8 +438,13 @@ class _Connection:
 
     async def _write_fast(self, data: bytes) -> None:
         """Write for the fast path: its answers go out on the connection's own task, never concurrently
-        with the protocol's, so without the lock; same deadline and failure handling as :meth:`_write`."""
-        if not self.writable:
+        with the protocol's, so without the lock; same deadline and failure handling as :meth:`_write`.
+
+        The connection is not read while a fast call runs, so a client that closed meanwhile is found
+        here, by a peek (one non-blocking syscall): its call is counted as 499 and nothing is written,
+        as the ASGI route, whose read loop sees the close, does."""
+        if not self.writable or _peer_closed(self.stream):
+            self._close_socket()
             raise ClientGone("the client's connection is closed")
         with trio.CancelScope(deadline=trio.current_time() + self.limits.write_timeout_s, shield=True) as timer:
             try:
@@ -582,6 +587,19 @@ class _Connection:
     def _close_socket(self) -> None:
         self.writable = False
         self.stream.socket.close()  # Wakes the read loop (ClosedResourceError) if it waits.
+
+
+def _peer_closed(stream: trio.SocketStream) -> bool:
+    """Has the client closed its side (EOF or reset waiting to be read)? Never blocks."""
+    raw = getattr(stream.socket, "_sock", None)  # trio's socket wraps a stdlib one; its recv would wait.
+    if raw is None:
+        return False
+    try:
+        return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _between_requests(protocol: Http1Protocol) -> bool:
