@@ -61,6 +61,10 @@ TARGET_UP_MS = 500.0
 TARGET_COLD_P50_MS = 150.0
 TARGET_SANDBOX_SLOWER = 0.10  # invoke with the sandbox at most 10 % slower (c1 p50, c16 req/s) than without
 TARGET_SANDBOX_COLD_RATIO = 1.2  # deploy -> first 200 p50 with the sandbox / without
+#: The gateway hop against OpenFaaS's (issue 15): each a per-round ratio of two runs of the same round.
+TARGET_HOP_C16_RATIO = 0.9  # c16 req/s through the gateway / straight to the same replica, at least
+TARGET_HOP_CPU_RATIO = 0.5  # daemon CPU per proxied /_/health call / the hello world's CPU per request, at most
+TARGET_HOP_P50_RATIO = 0.3  # (gateway p50 - direct p50) / direct p50 at c1, at most
 #: Other processes using more than this much CPU (% of one core) during a measurement make it suspect.
 DISTURBED_PCT = 25.0
 TARGETS_TEXT = (
@@ -818,6 +822,20 @@ def summarize(rounds: list[Round]) -> dict[str, object]:
             "p99_ms": h.paired_differences(series(rounds, gw, "p99_ms"), series(rounds, direct, "p99_ms")),
             "rps_ratio": h.paired_ratios(series(rounds, gw, "rps"), series(rounds, direct, "rps")),
         }
+    direct_p50 = series(rounds, "post direct c1", "p50_ms")
+    added_p50 = [
+        None if g is None or d is None else g - d
+        for g, d in zip(series(rounds, "post gateway c1", "p50_ms"), direct_p50, strict=True)
+    ]
+    hop = {
+        "c16 gateway / direct req/s": h.paired_ratios(
+            series(rounds, "post gateway c16", "rps"), series(rounds, "post direct c16", "rps")
+        ),
+        "gateway CPU / hello world CPU per request": h.paired_ratios(
+            series(rounds, "health gateway c16", "daemon_cpu"), series(rounds, "hello c16", "hello_cpu")
+        ),
+        "added p50 / direct p50 at c1": h.paired_ratios(added_p50, direct_p50),
+    }
     hello_rps = series(rounds, "hello c16", "rps")
     ratios = {
         "gateway health / hello c16": h.paired_ratios(series(rounds, "health gateway c16", "rps"), hello_rps),
@@ -848,6 +866,7 @@ def summarize(rounds: list[Round]) -> dict[str, object]:
         "loads": loads,
         "added": added,
         "ratios": ratios,
+        "hop": hop,
         "samples": samples,
         "stats": stats,
         "seen": seen,
@@ -892,6 +911,23 @@ def summarize_sandbox(rounds: list[Round]) -> dict[str, object]:
             }
         out[mode] = data
     return out
+
+
+def hop_report(hop: dict[str, list[float]]) -> list[str]:
+    """The gateway hop's rows of issue 15 (the whole stack against OpenFaaS's): same-run ratios and targets."""
+    rows = (
+        ("c16 gateway / direct req/s", ">=", TARGET_HOP_C16_RATIO),
+        ("gateway CPU / hello world CPU per request", "<=", TARGET_HOP_CPU_RATIO),
+        ("added p50 / direct p50 at c1", "<=", TARGET_HOP_P50_RATIO),
+    )
+    lines = ["", "the gateway hop (same-run per-round ratios, median [min-max]; target; verdict on the median):"]
+    for key, sense, target in rows:
+        values = hop.get(key, [])
+        mid = h.median(values)
+        ok = None if mid is None else (mid >= target if sense == ">=" else mid <= target)
+        shown = h.fmt_range(values, lambda v: f"{v:.2f}x")
+        lines.append(f"  {key:<42} {shown:>24}  target {sense} {target:g}x -> {verdict(ok)}")
+    return lines
 
 
 def verdict(ok: bool | None) -> str:
@@ -1024,6 +1060,8 @@ def report(rounds: list[Round], summary: dict, args: argparse.Namespace, meta: d
     for label, value, unit, ok in checks:
         shown = "-" if value is None else (f"{value:+.2f}{unit}" if "adds" in label else f"{value:.2f}{unit}")
         lines.append(f"  {label:<32} {shown:>10} -> {verdict(None if value is None else ok)}")
+
+    lines += hop_report(summary["hop"])
 
     leftovers = [(i + 1, b, item) for i, r in enumerate(rounds) for b in BLOCKS for item in _block(r, b, "leftovers")]
     stops = sum(1 for r in rounds for b in BLOCKS if getattr(r, b) is not None)
