@@ -1,4 +1,8 @@
-"""The gateway's ASGI application: the invoke fast path first, Quart for everything else.
+"""The gateway's ASGI application: the invoke routes first, Quart for everything else.
+
+Most function calls never get here: the server answers a whole, plain call itself, on the invoke fast
+path (:mod:`faasd.gateway.fastpath`); this app gets the calls that path leaves (a streamed body,
+``Expect``, an Alexa request, ...) and every other route.
 
 hypercorn + Quart cost ~0.3 ms of CPU per request on these machines before any work is done; the
 routes that carry function traffic (``/function/*``, ``POST /`` with X-Function or an Alexa body) and
