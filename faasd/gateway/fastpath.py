@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import enum
 import re
-import time
-import uuid
-from collections.abc import Awaitable, Callable
 
 from faasd.errors import InvalidRequest
-from faasd.gateway.invoke import Invoker, text_answer
+from faasd.gateway.invoke import Invoker, raw_call_headers, text_answer
+from faasd.gateway.proxy import Write
 from faasd.http1 import RemoteProtocolError, Request, RequestParser
 
 __all__ = ["FastInvokeRoute", "Verdict", "classify"]
@@ -41,6 +39,7 @@ _UNSAFE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 goes to hypercorn, which answers it as before."""
 _ASCII_TARGET = re.compile(rb"[\x21-\x7e]+")
 _METHOD = re.compile(rb"[A-Z]{1,16}")
+_METHOD_START = re.compile(rb"[A-Z]{0,16}")
 PREREAD_LIMIT = 1024 * 1024
 """Largest body the fast path takes (it must also have come in whole with its head)."""
 
@@ -73,7 +72,8 @@ class FastInvokeRoute:
             name_bytes, _, rest = path.partition(b"/")
             if b"%00" in rest or b"%00" in query:
                 message = "The path or query contains a NUL byte (%00)"
-                await write(text_answer(InvalidRequest.http_status, message, _call_headers(request), True))
+                headers = raw_call_headers(request)
+                await write(text_answer(InvalidRequest.http_status, message, headers, request.keep_alive))
                 return request.keep_alive
             upstream = b"/" + rest + (b"?" + query if query else b"")
             name = name_bytes.decode("latin-1")
@@ -81,17 +81,6 @@ class FastInvokeRoute:
             name = (request.header("x-function") or "").strip()
             upstream = b"/"
         return await invoker.invoke_raw(request, name, upstream, client, write)
-
-
-Write = Callable[[bytes], Awaitable[None]]
-
-
-def _call_headers(request: Request) -> list[tuple[bytes, bytes]]:
-    call_id = request.header("x-call-id")
-    return [
-        (b"x-call-id", call_id.encode("latin-1") if call_id else str(uuid.uuid4()).encode()),
-        (b"x-start-time", str(time.time_ns()).encode()),
-    ]
 
 
 def classify(
@@ -104,7 +93,7 @@ def classify(
     """
     line_end = buffer.find(b"\r\n")
     if line_end < 0:
-        if len(buffer) > max_header_bytes or not _may_be_fast(buffer, route):
+        if len(buffer) > max_header_bytes or not _may_be_fast(buffer):
             return Verdict.SLOW, None, b"", b""
         return Verdict.MORE, None, b"", b""
     method, _, rest = buffer[:line_end].partition(b" ")
@@ -138,11 +127,14 @@ def classify(
     return Verdict.FAST, request, target, parser.take_buffered()
 
 
-def _may_be_fast(start: bytes, route: FastInvokeRoute) -> bool:
-    """Could a request line beginning with ``start`` (no CRLF yet) be one for the fast path?"""
+def _may_be_fast(start: bytes) -> bool:
+    """Could a request line beginning with ``start`` (no CRLF yet) be one for the fast path? (Anything
+    else, a TLS handshake say, goes to hypercorn's protocol at once.)"""
     method, space, rest = start.partition(b" ")
+    if not _METHOD_START.fullmatch(method):
+        return False
     if not space:
-        return len(method) <= 16
+        return True
     target = rest.partition(b" ")[0]
     if method == b"POST" and b"/".startswith(target):
         return True

@@ -1,4 +1,5 @@
-"""The invoke routes, served as raw ASGI before Quart sees the request (the hot path).
+"""The invoke routes: raw ASGI before Quart sees the request, and :meth:`Invoker.invoke_raw` for the
+server's fast path (:mod:`faasd.gateway.fastpath`), which answers whole calls without ASGI.
 
 * ``/function/{name}[/{path}]``, any method: the OpenFaaS route; the replica sees ``/{path}?{query}``.
 * ``POST /`` with ``X-Function: name``: the 2016 gateway's header routing.
@@ -58,7 +59,7 @@ from faasd.registry import EndpointRegistry
 from faasd.scaler.meter import LoadMeter
 from faasd.timeouts import FunctionTimeouts
 
-__all__ = ["NOSNIFF", "Invoker", "Router", "send_text", "text_answer"]
+__all__ = ["NOSNIFF", "Invoker", "Router", "raw_call_headers", "send_text", "text_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -290,15 +291,7 @@ class Invoker:
         started_ns = time.time_ns()
         started = time.monotonic()
         keep_alive = request.keep_alive
-        call_id = b""
-        for key, value in request.headers:
-            if key == "x-call-id":
-                call_id = value.encode("latin-1")
-                break
-        call_headers = [
-            (b"x-call-id", call_id or str(uuid.uuid4()).encode()),
-            (b"x-start-time", str(started_ns).encode()),
-        ]
+        call_headers = raw_call_headers(request, started_ns)
         try:
             name, endpoints = self._resolve(name)
         except FaasdError as exc:
@@ -314,7 +307,9 @@ class Invoker:
             meter = self.meter
             meter.started(name)
             try:
-                status = await self._dispatch(name, endpoints, proxy_request, call_headers, write, keep_alive)
+                status = await self._dispatch(
+                    name, endpoints, proxy_request, call_headers, write=write, keep_alive=keep_alive
+                )
             finally:
                 meter.finished(name)
             return keep_alive
@@ -395,12 +390,15 @@ class Invoker:
         endpoints: tuple[Endpoint, ...],
         request: ProxyRequest,
         call_headers: list[tuple[bytes, bytes]],
-        send: Send | Write,
-        keep_alive: bool | None = None,
+        send: Send | None = None,
+        *,
+        write: Write | None = None,
+        keep_alive: bool = True,
     ) -> int:
         """Forward to the least busy replica; on a refused connection try another (up to MAX_FAILOVER).
 
-        ``send`` is an ASGI send, or with ``keep_alive`` given the fast path's ``write`` (bytes).
+        The answer goes to the ASGI ``send``, or as bytes to the fast path's ``write`` (with
+        ``keep_alive``: whether the client's connection stays open after it).
         The call token goes only to a replica that was given it (``Endpoint.call_token``): one that was
         not could use it to call every other function past the gateway. A replica with a token of its
         own (``Endpoint.token_line``, Marathon) gets that one instead.
@@ -419,7 +417,8 @@ class Invoker:
             authority = endpoint.authority
             in_flight[authority] = in_flight.get(authority, 0) + 1
             try:
-                if keep_alive is None:
+                if write is None:
+                    assert send is not None
                     return await forward(
                         self.pool, endpoint, request, send, timeout_s=timeout_s, response_headers=call_headers
                     )
@@ -427,7 +426,7 @@ class Invoker:
                     self.pool,
                     endpoint,
                     request,
-                    send,  # type: ignore[arg-type]
+                    write,
                     timeout_s=timeout_s,
                     response_headers=call_headers,
                     keep_alive=keep_alive,
@@ -521,8 +520,8 @@ class Invoker:
             parts += (b"\r\nX-Forwarded-For: ", client.encode())
         if not forwarded_host and host:
             parts += (b"\r\nX-Forwarded-Host: ", host)
-        for name, value in call_headers:
-            parts += (b"\r\n", name, b": ", value)
+        for header, header_value in call_headers:
+            parts += (b"\r\n", header, b": ", header_value)
         return ProxyRequest(
             method=request.method, head=b"".join(parts), body=body, more_body=False, length=len(body), receive=_no_body
         )
@@ -538,6 +537,19 @@ def _call_headers(scope: Scope, started_ns: int | None = None) -> list[tuple[byt
     if call_id is None:
         call_id = str(uuid.uuid4()).encode()
     return [(b"x-call-id", call_id), (b"x-start-time", str(started_ns or time.time_ns()).encode())]
+
+
+def raw_call_headers(request: Request, started_ns: int | None = None) -> list[tuple[bytes, bytes]]:
+    """:func:`_call_headers` for a request parsed by :mod:`faasd.http1`."""
+    call_id = b""
+    for key, value in request.headers:
+        if key == "x-call-id":
+            call_id = value.encode("latin-1")
+            break
+    return [
+        (b"x-call-id", call_id or str(uuid.uuid4()).encode()),
+        (b"x-start-time", str(started_ns or time.time_ns()).encode()),
+    ]
 
 
 def content_length(scope: Scope) -> int:

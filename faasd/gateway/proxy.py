@@ -52,6 +52,8 @@ __all__ = [
     "forward",
     "forward_raw",
     "http_date",
+    "receive_now",
+    "send_now",
 ]
 
 log = logging.getLogger(__name__)
@@ -321,7 +323,7 @@ async def _relay_length(connection: UpstreamConnection, head: ResponseHead, out:
     remaining -= len(buffer)
     stream = connection.stream
     while remaining:
-        data = await stream.receive_some(min(READ_BYTES, remaining))
+        data = await receive_now(stream, min(READ_BYTES, remaining))
         if not data:
             raise UpstreamClosed("replica closed the connection mid-answer")
         remaining -= len(data)
@@ -347,15 +349,71 @@ async def _relay_chunked(connection: UpstreamConnection, head: ResponseHead, out
             if out:
                 await write(out)
                 out = b""
-            data = await stream.receive_some(READ_BYTES)
+            data = await receive_now(stream, READ_BYTES)
             if not data:
                 raise UpstreamClosed("replica closed the connection mid-answer")
-    while data:
-        await write(out + b"%x\r\n%s\r\n" % (len(data), data))
-        out = b""
-        data = await stream.receive_some(READ_BYTES)
+    # Until the replica closes: what came with the head, then every read, each as a chunk.
+    while True:
+        if data:
+            await write(out + b"%x\r\n%s\r\n" % (len(data), data))
+            out = b""
+        data = await receive_now(stream, READ_BYTES)
+        if not data:
+            break
     await write(out + b"0\r\n\r\n")
     return False
+
+
+def send_now(stream: trio.SocketStream, data: bytes) -> int:
+    """Send what the kernel takes at once, without a trio checkpoint; return the bytes sent (0: it
+    would block). Why: ``send_all`` yields to the scheduler after every send even when the socket took
+    everything, a round trip through trio's run loop per write; a small request or answer is one
+    write into an empty socket buffer. Only for a stream no other task writes to.
+
+    Raises:
+        OSError: the connection is broken (reset, closed).
+    """
+    raw = getattr(stream.socket, "_sock", None)  # trio's socket wraps a non-blocking stdlib one
+    if raw is None:
+        return 0
+    try:
+        sent: int = raw.send(data)
+    except BlockingIOError:
+        return 0
+    return sent
+
+
+async def receive_now(stream: trio.SocketStream, max_bytes: int) -> bytes:
+    """``stream.receive_some(max_bytes)`` without the trip through trio's scheduler that follows every
+    read there, also one that did not have to wait (the reason is :func:`send_now`'s). Still a
+    checkpoint for cancellation first (a deadline that passed is honoured even when bytes are waiting),
+    and waits like ``receive_some`` when nothing has come. Only for a stream no other task reads.
+
+    Raises:
+        trio.BrokenResourceError: the connection is broken (reset), as ``receive_some``.
+        trio.ClosedResourceError: the socket was closed, before or while waiting.
+    """
+    raw = getattr(stream.socket, "_sock", None)  # trio's socket wraps a non-blocking stdlib one
+    if raw is None:
+        return await stream.receive_some(max_bytes)
+    await trio.lowlevel.checkpoint_if_cancelled()
+    while True:
+        try:
+            data: bytes = raw.recv(max_bytes)
+            return data
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(raw)
+        except OSError as exc:
+            if raw.fileno() < 0:
+                raise trio.ClosedResourceError("the socket was closed") from exc
+            raise trio.BrokenResourceError(str(exc)) from exc
+
+
+async def send_all_now(stream: trio.SocketStream, data: bytes) -> None:
+    """:func:`send_now`, then ``send_all`` for whatever the kernel did not take at once."""
+    sent = send_now(stream, data)
+    if sent < len(data):
+        await stream.send_all(memoryview(data)[sent:])
 
 
 _date_cache: list[Any] = [0, b""]
@@ -415,7 +473,7 @@ async def _send_request(connection: UpstreamConnection, request: ProxyRequest) -
     stream = connection.stream
     if not request.more_body:
         body = request.body
-        await stream.send_all(b"%s\r\nContent-Length: %d\r\n\r\n%s" % (request.head, len(body), body))
+        await send_all_now(stream, b"%s\r\nContent-Length: %d\r\n\r\n%s" % (request.head, len(body), body))
         return False
     if request.length >= 0:
         head = b"%s\r\nContent-Length: %d\r\n\r\n" % (request.head, request.length)
@@ -460,7 +518,7 @@ async def _read_head(connection: UpstreamConnection, method: str) -> ResponseHea
             return head
         if len(buffer) > MAX_RESPONSE_HEAD_BYTES:
             raise RemoteProtocolError(502, "Upstream answer head too large")
-        data = await stream.receive_some(READ_BYTES)
+        data = await receive_now(stream, READ_BYTES)
         if not data:
             raise UpstreamClosed("replica closed the connection before answering")
         buffer = buffer + data if buffer else data

@@ -31,6 +31,12 @@ So here, per connection (names as in Go's ``net/http``):
 
 A head or body that times out is answered ``408`` (if no answer started) and the connection closed at
 once.
+
+The invoke fast path (:mod:`faasd.gateway.fastpath`, given as ``fast_route``): between requests, a whole
+plain function call in the bytes received is answered on the connection's own task without the
+protocol or the ASGI app; anything else goes to the protocol from its first byte. The deadlines above
+hold on both paths (a head being held for the fast path is in the **head** phase; a fast call is
+**busy**).
 Closing never runs in the app's task: the app's ``Closed`` only half-closes the socket, and the
 connection's own task drains what the client still sends for up to :data:`LINGER_S` (so the client
 reads the answer instead of a reset) and closes it. An answer sent before its request body was read
@@ -63,6 +69,7 @@ from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 
 from faasd.gateway._protocol import AppTasks, ClientGone, Http1Protocol, RequestRefused
 from faasd.gateway.fastpath import FastInvokeRoute, Verdict, classify
+from faasd.gateway.proxy import receive_now, send_now
 from faasd.logs import event
 
 __all__ = [
@@ -363,7 +370,7 @@ class _Connection:
                 self.scope = scope
                 self.reading = True
                 try:
-                    data = await stream.receive_some(MAX_RECV)
+                    data = await receive_now(stream, MAX_RECV)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
                 self.reading = False
@@ -446,9 +453,18 @@ class _Connection:
         if not self.writable or _peer_closed(self.stream):
             self._close_socket()
             raise ClientGone("the client's connection is closed")
+        try:
+            sent = send_now(self.stream, data)  # A whole small answer, without a trip through trio's loop.
+        except OSError:
+            sent = -1
+        if sent == len(data):
+            return
+        if sent < 0:
+            self._close_socket()
+            raise ClientGone("the client's connection is closed")
         with trio.CancelScope(deadline=trio.current_time() + self.limits.write_timeout_s, shield=True) as timer:
             try:
-                await self.stream.send_all(data)
+                await self.stream.send_all(memoryview(data)[sent:])
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -19,9 +21,11 @@ import pytest
 import trio
 
 from faasd.gateway.fastpath import FastInvokeRoute, Verdict, classify
+from faasd.gateway.proxy import ProxyRequest, UpstreamClosed, UpstreamPool, forward_raw
 from faasd.gateway.server import HttpServer, ServerLimits
 from faasd.http1 import FRAMING_CHUNKED, FRAMING_LENGTH, ChunkedDecoder, parse_response_head
 from faasd.providers.memory import Answer, Call
+from faasd.providers.types import Endpoint
 from tests.gateway.conftest import Gateway
 from tests.helpers import scaled
 
@@ -78,6 +82,7 @@ class Conn:
             elif head.framing == FRAMING_CHUNKED:
                 decoder = ChunkedDecoder(1 << 30, 4096, error_status=502)
                 pieces = decoder.feed(self.buffer)
+                self.buffer = b""
                 while not decoder.done:
                     await self._more()
                     pieces += decoder.feed(self.buffer)
@@ -347,6 +352,11 @@ async def test_what_the_fast_path_leaves_to_hypercorn(serve: Callable[..., Await
     assert reply.body == b"ten bytes."
     await conn.send(b"POST /function/echo HTTP/1.0\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nold")
     assert (await conn.reply()).body == b"old"
+    await conn.aclose()
+    # A head over max_header_size (16 KiB here), whole in one write: hypercorn's 431, as before.
+    conn = await served.connect()
+    await conn.send(post("/function/echo", b"x", "X-Long: " + "a" * 20_000))
+    assert (await conn.reply()).status == 431
     assert served.server.fast_calls == 0
     await conn.aclose()
 
@@ -365,6 +375,8 @@ def test_classify() -> None:
         whole[:-1],  # the body is not all here
         b"GET /healthz HTTP/1.1\r\n\r\n",
         b"GET /system/functions",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello's first bytes
+        b"get /function/f",
         b"POST /function/f HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
         b"POST /function/f HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n",
         b"POST /function/f HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
@@ -375,3 +387,109 @@ def test_classify() -> None:
     ]
     for data in slow:
         assert classify(data, route, 16384)[0] is Verdict.SLOW, data[:60]
+
+
+@pytest.mark.parametrize(
+    ("answer", "body", "reusable"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Fn: a\r\n\r\nhello", b"hello", True),
+        (b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", b"abcde", True),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", b"until the end", False),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", b"", False),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", b"", True),
+        (b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\nRetry-After: 1\r\n\r\nslow", b"slow", True),
+    ],
+)
+async def test_forward_raw_relays_every_framing(
+    answer: bytes, body: bytes, reusable: bool, nursery: trio.Nursery
+) -> None:
+    """A replica's answer by Content-Length, chunked, until it closes (the first bytes with the head, or
+    none), without a body, and a status of its own: the client gets it whole, re-framed where needed."""
+
+    async def replica(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        await stream.send_all(head + b"\r\n\r\n")  # The head alone first, then the body separately.
+        await trio.sleep(0.01)
+        await stream.send_all(rest)
+        if not reusable:
+            await stream.aclose()
+        else:
+            await trio.sleep_forever()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, replica, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    pool = UpstreamPool()
+    written: list[bytes] = []
+
+    async def write(data: bytes) -> None:
+        written.append(bytes(data))
+
+    async def no_more() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    head = b"POST / HTTP/1.1\r\nHost: x"
+    request = ProxyRequest(method="POST", head=head, body=b"", more_body=False, length=0, receive=no_more)
+    status = await forward_raw(
+        pool,
+        Endpoint("127.0.0.1", port, "r1"),
+        request,
+        write,
+        timeout_s=5.0,
+        response_headers=[(b"x-call-id", b"c-1")],
+        keep_alive=True,
+    )
+    assert status == int(answer[9:12])
+    conn = Conn(None)  # type: ignore[arg-type]  # reads only from its buffer here
+    conn.buffer = b"".join(written)
+    reply = await conn.reply()
+    assert (reply.status, reply.body, reply.headers[b"x-call-id"]) == (status, body, b"c-1")
+    assert b"date" in reply.headers and b"connection" not in reply.headers
+    assert conn.buffer == b""  # Nothing after the answer: the client's framing is exact.
+    assert (repr(pool).count("idle=1") == 1) is reusable, repr(pool)
+    await pool.aclose()
+
+
+@pytest.mark.parametrize("reset", [False, True])
+async def test_a_replica_failing_mid_answer_is_not_taken_for_the_client_leaving(
+    reset: bool, nursery: trio.Nursery
+) -> None:
+    """The answer started and the replica closes (or resets) its connection: forward_raw raises what
+    the invoke path counts as a failed call (500, the answer cut short), never an OSError, which it
+    would count as the client gone (499)."""
+
+    async def replica(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+        await trio.sleep(0.05)
+        if reset:
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, replica, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    written: list[bytes] = []
+
+    async def write(data: bytes) -> None:
+        written.append(bytes(data))
+
+    async def no_more() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    head = b"POST / HTTP/1.1\r\nHost: x"
+    request = ProxyRequest(method="POST", head=head, body=b"", more_body=False, length=0, receive=no_more)
+    pool = UpstreamPool()
+    with pytest.raises(Exception) as caught:
+        await forward_raw(
+            pool,
+            Endpoint("127.0.0.1", port, "r1"),
+            request,
+            write,
+            timeout_s=5.0,
+            response_headers=[],
+            keep_alive=True,
+        )
+    assert isinstance(caught.value, (UpstreamClosed, trio.BrokenResourceError)), repr(caught.value)
+    assert not isinstance(caught.value, OSError)
+    assert b"".join(written).endswith(b"only part")  # The head and what came went out; the rest never will.
+    assert "idle=0" in repr(pool)
