@@ -433,6 +433,96 @@ def to_json(run: Run, summary: dict, meta: dict) -> dict:
     return {"meta": meta, "rounds": rounds, "summary": summary}
 
 
+# --------------------------------------------------------------------------------------------- start-up suite
+
+STARTUP_TARGET = 4.0
+"""Issue 15: faasd's watchdog exec -> first 200 at most 4x the Go classic watchdog's (fork mode, ``cat``)."""
+
+
+@dataclass
+class StartupRun:
+    """``--starts`` exec -> first 200 per target, interleaved (index i of every target is one sweep)."""
+
+    names: list[str]
+    ms: dict[str, list[float | None]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def startup_factories(args: argparse.Namespace, pyz: Path, fork_peers: list[Path], http_peers: list[Path]) -> dict:
+    """Every target whose start-up the suite times: faasd in each mode, the Go peers."""
+    factories: dict[str, TargetFactory] = {}
+    if not args.no_faasd:
+        factories[FAASD] = faasd_target(args.python, pyz)
+        factories[FAASD_STREAMING] = faasd_target(args.python, pyz, FAASD_STREAMING, mode="streaming")
+        factories[FAASD_HTTP] = faasd_target(args.python, pyz, FAASD_HTTP, mode="http", upstream_url="")
+        factories[FAASD_PYTHON] = faasd_target(args.python, pyz, FAASD_PYTHON, mode="python")
+    for path in fork_peers:
+        factories[path.name] = peer_target(path.name, path)
+    for path in http_peers:
+        factories[f"{path.name} streaming"] = peer_target(f"{path.name} streaming", path, mode="streaming")
+        factories[f"{path.name} http"] = peer_target(f"{path.name} http", path, args.python, mode="http")
+    return factories
+
+
+def run_startups(factories: dict[str, TargetFactory], args: argparse.Namespace, tmp_root: Path) -> StartupRun:
+    """``args.starts`` sweeps over every target, the order rotating each sweep; each start is stopped at once."""
+    names = list(factories)
+    run = StartupRun(names, {name: [] for name in names})
+    for index in range(args.starts):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            tmp = Path(tempfile.mkdtemp(prefix=f"s{index + 1}-{name.replace(' ', '-')}-", dir=tmp_root))
+            try:
+                running = h.start(factories[name](tmp), ready_timeout=args.ready_timeout)
+            except h.BenchError as exc:
+                run.errors.append(f"start {index + 1}, {name}: {exc}")
+                run.ms[name].append(None)
+                continue
+            running.stop()
+            run.ms[name].append(running.startup_s * 1000.0)
+        print(f"startup sweep {index + 1}/{args.starts}", file=sys.stderr, flush=True)
+    return run
+
+
+def startup_report(run: StartupRun, peer: str | None) -> tuple[str, dict[str, object]]:
+    """The start-up table, faasd / the classic watchdog per sweep, and the target."""
+    rows = []
+    summary: dict[str, object] = {"ms": run.ms, "ratios": {}}
+    for name in run.names:
+        values = run.ms[name]
+        rows.append(
+            [
+                name,
+                h.fmt_ms(h.median(values), 1),
+                h.fmt_ms(h.percentile(values, 90), 1),
+                h.fmt_ms(h.spread(values)[0] if h.spread(values) else None, 1),
+                str(sum(v is not None for v in values)),
+            ]
+        )
+    lines = [
+        "",
+        f"start-up: exec -> first 200 of a 100-byte POST (polled every 3 ms), {len(run.ms[run.names[0]])} sweeps",
+        "",
+        h.render_table(["target", "p50 ms", "p90 ms", "min ms", "n"], rows, right=(1, 2, 3, 4)),
+        "",
+    ]
+    ratios: dict[str, list[float]] = {}
+    if peer is not None and peer in run.ms:
+        lines.append("ratios (median of per-sweep ratios [min-max]):")
+        for name in run.names:
+            if name.startswith(FAASD):
+                ratios[f"{name}/{peer}"] = h.paired_ratios(run.ms[name], run.ms[peer])
+                lines.append(f"  {name} / {peer}: {h.fmt_ratio(ratios[f'{name}/{peer}'])}")
+        fork = h.median(ratios.get(f"{FAASD}/{peer}", []))
+        if fork is not None:
+            verdict = "met" if fork <= STARTUP_TARGET else "NOT met"
+            lines += ["", f"target: {FAASD} / {peer} <= {STARTUP_TARGET:g}x: {fork:.2f}x -> {verdict}"]
+    summary["ratios"] = ratios
+    if run.errors:
+        lines += ["", "failures:", *(f"  {error}" for error in run.errors)]
+    return "\n".join(lines), summary
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -444,7 +534,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--faasd", type=Path, default=DEFAULT_FAASD, help="faasd zipapp (default: %(default)s)")
     parser.add_argument("--no-faasd", action="store_true", help="measure only the peers and the baselines")
     parser.add_argument(
-        "--suite", choices=("fork", "warm", "all"), default="all", help="fork, warm or all (default: %(default)s)"
+        "--suite",
+        choices=("fork", "warm", "startup", "all"),
+        default="all",
+        help="fork, warm, startup or all (default: %(default)s)",
     )
     parser.add_argument(
         "--peer",
@@ -465,13 +558,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per load level (default 5)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per load, 1 round")
+    parser.add_argument("--starts", type=int, default=10, help="start-up suite: starts per target (default 10)")
     parser.add_argument("--ready-timeout", type=float, default=10.0, help="seconds to wait for a target's first 200")
     parser.add_argument("--json", type=Path, help="also write every raw number to this file")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.rounds = 2, 1
-    if args.rounds < 1 or args.duration < 1:
-        parser.error("--rounds and --duration must be >= 1")
+    if args.quick:
+        args.starts = min(args.starts, 4)
+    if args.rounds < 1 or args.duration < 1 or args.starts < 1:
+        parser.error("--rounds, --duration and --starts must be >= 1")
     args.spawn_seconds = 1.0 if args.quick else 2.0
     return args
 
@@ -495,15 +591,27 @@ def _binaries(given: list[Path], default: Path, what: str) -> list[Path] | str:
     return [p.resolve() for p in paths]
 
 
+def _peers(args: argparse.Namespace) -> tuple[list[Path], list[Path]] | str:
+    """(fork peers, http peers) to run, or why one cannot run."""
+    if not hasattr(args, "peers"):
+        fork_peers = _binaries(args.peer, DEFAULT_PEER, "fork peer")
+        http_peers = _binaries(args.http_peer, DEFAULT_HTTP_PEER, "http peer")
+        if isinstance(fork_peers, str) or isinstance(http_peers, str):
+            args.peers = fork_peers if isinstance(fork_peers, str) else str(http_peers)
+        else:
+            args.peers = (fork_peers, http_peers)
+    return args.peers
+
+
 def build_suites(args: argparse.Namespace) -> list[Suite] | str:
     """The suites ``--suite`` asks for, with every target that can run here, or why none can."""
     pyz = args.faasd.resolve()
     if not args.no_faasd and not pyz.exists():
         return f"{pyz} not found: build it (python3 scripts/build_zipapp.py), point --faasd at it, or pass --no-faasd"
-    fork_peers = _binaries(args.peer, DEFAULT_PEER, "fork peer")
-    http_peers = _binaries(args.http_peer, DEFAULT_HTTP_PEER, "http peer")
-    if isinstance(fork_peers, str) or isinstance(http_peers, str):
-        return fork_peers if isinstance(fork_peers, str) else str(http_peers)
+    peers = _peers(args)
+    if isinstance(peers, str):
+        return peers
+    fork_peers, http_peers = peers
     suites = []
     if args.suite in ("fork", "all"):
         factories: dict[str, TargetFactory] = {}
@@ -561,8 +669,13 @@ def main(argv: list[str] | None = None) -> int:
     h.become_subreaper()
     previous = signal.signal(signal.SIGTERM, _sigterm)
     results: dict[str, tuple[Suite, Run]] = {}
+    startups: StartupRun | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="faasd-bench-") as tmp:
+            if args.suite in ("startup", "all"):
+                fork_peers, http_peers = _peers(args)  # type: ignore[misc]  # checked by build_suites
+                factories = startup_factories(args, args.faasd.resolve(), fork_peers, http_peers)
+                startups = run_startups(factories, args, Path(tmp))
             for suite in suites:
                 results[suite.name] = (suite, run_rounds(suite, wrk, args, Path(tmp)))
     except KeyboardInterrupt:
@@ -572,6 +685,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
     document: dict[str, object] = {}
     failed = False
+    if startups is not None:
+        fork_peers = _peers(args)[0]  # type: ignore[index]
+        text, startup_summary = startup_report(startups, fork_peers[0].name if fork_peers else None)
+        print(text)
+        document["startup"] = {"meta": meta, "summary": startup_summary}
+        failed = bool(startups.errors)
     for name, (suite, run) in results.items():
         summary = summarize(run, suite)
         print(report(run, suite, summary, args, meta))

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"faasd sandbox: cannot run {args[1]}: {exc.strerror}", file=sys.stderr)
                 return 127
     if command == "watchdog":
+        _without_ssl()
         from faasd.watchdog.main import main as watchdog_main
 
         return watchdog_main(args[1:])
@@ -51,6 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     from faasd.cli import main as cli_main
 
     return cli_main(args)
+
+
+def _without_ssl() -> None:
+    """Keep ``ssl`` out of a watchdog: asyncio imports it only to offer TLS (and does without it, guarded by
+    ``except ImportError``), which the watchdog never uses -- it serves and proxies plain HTTP on loopback.
+    ``ssl`` with ``_ssl``, ``base64`` and ``struct`` is about a sixth of the watchdog's imports, paid at
+    every replica start. Only this process: the function's processes (fork mode's commands, python mode's
+    workers) are new interpreters that import ``ssl`` as usual. A None entry in ``sys.modules`` is the
+    documented way to make an import fail (ModuleNotFoundError)."""
+    sys.modules.setdefault("ssl", None)  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import unquote
 
 from faasd.calltoken import HEADER_LOWER as _CALL_TOKEN
 
@@ -443,6 +442,8 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
         target = _origin_form(target, method_bytes)
     path, _, query = target.partition("?")
     if "%" in path:
+        from urllib.parse import unquote  # Here: urllib.parse (and ipaddress) cost every watchdog's start.
+
         path = unquote(path, errors="surrogateescape")
     keep_alive = "close" not in connection if http11 else "keep-alive" in connection
     if token_lines:  # Cut out of the head a proxy may forward as is (the gateway sends it last).

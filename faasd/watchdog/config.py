@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -132,7 +131,7 @@ class WatchdogConfig:
                 argv = tuple(shlex.split(fprocess))
             except ValueError as exc:
                 raise ConfigError("fprocess", fprocess, f"cannot split: {exc}") from None
-            found = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+            found = _which(argv[0], env.get("PATH", os.defpath))
             if found is None:
                 raise ConfigError("fprocess", fprocess, f"{argv[0]!r} not found on PATH or not executable")
             executable = found
@@ -300,3 +299,20 @@ def _mode(text: str) -> Mode:
     if text == "python":
         return "python"
     raise ConfigError("mode", text, f"unknown mode; use one of {', '.join(MODES)}")
+
+
+def _which(command: str, path: str) -> str | None:
+    """``shutil.which`` for one command on POSIX: the first executable file named ``command`` on ``path``
+    (``command`` itself when it has a slash). Its own few lines because importing shutil costs the watchdog's
+    start bz2, lzma and fnmatch."""
+    if os.sep in command:
+        return command if _executable(command) else None
+    for directory in path.split(os.pathsep):
+        candidate = os.path.join(directory or os.curdir, command)
+        if _executable(candidate):
+            return candidate
+    return None
+
+
+def _executable(path: str) -> bool:
+    return os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path)

@@ -26,10 +26,8 @@ path, failures included (issue 11: a ``ValueError`` from ``posix_spawn`` once le
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import errno
-import json
 import logging
 import os
 import signal
@@ -208,7 +206,11 @@ class ForkRunner:
         header: dict[str, list[str]] = {}
         for name, value in request.headers:
             header.setdefault(canonical_header_name(name), []).append(value)
+        import base64  # Only for marshal_request: not on every watchdog's start path.
+        import json
+
         document = {"header": header, "body": {"raw": base64.b64encode(request.body).decode("ascii")}}
+
         return json.dumps(document).encode()
 
     def check_deadlines(self, now: float) -> None:
