@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as exc:
                 print(f"faasd sandbox: cannot run {args[1]}: {exc.strerror}", file=sys.stderr)
                 return 127
+    if command == "watchdog" and args[1:] in (["-h"], ["--help"]):  # The sandbox check: nothing more.
+        from faasd.watchdog.usage import HELP
+
+        print(HELP, end="")
+        return 0
     if command == "watchdog":
         _without_ssl()
         from faasd.watchdog.main import main as watchdog_main
@@ -49,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"faasd {__version__}")
         return 0
+    if command == "up":  # The daemon: plain arguments skip click (faasd.upargs).
+        from faasd.upargs import try_up
+
+        code = try_up(args[1:])
+        if code is not None:
+            return code
     from faasd.cli import main as cli_main
 
     return cli_main(args)

@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from faasd.calltoken import CallToken
 from faasd.config import DaemonConfig
 from faasd.credentials import USERNAME
 from faasd.fob.routes import FobRoutes, is_loopback_bind
 from faasd.fob.snippets import SnippetService
-from faasd.gateway import (
-    BasicAuth,
-    GatewayApp,
-    GatewayMetrics,
-    Invoker,
-    UpstreamPool,
-    create_management_app,
-)
+from faasd.gateway.app import GatewayApp
+from faasd.gateway.auth import BasicAuth
+from faasd.gateway.invoke import Invoker
+from faasd.gateway.lazyapp import LazyApp
+from faasd.gateway.metrics import GatewayMetrics
+from faasd.gateway.proxy import UpstreamPool
 from faasd.gateway.throttle import AuthThrottle
 from faasd.providers.base import Provider
 from faasd.providers.types import FunctionSpec
@@ -151,21 +150,29 @@ def assemble(
     }
     auth = BasicAuth(USERNAME, password)
     throttle = AuthThrottle()  # One count of failed logins for /system/* and /api/*.
-    management = create_management_app(
-        service=service,
-        auth=auth,
-        throttle=throttle,
-        provider_name=provider.name,
-        orchestration=provider.orchestration,
-        max_body_bytes=config.max_body_bytes,
-        max_json_bytes=config.max_json_bytes,
-        health=provider.health,
-        started_at=time.time() if started_at is None else started_at,
-        password_file=password_file,
-        autoscaler=autoscaler,
-        sandbox=getattr(provider, "sandbox_info", None),
-        async_queue=metrics.async_queue,
-    )
+    started = time.time() if started_at is None else started_at
+
+    def build_management() -> Any:
+        from faasd.gateway.routes_system import create_management_app
+
+        return create_management_app(
+            service=service,
+            auth=auth,
+            throttle=throttle,
+            provider_name=provider.name,
+            orchestration=provider.orchestration,
+            max_body_bytes=config.max_body_bytes,
+            max_json_bytes=config.max_json_bytes,
+            health=provider.health,
+            started_at=started,
+            password_file=password_file,
+            autoscaler=autoscaler,
+            sandbox=getattr(provider, "sandbox_info", None),
+            async_queue=metrics.async_queue,
+        )
+
+    # Quart loads once the gateway serves (faasd.gateway.lazyapp): calls do not wait for it.
+    management = LazyApp("faasd.gateway.routes_system", build_management)
     api = FobRoutes(
         snippets=snippets,
         invoker=invoker,

@@ -6,25 +6,55 @@ exit non-zero; a traceback is a bug.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from faasd import __version__
-from faasd.cli.build import build, build_base
 from faasd.cli.common import make_context
-from faasd.cli.functions import deploy, describe, invoke, list_functions, logs, rm, scale
-from faasd.cli.new import new
-from faasd.cli.secrets import secret
-from faasd.cli.service import install_service
-from faasd.cli.snippet import snippet
-from faasd.cli.status import status, version
-from faasd.cli.up import up
 
-__all__ = ["cli", "main"]
+__all__ = ["COMMANDS", "cli", "main"]
+
+COMMANDS = {
+    "build": "faasd.cli.build:build",
+    "build-base": "faasd.cli.build:build_base",
+    "deploy": "faasd.cli.functions:deploy",
+    "describe": "faasd.cli.functions:describe",
+    "install-service": "faasd.cli.service:install_service",
+    "invoke": "faasd.cli.functions:invoke",
+    "list": "faasd.cli.functions:list_functions",
+    "logs": "faasd.cli.functions:logs",
+    "new": "faasd.cli.new:new",
+    "rm": "faasd.cli.functions:rm",
+    "scale": "faasd.cli.functions:scale",
+    "secret": "faasd.cli.secrets:secret",
+    "snippet": "faasd.cli.snippet:snippet",
+    "status": "faasd.cli.status:status",
+    "up": "faasd.cli.up:up",
+    "version": "faasd.cli.status:version",
+}
+"""Each command and where it is defined: imported when it runs (or ``--help`` lists them), so ``faasd up``
+does not pay for the HTTP client, YAML or Docker's SDK that other commands use."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose commands are imported by name when needed (click's documented lazy-loading pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, _, name = where.partition(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="faasd", message="%(prog)s %(version)s")
 @click.option(
     "--gateway",
@@ -40,27 +70,6 @@ def cli(ctx: click.Context, gateway: str | None) -> None:
     'faasd deploy -f stack.yml'; call with 'faasd invoke NAME' or curl /function/NAME.
     """
     ctx.obj = make_context(gateway)
-
-
-for command in (
-    status,
-    version,
-    up,
-    deploy,
-    list_functions,
-    describe,
-    invoke,
-    rm,
-    logs,
-    scale,
-    secret,
-    new,
-    install_service,
-    build_base,
-    build,
-    snippet,
-):
-    cli.add_command(command)
 
 
 def main(argv: list[str]) -> int:

@@ -16,9 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -90,11 +87,18 @@ def find_password(env: Mapping[str, str]) -> tuple[str | None, str | None]:
     return None, None
 
 
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """Turns every 3xx into an answer the caller sees (see the module docstring)."""
+def _opener() -> Any:
+    """urllib's opener, refusing redirects. urllib.request (with http.client and email) is imported here,
+    by the commands that call a gateway, not by every ``faasd`` start (``faasd up`` never needs it)."""
+    import urllib.request
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # urllib then raises HTTPError with the 3xx, which _open returns as the answer.
+    class RefuseRedirects(urllib.request.HTTPRedirectHandler):
+        """Turns every 3xx into an answer the caller sees (see the module docstring)."""
+
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # urllib then raises HTTPError with the 3xx, which _open returns as the answer.
+
+    return urllib.request.build_opener(RefuseRedirects)
 
 
 class GatewayClient:
@@ -104,7 +108,7 @@ class GatewayClient:
         self.url = url
         self.password = password
         self.timeout_s = timeout_s
-        self._opener = urllib.request.build_opener(_RefuseRedirects)
+        self._opener = _opener()
 
     def request(
         self,
@@ -151,6 +155,10 @@ class GatewayClient:
         *,
         stream: bool = False,
     ) -> Any:
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
         url = self.url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)

@@ -17,6 +17,7 @@ import click
 from faasd.cli.client import ClientError, GatewayClient, find_password
 from faasd.cli.common import CliContext, pass_cli
 from faasd.config import ConfigError, ConfigKey, DaemonConfig, config_keys
+from faasd.upargs import start_daemon
 
 __all__ = ["up"]
 
@@ -66,9 +67,7 @@ def up(ctx: CliContext, config_file: str | None, stack_file: str | None, **setti
             for spec in specs:
                 deploy_spec(ctx, spec, wait=True, timeout_s=60)
             return
-    from faasd.daemon import main_up
-
-    code = main_up(config, deploy=specs)
+    code = start_daemon(config, specs)
     if code:
         click.get_current_context().exit(code)  # main_up logged the one error line already.
 

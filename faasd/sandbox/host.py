@@ -32,7 +32,15 @@ from faasd.sandbox.limits import Limits
 from faasd.sandbox.plan import REQUESTS, ReplicaSandbox, Sandbox, plan_launch
 from faasd.sandbox.uids import PROBE_UID
 
-__all__ = ["SandboxUnavailable", "busy_uids", "kill_uid", "resolve", "sandboxed_pid", "signal_sandboxed"]
+__all__ = [
+    "SandboxUnavailable",
+    "busy_uids",
+    "kill_uid",
+    "resolve",
+    "sandboxed_pid",
+    "signal_sandboxed",
+    "start_check",
+]
 
 PROBE_TIMEOUT_S = 20.0
 
@@ -71,7 +79,7 @@ def resolve(requested: str, *, state_dir: str, command: SelfCommand) -> Sandbox:
             problem = "setsid (util-linux) is not installed"
         elif bwrap and setsid:
             sandbox = _bwrap_sandbox(requested, bwrap, root, state_dir, command, (setsid, "--wait"))
-            probed = _probe(sandbox, command)
+            probed = _probe(sandbox, command, state_dir)
             if probed is None:
                 return sandbox
             problem = f"bwrap cannot make a sandbox here: {probed}"
@@ -177,33 +185,74 @@ def _public_python() -> tuple[str, str]:
     )
 
 
-def _probe(sandbox: Sandbox, command: SelfCommand) -> str | None:
+_early: dict[tuple[str, str, tuple[str, ...]], tuple[Sandbox, subprocess.Popen[str]]] = {}
+"""Checks started by :func:`start_check`, by (request, state dir, command): taken by :func:`resolve`."""
+
+
+def start_check(requested: str, *, state_dir: str, command: SelfCommand) -> None:
+    """Start :func:`resolve`'s bwrap check now, in the background; never raises.
+
+    The check starts a test replica (an interpreter in a sandbox), most of the time the sandbox adds to
+    the daemon's start. ``faasd up`` calls this before it imports the daemon, so the test replica runs
+    on the other core meanwhile; :func:`resolve` with the same arguments takes its result (and starts
+    its own check when there is none, or when what it would check differs). Nothing else changes.
+    """
+    key = (requested, os.path.realpath(state_dir), command.argv)
+    if requested not in ("auto", "bwrap") or key in _early:
+        return
+    bwrap, setsid = shutil.which("bwrap"), shutil.which("setsid")
+    if not (bwrap and setsid):
+        return
+    sandbox = _bwrap_sandbox(requested, bwrap, os.geteuid() == 0, state_dir, command, (setsid, "--wait"))
+    with contextlib.suppress(OSError):
+        _early[key] = (sandbox, _start_probe(sandbox, command))
+
+
+def _probe(sandbox: Sandbox, command: SelfCommand, state_dir: str = "") -> str | None:
     """Start what a replica starts, confined like one, up to the watchdog's entry point; None if it worked."""
+    early = _early.pop((sandbox.requested, os.path.realpath(state_dir), command.argv), None) if state_dir else None
+    try:
+        if early is not None and early[0] == sandbox:
+            process = early[1]
+        else:
+            if early is not None:
+                _finish_probe(early[1])  # Checked something else: reap it.
+            process = _start_probe(sandbox, command)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return _finish_probe(process)
+
+
+def _start_probe(sandbox: Sandbox, command: SelfCommand) -> subprocess.Popen[str]:
     # /usr stands for a function's directory: any uid can enter it, and bwrap shows it anyway.
     replica = ReplicaSandbox(workdir="/usr", secrets=False, uid=PROBE_UID, limits=Limits())
     if sandbox.mode == "uid":
         replica = replace(replica, scratch=sandbox.work_root)
     env = {"PATH": os.environ.get("PATH", os.defpath)}
     launch = plan_launch(sandbox, replica, command.argv, env, ("watchdog", "--help"))
+    return subprocess.Popen(
+        launch.argv,
+        env=launch.env,
+        cwd=launch.cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # As a replica: its autogroup nice value must not be the daemon's.
+    )
+
+
+def _finish_probe(process: subprocess.Popen[str]) -> str | None:
+    """Wait for a test replica (bounded); None when it printed the watchdog's usage and exited 0."""
     try:
-        done = subprocess.run(
-            launch.argv,
-            env=launch.env,
-            cwd=launch.cwd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-            start_new_session=True,  # As a replica: its autogroup nice value must not be the daemon's.
-        )
+        stdout, stderr = process.communicate(timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
         return f"a test replica did not start within {PROBE_TIMEOUT_S:g}s"
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    if done.returncode != 0 or "usage: faasd watchdog" not in done.stdout:
-        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-        return lines[-1] if lines else f"a test replica exited with {done.returncode}"
+    if process.returncode != 0 or "usage: faasd watchdog" not in stdout:
+        lines = [line for line in (stderr or stdout).splitlines() if line.strip()]
+        return lines[-1] if lines else f"a test replica exited with {process.returncode}"
     return None
 
 

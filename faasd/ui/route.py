@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 
+import trio
+
 from faasd.gateway.proxy import Receive, Scope, Send
 from faasd.gateway.reasons import one_line
 
@@ -86,7 +88,20 @@ class UiRoute:
     """Serves ``/ui`` and ``/ui/*`` (the daemon hands it every request whose path is one of them)."""
 
     def __init__(self, assets: dict[str, Asset] | None = None) -> None:
-        self.assets = load_assets() if assets is None else assets
+        self.assets = assets
+        """The files, read on the first request (in a worker thread): reading them through
+        importlib.resources parses the zipapp's whole directory again, which the daemon's start need
+        not wait for."""
+        self._loading: trio.Lock | None = None
+
+    async def _assets(self) -> dict[str, Asset]:
+        if self.assets is None:
+            if self._loading is None:
+                self._loading = trio.Lock()
+            async with self._loading:
+                if self.assets is None:
+                    self.assets = await trio.to_thread.run_sync(load_assets)
+        return self.assets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
@@ -98,7 +113,7 @@ class UiRoute:
             await _text(send, 308, "The UI is at /ui/", [(b"location", b"/ui/")])
             return
         name = path[len(PREFIX) :] or INDEX
-        asset = self.assets.get(name)
+        asset = (self.assets or await self._assets()).get(name)
         if asset is None:
             await _text(send, 404, f"Not found: {path}")
             return

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from faasd import logs
 from faasd.logs import event
 from faasd.watchdog.config import HIDDEN, TOKEN_VARIABLE, ConfigError, WatchdogConfig
+from faasd.watchdog.usage import HELP
 
 if TYPE_CHECKING:
     from faasd.archive import Extracted
@@ -49,12 +50,7 @@ SHUTDOWN_KILL_GRACE_S = 2.0
 FLUSH_GRACE_S = 1.0
 """How long closing connections get to flush their last answers before the process exits."""
 
-_HELP = """\
-usage: faasd watchdog
-
-Serve a function over HTTP; configured by environment variables (fprocess, port, exec_timeout, ...).
-See docs/watchdog.md for every variable.
-"""
+_HELP = HELP
 
 
 def main(argv: list[str]) -> int:

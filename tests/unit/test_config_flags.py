@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 import pytest
 
+from faasd import upargs
 from faasd.cli.up import up
 from faasd.config import ConfigKey, DaemonConfig, config_keys
 
@@ -67,3 +68,49 @@ def test_unset_flags_leave_the_environment_in_charge() -> None:
         DaemonConfig.load(flags=_params(["--no-swarm-pull"]), env={"HOME": "/tmp", "FAASD_SWARM_PULL": "1"}).swarm_pull
         is False
     )
+
+
+# -- faasd up without click (faasd.upargs): the same settings from the same arguments, or click's turn --
+
+
+def _both(args: list[str]) -> tuple[object, object]:
+    context = up.make_context("up", list(args))
+    clicked = (
+        {name: value for name, value in context.params.items() if name not in ("config_file", "stack_file")},
+        context.params["config_file"],
+    )
+    return upargs.parse(args), clicked
+
+
+@pytest.mark.parametrize("key", KEYS, ids=lambda key: key.name)
+def test_the_plain_parser_reads_every_flag_as_click_does(key: ConfigKey) -> None:
+    if key.boolean:
+        shapes = [[key.flag], [f"--no-{key.flag[2:]}"]]
+    else:
+        shapes = [[key.flag, _example(key)], [f"{key.flag}={_example(key)}"]]
+    for args in shapes:
+        fast, clicked = _both([*args, "--config", "/tmp/c.toml", "--port", "9"])
+        assert fast == clicked, args
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["-f", "stack.yml"],
+        ["--yaml", "stack.yml"],
+        ["--nonsense"],
+        ["--port"],
+        ["--port", "--bind", "x"],
+        ["--sandbox", "chroot"],
+        ["--provider=moon"],
+        [f"{next(k.flag for k in KEYS if k.boolean)}=yes"],
+        ["stray"],
+    ],
+)
+def test_the_plain_parser_leaves_anything_else_to_click(args: list[str]) -> None:
+    assert upargs.parse(args) is None
+
+
+def test_a_configuration_that_does_not_load_goes_to_click_for_its_message() -> None:
+    assert upargs.try_up(["--port", "not-a-port"]) is None

@@ -162,6 +162,7 @@ class LocalProvider:
         self._finished = finished = trio.Event()
         host = self._host
         try:
+            started = trio.current_time()
             sandbox = await trio.to_thread.run_sync(
                 functools.partial(
                     sandbox_host.resolve, self._sandbox_request, state_dir=self._state_dir, command=host.command
@@ -171,6 +172,7 @@ class LocalProvider:
             host.sandbox = sandbox = replace(sandbox, cgroups=cgroups)
             fell_back = sandbox.requested == "auto" and sandbox.mode != "bwrap"
             level = logging.WARNING if fell_back or not sandbox.isolated else logging.INFO
+            decided_ms = round((trio.current_time() - started) * 1000)  # Mostly the test replica's start.
             event(
                 log,
                 level,
@@ -181,6 +183,7 @@ class LocalProvider:
                 cgroups=cgroups.kind,
                 cgroup_controllers=",".join(sorted(cgroups.controllers)) or "-",
                 cgroups_reason=cgroups.reason,
+                ms=decided_ms,
             )
             if sandbox.mode == "bwrap":
                 host.lifeline = os.pipe()  # Both ends close-on-exec; the read end is passed to each replica.
