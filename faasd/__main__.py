@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         from faasd.watchdog.marathon import main as task_main
 
         return task_main(args[1:])
+    if command == "_pooled":  # A replica started before its function is known (faasd.sandbox.pooled).
+        from faasd.sandbox.pooled import main as pooled_main
+
+        return pooled_main(args[1:])
     if command == "_pyworker":  # A python-mode worker process (started by the watchdog).
         from faasd.watchdog.pyworker import main as worker_main
 

@@ -186,6 +186,9 @@ def daemon_factory(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator
             "PATH": "/usr/bin:/bin",
             "HOME": str(tmp_path),
             "FAASD_PASSWORD": PASSWORD,
+            # No replica pool unless a test asks (tests/e2e/test_pool.py): these tests find a function's
+            # replicas as the daemon's children that run ``watchdog``, and a pooled one runs ``_pooled``.
+            "FAASD_POOL_SIZE": "0",
             **env,
         }
         command = [python or pyz_python, str(faasd_pyz), "up", "--port", str(port), "--state-dir", str(state), *args]

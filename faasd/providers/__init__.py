@@ -55,6 +55,7 @@ def load_provider(
             ready_timeout_s=config.ready_timeout_s,
             call_token=call_token,
             sandbox=config.sandbox,
+            pool_size=config.pool_size,
         )
     if name == "swarm":
         from faasd.providers.swarm import SwarmProvider

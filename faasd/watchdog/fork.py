@@ -81,8 +81,19 @@ CallResult = tuple[int, bytes, str | None]
 _TOKEN_KEY = TOKEN_VARIABLE.encode()
 
 
+_assigned_environ: dict[str, str] | None = None
+
+
+def assign_environ(env: dict[str, str]) -> None:
+    """A pooled replica (:mod:`faasd.sandbox.pooled`) was started with a generic environment and given its
+    function's when it was assigned: from then on that is what :func:`original_environ` returns."""
+    global _assigned_environ
+    _assigned_environ = dict(env)
+
+
 def original_environ() -> dict[str, str]:
-    """The environment this process was started with: what the function must see.
+    """The environment this process was started with (or was assigned, :func:`assign_environ`): what the
+    function must see.
 
     Not ``os.environ``: started in the C locale, Python adds ``LC_CTYPE=C.UTF-8`` to it (PEP 538
     locale coercion). Passed on, that makes every function's libc load a locale -- measured ~40 us of
@@ -90,6 +101,8 @@ def original_environ() -> dict[str, str]:
     a variable nobody set. ``/proc/self/environ`` still holds the environment as exec'd. Never the
     call token (``call_token``, on Marathon): the function must not learn what opens its replica.
     """
+    if _assigned_environ is not None:
+        return {key: value for key, value in _assigned_environ.items() if key != TOKEN_VARIABLE}
     try:
         with open("/proc/self/environ", "rb") as file:
             data = file.read()

@@ -28,6 +28,7 @@ from faasd.logs import event
 from faasd.namelocks import NameLocks
 from faasd.providers.base import SecretLookup
 from faasd.providers.common.logbook import DEFAULT_LOG_BYTES, LogBook
+from faasd.providers.local.pool import ReplicaPool
 from faasd.providers.local.process import remove_tree
 from faasd.providers.local.requirements import install_requirements
 from faasd.providers.local.state import (
@@ -78,6 +79,7 @@ class LocalProvider:
         sandbox: ``auto``, ``bwrap``, ``uid`` or ``none`` (docs/sandbox.md); decided when :meth:`run`
             starts, which raises :class:`~faasd.sandbox.host.SandboxUnavailable` for an explicit mode
             this machine cannot provide.
+        pool_size: replicas kept started and sandboxed for cold starts (:mod:`.pool`); 0: none.
 
     Resource handling:
         Every replica belongs to a task in the nursery opened by :meth:`run`; when that is cancelled
@@ -101,6 +103,7 @@ class LocalProvider:
         log_bytes: int = DEFAULT_LOG_BYTES,
         call_token: CallToken | None = None,
         sandbox: str = "none",
+        pool_size: int = 0,
     ) -> None:
         self._state_dir = state_dir = os.path.abspath(state_dir)
         self._host = Host(
@@ -118,7 +121,8 @@ class LocalProvider:
         self._secrets = secrets
         self._log_bytes = log_bytes
         self._sandbox_request = sandbox
-        self._supervisor = Supervisor(self._host, registry)
+        self._pool = ReplicaPool(self._host, pool_size) if pool_size > 0 else None
+        self._supervisor = Supervisor(self._host, registry, self._pool)
         self._functions: dict[str, Function] = {}
         self._locks = NameLocks()
         self._run_scope: trio.CancelScope | None = None
@@ -191,6 +195,8 @@ class LocalProvider:
             with trio.CancelScope() as self._run_scope:
                 async with trio.open_nursery() as nursery:
                     self._supervisor.nursery = nursery
+                    if self._pool is not None:
+                        nursery.start_soon(self._pool.run, name="replica pool")
                     event(log, logging.INFO, "local provider running", state_dir=self._state_dir)
                     task_status.started()
                     await trio.sleep_forever()

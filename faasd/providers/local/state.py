@@ -119,6 +119,8 @@ class Replica:
     was_ready: bool = False
     trouble: str = ""
     """Why it is being killed before it was ready (the readiness timeout)."""
+    pooled: bool = False
+    """It was a pooled replica, given this slot's function (:mod:`.pool`)."""
 
 
 @dataclass(eq=False, slots=True)

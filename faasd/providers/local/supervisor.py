@@ -31,6 +31,7 @@ from faasd.logs import event
 from faasd.providers.common.logbook import LineBuffer
 from faasd.providers.common.probe import wait_healthy
 from faasd.providers.common.rollout import plan_replicas
+from faasd.providers.local.pool import Member, PoolError, ReplicaPool
 from faasd.providers.local.process import exit_fields, exit_text, kill_session, remove_tree, token_pipe
 from faasd.providers.local.state import LOCALHOST, REPLICA_KEY, Function, Generation, Host, Replica, Slot
 from faasd.providers.local.workdir import replica_env
@@ -74,9 +75,11 @@ class Supervisor:
     lock, readiness calls it too (a ready replica of a new generation retires an old one).
     """
 
-    def __init__(self, host: Host, registry: EndpointRegistry) -> None:
+    def __init__(self, host: Host, registry: EndpointRegistry, pool: ReplicaPool | None = None) -> None:
         self.host = host
         self.registry = registry
+        self.pool = pool
+        """Pooled replicas a slot takes instead of starting one (:mod:`.pool`), when it can."""
         self.nursery: trio.Nursery | None = None
         """The provider's nursery while it runs; None before and after (nothing is started then)."""
         self.restarts = 0
@@ -210,6 +213,7 @@ class Supervisor:
         env = replica_env(host, slot.generation, function.workdir, replica_dir, slot.listener.fileno())
         read_fd = token_fd = -1
         cgroup: sandbox_cgroups.Placement | None = None
+        member: Member | None = None
         try:
             os.makedirs(os.path.join(replica_dir, "tmp"), mode=0o700)
             read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -222,16 +226,22 @@ class Supervisor:
                     pass_fds.append(token_fd)
                 cgroup = await self._place(replica_id, slot.generation)
                 launch = await self._launch(function, slot.generation, replica_id, uid, scratch, env, cgroup)
-                process = await trio.lowlevel.open_process(
-                    list(launch.argv),
-                    stdin=subprocess.DEVNULL,
-                    stdout=write_fd,
-                    stderr=write_fd,
-                    env=launch.env,
-                    cwd=launch.cwd,
-                    pass_fds=(*pass_fds, *launch.pass_fds),
-                    start_new_session=True,
-                )
+                member = await self._from_pool(function, slot, launch)
+                if member is not None:
+                    process = member.process
+                    os.close(read_fd)
+                    read_fd = member.log_fd
+                else:
+                    process = await trio.lowlevel.open_process(
+                        list(launch.argv),
+                        stdin=subprocess.DEVNULL,
+                        stdout=write_fd,
+                        stderr=write_fd,
+                        env=launch.env,
+                        cwd=launch.cwd,
+                        pass_fds=(*pass_fds, *launch.pass_fds),
+                        start_new_session=True,
+                    )
             finally:
                 os.close(write_fd)
                 if token_fd >= 0:
@@ -257,8 +267,16 @@ class Supervisor:
             with trio.CancelScope(shield=True):
                 await self._forget_replica(replica_id, replica_dir, scratch, uid, cgroup)
             raise
-        replica = slot.replica = Replica(replica_id, process.pid, trio.current_time())
-        event(log, logging.DEBUG, "replica started", function=function.name, replica=replica_id, pid=process.pid)
+        replica = slot.replica = Replica(replica_id, process.pid, trio.current_time(), pooled=member is not None)
+        event(
+            log,
+            logging.DEBUG,
+            "replica started",
+            function=function.name,
+            replica=replica_id,
+            pid=process.pid,
+            pooled=member is not None,
+        )
         stream = trio.lowlevel.FdStream(read_fd)
         try:
             async with trio.open_nursery() as nursery:
@@ -280,10 +298,31 @@ class Supervisor:
                 if process.returncode != 0:
                     await trio.to_thread.run_sync(kill_session, process.pid)
                 await self._forget_replica(replica_id, replica_dir, scratch, uid, cgroup)
+                if member is not None and self.pool is not None:
+                    await self.pool.forget(member)
         if replica.was_ready:
             return replica_id, process.returncode, ""
         trouble = replica.trouble or f"replica {exit_text(process.returncode)} before it was ready"
         return replica_id, process.returncode, trouble
+
+    async def _from_pool(self, function: Function, slot: Slot, launch: Launch) -> Member | None:
+        """A pooled replica given this slot's replica (``launch`` is its cold plan), or None: start one."""
+        pool = self.pool
+        member = pool.take(slot.generation.limits) if pool is not None else None
+        if member is None or pool is None:
+            return None
+        try:
+            await pool.assign(member, launch, function.workdir, pool.passed_fds(launch.env))
+        except PoolError as exc:
+            event(log, logging.WARNING, "pooled replica not used", function=function.name, error=str(exc))
+            with trio.CancelScope(shield=True):
+                await pool.discard(member)
+            return None
+        except BaseException:  # Cancelled half-way: it must not stay behind, waiting.
+            with trio.CancelScope(shield=True):
+                await pool.discard(member)
+            raise
+        return member
 
     def _mark_failed(self, function: Function, slot: Slot, reason: str) -> None:
         """Record why the current generation cannot run (a retiring generation's trouble is not news)."""
@@ -399,6 +438,7 @@ class Supervisor:
             replica=replica.id,
             port=slot.port,
             startup_ms=round((trio.current_time() - replica.started_at) * 1000, 1),
+            pooled=replica.pooled,
         )
         self.reconcile(function)
         self.publish(function)

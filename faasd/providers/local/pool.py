@@ -1,0 +1,347 @@
+"""Replicas started before they are needed: the local backend's cold starts (docs/coldstart.md).
+
+A cold replica pays an interpreter start, bubblewrap and the watchdog's imports before it answers
+(about 50-150 ms on the project's 2-core VMs). :class:`ReplicaPool` keeps ``pool_size`` *pooled*
+replicas (:mod:`faasd.sandbox.pooled`) that have paid all of that already: each is sandboxed exactly
+like a replica -- the same bwrap file system, namespaces, lifeline, OOM score and scheduling group --
+except for what depends on its function, which it gets when the supervisor takes it for a slot:
+
+* its files: in ``bwrap`` mode ``/home/app`` and ``/var/openfaas/secrets`` are bound, at its start,
+  from an empty directory of its own (``replicas/<id>.app``) that :meth:`ReplicaPool.assign` fills
+  with hard links to the function's files -- same inodes, so the same owner, modes and read-only
+  mount as a cold replica's, and nothing of another function (see :func:`link_tree`); in ``uid`` and
+  ``none`` modes it changes into the function's directory, as a cold replica starts in it;
+* its uid and gid, its limits and ``no_new_privs``: the very spec a cold replica would get, applied
+  by :func:`faasd.sandbox.enter.enter` before it runs anything of the function; a pooled replica
+  starts with the loosest limits any function may ask for (they can only be lowered);
+* its environment, listening socket and call token, as a cold replica gets them.
+
+Not pooled (started cold, as before): in ``bwrap`` mode a function whose ``/tmp`` size differs from
+the default (one with ``limits.memory``: bwrap sizes the tmpfs when it starts); a function asking for
+more processes or open files than a pooled replica was given. A pooled replica that dies while idle
+is replaced (after three failures in a row the pool stops, with a warning: cold starts still work).
+Idle pooled replicas end when the daemon closes their control socket, or dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import resource
+import shutil
+import socket
+import stat
+import subprocess
+from dataclasses import dataclass, field
+from secrets import token_hex
+
+import trio
+
+from faasd.logs import event
+from faasd.providers.local.process import kill_session
+from faasd.providers.local.state import Host
+from faasd.sandbox.enter import ENTER_COMMAND
+from faasd.sandbox.limits import DEFAULT_TMP_BYTES, Limits
+from faasd.sandbox.plan import APP_DIR, Launch, ReplicaSandbox, plan_launch
+from faasd.sandbox.pooled import MAX_ASSIGNMENT_BYTES, PASSED_FDS, POOLED_COMMAND, READY, encode_assignment
+
+__all__ = ["Member", "PoolError", "ReplicaPool", "link_tree"]
+
+log = logging.getLogger("faasd.providers.local")
+
+MAX_FAILURES = 3
+"""Pooled replicas dying before they are used, in a row, before the pool stops."""
+RETRY_S = 1.0
+FIRST_FILL_DELAY_S = 0.5
+"""The pool fills this long after the backend starts: the daemon's own start (to ``/healthz`` 200) has the
+CPU first, and a pooled replica is about as costly to start as a cold one."""
+LIMIT_CAP = 1048576
+"""The largest process and open-file limits a function may ask for (faasd.sandbox.limits' ranges)."""
+
+
+class PoolError(Exception):
+    """A pooled replica could not be given its function (the supervisor starts a cold one instead)."""
+
+
+@dataclass(eq=False, slots=True)
+class Member:
+    """One pooled replica."""
+
+    id: str
+    process: trio.Process
+    control: socket.socket
+    log_fd: int
+    """Read end of its stdout+stderr: the supervisor pumps it into its function's log once assigned."""
+    app_dir: str
+    """bwrap: the directory bound at its ``/home/app``; empty in the other modes."""
+    taken: trio.Event = field(default_factory=trio.Event)
+
+
+class ReplicaPool:
+    """Keeps ``size`` pooled replicas ready in :meth:`run` (see the module docstring)."""
+
+    def __init__(self, host: Host, size: int) -> None:
+        self.host = host
+        self.size = size
+        self.limits = _pool_limits()
+        self.started = 0
+        """Pooled replicas started since the daemon started (the test of refills counts them)."""
+        self._ready: list[Member] = []
+        self._seq = itertools.count()
+
+    @property
+    def ready(self) -> int:
+        return len(self._ready)
+
+    def eligible(self, limits: Limits) -> bool:
+        """Whether a replica with these limits can come from the pool (see the module docstring)."""
+        sandbox = self.host.sandbox
+        if sandbox is None or self.size <= 0:
+            return False
+        if sandbox.mode == "bwrap" and limits.tmp_bytes != DEFAULT_TMP_BYTES:
+            return False
+        return limits.processes <= self.limits.processes and limits.open_files <= self.limits.open_files
+
+    def take(self, limits: Limits) -> Member | None:
+        """A ready pooled replica for a replica with ``limits`` (now the caller's), or None."""
+        if not self.eligible(limits):
+            return None
+        while self._ready:
+            member = self._ready.pop(0)
+            if member.process.returncode is None:
+                member.taken.set()
+                return member
+        return None
+
+    async def assign(self, member: Member, launch: Launch, workdir: str, fds: list[int]) -> None:
+        """Give ``member`` the replica planned as ``launch`` (a cold start's plan) in ``workdir``.
+
+        Raises:
+            PoolError: it cannot be given (its files cannot be linked, it is gone, the message is too
+                large); the caller stops it and starts a cold replica.
+        """
+        argv = list(launch.argv)
+        try:
+            spec = argv[argv.index(ENTER_COMMAND) + 1]
+        except (ValueError, IndexError):
+            raise PoolError("the plan has no sandbox spec") from None
+        if member.app_dir:
+            try:
+                await trio.to_thread.run_sync(link_tree, workdir, member.app_dir)
+            except OSError as exc:
+                raise PoolError(f"cannot link the function's files: {exc}") from None
+        cwd = APP_DIR if member.app_dir else launch.cwd
+        message = encode_assignment(spec, cwd, launch.env)
+        if len(message) > MAX_ASSIGNMENT_BYTES:
+            raise PoolError("the environment is too large for an assignment")
+        try:
+            socket.send_fds(member.control, [message], fds)
+        except OSError as exc:
+            raise PoolError(f"cannot reach the pooled replica: {exc}") from None
+        finally:
+            member.control.close()
+
+    @staticmethod
+    def passed_fds(env: dict[str, str]) -> list[int]:
+        """The descriptors an assignment sends, in :data:`~faasd.sandbox.pooled.PASSED_FDS` order."""
+        return [int(env[name]) for name in PASSED_FDS if name in env]
+
+    async def forget(self, member: Member) -> None:
+        """After a pooled replica ended: its directory."""
+        if member.app_dir:
+            await trio.to_thread.run_sync(shutil.rmtree, member.app_dir, True)
+
+    # -- keeping it full ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the pool full until cancelled; idle pooled replicas are stopped on the way out."""
+        try:
+            task_status.started()
+            await trio.sleep(FIRST_FILL_DELAY_S)
+            async with trio.open_nursery() as nursery:
+                for _ in range(max(self.size, 0)):
+                    nursery.start_soon(self._keep_one)
+        finally:
+            with trio.CancelScope(shield=True):
+                idle, self._ready = self._ready, []
+                for member in idle:
+                    await self._stop_idle(member)
+
+    async def _keep_one(self) -> None:
+        failures = 0
+        while failures < MAX_FAILURES:
+            try:
+                member = await self._start()
+            except OSError as exc:
+                event(log, logging.WARNING, "cannot start a pooled replica", error=exc.strerror or str(exc))
+                member = None
+            if member is not None and await self._wait_taken(member):
+                failures = 0
+                continue
+            failures += 1
+            await trio.sleep(RETRY_S)
+        event(log, logging.WARNING, "replica pool stopped: pooled replicas keep failing; cold starts only")
+
+    async def _start(self) -> Member | None:
+        """Start one pooled replica and wait for its ``ready`` (None when it died or was too slow)."""
+        host = self.host
+        assert host.sandbox is not None
+        member_id = f"pool-{token_hex(3)}-{next(self._seq)}"
+        app_dir = ""
+        if host.sandbox.mode == "bwrap":
+            app_dir = os.path.join(host.replicas_dir, f"{member_id}.app")
+            os.makedirs(os.path.join(app_dir, ".secrets"), mode=0o700)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        env = dict(host.base_env)
+        replica = ReplicaSandbox(
+            workdir=app_dir or host.replicas_dir,
+            secrets=bool(app_dir),
+            uid=None,
+            limits=self.limits,
+            name=member_id,
+            lifeline=host.lifeline[0] if host.lifeline is not None else None,
+        )
+        launch = plan_launch(host.sandbox, replica, host.command.argv, env, (POOLED_COMMAND, str(theirs.fileno())))
+        try:
+            process = await trio.lowlevel.open_process(
+                list(launch.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                env=launch.env,
+                cwd=launch.cwd,
+                pass_fds=(theirs.fileno(), *launch.pass_fds),
+                start_new_session=True,
+            )
+        except BaseException:
+            ours.close()
+            os.close(read_fd)
+            if app_dir:
+                shutil.rmtree(app_dir, ignore_errors=True)
+            raise
+        finally:
+            theirs.close()
+            os.close(write_fd)
+        self.started += 1
+        member = Member(member_id, process, ours, read_fd, app_dir)
+        try:
+            answer = await self._read_ready(ours)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._stop_idle(member)
+            raise
+        if answer != READY:
+            await self._stop_idle(member)
+            event(log, logging.WARNING, "pooled replica did not start", replica=member_id)
+            return None
+        ours.setblocking(True)
+        self._ready.append(member)
+        event(log, logging.DEBUG, "pooled replica ready", replica=member_id, pid=process.pid)
+        return member
+
+    async def _read_ready(self, control: socket.socket) -> bytes:
+        """What the pooled replica says first (``ready`` once it has imported the watchdog), bounded."""
+        control.setblocking(False)
+        answer = b""
+        with trio.move_on_after(self.host.ready_timeout_s):
+            while len(answer) < len(READY):
+                await trio.lowlevel.wait_readable(control)
+                try:
+                    chunk = control.recv(len(READY) - len(answer))
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                answer += chunk
+        return answer
+
+    async def _wait_taken(self, member: Member) -> bool:
+        """True once ``member`` is taken; False when it died idle (then it is cleaned up here)."""
+        async with trio.open_nursery() as nursery:
+
+            async def died() -> None:
+                await member.process.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(died)
+            await member.taken.wait()
+            nursery.cancel_scope.cancel()
+        if member.taken.is_set():
+            return True
+        if member in self._ready:
+            self._ready.remove(member)
+        status = member.process.returncode
+        event(log, logging.WARNING, "pooled replica exited while idle", replica=member.id, status=status)
+        await self._stop_idle(member)
+        return False
+
+    async def discard(self, member: Member) -> None:
+        """Stop a pooled replica that was taken but could not be assigned."""
+        await self._stop_idle(member)
+
+    async def _stop_idle(self, member: Member) -> None:
+        """End an idle pooled replica at once: it has run nothing of any function, there is nothing to drain
+        (its control socket is closed too, which alone would end it once it has finished importing)."""
+        with contextlib.suppress(OSError):
+            member.control.close()
+        await trio.to_thread.run_sync(kill_session, member.process.pid)
+        with contextlib.suppress(ProcessLookupError):
+            member.process.kill()
+        await member.process.wait()
+        os.close(member.log_fd)
+        await self.forget(member)
+
+
+def _pool_limits() -> Limits:
+    """The loosest limits a function may ask for that this daemon can give: assignments only lower them."""
+
+    def cap(which: int) -> int:
+        hard = resource.getrlimit(which)[1]
+        return LIMIT_CAP if hard == resource.RLIM_INFINITY else min(hard, LIMIT_CAP)
+
+    return Limits(processes=cap(resource.RLIMIT_NPROC), open_files=cap(resource.RLIMIT_NOFILE))
+
+
+def link_tree(source: str, target: str) -> None:
+    """Make ``target`` (an existing directory holding only empty directories of ours) a copy of
+    ``source`` made of hard links: same inodes for files (owner, modes and content are the function's),
+    directories and symbolic links made anew with the source's owner and modes. Blocking.
+
+    Only what is in ``source`` ends up in ``target``; a link that cannot be made (another file system,
+    a special file) raises OSError and the caller starts a cold replica instead.
+    """
+    _mirror(source, target)
+    for directory, dirs, files in os.walk(source):
+        relative = os.path.relpath(directory, source)
+        into = target if relative == "." else os.path.join(target, relative)
+        for name in dirs:
+            path = os.path.join(directory, name)
+            made = os.path.join(into, name)
+            if os.path.islink(path):
+                _link(path, made)
+                continue
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(made, 0o700)
+            _mirror(path, made)
+        for name in files:
+            _link(os.path.join(directory, name), os.path.join(into, name))
+
+
+def _link(path: str, made: str) -> None:
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(path), made)
+        os.lchown(made, info.st_uid, info.st_gid)
+    elif stat.S_ISREG(info.st_mode):
+        os.link(path, made, follow_symlinks=False)
+    else:
+        raise OSError(f"{path}: not a file, directory or link")
+
+
+def _mirror(path: str, made: str) -> None:
+    info = os.lstat(path)
+    os.chown(made, info.st_uid, info.st_gid)
+    os.chmod(made, stat.S_IMODE(info.st_mode))

@@ -1,0 +1,101 @@
+"""A pooled replica: started, sandboxed and imported before any function needs it, then given one.
+
+The local backend keeps a few of these ready (:mod:`faasd.providers.local.pool`, docs/coldstart.md).
+Started as ``faasd _sandbox SPEC _pooled FD``, a pooled replica is already confined by everything that
+does not depend on its function: bwrap's namespaces and file system (an empty ``/home/app`` and
+``/var/openfaas/secrets``, bound from directories the daemon fills later), the lifeline, the OOM score,
+the scheduling group; its limits are the loosest any function may have, and -- as root -- it keeps only
+the capabilities to change user. Then it imports the watchdog (every mode), tells the daemon ``ready``
+on the control socket ``FD`` and waits there. No function code runs before its assignment.
+
+The assignment is one message (:func:`encode_assignment`): the rest of the replica's sandbox spec (its
+uid and gid, its limits, ``no_new_privs``), its working directory, its environment, and -- as
+``SCM_RIGHTS`` -- its listening socket and the call token's pipe, whose variables (``listen_fd``,
+``call_token_fd``) are renumbered to the descriptors received. The replica applies the spec exactly as a
+freshly started one does (:func:`faasd.sandbox.enter.enter`: failure is exit 126), takes the environment
+as its own (also for the functions it starts, :func:`faasd.watchdog.fork.assign_environ`) and runs the
+watchdog. From then on it is an ordinary replica.
+
+End of file on the control socket (the daemon stopped, or shrank its pool) ends an idle replica: it
+never outlives its daemon, even in the ``uid`` and ``none`` modes, which have no lifeline.
+Stdlib only, like :mod:`.enter`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+
+__all__ = ["POOLED_COMMAND", "READY", "encode_assignment", "main"]
+
+POOLED_COMMAND = "_pooled"
+READY = b"ready\n"
+MAX_ASSIGNMENT_BYTES = 1 << 20
+"""An assignment carries a function's environment; the daemon refuses larger ones before sending."""
+PASSED_FDS = ("listen_fd", "call_token_fd")
+"""Environment variables naming descriptors, in the order their descriptors are sent."""
+
+_PRELOAD = (
+    "faasd.watchdog.main",
+    "faasd.watchdog.app",
+    "faasd.watchdog.server",
+    "faasd.watchdog.metrics",
+    "faasd.watchdog.fork",
+    "faasd.watchdog.streaming",
+    "faasd.watchdog.http",
+    "faasd.watchdog.python",
+    "faasd.calltoken",
+)
+"""What every mode's watchdog imports before it serves: imported while the replica waits."""
+
+_ALREADY_APPLIED = ("oom", "nice", "life")
+"""Spec keys a pooled replica applied at its start (they are the same for every function)."""
+
+
+def encode_assignment(spec: str, cwd: str, env: dict[str, str]) -> bytes:
+    """The daemon's side: the message :func:`main` reads (JSON: small, and parsed by the stdlib)."""
+    return json.dumps({"spec": spec, "cwd": cwd, "env": env}).encode()
+
+
+def main(argv: list[str]) -> int:
+    """Wait for an assignment on the control socket ``argv[0]``, then serve it (see the module docstring)."""
+    if len(argv) != 1 or not argv[0].isdigit():
+        print("faasd _pooled: expected the control socket's descriptor", file=sys.stderr)
+        return 2
+    control = socket.socket(fileno=int(argv[0]))
+    control.set_inheritable(False)
+    sys.modules.setdefault("ssl", None)  # type: ignore[assignment]  # As faasd.__main__ does for a watchdog.
+    import importlib
+
+    for module in _PRELOAD:
+        importlib.import_module(module)
+    control.sendall(READY)
+    try:
+        message, fds, _, _ = socket.recv_fds(control, MAX_ASSIGNMENT_BYTES, len(PASSED_FDS))
+    except OSError:
+        return 0
+    control.close()
+    if not message:
+        for fd in fds:
+            os.close(fd)
+        return 0  # The daemon is gone, or no longer needs this replica.
+    assignment = json.loads(message)
+    env: dict[str, str] = assignment["env"]
+    received = iter(fds)
+    for name in PASSED_FDS:
+        if name in env:
+            env[name] = str(next(received))
+    from faasd.sandbox.enter import enter
+
+    spec = ",".join(item for item in assignment["spec"].split(",") if item.partition("=")[0] not in _ALREADY_APPLIED)
+    enter(spec)
+    os.chdir(assignment["cwd"])
+    os.environ.clear()
+    os.environ.update(env)
+    from faasd.watchdog.fork import assign_environ
+    from faasd.watchdog.main import main as watchdog_main
+
+    assign_environ(env)
+    return watchdog_main([])
