@@ -47,6 +47,7 @@ _PRELOAD = (
     "faasd.watchdog.http",
     "faasd.watchdog.python",
     "faasd.calltoken",
+    "ctypes",  # The watchdog's prctl (memory of a replica holding the call token).
 )
 """What every mode's watchdog imports before it serves: imported while the replica waits."""
 

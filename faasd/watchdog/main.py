@@ -190,11 +190,11 @@ async def serve(config: WatchdogConfig, call_token: bytes | None = None) -> None
     if config.parent_pid:
         _watch_parent(loop, config.parent_pid, on_parent_gone)
 
+    inherited: socket.socket | None = None
     if config.listen_fd is not None:
         inherited = socket.socket(fileno=config.listen_fd)
         inherited.set_inheritable(False)  # Else every function process gets a copy of the port.
         inherited.setblocking(False)
-        await server.listen(config.bind, config.port, sock=inherited)
     else:
         await server.listen(config.bind, config.port)
     metrics_server: HttpServer | None = None
@@ -215,6 +215,11 @@ async def serve(config: WatchdogConfig, call_token: bytes | None = None) -> None
     if not config.suppress_lock:
         _write_lock(config.lock_file)
     app.ready = True
+    if inherited is not None:
+        # A socket the starter bound and listens on already: connections made meanwhile wait in its backlog
+        # (the local backend's readiness probe among them), so accepting only now answers the first one
+        # 200 rather than 503 -- the probe need not come back a poll later.
+        await server.listen(config.bind, config.port, sock=inherited)
     event(
         log,
         logging.INFO,
