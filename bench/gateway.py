@@ -600,7 +600,8 @@ def start_block(count: int, faasd: Faasd, args: argparse.Namespace, tmp_root: Pa
             for job in ("daemon", "hello") if i % 2 == 0 else ("hello", "daemon"):
                 tmp = Path(tempfile.mkdtemp(prefix=f"start-{job}-", dir=tmp_root))
                 if job == "daemon":
-                    running = h.start(faasd.daemon(tmp, secrets.token_hex(12)), ready_timeout=args.ready_timeout)
+                    target = faasd.daemon(tmp, secrets.token_hex(12), pool=args.pool_size)
+                    running = h.start(target, ready_timeout=args.ready_timeout)
                     out.daemon_ms.append(running.startup_s * 1000.0)
                     stop_daemon(running, out)
                     out.logged_ms.append(startup_ms_logged(tmp / "daemon.log"))

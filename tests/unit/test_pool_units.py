@@ -1,0 +1,119 @@
+"""The replica pool's pure parts: the hard-link copy of a function's directory (what a pooled replica
+sees at /home/app) and the assignment message; and the management API loaded after the gateway serves
+(faasd.gateway.lazyapp)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import trio
+
+from faasd.gateway.lazyapp import LazyApp
+from faasd.providers.local.pool import link_tree
+from faasd.sandbox.pooled import encode_assignment
+
+
+def _tree(root: Path) -> None:
+    (root / "pkg").mkdir()
+    (root / ".secrets").mkdir(mode=0o700)
+    (root / "handler.py").write_text("def handle(req):\n    return req\n")
+    (root / "pkg" / "mod.py").write_text("x = 1\n")
+    (root / ".secrets" / "key").write_text("s3cret")
+    os.chmod(root / ".secrets" / "key", 0o400)
+    os.chmod(root / "pkg", 0o750)
+    (root / "link").symlink_to("handler.py")
+
+
+def test_link_tree_gives_the_same_files_and_nothing_else(tmp_path: Path) -> None:
+    source, target = tmp_path / "function", tmp_path / "pooled"
+    source.mkdir(mode=0o750)
+    _tree(source)
+    (target / ".secrets").mkdir(parents=True, mode=0o700)
+    (tmp_path / "other-function-file").write_text("not yours")
+    link_tree(str(source), str(target))
+    for relative in ("handler.py", "pkg/mod.py", ".secrets/key"):
+        assert os.stat(source / relative).st_ino == os.stat(target / relative).st_ino  # Same inode: same owner/mode.
+    assert os.readlink(target / "link") == "handler.py"
+    assert stat.S_IMODE(os.stat(target / "pkg").st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o750
+    listed = sorted(str(path.relative_to(target)) for path in target.rglob("*"))
+    assert listed == [".secrets", ".secrets/key", "handler.py", "link", "pkg", "pkg/mod.py"]
+
+
+def test_link_tree_refuses_what_it_cannot_link(tmp_path: Path) -> None:
+    source, target = tmp_path / "function", tmp_path / "pooled"
+    source.mkdir()
+    target.mkdir()
+    os.mkfifo(source / "fifo")
+    with pytest.raises(OSError):
+        link_tree(str(source), str(target))
+
+
+def test_an_assignment_is_json_the_pooled_replica_reads() -> None:
+    message = encode_assignment("uid=5,gid=5,nofile=64", "/home/app", {"fprocess": "cat", "listen_fd": "7"})
+    assert json.loads(message) == {
+        "spec": "uid=5,gid=5,nofile=64",
+        "cwd": "/home/app",
+        "env": {"fprocess": "cat", "listen_fd": "7"},
+    }
+
+
+async def _hello(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"managed"})  # type: ignore[operator]
+
+
+async def _call(app: LazyApp) -> list[dict]:  # type: ignore[type-arg]
+    sent: list[dict] = []  # type: ignore[type-arg]
+
+    async def receive() -> dict:  # type: ignore[type-arg]
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:  # type: ignore[type-arg]
+        sent.append(message)
+
+    await app({"type": "http", "method": "GET", "path": "/system/info"}, receive, send)
+    return sent
+
+
+async def test_lazy_app_answers_startup_at_once_and_requests_wait_for_the_load() -> None:
+    built = trio.Event()
+
+    def build() -> object:
+        built.set()
+        return _hello
+
+    app = LazyApp("json", build)
+    to_app, app_events = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
+    from_app, app_sent = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, {"type": "lifespan"}, app_events.receive, from_app.send)
+        await to_app.send({"type": "lifespan.startup"})
+        assert (await app_sent.receive())["type"] == "lifespan.startup.complete"  # Before anything loads.
+        answer = await _call(app)  # Waits for the load, then served by the built app.
+        assert built.is_set() and app.loaded
+        assert answer[1]["body"] == b"managed"
+        await to_app.send({"type": "lifespan.shutdown"})
+        assert (await app_sent.receive())["type"] == "lifespan.shutdown.complete"
+
+
+async def test_lazy_app_without_a_lifespan_loads_on_the_first_request() -> None:
+    app = LazyApp("json", lambda: _hello)
+    assert not app.loaded
+    answer = await _call(app)
+    assert answer[0]["status"] == 200 and app.loaded
+
+
+async def test_lazy_app_that_cannot_load_answers_503_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> object:
+        raise RuntimeError("no quart here")
+
+    app = LazyApp("json", broken)
+    answer = await _call(app)
+    assert answer[0]["status"] == 503
+    assert "no quart here" in caplog.text
