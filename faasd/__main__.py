@@ -76,7 +76,8 @@ def _without_ssl() -> None:
     every replica start. Only this process: the function's processes (fork mode's commands, python mode's
     workers) are new interpreters that import ``ssl`` as usual. A None entry in ``sys.modules`` is the
     documented way to make an import fail (ModuleNotFoundError)."""
-    sys.modules.setdefault("ssl", None)  # type: ignore[assignment]
+    if "ssl" not in sys.modules:
+        sys.modules["ssl"] = None  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

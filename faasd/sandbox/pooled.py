@@ -67,7 +67,8 @@ def main(argv: list[str]) -> int:
         return 2
     control = socket.socket(fileno=int(argv[0]))
     control.set_inheritable(False)
-    sys.modules.setdefault("ssl", None)  # type: ignore[assignment]  # As faasd.__main__ does for a watchdog.
+    if "ssl" not in sys.modules:  # As faasd.__main__ does for a watchdog.
+        sys.modules["ssl"] = None  # type: ignore[assignment]
     import importlib
 
     for module in _PRELOAD:

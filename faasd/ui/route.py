@@ -95,13 +95,15 @@ class UiRoute:
         self._loading: trio.Lock | None = None
 
     async def _assets(self) -> dict[str, Asset]:
-        if self.assets is None:
+        assets = self.assets
+        if assets is None:
             if self._loading is None:
                 self._loading = trio.Lock()
             async with self._loading:
-                if self.assets is None:
-                    self.assets = await trio.to_thread.run_sync(load_assets)
-        return self.assets
+                assets = self.assets
+                if assets is None:
+                    assets = self.assets = await trio.to_thread.run_sync(load_assets)
+        return assets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]

@@ -72,7 +72,8 @@ blocking file work (archive extraction, directory removal, /proc scans) goes thr
 Modules: :mod:`.provider` (the :class:`LocalProvider`: operations, lifecycle), :mod:`.state` (what it
 knows: functions, generations, slots), :mod:`.workdir` (spec checks, building
 and swapping working dirs, a replica's environment), :mod:`.supervisor` (slots: spawn, readiness,
-restarts, stop, output), :mod:`.process` (OS chores), and the build helpers :mod:`.code_check`,
+restarts, stop, output), :mod:`.pool` (replicas started before they are needed, given to a slot at a
+cold start: docs/coldstart.md), :mod:`.process` (OS chores), and the build helpers :mod:`.code_check`,
 :mod:`.requirements`, :mod:`.pip_env` (handler archives are unpacked by the shared :mod:`faasd.archive`).
 """
 
