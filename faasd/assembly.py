@@ -63,6 +63,9 @@ class Parts:
     """Upstream connections to replicas: closed by whoever runs the parts (``await pool.aclose()``)."""
     app: GatewayApp
     """The ASGI application the HTTP server serves."""
+    management: LazyApp
+    """The management API inside ``app``, loaded once whoever runs the parts calls ``begin()`` (the daemon,
+    when it serves) or a request asks for it."""
 
 
 def assemble(
@@ -199,6 +202,7 @@ def assemble(
         metrics=metrics,
         pool=pool,
         app=app,
+        management=management,
     )
 
 

@@ -7,10 +7,10 @@ imports (``python -X importtime``), none of which the routes that carry calls ne
 the management API meanwhile:
 
 * the lifespan ``startup`` event (hypercorn waits for it before it serves) is answered at once; then,
-  inside the same long-lived lifespan call, the module is imported in a worker thread (the event loop
-  keeps serving calls) and the app is built on the trio thread and sent its own ``startup``; at
-  ``shutdown`` it gets its own ``shutdown`` first (a load still under way is waited for: an import
-  cannot be interrupted);
+  inside the same long-lived lifespan call, once the daemon says it serves (:meth:`LazyApp.begin`) or a
+  request asks for the app, the module is imported in a worker thread (the event loop keeps serving
+  calls) and the app is built on the trio thread and sent its own ``startup``; at ``shutdown`` it gets
+  its own ``shutdown`` first (a load still under way is waited for: an import cannot be interrupted);
 * a request for the management API that arrives before that waits for it (a first ``faasd deploy``
   right after ``faasd up`` answers a few hundred milliseconds later, it does not fail). With no
   lifespan at all (an ASGI test client), the first request loads the app itself.
@@ -55,6 +55,14 @@ class LazyApp:
         self._app: AsgiCallable | None = None
         self._loaded = trio.Event()
         self._loading = False
+        self._go = trio.Event()
+        self._lifespan_running = False
+
+    def begin(self) -> None:
+        """Start loading now: the daemon calls this once it serves (a request for the app starts it too).
+        Not earlier: the import holds the interpreter's lock much of the time, and the daemon's own start
+        would wait for it."""
+        self._go.set()
 
     @property
     def loaded(self) -> bool:
@@ -66,7 +74,8 @@ class LazyApp:
             await self._lifespan(scope, receive, send)
             return
         if self._app is None:
-            if not self._loading:  # No lifespan started a load (an ASGI test client): load it here.
+            self._go.set()
+            if not self._lifespan_running and not self._loading:  # No lifespan to load it (a test client).
                 await self._load()
             await self._loaded.wait()
         if self._app is None:
@@ -97,15 +106,16 @@ class LazyApp:
         if message["type"] != "lifespan.startup":
             return
         await send({"type": "lifespan.startup.complete"})
+        self._lifespan_running = True
         to_inner, inner_events = trio.open_memory_channel[MutableMapping[str, Any]](2)
         inner_stopped = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._run_inner, scope, inner_events, inner_stopped)
             message = await receive()
-            if message["type"] == "lifespan.shutdown":
+            if message["type"] == "lifespan.shutdown" and self._app is not None:
                 await to_inner.send({"type": "lifespan.shutdown"})
                 await inner_stopped.wait()
-            nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()  # Never begun, or still loading: nothing to shut down.
         await send({"type": "lifespan.shutdown.complete"})
 
     async def _run_inner(
@@ -113,8 +123,12 @@ class LazyApp:
     ) -> None:
         """Load the app, then run its lifespan: ``startup`` now, ``shutdown`` when the outer one ends."""
         try:
-            self._loading = True
-            app = await self._load_shielded()
+            await self._go.wait()
+            if self._loading:  # A request began a load of its own meanwhile: run that app's lifespan.
+                await self._loaded.wait()
+                app = self._app
+            else:
+                app = await self._load_shielded()
             if app is None:
                 await events.receive()  # Nothing to shut down: wait for the outer shutdown.
                 return

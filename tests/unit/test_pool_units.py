@@ -117,3 +117,43 @@ async def test_lazy_app_that_cannot_load_answers_503_and_says_so(caplog: pytest.
     answer = await _call(app)
     assert answer[0]["status"] == 503
     assert "no quart here" in caplog.text
+
+
+async def test_lazy_app_under_a_lifespan_loads_only_once_begun() -> None:
+    builds: list[int] = []
+
+    def build() -> object:
+        builds.append(1)
+        return _hello
+
+    app = LazyApp("json", build)
+    to_app, app_events = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
+    from_app, app_sent = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, {"type": "lifespan"}, app_events.receive, from_app.send)
+        await to_app.send({"type": "lifespan.startup"})
+        assert (await app_sent.receive())["type"] == "lifespan.startup.complete"
+        await trio.sleep(0.05)
+        assert not builds and not app.loaded  # The daemon's start is not shared with the import.
+        app.begin()
+        with trio.fail_after(10):
+            while not app.loaded:
+                await trio.sleep(0.01)
+        assert builds == [1]
+        assert (await _call(app))[1]["body"] == b"managed"
+        await to_app.send({"type": "lifespan.shutdown"})
+        assert (await app_sent.receive())["type"] == "lifespan.shutdown.complete"
+
+
+async def test_lazy_app_never_begun_shuts_down_at_once() -> None:
+    app = LazyApp("json", lambda: _hello)
+    to_app, app_events = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
+    from_app, app_sent = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, {"type": "lifespan"}, app_events.receive, from_app.send)
+        await to_app.send({"type": "lifespan.startup"})
+        await app_sent.receive()
+        await to_app.send({"type": "lifespan.shutdown"})
+        with trio.fail_after(5):
+            assert (await app_sent.receive())["type"] == "lifespan.shutdown.complete"
+    assert not app.loaded

@@ -1,0 +1,64 @@
+"""What ``faasd up`` and ``faasd watchdog`` import before they answer (docs/coldstart.md), read from
+Python's own import profiler (``PYTHONPROFILEIMPORTTIME=1``, the environment form of ``-X importtime``),
+whose lines go to the same log as the processes' own: the daemon serves before it imports the
+management API's stack, click, the CLI's HTTP client, YAML or Docker's SDK, and loads Quart afterwards;
+the watchdog never imports ssl, shutil or urllib.parse, whatever its mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from tests.daemon_fixtures import StartDaemon
+from tests.helpers import wait_for
+
+DAEMON_LATER = (
+    "quart",
+    "quart_trio",
+    "flask",
+    "werkzeug",
+    "jinja2",
+    "hypercorn.asyncio",
+    "click",
+    "yaml",
+    "docker",
+    "urllib.request",
+)
+WATCHDOG_NEVER = ("ssl", "_ssl", "shutil", "bz2", "lzma", "urllib.parse", "ipaddress", "trio", "click", "quart")
+
+
+def _imported(log: str, until: str = "") -> set[str]:
+    """Modules the profiler reported in ``log`` before the first line containing ``until`` (all: empty)."""
+    names = set()
+    for line in log.splitlines():
+        if until and until in line and not line.startswith("import time:"):
+            break
+        if line.startswith("import time:") and line.count("|") == 2:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "imported package":
+                names.add(name)
+    return names
+
+
+def test_faasd_up_serves_before_the_management_api_and_loads_it_after(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(PYTHONPROFILEIMPORTTIME="1")
+    before = _imported(daemon.logs(), "event=ready")
+    assert "trio" in before and "faasd.gateway.invoke" in before, sorted(before)[:20]  # The profiler ran.
+    assert not set(DAEMON_LATER) & before, sorted(set(DAEMON_LATER) & before)
+    with daemon.client() as client:
+        assert client.get("/system/functions").status_code == 200  # Loaded on demand, or already.
+    wait_for(lambda: "quart_trio" in _imported(daemon.logs()), 30.0, "the management API to load")
+
+
+def test_the_watchdog_imports_neither_ssl_nor_shutil(start_watchdog: Callable[..., Any]) -> None:
+    """Fork and streaming modes: their function (``cat``) is no Python, so every line is the watchdog's (a
+    warm mode's server or workers would inherit the profiler and report their own imports too)."""
+    for mode in ("fork", "streaming"):
+        watchdog = start_watchdog("cat", mode=mode, PYTHONPROFILEIMPORTTIME="1")
+        imported = _imported(watchdog.logs(), "event=ready")
+        assert "asyncio" in imported, mode  # The profiler ran.
+        assert not set(WATCHDOG_NEVER) & imported, (mode, sorted(set(WATCHDOG_NEVER) & imported))
+        assert httpx.post(f"{watchdog.base_url}/", content=b"x", timeout=10).text == "x"
