@@ -226,3 +226,15 @@ def test_a_stopped_daemon_stops_its_idle_pooled_replicas(start_daemon: StartDaem
     assert daemon.stop() == 0
     assert time.monotonic() - started < 10
     assert not [pid for pid in inside if process_alive(pid)]
+
+
+def test_the_pool_works_without_a_sandbox_too(start_daemon: StartDaemon) -> None:
+    """``none`` mode: a pooled replica changes into its function's directory when it is given one."""
+    daemon = _start(start_daemon, "none")
+    _wait_pool(daemon, 1)
+    with _admin(daemon) as client:
+        spec = {"service": "plain", "envProcess": "cat data.txt", "handlerArchive": _archive({"data.txt": b"own-code"})}
+        assert client.post("/system/functions", json=spec).status_code == 202
+    daemon.wait_available("plain", 1)
+    assert httpx.post(f"{daemon.url}/function/plain", content=b"", timeout=30.0).text == "own-code"
+    assert _ready_lines(daemon, "plain") == 1

@@ -16,9 +16,10 @@ except for what depends on its function, which it gets when the supervisor takes
   starts with the loosest limits any function may ask for (they can only be lowered);
 * its environment, listening socket and call token, as a cold replica gets them.
 
-Not pooled (started cold, as before): in ``bwrap`` mode a function whose ``/tmp`` size differs from
-the default (one with ``limits.memory``: bwrap sizes the tmpfs when it starts); a function asking for
-more processes or open files than a pooled replica was given. A pooled replica that dies while idle
+Not pooled (started cold, as before): a function with ``limits.memory`` (bwrap sizes its ``/tmp`` from
+it when it starts, and its address-space cap is to hold from the interpreter's start, as for a cold
+replica, not be imposed on a watchdog that imported every mode); a function asking for more processes or
+open files than a pooled replica was given. A pooled replica that dies while idle
 is replaced (after three failures in a row the pool stops, with a warning: cold starts still work).
 Idle pooled replicas end when the daemon closes their control socket, or dies.
 """
@@ -43,7 +44,7 @@ from faasd.logs import event
 from faasd.providers.local.process import kill_session
 from faasd.providers.local.state import Host
 from faasd.sandbox.enter import ENTER_COMMAND
-from faasd.sandbox.limits import DEFAULT_TMP_BYTES, Limits
+from faasd.sandbox.limits import Limits
 from faasd.sandbox.plan import APP_DIR, Launch, ReplicaSandbox, plan_launch
 from faasd.sandbox.pooled import MAX_ASSIGNMENT_BYTES, PASSED_FDS, POOLED_COMMAND, READY, encode_assignment
 
@@ -97,10 +98,7 @@ class ReplicaPool:
 
     def eligible(self, limits: Limits) -> bool:
         """Whether a replica with these limits can come from the pool (see the module docstring)."""
-        sandbox = self.host.sandbox
-        if sandbox is None or self.size <= 0:
-            return False
-        if sandbox.mode == "bwrap" and limits.tmp_bytes != DEFAULT_TMP_BYTES:
+        if self.host.sandbox is None or self.size <= 0 or limits.memory_bytes is not None:
             return False
         return limits.processes <= self.limits.processes and limits.open_files <= self.limits.open_files
 
@@ -234,8 +232,7 @@ class ReplicaPool:
                 await self._stop_idle(member)
             raise
         if answer != READY:
-            await self._stop_idle(member)
-            event(log, logging.WARNING, "pooled replica did not start", replica=member_id)
+            await self._stop_idle(member, "pooled replica did not start")
             return None
         ours.setblocking(True)
         self._ready.append(member)
@@ -273,26 +270,39 @@ class ReplicaPool:
             return True
         if member in self._ready:
             self._ready.remove(member)
-        status = member.process.returncode
-        event(log, logging.WARNING, "pooled replica exited while idle", replica=member.id, status=status)
-        await self._stop_idle(member)
+        await self._stop_idle(member, "pooled replica exited while idle")
         return False
 
     async def discard(self, member: Member) -> None:
         """Stop a pooled replica that was taken but could not be assigned."""
         await self._stop_idle(member)
 
-    async def _stop_idle(self, member: Member) -> None:
+    async def _stop_idle(self, member: Member, trouble: str = "") -> None:
         """End an idle pooled replica at once: it has run nothing of any function, there is nothing to drain
-        (its control socket is closed too, which alone would end it once it has finished importing)."""
+        (its control socket is closed too, which alone would end it once it has finished importing). With
+        ``trouble``, that is logged as a warning with the last lines it wrote (why it failed)."""
         with contextlib.suppress(OSError):
             member.control.close()
         await trio.to_thread.run_sync(kill_session, member.process.pid)
         with contextlib.suppress(ProcessLookupError):
             member.process.kill()
         await member.process.wait()
+        if trouble:
+            status = member.process.returncode
+            event(log, logging.WARNING, trouble, replica=member.id, status=status, output=_tail(member.log_fd))
         os.close(member.log_fd)
         await self.forget(member)
+
+
+def _tail(fd: int, limit: int = 64 * 1024) -> str:
+    """The last lines (at most three) of what is waiting in a pooled replica's output pipe, without blocking."""
+    os.set_blocking(fd, False)
+    data = b""
+    with contextlib.suppress(OSError):
+        while len(data) < limit and (chunk := os.read(fd, limit)):
+            data += chunk
+    lines = [line for line in data.decode(errors="replace").splitlines() if line.strip()]
+    return " | ".join(lines[-3:])
 
 
 def _pool_limits() -> Limits:
