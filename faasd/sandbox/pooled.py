@@ -34,8 +34,10 @@ POOLED_COMMAND = "_pooled"
 READY = b"ready\n"
 MAX_ASSIGNMENT_BYTES = 1 << 20
 """An assignment carries a function's environment; the daemon refuses larger ones before sending."""
-PASSED_FDS = ("listen_fd", "call_token_fd")
-"""Environment variables naming descriptors, in the order their descriptors are sent."""
+ENV_FDS = ("listen_fd", "call_token_fd")
+"""Environment variables naming descriptors a replica inherits."""
+SPEC_FDS = ("mev", "pev")
+"""Sandbox spec keys naming descriptors (its cgroup's event files, :mod:`faasd.sandbox.cgroups`)."""
 
 _PRELOAD = (
     "faasd.watchdog.main",
@@ -55,9 +57,10 @@ _ALREADY_APPLIED = ("oom", "nice", "life")
 """Spec keys a pooled replica applied at its start (they are the same for every function)."""
 
 
-def encode_assignment(spec: str, cwd: str, env: dict[str, str]) -> bytes:
-    """The daemon's side: the message :func:`main` reads (JSON: small, and parsed by the stdlib)."""
-    return json.dumps({"spec": spec, "cwd": cwd, "env": env}).encode()
+def encode_assignment(spec: str, cwd: str, env: dict[str, str], fds: list[str] | None = None) -> bytes:
+    """The daemon's side: the message :func:`main` reads (JSON: small, and parsed by the stdlib). ``fds``
+    names what each descriptor sent with it stands for: ``env:<variable>`` or ``spec:<key>``."""
+    return json.dumps({"spec": spec, "cwd": cwd, "env": env, "fds": fds or []}).encode()
 
 
 def main(argv: list[str]) -> int:
@@ -75,7 +78,7 @@ def main(argv: list[str]) -> int:
         importlib.import_module(module)
     control.sendall(READY)
     try:
-        message, fds, _, _ = socket.recv_fds(control, MAX_ASSIGNMENT_BYTES, len(PASSED_FDS))
+        message, fds, _, _ = socket.recv_fds(control, MAX_ASSIGNMENT_BYTES, len(ENV_FDS) + len(SPEC_FDS))
     except OSError:
         return 0
     control.close()
@@ -85,13 +88,13 @@ def main(argv: list[str]) -> int:
         return 0  # The daemon is gone, or no longer needs this replica.
     assignment = json.loads(message)
     env: dict[str, str] = assignment["env"]
-    received = iter(fds)
-    for name in PASSED_FDS:
-        if name in env:
-            env[name] = str(next(received))
+    values = dict(item.partition("=")[::2] for item in assignment["spec"].split(",") if item)
+    for name, fd in zip(assignment["fds"], fds, strict=True):  # Renumbered: the descriptors received.
+        kind, _, key = name.partition(":")
+        (env if kind == "env" else values)[key] = str(fd)
     from faasd.sandbox.enter import enter
 
-    spec = ",".join(item for item in assignment["spec"].split(",") if item.partition("=")[0] not in _ALREADY_APPLIED)
+    spec = ",".join(f"{key}={value}" for key, value in values.items() if key not in _ALREADY_APPLIED)
     enter(spec)
     os.chdir(assignment["cwd"])
     os.environ.clear()

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from faasd.gateway.lazyapp import LazyApp
-from faasd.providers.local.pool import link_tree
+from faasd.providers.local.pool import _passed_fds, link_tree
 from faasd.sandbox.pooled import encode_assignment
 
 
@@ -54,12 +54,21 @@ def test_link_tree_refuses_what_it_cannot_link(tmp_path: Path) -> None:
 
 
 def test_an_assignment_is_json_the_pooled_replica_reads() -> None:
-    message = encode_assignment("uid=5,gid=5,nofile=64", "/home/app", {"fprocess": "cat", "listen_fd": "7"})
+    message = encode_assignment(
+        "uid=5,gid=5,nofile=64,pev=9", "/home/app", {"fprocess": "cat", "listen_fd": "7"}, ["env:listen_fd", "spec:pev"]
+    )
     assert json.loads(message) == {
-        "spec": "uid=5,gid=5,nofile=64",
+        "spec": "uid=5,gid=5,nofile=64,pev=9",
         "cwd": "/home/app",
         "env": {"fprocess": "cat", "listen_fd": "7"},
+        "fds": ["env:listen_fd", "spec:pev"],
     }
+
+
+def test_an_assignment_sends_the_descriptors_a_cold_replica_inherits() -> None:
+    spec = "mev=11,mmax=134217728,pev=12,plim=128,uid=5,gid=5,nofile=64,oom=1000,life=4"
+    passed = _passed_fds(spec, {"listen_fd": "7", "call_token_fd": "8", "PATH": "/usr/bin"})
+    assert passed == [("env:listen_fd", 7), ("env:call_token_fd", 8), ("spec:mev", 11), ("spec:pev", 12)]
 
 
 async def _hello(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]

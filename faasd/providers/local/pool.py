@@ -46,7 +46,7 @@ from faasd.providers.local.state import Host
 from faasd.sandbox.enter import ENTER_COMMAND
 from faasd.sandbox.limits import Limits
 from faasd.sandbox.plan import APP_DIR, Launch, ReplicaSandbox, plan_launch
-from faasd.sandbox.pooled import MAX_ASSIGNMENT_BYTES, PASSED_FDS, POOLED_COMMAND, READY, encode_assignment
+from faasd.sandbox.pooled import ENV_FDS, MAX_ASSIGNMENT_BYTES, POOLED_COMMAND, READY, SPEC_FDS, encode_assignment
 
 __all__ = ["Member", "PoolError", "ReplicaPool", "link_tree"]
 
@@ -113,38 +113,41 @@ class ReplicaPool:
                 return member
         return None
 
-    async def assign(self, member: Member, launch: Launch, workdir: str, fds: list[int]) -> None:
-        """Give ``member`` the replica planned as ``launch`` (a cold start's plan) in ``workdir``.
+    async def assign(self, member: Member, launch: Launch, workdir: str, cgroup_dirs: tuple[str, ...] = ()) -> None:
+        """Give ``member`` the replica planned as ``launch`` (a cold start's plan) in ``workdir``, in the
+        control group whose directories are ``cgroup_dirs`` (every process of its sandbox is moved there, as
+        a cold replica's join theirs before bwrap starts).
 
         Raises:
-            PoolError: it cannot be given (its files cannot be linked, it is gone, the message is too
-                large); the caller stops it and starts a cold replica.
+            PoolError: it cannot be given (its files cannot be linked, it cannot join its cgroup, it is
+                gone, the message is too large); the caller stops it and starts a cold replica.
         """
         argv = list(launch.argv)
         try:
             spec = argv[argv.index(ENTER_COMMAND) + 1]
         except (ValueError, IndexError):
             raise PoolError("the plan has no sandbox spec") from None
+        passed = _passed_fds(spec, launch.env)
         if member.app_dir:
             try:
                 await trio.to_thread.run_sync(link_tree, workdir, member.app_dir)
             except OSError as exc:
                 raise PoolError(f"cannot link the function's files: {exc}") from None
+        if cgroup_dirs:
+            try:
+                await trio.to_thread.run_sync(join_cgroup, member.process.pid, cgroup_dirs)
+            except OSError as exc:
+                raise PoolError(f"cannot move it into its cgroup: {exc}") from None
         cwd = APP_DIR if member.app_dir else launch.cwd
-        message = encode_assignment(spec, cwd, launch.env)
+        message = encode_assignment(spec, cwd, launch.env, [name for name, _ in passed])
         if len(message) > MAX_ASSIGNMENT_BYTES:
             raise PoolError("the environment is too large for an assignment")
         try:
-            socket.send_fds(member.control, [message], fds)
+            socket.send_fds(member.control, [message], [fd for _, fd in passed])
         except OSError as exc:
             raise PoolError(f"cannot reach the pooled replica: {exc}") from None
         finally:
             member.control.close()
-
-    @staticmethod
-    def passed_fds(env: dict[str, str]) -> list[int]:
-        """The descriptors an assignment sends, in :data:`~faasd.sandbox.pooled.PASSED_FDS` order."""
-        return [int(env[name]) for name in PASSED_FDS if name in env]
 
     async def forget(self, member: Member) -> None:
         """After a pooled replica ended: its directory."""
@@ -292,6 +295,53 @@ class ReplicaPool:
             event(log, logging.WARNING, trouble, replica=member.id, status=status, output=_tail(member.log_fd))
         os.close(member.log_fd)
         await self.forget(member)
+
+
+def _passed_fds(spec: str, env: dict[str, str]) -> list[tuple[str, int]]:
+    """The descriptors a cold replica would inherit, named as the assignment names them (``env:listen_fd``,
+    ``spec:pev``): its socket and call token, its cgroup's event files (:mod:`faasd.sandbox.cgroups`)."""
+    passed = [(f"env:{name}", int(env[name])) for name in ENV_FDS if name in env]
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        if key in SPEC_FDS:
+            passed.append((f"spec:{key}", int(value)))
+    return passed
+
+
+def join_cgroup(pid: int, directories: tuple[str, ...]) -> None:
+    """Move ``pid`` and every process below it (a pooled replica's sandbox: setsid, bwrap, its init, the
+    watchdog) into each of ``directories`` (a replica's cgroup, one per hierarchy). Blocking.
+
+    Raises:
+        OSError: a write the kernel refused (the caller does not use this pooled replica).
+    """
+    tree = [pid, *_descendants(pid)]
+    for directory in directories:
+        for member in tree:
+            try:
+                with open(os.path.join(directory, "cgroup.procs"), "w", encoding="ascii") as procs:
+                    procs.write(f"{member}\n")
+            except ProcessLookupError:
+                continue  # Gone meanwhile; nothing to move.
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                data = file.read()
+        except OSError:
+            continue
+        children.setdefault(int(data[data.rindex(b")") + 2 :].split()[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _tail(fd: int, limit: int = 64 * 1024) -> str:

@@ -226,7 +226,7 @@ class Supervisor:
                     pass_fds.append(token_fd)
                 cgroup = await self._place(replica_id, slot.generation)
                 launch = await self._launch(function, slot.generation, replica_id, uid, scratch, env, cgroup)
-                member = await self._from_pool(function, slot, launch)
+                member = await self._from_pool(function, slot, launch, cgroup)
                 if member is not None:
                     process = member.process
                     os.close(read_fd)
@@ -305,14 +305,18 @@ class Supervisor:
         trouble = replica.trouble or f"replica {exit_text(process.returncode)} before it was ready"
         return replica_id, process.returncode, trouble
 
-    async def _from_pool(self, function: Function, slot: Slot, launch: Launch) -> Member | None:
-        """A pooled replica given this slot's replica (``launch`` is its cold plan), or None: start one."""
+    async def _from_pool(
+        self, function: Function, slot: Slot, launch: Launch, cgroup: sandbox_cgroups.Placement | None
+    ) -> Member | None:
+        """A pooled replica given this slot's replica (``launch`` is its cold plan, ``cgroup`` its control
+        group), or None: start one."""
         pool = self.pool
         member = pool.take(slot.generation.limits) if pool is not None else None
         if member is None or pool is None:
             return None
+        directories = cgroup.directories if cgroup is not None else ()
         try:
-            await pool.assign(member, launch, function.workdir, pool.passed_fds(launch.env))
+            await pool.assign(member, launch, function.workdir, directories)
         except PoolError as exc:
             event(log, logging.WARNING, "pooled replica not used", function=function.name, error=str(exc))
             with trio.CancelScope(shield=True):
