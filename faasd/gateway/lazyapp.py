@@ -154,4 +154,5 @@ class LazyApp:
     async def _load_shielded(self) -> AsgiCallable | None:
         """:meth:`_load`, not abandoned half-way by a shutdown (an import cannot be interrupted anyway)."""
         with trio.CancelScope(shield=True):
-            return await self._load()
+            app = await self._load()
+        return app
