@@ -52,7 +52,7 @@ class DaemonConfig:
     sandbox: str = "auto"
     """Local backend: ``bwrap`` (bubblewrap), ``uid`` (a uid per function, root only), ``none`` (unsafe),
     or ``auto``: the first of those this machine supports."""
-    pool_size: int = 1
+    pool_size: int = 2
     """Local backend: replicas kept started, sandboxed and imported for cold starts (docs/coldstart.md); 0:
     none."""
     log_level: str = "info"
@@ -362,7 +362,7 @@ _HELP: dict[str, str] = {
     "state_dir": "Where state lives [default: $STATE_DIRECTORY, $XDG_STATE_HOME/faasd, ~/.local/state/faasd].",
     "provider": "Backend [default: local].",
     "sandbox": "How local functions are isolated: bwrap, uid (root), none (unsafe) [default: auto].",
-    "pool_size": "Local replicas kept started and sandboxed for cold starts; 0: none [default: 1].",
+    "pool_size": "Local replicas kept started and sandboxed for cold starts; 0: none [default: 2].",
     "log_level": "[default: info]",
     "upstream_timeout": "Longest wait for a function's answer, unless it sets a longer exec_timeout [default: 60s].",
     "max_upstream_timeout": "Most a function's own exec_timeout/write_timeout may raise that wait to [default: 1h].",

@@ -1,7 +1,7 @@
 """Replicas started before they are needed: the local backend's cold starts (docs/coldstart.md).
 
 A cold replica pays an interpreter start, bubblewrap and the watchdog's imports before it answers
-(about 50-150 ms on the project's 2-core VMs). :class:`ReplicaPool` keeps ``pool_size`` *pooled*
+(about 50-150 ms on the project's 2-core VMs). :class:`ReplicaPool` keeps ``pool_size`` (default 2) *pooled*
 replicas (:mod:`faasd.sandbox.pooled`) that have paid all of that already: each is sandboxed exactly
 like a replica -- the same bwrap file system, namespaces, lifeline, OOM score and scheduling group --
 except for what depends on its function, which it gets when the supervisor takes it for a slot:
@@ -55,6 +55,9 @@ log = logging.getLogger("faasd.providers.local")
 MAX_FAILURES = 3
 """Pooled replicas dying before they are used, in a row, before the pool stops."""
 RETRY_S = 1.0
+REFILL_DELAY_S = 0.3
+"""After a pooled replica is taken, how long before its replacement starts: the replica just given out and
+its first calls have the CPU first (a replacement's start costs what a cold replica's does)."""
 FIRST_FILL_DELAY_S = 0.5
 """The pool fills this long after the backend starts: the daemon's own start (to ``/healthz`` 200) has the
 CPU first, and a pooled replica is about as costly to start as a cold one."""
@@ -180,6 +183,7 @@ class ReplicaPool:
                 member = None
             if member is not None and await self._wait_taken(member):
                 failures = 0
+                await trio.sleep(REFILL_DELAY_S)
                 continue
             failures += 1
             await trio.sleep(RETRY_S)
