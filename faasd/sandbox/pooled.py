@@ -36,8 +36,8 @@ MAX_ASSIGNMENT_BYTES = 1 << 20
 """An assignment carries a function's environment; the daemon refuses larger ones before sending."""
 ENV_FDS = ("listen_fd", "call_token_fd")
 """Environment variables naming descriptors a replica inherits."""
-SPEC_FDS = ("mev", "pev")
-"""Sandbox spec keys naming descriptors (its cgroup's event files, :mod:`faasd.sandbox.cgroups`)."""
+SPEC_FDS = ("mev", "pev", "pprc")
+"""Sandbox spec keys naming descriptors (its cgroup's event files and member list, :mod:`faasd.sandbox.cgroups`)."""
 
 _PRELOAD = (
     "faasd.watchdog.main",

@@ -70,7 +70,23 @@ def _deploy(daemon: Daemon, watchdog: str) -> tuple[str, str]:
 def test_a_bomb_in_a_session_of_its_own_is_killed_and_the_replica_recovers(
     watchdog: str, mode: str, start_daemon: StartDaemon
 ) -> None:
-    daemon = start_daemon(args=("--sandbox", mode))
+    _bomb_and_recover(start_daemon(args=("--sandbox", mode)), watchdog, mode)
+
+
+@pytest.mark.parametrize("watchdog", ["fork", "python"])
+def test_a_pooled_replica_ends_a_bomb_in_a_session_of_its_own_too(watchdog: str, start_daemon: StartDaemon) -> None:
+    """A replica from the pool (docs/coldstart.md) was given its cgroup's member list with its assignment."""
+    daemon = start_daemon(args=("--pool-size", "1", "--log-level", "debug"), FAASD_POOL_SIZE="1")
+    wait_for(lambda: "pooled replica ready" in daemon.logs(), 60.0, "a pooled replica")
+    _bomb_and_recover(daemon, watchdog, "pooled")
+    ready = [
+        line for line in daemon.logs().splitlines() if 'event="replica ready"' in line and "function=sbomb " in line
+    ]
+    assert ready and "pooled=True" in ready[0], ready
+
+
+def _bomb_and_recover(daemon: Daemon, watchdog: str, mode: str) -> None:
+    """Deploy the bomb, set it off in a session of its own, and wait until the replica answers again."""
     _needs(daemon, "pids")
     bomb, fine = _deploy(daemon, watchdog)
     daemon.wait_available("sbomb", 1)
