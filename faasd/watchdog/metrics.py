@@ -11,6 +11,7 @@ The names are those of the OpenFaaS watchdogs (``http_requests_total``,
 
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -58,7 +59,12 @@ class WatchdogStats:
         return totals
 
     def render(self) -> bytes:
-        """Return the Prometheus text exposition of every counter."""
+        """Return the Prometheus text exposition of every counter.
+
+        prometheus_client's exposition module imports ``ssl``, which a watchdog keeps out of its start
+        (``faasd.__main__``, a None entry in ``sys.modules``): let it in at the first scrape."""
+        if "ssl" in sys.modules and sys.modules["ssl"] is None:
+            del sys.modules["ssl"]
         from prometheus_client import CollectorRegistry, generate_latest
 
         registry = CollectorRegistry(auto_describe=False)
