@@ -99,6 +99,9 @@ class DaemonConfig:
     a container attached to that network, else ``host-port``."""
     swarm_pull: bool = False
     """Let Swarm pull a function image missing on this engine from its registry (off: such a deploy is a 400)."""
+    swarm_engines: tuple[str, ...] = ()
+    """Docker engines of the swarm's other nodes (``unix:///...``, ``tcp://host:port``): each deploy copies
+    the function's image to those that lack it (``docker save | docker load``), so no registry is needed."""
     marathon_url: str = ""
     """Marathon's base URL for ``provider = marathon`` (``http://marathon.mesos:8080``; DC/OS:
     ``https://<cluster>/service/marathon``)."""
@@ -283,6 +286,21 @@ def _callback_hosts(value: object) -> CallbackHosts:
     return CallbackHosts.parse(value)
 
 
+def _engines(value: object) -> tuple[str, ...]:
+    """Docker engine addresses, comma-separated or a list: each ``unix://`` or ``tcp://`` (or ``ssh://``)."""
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",")]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = [item.strip() for item in value]
+    else:
+        raise TypeError("must be a comma-separated string or a list of strings")
+    addresses = tuple(item for item in items if item)
+    for address in addresses:
+        if not re.fullmatch(r"(unix|tcp|ssh)://\S+", address):
+            raise ValueError(f"{address!r} is not a Docker engine address (unix:///path, tcp://host:port)")
+    return addresses
+
+
 def _url(value: object) -> str:
     text = _text(value).strip()
     if text and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", text):
@@ -304,6 +322,7 @@ _METAVARS: dict[Callable[[object], Any], str] = {
     _text: "TEXT",
     _url: "URL",
     _callback_hosts: "HOSTS",
+    _engines: "ENGINES",
 }
 """How ``faasd up --help`` names each kind of value."""
 
@@ -332,6 +351,7 @@ _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "swarm_network": ("swarm_network", _text),
     "swarm_route": ("swarm_route", _Choice(("auto", "host-port", "overlay-dns"))),
     "swarm_pull": ("swarm_pull", _bool),
+    "swarm_engines": ("swarm_engines", _engines),
     "marathon_url": ("marathon_url", _url),
     "marathon_group": ("marathon_group", _text),
     "marathon_user": ("marathon_user", _text),
@@ -381,6 +401,7 @@ _HELP: dict[str, str] = {
     "swarm_route": "Swarm: how the daemon reaches tasks: overlay-dns in a container on the network, else "
     "host-port [default: auto].",
     "swarm_pull": "Swarm: let Swarm pull function images missing here [default: off].",
+    "swarm_engines": "Swarm: Docker engines of the other nodes (comma-separated), which deploys copy images to.",
     "marathon_url": "Marathon: its base URL, e.g. http://marathon.mesos:8080 (provider marathon).",
     "marathon_group": "Marathon: the group holding the functions' apps [default: faasd].",
     "marathon_user": "Marathon: HTTP basic auth user.",

@@ -1,9 +1,13 @@
 #!/bin/sh
 # A Docker engine with a single-node swarm for the Swarm backend's tests and benchmarks.
 #
-#   sh scripts/docker_env.sh setup [--until PID]   install/start what is missing; with --until, undo what
-#                                                 this very call started once process PID has ended
-#   sh scripts/docker_env.sh teardown               leave the swarm / stop dockerd, only if setup started them
+#   sh scripts/docker_env.sh setup [--nodes 2] [--until PID]
+#                                                 install/start what is missing; --nodes 2: and a second
+#                                                 swarm node (below); with --until, undo what this very
+#                                                 call started once process PID has ended
+#   sh scripts/docker_env.sh teardown               leave the swarm / stop dockerd / remove node 2, only what
+#                                                 setup started
+#   sh scripts/docker_env.sh stop-node2 | start-node2   stop / start node 2's dockerd (the node-loss test)
 #   sh scripts/docker_env.sh stop-dockerd           stop the dockerd setup started (the outage test uses a
 #                                                 private dockerd instead: tests/swarm/private_dockerd.py)
 #   sh scripts/docker_env.sh start-dockerd          start it again the same way
@@ -15,8 +19,13 @@
 #      starts nothing;
 #   2. `docker info` fails: start dockerd detached (setsid), DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 so
 #      swarm never tries a registry pull, pidfile and log in $FAASD_DOCKER_ENV_DIR;
-#   3. swarm not active: `docker swarm init --advertise-addr 127.0.0.1`.
-# What it started is written to $FAASD_DOCKER_ENV_DIR/started (one word a line: dockerd, swarm), so
+#   3. swarm not active: `docker swarm init --advertise-addr 127.0.0.1` (with --nodes 2: advertised on the
+#      link to node 2, 10.99.0.1, which node 2 can reach; 127.0.0.1 is its own loopback there);
+#   4. --nodes 2 (faasd_node2.sh): a second dockerd in its own network namespace joins as a worker; it is
+#      left *drained* (no task goes there) so tests written for one node keep one node; the multi-node
+#      tests make it active while they run.
+# What it started is written to $FAASD_DOCKER_ENV_DIR/started (one word a line: dockerd, swarm, node2-link,
+# node2-dockerd, node2-swarm), so
 # teardown undoes exactly that and nothing else: a developer's own dockerd or swarm is never touched.
 # Needs root for steps 1 and 2 (the test script runs as root on CI machines). POSIX sh.
 set -eu
@@ -28,6 +37,10 @@ STARTED=$DIR/started
 START_TIMEOUT_S=${FAASD_DOCKER_START_TIMEOUT:-60}
 
 say() { echo "docker_env: $*" >&2; }
+
+NODES=1
+# shellcheck source=scripts/node2.sh
+. "$(dirname "$0")/node2.sh"
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -50,6 +63,7 @@ unmark() {
 install_packages() {
     missing=""
     command -v dockerd >/dev/null 2>&1 || missing="$missing docker.io"
+    [ "$NODES" = 1 ] || command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
     # busybox-static replaces Debian's dynamic busybox: only a static one can be copied into an image alone
     # (ldd succeeds on a dynamic executable only).
     if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then missing="$missing busybox-static"; fi
@@ -130,32 +144,53 @@ setup() {
         mark dockerd
         STARTED_NOW="$STARTED_NOW dockerd"
     fi
+    if [ "$NODES" = 2 ]; then
+        started node2-link || STARTED_NOW="$STARTED_NOW node2-link"
+        node2_link_up
+    fi
     if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
-        say "docker swarm init --advertise-addr 127.0.0.1"
-        docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+        if [ "$NODES" = 2 ]; then
+            # Advertised where node 2 reaches it; overlay subnets from a pool away from the link.
+            say "docker swarm init --advertise-addr $NODE1_ADDR"
+            docker swarm init --advertise-addr "$NODE1_ADDR" --listen-addr "$NODE1_ADDR:2377" \
+                --default-addr-pool "$SWARM_ADDR_POOL" >/dev/null
+        else
+            say "docker swarm init --advertise-addr 127.0.0.1"
+            docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+        fi
         mark swarm
         STARTED_NOW="$STARTED_NOW swarm"
+    fi
+    if [ "$NODES" = 2 ]; then
+        started node2-dockerd || STARTED_NOW="$STARTED_NOW node2-dockerd"
+        started node2-swarm || STARTED_NOW="$STARTED_NOW node2-swarm"
+        node2_setup
     fi
 }
 
 teardown_items() {
-    # Undo the given items (swarm first: leaving needs a running dockerd), each only if still marked.
-    for item in swarm dockerd; do
+    # Undo the given items, each only if still marked: node 2 first (it leaves the swarm, then its
+    # dockerd stops, then its namespace goes), then the swarm (leaving needs a running dockerd), dockerd.
+    for item in node2-swarm node2-dockerd node2-link swarm dockerd; do
         case " $* " in *" $item "*) ;; *) continue ;; esac
         started "$item" || continue
-        if [ "$item" = swarm ]; then
+        case "$item" in
+        node2-swarm) node2_leave ;;
+        node2-dockerd) node2_stop_dockerd && as_root rm -rf "$NODE2_DATA" "$NODE2_EXEC" "$NODE2_SOCK" ;;
+        node2-link) node2_link_down ;;
+        swarm)
             if docker_ok; then
                 say "docker swarm leave --force"
                 docker swarm leave --force >/dev/null 2>&1 || true
             fi
-        else
-            stop_dockerd
-        fi
+            ;;
+        dockerd) stop_dockerd ;;
+        esac
         unmark "$item"
     done
 }
 
-teardown() { teardown_items swarm dockerd; }
+teardown() { teardown_items node2-swarm node2-dockerd node2-link swarm dockerd; }
 
 watch_and_teardown() {
     # Detached helper: waits for PID (the test run; `exec` keeps the shell's pid), then undoes what the
@@ -170,10 +205,19 @@ command=${1:-}
 [ $# -eq 0 ] || shift
 case "$command" in
 setup)
+    until_pid=""
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --nodes) NODES=${2:-}; shift 2 || { say "--nodes needs a count"; exit 2; } ;;
+        --until) until_pid=${2:-}; shift 2 || { say "--until needs a pid"; exit 2; } ;;
+        *) say "setup: unknown option $1"; exit 2 ;;
+        esac
+    done
+    case "$NODES" in 1 | 2) ;; *) say "--nodes: 1 or 2, got '$NODES'"; exit 2 ;; esac
     setup
-    if [ "${1:-}" = --until ] && [ -n "${2:-}" ] && [ -n "$STARTED_NOW" ]; then
+    if [ -n "$until_pid" ] && [ -n "$STARTED_NOW" ]; then
         # shellcheck disable=SC2086 # one argument per item
-        setsid sh "$0" _watch "$2" $STARTED_NOW </dev/null >/dev/null 2>&1 &
+        setsid sh "$0" _watch "$until_pid" $STARTED_NOW </dev/null >/dev/null 2>&1 &
     fi
     ;;
 _watch) watch_and_teardown "$@" ;;
@@ -184,13 +228,21 @@ stop-dockerd)
 start-dockerd)
     if started dockerd; then docker_ok || start_dockerd; else say "dockerd was not started by setup" && exit 1; fi
     ;;
+stop-node2)
+    if started node2-dockerd; then node2_stop_dockerd; else say "node 2 was not started by setup" && exit 1; fi
+    ;;
+start-node2)
+    if started node2-dockerd; then node2_ok || node2_start_dockerd; else say "node 2 was not started by setup" && exit 1; fi
+    ;;
 status)
     if docker_ok; then echo "dockerd: up"; else echo "dockerd: down"; fi
     docker_ok && echo "swarm: $(docker info --format '{{.Swarm.LocalNodeState}}')"
+    if node2_ok; then echo "node 2: up ($NODE2_HOST, $NODE2_ADDR)"; else echo "node 2: down"; fi
     echo "started here: $(tr '\n' ' ' <"$STARTED" 2>/dev/null || true)"
     ;;
 *)
-    echo "usage: sh scripts/docker_env.sh setup [--until PID] | teardown | stop-dockerd | start-dockerd | status" >&2
+    echo "usage: sh scripts/docker_env.sh setup [--nodes 1|2] [--until PID] | teardown | stop-dockerd | start-dockerd |" \
+        "stop-node2 | start-node2 | status" >&2
     exit 2
     ;;
 esac

@@ -67,6 +67,7 @@ def load_provider(
             network=config.swarm_network,
             route=config.swarm_route,
             pull=config.swarm_pull,
+            engines=config.swarm_engines,
             call_token=call_token,
         )
     if name == "marathon":

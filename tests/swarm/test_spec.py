@@ -92,7 +92,10 @@ def test_full_spec_layout() -> None:
     resources = document["TaskTemplate"]["Resources"]
     assert resources["Limits"] == {"MemoryBytes": 128 * 1024**2, "NanoCPUs": 500_000_000}
     assert resources["Reservations"] == {"MemoryBytes": 64 * 1024**2, "NanoCPUs": 100_000_000}
-    assert document["TaskTemplate"]["Placement"] == {"Constraints": ["node.role == manager"]}
+    assert document["TaskTemplate"]["Placement"] == {
+        "Constraints": ["node.role == manager"],
+        "Preferences": [{"Spread": {"SpreadDescriptor": "node.id"}}],
+    }
     assert document["Mode"] == {"Replicated": {"Replicas": 2}}
     assert document["EndpointSpec"] == {
         "Mode": "dnsrr",

@@ -24,6 +24,7 @@ def _example(key: ConfigKey) -> str:
         "PORT": "9099",
         "HOSTS": "hooks.example.com",
         "URL": "http://marathon.example:8080",
+        "ENGINES": "unix:///run/faasd-node2.sock",
     }
     return examples.get(key.metavar, "/tmp/x")
 

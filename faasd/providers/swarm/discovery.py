@@ -15,6 +15,12 @@ dies, is killed or turns unhealthy (container events), and when the function is 
 **Docker down.** When dockerd cannot be reached, or is not a swarm manager, :attr:`Discovery.up` is
 False with the reason, every endpoint is unpublished (dockerd stops the containers when it stops);
 the discovery reconnects every 0.5 s and rebuilds its view from the swarm.
+
+**Other nodes.** Every read knows the swarm's nodes (:mod:`.nodes`, read again at each resync and
+whenever a task runs on a node not seen yet): a task is called at its node's address. Their tasks send
+no events here; :mod:`.liveness` probes the ready ones so a node that goes away is noticed in
+:data:`~.liveness.LIVENESS_S`, long before the manager marks it down. A node that becomes eligible
+again (back, joined, made active) gets its share of each function's replicas (:mod:`.rebalance`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ import trio
 from faasd.errors import BackendUnavailable, FaasdError
 from faasd.logs import event
 from faasd.providers.swarm.client import DockerClient, NotManager, close_stream, drain_in_thread, map_exceptions
+from faasd.providers.swarm.liveness import watch_remote
+from faasd.providers.swarm.nodes import Nodes
+from faasd.providers.swarm.rebalance import force_update, newly_eligible, to_rebalance
 from faasd.providers.swarm.site import Site
 from faasd.providers.swarm.tasks import read_all, read_function
 from faasd.providers.swarm.views import View, Views
@@ -81,6 +90,10 @@ class Discovery:
         self.connected_once = False
         self.reason = f"connecting to dockerd at {client.where}"
         """Why the backend is down (while it is)."""
+        self.nodes = Nodes()
+        """The swarm's nodes as last read (where tasks answer)."""
+        self._resynced_nodes = Nodes()
+        """As the previous resync read them: a node eligible now and not then gets replicas (:mod:`.rebalance`)."""
         self.events = 0
         self.refreshes = 0
         self.resyncs = 0
@@ -99,6 +112,7 @@ class Discovery:
             async with trio.open_nursery() as nursery:
                 self.nursery = self.views.nursery = nursery
                 nursery.start_soon(self._refresher)
+                nursery.start_soon(watch_remote, self.views)
                 await nursery.start(self._watch)
                 task_status.started()
         finally:
@@ -241,7 +255,7 @@ class Discovery:
         """Read every function and task at once (two API calls) and apply it."""
         seq = next(self._seq)
         site = self.site
-        site.rule, snapshots = await self.client.call(
+        site.rule, self.nodes, snapshots = await self.client.call(
             "reading the swarm",
             functools.partial(
                 read_all, known=self.views.known_addresses(), route=site.route, network=site.network, rule=site.rule
@@ -254,6 +268,23 @@ class Discovery:
                 self.views.drop(name)
         for name, snapshot in snapshots.items():
             self._poll_again(self.views.apply(name, snapshot, seq))
+        before, self._resynced_nodes = self._resynced_nodes, self.nodes
+        await self._rebalance(newly_eligible(before, self.nodes))
+
+    async def _rebalance(self, nodes: frozenset[str]) -> None:
+        """Spread the functions that have no replica on ``nodes`` (nodes that became eligible)."""
+        for name in to_rebalance(self.views.all(), nodes):
+            try:
+                await self.client.call(
+                    f"spreading {name}", functools.partial(force_update, name=name, rule=self.site.rule)
+                )
+            except BackendUnavailable:
+                raise
+            except FaasdError as exc:
+                event(log, logging.WARNING, "rebalance failed", function=name, error=exc.message)
+                continue
+            event(log, logging.INFO, "replicas spread again", function=name, nodes=",".join(sorted(nodes)))
+            self.mark_dirty(name)
 
     async def _resync_periodically(self) -> None:
         while True:
@@ -278,6 +309,7 @@ class Discovery:
                     route=site.route,
                     network=site.network,
                     rule=site.rule,
+                    nodes=self.nodes,
                 ),
             )
         except FaasdError as exc:
@@ -286,6 +318,8 @@ class Discovery:
                 self._poll_again(self.views.get(name))
             return
         self.refreshes += 1
+        if snapshot.nodes is not None:
+            self.nodes = snapshot.nodes
         self._poll_again(self.views.apply(name, snapshot, seq))
 
     async def _refresher(self) -> None:

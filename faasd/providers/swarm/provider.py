@@ -29,6 +29,7 @@ from faasd.providers.base import SecretLookup
 from faasd.providers.swarm import logs as swarm_logs
 from faasd.providers.swarm.client import DockerClient
 from faasd.providers.swarm.discovery import RESYNC_S, Discovery
+from faasd.providers.swarm.engines import Engines
 from faasd.providers.swarm.handler import (
     LABEL_HANDLER,
     HandlerConfig,
@@ -104,6 +105,8 @@ class SwarmProvider:
         pull: let Swarm pull images missing on this engine from their registry (off: such a deploy
             is refused, nothing ever reaches a registry).
         default_image: what a spec without ``image`` runs.
+        engines: Docker engine addresses of the swarm's other nodes: every deploy copies the image
+            to those missing it (:mod:`.engines`).
         stop_grace_s: between SIGTERM and SIGKILL when Swarm stops a task.
         resync_s: period of the full re-read.
         extra_labels: added to every service and Docker secret created (tests mark what they make).
@@ -133,6 +136,7 @@ class SwarmProvider:
         route: str = "auto",
         pull: bool = False,
         default_image: str = DEFAULT_IMAGE,
+        engines: Sequence[str] = (),
         stop_grace_s: float = 5.0,
         resync_s: float = RESYNC_S,
         extra_labels: Mapping[str, str] | None = None,
@@ -147,6 +151,7 @@ class SwarmProvider:
         self._secrets = secrets
         self._pull = pull
         self._default_image = default_image
+        self._engines = Engines(engines)
         self._stop_grace_s = stop_grace_s
         self._extra_labels = dict(extra_labels or {})
         self._call_token = call_token
@@ -422,6 +427,10 @@ class SwarmProvider:
                     f"{(image.get('Config') or {}).get('Entrypoint')}), which is what unpacks a handlerArchive on "
                     "swarm: leave the image out (faasd's base image runs it), or use one built FROM it ('faasd build')"
                 )
+            if self._engines:
+                copied = await self._engines.distribute(self._client, str(image["Id"]), reference)
+                if copied:
+                    event(log, logging.INFO, "image copied", image=reference, engines=",".join(copied))
             user = str((image.get("Config") or {}).get("User") or "") if runs_faasd_watchdog(image) else None
             return str(image["Id"]), user
         if self._pull:

@@ -123,6 +123,10 @@ SECRETS_DIR = "/var/openfaas/secrets"
 WATCHDOG_PORT = 8080
 LOCK_FILE = "/tmp/.lock"
 DEFAULT_PLACEMENT = "node.platform.os == linux"
+SPREAD = {"Spread": {"SpreadDescriptor": "node.id"}}
+"""Every function's placement preference: replicas spread evenly over the nodes its constraints allow
+(Swarm places each new task on the node with the fewest of the service's tasks), so a node's loss
+takes only its share."""
 SECRET_NAME_MAX = 64
 """Docker's limit on a secret's name."""
 
@@ -426,7 +430,7 @@ def service_spec(
     task_template: dict[str, Any] = {
         "ContainerSpec": container,
         "RestartPolicy": dict(RESTART_POLICY),
-        "Placement": {"Constraints": list(spec.constraints) or [DEFAULT_PLACEMENT]},
+        "Placement": {"Constraints": list(spec.constraints) or [DEFAULT_PLACEMENT], "Preferences": [dict(SPREAD)]},
         "Networks": [{"Target": network}],
     }
     if resources:

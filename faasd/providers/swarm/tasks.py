@@ -2,9 +2,9 @@
 
 Blocking functions taking the docker SDK client first, run in worker threads by the discovery
 (:mod:`.discovery`). A read returns a :class:`Snapshot` that :meth:`.views.Views.apply` brings the
-view of a function in line with. Where a task answers depends on the route: ``127.0.0.1`` and the
-watchdog's host-mode published port (``host-port``), or its address on the functions network and
-port 8080 (``overlay-dns``).
+view of a function in line with. Where a task answers depends on the route: its node's address
+(127.0.0.1 on the engine's own node, :mod:`.nodes`) and the watchdog's host-mode published port
+(``host-port``), or its address on the functions network and port 8080 (``overlay-dns``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import docker
 import docker.errors
 
+from faasd.providers.swarm.nodes import LOCALHOST, Nodes, node_of, read_nodes, rejection
 from faasd.providers.swarm.placement import network_ids
 from faasd.providers.swarm.spec import WATCHDOG_PORT, FunctionRule
 
@@ -29,8 +30,6 @@ __all__ = [
     "read_function",
 ]
 
-LOCALHOST = "127.0.0.1"
-
 LIVE_STATES = frozenset({"starting", "running"})
 PENDING_STATES = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready"})
 
@@ -42,6 +41,10 @@ class Snapshot:
     service: dict[str, Any] | None
     tasks: list[dict[str, Any]]
     addresses: dict[str, tuple[str, int]]
+    rejections: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Task ID -> why it could not start on its node (:func:`.nodes.rejection`), for tasks that ended so."""
+    nodes: Nodes | None = None
+    """The nodes as read with it (None: not read again)."""
 
 
 def read_function(
@@ -52,7 +55,9 @@ def read_function(
     route: str,
     network: str,
     rule: FunctionRule,
+    nodes: Nodes,
 ) -> Snapshot:
+    """One function's service and tasks; the nodes are read again when a task runs on one not known."""
     try:
         service = api.inspect_service(name)
     except docker.errors.NotFound:
@@ -60,15 +65,31 @@ def read_function(
     if (service.get("Spec") or {}).get("Name") != name or rule.name(service) is None:
         return Snapshot(None, [], {})
     tasks = api.tasks(filters={"service": service["ID"], "desired-state": "running"})
-    return Snapshot(service, tasks, addresses(api, tasks, known, route, network))
+    ended: list[dict[str, Any]] = []
+    replicas = int((((service.get("Spec") or {}).get("Mode") or {}).get("Replicated") or {}).get("Replicas", 0))
+    if sum(1 for task in tasks if (task.get("Status") or {}).get("State") in LIVE_STATES) < replicas:
+        # Short of replicas: a task that could not start (an image missing on its node) is replaced
+        # at once, so its reason is on the tasks Swarm already shut down.
+        ended = api.tasks(filters={"service": service["ID"], "desired-state": "shutdown"})
+    fresh = None
+    if not all(nodes.knows(node_of(task)) for task in (*tasks, *ended)):
+        nodes = fresh = read_nodes(api)
+    return Snapshot(
+        service,
+        tasks,
+        addresses(api, tasks, known, route, network, nodes),
+        rejections((*tasks, *ended), nodes),
+        fresh,
+    )
 
 
 def read_all(
     api: docker.APIClient, *, known: Mapping[str, tuple[str, int]], route: str, network: str, rule: FunctionRule
-) -> tuple[FunctionRule, dict[str, Snapshot]]:
-    """Every function and its tasks; with the rule brought up to date (the network may have been made
-    again, with a new ID, by hand)."""
+) -> tuple[FunctionRule, Nodes, dict[str, Snapshot]]:
+    """Every function and its tasks, and the nodes; with the rule brought up to date (the network may
+    have been made again, with a new ID, by hand)."""
     rule = dataclasses.replace(rule, networks=network_ids(api, network))
+    nodes = read_nodes(api)
     services = {service["ID"]: service for service in api.services() if rule.name(service) is not None}
     by_service: dict[str, list[dict[str, Any]]] = {service_id: [] for service_id in services}
     for task in api.tasks(filters={"desired-state": "running"}):
@@ -77,8 +98,10 @@ def read_all(
     result = {}
     for service_id, service in services.items():
         tasks = by_service[service_id]
-        result[service["Spec"]["Name"]] = Snapshot(service, tasks, addresses(api, tasks, known, route, network))
-    return rule, result
+        result[service["Spec"]["Name"]] = Snapshot(
+            service, tasks, addresses(api, tasks, known, route, network, nodes), rejections(tasks, nodes)
+        )
+    return rule, nodes, result
 
 
 def addresses(
@@ -87,8 +110,9 @@ def addresses(
     known: Mapping[str, tuple[str, int]],
     route: str,
     network: str,
+    nodes: Nodes,
 ) -> dict[str, tuple[str, int]]:
-    """Where each live task answers: 127.0.0.1 and its host-mode port, or its overlay address."""
+    """Where each live task answers: its node's address and its host-mode port, or its overlay address."""
     result: dict[str, tuple[str, int]] = {}
     for task in tasks:
         status = task.get("Status") or {}
@@ -98,10 +122,24 @@ def addresses(
         if task_id in known:
             result[task_id] = known[task_id]
             continue
-        address = overlay_address(task, network) if route == "overlay-dns" else published_port(api, task)
+        if route == "overlay-dns":
+            address = overlay_address(task, network)
+        else:
+            node = node_of(task)
+            address = published_port(api, task, nodes.host(node), local=not node or node == nodes.own)
         if address is not None:
             result[task_id] = address
     return result
+
+
+def rejections(tasks: Sequence[dict[str, Any]], nodes: Nodes) -> dict[str, str]:
+    """Task ID -> why it could not start on its node, for the tasks that ended so (missing image)."""
+    found = {}
+    for task in tasks:
+        reason = rejection(task, nodes)
+        if reason:
+            found[task["ID"]] = reason
+    return found
 
 
 def overlay_address(task: Mapping[str, Any], network: str) -> tuple[str, int] | None:
@@ -113,15 +151,18 @@ def overlay_address(task: Mapping[str, Any], network: str) -> tuple[str, int] | 
     return None
 
 
-def published_port(api: docker.APIClient, task: Mapping[str, Any]) -> tuple[str, int] | None:
-    """The host-mode port of the watchdog: from the task once Swarm reports it (after the first health
-    check), else from the container, which has it from its start."""
+def published_port(
+    api: docker.APIClient, task: Mapping[str, Any], host: str = LOCALHOST, *, local: bool = True
+) -> tuple[str, int] | None:
+    """The host-mode port of the watchdog on ``host`` (the task's node): from the task once Swarm
+    reports it (after the first health check), else, on the engine's own node (``local``), from the
+    container, which has it from its start (another node's containers are not on this engine)."""
     status = task.get("Status") or {}
     for port in (status.get("PortStatus") or {}).get("Ports") or []:
         if port.get("TargetPort") == WATCHDOG_PORT and port.get("PublishedPort"):
-            return LOCALHOST, int(port["PublishedPort"])
+            return host, int(port["PublishedPort"])
     container_id = (status.get("ContainerStatus") or {}).get("ContainerID")
-    if not container_id:
+    if not container_id or not local:
         return None
     try:
         container = api.inspect_container(container_id)
@@ -130,5 +171,5 @@ def published_port(api: docker.APIClient, task: Mapping[str, Any]) -> tuple[str,
     bindings = ((container.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{WATCHDOG_PORT}/tcp") or []
     for binding in bindings:
         if binding.get("HostPort"):
-            return LOCALHOST, int(binding["HostPort"])
+            return host, int(binding["HostPort"])
     return None

@@ -66,6 +66,8 @@ class Task:
     gone: bool = False
     probing: bool = False
     seen_at: float = 0.0
+    node: str = ""
+    """The ID of the node it runs on."""
 
 
 @dataclass(eq=False, slots=True)
@@ -102,6 +104,7 @@ class Views:
         self.nursery: trio.Nursery | None = None
         self._views: dict[str, View] = {}
         self._tombstones: OrderedDict[str, None] = OrderedDict()
+        self._rejected: OrderedDict[str, None] = OrderedDict()
 
     def get(self, name: str) -> View | None:
         return self._views.get(name)
@@ -152,6 +155,7 @@ class Views:
                 self.tombstone(task_id)  # failed, complete, rejected ...: it never runs again
         for task_id in [task_id for task_id in view.tasks if task_id not in live]:
             view.tasks.pop(task_id).gone = True
+        self._note_rejections(view, snapshot.rejections)
         now = trio.current_time()
         for task_id, raw in live.items():
             task = view.tasks.get(task_id)
@@ -163,6 +167,7 @@ class Views:
                     container_id,
                     call_token=takes_call_token((raw.get("Spec") or {}).get("ContainerSpec")),
                     seen_at=now,
+                    node=str(raw.get("NodeID") or ""),
                 )
             task.container_id = container_id or task.container_id
             if task.address is None:
@@ -198,6 +203,31 @@ class Views:
             if task.ready:
                 event(log, logging.INFO, "replica unpublished", function=name, replica=task_id, reason=why)
             self.publish(view)
+
+    def _note_rejections(self, view: View, rejections: dict[str, str]) -> None:
+        """Tasks that could not start on their node (a missing image): logged once each, and the reason
+        of a function with no ready replica (its status names the node)."""
+        for task_id, reason in rejections.items():
+            if task_id in self._rejected:
+                continue
+            self._rejected[task_id] = None
+            while len(self._rejected) > TOMBSTONES_MAX:
+                self._rejected.popitem(last=False)
+            event(log, logging.WARNING, "replica cannot start", function=view.name, replica=task_id, reason=reason)
+            if not any(task.ready for task in view.tasks.values()):
+                view.loss_task, view.last_loss = task_id, reason
+
+    def unready(self, view: View, task: Task, why: str) -> None:
+        """A ready task stopped answering (:mod:`.liveness`): unpublish it and probe it again; it is
+        published again if it answers, dropped when Swarm replaces it."""
+        if not task.ready or task.gone:
+            return
+        task.ready = False
+        event(log, logging.INFO, "replica unpublished", function=view.name, replica=task.id, reason=why)
+        self.publish(view)
+        if not task.probing and self.nursery is not None:
+            task.probing = True
+            self.nursery.start_soon(self._probe, view, task)
 
     def note_loss(self, name: str, task_id: str, action: str, exit_code: object) -> None:
         """Remember why a replica of a function with no ready replica went away (the status says it if

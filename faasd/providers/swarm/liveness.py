@@ -1,0 +1,57 @@
+"""Ready replicas on other nodes, probed again and again: a node that goes away takes its tasks with it.
+
+On the engine's own node, Docker's container events say at once when a task dies (:mod:`.discovery`).
+A task on another node sends no event here, and when its node goes down (its dockerd stopped, its
+machine gone) the manager notices only after missing several heartbeats, then Swarm replaces its
+tasks elsewhere. Meanwhile the gateway would keep calling them: a refused connection fails over to
+another replica (``MAX_FAILOVER``), a machine that drops packets costs each call a connect timeout.
+
+So every :data:`LIVENESS_S` each ready task not on this node is probed (``GET /_/health``, a short
+connect timeout); one that does not answer is unpublished at once (:meth:`.views.Views.unready`) and
+probed from then on like a starting task: published again if it answers, forgotten when Swarm replaces
+it. The probes run concurrently, one round at a time.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from faasd.providers.common.probe import health_ok
+from faasd.providers.swarm.nodes import LOCALHOST
+from faasd.providers.swarm.views import Task, View, Views
+
+__all__ = ["LIVENESS_S", "watch_remote"]
+
+LIVENESS_S = 0.5
+"""Between two probes of a ready task on another node: how long calls may go to a node that went away."""
+CONNECT_TIMEOUT_S = 0.25
+ANSWER_TIMEOUT_S = 2.0
+
+
+def remote_ready(views: Views) -> list[tuple[View, Task]]:
+    """Every ready task whose address is not on this node."""
+    return [
+        (view, task)
+        for view in views.all()
+        for task in view.tasks.values()
+        if task.ready and task.address is not None and task.address[0] != LOCALHOST
+    ]
+
+
+async def check(views: Views, view: View, task: Task) -> None:
+    assert task.address is not None
+    host, port = task.address
+    if not await health_ok(host, port, connect_timeout_s=CONNECT_TIMEOUT_S, timeout_s=ANSWER_TIMEOUT_S):
+        views.unready(view, task, f"no answer on {host}:{port} (its node may be down)")
+
+
+async def watch_remote(views: Views, interval_s: float = LIVENESS_S) -> None:
+    """Probe the ready tasks of other nodes every ``interval_s`` until cancelled."""
+    while True:
+        await trio.sleep(interval_s)
+        tasks = remote_ready(views)
+        if not tasks:
+            continue
+        async with trio.open_nursery() as nursery:
+            for view, task in tasks:
+                nursery.start_soon(check, views, view, task)

@@ -1,0 +1,215 @@
+"""The Swarm backend on two real nodes: node 1 is this machine's dockerd (the swarm manager), node 2 a
+second dockerd in its own network namespace joined as a worker (``scripts/docker_env.sh setup --nodes
+2``, which ``scripts/test`` runs). Node 2 is left drained by the setup, so the single-node tests keep
+one node; the ``two_nodes`` fixture makes it active for this module and drains it again after.
+
+What is proved, with the daemon on the host (``host-port`` route) and no registry:
+
+* a function's image reaches node 2 through its engine (``swarm_engines``), replicas spread over both
+  nodes, and every replica answers calls, node 2's at its node's address with the call token;
+* the autoscaler's new replicas land on both nodes;
+* node 2's dockerd stopped under load: calls keep succeeding (at most 1 % fail), its replicas are
+  unpublished at once and rescheduled on node 1; node 2 back: the replicas spread again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+import httpx
+import pytest
+
+from tests.daemon_fixtures import Daemon, StartDaemon
+from tests.helpers import Load, wait_for
+from tests.process_tree import orphans_to_init
+from tests.swarm.conftest import DOCKER_ENV, SwarmHelper
+
+pytestmark = pytest.mark.slow
+
+NODE2_HOSTNAME = "faasd-node2"
+NODE2_ENGINE = "unix:///run/faasd-node2.sock"
+NODE2_ADDR = "10.99.0.2"
+WAIT_S = 60.0
+HOSTNAME = "cat /etc/hostname"
+"""The function: answers with its container's hostname (its short container ID)."""
+
+
+@dataclass(frozen=True)
+class Nodes:
+    node1: str
+    node2: str
+
+
+def _node_ids(swarm: SwarmHelper) -> Nodes | None:
+    own = swarm.client.info()["Swarm"]["NodeID"]
+    for node in swarm.api.nodes():
+        if node["Description"]["Hostname"] == NODE2_HOSTNAME and node["ID"] != own:
+            return Nodes(own, node["ID"])
+    return None
+
+
+def _node2(command: str, *, check: bool = True) -> None:
+    """``docker_env.sh stop-node2`` / ``start-node2``. A dockerd started is no leak of the test: it is
+    orphaned to init, not to the daemon fixture's leak check (the environment's teardown stops it)."""
+    with orphans_to_init():
+        subprocess.run(["sh", str(DOCKER_ENV), command], capture_output=True, timeout=120, check=check)
+
+
+def _set_availability(swarm: SwarmHelper, node_id: str, availability: str) -> None:
+    node = swarm.api.inspect_node(node_id)
+    spec = {**node["Spec"], "Availability": availability}
+    swarm.api.update_node(node_id, node["Version"]["Index"], spec)
+
+
+@pytest.fixture(scope="module")
+def node2_engine() -> Iterator[docker.APIClient]:
+    api = docker.APIClient(base_url=NODE2_ENGINE, version="auto", timeout=60)
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def two_nodes(swarm: SwarmHelper) -> Iterator[Nodes]:
+    """Node 2 joined, ready and active for the test; drained again after it."""
+    nodes = _node_ids(swarm)
+    if nodes is None:
+        pytest.fail(
+            f"no second swarm node ({NODE2_HOSTNAME}): run 'sh {DOCKER_ENV} setup --nodes 2' (scripts/test does)"
+        )
+    if swarm.api.inspect_node(nodes.node2)["Status"]["State"] != "ready":
+        _node2("start-node2", check=False)
+        wait_for(lambda: swarm.api.inspect_node(nodes.node2)["Status"]["State"] == "ready", WAIT_S, "node 2 ready")
+    _set_availability(swarm, nodes.node2, "active")
+    try:
+        yield nodes
+    finally:
+        _set_availability(swarm, nodes.node2, "drain")
+
+
+def _task_nodes(swarm: SwarmHelper, name: str) -> dict[str, str]:
+    """Running task's container hostname (its short ID) -> node ID."""
+    return {
+        task["Status"]["ContainerStatus"]["ContainerID"][:12]: task["NodeID"]
+        for task in swarm.running_tasks(name)
+        if (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
+    }
+
+
+def _start(start_daemon: StartDaemon) -> Daemon:
+    return start_daemon(args=("--provider", "swarm", "--swarm-engines", NODE2_ENGINE), FAASD_READY_TIMEOUT="30s")
+
+
+def _deploy_spread(daemon: Daemon, swarm: SwarmHelper, nodes: Nodes, name: str, image: str) -> dict[str, str]:
+    """``name`` with 4 replicas, 2 on each node, all ready; its tasks' hostnames -> node."""
+    swarm.track(name)
+    labels = {"com.openfaas.scale.min": "4"}
+    daemon.deploy(name, HOSTNAME, image=image, labels=labels, wait=False)
+    with daemon.client() as client:
+        assert client.post(f"/system/scale-function/{name}", json={"replicas": 4}).status_code == 202
+    daemon.wait_available(name, 4, WAIT_S)
+    tasks = _task_nodes(swarm, name)
+    assert sorted(tasks.values()) == sorted([nodes.node1] * 2 + [nodes.node2] * 2), tasks
+    return tasks
+
+
+def test_four_replicas_spread_over_both_nodes_answer_from_both(
+    start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str, two_nodes: Nodes, node2_engine: docker.APIClient
+) -> None:
+    # The image is not on node 2: the deploy copies it there through node 2's engine.
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        node2_engine.remove_image(base_image, force=True)
+    daemon = _start(start_daemon)
+    tasks = _deploy_spread(daemon, swarm, two_nodes, "mn-spread", base_image)
+    assert node2_engine.inspect_image(base_image)["Id"] == base_image
+    assert "image copied" in daemon.logs()
+
+    with daemon.client(auth=False) as client:
+        answers = [client.post("/function/mn-spread", content=b"").text.strip() for _ in range(120)]
+    seen = {answer: answers.count(answer) for answer in set(answers)}
+    assert set(seen) == set(tasks), f"answers {seen}, tasks {tasks}"
+    print(f"answers per replica: {seen}")
+
+    # Node 2's replicas were called at node 2's address, with the call token: without it they refuse.
+    remote = [t for t in swarm.running_tasks("mn-spread") if t["NodeID"] == two_nodes.node2]
+    port = next(p["PublishedPort"] for p in remote[0]["Status"]["PortStatus"]["Ports"] if p["TargetPort"] == 8080)
+    assert httpx.post(f"http://{NODE2_ADDR}:{port}/", content=b"", timeout=10).status_code in (401, 403)
+    assert f"{NODE2_ADDR}:{port}" in daemon.logs()
+
+
+def test_the_autoscalers_new_replicas_land_on_both_nodes(
+    start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str, two_nodes: Nodes
+) -> None:
+    swarm.track("mn-slow")
+    daemon = _start(start_daemon)
+    daemon.deploy("mn-slow", "sh -c 'cat; sleep 0.3'", image=base_image, wait=False)
+    daemon.wait_available("mn-slow", 1, WAIT_S)
+    with Load(
+        lambda: daemon.client(auth=False), lambda c: c.post("/function/mn-slow", content=b"x"), workers=30
+    ) as load:
+        wait_for(lambda: daemon.status("mn-slow")["availableReplicas"] >= 3, WAIT_S, "3 replicas serving")
+        placed = _task_nodes(swarm, "mn-slow")
+    assert load.failed == 0 and load.ok > 0, load.summary()
+    assert set(placed.values()) == {two_nodes.node1, two_nodes.node2}, placed
+
+
+def test_node2_lost_under_load_then_back(
+    start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str, two_nodes: Nodes
+) -> None:
+    daemon = _start(start_daemon)
+    _deploy_spread(daemon, swarm, two_nodes, "mn-loss", base_image)
+    stopped = False
+    try:
+        with Load(
+            lambda: daemon.client(auth=False),
+            lambda c: c.post("/function/mn-loss", content=b""),
+            workers=4,
+            pause=0.01,
+            max_seconds=120,
+        ) as load:
+            load.wait_ok(50)
+            before = load.calls
+            started = time.monotonic()
+            _node2("stop-node2")
+            stopped = True
+            stop_s = time.monotonic() - started
+            wait_for(lambda: daemon.status("mn-loss")["availableReplicas"] <= 2, 10, "node 2's replicas unpublished")
+            unpublished_s = time.monotonic() - started
+            wait_for(
+                lambda: sorted(_task_nodes(swarm, "mn-loss").values()) == [two_nodes.node1] * 4,
+                WAIT_S,
+                "the 4 replicas on node 1",
+            )
+            daemon.wait_available("mn-loss", 4, WAIT_S)
+            rescheduled_s = time.monotonic() - started
+            during = load.calls - before
+            failed = load.failed
+        print(
+            f"node 2 stopped in {stop_s:.1f}s; its replicas unpublished {unpublished_s:.1f}s, "
+            f"4 ready on node 1 {rescheduled_s:.1f}s after the stop began; "
+            f"{failed} of {during} calls failed meanwhile ({100 * failed / max(during, 1):.2f} %): {load.failures[:5]}"
+        )
+        assert failed <= 0.01 * during, load.summary()
+
+        _node2("start-node2")
+        stopped = False
+        back = time.monotonic()
+        wait_for(
+            lambda: (
+                sorted(_task_nodes(swarm, "mn-loss").values()) == sorted([two_nodes.node1] * 2 + [two_nodes.node2] * 2)
+            ),
+            WAIT_S,
+            "the replicas spread over both nodes again",
+        )
+        daemon.wait_available("mn-loss", 4, WAIT_S)
+        print(f"spread again {time.monotonic() - back:.1f}s after node 2 came back")
+    finally:
+        if stopped:
+            _node2("start-node2", check=False)
