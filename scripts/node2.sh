@@ -77,7 +77,7 @@ node2_start_dockerd() {
     say "starting node 2's dockerd in $NODE2_NETNS (log $NODE2_LOG)"
     inner="set -e; $(node2_mount_script | tr '\n' ';') hostname $NODE2_NETNS;
         DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 exec dockerd --data-root $NODE2_DATA --exec-root $NODE2_EXEC \
-        --pidfile $NODE2_PIDFILE -H $NODE2_HOST --bridge=none --iptables=false --ip6tables=false"
+        --pidfile $NODE2_PIDFILE -H $NODE2_HOST --bridge=none"
     # Own session (setsid), no shell left holding this script's output: as start_dockerd.
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo

@@ -39,7 +39,7 @@ from faasd.logs import event
 from faasd.providers.swarm.client import DockerClient, NotManager, close_stream, drain_in_thread, map_exceptions
 from faasd.providers.swarm.liveness import watch_remote
 from faasd.providers.swarm.nodes import Nodes
-from faasd.providers.swarm.rebalance import force_update, newly_eligible, to_rebalance
+from faasd.providers.swarm.rebalance import force_update, to_rebalance
 from faasd.providers.swarm.site import Site
 from faasd.providers.swarm.tasks import read_all, read_function
 from faasd.providers.swarm.views import View, Views
@@ -92,8 +92,8 @@ class Discovery:
         """Why the backend is down (while it is)."""
         self.nodes = Nodes()
         """The swarm's nodes as last read (where tasks answer)."""
-        self._resynced_nodes = Nodes()
-        """As the previous resync read them: a node eligible now and not then gets replicas (:mod:`.rebalance`)."""
+        self._spread_keys: dict[str, frozenset[tuple[str, str]]] = {}
+        """Function -> the nodes' state when it was last spread again (:mod:`.rebalance`: once per state)."""
         self.events = 0
         self.refreshes = 0
         self.resyncs = 0
@@ -268,12 +268,18 @@ class Discovery:
                 self.views.drop(name)
         for name, snapshot in snapshots.items():
             self._poll_again(self.views.apply(name, snapshot, seq))
-        before, self._resynced_nodes = self._resynced_nodes, self.nodes
-        await self._rebalance(newly_eligible(before, self.nodes))
+        await self._rebalance()
 
-    async def _rebalance(self, nodes: frozenset[str]) -> None:
-        """Spread the functions that have no replica on ``nodes`` (nodes that became eligible)."""
-        for name in to_rebalance(self.views.all(), nodes):
+    async def _rebalance(self) -> None:
+        """Spread again the functions with no replica on an eligible node (once per state of the nodes)."""
+        key = self.nodes.eligible_key()
+        for name in list(self._spread_keys):
+            if self.views.get(name) is None:
+                del self._spread_keys[name]
+        for name in to_rebalance(self.views.all(), self.nodes.eligible()):
+            if self._spread_keys.get(name) == key:
+                continue
+            self._spread_keys[name] = key
             try:
                 await self.client.call(
                     f"spreading {name}", functools.partial(force_update, name=name, rule=self.site.rule)
@@ -283,7 +289,7 @@ class Discovery:
             except FaasdError as exc:
                 event(log, logging.WARNING, "rebalance failed", function=name, error=exc.message)
                 continue
-            event(log, logging.INFO, "replicas spread again", function=name, nodes=",".join(sorted(nodes)))
+            event(log, logging.INFO, "replicas spread again", function=name)
             self.mark_dirty(name)
 
     async def _resync_periodically(self) -> None:

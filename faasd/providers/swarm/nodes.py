@@ -41,6 +41,8 @@ class Node:
     """``Status.State`` is ``ready``: its engine talks to the managers."""
     active: bool = True
     """``Spec.Availability`` is ``active``: Swarm may place new tasks there (not ``pause`` or ``drain``)."""
+    updated: str = ""
+    """``UpdatedAt``: changes whenever the node's state does (down and back, drained and made active)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,10 @@ class Nodes:
         """IDs of the nodes new tasks may go to (ready and active)."""
         return frozenset(node.id for node in self.by_id.values() if node.ready and node.active)
 
+    def eligible_key(self) -> frozenset[tuple[str, str]]:
+        """The eligible nodes and when each last changed: differs after any node came back."""
+        return frozenset((node.id, node.updated) for node in self.by_id.values() if node.ready and node.active)
+
     def knows(self, node_id: str) -> bool:
         return not node_id or node_id == self.own or node_id in self.by_id
 
@@ -97,6 +103,7 @@ def parse_nodes(own: str, nodes: list[dict[str, Any]]) -> Nodes:
             address=node_address(node),
             ready=(node.get("Status") or {}).get("State") == "ready",
             active=(node.get("Spec") or {}).get("Availability", "active") == "active",
+            updated=str(node.get("UpdatedAt") or ""),
         )
     return Nodes(own=own, by_id=by_id)
 

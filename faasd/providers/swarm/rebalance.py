@@ -2,52 +2,48 @@
 
 Swarm places new tasks by the spread preference (:data:`.spec.SPREAD`) but never moves running ones:
 after a node's loss its tasks are rescheduled on the others and stay there when it returns, so the
-next loss would take them all at once. When a node becomes eligible -- ready and active, and not so at
-the previous read of the nodes -- each function with two or more replicas and none on that node gets a
-rolling restart (``docker service update --force``: the task template's ``ForceUpdate`` counter).
-Its update config replaces one task at a time, the new one started and healthy before the old one
-stops (``start-first``), and the spread preference places each new task on the emptiest node: calls
-keep being answered, and the replicas end up spread. A function whose constraints exclude the node
-is restarted in place, once per such event: the price of not re-implementing Swarm's constraint
-matching here.
+next loss would take them all at once. At each resync, a function whose replicas all run and are
+ready, two or more, with none on an eligible node (ready and active) while another node runs two or
+more of them, gets a rolling restart (``docker service update --force``: the task template's
+``ForceUpdate`` counter). Its update config replaces one task at a time, the new one started and
+healthy before the old one stops (``start-first``), and the spread preference places each new task on
+the emptiest node: calls keep being answered, and the replicas end up spread.
+
+Once per function and state of the nodes (:meth:`.nodes.Nodes.eligible_key`: the eligible nodes and
+when each last changed): a function whose constraints keep it off a node is restarted at most once
+each time a node comes back, not at every resync -- the price of not re-implementing Swarm's
+constraint matching here.
 
 Blocking: :func:`force_update` takes the docker SDK client (a worker thread, as :mod:`.services`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 import docker
 import docker.errors
 
-from faasd.providers.swarm.nodes import Nodes
 from faasd.providers.swarm.services import retry_out_of_sequence, write_spec
 from faasd.providers.swarm.spec import FunctionRule
 from faasd.providers.swarm.views import View
 
-__all__ = ["force_update", "newly_eligible", "to_rebalance"]
+__all__ = ["force_update", "to_rebalance"]
 
 
-def newly_eligible(before: Nodes, after: Nodes) -> frozenset[str]:
-    """Nodes eligible now that were not at the previous read; none at the first read (a daemon that
-    starts restarts nothing). Pure."""
-    if not before.by_id:
-        return frozenset()
-    was = before.eligible()
-    return frozenset(node for node in after.eligible() if node not in was)
-
-
-def to_rebalance(views: Iterable[View], nodes: frozenset[str]) -> list[str]:
-    """Functions with two or more replicas wanted and no live task on one of ``nodes``. Pure."""
-    if not nodes:
+def to_rebalance(views: Iterable[View], eligible: frozenset[str]) -> list[str]:
+    """Functions settled (every replica wanted runs and is ready, two or more) with no replica on an
+    eligible node while some node runs two or more. Pure."""
+    if len(eligible) < 2:
         return []
     names = []
     for view in views:
-        if view.replicas < 2:
+        tasks = list(view.tasks.values())
+        if view.replicas < 2 or len(tasks) != view.replicas or not all(task.ready for task in tasks):
             continue
-        placed = {task.node for task in view.tasks.values()}
-        if any(node not in placed for node in nodes):
+        placed = Counter(task.node for task in tasks)
+        if any(placed[node] == 0 for node in eligible) and max(placed.values()) >= 2:
             names.append(view.name)
     return sorted(names)
 
