@@ -144,6 +144,23 @@ def test_four_replicas_spread_over_both_nodes_answer_from_both(
     assert f"{NODE2_ADDR}:{port}" in daemon.logs()
 
 
+def test_an_image_missing_on_a_node_fails_the_function_naming_the_node(
+    start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str, two_nodes: Nodes, node2_engine: docker.APIClient
+) -> None:
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        node2_engine.remove_image(base_image, force=True)
+    swarm.track("mn-missing")
+    # No swarm_engines: nothing copies the image to node 2, where the constraint puts the replica.
+    daemon = start_daemon(args=("--provider", "swarm"), FAASD_READY_TIMEOUT="30s")
+    constraints = [f"node.hostname == {NODE2_HOSTNAME}"]
+    daemon.deploy("mn-missing", HOSTNAME, image=base_image, constraints=constraints, wait=False)
+    state = wait_for(
+        lambda: (s := daemon.status("mn-missing")["faasd"])["state"] == "failed" and s, 30, "the function to fail"
+    )
+    assert f"cannot start on node {NODE2_HOSTNAME}" in state["reason"], state
+    assert "No such image" in state["reason"] and "swarm_engines" in state["reason"], state
+
+
 def test_the_autoscalers_new_replicas_land_on_both_nodes(
     start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str, two_nodes: Nodes
 ) -> None:

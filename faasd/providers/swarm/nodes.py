@@ -27,6 +27,8 @@ __all__ = ["LOCALHOST", "Node", "Nodes", "node_of", "read_nodes", "rejection"]
 
 LOCALHOST = "127.0.0.1"
 _UNSPECIFIED = frozenset({"", "0.0.0.0", "::"})
+MISSING_IMAGE = ("No such image", "pull access denied", "manifest unknown")
+"""How a node's engine says a task's image is not there (nor in a registry it may pull from)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ def rejection(task: Mapping[str, Any], nodes: Nodes) -> str:
     if status.get("State") not in {"rejected", "failed"}:
         return ""
     error = str(status.get("Err") or "")
-    if "No such image" not in error and "not found" not in error.lower():
+    if not any(sign in error for sign in MISSING_IMAGE):
         return ""
     node = nodes.name(node_of(task))
     return (
