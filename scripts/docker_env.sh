@@ -7,6 +7,8 @@
 #                                                 call started once process PID has ended
 #   sh scripts/docker_env.sh teardown               leave the swarm / stop dockerd / remove node 2, only what
 #                                                 setup started
+#   sh scripts/docker_env.sh teardown-node2         remove node 2 only (its link stays while the swarm
+#                                                 is advertised on it)
 #   sh scripts/docker_env.sh stop-node2 | start-node2   stop / start node 2's dockerd (the node-loss test)
 #   sh scripts/docker_env.sh stop-dockerd           stop the dockerd setup started (the outage test uses a
 #                                                 private dockerd instead: tests/swarm/private_dockerd.py)
@@ -145,7 +147,10 @@ setup() {
         STARTED_NOW="$STARTED_NOW dockerd"
     fi
     if [ "$NODES" = 2 ]; then
-        started node2-link || STARTED_NOW="$STARTED_NOW node2-link"
+        # Listed before they are made: a watcher (--until) undoes them even if a later step fails.
+        for item in node2-link node2-dockerd node2-swarm; do
+            started "$item" || STARTED_NOW="$STARTED_NOW $item"
+        done
         node2_link_up
     fi
     if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
@@ -161,23 +166,19 @@ setup() {
         mark swarm
         STARTED_NOW="$STARTED_NOW swarm"
     fi
-    if [ "$NODES" = 2 ]; then
-        started node2-dockerd || STARTED_NOW="$STARTED_NOW node2-dockerd"
-        started node2-swarm || STARTED_NOW="$STARTED_NOW node2-swarm"
-        node2_setup
-    fi
 }
 
 teardown_items() {
     # Undo the given items, each only if still marked: node 2 first (it leaves the swarm, then its
-    # dockerd stops, then its namespace goes), then the swarm (leaving needs a running dockerd), dockerd.
-    for item in node2-swarm node2-dockerd node2-link swarm dockerd; do
+    # dockerd stops), then the swarm (leaving needs a running dockerd), dockerd, and the link last (a
+    # swarm still advertised on it keeps it).
+    for item in node2-swarm node2-dockerd swarm dockerd node2-link; do
         case " $* " in *" $item "*) ;; *) continue ;; esac
         started "$item" || continue
         case "$item" in
         node2-swarm) node2_leave ;;
         node2-dockerd) node2_stop_dockerd && as_root rm -rf "$NODE2_DATA" "$NODE2_EXEC" "$NODE2_SOCK" ;;
-        node2-link) node2_link_down ;;
+        node2-link) node2_link_down || continue ;;
         swarm)
             if docker_ok; then
                 say "docker swarm leave --force"
@@ -191,6 +192,8 @@ teardown_items() {
 }
 
 teardown() { teardown_items node2-swarm node2-dockerd node2-link swarm dockerd; }
+
+teardown_node2() { teardown_items node2-swarm node2-dockerd node2-link; }
 
 watch_and_teardown() {
     # Detached helper: waits for PID (the test run; `exec` keeps the shell's pid), then undoes what the
@@ -219,9 +222,11 @@ setup)
         # shellcheck disable=SC2086 # one argument per item
         setsid sh "$0" _watch "$until_pid" $STARTED_NOW </dev/null >/dev/null 2>&1 &
     fi
+    [ "$NODES" = 1 ] || node2_setup
     ;;
 _watch) watch_and_teardown "$@" ;;
 teardown) teardown ;;
+teardown-node2) teardown_node2 ;;
 stop-dockerd)
     if started dockerd; then stop_dockerd; else say "dockerd was not started by setup; refusing to stop it" && exit 1; fi
     ;;
@@ -242,7 +247,7 @@ status)
     ;;
 *)
     echo "usage: sh scripts/docker_env.sh setup [--nodes 1|2] [--until PID] | teardown | stop-dockerd | start-dockerd |" \
-        "stop-node2 | start-node2 | status" >&2
+        "teardown-node2 | stop-node2 | start-node2 | status" >&2
     exit 2
     ;;
 esac

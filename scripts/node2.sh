@@ -56,7 +56,12 @@ node2_link_up() {
 }
 
 node2_link_down() {
-    # The veth pair goes with the namespace.
+    # The veth pair goes with the namespace. Not while the swarm is advertised on it: the manager would
+    # lose its address (status 1: the link stays marked, a later teardown removes it).
+    if docker_ok && [ "$(docker info --format '{{.Swarm.NodeAddr}}')" = "$NODE1_ADDR" ]; then
+        say "link to node 2 kept: the swarm is advertised on $NODE1_ADDR"
+        return 1
+    fi
     as_root ip netns del "$NODE2_NETNS" 2>/dev/null || true
     as_root ip link del "$NODE2_HOST_IF" 2>/dev/null || true
 }

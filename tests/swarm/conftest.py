@@ -74,7 +74,9 @@ def docker_env() -> Iterator[None]:
     """dockerd up and a swarm manager; set up (and later torn down) here only when missing."""
     started_here = False
     if not _docker_ready():
-        result = subprocess.run(["sh", str(DOCKER_ENV), "setup"], capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            ["sh", str(DOCKER_ENV), "setup", "--nodes", "2"], capture_output=True, text=True, timeout=600
+        )
         if result.returncode != 0:
             pytest.fail(f"scripts/docker_env.sh setup failed:\n{result.stdout}\n{result.stderr}")
         started_here = True
