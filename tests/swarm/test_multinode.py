@@ -14,7 +14,6 @@ What is proved, with the daemon on the host (``host-port`` route) and no registr
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -103,6 +102,24 @@ def _task_nodes(swarm: SwarmHelper, name: str) -> dict[str, str]:
     }
 
 
+def _remove_from_node2(engine: docker.APIClient, image: str) -> None:
+    """Remove ``image`` from node 2, once the containers of earlier tests there have stopped (a removed
+    service's containers stop in the background)."""
+
+    def removed() -> bool:
+        try:
+            engine.remove_image(image, force=True)
+        except docker.errors.ImageNotFound:
+            return True
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # Used by a container still stopping.
+                return False
+            raise
+        return True
+
+    wait_for(removed, 30, f"{image[:19]} removed from node 2", interval=0.2)
+
+
 def _start(start_daemon: StartDaemon) -> Daemon:
     return start_daemon(args=("--provider", "swarm", "--swarm-engines", NODE2_ENGINE), FAASD_READY_TIMEOUT="30s")
 
@@ -124,8 +141,7 @@ def test_four_replicas_spread_over_both_nodes_answer_from_both(
     start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str, two_nodes: Nodes, node2_engine: docker.APIClient
 ) -> None:
     # The image is not on node 2: the deploy copies it there through node 2's engine.
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        node2_engine.remove_image(base_image, force=True)
+    _remove_from_node2(node2_engine, base_image)
     daemon = _start(start_daemon)
     tasks = _deploy_spread(daemon, swarm, two_nodes, "mn-spread", base_image)
     assert node2_engine.inspect_image(base_image)["Id"] == base_image
@@ -147,8 +163,7 @@ def test_four_replicas_spread_over_both_nodes_answer_from_both(
 def test_an_image_missing_on_a_node_fails_the_function_naming_the_node(
     start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str, two_nodes: Nodes, node2_engine: docker.APIClient
 ) -> None:
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        node2_engine.remove_image(base_image, force=True)
+    _remove_from_node2(node2_engine, base_image)
     swarm.track("mn-missing")
     # No swarm_engines: nothing copies the image to node 2, where the constraint puts the replica.
     daemon = start_daemon(args=("--provider", "swarm"), FAASD_READY_TIMEOUT="30s")
