@@ -94,9 +94,10 @@ class DaemonConfig:
     """The attachable overlay network Swarm functions join (created when missing)."""
     swarm_route: str = "auto"
     """How the daemon reaches Swarm tasks: ``host-port`` (a daemon on the host calls each task's host-mode
-    published port on 127.0.0.1), ``overlay-dns`` (a daemon in a container or Swarm service on the
-    functions network calls task addresses there), or ``auto``: ``overlay-dns`` when the daemon runs in
-    a container attached to that network, else ``host-port``."""
+    published port on 127.0.0.1, or at its node's address for a task on another node), ``overlay-dns``
+    (a daemon in a container or Swarm service on the functions network calls task addresses there), or
+    ``auto``: ``overlay-dns`` when the daemon runs in a container attached to that network, else
+    ``host-port``."""
     swarm_pull: bool = False
     """Let Swarm pull a function image missing on this engine from its registry (off: such a deploy is a 400)."""
     swarm_engines: tuple[str, ...] = ()

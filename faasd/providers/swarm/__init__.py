@@ -22,8 +22,9 @@ start. Where it is called depends on ``route``:
 
 * ``host-port`` (a daemon on the host): each task faasd deploys publishes the watchdog port in host
   mode on a port Docker picks, and faasd calls ``127.0.0.1:<that port>`` (read from the container as
-  soon as it starts; Swarm reports it only once the task is healthy). No IPVS is needed. Only tasks
-  on this node are reachable that way, and a service made by hand only if it publishes one.
+  soon as it starts; Swarm reports it only once the task is healthy), or, for a task on another node,
+  ``<that node's address>:<that port>`` (:mod:`.nodes`). No IPVS is needed. A service made by hand is
+  reachable that way only if it publishes one.
 * ``overlay-dns`` (the daemon runs in a container or as a Swarm service on the functions network, as
   the seed's and OpenFaaS's gateways did): faasd calls each task's address on that network, port
   8080 -- the addresses ``tasks.<name>`` resolves to there. Nothing is published on the host.
@@ -32,6 +33,11 @@ start. Where it is called depends on ``route``:
 
 Each endpoint says whether its task was given the call token (mounted by faasd as a Docker secret):
 the gateway sends the token only to those, never to a service made by hand without it.
+
+**Several nodes.** Replicas are spread over the nodes (placement preference ``spread=node.id``); a
+function's image reaches the other nodes through their engines when the daemon is given them
+(:mod:`.engines`); ready replicas on other nodes are probed so a lost node's are unpublished within
+0.5 s (:mod:`.liveness`); a node back gets its share again (:mod:`.rebalance`).
 
 Discovery (events, re-reads, resyncs, dockerd down) is in :mod:`.discovery`; what is known of each
 function's tasks, when a task is published and when a function is ``failed``, in :mod:`.views`.
@@ -42,8 +48,9 @@ Docker config mounted into the tasks, which faasd's watchdog unpacks before it s
 Modules: :mod:`.provider` (the :class:`SwarmProvider`: operations), :mod:`.spec` (FunctionSpec <->
 service), :mod:`.handler` (handler archives as configs), :mod:`.client` (the docker SDK on worker
 threads, errors translated), :mod:`.services` (writes: services, networks, secrets, configs),
-:mod:`.tasks` (reads: tasks and their addresses), :mod:`.views`, :mod:`.discovery`, :mod:`.site`
-(network, rule, route) and :mod:`.placement` (where the daemon runs), :mod:`.logs`.
+:mod:`.tasks` (reads: tasks and their addresses), :mod:`.nodes` (the swarm's nodes), :mod:`.views`,
+:mod:`.discovery`, :mod:`.liveness`, :mod:`.rebalance`, :mod:`.engines` (images to other nodes),
+:mod:`.site` (network, rule, route) and :mod:`.placement` (where the daemon runs), :mod:`.logs`.
 """
 
 from __future__ import annotations

@@ -252,7 +252,8 @@ class Discovery:
     # -- reading ------------------------------------------------------------------------------------
 
     async def resync(self) -> None:
-        """Read every function and task at once (two API calls) and apply it."""
+        """Read every function, task and node at once (a handful of API calls) and apply it; then spread
+        again what a node's return left piled up (:mod:`.rebalance`)."""
         seq = next(self._seq)
         site = self.site
         site.rule, self.nodes, snapshots = await self.client.call(
