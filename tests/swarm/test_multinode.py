@@ -27,6 +27,7 @@ import pytest
 from tests.daemon_fixtures import Daemon, StartDaemon
 from tests.helpers import Load, wait_for
 from tests.process_tree import orphans_to_init
+from tests.reliability.ledger import Entry
 from tests.swarm.conftest import DOCKER_ENV, SwarmHelper
 
 pytestmark = pytest.mark.slow
@@ -193,7 +194,7 @@ def test_the_autoscalers_new_replicas_land_on_both_nodes(
 
 
 def test_node2_lost_under_load_then_back(
-    start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str, two_nodes: Nodes
+    start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str, two_nodes: Nodes, ledger: Entry
 ) -> None:
     daemon = _start(start_daemon)
     _deploy_spread(daemon, swarm, two_nodes, "mn-loss", base_image)
@@ -212,6 +213,7 @@ def test_node2_lost_under_load_then_back(
             started = time.monotonic()
             _node2("stop-node2")
             stopped = True
+            ledger.fault("a Swarm node's dockerd stopped, then started again")
             stop_s = time.monotonic() - started
             wait_for(lambda: daemon.status("mn-loss")["availableReplicas"] <= 2, 10, "node 2's replicas unpublished")
             unpublished_s = time.monotonic() - started
@@ -231,6 +233,7 @@ def test_node2_lost_under_load_then_back(
             daemon.wait_available("mn-loss", 4, WAIT_S)
             spread_s = time.monotonic() - back
             back_calls, back_failed = load.calls - before - lost_calls, load.failed - lost_failed
+        ledger.load(load)
         print(
             f"node 2 stopped in {stop_s:.1f}s; its replicas unpublished {unpublished_s:.1f}s and 4 ready on node 1 "
             f"{rescheduled_s:.1f}s after the stop began, {lost_failed} of {lost_calls} calls failed meanwhile; "
