@@ -350,8 +350,9 @@ class FunctionStatus:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where one ready replica answers: an address the daemon can reach (127.0.0.1; on Swarm from a
-    daemon in a container, the task's address on the functions network)."""
+    """Where one ready replica answers: an address the daemon can reach (127.0.0.1; on Swarm, another
+    node's address for a task there, and from a daemon in a container the task's address on the
+    functions network)."""
 
     host: str
     port: int

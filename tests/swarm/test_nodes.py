@@ -4,6 +4,7 @@ missing engine: no swarm needed; tests/swarm/test_multinode.py runs it all on tw
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,12 @@ from faasd.config import ConfigError, DaemonConfig
 from faasd.errors import InvalidRequest
 from faasd.providers.swarm.client import DockerClient
 from faasd.providers.swarm.engines import Engines
+from faasd.providers.swarm.liveness import watch_remote
 from faasd.providers.swarm.nodes import LOCALHOST, node_address, parse_nodes, rejection
 from faasd.providers.swarm.rebalance import to_rebalance
-from faasd.providers.swarm.views import Task, View
+from faasd.providers.swarm.tasks import Snapshot
+from faasd.providers.swarm.views import Task, View, Views
+from faasd.registry import EndpointRegistry
 
 
 def _node(node_id: str, addr: str, state: str = "ready", availability: str = "active", manager: str = "") -> dict:
@@ -36,7 +40,7 @@ def test_a_task_is_called_at_its_nodes_address_and_the_own_node_stays_on_loopbac
     assert nodes.host("n1") == LOCALHOST
     assert nodes.host("n2") == "10.99.0.2"
     assert nodes.host("") == LOCALHOST  # A task not placed yet: as before multi-node support.
-    assert nodes.host("unknown") == LOCALHOST
+    assert nodes.host("unknown") == ""  # A node removed meanwhile: its tasks are not called at all.
     assert nodes.knows("n2") and not nodes.knows("unknown")
     assert nodes.name("n2") == "host-n2"
 
@@ -108,3 +112,48 @@ async def test_a_deploy_names_the_engine_it_could_not_copy_the_image_to(tmp_path
             await engines.distribute(DockerClient(), "sha256:" + "0" * 64, "faasd/watchdog:latest")
     message = caught.value.message
     assert "faasd/watchdog:latest is not on every node" in message and missing in message, message
+
+
+async def _health_server(nursery: trio.Nursery, host: str) -> tuple[int, trio.CancelScope]:
+    """A watchdog's health answer on ``host``: (port, a scope that stops it)."""
+    listeners = await trio.open_tcp_listeners(0, host=host)
+    port = listeners[0].socket.getsockname()[1]
+    scope = trio.CancelScope()
+
+    async def answer(stream: trio.SocketStream) -> None:
+        async with stream:
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.receive_some(4096)
+                await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    async def serve() -> None:
+        with scope:
+            await trio.serve_listeners(answer, listeners)
+
+    nursery.start_soon(serve)
+    return port, scope
+
+
+async def test_a_replica_on_another_node_that_stops_answering_is_unpublished_within_the_interval() -> None:
+    # 127.0.0.2 is this machine too, but not 127.0.0.1: the address of "another node".
+    registry = EndpointRegistry()
+    views = Views(registry)
+    async with trio.open_nursery() as nursery:
+        views.nursery = nursery
+        port, server = await _health_server(nursery, "127.0.0.2")
+        service = {"ID": "s", "Spec": {"Name": "far", "Mode": {"Replicated": {"Replicas": 1}}}}
+        task = {"ID": "t1", "NodeID": "n2", "Slot": 1, "Status": {"State": "running"}}
+        views.apply("far", Snapshot(service, [task], {"t1": ("127.0.0.2", port)}), 0)
+        with trio.fail_after(5):
+            await registry.wait_for("far")
+        nursery.start_soon(watch_remote, views, 0.1)
+        await trio.sleep(0.3)
+        assert [e.authority for e in registry.get("far")] == [f"127.0.0.2:{port}"]  # Answering: kept.
+        server.cancel()
+        stopped = trio.current_time()
+        with trio.fail_after(5):
+            while registry.get("far"):
+                await trio.sleep(0.01)
+        # A refused port: within one interval (0.1 s here), with room for a busy machine.
+        assert trio.current_time() - stopped < 1.0
+        nursery.cancel_scope.cancel()

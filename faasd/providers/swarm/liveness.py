@@ -26,6 +26,8 @@ LIVENESS_S = 0.5
 """Between two probes of a ready task on another node: how long calls may go to a node that went away."""
 CONNECT_TIMEOUT_S = 0.25
 ANSWER_TIMEOUT_S = 2.0
+PROBES_AT_ONCE = 64
+"""Probes open at once in a round: hundreds of remote replicas do not open hundreds of sockets at once."""
 
 
 def remote_ready(views: Views) -> list[tuple[View, Task]]:
@@ -38,15 +40,18 @@ def remote_ready(views: Views) -> list[tuple[View, Task]]:
     ]
 
 
-async def check(views: Views, view: View, task: Task) -> None:
+async def check(views: Views, view: View, task: Task, limiter: trio.CapacityLimiter) -> None:
     assert task.address is not None
     host, port = task.address
-    if not await health_ok(host, port, connect_timeout_s=CONNECT_TIMEOUT_S, timeout_s=ANSWER_TIMEOUT_S):
+    async with limiter:
+        ok = await health_ok(host, port, connect_timeout_s=CONNECT_TIMEOUT_S, timeout_s=ANSWER_TIMEOUT_S)
+    if not ok:
         views.unready(view, task, f"no answer on {host}:{port} (its node may be down)")
 
 
 async def watch_remote(views: Views, interval_s: float = LIVENESS_S) -> None:
     """Probe the ready tasks of other nodes every ``interval_s`` until cancelled."""
+    limiter = trio.CapacityLimiter(PROBES_AT_ONCE)
     while True:
         await trio.sleep(interval_s)
         tasks = remote_ready(views)
@@ -54,4 +59,4 @@ async def watch_remote(views: Views, interval_s: float = LIVENESS_S) -> None:
             continue
         async with trio.open_nursery() as nursery:
             for view, task in tasks:
-                nursery.start_soon(check, views, view, task)
+                nursery.start_soon(check, views, view, task, limiter)

@@ -55,12 +55,13 @@ class Nodes:
     by_id: Mapping[str, Node] = field(default_factory=dict)
 
     def host(self, node_id: str) -> str:
-        """The address a task on ``node_id`` is called at: 127.0.0.1 on the own node (or on a node not
-        known yet, as before multi-node support), else the node's address."""
+        """The address a task on ``node_id`` is called at: 127.0.0.1 on the own node, else the node's
+        address; "" for a node the swarm does not list (removed meanwhile) or that has none: such a task
+        is not called at all -- 127.0.0.1 and its port could be anything on this node."""
         if not node_id or node_id == self.own:
             return LOCALHOST
         node = self.by_id.get(node_id)
-        return node.address if node is not None and node.address else LOCALHOST
+        return node.address if node is not None else ""
 
     def name(self, node_id: str) -> str:
         """The node's hostname for messages (its short ID when unknown)."""

@@ -126,7 +126,8 @@ def addresses(
             address = overlay_address(task, network)
         else:
             node = node_of(task)
-            address = published_port(api, task, nodes.host(node), local=not node or node == nodes.own)
+            host = nodes.host(node)
+            address = published_port(api, task, host, local=not node or node == nodes.own) if host else None
         if address is not None:
             result[task_id] = address
     return result
