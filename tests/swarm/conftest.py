@@ -1,8 +1,9 @@
-"""Fixtures for the Swarm backend's tests: a real dockerd, a real single-node swarm, real images.
+"""Fixtures for the Swarm backend's tests: a real dockerd, a real swarm, real images.
 
 * ``docker_env`` (session): dockerd answering and a swarm manager. ``scripts/test`` sets that up
-  (``scripts/docker_env.sh setup``); when this session finds neither, it runs the same script and
-  tears down, at the end, only what that call started.
+  (``scripts/docker_env.sh setup --nodes 2``: with a second node, drained but for
+  ``test_multinode.py``); when this session finds neither, it runs the same script and tears down,
+  at the end, only what that call started.
 * ``base_image`` (session): ``python3 dist/faasd.pyz build-base`` -- the very zipapp under test goes
   into the image; rebuilt only when the zipapp changed (the image is labelled with its sha256).
 * ``swarm`` (per test): a Docker client, plus cleanup. Everything a test creates is removed when it
