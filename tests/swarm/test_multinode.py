@@ -5,8 +5,10 @@ one node; the ``two_nodes`` fixture makes it active for this module and drains i
 
 What is proved, with the daemon on the host (``host-port`` route) and no registry:
 
-* a function's image reaches node 2 through its engine (``swarm_engines``), replicas spread over both
-  nodes, and every replica answers calls, node 2's at its node's address with the call token;
+* a function's image reaches node 2 through its engine (``swarm_engines`` on deploy, ``faasd build-base
+  --node-engine`` ahead of it), replicas spread over both nodes, and every replica answers calls, node
+  2's at its node's address with the call token; a replica whose image is missing on its node makes
+  the function failed, naming the node;
 * the autoscaler's new replicas land on both nodes;
 * node 2's dockerd stopped under load: calls keep succeeding (at most 1 % fail), its replicas are
   unpublished at once and rescheduled on node 1; node 2 back: the replicas spread again.
@@ -14,10 +16,12 @@ What is proved, with the daemon on the host (``host-port`` route) and no registr
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -159,6 +163,21 @@ def test_four_replicas_spread_over_both_nodes_answer_from_both(
     port = next(p["PublishedPort"] for p in remote[0]["Status"]["PortStatus"]["Ports"] if p["TargetPort"] == 8080)
     assert httpx.post(f"http://{NODE2_ADDR}:{port}/", content=b"", timeout=10).status_code in (401, 403)
     assert f"{NODE2_ADDR}:{port}" in daemon.logs()
+
+
+def test_build_base_copies_the_image_to_another_nodes_engine(
+    swarm: SwarmHelper, base_image: str, node2_engine: docker.APIClient, pyz_python: str, faasd_pyz: Path
+) -> None:
+    _remove_from_node2(node2_engine, base_image)
+    command = [pyz_python, str(faasd_pyz), "build-base", "--node-engine", NODE2_ENGINE]
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == base_image  # The zipapp did not change: the same image, copied.
+    assert f"{NODE2_ENGINE}: copied" in result.stderr
+    assert node2_engine.inspect_image(base_image)["Id"] == base_image
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert f"{NODE2_ENGINE}: already there" in again.stderr, again.stderr
 
 
 def test_an_image_missing_on_a_node_fails_the_function_naming_the_node(

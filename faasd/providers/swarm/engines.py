@@ -15,69 +15,22 @@ it gets there some way:
 * neither: the image must be loaded on every node by hand; a task that cannot start on a node for
   want of it makes the function's status name that node (:func:`.nodes.rejection`).
 
-Blocking (docker SDK): :func:`copy_image` runs in a worker thread through :meth:`.client.DockerClient.call`.
+Blocking (docker SDK): :func:`faasd.imagecopy.copy_image` (shared with ``faasd build --node-engine``)
+runs in a worker thread through :meth:`.client.DockerClient.call`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-import docker
-import docker.errors
-import requests.exceptions
 import trio
 
 from faasd.errors import InvalidRequest
-from faasd.providers.swarm.client import DockerClient, first_line
+from faasd.imagecopy import CopyFailed, copy_image
+from faasd.providers.swarm.client import DockerClient
 
-__all__ = ["Engines", "copy_image"]
-
-LOAD_TIMEOUT_S = 600
-"""A copy of a big image over a slow link: the whole load is bounded by this."""
-CHUNK_BYTES = 1 << 20
-
-
-class CopyFailed(Exception):
-    """An engine of another node could not be reached or refused the image (the message says which)."""
-
-
-def copy_image(api: docker.APIClient, *, address: str, image_id: str) -> bool:
-    """Have ``image_id`` on the engine at ``address``, streaming it from ``api``'s engine if missing.
-
-    Returns:
-        True when it was copied, False when it was there already.
-
-    Raises:
-        CopyFailed: the engine at ``address`` failed (unreachable, refused the archive).
-    """
-    try:
-        other = docker.APIClient(base_url=address, version="auto", timeout=LOAD_TIMEOUT_S)
-    except docker.errors.DockerException as exc:
-        raise CopyFailed(f"Docker engine {address}: {first_line(exc)}") from exc
-    try:
-        try:
-            name = str((other.info() or {}).get("Name") or address)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise CopyFailed(f"Docker engine {address} unreachable: {first_line(exc)}") from exc
-        try:
-            other.inspect_image(image_id)
-            return False
-        except docker.errors.ImageNotFound:
-            pass
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise CopyFailed(f"node {name} ({address}): {first_line(exc)}") from exc
-        try:
-            archive: Iterator[bytes] = api.get_image(image_id, chunk_size=CHUNK_BYTES)
-            for message in other.load_image(archive) or ():
-                if isinstance(message, dict) and message.get("error"):
-                    raise CopyFailed(f"node {name} ({address}) refused the image: {message['error']}")
-            other.inspect_image(image_id)  # Loaded under the same ID, or the services could not use it.
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise CopyFailed(f"copying the image to node {name} ({address}): {first_line(exc)}") from exc
-        return True
-    finally:
-        other.close()
+__all__ = ["Engines"]
 
 
 class Engines:
