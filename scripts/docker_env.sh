@@ -1,5 +1,5 @@
 #!/bin/sh
-# A Docker engine with a single-node swarm for the Swarm backend's tests and benchmarks.
+# A Docker engine with a swarm (one node, or two on this machine) for the Swarm backend's tests and benchmarks.
 #
 #   sh scripts/docker_env.sh setup [--nodes 2] [--until PID]
 #                                                 install/start what is missing; --nodes 2: and a second
@@ -23,12 +23,11 @@
 #      swarm never tries a registry pull, pidfile and log in $FAASD_DOCKER_ENV_DIR;
 #   3. swarm not active: `docker swarm init --advertise-addr 127.0.0.1` (with --nodes 2: advertised on the
 #      link to node 2, 10.99.0.1, which node 2 can reach; 127.0.0.1 is its own loopback there);
-#   4. --nodes 2 (faasd_node2.sh): a second dockerd in its own network namespace joins as a worker; it is
+#   4. --nodes 2 (scripts/node2.sh): a second dockerd in its own network namespace joins as a worker; it is
 #      left *drained* (no task goes there) so tests written for one node keep one node; the multi-node
 #      tests make it active while they run.
 # What it started is written to $FAASD_DOCKER_ENV_DIR/started (one word a line: dockerd, swarm, node2-link,
-# node2-dockerd, node2-swarm), so
-# teardown undoes exactly that and nothing else: a developer's own dockerd or swarm is never touched.
+# node2-dockerd, node2-swarm), so teardown undoes exactly that and nothing else: a developer's own dockerd or swarm is never touched.
 # Needs root for steps 1 and 2 (the test script runs as root on CI machines). POSIX sh.
 set -eu
 
