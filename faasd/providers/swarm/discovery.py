@@ -112,7 +112,7 @@ class Discovery:
             async with trio.open_nursery() as nursery:
                 self.nursery = self.views.nursery = nursery
                 nursery.start_soon(self._refresher)
-                nursery.start_soon(watch_remote, self.views)
+                nursery.start_soon(watch_remote, self.views, lambda: self.nodes.own)
                 await nursery.start(self._watch)
                 task_status.started()
         finally:

@@ -14,10 +14,11 @@ it. The probes run concurrently, one round at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from faasd.providers.common.probe import health_ok
-from faasd.providers.swarm.nodes import LOCALHOST
 from faasd.providers.swarm.views import Task, View, Views
 
 __all__ = ["LIVENESS_S", "watch_remote"]
@@ -30,13 +31,14 @@ PROBES_AT_ONCE = 64
 """Probes open at once in a round: hundreds of remote replicas do not open hundreds of sockets at once."""
 
 
-def remote_ready(views: Views) -> list[tuple[View, Task]]:
-    """Every ready task whose address is not on this node."""
+def remote_ready(views: Views, own_node: str) -> list[tuple[View, Task]]:
+    """Every ready task on another node than ``own_node`` (the engine's, whose events say when its
+    tasks die), in either route."""
     return [
         (view, task)
         for view in views.all()
         for task in view.tasks.values()
-        if task.ready and task.address is not None and task.address[0] != LOCALHOST
+        if task.ready and task.address is not None and task.node not in ("", own_node)
     ]
 
 
@@ -49,12 +51,13 @@ async def check(views: Views, view: View, task: Task, limiter: trio.CapacityLimi
         views.unready(view, task, f"no answer on {host}:{port} (its node may be down)")
 
 
-async def watch_remote(views: Views, interval_s: float = LIVENESS_S) -> None:
-    """Probe the ready tasks of other nodes every ``interval_s`` until cancelled."""
+async def watch_remote(views: Views, own_node: Callable[[], str], interval_s: float = LIVENESS_S) -> None:
+    """Probe the ready tasks of other nodes every ``interval_s`` until cancelled; ``own_node()`` is the
+    engine's node ID as last read."""
     limiter = trio.CapacityLimiter(PROBES_AT_ONCE)
     while True:
         await trio.sleep(interval_s)
-        tasks = remote_ready(views)
+        tasks = remote_ready(views, own_node())
         if not tasks:
             continue
         async with trio.open_nursery() as nursery:
