@@ -15,7 +15,7 @@
 #   sh scripts/docker_env.sh start-dockerd          start it again the same way
 #   sh scripts/docker_env.sh status                 what runs, and what setup started
 #
-# setup, step by step (each skipped when already done; see shared/reference/swarm.md sections 1-3):
+# setup, step by step (each skipped when already done; docs/swarm.md "Several nodes" for --nodes 2):
 #   1. no dockerd binary: apt-get install docker.io (no recommends) -- and busybox-static, which
 #      `faasd build-base` copies into the base image -- with a policy-rc.d in place so the package
 #      starts nothing;
