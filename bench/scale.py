@@ -94,14 +94,14 @@ class Daemon:
 def start_daemon(faasd: g.Faasd, tmp: Path, label: str, args: argparse.Namespace) -> Daemon:
     tmp.mkdir(parents=True, exist_ok=True)
     password = secrets.token_hex(12)
-    target = faasd.daemon(tmp, password, args.sandbox)
+    target = faasd.daemon(tmp, password, args.sandbox, pool=0)  # Replicas found by their command line (g.watchdogs).
     running = h.start(target, ready_timeout=args.ready_timeout)
     return Daemon(label, target, running, g.Api(target.port, password), password, tmp / "state")
 
 
 def restart_daemon(faasd: g.Faasd, daemon: Daemon, args: argparse.Namespace, timeout: float) -> Daemon:
     """The same daemon again on its state dir and port; ready at its first ``/healthz`` 200."""
-    target = faasd.daemon(daemon.state.parent, daemon.password, args.sandbox)
+    target = faasd.daemon(daemon.state.parent, daemon.password, args.sandbox, pool=0)
     target.port = daemon.port
     target.argv[target.argv.index("--port") + 1] = str(daemon.port)
     target.log_path = daemon.state.parent / "daemon-restart.log"  # its own: the first one logged a restore too
