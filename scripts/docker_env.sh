@@ -113,27 +113,30 @@ start_dockerd() {
     wait_docker
 }
 
-stop_dockerd() {
-    if [ ! -f "$PIDFILE" ]; then
-        say "no pidfile $PIDFILE: dockerd was not started here; left alone"
+# stop_pidfile PIDFILE WHAT SECONDS: TERM the process named in PIDFILE, wait for it to exit (a dockerd
+# stops its containers and its own containerd first), KILL it after SECONDS; remove the pidfile.
+stop_pidfile() {
+    if [ ! -f "$1" ]; then
+        say "no pidfile $1: $2 was not started here; left alone"
         return 0
     fi
-    pid=$(cat "$PIDFILE")
-    say "stopping dockerd (pid $pid)"
+    pid=$(cat "$1")
+    say "stopping $2 (pid $pid)"
     as_root kill -TERM "$pid" 2>/dev/null || true
-    # dockerd stops its containers (and its own containerd) before it exits: wait for the pid.
-    tries=600
+    tries=$(($3 * 10))
     while kill -0 "$pid" 2>/dev/null; do
         tries=$((tries - 1))
         if [ "$tries" -le 0 ]; then
-            say "dockerd $pid still running after 60 s; sending SIGKILL"
+            say "$2 $pid still running after $3 s; sending SIGKILL"
             as_root kill -KILL "$pid" 2>/dev/null || true
             break
         fi
         sleep 0.1
     done
-    rm -f "$PIDFILE"
+    rm -f "$1"
 }
+
+stop_dockerd() { stop_pidfile "$PIDFILE" dockerd 60; }
 
 STARTED_NOW=""
 

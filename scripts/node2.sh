@@ -99,26 +99,7 @@ node2_start_dockerd() {
     done
 }
 
-node2_stop_dockerd() {
-    if [ ! -f "$NODE2_PIDFILE" ]; then
-        say "no pidfile $NODE2_PIDFILE: node 2's dockerd is not running"
-        return 0
-    fi
-    pid=$(cat "$NODE2_PIDFILE")
-    say "stopping node 2's dockerd (pid $pid)"
-    as_root kill -TERM "$pid" 2>/dev/null || true
-    tries=300
-    while kill -0 "$pid" 2>/dev/null; do
-        tries=$((tries - 1))
-        if [ "$tries" -le 0 ]; then
-            say "node 2's dockerd $pid still running after 30 s; sending SIGKILL"
-            as_root kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.1
-    done
-    rm -f "$NODE2_PIDFILE"
-}
+node2_stop_dockerd() { stop_pidfile "$NODE2_PIDFILE" "node 2's dockerd" 30; }
 
 node2_id() { cat "$NODE2_IDFILE" 2>/dev/null || true; }
 
