@@ -34,14 +34,13 @@ import resource
 import shutil
 import socket
 import stat
-import subprocess
 from dataclasses import dataclass, field
 from secrets import token_hex
 
 import trio
 
 from faasd.logs import event
-from faasd.providers.local.process import kill_session
+from faasd.providers.local.process import kill_session, start_replica
 from faasd.providers.local.state import Host
 from faasd.sandbox.enter import ENTER_COMMAND
 from faasd.sandbox.limits import Limits
@@ -211,16 +210,7 @@ class ReplicaPool:
         )
         launch = plan_launch(host.sandbox, replica, host.command.argv, env, (POOLED_COMMAND, str(theirs.fileno())))
         try:
-            process = await trio.lowlevel.open_process(
-                list(launch.argv),
-                stdin=subprocess.DEVNULL,
-                stdout=write_fd,
-                stderr=write_fd,
-                env=launch.env,
-                cwd=launch.cwd,
-                pass_fds=(theirs.fileno(), *launch.pass_fds),
-                start_new_session=True,
-            )
+            process = await start_replica(launch, write_fd, (theirs.fileno(),))
         except BaseException:
             ours.close()
             os.close(read_fd)

@@ -11,10 +11,31 @@ import functools
 import os
 import shutil
 import signal
+import subprocess
+from typing import TYPE_CHECKING
 
 import trio
 
-__all__ = ["exit_fields", "exit_text", "kill_session", "remove_tree", "token_pipe"]
+if TYPE_CHECKING:
+    from faasd.sandbox.plan import Launch
+
+__all__ = ["exit_fields", "exit_text", "kill_session", "remove_tree", "start_replica", "token_pipe"]
+
+
+async def start_replica(launch: Launch, log_fd: int, pass_fds: tuple[int, ...] = ()) -> trio.Process:
+    """Start a replica as ``launch`` plans it -- a pooled one or a function's: stdin from /dev/null, stdout
+    and stderr into the daemon's log pipe ``log_fd``, ``pass_fds`` inherited besides the plan's own, and a
+    session of its own (its autogroup, and :func:`kill_session` reaches everything it starts)."""
+    return await trio.lowlevel.open_process(
+        list(launch.argv),
+        stdin=subprocess.DEVNULL,
+        stdout=log_fd,
+        stderr=log_fd,
+        env=launch.env,
+        cwd=launch.cwd,
+        pass_fds=(*pass_fds, *launch.pass_fds),
+        start_new_session=True,
+    )
 
 
 def token_pipe(token: bytes) -> int:

@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 from secrets import token_hex
 
 import trio
@@ -32,7 +31,14 @@ from faasd.providers.common.logbook import LineBuffer
 from faasd.providers.common.probe import wait_healthy
 from faasd.providers.common.rollout import plan_replicas
 from faasd.providers.local.pool import Member, PoolError, ReplicaPool
-from faasd.providers.local.process import exit_fields, exit_text, kill_session, remove_tree, token_pipe
+from faasd.providers.local.process import (
+    exit_fields,
+    exit_text,
+    kill_session,
+    remove_tree,
+    start_replica,
+    token_pipe,
+)
 from faasd.providers.local.state import LOCALHOST, REPLICA_KEY, Function, Generation, Host, Replica, Slot
 from faasd.providers.local.workdir import replica_env
 from faasd.providers.types import Endpoint
@@ -232,16 +238,7 @@ class Supervisor:
                     os.close(read_fd)
                     read_fd = member.log_fd
                 else:
-                    process = await trio.lowlevel.open_process(
-                        list(launch.argv),
-                        stdin=subprocess.DEVNULL,
-                        stdout=write_fd,
-                        stderr=write_fd,
-                        env=launch.env,
-                        cwd=launch.cwd,
-                        pass_fds=(*pass_fds, *launch.pass_fds),
-                        start_new_session=True,
-                    )
+                    process = await start_replica(launch, write_fd, tuple(pass_fds))
             finally:
                 os.close(write_fd)
                 if token_fd >= 0:
