@@ -69,6 +69,18 @@ def _p99(samples: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
+# What a p99 may grow by whatever its size: a few scheduler time slices on a shared 2-core machine, where the
+# slow clients' own process competes with the daemon for the cores. A /healthz p99 of 2.7 ms became 6.4 ms in one
+# CI run while 300 slow connections were held; a bare 2x of a few milliseconds cannot tell that from a daemon
+# that slows down, and 5 ms can (a daemon blocked by slow clients adds seconds: their timeouts).
+P99_SLACK_SECONDS = 0.005
+
+
+def _held(before: float, during: float) -> bool:
+    """True when a p99 under attack stayed within 2x of the quiet one (or within one scheduler slice of it)."""
+    return during <= max(2 * before, before + P99_SLACK_SECONDS)
+
+
 def _timed(call: Callable[[], httpx.Response], count: int) -> list[float]:
     """``count`` calls in a row: their latencies (each must answer 200)."""
     latencies = []
@@ -284,7 +296,7 @@ def test_slowloris_leaves_other_clients_fast_and_slow_connections_are_closed(
 ) -> None:
     """Slow heads, slow bodies (one byte every 0.5 s), idle keep-alives and silent connections -- 300 at a
     time, each replaced when closed (``fixtures/slow_clients.py``, its own process): /healthz and invokes
-    of other clients keep their p99 (within 2x of the quiet rounds), and each slow connection is closed
+    of other clients keep their p99 (within 2x of the quiet rounds, or 5 ms), and each slow connection is closed
     by its timeout (a slow body once stayed open for minutes)."""
     # The default header and read timeouts, and a keep-alive timeout as short: a measuring round fits
     # while the slow connections are held (shorter timeouts would measure the cost of reconnecting, a
@@ -352,8 +364,8 @@ def test_slowloris_leaves_other_clients_fast_and_slow_connections_are_closed(
     assert set(report["head"]["replies"]) <= {"HTTP/1.1 408", ""}, report["head"]
     assert report["silent"]["replies"] == [""], report["silent"]
     assert "connection failed" not in daemon.logs()
-    assert health_during <= 2 * health_before, (health_before, health_during)
-    assert invoke_during <= 2 * invoke_before, (invoke_before, invoke_during)
+    assert _held(health_before, health_during), (health_before, health_during)
+    assert _held(invoke_before, invoke_during), (invoke_before, invoke_during)
     _wait_fds(daemon, fds_before)
 
 
