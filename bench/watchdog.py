@@ -42,6 +42,9 @@ DEFAULT_HTTP_PEER = PEERS_DIR / "of-watchdog"
 UPSTREAM_SCRIPT = Path(__file__).resolve().parent / "_upstream.py"
 FAASD = "faasd"
 FAASD_STREAMING = "faasd streaming"
+FAASD_COMPARE = "faasd compare"
+SPAWN_TARGET = 0.9
+"""Fork mode's c16 throughput as a share of the raw spawn rate (issue 15's goal)."""
 FAASD_HTTP = "faasd http"
 FAASD_PYTHON = "faasd python"
 UPSTREAM = "bare upstream"
@@ -57,8 +60,8 @@ WARMUP_S = 1
 CPU_LEVEL = 16  # the concurrency whose CPU/request the summary reports
 TARGETS_TEXT = (
     "targets: fork: c16 throughput >= 1.2x classic-watchdog (>= 1.0x at least), c1 p50 <= classic's; "
-    "warm: http and python modes >= 1.2x of-watchdog http at c16 (>= 1.0x at least) and >= 0.6x the bare "
-    "upstream, overhead <= 1 ms p50 at c1"
+    "fork mode >= 0.9x the raw spawn rate at c16; warm: http and python modes >= 1.2x of-watchdog http at c16 "
+    "(>= 1.0x at least) and >= 0.6x the bare upstream, overhead <= 1 ms p50 at c1"
 )
 
 #: Builds a fresh Target (new ports, own tmp dir) for one round.
@@ -314,7 +317,9 @@ def verdicts(suite: Suite, ratios: dict[str, list[float]]) -> list[str]:
         c16 = h.median(ratios[f"{ours}/{theirs} rps c16"])
         if c16 is None:
             continue
-        if suite.name == "fork" and ours == FAASD and "classic" in theirs:
+        if suite.name == "fork" and theirs == FAASD_COMPARE:
+            lines.append(f"  c16 throughput {ours} / {theirs} (two builds, same rounds): {c16:.2f}x")
+        elif suite.name == "fork" and ours == FAASD and "classic" in theirs:
             lines.append(f"  c16 throughput {ours} / {theirs}: {c16:.2f}x -> {_goal(c16, 1.2, 1.0)}")
             p50 = h.median(ratios[f"{ours}/{theirs} p50 c1"])
             if p50 is not None:
@@ -327,6 +332,11 @@ def verdicts(suite: Suite, ratios: dict[str, list[float]]) -> list[str]:
                 lines.append(f"  c1 p50 added by {ours} over {theirs}: {added:+.2f} ms -> {verdict}")
         elif suite.name == "warm":
             lines.append(f"  c16 throughput {ours} / {theirs}: {c16:.2f}x -> {_goal(c16, 1.2, 1.0)}")
+    spawn = h.median(ratios.get(f"{FAASD}/raw spawn rps c16", []))
+    if suite.spawn and spawn is not None:
+        verdict = "met" if spawn >= SPAWN_TARGET else "NOT met"
+        goal = f"goal >= {SPAWN_TARGET:g}x"
+        lines.append(f"  c16 throughput {FAASD} / raw spawn rate: {spawn:.2f}x ({goal}) -> {verdict}")
     return lines
 
 
@@ -534,6 +544,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--faasd", type=Path, default=DEFAULT_FAASD, help="faasd zipapp (default: %(default)s)")
     parser.add_argument("--no-faasd", action="store_true", help="measure only the peers and the baselines")
     parser.add_argument(
+        "--compare",
+        type=Path,
+        help=f"fork suite: also run this other faasd zipapp as '{FAASD_COMPARE}' in the same rounds (A/B)",
+    )
+    parser.add_argument(
         "--suite",
         choices=("fork", "warm", "startup", "all"),
         default="all",
@@ -608,6 +623,8 @@ def build_suites(args: argparse.Namespace) -> list[Suite] | str:
     pyz = args.faasd.resolve()
     if not args.no_faasd and not pyz.exists():
         return f"{pyz} not found: build it (python3 scripts/build_zipapp.py), point --faasd at it, or pass --no-faasd"
+    if args.compare is not None and not args.compare.exists():
+        return f"--compare {args.compare} not found"
     peers = _peers(args)
     if isinstance(peers, str):
         return peers
@@ -619,6 +636,9 @@ def build_suites(args: argparse.Namespace) -> list[Suite] | str:
         if not args.no_faasd:
             factories[FAASD] = faasd_target(args.python, pyz)
             factories[FAASD_STREAMING] = faasd_target(args.python, pyz, FAASD_STREAMING, mode="streaming")
+            if args.compare is not None:
+                factories[FAASD_COMPARE] = faasd_target(args.python, args.compare.resolve(), FAASD_COMPARE)
+                pairs.append((FAASD, FAASD_COMPARE))
         for path in fork_peers:
             factories[path.name] = peer_target(path.name, path)
             pairs += [(FAASD, path.name)] if not args.no_faasd else []
