@@ -3,8 +3,13 @@
 Why it is built this way (measured on the 2-core project machines, see docs/performance notes in the
 closing notes and ``bench/watchdog.py``):
 
-* ``os.posix_spawn`` (vfork + exec inside glibc) with pipes made by ``os.pipe2(O_CLOEXEC)``; no
-  ``subprocess`` (its Popen bookkeeping costs more than the spawn) and no threads.
+* CPython's own vfork + exec, :func:`faasd.watchdog.spawn.spawn` (``_posixsubprocess.fork_exec``,
+  what ``subprocess`` runs underneath: its child does a few syscalls before ``execve`` where glibc's
+  ``posix_spawn`` child does ~130, and it lets other threads run while the child execs), run by
+  :data:`SPAWN_THREADS` spawn threads so the event loop never waits for a child to exec; pipes made by
+  ``os.pipe2(O_CLOEXEC)``; no ``subprocess.Popen`` (its bookkeeping costs more than the spawn). The
+  environment is handed over as ready ``NAME=value`` bytes: the watchdog's own encoded once, only the
+  request's ``Http_*`` per call. Measured: docs/watchdog.md, "Performance (fork mode)".
 * The pipes and a pidfd (``os.pidfd_open``) are watched by the event loop's epoll with plain
   ``add_reader`` callbacks: no task, no future, no transport object per call.
 * Small bodies (<= :data:`PIPE_ATOMIC_BYTES`) are written to stdin before the event loop runs again:
@@ -40,6 +45,7 @@ from faasd.logs import event
 from faasd.watchdog.config import TOKEN_VARIABLE
 from faasd.watchdog.oom import OomWatch
 from faasd.watchdog.proclimit import ProcessLimit
+from faasd.watchdog.spawn import SpawnThreads, prepare, spawn
 
 if TYPE_CHECKING:
     from faasd.http1 import Request
@@ -58,12 +64,13 @@ written with one blocking ``write`` that cannot block."""
 READ_CHUNK_BYTES = 256 * 1024
 """Bytes asked for per read of the function's output (pipes hold 64 KiB; this drains them in one)."""
 
+SPAWN_THREADS = 2
+"""Threads that start calls' processes off the event loop (:class:`~faasd.watchdog.spawn.SpawnThreads`);
+0 spawns on the loop itself. Two: what was measured (on 2 cores, docs/watchdog.md); not tuned further."""
+
 FORCE_FINISH_AFTER_KILL_S = 1.0
 """After a kill, how long to wait for the output pipes to close before answering anyway: a process
 that left the group (``setsid``) can keep them open for ever."""
-
-_SIGDEF = (signal.SIGPIPE, signal.SIGXFSZ)
-"""Signals Python ignores that must be back to default in the function (as ``subprocess`` does)."""
 
 DEFAULT_CONTENT_TYPE = "text/plain; charset=utf-8"
 """Answer type when neither ``content_type`` nor the request says one (as Go's text sniffing would)."""
@@ -72,7 +79,7 @@ ENV_TOO_LARGE = (
     "Request headers too large to pass to the function as environment variables (Http_*): "
     "one value may not exceed 128 KiB"
 )
-"""431 reason when ``posix_spawn`` fails with E2BIG (MAX_ARG_STRLEN, or the whole environment over ARG_MAX)."""
+"""431 reason when the spawn fails with E2BIG (MAX_ARG_STRLEN, or the whole environment over ARG_MAX)."""
 
 CallResult = tuple[int, bytes, str | None]
 """(status, body, content type override or None) handed to the call's ``done`` callback."""
@@ -82,6 +89,11 @@ _TOKEN_KEY = TOKEN_VARIABLE.encode()
 
 
 _assigned_environ: dict[str, str] | None = None
+
+
+def _env_item(key: str, value: str) -> bytes:
+    """``NAME=value`` as ``execve`` takes it (the encoding ``os.fsencode`` uses)."""
+    return (key + "=" + value).encode("utf-8", "surrogateescape")
 
 
 def assign_environ(env: dict[str, str]) -> None:
@@ -135,15 +147,25 @@ class ForkRunner:
         self.loop = loop
         self.calls: set[ForkCall] = set()
         self.base_env = original_environ()
+        self._base_env_items = [_env_item(key, value) for key, value in self.base_env.items()]
+        """:attr:`base_env` as the ``NAME=value`` bytes :func:`spawn` takes, encoded once."""
+        self._executable = os.fsencode(config.executable)
+        self._argv = [os.fsencode(arg) for arg in config.argv]
         self.oom = OomWatch()
         self.process_limit = ProcessLimit()
         self._env_keys: dict[str, str] = {}
+        self.spawner = SpawnThreads(loop, SPAWN_THREADS) if SPAWN_THREADS else None
+        prepare()
 
     async def start(self) -> None:
-        """Nothing to start ahead of calls in fork mode."""
+        """Start the spawn threads."""
+        if self.spawner is not None:
+            self.spawner.start()
 
     async def aclose(self) -> None:
-        """Nothing to stop once calls are done."""
+        """Stop the spawn threads (once calls are done)."""
+        if self.spawner is not None:
+            self.spawner.close()
 
     def healthy(self) -> bool:
         return True
@@ -183,33 +205,42 @@ class ForkRunner:
         if call.kill_reason == "process_limit":
             self.process_limit.answered(time.monotonic())
 
-    def child_env(self, request: Request) -> dict[str, str]:
-        """The function's environment: the watchdog's own plus ``Http_*`` request metadata.
+    def child_env(self, request: Request) -> list[bytes]:
+        """The function's environment, as ``NAME=value`` bytes: the watchdog's own plus ``Http_*`` request
+        metadata (a variable of the watchdog's own is not overridden by a header's).
 
         Raises:
             UnpassableRequest: a value no environment variable can carry (NUL); nothing was opened.
         """
-        env = self.base_env.copy()
+        env = self._base_env_items.copy()
         if not self.config.cgi_headers:
             return env
+        base = self.base_env
         keys = self._env_keys
+        seen: set[str] = set()
         for name, value in request.headers:
             key = keys.get(name)
             if key is None:
                 key = keys[name] = "Http_" + canonical_header_name(name).replace("-", "_")
-            env.setdefault(key, value)
-        env["Http_Method"] = request.method
+            if key not in seen and key not in base:  # The first of repeated headers, as before.
+                seen.add(key)
+                env.append(_env_item(key, value))
         path = request.path
+        if path and "\x00" in path:  # Decoded from %00. Header values and the raw query cannot hold one (http1).
+            raise UnpassableRequest("NUL byte in the request path: it cannot be passed to the function (Http_Path)")
+        extra = {"Http_Method": request.method}
         if path:
-            if "\x00" in path:  # Decoded from %00. Header values and the raw query cannot hold one (http1).
-                raise UnpassableRequest("NUL byte in the request path: it cannot be passed to the function (Http_Path)")
-            env["Http_Path"] = path
+            extra["Http_Path"] = path
         if request.query:
-            env["Http_Query"] = request.query
+            extra["Http_Query"] = request.query
         if request.content_type is not None:
-            env["Http_ContentType"] = request.content_type
-        env["Http_Content_Length"] = str(request.content_length)
-        env["Http_Host"] = request.host
+            extra["Http_ContentType"] = request.content_type
+        extra["Http_Content_Length"] = str(request.content_length)
+        extra["Http_Host"] = request.host
+        for key, value in extra.items():
+            if key in seen or key in base:  # The request's own metadata wins over a header or ours.
+                env = [item for item in env if not item.startswith(key.encode() + b"=")]
+            env.append(_env_item(key, value))
         return env
 
     def stdin_bytes(self, request: Request) -> bytes:
@@ -237,7 +268,7 @@ class ForkRunner:
             if call.kill_reason is None:
                 if now >= call.deadline:
                     call.kill("timeout")
-            elif now >= call.force_deadline:
+            elif now >= call.force_deadline and call.pid:  # (pid 0: its spawn is still under way)
                 call.force_finish()
         if self.process_limit.active:
             groups = {call.pid: call for call in self.calls if call.pid > 0 and call.kill_reason is None}
@@ -259,6 +290,7 @@ class ForkCall:
         "_done",
         "_err_chunks",
         "_out_chunks",
+        "_pending",
         "_stdin_view",
         "connection",
         "deadline",
@@ -301,6 +333,8 @@ class ForkCall:
         self._out_chunks: list[bytes] = []
         self._err_chunks: list[bytes] = []
         self._stdin_view: memoryview | None = None
+        self._pending: tuple[list[int], bytes] | None = None
+        """While a spawn thread starts the process: the child's pipe ends and the body."""
 
     # -- start ------------------------------------------------------------------------------------
     def spawn(self) -> bool:
@@ -312,9 +346,10 @@ class ForkCall:
         (NUL in the path) or 431 (a value past the kernel's size limit) before or instead of a spawn;
         a process that cannot start is answered 500 with the reason.
 
-        Measured alternative, not kept: handing ``posix_spawn`` (which releases the GIL while the
-        vfork'd child execs) to a helper thread did not raise c16 throughput -- the children's own
-        start-up dominates the machine -- so spawning stays on the event loop, with no threads.
+        With spawn threads (the default) the process is started by one of them and the call goes on in
+        :meth:`_on_spawned`; until then its pid is 0 (a kill meanwhile is applied as soon as it exists).
+        Why not ``os.posix_spawn`` in a thread (tried before, no gain): it holds the GIL until its
+        vfork'd child has exec'd, so every other thread, the event loop's included, waits anyway.
         """
         runner = self.runner
         config = runner.config
@@ -325,34 +360,43 @@ class ForkCall:
             return False
         body = runner.stdin_bytes(self.request)
         child_ends: list[int] = []
-        actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = []
         try:
+            stdin = -1  # /dev/null
             if body:
-                r_in, self.in_fd = os.pipe2(os.O_CLOEXEC)
-                child_ends.append(r_in)
-                actions.append((os.POSIX_SPAWN_DUP2, r_in, 0))
-            else:
-                actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+                stdin, self.in_fd = os.pipe2(os.O_CLOEXEC)
+                child_ends.append(stdin)
             self.out_fd, w_out = os.pipe2(os.O_CLOEXEC)
             child_ends.append(w_out)
-            actions.append((os.POSIX_SPAWN_DUP2, w_out, 1))
-            if config.combine_output:
-                actions.append((os.POSIX_SPAWN_DUP2, w_out, 2))
-            else:
+            w_err = w_out
+            if not config.combine_output:
                 self.err_fd, w_err = os.pipe2(os.O_CLOEXEC)
                 child_ends.append(w_err)
-                actions.append((os.POSIX_SPAWN_DUP2, w_err, 2))
-            pid = os.posix_spawn(
-                config.executable, config.argv, env, file_actions=actions, setpgroup=0, setsigdef=_SIGDEF
-            )
+            if runner.spawner is not None:
+                self._pending = (child_ends, body)
+                runner.spawner.submit(runner._executable, runner._argv, env, (stdin, w_out, w_err), self._on_spawned)
+                return True
+            pid = spawn(runner._executable, runner._argv, env, stdin, w_out, w_err)
         except Exception as exc:  # Whatever failed, no fd of this call may outlive it.
-            for fd in child_ends:
-                os.close(fd)
-            self._close_own_fds()
-            self._start_failed(exc)
+            self._spawn_failed(child_ends, exc)
             return False
         self._spawned(pid, child_ends, body)
         return True
+
+    def _on_spawned(self, pid: int, exc: BaseException | None) -> None:
+        """A spawn thread is done with this call (on the event loop)."""
+        assert self._pending is not None
+        child_ends, body = self._pending
+        self._pending = None
+        if exc is not None:
+            self._spawn_failed(child_ends, exc)
+        else:
+            self._spawned(pid, child_ends, body)
+
+    def _spawn_failed(self, child_ends: list[int], exc: BaseException) -> None:
+        for fd in child_ends:
+            os.close(fd)
+        self._close_own_fds()
+        self._start_failed(exc)
 
     def _close_own_fds(self) -> None:
         for fd in (self.in_fd, self.out_fd, self.err_fd):
@@ -361,11 +405,11 @@ class ForkCall:
         self.in_fd = self.out_fd = self.err_fd = -1
         self._stdin_view = None
 
-    def _start_failed(self, exc: Exception) -> None:
+    def _start_failed(self, exc: BaseException) -> None:
         """Answer a call whose process could not be started, by why."""
         if isinstance(exc, OSError) and exc.errno == errno.E2BIG:
             self._refuse(431, ENV_TOO_LARGE, logging.INFO)
-        elif isinstance(exc, ValueError):  # posix_spawn: "embedded null byte" in a value we did not foresee.
+        elif isinstance(exc, ValueError):  # spawn: "embedded null byte" in a value we did not foresee.
             self._refuse(400, f"Request cannot be passed to the function: {exc}", logging.INFO)
         else:
             reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__

@@ -1,0 +1,189 @@
+"""Start a fork-mode call's process: CPython's own vfork + exec (``_posixsubprocess``), not ``os.posix_spawn``.
+
+Why (measured on the 2-core project machine, Python 3.11, ``bench/watchdog.py`` and docs/watchdog.md
+"Performance"): the watchdog spawns on its event loop, and the loop waits while the vfork'd child runs
+up to its ``execve``. glibc's ``posix_spawn`` child resets every one of the 64 signals' handlers one
+``sigaction`` at a time and checks ``RLIMIT_NOFILE`` once per file action: the call blocked the loop for
+~175 us (p50). ``_posixsubprocess.fork_exec`` -- what :mod:`subprocess` runs, also a vfork -- blocks all
+signals around the vfork instead and its child only resets SIGPIPE/SIGXFSZ, dup2s, joins its own process
+group and execs: ~30-45 us, same machine, same run. In fork mode the loop's time per call is the
+throughput ceiling (one thread), so this is most of the per-call saving.
+
+The child sees the same thing as with ``posix_spawn``: stdin/stdout/stderr from the fds given, its own
+process group, SIGPIPE and SIGXFSZ back to default, the environment given (nothing else of ours: every
+fd we hold is close-on-exec). An exec failure comes back through a close-on-exec error pipe, as
+:mod:`subprocess` does, and is raised here as the ``OSError`` ``posix_spawn`` would have raised; a NUL
+in an argument or a variable raises ``ValueError`` before anything runs.
+
+``fork_exec``'s argument list is private to CPython and has been the same from 3.11 to 3.13; should
+another version change it, the ``TypeError`` comes before any process exists, and this module falls back
+to ``os.posix_spawn`` for good (:data:`backend` says which one runs).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
+
+try:
+    from _posixsubprocess import fork_exec as _fork_exec
+except ImportError:  # Not CPython on POSIX: posix_spawn only.
+    _fork_exec = None
+
+__all__ = ["SpawnDone", "SpawnThreads", "backend", "prepare", "spawn"]
+
+_SIGDEF = (signal.SIGPIPE, signal.SIGXFSZ)
+"""Signals Python ignores that must be back to default in the function (as ``subprocess`` does)."""
+
+backend = "fork_exec" if _fork_exec is not None else "posix_spawn"
+"""Which primitive starts processes: ``fork_exec`` (``_posixsubprocess``) or ``posix_spawn`` (fallback)."""
+
+_devnull = -1
+
+
+def prepare() -> None:
+    """Open the one read-only ``/dev/null`` (close-on-exec) every call without a body gets as stdin: once,
+    before the first call, so the watchdog's open fds do not change with its calls."""
+    global _devnull
+    if _devnull < 0:
+        _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def spawn(executable: bytes, argv: list[bytes], env: list[bytes], stdin: int, stdout: int, stderr: int) -> int:
+    """Start ``executable`` with ``argv`` and ``env`` (``b"NAME=value"`` items) on the fds given (``stdin``
+    -1: ``/dev/null``; ``stderr`` may equal ``stdout``), in its own process group; returns its pid.
+
+    Raises:
+        OSError: it could not start (fork or exec failed), with the errno ``execve`` gave.
+        ValueError: a NUL byte in an argument or a variable.
+    """
+    global backend
+    if stdin < 0:
+        prepare()
+        stdin = _devnull
+    if backend == "fork_exec":
+        try:
+            return _spawn_fork_exec(executable, argv, env, stdin, stdout, stderr)
+        except TypeError:  # Another CPython's fork_exec signature: nothing was started.
+            backend = "posix_spawn"
+    actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1), (os.POSIX_SPAWN_DUP2, stderr, 2)]
+    environ = dict(item.split(b"=", 1) for item in env)  # type: ignore[misc]
+    return os.posix_spawn(executable, argv, environ, file_actions=actions, setpgroup=0, setsigdef=_SIGDEF)
+
+
+def _spawn_fork_exec(
+    executable: bytes, argv: list[bytes], env: list[bytes], stdin: int, stdout: int, stderr: int
+) -> int:
+    assert _fork_exec is not None
+    err_read, err_write = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = _fork_exec(
+            argv,
+            (executable,),
+            False,  # close_fds: every fd of ours is close-on-exec already
+            (),  # pass_fds
+            None,  # cwd
+            env,
+            stdin,
+            -1,  # p2cwrite
+            -1,  # c2pread
+            stdout,
+            -1,  # errread
+            stderr,
+            err_read,
+            err_write,
+            True,  # restore_signals: SIGPIPE, SIGXFSZ back to default
+            False,  # start_new_session
+            0,  # process_group: its own
+            None,  # gid (None, not -1: any other value makes CPython fork instead of vfork)
+            None,  # extra_groups
+            None,  # uid
+            -1,  # umask
+            None,  # preexec_fn
+            True,  # allow_vfork
+        )
+    except BaseException:
+        os.close(err_read)
+        os.close(err_write)
+        raise
+    os.close(err_write)
+    try:
+        failure = os.read(err_read, 4096)  # EOF at once on success: the exec closed the child's end
+    finally:
+        os.close(err_read)
+    if failure:
+        os.waitpid(pid, 0)  # The child _exit'ed after writing why.
+        raise _exec_error(failure)
+    return pid
+
+
+def _exec_error(data: bytes) -> OSError:
+    """The ``OSError`` for the child's report ``b"OSError:<hex errno>:<where>"`` (as :mod:`subprocess` reads it)."""
+    _, _, rest = data.partition(b":")
+    hex_errno, _, _ = rest.partition(b":")
+    try:
+        number = int(hex_errno, 16)
+    except ValueError:
+        return OSError(f"cannot start process: {data[:200].decode('ascii', 'replace')}")
+    return OSError(number, os.strerror(number))
+
+
+SpawnDone = Callable[[int, BaseException | None], None]
+"""Called on the event loop with (pid, None) once the process exists, or (0, the error) when it could not start."""
+
+
+class SpawnThreads:
+    """A few threads that run :func:`spawn` off the event loop, owned by fork mode's runner.
+
+    Why: ``fork_exec`` lets other threads run while its vfork'd child execs (the child gives up the GIL
+    just before ``execve``), but the thread that called it waits until the exec is done -- on a busy
+    machine the child may first wait its turn for a CPU. Run on the event loop, that wait is the
+    loop's; here it is a spawn thread's, and the loop answers other calls meanwhile, while two
+    spawns can proceed on two cores (as the Go watchdog's goroutines do).
+
+    Structure: started by :meth:`start` (the runner's ``start``), stopped and joined by :meth:`close`
+    (its ``aclose``); a job is one spawn, its result handed back with ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        self._loop = loop
+        self._jobs: queue.SimpleQueue[tuple[tuple[bytes, list[bytes], list[bytes], int, int, int], SpawnDone] | None]
+        self._jobs = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"spawn-{i}", daemon=True) for i in range(count)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def submit(
+        self, executable: bytes, argv: list[bytes], env: list[bytes], fds: tuple[int, int, int], done: SpawnDone
+    ) -> None:
+        """Spawn in a thread; ``done`` is called on the loop. The fds must stay open until then."""
+        self._jobs.put(((executable, argv, env, *fds), done))
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        call_soon = self._loop.call_soon_threadsafe
+        while (job := jobs.get()) is not None:
+            args, done = job
+            try:
+                pid = spawn(*args)
+            except Exception as exc:  # Handed to the call, which answers by it.
+                call_soon(done, 0, exc)
+            else:
+                call_soon(done, pid, None)
+
+    def close(self) -> None:
+        """Let the threads finish the spawns queued, then join them (a spawn takes milliseconds)."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
