@@ -163,9 +163,11 @@ class ForkRunner:
             self.spawner.start()
 
     async def aclose(self) -> None:
-        """Stop the spawn threads (once calls are done)."""
+        """Stop the spawn threads (once calls are done or killed), then let the loop run the results they
+        handed back last: a process started meanwhile for a killed call is killed there, not left behind."""
         if self.spawner is not None:
             self.spawner.close()
+            await asyncio.sleep(0)
 
     def healthy(self) -> bool:
         return True
