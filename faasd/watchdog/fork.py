@@ -158,9 +158,7 @@ class ForkRunner:
         prepare()
 
     async def start(self) -> None:
-        """Start the spawn threads."""
-        if self.spawner is not None:
-            self.spawner.start()
+        """Nothing to start ahead of calls (the spawn threads start with the first calls that overlap)."""
 
     async def aclose(self) -> None:
         """Stop the spawn threads (once calls are done or killed), then let the loop run the results they

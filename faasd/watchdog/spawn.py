@@ -6,8 +6,8 @@ up to its ``execve``. glibc's ``posix_spawn`` child resets every one of the 64 s
 ``sigaction`` at a time and checks ``RLIMIT_NOFILE`` once per file action: the call blocked the loop for
 ~175 us (p50). ``_posixsubprocess.fork_exec`` -- what :mod:`subprocess` runs, also a vfork -- blocks all
 signals around the vfork instead and its child only resets SIGPIPE/SIGXFSZ, dup2s, joins its own process
-group and execs: ~30-45 us, same machine, same run. In fork mode the loop's time per call is the
-throughput ceiling (one thread), so this is most of the per-call saving.
+group and execs: ~30-45 us, same machine, same run. A call alone is spawned on the event loop, which
+waits that long; with other calls in flight :class:`SpawnThreads` spawn, and the loop goes on meanwhile.
 
 The child sees the same thing as with ``posix_spawn``: stdin/stdout/stderr from the fds given, its own
 process group, SIGPIPE and SIGXFSZ back to default, the environment given (nothing else of ours: every
@@ -23,7 +23,6 @@ to ``os.posix_spawn`` for good (:data:`backend` says which one runs).
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import threading
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import asyncio
+    from queue import SimpleQueue
 
 try:
     from _posixsubprocess import fork_exec as _fork_exec
@@ -148,24 +148,32 @@ class SpawnThreads:
     loop's; here it is a spawn thread's, and the loop answers other calls meanwhile, while two
     spawns can proceed on two cores (as the Go watchdog's goroutines do).
 
-    Structure: started by :meth:`start` (the runner's ``start``), stopped and joined by :meth:`close`
-    (its ``aclose``); a job is one spawn, its result handed back with ``call_soon_threadsafe``.
+    Structure: the threads start with the first :meth:`submit` (a watchdog that never has two calls at
+    once never starts them, and its start-up imports nothing more: ``_queue``, not ``queue``, which
+    costs ~1.6 ms to import), and :meth:`close` (the runner's ``aclose``) stops and joins them; a job is
+    one spawn, its result handed back with ``call_soon_threadsafe``.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self._loop = loop
-        self._jobs: queue.SimpleQueue[tuple[tuple[bytes, list[bytes], list[bytes], int, int, int], SpawnDone] | None]
-        self._jobs = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._work, name=f"spawn-{i}", daemon=True) for i in range(count)]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        self._count = count
+        self._jobs: SimpleQueue[tuple[tuple[bytes, list[bytes], list[bytes], int, int, int], SpawnDone] | None]
+        self._jobs = None  # type: ignore[assignment]  # created with the threads
+        self._threads: list[threading.Thread] = []
 
     def submit(
         self, executable: bytes, argv: list[bytes], env: list[bytes], fds: tuple[int, int, int], done: SpawnDone
     ) -> None:
         """Spawn in a thread; ``done`` is called on the loop. The fds must stay open until then."""
+        if not self._threads:
+            from _queue import SimpleQueue  # queue.SimpleQueue itself, without queue's imports
+
+            self._jobs = SimpleQueue()
+            self._threads = [
+                threading.Thread(target=self._work, name=f"spawn-{i}", daemon=True) for i in range(self._count)
+            ]
+            for thread in self._threads:
+                thread.start()
         self._jobs.put(((executable, argv, env, *fds), done))
 
     def _work(self) -> None:

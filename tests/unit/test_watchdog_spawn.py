@@ -95,7 +95,6 @@ def test_spawn_threads_hand_every_result_back_on_the_loop() -> None:
     async def main() -> list[tuple[int, BaseException | None]]:
         loop = asyncio.get_running_loop()
         threads = SpawnThreads(loop, 2)
-        threads.start()
         results: list[tuple[int, BaseException | None]] = []
         finished = asyncio.Event()
 
