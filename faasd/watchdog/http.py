@@ -315,8 +315,9 @@ class HttpRunner:
         self.closing = False
         self.pid = 0
         self.pidfd = -1
-        self.log_fd = -1
-        self._log_buffer = bytearray()
+        self._log_buffers: dict[int, bytearray] = {}
+        """Per log pipe (one per server start) its partial last line. A restarted server gets a new pipe
+        while the old one may still be open: a process its predecessor started can hold it for good."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._restart_delay = RESTART_DELAY_S
         self._spawned_at = 0.0
@@ -360,8 +361,9 @@ class HttpRunner:
             raise
         finally:
             os.close(log_write)
-        self.log_fd = log_read
-        self.loop.add_reader(log_read, self._on_log)
+        os.set_blocking(log_read, False)
+        self._log_buffers[log_read] = bytearray()
+        self.loop.add_reader(log_read, self._on_log, log_read)
         try:
             self.pidfd = os.pidfd_open(self.pid)
         except OSError:
@@ -378,19 +380,20 @@ class HttpRunner:
         writer.close()
         return True
 
-    def _on_log(self) -> None:
+    def _on_log(self, fd: int) -> None:
+        """Relay the lines of one server start's log pipe (``fd``) to the watchdog's log."""
         try:
-            data = os.read(self.log_fd, 65536)
+            data = os.read(fd, 65536)
         except (BlockingIOError, InterruptedError):
             return
         if not data:
-            self.loop.remove_reader(self.log_fd)
-            os.close(self.log_fd)
-            self.log_fd = -1
+            self.loop.remove_reader(fd)
+            os.close(fd)
+            del self._log_buffers[fd]
             return
-        self._log_buffer += data
-        *lines, rest = self._log_buffer.split(b"\n")
-        self._log_buffer = bytearray(rest[-16384:])
+        buffer = self._log_buffers[fd] + data
+        *lines, rest = buffer.split(b"\n")
+        self._log_buffers[fd] = bytearray(rest[-16384:])
         for line in lines:
             event(log, logging.INFO, "function", text=line[:16384].decode("utf-8", "replace"))
 

@@ -261,6 +261,27 @@ def test_upstream_crash_gives_502_then_it_is_restarted(start_watchdog):
     assert "exit=7" in watchdog.logs()
 
 
+def test_a_restart_while_a_process_of_the_old_server_holds_its_log_keeps_serving(start_watchdog, tmp_path):
+    """A process the crashed server started still holds the old log pipe (its stdout) and writes to it after
+    the restart: the watchdog read the *new* server's pipe when the old one became readable -- a blocking
+    read of a silent pipe, which hung the whole watchdog (found when a fork bomb's server was restarted)."""
+    upstream_port = free_port()
+    server = f"{shlex.quote(UPSTREAM_PYTHON)} {shlex.quote(str(UPSTREAM))} {upstream_port}"
+    started, wrote = tmp_path / "writer-started", tmp_path / "writer-wrote"
+    writer = f"(sleep 2; echo late from the old server; touch {wrote}) &"  # Only the first server's.
+    watchdog = start_watchdog(
+        f"sh -c '[ -e {started} ] || {{ touch {started}; {writer} }}; exec {server}'",
+        mode="http",
+        upstream_url=f"http://127.0.0.1:{upstream_port}",
+    )
+    assert watchdog.request("GET", "/crash?s=0").status_code == 502
+    wait_for(lambda: "upstream ready again" in watchdog.logs(), 5.0, "the server's restart")
+    wait_for(wrote.exists, 5.0, "the old server's writer to write")
+    response = watchdog.request("GET", "/after", timeout=scaled(5.0))
+    assert response.status_code == 200 and echoed(response)["path"] == "/after", response.text
+    wait_for(lambda: "late from the old server" in watchdog.logs(), 5.0, lambda: watchdog.logs())
+
+
 def test_calls_during_a_restart_wait_for_the_new_server(start_watchdog):
     watchdog = start_http(start_watchdog)
     with ThreadPoolExecutor(2) as pool:
