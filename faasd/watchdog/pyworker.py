@@ -36,6 +36,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from faasd.watchdog.pyreap import Reaper
+
 __all__ = ["Context", "Event", "encode_answer", "main", "read_frame", "write_frame"]
 
 REQUEST_FD = 3
@@ -174,9 +176,12 @@ def main(argv: list[str]) -> int:
         _limit_memory(limit)
     output_limit = int(os.environ.get("FAASD_WORKER_OUTPUT_LIMIT", "0") or 0) or sys.maxsize
     context = Context()
+    reaper = Reaper()
+    reaper.install()
     write_frame(ANSWER_FD, {"ready": True, "pid": os.getpid()})
     while (frame := read_frame(REQUEST_FD)) is not None:
         meta, body = frame
+        reaper.busy = True
         try:
             arguments = (Event(meta, body), context) if two_arguments else (body.decode("utf-8", "replace"),)
             answer, answer_body = encode_answer(handle(*arguments))
@@ -192,4 +197,6 @@ def main(argv: list[str]) -> int:
             answer, answer_body = {"status": 502, "error": _over_limit(output_limit)}, b""
         sys.stdout.flush()
         write_frame(ANSWER_FD, answer, answer_body)
+        reaper.busy = False
+        reaper.reap()  # What the watchdog killed during the call (faasd.watchdog.pyreap).
     return 0
