@@ -163,7 +163,7 @@ class WatchdogApp:
         stopped (the fast tick then)."""
         runner = self.runner
         runner.check_deadlines(now)
-        limit = getattr(runner, "process_limit", None)  # fork, streaming and python modes have one
+        limit = getattr(runner, "process_limit", None)  # every mode has one (http: faasd.watchdog.httplimit)
         return bool(runner.calls) or (limit is not None and limit.sweeping)
 
     def calls_in_flight(self) -> int:

@@ -16,7 +16,9 @@ Failures: a call past ``exec_timeout`` (or an ``X-Timeout`` request header below
 of-watchdog answers, and its upstream connection is dropped; an upstream that closes mid-call gets
 **502**. If the server process exits, calls in flight get 502, later calls wait for its restart
 (bounded by their deadline), and it is restarted with a growing delay; its stdout and stderr go to
-the watchdog's log.
+the watchdog's log. A fork bomb in the server (its handlers, or a process it started in a session of its
+own) is stopped at the replica's process limit (:mod:`faasd.watchdog.httplimit`): the offending calls get
+500 naming the limit, as in the other modes, and the replica cools down (429) before it serves again.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from faasd.http1 import (
 from faasd.logs import event
 from faasd.units import parse_duration
 from faasd.watchdog.fork import DEFAULT_CONTENT_TYPE, original_environ
+from faasd.watchdog.httplimit import check_server
+from faasd.watchdog.proclimit import ProcessLimit
 
 if TYPE_CHECKING:
     from faasd.http1 import Request
@@ -321,6 +325,7 @@ class HttpRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._restart_delay = RESTART_DELAY_S
         self._spawned_at = 0.0
+        self.process_limit = ProcessLimit()
 
     # -- the server process -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -361,6 +366,7 @@ class HttpRunner:
             raise
         finally:
             os.close(log_write)
+        self.process_limit.lower(self.pid)
         os.set_blocking(log_read, False)
         self._log_buffers[log_read] = bytearray()
         self.loop.add_reader(log_read, self._on_log, log_read)
@@ -477,7 +483,9 @@ class HttpRunner:
                 limit = min(limit, parse_duration(wanted))
         return limit
 
-    def run(self, request: Request, connection: HttpConnection) -> HttpCall:
+    def run(self, request: Request, connection: HttpConnection) -> HttpCall | None:
+        if self.process_limit.refuse(connection, time.monotonic()):
+            return None  # The server just filled the replica's process limit (faasd.watchdog.httplimit).
         call = HttpCall(self, request, connection)
         self.calls.add(call)
         self.stats.in_flight = len(self.calls)
@@ -564,6 +572,7 @@ class HttpRunner:
             if now >= call.deadline:
                 self.stats.count_kill("timeout")
                 self.fail(call, 504, f"Function timed out after {call.limit_s:g}s")
+        check_server(self, now)
 
     def kill_all(self, reason: str) -> None:
         for call in list(self.calls):

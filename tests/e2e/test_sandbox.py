@@ -604,12 +604,21 @@ def test_a_fork_bomb_is_stopped_at_its_process_limit(watchdog: str, mode: str, s
         [cooling] = after
         assert (cooling.status_code, cooling.text) == (429, COOLING) and int(cooling.headers["Retry-After"]) >= 1
         assert httpx.get(f"{daemon.url}/healthz").status_code == 200
-        wait_for(
-            lambda: httpx.post(fine, timeout=10.0).text.strip() == "fine",
-            10.0,
-            "the bomb function to answer normally again",
-            interval=0.1,
-        )
+        seen: list[str] = []
+
+        def fine_again() -> bool:
+            try:
+                seen.append(httpx.post(fine, timeout=10.0).text.strip())
+            except httpx.TimeoutException as exc:
+                seen.append(repr(exc))
+            return seen[-1] == "fine"
+
+        def why() -> str:
+            with daemon.client() as client:
+                logs = client.get("/system/logs", params={"name": fine.split("/")[4].split("?")[0]}).text
+            return f"the bomb function to answer normally again: {seen[-3:]}\n{logs[-3000:]}"
+
+        wait_for(fine_again, 10.0, why, interval=0.1)
 
 
 @pytest.mark.slow
