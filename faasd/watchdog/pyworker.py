@@ -197,6 +197,5 @@ def main(argv: list[str]) -> int:
             answer, answer_body = {"status": 502, "error": _over_limit(output_limit)}, b""
         sys.stdout.flush()
         write_frame(ANSWER_FD, answer, answer_body)
-        reaper.busy = False
-        reaper.reap()  # What the watchdog killed during the call (faasd.watchdog.pyreap).
+        reaper.after_call()  # What the watchdog killed during the call (faasd.watchdog.pyreap).
     return 0

@@ -372,3 +372,30 @@ def test_sigterm_drains_an_in_flight_call(start_watchdog):
     assert response.json()["slept"] == 1.0
     assert watchdog.wait_exit(5.0) == 0
     assert not session_members(watchdog.pid), "workers outlived the watchdog"
+
+
+KILLS_ITS_OWN_CHILD = """import os, signal, subprocess
+
+
+def handle(event, context):
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    child.kill()
+    os.kill(os.getpid(), signal.SIGCHLD)  # As if the child's own SIGCHLD came first, before the wait.
+    return f"{child.wait()} {child.pid}"
+"""
+
+
+def test_a_child_the_handler_killed_itself_keeps_its_exit_status(start_watchdog, tmp_path: Path):
+    """A worker reaps the children the process-limit sweep killed (faasd/watchdog/pyreap.py: outside its
+    process group, SIGKILLed) -- never during a call: a handler that killed its own such child gets its
+    status from its own wait (-9), not 0 from a child reaped under it; and the worker reaps nothing it
+    must not after the call either (the handler waited)."""
+    handler = tmp_path / "handler.py"
+    handler.write_text(KILLS_ITS_OWN_CHILD)
+    watchdog = start_python(start_watchdog, handler, workers="1")
+    for _ in range(3):
+        response = watchdog.request("GET", "/")
+        assert response.status_code == 200, response.text
+        status, pid = response.text.split()
+        assert status == "-9", response.text
+        assert not process_alive(int(pid))
