@@ -39,7 +39,10 @@ meanwhile too). Stopping first is what makes it converge: the watchdog shares th
 with the bomb, and a killed process's slot would be refilled at once by the others. (cgroup v2's
 ``cgroup.kill`` would kill the watchdog too, and v1 has no such file; faasd uses no freezer cgroup.)
 
-http mode's long-lived server is not watched. Nothing here runs without a pids cgroup.
+http mode's long-lived server is watched through the same class: the server's process group is its one
+"call" (:mod:`faasd.watchdog.httplimit`). A process a python worker's handler forked that left the
+worker's group is still the worker's child: the worker reaps it once killed (:mod:`faasd.watchdog.pyreap`).
+Nothing here runs without a pids cgroup.
 """
 
 from __future__ import annotations
@@ -115,8 +118,16 @@ class ProcessLimit:
         self._own = _self_and_ancestors() if self.active else frozenset()
         """Never swept: the watchdog and the processes above it in the cgroup (bwrap's)."""
         self._cgroup = _cgroup_of("self") if self.active else None
-        self._stopped: dict[int, bool] = {}
-        """Processes that left their call, stopped by the sweep under way (:meth:`sweep`): killed yet?"""
+        self._stopped: dict[int, int] = {}
+        """Processes that left their call, stopped by the sweep under way (:meth:`sweep`): pid -> a pidfd
+        pinning that very process. Its pid may be recycled once it is gone -- within one sweep, with the
+        default ``pid_max`` of 32768 and bombs forking thousands a second -- and a new process under a
+        pid taken for one already stopped would never be stopped: it forked on, and the sweep never
+        converged (seen in http mode's test on a shared machine: a sweep ran its full
+        :data:`SWEEP_MAX_S` and left a bomb running)."""
+        self._killed: set[int] = set()
+        self._stops = 0
+        """Processes stopped by the sweep under way (recycled pids included): what it reports killed."""
         self._sweep_until = 0.0
 
     def __repr__(self) -> str:
@@ -183,8 +194,18 @@ class ProcessLimit:
                 break
             fresh = False
             for pid in foreign:
-                if pid not in self._stopped and _signal_member(pid, self._cgroup, signal.SIGSTOP):
-                    self._stopped[pid] = False
+                pinned = self._stopped.get(pid)
+                if pinned is not None:
+                    if _alive(pinned):
+                        continue
+                    # The process stopped under this pid is gone: the pid is someone new's, to stop too.
+                    os.close(pinned)
+                    del self._stopped[pid]
+                    self._killed.discard(pid)
+                pinned = _stop_member(pid, self._cgroup)
+                if pinned is not None:
+                    self._stopped[pid] = pinned
+                    self._stops += 1
                     fresh = True
             quiet = 0 if fresh else quiet + 1
             if quiet >= SWEEP_QUIET_ROUNDS:
@@ -193,17 +214,22 @@ class ProcessLimit:
         if left and self._stopped and time.monotonic() < self._sweep_until:
             return 0
         self._kill_stopped()
-        count = len(self._stopped)
+        count = self._stops
+        self._stops = 0
+        for pinned in self._stopped.values():
+            os.close(pinned)
         self._stopped.clear()
+        self._killed.clear()
         if count:
             event(log, logging.WARNING, "killed processes that left their call", count=count, limit=self.limit)
         return count
 
     def _kill_stopped(self) -> None:
-        for pid, killed in self._stopped.items():
-            if not killed:
-                _signal_member(pid, self._cgroup, signal.SIGKILL)
-                self._stopped[pid] = True
+        for pid, pinned in self._stopped.items():
+            if pid not in self._killed:
+                with contextlib.suppress(OSError):  # Gone already.
+                    signal.pidfd_send_signal(pinned, signal.SIGKILL)
+                self._killed.add(pid)
 
     def killed(self, now: float, group: int) -> None:
         """Process group ``group`` was killed for filling the limit at ``now`` (monotonic): start (or
@@ -314,22 +340,31 @@ def _cgroup_of(pid: str) -> bytes | None:
         return None
 
 
-def _signal_member(pid: int, cgroup: bytes | None, signum: int) -> bool:
-    """Send ``signum`` to ``pid`` if it is (still) in the cgroup described by ``cgroup``; True when sent.
-    The pidfd pins the process before the check, so a pid recycled meanwhile is never signalled."""
+def _stop_member(pid: int, cgroup: bytes | None) -> int | None:
+    """SIGSTOP ``pid`` if it is (still) in the cgroup described by ``cgroup``; returns the pidfd that pins
+    it (the caller's to close), or None when it was not stopped. The pidfd pins the process before the
+    check, so a pid recycled meanwhile is never signalled."""
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
-        return False
+        return None
     try:
-        if cgroup is None or _cgroup_of(str(pid)) != cgroup:
-            return False
-        signal.pidfd_send_signal(pidfd, signum)
-        return True
+        if cgroup is not None and _cgroup_of(str(pid)) == cgroup:
+            signal.pidfd_send_signal(pidfd, signal.SIGSTOP)
+            return pidfd
+    except OSError:
+        pass
+    os.close(pidfd)
+    return None
+
+
+def _alive(pidfd: int) -> bool:
+    """The process ``pidfd`` pins has not been reaped (a zombie counts: its pid is not free yet)."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
     except OSError:
         return False
-    finally:
-        os.close(pidfd)
+    return True
 
 
 def _group_alive(group: int) -> bool:
