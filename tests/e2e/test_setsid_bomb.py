@@ -54,8 +54,9 @@ def handle(event, context):
 """
 """A python-mode bomb: the worker's child leaves its process group and forks for ever; the call answers.
 The worker never waits for that child: once killed, it is the watchdog's to have reaped."""
-WATCHDOGS = ["fork", "python", "http"]
-"""http: the function's server starts the bomb the way a daemon would (tests/e2e/fixtures/bomb_server.py)."""
+WATCHDOGS = ["fork", "streaming", "python", "http"]
+"""streaming: fork mode's watch, inherited; http: the function's server starts the bomb the way a daemon
+would (tests/e2e/fixtures/bomb_server.py)."""
 REAPED_WITHIN_S = 5.0
 """After the replica answers again, every process the bomb left is reaped within this."""
 RECOVERED_WITHIN_S = 15.0
@@ -71,7 +72,8 @@ def _deploy(daemon: Daemon, watchdog: str) -> tuple[str, str]:
         env = {"mode": "python", "workers": "2", "exec_timeout": "20s"}
         daemon.deploy("sbomb", "", envVars=env, handlerArchive=_archive({"handler.py": PY_SETSID_BOMB}))
         return f"{daemon.url}/function/sbomb/bomb", f"{daemon.url}/function/sbomb/fine"
-    daemon.deploy("sbomb", SETSID_BOMB, envVars={"exec_timeout": "20s"})
+    env = {"exec_timeout": "20s", **({"mode": "streaming"} if watchdog == "streaming" else {})}
+    daemon.deploy("sbomb", SETSID_BOMB, envVars=env)
     return f"{daemon.url}/function/sbomb?bomb", f"{daemon.url}/function/sbomb?fine"
 
 
