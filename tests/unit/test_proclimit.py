@@ -162,3 +162,55 @@ def test_calls_are_made_nicer_than_the_watchdog(events: Events, groups: list):
     groups.append(_group(1))
     limit.lower(groups[0].pid)
     assert os.getpriority(os.PRIO_PROCESS, groups[0].pid) == limit.call_nice
+
+
+def _with_pid(pid: int) -> subprocess.Popen[bytes] | None:
+    """A new ``sleep`` under ``pid`` (free again), through ``ns_last_pid`` (root only); None when another
+    process of this shared machine took it first every time."""
+    for _ in range(50):
+        try:
+            with open("/proc/sys/kernel/ns_last_pid", "w", encoding="ascii") as file:
+                file.write(str(pid - 1))
+        except OSError:
+            return None
+        child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        if child.pid == pid:
+            return child
+        child.kill()
+        child.wait()
+    return None
+
+
+def test_a_stopped_process_whose_pid_is_recycled_mid_sweep_is_stopped_and_killed_too(
+    events: Events, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep pins each process it stopped by a pidfd: once one is gone, a new process under its pid is
+    stopped and killed in turn. It was taken for the one already stopped and left running: a bomb process
+    under a recycled pid forked on, and the sweep never converged."""
+    if os.geteuid() != 0:
+        pytest.skip("choosing a process's pid (ns_last_pid) needs root")
+    procs = tmp_path / "cgroup.procs"  # A real file standing in for the cgroup's member list.
+    procs.write_text("")
+    fd = os.open(procs, os.O_RDONLY)
+    monkeypatch.setitem(enter._kept, "pprc", fd)
+    try:
+        limit = ProcessLimit()
+        first = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        procs.write_text(f"{first.pid}\n")
+        events.refused(1)
+        assert limit.to_kill({}, 0.0) is None and limit.sweeping
+        assert first.wait(timeout=scaled(5)) == -signal.SIGKILL  # Stopped, killed, and reaped: its pid is free.
+        second = _with_pid(first.pid)
+        if second is None:
+            pytest.skip(f"pid {first.pid} was taken by another process every time")
+        try:
+            wait_for(lambda: (limit.to_kill({}, 0.0), second.poll() is not None)[1], 5.0, "the new process killed")
+            assert second.returncode == -signal.SIGKILL
+            procs.write_text("")
+            wait_for(lambda: (limit.to_kill({}, 0.0), not limit.sweeping)[1], 5.0, "the sweep to end")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                second.kill()
+            second.wait()
+    finally:
+        os.close(fd)
