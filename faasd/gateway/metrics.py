@@ -1,10 +1,15 @@
 """The gateway's Prometheus metrics, under the OpenFaaS names so existing dashboards work.
 
-The only module that creates prometheus_client objects. Per call the invoke path does one
-:meth:`GatewayMetrics.started` and one :meth:`GatewayMetrics.finished`: label children are cached,
-so a call costs two dict lookups and the client's own increments. Values that are state rather than
-events (ready replicas, calls in flight) are read at scrape time by a collector, costing nothing per
-call.
+Counted in plain Python objects, rendered by prometheus_client only when ``/metrics`` is scraped: the
+client with what it imports (``http.server``, ``email``, ``urllib.request``, ``platform``) was about a
+fifth of what the daemon imported beyond a hypercorn-trio hello world before it answered ``/healthz``
+(docs/coldstart.md), and the first request needs none of it. Per call the invoke path does one
+:meth:`GatewayMetrics.started` and one :meth:`GatewayMetrics.finished`: a dict lookup and an addition
+each (plus a bisect for the histogram), with no lock -- everything runs on the daemon's one event loop.
+Values that are state rather than events (ready replicas, calls in flight) are read at scrape time,
+costing nothing per call. The text a scrape gets is the one prometheus_client's own ``Counter`` and
+``Histogram`` wrote (same families in the same order, ``_total``/``_bucket``/``_count``/``_sum``/
+``_created`` samples).
 
 =========================================== ======== ==============================================
 metric                                      type     labels
@@ -34,82 +39,138 @@ the function (each attempt), as OpenFaaS counts them when its queue-worker calls
 
 from __future__ import annotations
 
-import contextlib
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 
 __all__ = ["CONTENT_TYPE", "GatewayMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ASYNC_OUTCOMES = ("accepted", "done", "delivered", "refused", "given_up")
+INF = float("inf")
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, INF)
+"""prometheus_client's ``Histogram.DEFAULT_BUCKETS`` (``gateway_functions_seconds`` always used them)."""
+
+
+class Count:
+    """One counter series: its value and when it was created (the ``_created`` sample)."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+
+class Observations:
+    """One histogram series: observations per bucket (not cumulative), their sum, its creation time."""
+
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` in the first bucket whose upper bound is at least ``value`` (as the client does)."""
+        self.sum += value
+        self.counts[bisect_left(self.bounds, value)] += 1
+
+
+class Family:
+    """A counter or histogram with its label names and one series per label values (created when first used)."""
+
+    __slots__ = ("bounds", "help", "kind", "labels", "name", "series")
+
+    def __init__(
+        self, kind: str, name: str, help_text: str, labels: tuple[str, ...] = (), bounds: tuple[float, ...] = ()
+    ) -> None:
+        self.kind, self.name, self.help, self.labels = kind, name, help_text, labels
+        self.bounds = (*bounds, INF) if bounds and bounds[-1] != INF else bounds
+        self.series: dict[tuple[str, ...], Any] = {}
+        if not labels:  # An unlabelled series exists from the start (the client shows it with zeros).
+            self.child(())
+
+    def child(self, values: tuple[str, ...]) -> Any:
+        """The series for ``values`` (a :class:`Count` or :class:`Observations`), created on first use."""
+        series = self.series.get(values)
+        if series is None:
+            series = self.series[values] = Observations(self.bounds) if self.kind == "histogram" else Count()
+        return series
+
+    def remove(self, values: tuple[str, ...]) -> None:
+        self.series.pop(values, None)
 
 
 class GatewayMetrics:
-    """Counters of one gateway, in their own registry (tests can run several gateways in one process).
+    """Counters of one gateway (tests can run several gateways in one process).
 
     Args:
         ready_replicas: returns {function name: ready replica count}, read at scrape time.
     """
 
     def __init__(self, ready_replicas: Callable[[], dict[str, int]]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        self._invocations = Counter(
+        self._ready_replicas = ready_replicas
+        self._registry: Any = None  # prometheus_client's, built on the first scrape.
+        self._invocations = Family(
+            "counter",
             "gateway_function_invocation",
             "Function invocations answered, by status code",
-            ["function_name", "code"],
-            registry=self.registry,
+            ("function_name", "code"),
         )
-        self._seconds = Histogram(
+        self._seconds = Family(
+            "histogram",
             "gateway_functions_seconds",
             "Function invocation time through the gateway",
-            ["function_name", "code"],
-            registry=self.registry,
+            ("function_name", "code"),
+            DEFAULT_BUCKETS,
         )
-        self._started = Counter(
-            "gateway_function_invocation_started",
-            "Function invocations started",
-            ["function_name"],
-            registry=self.registry,
+        self._started = Family(
+            "counter", "gateway_function_invocation_started", "Function invocations started", ("function_name",)
         )
-        self._provider_errors = Counter(
-            "faasd_provider_errors",
-            "Backend operations that failed",
-            ["operation"],
-            registry=self.registry,
+        self._provider_errors = Family(
+            "counter", "faasd_provider_errors", "Backend operations that failed", ("operation",)
         )
-        self._cold_starts = Histogram(
+        self._cold_starts = Family(
+            "histogram",
             "faasd_cold_start_seconds",
             "Time a call waited for a function scaled from zero to have a ready replica",
-            buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0),
-            registry=self.registry,
+            bounds=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0),
         )
-        self._ticks = Histogram(
+        self._ticks = Family(
+            "histogram",
             "faasd_autoscaler_tick_seconds",
             "Time one autoscaler tick took (it runs every second, on the event loop every call also uses)",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-            registry=self.registry,
+            bounds=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
         self.tick_functions = 0
         """Functions the autoscaler's last tick decided."""
-        self._async_calls = Counter(
+        self._async_calls = Family(
+            "counter",
             "faasd_async_calls",
             "Async calls accepted, and finished by outcome",
-            ["function_name", "outcome"],
-            registry=self.registry,
+            ("function_name", "outcome"),
         )
-        self._async_retries = Counter(
+        self._async_retries = Family(
+            "counter",
             "faasd_async_retries",
             "Async calls retried: an invocation (kind=function) or a callback (kind=callback)",
-            ["function_name", "kind"],
-            registry=self.registry,
+            ("function_name", "kind"),
         )
+        self.families = (
+            self._invocations,
+            self._seconds,
+            self._started,
+            self._provider_errors,
+            self._cold_starts,
+            self._ticks,
+            self._async_calls,
+            self._async_retries,
+        )
+        """In the order a scrape shows them (the order the client's objects were created in before)."""
         self.async_queue: Callable[[], dict[str, tuple[int, int, float]]] = dict
         """Set by the daemon: {function: (queued, running, oldest age in seconds)} of the async queue."""
         self.held: dict[str, int] = {}
@@ -117,26 +178,26 @@ class GatewayMetrics:
         self.desired_replicas: Callable[[], dict[str, int]] = dict
         """Set by the daemon: the autoscaler's latest decision per function."""
 
-        self._finished_children: dict[tuple[str, int], tuple[Any, Any]] = {}
-        self._started_children: dict[str, Any] = {}
+        self._finished_children: dict[tuple[str, int], tuple[Count, Observations]] = {}
+        self._started_children: dict[str, Count] = {}
         self.invocations: dict[str, int] = {}
         """Answered calls per function since start (``invocationCount`` in function listings)."""
-        self.registry.register(_StateCollector(self, ready_replicas))
 
     def started(self, function: str) -> None:
         child = self._started_children.get(function)
         if child is None:
-            child = self._started_children[function] = self._started.labels(function)
-        child.inc()
+            child = self._started_children[function] = self._started.child((function,))
+        child.value += 1
 
     def finished(self, function: str, code: int, seconds: float) -> None:
         children = self._finished_children.get((function, code))
         if children is None:
+            labels = (function, str(code))
             children = self._finished_children[(function, code)] = (
-                self._invocations.labels(function, str(code)),
-                self._seconds.labels(function, str(code)),
+                self._invocations.child(labels),
+                self._seconds.child(labels),
             )
-        children[0].inc()
+        children[0].value += 1
         children[1].observe(seconds)
         self.invocations[function] = self.invocations.get(function, 0) + 1
 
@@ -144,52 +205,92 @@ class GatewayMetrics:
         """Calls started and not answered yet, per function: read at scrape time from the two counts the
         calls update anyway (the started counter and :attr:`invocations`), so no third count per call."""
         invocations = self.invocations
-        return {
-            name: int(child._value.get()) - invocations.get(name, 0)  # prometheus_client's value of the child
-            for name, child in self._started_children.items()
-        }
+        return {name: int(child.value) - invocations.get(name, 0) for name, child in self._started_children.items()}
 
     def hold(self, function: str, delta: int) -> None:
         self.held[function] = self.held.get(function, 0) + delta
 
     def cold_start(self, seconds: float) -> None:
-        self._cold_starts.observe(seconds)
+        self._cold_starts.child(()).observe(seconds)
 
     def autoscaler_tick(self, seconds: float, functions: int) -> None:
         """One autoscaler tick (:class:`faasd.scaler.loop.Autoscaler`'s ``on_tick``)."""
-        self._ticks.observe(seconds)
+        self._ticks.child(()).observe(seconds)
         self.tick_functions = functions
 
     def async_event(self, function: str, what: str) -> None:
         """An async call's event (:class:`faasd.queue.AsyncQueue`'s ``on_event``)."""
         if what == "retry":
-            self._async_retries.labels(function, "function").inc()
+            self._async_retries.child((function, "function")).value += 1
         elif what == "callback_retry":
-            self._async_retries.labels(function, "callback").inc()
+            self._async_retries.child((function, "callback")).value += 1
         else:
-            self._async_calls.labels(function, what).inc()
+            self._async_calls.child((function, what)).value += 1
 
     def provider_error(self, operation: str) -> None:
-        self._provider_errors.labels(operation).inc()
+        self._provider_errors.child((operation,)).value += 1
 
     def forget(self, function: str) -> None:
         """Drop a removed function's per-function series (bounded label values)."""
         for code in [code for (name, code) in self._finished_children if name == function]:
             del self._finished_children[(function, code)]
-            for metric in (self._invocations, self._seconds):
-                with contextlib.suppress(KeyError):
-                    metric.remove(function, str(code))
+            for family in (self._invocations, self._seconds):
+                family.remove((function, str(code)))
         if self._started_children.pop(function, None) is not None:
-            self._started.remove(function)
+            self._started.remove((function,))
         self.invocations.pop(function, None)
         self.held.pop(function, None)
-        for metric, values in ((self._async_calls, ASYNC_OUTCOMES), (self._async_retries, ("function", "callback"))):
+        for family, values in ((self._async_calls, ASYNC_OUTCOMES), (self._async_retries, ("function", "callback"))):
             for value in values:
-                with contextlib.suppress(KeyError):
-                    metric.remove(function, value)
+                family.remove((function, value))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The exposition text (Prometheus 0.0.4), by prometheus_client: imported on the first scrape."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if self._registry is None:
+            from prometheus_client.platform_collector import PlatformCollector
+            from prometheus_client.process_collector import ProcessCollector
+
+            registry = CollectorRegistry(auto_describe=True)
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            registry.register(_CountCollector(self.families))
+            registry.register(_StateCollector(self, self._ready_replicas))
+            self._registry = registry
+        return generate_latest(self._registry)
+
+
+class _CountCollector:
+    """The counters and histograms, as the client's ``Counter`` and ``Histogram`` expose them."""
+
+    def __init__(self, families: tuple[Family, ...]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.metrics import _use_created
+        from prometheus_client.metrics_core import Metric
+        from prometheus_client.utils import floatToGoString
+
+        for family in self._families:
+            metric = Metric(family.name, family.help, family.kind)
+            for values, series in list(family.series.items()):
+                labels = dict(zip(family.labels, values, strict=True))
+                if isinstance(series, Observations):
+                    total = 0.0
+                    for bound, count in zip(series.bounds, series.counts, strict=True):
+                        total += count
+                        metric.add_sample(f"{family.name}_bucket", {**labels, "le": floatToGoString(bound)}, total)
+                    metric.add_sample(f"{family.name}_count", labels, total)
+                    metric.add_sample(f"{family.name}_sum", labels, series.sum)
+                else:
+                    metric.add_sample(f"{family.name}_total", labels, series.value)
+                if _use_created:
+                    metric.add_sample(f"{family.name}_created", labels, series.created)
+            yield metric
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
 
 
 class _StateCollector:
@@ -199,7 +300,9 @@ class _StateCollector:
         self._metrics = metrics
         self._ready_replicas = ready_replicas
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
         service_count = GaugeMetricFamily(
             "gateway_service_count", "Ready replicas per function", labels=["function_name"]
         )
@@ -241,5 +344,5 @@ class _StateCollector:
                 family.add_metric([name], values[index])
             yield family
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
+    def describe(self) -> Iterator[Any]:
         return iter(())

@@ -1,7 +1,7 @@
 """What ``faasd up`` and ``faasd watchdog`` import before they answer (docs/coldstart.md), read from
 Python's own import profiler (``PYTHONPROFILEIMPORTTIME=1``, the environment form of ``-X importtime``),
 whose lines go to the same log as the processes' own: the daemon serves before it imports the
-management API's stack, click, YAML or Docker's SDK, and loads Quart afterwards;
+management API's stack, click, YAML, Docker's SDK or prometheus_client, and loads Quart afterwards;
 the watchdog never imports ssl, shutil or urllib.parse, whatever its mode.
 """
 
@@ -25,9 +25,13 @@ DAEMON_LATER = (
     "click",
     "yaml",
     "docker",
+    "prometheus_client",
+    "http.server",
+    "email",
+    "urllib.request",
 )
-"""(``urllib.request`` is not here: ``prometheus_client`` imports it, and the gateway's metrics are created
-at start -- docs/coldstart.md says so.)"""
+"""The gateway's metrics are counted without ``prometheus_client`` (with ``http.server``, ``email`` and
+``urllib.request``, which it imports): it renders them on the first scrape."""
 WATCHDOG_NEVER = ("_ssl", "shutil", "bz2", "lzma", "urllib.parse", "ipaddress", "trio", "click", "quart")
 
 
