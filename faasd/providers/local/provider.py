@@ -197,6 +197,8 @@ class LocalProvider:
                     self._supervisor.nursery = nursery
                     if self._pool is not None:
                         nursery.start_soon(self._pool.run, name="replica pool")
+                    if sandbox.per_function_uid:  # Before the first deploy needs it (faasd.providers.local.busyuids).
+                        nursery.start_soon(host.busy_uids.read)
                     event(log, logging.INFO, "local provider running", state_dir=self._state_dir)
                     task_status.started()
                     await trio.sleep_forever()
@@ -412,8 +414,8 @@ class LocalProvider:
             return None
         gid = host.uids.get(FUNCTION_KEY + name)
         if gid is None:
-            host.busy_uids = await trio.to_thread.run_sync(sandbox_host.busy_uids)
-            gid = host.uids.acquire(FUNCTION_KEY + name, host.busy_uids)
+            gid = host.uids.acquire(FUNCTION_KEY + name, await host.busy_uids.fresh())
+            self._require_running().start_soon(host.busy_uids.read)  # The next new function's, read ahead.
         return gid
 
     def _get(self, name: str) -> Function:

@@ -15,6 +15,7 @@ import trio
 
 from faasd.calltoken import CallToken
 from faasd.providers.common.logbook import LogBook
+from faasd.providers.local.busyuids import BusyUids
 from faasd.providers.types import FunctionSpec
 from faasd.runtime import SelfCommand
 from faasd.sandbox.limits import Limits
@@ -90,8 +91,9 @@ class Host:
     lifeline: tuple[int, int] | None = None
     """(read, write) ends of a pipe only this process writes to: bwrap replicas die when it closes."""
     uids: UidPool = field(default_factory=UidPool)
-    busy_uids: set[int] = field(default_factory=set)
-    """Uids live processes ran as when last looked (at each new function): never handed out."""
+    busy_uids: BusyUids = field(default_factory=BusyUids)
+    """Uids live processes ran as when last looked (read ahead of need, faasd.providers.local.busyuids):
+    never handed out."""
 
     @property
     def sandbox_mode(self) -> str:

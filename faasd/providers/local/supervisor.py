@@ -337,7 +337,7 @@ class Supervisor:
         limit) and cleaned up (uid mode) on their own."""
         if function.gid is None:
             return None
-        return self.host.uids.acquire(REPLICA_KEY + replica_id, self.host.busy_uids)
+        return self.host.uids.acquire(REPLICA_KEY + replica_id, self.host.busy_uids.uids)
 
     def _scratch_dir(self, function: Function, replica_id: str) -> str:
         """uid mode: the replica's private TMPDIR/HOME outside the state dir (made by :meth:`_launch`)."""
