@@ -5,8 +5,8 @@ Why: a function's uid (:mod:`faasd.sandbox.uids`) must not be one a live process
 of an earlier daemon, or a function of another faasd daemon on the host -- and finding those means reading
 ``/proc/<pid>/status`` of every process (:func:`faasd.sandbox.host.busy_uids`): 10-35 ms with 240 processes
 on the project's 2-core VMs, which was the largest single step of a new function's deploy -> first 200
-(docs/coldstart.md). So the provider reads them at its start and again, in the background, each time a
-snapshot was used; a deploy uses the last snapshot when it is at most :data:`MAX_AGE_S` old, and reads
+(docs/coldstart.md). So the provider reads them at its start and again, in the background, half a second
+after each time a snapshot was used; a deploy uses the last snapshot when it is at most :data:`MAX_AGE_S` old, and reads
 /proc on its own path only when it is older (the first deploy after a quiet minute).
 
 What that changes: a number is checked against the processes alive at a read at most a minute old instead
@@ -25,10 +25,14 @@ import trio
 
 from faasd.sandbox import host as sandbox_host
 
-__all__ = ["MAX_AGE_S", "BusyUids"]
+__all__ = ["MAX_AGE_S", "READ_AGAIN_DELAY_S", "BusyUids"]
 
 MAX_AGE_S = 60.0
 """A snapshot older than this is read again before a new function's uid is picked from it."""
+READ_AGAIN_DELAY_S = 0.5
+"""After a snapshot was used, how long before it is read again: the read holds the interpreter's lock for
+most of its 10-35 ms, which the deploy that used the snapshot needs first (its replica's assignment, the
+readiness probe, its held calls)."""
 
 
 class BusyUids:
@@ -53,6 +57,11 @@ class BusyUids:
         if self.read_at is None or trio.current_time() - self.read_at > self._max_age_s:
             await self.read()
         return self.uids
+
+    async def read_later(self) -> None:
+        """:meth:`read`, :data:`READ_AGAIN_DELAY_S` from now (the snapshot was just used)."""
+        await trio.sleep(READ_AGAIN_DELAY_S)
+        await self.read()
 
     async def read(self) -> None:
         """Read /proc now; a read already under way is waited for instead of a second one."""

@@ -197,8 +197,8 @@ class LocalProvider:
                     self._supervisor.nursery = nursery
                     if self._pool is not None:
                         nursery.start_soon(self._pool.run, name="replica pool")
-                    if sandbox.per_function_uid:  # Before the first deploy needs it (faasd.providers.local.busyuids).
-                        nursery.start_soon(host.busy_uids.read)
+                    if sandbox.per_function_uid:  # Ahead of the first deploy, after the daemon's own start.
+                        nursery.start_soon(host.busy_uids.read_later)
                     event(log, logging.INFO, "local provider running", state_dir=self._state_dir)
                     task_status.started()
                     await trio.sleep_forever()
@@ -415,7 +415,7 @@ class LocalProvider:
         gid = host.uids.get(FUNCTION_KEY + name)
         if gid is None:
             gid = host.uids.acquire(FUNCTION_KEY + name, await host.busy_uids.fresh())
-            self._require_running().start_soon(host.busy_uids.read)  # The next new function's, read ahead.
+            self._require_running().start_soon(host.busy_uids.read_later)  # The next new function's.
         return gid
 
     def _get(self, name: str) -> Function:
