@@ -155,6 +155,7 @@ async def run(
             sdnotify.notify(f"READY=1\nSTATUS=serving on {url}", env)
             task_status.started(info)
             parts.management.begin()  # Now that /healthz answers (faasd.gateway.lazyapp).
+            nursery.start_soon(partial(trio.to_thread.run_sync, parts.metrics.load_client))  # Same reason.
             nursery.start_soon(_restore, service, persistent)
             await nursery.start(snippets.run)
             for spec in deploy:

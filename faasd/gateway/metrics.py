@@ -244,8 +244,18 @@ class GatewayMetrics:
             for value in values:
                 family.remove((function, value))
 
+    @staticmethod
+    def load_client() -> None:
+        """Import what :meth:`render` needs (blocking): the daemon runs it in a worker thread once it serves,
+        as it loads the management API, so the first scrape does not stall the event loop importing it."""
+        import importlib
+
+        for module in ("", ".platform_collector", ".process_collector"):
+            importlib.import_module(f"prometheus_client{module}")
+
     def render(self) -> bytes:
-        """The exposition text (Prometheus 0.0.4), by prometheus_client: imported on the first scrape."""
+        """The exposition text (Prometheus 0.0.4), by prometheus_client: imported here if the daemon's
+        :meth:`load_client` has not done it yet."""
         from prometheus_client import CollectorRegistry, generate_latest
 
         if self._registry is None:

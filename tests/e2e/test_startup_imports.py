@@ -56,6 +56,7 @@ def test_faasd_up_serves_before_the_management_api_and_loads_it_after(start_daem
     with daemon.client() as client:
         assert client.get("/system/functions").status_code == 200  # Loaded on demand, or already.
     wait_for(lambda: "quart_trio" in _imported(daemon.logs()), 30.0, "the management API to load")
+    wait_for(lambda: "prometheus_client.process_collector" in _imported(daemon.logs()), 30.0, "the metrics client")
 
 
 def test_the_watchdog_imports_neither_ssl_nor_shutil(start_watchdog: Callable[..., Any]) -> None:
