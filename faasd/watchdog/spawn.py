@@ -32,8 +32,13 @@ if TYPE_CHECKING:
     import asyncio
     from queue import SimpleQueue
 
+_fork_exec: Callable[..., int] | None
 try:
-    from _posixsubprocess import fork_exec as _fork_exec
+    # Typed loosely: the stub's parameter types differ between typeshed releases (cwd and preexec_fn take
+    # None at run time, as subprocess passes them).
+    from _posixsubprocess import fork_exec as _imported_fork_exec
+
+    _fork_exec = _imported_fork_exec
 except ImportError:  # Not CPython on POSIX: posix_spawn only.
     _fork_exec = None
 
@@ -74,7 +79,7 @@ def spawn(executable: bytes, argv: list[bytes], env: list[bytes], stdin: int, st
         except TypeError:  # Another CPython's fork_exec signature: nothing was started.
             backend = "posix_spawn"
     actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1), (os.POSIX_SPAWN_DUP2, stderr, 2)]
-    environ = dict(item.split(b"=", 1) for item in env)  # type: ignore[misc]
+    environ = dict(item.split(b"=", 1) for item in env)
     return os.posix_spawn(executable, argv, environ, file_actions=actions, setpgroup=0, setsigdef=_SIGDEF)
 
 
