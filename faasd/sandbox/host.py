@@ -26,6 +26,7 @@ from dataclasses import replace
 
 import faasd
 from faasd.errors import FaasdError
+from faasd.procstat import parent_of
 from faasd.runtime import SelfCommand
 from faasd.sandbox.files import prepare_work_root, reachable_by_others, work_root_for
 from faasd.sandbox.limits import Limits
@@ -298,7 +299,7 @@ def sandboxed_pid(outer: int) -> int | None:
     bwrap's own init), or None when it is not (or no longer) there. Blocking."""
     parents = {outer}
     for _ in range(SANDBOX_DEPTH):
-        children = {pid for pid in _pids() if _ppid(pid) in parents}
+        children = {pid for pid in _pids() if parent_of(pid) in parents}
         for pid in children:
             if _inner_pid(pid) == 2:
                 return pid
@@ -359,20 +360,13 @@ def _pids() -> list[int]:
         return []
 
 
-def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            data = file.read()
-        return int(data[data.rindex(b")") + 2 :].split(b" ")[1])
-    except (OSError, ValueError, IndexError):
-        return -1
-
-
 def _ancestors(pid: int, depth: int) -> list[int]:
     found = []
     for _ in range(depth):
-        pid = _ppid(pid)
-        found.append(pid)
+        parent = parent_of(pid)
+        if parent is None:
+            break
+        found.append(pid := parent)
     return found
 
 

@@ -24,6 +24,8 @@ import os
 import signal
 from types import FrameType
 
+from faasd.procstat import stat_fields
+
 __all__ = ["Reaper"]
 
 _EXIT_CODE_FIELD = 49
@@ -66,7 +68,7 @@ class Reaper:
         self.pending = False
         reaped = 0
         for child in _children(self.pid):
-            fields = _stat_fields(child)
+            fields = stat_fields(child)
             if fields is None or fields[0] != b"Z" or int(fields[2]) == self.group:
                 continue
             status = int(fields[_EXIT_CODE_FIELD]) if len(fields) > _EXIT_CODE_FIELD else 0
@@ -98,17 +100,7 @@ def _children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            fields = _stat_fields(int(entry))
+            fields = stat_fields(int(entry))
             if fields is not None and int(fields[1]) == pid:
                 found.append(int(entry))
     return found
-
-
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """The fields of ``/proc/PID/stat`` after the command name (state, ppid, pgrp, ...)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            data = file.read()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2 :].split()

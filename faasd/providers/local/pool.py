@@ -40,6 +40,7 @@ from secrets import token_hex
 import trio
 
 from faasd.logs import event
+from faasd.procstat import parent_of
 from faasd.providers.local.process import kill_session, start_replica
 from faasd.providers.local.state import Host
 from faasd.sandbox.enter import ENTER_COMMAND
@@ -336,19 +337,10 @@ def _unchanged(root: int, links: tuple[tuple[int, int], ...]) -> list[int] | Non
     None if any is gone or is another process now."""
     verified = {root}
     for pid, parent in links:
-        if parent not in verified or _parent(pid) != parent:
+        if parent not in verified or parent_of(pid) != parent:
             return None
         verified.add(pid)
     return [pid for pid, _ in links]
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            data = file.read()
-        return int(data[data.rindex(b")") + 2 :].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _descendants(root: int) -> list[int]:
