@@ -229,10 +229,7 @@ async def forward(
         InvocationError: nothing was answered yet (the caller answers 502 or tries another replica).
         FunctionTimeout: no answer head within ``timeout_s``.
     """
-    with trio.move_on_after(timeout_s) as scope:
-        connection, head = await _exchange(pool, endpoint, request)
-    if scope.cancelled_caught:
-        raise FunctionTimeout(f"Function replica {endpoint.replica} did not answer within {timeout_s:g}s")
+    connection, head = await _exchange_within(pool, endpoint, request, timeout_s)
     headers = [(name, value) for name, value in head.headers if name not in DROP_ANSWER]
     headers.extend(response_headers)
     if head.framing == FRAMING_LENGTH or head.framing == FRAMING_NONE:
@@ -243,10 +240,7 @@ async def forward(
     except BaseException:
         _close_quietly(connection)
         raise
-    if reusable and head.keep_alive:
-        pool.give_back(connection)
-    else:
-        _close_quietly(connection)
+    _release(pool, connection, reusable and head.keep_alive)
     return head.status
 
 
@@ -277,10 +271,7 @@ async def forward_raw(
         OSError: the client is gone (the answer is cut short).
         UpstreamClosed, RemoteProtocolError: the replica failed mid-answer (the answer is cut short).
     """
-    with trio.move_on_after(timeout_s) as scope:
-        connection, head = await _exchange(pool, endpoint, request)
-    if scope.cancelled_caught:
-        raise FunctionTimeout(f"Function replica {endpoint.replica} did not answer within {timeout_s:g}s")
+    connection, head = await _exchange_within(pool, endpoint, request, timeout_s)
     parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, _REASONS.get(head.status, b""))]
     for name, value in head.headers:
         if name not in DROP_ANSWER:
@@ -301,10 +292,7 @@ async def forward_raw(
     except BaseException:
         _close_quietly(connection)
         raise
-    if reusable and head.keep_alive:
-        pool.give_back(connection)
-    else:
-        _close_quietly(connection)
+    _release(pool, connection, reusable and head.keep_alive)
     return head.status
 
 
@@ -438,6 +426,29 @@ def http_date() -> bytes:
         )
     value: bytes = _date_cache[1]
     return value
+
+
+async def _exchange_within(
+    pool: UpstreamPool, endpoint: Endpoint, request: ProxyRequest, timeout_s: float
+) -> tuple[UpstreamConnection, ResponseHead]:
+    """:func:`_exchange` bounded by the function's timeout: both :func:`forward` and
+    :func:`forward_raw` wait this long for the answer head, and no longer.
+
+    Raises:
+        FunctionTimeout: no answer head within ``timeout_s``.
+    """
+    with trio.move_on_after(timeout_s):
+        return await _exchange(pool, endpoint, request)
+    raise FunctionTimeout(f"Function replica {endpoint.replica} did not answer within {timeout_s:g}s")
+
+
+def _release(pool: UpstreamPool, connection: UpstreamConnection, reusable: bool) -> None:
+    """After an answer was relayed: the connection goes back to the pool when the replica keeps it alive
+    and the whole body was read, else it is closed (its state is unknown)."""
+    if reusable:
+        pool.give_back(connection)
+    else:
+        _close_quietly(connection)
 
 
 async def _exchange(
