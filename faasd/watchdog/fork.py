@@ -10,8 +10,9 @@ closing notes and ``bench/watchdog.py``):
   ``os.pipe2(O_CLOEXEC)``; no ``subprocess.Popen`` (its bookkeeping costs more than the spawn). The
   environment is handed over as ready ``NAME=value`` bytes: the watchdog's own encoded once, only the
   request's ``Http_*`` per call. Measured: docs/watchdog.md, "Performance (fork mode)".
-* The pipes and a pidfd (``os.pidfd_open``) are watched by the event loop's epoll with plain
-  ``add_reader`` callbacks: no task, no future, no transport object per call.
+* The pipes and a pidfd (``os.pidfd_open``) are watched by an epoll of fork mode's own
+  (:class:`~faasd.watchdog.fdwatch.FdWatch`, one fd on the event loop's): one ``epoll_ctl`` per fd each
+  way, no asyncio handle per fd, no task, no future, no transport object per call.
 * Small bodies (<= :data:`PIPE_ATOMIC_BYTES`) are written to stdin before the event loop runs again:
   a fresh pipe always has room for them. An empty body gives the process ``/dev/null``.
 * The child gets its own process group so a timeout, an output flood or shutdown kills everything the
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING
 from faasd.http1 import canonical_header_name
 from faasd.logs import event
 from faasd.watchdog.config import TOKEN_VARIABLE
+from faasd.watchdog.fdwatch import FdWatch
 from faasd.watchdog.oom import OomWatch
 from faasd.watchdog.proclimit import ProcessLimit
 from faasd.watchdog.spawn import SpawnThreads, prepare, spawn
@@ -86,6 +88,9 @@ CallResult = tuple[int, bytes, str | None]
 
 
 _TOKEN_KEY = TOKEN_VARIABLE.encode()
+
+_REQUEST_KEYS = ("Http_Method", "Http_Path", "Http_Query", "Http_ContentType", "Http_Content_Length", "Http_Host")
+"""The request metadata :meth:`ForkRunner.child_env` passes whatever the headers say."""
 
 
 _assigned_environ: dict[str, str] | None = None
@@ -149,12 +154,16 @@ class ForkRunner:
         self.base_env = original_environ()
         self._base_env_items = [_env_item(key, value) for key, value in self.base_env.items()]
         """:attr:`base_env` as the ``NAME=value`` bytes :func:`spawn` takes, encoded once."""
+        self._base_overridden = [key for key in _REQUEST_KEYS if key in self.base_env]
+        """Variables of the watchdog's own that a request's metadata (:data:`_REQUEST_KEYS`) replaces."""
         self._executable = os.fsencode(config.executable)
         self._argv = [os.fsencode(arg) for arg in config.argv]
         self.oom = OomWatch()
         self.process_limit = ProcessLimit()
         self._env_keys: dict[str, str] = {}
         self.spawner = SpawnThreads(loop, SPAWN_THREADS) if SPAWN_THREADS else None
+        self.fds = FdWatch(loop)
+        """Where calls watch their pipes and pidfds: not the loop's ``add_reader`` (:mod:`~faasd.watchdog.fdwatch`)."""
         prepare()
 
     async def start(self) -> None:
@@ -166,6 +175,7 @@ class ForkRunner:
         if self.spawner is not None:
             self.spawner.close()
             await asyncio.sleep(0)
+        self.fds.close()
 
     def healthy(self) -> bool:
         return True
@@ -217,14 +227,13 @@ class ForkRunner:
             return env
         base = self.base_env
         keys = self._env_keys
-        seen: set[str] = set()
+        headers: dict[str, str] = {}
         for name, value in request.headers:
             key = keys.get(name)
             if key is None:
                 key = keys[name] = "Http_" + canonical_header_name(name).replace("-", "_")
-            if key not in seen and key not in base:  # The first of repeated headers, as before.
-                seen.add(key)
-                env.append(_env_item(key, value))
+            if key not in headers and key not in base:  # The first of repeated headers, as before.
+                headers[key] = value
         path = request.path
         if path and "\x00" in path:  # Decoded from %00. Header values and the raw query cannot hold one (http1).
             raise UnpassableRequest("NUL byte in the request path: it cannot be passed to the function (Http_Path)")
@@ -237,10 +246,15 @@ class ForkRunner:
             extra["Http_ContentType"] = request.content_type
         extra["Http_Content_Length"] = str(request.content_length)
         extra["Http_Host"] = request.host
-        for key, value in extra.items():
-            if key in seen or key in base:  # The request's own metadata wins over a header or ours.
-                env = [item for item in env if not item.startswith(key.encode() + b"=")]
-            env.append(_env_item(key, value))
+        # The request's own metadata wins over a header's (Host, Content-Length) and over ours: those
+        # entries go, and it comes last. A dict, not a scan of the list per override (two per call).
+        for key in extra:
+            headers.pop(key, None)
+        if self._base_overridden:  # Rare: the watchdog was itself given one of these Http_* variables.
+            drop = {key.encode() for key in self._base_overridden if key in extra}
+            env = [item for item in env if item.partition(b"=")[0] not in drop]
+        env += [_env_item(key, value) for key, value in headers.items()]
+        env += [_env_item(key, value) for key, value in extra.items()]
         return env
 
     def stdin_bytes(self, request: Request) -> bytes:
@@ -431,16 +445,16 @@ class ForkCall:
         self.pid = pid
         runner.process_limit.lower(pid)
         runner.stats.process_starts += 1
-        loop = runner.loop
+        fds = runner.fds
         try:
             self.pidfd = os.pidfd_open(pid)
         except OSError:  # No pidfd (kernel < 5.3 or a seccomp filter): the deadline tick polls instead.
             self.pidfd = -1
         else:
-            loop.add_reader(self.pidfd, self._on_exit)
-        loop.add_reader(self.out_fd, self._on_stdout)
+            fds.add(self.pidfd, self._on_exit)
+        fds.add(self.out_fd, self._on_stdout)
         if self.err_fd >= 0:
-            loop.add_reader(self.err_fd, self._on_stderr)
+            fds.add(self.err_fd, self._on_stderr)
         if self.kill_reason is not None:  # Killed (timeout, client gone) before it even started.
             self._signal_group()
             self._close_stdin()
@@ -497,7 +511,7 @@ class ForkCall:
         if data:
             self._output(data)
             return
-        self.runner.loop.remove_reader(self.out_fd)
+        self.runner.fds.remove(self.out_fd)
         os.close(self.out_fd)
         self.out_fd = -1
         self._maybe_finish()
@@ -510,7 +524,7 @@ class ForkCall:
         if data:
             self._take(data, self._err_chunks)
             return
-        self.runner.loop.remove_reader(self.err_fd)
+        self.runner.fds.remove(self.err_fd)
         os.close(self.err_fd)
         self.err_fd = -1
         self._maybe_finish()
@@ -531,7 +545,7 @@ class ForkCall:
         chunks.append(data)
 
     def _on_exit(self) -> None:
-        self.runner.loop.remove_reader(self.pidfd)
+        self.runner.fds.remove(self.pidfd)
         os.close(self.pidfd)
         self.pidfd = -1
         self._reap(blocking=True)
@@ -619,10 +633,10 @@ class ForkCall:
 
     def force_finish(self) -> None:
         """Answer a killed call whose pipes are still held open by an escaped descendant."""
-        loop = self.runner.loop
+        fds = self.runner.fds
         for fd in (self.out_fd, self.err_fd):
             if fd >= 0:
-                loop.remove_reader(fd)
+                fds.remove(fd)
                 os.close(fd)
         self.out_fd = self.err_fd = -1
         if self.status is None:

@@ -49,13 +49,13 @@ class StreamingCall(ForkCall):
         connection.stream_write(data)
         if not connection.writable and self.out_fd >= 0 and not self._paused:
             self._paused = True
-            self.runner.loop.remove_reader(self.out_fd)
+            self.runner.fds.remove(self.out_fd)
 
     def _resume(self) -> None:
         """The client caught up: read the function's output again."""
         if self._paused and self.out_fd >= 0:
             self._paused = False
-            self.runner.loop.add_reader(self.out_fd, self._on_stdout)
+            self.runner.fds.add(self.out_fd, self._on_stdout)
 
     def _finish_with(self, result: CallResult) -> None:
         if not self._streaming:
