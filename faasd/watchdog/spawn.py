@@ -5,8 +5,10 @@ Why (measured on the 2-core project machine, Python 3.11, ``bench/watchdog.py`` 
 up to its ``execve``. glibc's ``posix_spawn`` child resets every one of the 64 signals' handlers one
 ``sigaction`` at a time and checks ``RLIMIT_NOFILE`` once per file action: the call blocked the loop for
 ~175 us (p50). ``_posixsubprocess.fork_exec`` -- what :mod:`subprocess` runs, also a vfork -- blocks all
-signals around the vfork instead and its child only resets SIGPIPE/SIGXFSZ, dup2s, joins its own process
-group and execs: ~30-45 us, same machine, same run. A call alone is spawned on the event loop, which
+signals around the vfork instead; its child dup2s, resets SIGPIPE/SIGXFSZ, reads each signal's handler
+(64 ``rt_sigaction`` reads under ``strace -f``: CPython resets any handler Python installed, as the signals
+are blocked) but resets only SIGINT and SIGTERM, joins its own process group and execs: ~30-45 us, same
+machine, same run. A call alone is spawned on the event loop, which
 waits that long; with other calls in flight :class:`SpawnThreads` spawn, and the loop goes on meanwhile.
 
 The child sees the same thing as with ``posix_spawn``: stdin/stdout/stderr from the fds given, its own
@@ -105,7 +107,9 @@ def finish(started: Started) -> int:
         return pid
     os.close(err_write)
     try:
-        failure = os.read(err_read, 4096)  # EOF at once on success: the exec closed the child's end
+        failure = os.read(err_read, 4096)
+    except BlockingIOError:  # No EOF yet, no report either: see _start_fork_exec.
+        failure = b""
     finally:
         os.close(err_read)
     if failure:
@@ -118,7 +122,11 @@ def _start_fork_exec(
     executable: bytes, argv: list[bytes], env: list[bytes], stdin: int, stdout: int, stderr: int
 ) -> Started:
     assert _fork_exec is not None
-    err_read, err_write = os.pipe2(os.O_CLOEXEC)
+    # Non-blocking: fork_exec returns once its vfork'd child has exec'd (the child's copy of the write end
+    # closed) or has written why it could not and exited, so a report, if any, is already in the pipe. No
+    # EOF yet only means another spawn thread's child, between its own vfork and exec, holds a copy of the
+    # write end for a moment: a blocking read would wait for that child, on the event loop (finish).
+    err_read, err_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         pid = _fork_exec(
             argv,

@@ -8,6 +8,7 @@ import asyncio
 import errno
 import os
 import shutil
+import threading
 
 import pytest
 
@@ -117,3 +118,35 @@ def test_spawn_threads_hand_every_result_back_on_the_loop() -> None:
     assert len(failed) == 1 and isinstance(failed[0], OSError) and failed[0].errno == errno.ENOENT
     for pid in started:
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+@pytest.mark.parametrize("outcome", ["started", "failed"])
+def test_finish_does_not_wait_for_another_holder_of_the_error_pipe(outcome: str) -> None:
+    """finish() runs on the event loop for a spawn thread's start(): meanwhile the other spawn thread's
+    vfork'd child, not yet exec'd, holds a copy of every fd, this start's error pipe included. finish()
+    must not wait for it (a blocking read would), and must still see a failure the child reported."""
+    executable = CAT if outcome == "started" else b"/nonexistent/function"
+    pid, err_read, err_write = spawn_module.start(executable, [b"cat"], [], -1, 1, 2)
+    if spawn_module.backend != "fork_exec":
+        pytest.skip("posix_spawn has no error pipe")
+    other_holder = os.dup(err_write)  # as the other thread's child has it until its exec
+    results: list[int | BaseException] = []
+
+    def finish() -> None:
+        try:
+            results.append(spawn_module.finish((pid, err_read, err_write)))
+        except OSError as exc:
+            results.append(exc)
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    thread.join(2)
+    waited = not results
+    os.close(other_holder)  # ends a read that blocked, so the test never hangs
+    thread.join(5)
+    assert not waited, "finish() waited for the other holder of the error pipe's write end"
+    if outcome == "started":
+        assert results == [pid]
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    else:
+        assert isinstance(results[0], OSError) and results[0].errno == errno.ENOENT
