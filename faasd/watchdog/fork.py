@@ -646,7 +646,8 @@ class ForkCall:
             self.status = -1
         self.runner.release(self)
         self._close_stdin()
-        self._finish_with(self._result())
+        if self._done is not None:  # Not for an abandoned call: its status may be that -1, no wait status.
+            self._finish_with(self._result())
 
 
 ForkRunner.call_class = ForkCall
