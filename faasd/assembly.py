@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faasd.calltoken import CallToken
 from faasd.config import DaemonConfig
@@ -32,10 +32,7 @@ from faasd.gateway.proxy import UpstreamPool
 from faasd.gateway.throttle import AuthThrottle
 from faasd.providers.base import Provider
 from faasd.providers.types import FunctionSpec
-from faasd.queue.queue import AsyncQueue, QueueLimits
-from faasd.queue.route import AsyncRoute
-from faasd.queue.settings import QueueDefaults, QueueSettings
-from faasd.queue.store import QueueDb
+from faasd.queue.stage import QueueStage
 from faasd.registry import EndpointRegistry
 from faasd.scaler.loop import Autoscaler
 from faasd.scaler.meter import LoadMeter
@@ -44,6 +41,12 @@ from faasd.service import FunctionService
 from faasd.store import AsyncStore
 from faasd.timeouts import FunctionTimeouts
 from faasd.ui import UiRoute
+
+if TYPE_CHECKING:
+    from faasd.queue.queue import AsyncQueue
+    from faasd.queue.route import AsyncRoute
+    from faasd.queue.settings import QueueDefaults
+    from faasd.queue.store import QueueDb
 
 __all__ = ["Parts", "assemble"]
 
@@ -55,7 +58,9 @@ class Parts:
     service: FunctionService
     autoscaler: Autoscaler
     invoker: Invoker
-    queue: AsyncQueue
+    queue_stage: QueueStage
+    """The async queue (:mod:`faasd.queue.stage`): built by :func:`assemble` when it is given a
+    ``queue_db``, else by whoever runs the parts (:meth:`QueueStage.run`, the daemon once it serves)."""
     snippets: SnippetService
     """The Flock-of-Birds snippets (:mod:`faasd.fob`): loaded and run by whoever runs the parts."""
     metrics: GatewayMetrics
@@ -67,6 +72,14 @@ class Parts:
     """The management API inside ``app``, loaded once whoever runs the parts calls ``begin()`` (the daemon,
     when it serves) or a request asks for it."""
 
+    @property
+    def queue(self) -> AsyncQueue:
+        """The async queue, once built (see :attr:`queue_stage`)."""
+        queue = self.queue_stage.queue
+        if queue is None:
+            raise RuntimeError("the async queue is not built yet")
+        return queue
+
 
 def assemble(
     config: DaemonConfig,
@@ -74,7 +87,7 @@ def assemble(
     provider: Provider,
     registry: EndpointRegistry,
     store: AsyncStore,
-    queue_db: QueueDb,
+    queue_db: QueueDb | None,
     call_token: CallToken | None,
     password: str,
     password_file: str | None = None,
@@ -83,9 +96,9 @@ def assemble(
     """Wire the parts for ``config`` around ``provider`` (which publishes to ``registry``).
 
     Nothing is started: the caller starts ``provider.run``, loads the service and the queue, and runs
-    ``autoscaler.run`` and ``queue.run`` (:func:`faasd.daemon.run` says in which order, and why).
+    ``autoscaler.run`` and ``queue.run`` (:func:`faasd.daemon.run` says in which order, and why). With
+    ``queue_db`` None the queue is not built here: :meth:`QueueStage.run` opens, builds and runs it later.
     """
-    queue_defaults = _queue_defaults(config)
     service_ref: list[FunctionService] = []
     timeouts = FunctionTimeouts(
         config.upstream_timeout_s, config.max_upstream_timeout_s, lambda name: service_ref[0].spec(name)
@@ -102,7 +115,7 @@ def assemble(
         registry,
         invocations=lambda name: metrics.invocations.get(name, 0),
         on_removed=removed,
-        check=lambda spec: _check_spec(spec, timeouts, queue_defaults),
+        check=lambda spec: _check_spec(spec, timeouts, config),
     )
     service_ref.append(service)
     snippets = SnippetService(
@@ -132,24 +145,35 @@ def assemble(
         call_token=call_token,
         timeouts=timeouts,
     )
-    queue = AsyncQueue(
-        queue_db,
-        invoker,
-        spec=lambda name: stored.spec if (stored := service.stored(name)) is not None else None,
-        defaults=queue_defaults,
-        limits=QueueLimits(
-            per_function=config.async_queue_size,
-            total=config.async_queue_total,
-            stored_bytes=config.async_max_stored_bytes,
-            body_bytes=config.max_body_bytes,
-        ),
-        attempt_timeout_s=lambda name: config.ready_timeout_s + timeouts.for_call(name),
-        on_event=metrics.async_event,
-        callback_hosts=config.async_callback_hosts,
-    )
-    autoscaler.queued = queue.waiting_load
+
+    def build_queue(db: QueueDb) -> tuple[AsyncQueue, AsyncRoute]:
+        from faasd.queue.queue import AsyncQueue, QueueLimits
+        from faasd.queue.route import AsyncRoute
+
+        queue = AsyncQueue(
+            db,
+            invoker,
+            spec=lambda name: stored.spec if (stored := service.stored(name)) is not None else None,
+            defaults=_queue_defaults(config),
+            limits=QueueLimits(
+                per_function=config.async_queue_size,
+                total=config.async_queue_total,
+                stored_bytes=config.async_max_stored_bytes,
+                body_bytes=config.max_body_bytes,
+            ),
+            attempt_timeout_s=lambda name: config.ready_timeout_s + timeouts.for_call(name),
+            on_event=metrics.async_event,
+            callback_hosts=config.async_callback_hosts,
+        )
+        return queue, AsyncRoute(queue, invoker, exists=service.exists)
+
+    queue_stage = QueueStage(build_queue)
+    if queue_db is not None:
+        queue_stage.install(queue_db)
+        queue_stage.loaded.set()
+    autoscaler.queued = queue_stage.waiting_load
     metrics.async_queue = lambda: {
-        name: (line.queued, line.running, line.oldest_s) for name, line in queue.stats().items()
+        name: (line.queued, line.running, line.oldest_s) for name, line in queue_stage.stats().items()
     }
     auth = BasicAuth(USERNAME, password)
     throttle = AuthThrottle()  # One count of failed logins for /system/* and /api/*.
@@ -189,7 +213,7 @@ def assemble(
         management=management,
         metrics=metrics,
         health=provider.health,
-        async_route=AsyncRoute(queue, invoker, exists=service.exists),
+        async_route=queue_stage,
         api_route=api,
         ui_route=UiRoute(),
     )
@@ -197,7 +221,7 @@ def assemble(
         service=service,
         autoscaler=autoscaler,
         invoker=invoker,
-        queue=queue,
+        queue_stage=queue_stage,
         snippets=snippets,
         metrics=metrics,
         pool=pool,
@@ -206,16 +230,20 @@ def assemble(
     )
 
 
-def _check_spec(spec: FunctionSpec, timeouts: FunctionTimeouts, queue_defaults: QueueDefaults) -> None:
+def _check_spec(spec: FunctionSpec, timeouts: FunctionTimeouts, config: DaemonConfig) -> None:
     """A deploy's checks beyond the spec's own (a 400 naming the key): its scaling labels (a malformed
     one is an error now, not a surprise at the autoscaler's next tick), its timeouts, its async queue
-    labels."""
+    labels (whether or not the queue is loaded yet: :mod:`faasd.queue.stage`)."""
+    from faasd.queue.settings import QueueSettings
+
     ScaleSettings.from_labels(spec.labels)
     timeouts.check(spec)
-    QueueSettings.for_function(spec.labels, spec.annotations, queue_defaults)
+    QueueSettings.for_function(spec.labels, spec.annotations, _queue_defaults(config))
 
 
 def _queue_defaults(config: DaemonConfig) -> QueueDefaults:
+    from faasd.queue.settings import QueueDefaults
+
     return QueueDefaults(
         concurrency=config.async_concurrency,
         attempts=config.async_attempts,

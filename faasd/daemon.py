@@ -7,20 +7,23 @@ Tasks (children of the root nursery):
 * ``gateway`` -- :class:`~faasd.gateway.HttpServer` serving :class:`~faasd.gateway.GatewayApp`, stopping on
   the shutdown event;
 * ``scaler`` -- the autoscaler: every second, per function, load -> :func:`faasd.scaler.decide.decide` -> scale;
-* ``queue`` -- the async queue (:mod:`faasd.queue`): its writer, dispatcher and one task per call running;
+* ``queue`` -- the async queue (:mod:`faasd.queue`): opened, imported and loaded once the gateway serves
+  (:mod:`faasd.queue.stage`; async calls wait for it), then its writer, dispatcher and one task per call
+  running;
 * ``restore`` -- stored functions applied again, each in its own task (local); for Swarm/Marathon,
   ``backend sync`` instead: keeps the store in step with what the backend runs;
 * ``snippets`` -- the Flock-of-Birds snippets (:mod:`faasd.fob`): loaded before the gateway serves, then
   what a crash left half done is settled in the background.
 
 Start order: state dir, credentials and the call token (replicas take calls only from this gateway,
-:mod:`faasd.calltoken`), store and queue database, provider (started), stored functions and queued
-async calls *loaded* (known, ``restoring``; for Swarm/Marathon, read from the backend -- later if it is
-down), their replica counts kept for one stable window (the autoscaler has no load samples yet), the
-gateway binds, the autoscaler and the queue's workers start, then ``ready`` is logged and told to
-systemd (``READY=1``: ``/healthz`` answers by then) -- and only then are the functions restored, in the
-background: a slow ``pip install`` or an invalid stored spec never delays or stops the start, and calls
-to a function still restoring are held as at zero replicas. Shutdown order: the gateway stops
+:mod:`faasd.calltoken`), store, provider (started), stored functions *loaded* (known, ``restoring``;
+for Swarm/Marathon, read from the backend -- later if it is down), their replica counts kept for one
+stable window (the autoscaler has no load samples yet), the gateway binds, the autoscaler starts, then
+``ready`` is logged and told to systemd (``READY=1``: ``/healthz`` answers by then) -- and only then
+are the async queue (``queue.db`` and its stored calls) and the management API loaded and the
+functions restored, in the background: a slow ``pip install`` or an invalid stored spec never delays
+or stops the start, calls to a function still restoring are held as at zero replicas, and async calls
+and management requests that come first wait for their part (docs/coldstart.md). Shutdown order: the gateway stops
 accepting and drains in-flight calls, and the queue starts no new async call; both are bounded by
 ``shutdown_timeout`` from the signal; the queue's writes are committed; then the provider, the queue's
 calls still running and any restore are cancelled (the local backend stops its replicas, a ``pip`` is
@@ -62,7 +65,6 @@ from faasd.gateway.fastpath import FastInvokeRoute
 from faasd.logs import event
 from faasd.providers import load_provider
 from faasd.providers.types import FunctionSpec
-from faasd.queue.store import QueueDb
 from faasd.registry import EndpointRegistry
 from faasd.scaler.loop import Autoscaler
 from faasd.service import FunctionService
@@ -104,7 +106,6 @@ async def run(
     password, password_file = load_or_create_password(config.state_dir, env)
     call_token = _load_call_token(config.state_dir)
     store = AsyncStore(await trio.to_thread.run_sync(Store.open, os.path.join(config.state_dir, "faasd.db")))
-    queue_db = await trio.to_thread.run_sync(QueueDb.open, os.path.join(config.state_dir, "queue.db"))
     registry = EndpointRegistry()
     provider = load_provider(
         config.provider, config=config, registry=registry, secrets=store.get_secret, call_token=call_token
@@ -114,12 +115,12 @@ async def run(
         provider=provider,
         registry=registry,
         store=store,
-        queue_db=queue_db,
+        queue_db=None,  # Opened once the gateway serves (faasd.queue.stage).
         call_token=call_token,
         password=password,
         password_file=password_file,
     )
-    service, autoscaler, queue, app, pool = parts.service, parts.autoscaler, parts.queue, parts.app, parts.pool
+    service, autoscaler, queue, app, pool = parts.service, parts.autoscaler, parts.queue_stage, parts.app, parts.pool
     snippets = parts.snippets
     persistent = bool(getattr(provider, "persistent", False))
     shutdown = trio.Event()
@@ -128,15 +129,12 @@ async def run(
             nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope)
             await nursery.start(provider.run)
             await service.load()
-            queued = await queue.load()
             await snippets.load()
             _hold_stored_counts(service, autoscaler)
             gateway_done = trio.Event()
             binds = await nursery.start(_serve_gateway, app, config, shutdown, gateway_done)
             await nursery.start(autoscaler.run)
             url = binds[0] if binds else f"http://{config.bind}:{config.port}"
-            queue.callbacks.gateway_port = int(url.rsplit(":", 1)[1]) if binds else config.port
-            await nursery.start(queue.run, shutdown)
             info = DaemonInfo(url=url, password_file=password_file, state_dir=config.state_dir)
             event(
                 log,
@@ -149,12 +147,14 @@ async def run(
                 state_dir=config.state_dir,
                 password_file=password_file or "$FAASD_PASSWORD",
                 functions=len(service.names()),
-                async_calls=queued,
                 startup_ms=round((time.monotonic() - started) * 1000),
             )
             sdnotify.notify(f"READY=1\nSTATUS=serving on {url}", env)
             task_status.started(info)
-            parts.management.begin()  # Now that /healthz answers (faasd.gateway.lazyapp).
+            port = int(url.rsplit(":", 1)[1]) if binds else config.port
+            queue_path = os.path.join(config.state_dir, "queue.db")
+            await nursery.start(queue.run, queue_path, shutdown, port)  # Now that /healthz answers.
+            parts.management.begin()  # Same reason (faasd.gateway.lazyapp).
             nursery.start_soon(partial(trio.to_thread.run_sync, parts.metrics.load_client))  # Same reason.
             nursery.start_soon(_restore, service, persistent)
             await nursery.start(snippets.run)
@@ -172,7 +172,7 @@ async def run(
             await pool.aclose()
             await provider.aclose()
             await store.aclose()
-            await queue_db.aclose()
+            await queue.aclose()
     event(log, logging.INFO, "stopped")
 
 

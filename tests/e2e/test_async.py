@@ -372,7 +372,7 @@ def test_full_queues_are_429_per_function_and_503_in_all_and_show_in_metrics_and
     # A graceful stop with work queued keeps it all, the two calls cut short included (at-least-once).
     assert daemon.stop() == 0
     restarted = start_daemon(state_dir=daemon.state_dir, FAASD_SHUTDOWN_TIMEOUT="1s")
-    assert "async_calls=5" in restarted.logs()
+    wait_for(lambda: "async_calls=5" in restarted.logs(), 10, "the queue's load (after the ready line)")
     assert restarted.metric("faasd_async_queue_depth", function_name="slow") == 3
     assert restarted.metric("faasd_async_queue_depth", function_name="slow2") == 2
     restarted.stop(signal.SIGKILL)  # Not another 10 s stop grace for the replicas' sleeping calls.
@@ -442,7 +442,7 @@ def test_kill_9_loses_no_accepted_call(start_daemon: StartDaemon, callback_serve
     assert accepted - delivered_before.keys(), "every call finished before the kill: nothing was queued"
 
     restarted = start_daemon(state_dir=daemon.state_dir, **env)
-    assert re.search(r"async_calls=[1-9]", restarted.logs()), restarted.logs()[-2000:]
+    wait_for(lambda: re.search(r"async_calls=[1-9]", restarted.logs()), 10, lambda: restarted.logs()[-2000:])
     delivered = callback_server.wait_delivered(accepted, 60)
     duplicates = {call_id: count for call_id, count in delivered.items() if count > 1}
     print(
