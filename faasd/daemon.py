@@ -16,14 +16,16 @@ Tasks (children of the root nursery):
   what a crash left half done is settled in the background.
 
 Start order: state dir, credentials and the call token (replicas take calls only from this gateway,
-:mod:`faasd.calltoken`), store, provider (started), stored functions *loaded* (known, ``restoring``;
-for Swarm/Marathon, read from the backend -- later if it is down), their replica counts kept for one
-stable window (the autoscaler has no load samples yet), the gateway binds, the autoscaler starts, then
-``ready`` is logged and told to systemd (``READY=1``: ``/healthz`` answers by then) -- and only then
-are the async queue (``queue.db`` and its stored calls) and the management API loaded and the
-functions restored, in the background: a slow ``pip install`` or an invalid stored spec never delays
-or stops the start, calls to a function still restoring are held as at zero replicas, and async calls
-and management requests that come first wait for their part (docs/coldstart.md). Shutdown order: the gateway stops
+:mod:`faasd.calltoken`), store, backend (Swarm/Marathon: started and read; local: only its stand-in,
+:mod:`faasd.providers.deferred`), stored functions *loaded* (known, ``restoring``; for Swarm/Marathon,
+read from the backend -- later if it is down), their replica counts kept for one stable window (the
+autoscaler has no load samples yet), the gateway binds, the autoscaler starts, then ``ready`` is
+logged and told to systemd (``READY=1``: ``/healthz`` answers by then) -- and only then, in the
+background, are the local backend started, the async queue (``queue.db`` and its stored calls) and
+the management API loaded and the functions restored: a slow ``pip install`` or an invalid stored spec
+never delays or stops the start, calls to a function still restoring are held as at zero replicas,
+and async calls, deploys and management requests that come first wait for their part
+(docs/coldstart.md). Shutdown order: the gateway stops
 accepting and drains in-flight calls, and the queue starts no new async call; both are bounded by
 ``shutdown_timeout`` from the signal; the queue's writes are committed; then the provider, the queue's
 calls still running and any restore are cancelled (the local backend stops its replicas, a ``pip`` is
@@ -64,6 +66,8 @@ from faasd.gateway import (
 from faasd.gateway.fastpath import FastInvokeRoute
 from faasd.logs import event
 from faasd.providers import load_provider
+from faasd.providers.base import Provider, SecretLookup
+from faasd.providers.deferred import DeferredProvider
 from faasd.providers.types import FunctionSpec
 from faasd.registry import EndpointRegistry
 from faasd.scaler.loop import Autoscaler
@@ -107,9 +111,7 @@ async def run(
     call_token = _load_call_token(config.state_dir)
     store = AsyncStore(await trio.to_thread.run_sync(Store.open, os.path.join(config.state_dir, "faasd.db")))
     registry = EndpointRegistry()
-    provider = load_provider(
-        config.provider, config=config, registry=registry, secrets=store.get_secret, call_token=call_token
-    )
+    provider = _provider(config, registry, store.get_secret, call_token)
     parts = assemble(
         config,
         provider=provider,
@@ -143,7 +145,6 @@ async def run(
                 version=__version__,
                 url=url,
                 provider=provider.name,
-                **({"sandbox": provider.sandbox_info()["mode"]} if hasattr(provider, "sandbox_info") else {}),
                 state_dir=config.state_dir,
                 password_file=password_file or "$FAASD_PASSWORD",
                 functions=len(service.names()),
@@ -154,6 +155,8 @@ async def run(
             port = int(url.rsplit(":", 1)[1]) if binds else config.port
             queue_path = os.path.join(config.state_dir, "queue.db")
             await nursery.start(queue.run, queue_path, shutdown, port)  # Now that /healthz answers.
+            if isinstance(provider, DeferredProvider):
+                provider.begin()  # Same reason (faasd.providers.deferred).
             parts.management.begin()  # Same reason (faasd.gateway.lazyapp).
             nursery.start_soon(partial(trio.to_thread.run_sync, parts.metrics.load_client))  # Same reason.
             nursery.start_soon(_restore, service, persistent)
@@ -174,6 +177,27 @@ async def run(
             await store.aclose()
             await queue.aclose()
     event(log, logging.INFO, "stopped")
+
+
+def _provider(
+    config: DaemonConfig, registry: EndpointRegistry, secrets: SecretLookup, call_token: CallToken
+) -> Provider:
+    """The backend: the local one is built and started once the gateway serves (its calls wait for it:
+    :mod:`faasd.providers.deferred`); Swarm and Marathon now, since the daemon reads their deployments
+    before it serves."""
+    build = partial(
+        load_provider, config.provider, config=config, registry=registry, secrets=secrets, call_token=call_token
+    )
+    if config.provider != "local":
+        return build()
+    return DeferredProvider(
+        name="local",
+        orchestration="local",
+        persistent=False,
+        module="faasd.providers.local",
+        build=build,
+        pending_info={"mode": "pending", "requested": config.sandbox, "isolated": False},
+    )
 
 
 async def _serve_gateway(

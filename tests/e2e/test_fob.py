@@ -7,6 +7,7 @@ two string parameters)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import uuid
 from pathlib import Path
@@ -195,7 +196,7 @@ def test_a_snippet_cannot_read_the_daemons_state(start_daemon: StartDaemon, tmp_
     (state / "password").write_text(PASSWORD + "\n")
     (state / "password").chmod(0o600)
     daemon = start_daemon(state_dir=state, FAASD_PASSWORD="")
-    assert "sandbox=bwrap" in daemon.logs() or "sandbox=uid" in daemon.logs(), "no sandbox here"
+    wait_for(lambda: re.search(r"event=sandbox mode=(bwrap|uid) ", daemon.logs()), 15, "no sandbox here")
     secret_files = [state / "password", state / "faasd.db", state / "call-token", Path(f"/proc/{daemon.pid}/environ")]
     with httpx.Client(base_url=daemon.url, timeout=60) as client:
         snippet_id = _gen(client, BEHAVIOURS)

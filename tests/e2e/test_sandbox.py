@@ -367,6 +367,7 @@ def test_without_bwrap_auto_falls_back_to_uid_and_says_so(
         for tool in ("sh", "cat", "python3", "setsid"):
             os.symlink(shutil.which(tool, path="/usr/bin:/bin"), path / tool)  # type: ignore[arg-type]
         daemon = start_daemon(PATH=str(path))
+        wait_for(lambda: "event=sandbox" in daemon.logs(), 15, "the backend's sandbox line (after the ready line)")
         line = next(line for line in daemon.logs().splitlines() if "event=sandbox" in line)
         assert "level=warning" in line and "mode=uid" in line and "bwrap is not installed" in line, line
         daemon.deploy("echo", "cat")
