@@ -44,7 +44,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -77,6 +77,12 @@ from faasd.store import AsyncStore, Store
 __all__ = ["DaemonInfo", "run"]
 
 log = logging.getLogger("faasd.daemon")
+
+SECOND_STAGE_WAIT_S = 0.1
+"""After the ready line, how long the second stage (local backend, async queue, management API, metrics
+client, restore) waits for the gateway's first answer before it starts anyway: its imports run in worker
+threads and hold the interpreter's lock much of the time, and a first ``/healthz`` or call answered
+meanwhile would wait for it. A request that needs a part starts that part at once."""
 
 PROVIDER_SYNC_S = 3.0
 """How often the store is brought in step with a persistent backend (discovery of hand-made functions)."""
@@ -134,7 +140,8 @@ async def run(
             await snippets.load()
             _hold_stored_counts(service, autoscaler)
             gateway_done = trio.Event()
-            binds = await nursery.start(_serve_gateway, app, config, shutdown, gateway_done)
+            answered = trio.Event()
+            binds = await nursery.start(_serve_gateway, app, config, shutdown, gateway_done, answered)
             await nursery.start(autoscaler.run)
             url = binds[0] if binds else f"http://{config.bind}:{config.port}"
             info = DaemonInfo(url=url, password_file=password_file, state_dir=config.state_dir)
@@ -153,13 +160,13 @@ async def run(
             sdnotify.notify(f"READY=1\nSTATUS=serving on {url}", env)
             task_status.started(info)
             port = int(url.rsplit(":", 1)[1]) if binds else config.port
-            queue_path = os.path.join(config.state_dir, "queue.db")
-            await nursery.start(queue.run, queue_path, shutdown, port)  # Now that /healthz answers.
+            await nursery.start(queue.run, os.path.join(config.state_dir, "queue.db"), shutdown, port)
+            second_stage = [queue.begin, parts.management.begin]  # faasd.queue.stage, faasd.gateway.lazyapp
             if isinstance(provider, DeferredProvider):
-                provider.begin()  # Same reason (faasd.providers.deferred).
-            parts.management.begin()  # Same reason (faasd.gateway.lazyapp).
-            nursery.start_soon(partial(trio.to_thread.run_sync, parts.metrics.load_client))  # Same reason.
-            nursery.start_soon(_restore, service, persistent)
+                second_stage.append(provider.begin)  # faasd.providers.deferred
+            second_stage.append(partial(nursery.start_soon, trio.to_thread.run_sync, parts.metrics.load_client))
+            second_stage.append(partial(nursery.start_soon, _restore, service, persistent))
+            nursery.start_soon(_second_stage, answered, second_stage)
             await nursery.start(snippets.run)
             for spec in deploy:
                 try:
@@ -205,6 +212,7 @@ async def _serve_gateway(
     config: DaemonConfig,
     shutdown: trio.Event,
     done: trio.Event,
+    answered: trio.Event,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -222,6 +230,7 @@ async def _serve_gateway(
         limits=limits,
         graceful_timeout_s=config.shutdown_timeout_s,
         fast_route=FastInvokeRoute(app.invoker),
+        answered=answered,
     )
     try:
         with trio.CancelScope() as serving:
@@ -231,6 +240,15 @@ async def _serve_gateway(
                 nursery.cancel_scope.cancel()
     finally:
         done.set()
+
+
+async def _second_stage(answered: trio.Event, begin: Sequence[Callable[[], object]]) -> None:
+    """Start the second stage once the gateway answered its first request, or after
+    :data:`SECOND_STAGE_WAIT_S` (see there)."""
+    with trio.move_on_after(SECOND_STAGE_WAIT_S):
+        await answered.wait()
+    for start in begin:
+        start()
 
 
 async def _end_when_drained(

@@ -151,6 +151,7 @@ class HttpServer:
         limits: ServerLimits,
         graceful_timeout_s: float,
         fast_route: FastInvokeRoute | None = None,
+        answered: trio.Event | None = None,
     ) -> None:
         config = HypercornConfig()
         config.bind = bind
@@ -173,6 +174,9 @@ class HttpServer:
         self.stopping = False
         self.fast_calls = 0
         """Requests answered on the fast path since start (tests read it: the path was taken)."""
+        self.answered = answered if answered is not None else trio.Event()
+        """Set once a first request was answered (or its connection closed): the daemon starts its second
+        stage then, so that the first answer does not wait for the interpreter's lock (faasd.daemon)."""
 
     def __repr__(self) -> str:
         stats = self.statistics()
@@ -521,6 +525,7 @@ class _Connection:
 
     def _became_idle(self) -> None:
         """The answer went out and the connection is kept for the next request."""
+        self.server.answered.set()
         self.phase = _Phase.IDLE
         self.phase_started = trio.current_time()
         protocol = self.protocol
@@ -588,6 +593,7 @@ class _Connection:
         task, which may be cancelled at any checkpoint; the connection's own task does the rest."""
         if self.closing_since is not None:
             return
+        self.server.answered.set()
         self.writable = False
         if linger:
             self.closing_since = trio.current_time()

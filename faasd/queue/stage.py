@@ -61,8 +61,13 @@ class QueueStage:
         self.queue: AsyncQueue | None = None
         self.db: QueueDb | None = None
         self._route: AsyncRoute | None = None
+        self._go = trio.Event()
         self.loaded = trio.Event()
         """Set once the queue takes calls (also when its load failed: then the daemon is stopping)."""
+
+    def begin(self) -> None:
+        """Start loading now (the daemon's second stage; an async call that comes first starts it too)."""
+        self._go.set()
 
     def install(self, db: QueueDb) -> AsyncQueue:
         """Build the queue around ``db`` now (in-process tests, and :meth:`run`); the caller loads it."""
@@ -78,15 +83,17 @@ class QueueStage:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Open ``path``, build and load the queue, run its workers until ``shutdown`` (the daemon's
-        second stage; ``task_status`` is told at once: nothing waits for the load but async calls).
+        """After :meth:`begin`, open ``path``, build and load the queue, run its workers until ``shutdown``
+        (the daemon's second stage; ``task_status`` is told at once: nothing waits for the load but async
+        calls).
 
         Raises:
             StateError: ``queue.db`` cannot be used (the daemon stops with it, as at its start).
         """
         task_status.started()
-        started = time.monotonic()
         try:
+            await self._go.wait()
+            started = time.monotonic()
             db = await trio.to_thread.run_sync(_open, path)
             queue = self.install(db)
             queued = await queue.load()
@@ -125,6 +132,7 @@ class QueueStage:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/async-function/*``: the queue's route, once it is loaded (waited for, bounded)."""
         if not self.loaded.is_set():
+            self._go.set()
             with trio.move_on_after(LOAD_WAIT_S):
                 await self.loaded.wait()
         route = self._route if self.loaded.is_set() else None
