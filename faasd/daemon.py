@@ -189,13 +189,14 @@ async def run(
 def _provider(
     config: DaemonConfig, registry: EndpointRegistry, secrets: SecretLookup, call_token: CallToken
 ) -> Provider:
-    """The backend: the local one is built and started once the gateway serves (its calls wait for it:
-    :mod:`faasd.providers.deferred`); Swarm and Marathon now, since the daemon reads their deployments
-    before it serves."""
+    """The backend: the local one with ``sandbox = auto`` is built and started once the gateway serves
+    (its calls wait for it: :mod:`faasd.providers.deferred`); with a sandbox mode asked for by name, now,
+    so that a mode that does not work here stops the daemon before its ready line; Swarm and Marathon
+    now, since the daemon reads their deployments before it serves."""
     build = partial(
         load_provider, config.provider, config=config, registry=registry, secrets=secrets, call_token=call_token
     )
-    if config.provider != "local":
+    if config.provider != "local" or config.sandbox != "auto":
         return build()
     return DeferredProvider(
         name="local",

@@ -17,7 +17,10 @@ and then is the backend's own: a deploy, scale or call to a restoring function t
 served as it would be a moment later. ``/healthz`` answers as the local backend does (it has nothing
 to reach), and ``/system/info`` shows the sandbox as ``pending`` until it is decided, as it always did
 until the backend started. A backend that cannot start (``--sandbox bwrap`` without bwrap) stops the
-daemon with its one error line, as before -- after the ready line instead of before it.
+daemon with its one error line and status 1 *before* the ready line, as it always did: the daemon defers
+the backend only for ``sandbox = auto`` (the default), whose check always finds a mode that works; an
+explicitly requested mode is started before the gateway serves (``faasd.daemon._provider``), so a daemon
+that cannot keep the promise of its configuration never says it is ready.
 """
 
 from __future__ import annotations

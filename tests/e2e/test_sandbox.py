@@ -382,6 +382,8 @@ def test_without_bwrap_auto_falls_back_to_uid_and_says_so(
         assert refused.proc.wait(30) == 1
         errors = [line for line in refused.logs().splitlines() if "level=error" in line]
         assert len(errors) == 1 and "sandbox=bwrap: bwrap is not installed" in errors[0], refused.logs()
+        # A mode asked for by name is checked before the daemon says it is ready (faasd.daemon._provider).
+        assert "event=ready" not in refused.logs(), refused.logs()
 
 
 @pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed")
