@@ -170,7 +170,7 @@ def assemble(
     queue_stage = QueueStage(build_queue)
     if queue_db is not None:
         queue_stage.install(queue_db)
-        queue_stage.loaded.set()
+        queue_stage.gate.open()
     autoscaler.queued = queue_stage.waiting_load
     metrics.async_queue = lambda: {
         name: (line.queued, line.running, line.oldest_s) for name, line in queue_stage.stats().items()

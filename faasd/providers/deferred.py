@@ -37,6 +37,7 @@ from faasd.errors import BackendUnavailable
 from faasd.logs import event
 from faasd.providers.base import Provider
 from faasd.providers.types import FunctionSpec, FunctionStatus, LogMessage, LogRequest
+from faasd.stagegate import StageGate
 
 __all__ = ["LOAD_WAIT_S", "DeferredProvider"]
 
@@ -74,13 +75,12 @@ class DeferredProvider:
         self._build = build
         self._pending_info = pending_info
         self._provider: Provider | None = None
-        self._go = trio.Event()
-        self.loaded = trio.Event()
-        """Set once the backend is started (also when it failed to: then the daemon is stopping)."""
+        self.gate = StageGate(LOAD_WAIT_S)
+        """Opened once the backend is started (also when it failed to: then the daemon is stopping)."""
 
     def begin(self) -> None:
         """Start loading the backend now (the daemon, once it serves; a request that needs it does too)."""
-        self._go.set()
+        self.gate.begin()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Started at once; after :meth:`begin`, import, build and run the backend until cancelled.
@@ -90,14 +90,14 @@ class DeferredProvider:
         """
         task_status.started()
         try:
-            await self._go.wait()
+            await self.gate.begun()
             started = time.monotonic()
             await trio.to_thread.run_sync(importlib.import_module, self._module)
             provider = self._build()
             async with trio.open_nursery() as nursery:
                 await nursery.start(provider.run)
                 self._provider = provider
-                self.loaded.set()
+                self.gate.open()
                 event(
                     log,
                     logging.INFO,
@@ -106,14 +106,12 @@ class DeferredProvider:
                     ms=round((time.monotonic() - started) * 1000),
                 )
         finally:
-            self.loaded.set()
+            self.gate.open()
 
     async def _ready(self) -> Provider:
         """The started backend, waited for (bounded)."""
         if self._provider is None:
-            self._go.set()
-            with trio.move_on_after(LOAD_WAIT_S):
-                await self.loaded.wait()
+            await self.gate.wait()
         if self._provider is None:
             raise BackendUnavailable(f"the {self.name} backend has not started; see the daemon's log")
         return self._provider

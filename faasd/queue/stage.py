@@ -32,6 +32,7 @@ import trio
 from faasd.gateway.invoke import send_text
 from faasd.gateway.proxy import Receive, Scope, Send
 from faasd.logs import event
+from faasd.stagegate import StageGate
 
 if TYPE_CHECKING:
     from faasd.queue.queue import AsyncQueue, QueueStats
@@ -61,13 +62,12 @@ class QueueStage:
         self.queue: AsyncQueue | None = None
         self.db: QueueDb | None = None
         self._route: AsyncRoute | None = None
-        self._go = trio.Event()
-        self.loaded = trio.Event()
-        """Set once the queue takes calls (also when its load failed: then the daemon is stopping)."""
+        self.gate = StageGate(LOAD_WAIT_S)
+        """Opened once the queue takes calls (also when its load failed: then the daemon is stopping)."""
 
     def begin(self) -> None:
         """Start loading now (the daemon's second stage; an async call that comes first starts it too)."""
-        self._go.set()
+        self.gate.begin()
 
     def install(self, db: QueueDb) -> AsyncQueue:
         """Build the queue around ``db`` now (in-process tests, and :meth:`run`); the caller loads it."""
@@ -92,7 +92,7 @@ class QueueStage:
         """
         task_status.started()
         try:
-            await self._go.wait()
+            await self.gate.begun()
             started = time.monotonic()
             db = await trio.to_thread.run_sync(_open, path)
             queue = self.install(db)
@@ -100,7 +100,7 @@ class QueueStage:
             queue.callbacks.gateway_port = gateway_port
             async with trio.open_nursery() as nursery:
                 await nursery.start(queue.run, shutdown)
-                self.loaded.set()
+                self.gate.open()
                 event(
                     log,
                     logging.INFO,
@@ -109,11 +109,11 @@ class QueueStage:
                     ms=round((time.monotonic() - started) * 1000),
                 )
         finally:
-            self.loaded.set()  # Waiting calls are answered (a 503 if the queue never came).
+            self.gate.open()  # Waiting calls are answered (a 503 if the queue never came).
 
     async def drain(self, timeout_s: float) -> None:
         """The queue's :meth:`~faasd.queue.queue.AsyncQueue.drain`; nothing if it was never loaded."""
-        if self.queue is not None and self.loaded.is_set():
+        if self.queue is not None and self.gate.opened:
             await self.queue.drain(timeout_s)
 
     async def aclose(self) -> None:
@@ -131,11 +131,8 @@ class QueueStage:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/async-function/*``: the queue's route, once it is loaded (waited for, bounded)."""
-        if not self.loaded.is_set():
-            self._go.set()
-            with trio.move_on_after(LOAD_WAIT_S):
-                await self.loaded.wait()
-        route = self._route if self.loaded.is_set() else None
+        await self.gate.wait()
+        route = self._route if self.gate.opened else None
         if route is None or self.queue is None:
             await send_text(send, 503, "The async queue is not loaded; see the daemon's log.\n")
             return

@@ -38,8 +38,7 @@ async def test_a_call_before_the_load_waits_for_it_and_is_stored(tmp_path: Path)
         assert answers == [] and built == [] and stage.stats() == {} and stage.waiting_load("echo") == 0.0
         await nursery.start(stage.run, str(tmp_path / "queue.db"), shutdown, 8080)
         with trio.fail_after(10):
-            await stage.loaded.wait()
-            while not answers:
+            while not (stage.gate.opened and answers):
                 await trio.sleep(0.01)
         assert answers[0][0] == 202
         assert stage.queue is not None and stage.stats().keys() == stage.queue.stats().keys() == {"echo"}
