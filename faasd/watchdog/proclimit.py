@@ -57,6 +57,7 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 from faasd.logs import event
+from faasd.procstat import parent_of, stat_fields
 from faasd.sandbox import enter
 
 if TYPE_CHECKING:
@@ -324,11 +325,12 @@ def _self_and_ancestors() -> frozenset[int]:
     while pid > 0 and pid not in found:
         found.add(pid)
         try:
-            with open(f"/proc/{pid}/stat", "rb") as file:
-                data = file.read()
-            pid = int(data[data.rindex(b")") + 2 :].split(b" ", 2)[1])
-        except (OSError, ValueError, IndexError):
+            parent = parent_of(pid)
+        except ValueError:
             break
+        if parent is None:
+            break
+        pid = parent
     return frozenset(found)
 
 
@@ -377,8 +379,7 @@ def _group_alive(group: int) -> bool:
 
 def _pgid(pid: str) -> int:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            data = file.read()
-        return int(data[data.rindex(b")") + 2 :].split(b" ", 3)[2])
-    except (OSError, ValueError, IndexError):
+        fields = stat_fields(int(pid))
+        return int(fields[2]) if fields is not None else -1
+    except (ValueError, IndexError):
         return -1

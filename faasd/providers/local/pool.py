@@ -353,12 +353,9 @@ def _descendant_links(root: int) -> list[tuple[int, int]]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as file:
-                data = file.read()
-        except OSError:
-            continue
-        children.setdefault(int(data[data.rindex(b")") + 2 :].split()[1]), []).append(int(entry))
+        parent = parent_of(int(entry))
+        if parent is not None:
+            children.setdefault(parent, []).append(int(entry))
     found: list[tuple[int, int]] = []
     todo = [root]
     while todo:

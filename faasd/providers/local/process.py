@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from faasd.procstat import stat_fields
+
 if TYPE_CHECKING:
     from faasd.sandbox.plan import Launch
 
@@ -91,14 +93,8 @@ def kill_session(sid: int) -> int:
     for entry in entries:
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as file:
-                data = file.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2 :].split(b" ")
-        # fields: state ppid pgrp session ...
-        if len(fields) < 4 or int(fields[3]) != sid:
+        fields = stat_fields(int(entry))  # state ppid pgrp session ...
+        if fields is None or len(fields) < 4 or int(fields[3]) != sid:
             continue
         try:
             os.kill(int(entry), signal.SIGKILL)
