@@ -33,7 +33,11 @@ What the daemon can use is decided once, at start (:func:`setup`, blocking), in 
 daemon's weight -- the policy of each replica's autogroup nice value without cgroups, but one the kernel
 applies to every process of the replica whatever its session, with no rate limit, and also where
 autogroups do not apply (any process in a non-root CPU cgroup, e.g. under a systemd unit with
-``Delegate=yes``). And a CFS quota: ``limits.cpu``, else half the CPUs the daemon may use, at least one
+``Delegate=yes``). A pooled replica given a fork- or streaming-mode function weighs what the daemon
+does from its assignment until the daemon has seen it ready (:func:`weigh`): only faasd's code runs in it
+then, and on a busy host a tenth made that start wait for a core ten times as long; the daemon lowers
+it before the replica accepts its first call (:mod:`faasd.sandbox.pooled`). And a CFS quota:
+``limits.cpu``, else half the CPUs the daemon may use, at least one
 (:func:`default_cpu_nanos`), so that a runaway function leaves a CPU to everyone else on a small machine.
 
 Measured on a 2-CPU machine shared with other work, a fork bomb (or a memory hog) next to a function
@@ -91,10 +95,12 @@ __all__ = [
     "parents_here",
     "paths_from_proc_cgroup",
     "place",
+    "relimit",
     "remove",
     "replica_settings",
     "setup",
     "sweep",
+    "weigh",
 ]
 
 Kind = Literal["v2", "v1", "none"]
@@ -110,6 +116,9 @@ REPLICA_NICE = 10
 """A replica's CPU weight, as a nice value: a tenth of the daemon's (see the module docstring)."""
 V1_SHARES = 110
 """cgroup v1 ``cpu.shares`` of nice :data:`REPLICA_NICE`: the kernel's weight table (nice 0 = 1024)."""
+START_NICE = 0
+START_V1_SHARES = 1024
+"""The weight of a replica's cgroup while only faasd's code runs in it (:func:`weigh`): the daemon's."""
 
 CPU_PERIOD_US = 100_000
 """The CFS period a ``limits.cpu`` quota is a share of (the kernel's default)."""
@@ -481,23 +490,63 @@ def place(cgroups: Cgroups, replica: str, limits: Limits, own_processes: int = 0
             directory = hierarchy.directory(replica)
             os.mkdir(directory)
             placement.directories += (directory,)
-            settings = replica_settings(cgroups.kind, hierarchy.controllers, limits, cgroups.cpus, own_processes)
-            for file_name, value in settings.items():
-                path = os.path.join(directory, file_name)
-                if file_name in OPTIONAL_FILES and not os.path.exists(path):
-                    continue
-                _write(path, value)
-            if "memory.max" in settings:
-                placement.memory_bytes = limits.memory_bytes
-                placement.events_fd = os.open(os.path.join(directory, "memory.events"), os.O_RDONLY | os.O_CLOEXEC)
-            if "pids.max" in settings:
-                placement.pids_fd = os.open(os.path.join(directory, "pids.events"), os.O_RDONLY | os.O_CLOEXEC)
-                placement.procs_fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_RDONLY | os.O_CLOEXEC)
+        _limit(cgroups, placement, limits, own_processes)
     except OSError:
         placement.close_fds()
         remove(placement)
         raise
     return placement
+
+
+def relimit(
+    cgroups: Cgroups, placement: Placement, limits: Limits, own_processes: int = 0, *, starting: bool = False
+) -> Placement:
+    """The cgroup of a pooled replica (made by :func:`place` when it started, it runs in it) given the
+    limits of the function it is assigned: a new :class:`Placement` of the same directories, its files
+    open. With ``starting``, its CPU weight is the daemon's until :func:`weigh` lowers it. Blocking.
+
+    Moving a process into a cgroup costs the kernel a grace period of RCU when no other move happened in
+    the last few milliseconds (10-14 ms on the project's VMs, more when they are busy): a pooled replica
+    is moved once, when it starts, not on the path to its first answer.
+
+    Raises:
+        OSError: a write the kernel refused (nothing stays open; the caller discards the replica).
+    """
+    adopted = Placement(directories=placement.directories)
+    try:
+        _limit(cgroups, adopted, limits, own_processes, starting=starting)
+    except OSError:
+        adopted.close_fds()
+        raise
+    return adopted
+
+
+def _limit(
+    cgroups: Cgroups, placement: Placement, limits: Limits, own_processes: int, *, starting: bool = False
+) -> None:
+    for hierarchy, directory in zip(cgroups.hierarchies, placement.directories, strict=True):
+        settings = replica_settings(cgroups.kind, hierarchy.controllers, limits, cgroups.cpus, own_processes)
+        if starting and "cpu" in hierarchy.controllers:
+            name, value = _weight(cgroups.kind, starting=True)
+            settings[name] = value
+        for file_name, value in settings.items():
+            path = os.path.join(directory, file_name)
+            if file_name in OPTIONAL_FILES and not os.path.exists(path):
+                continue
+            _write(path, value)
+        if "memory.max" in settings:
+            placement.memory_bytes = limits.memory_bytes
+            placement.events_fd = os.open(os.path.join(directory, "memory.events"), os.O_RDONLY | os.O_CLOEXEC)
+        if "pids.max" in settings:
+            placement.pids_fd = os.open(os.path.join(directory, "pids.events"), os.O_RDONLY | os.O_CLOEXEC)
+            placement.procs_fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _weight(kind: Kind, *, starting: bool) -> tuple[str, str]:
+    """The CPU weight file of a replica's cgroup and its value: the daemon's while starting, else its own."""
+    if kind == "v2":
+        return "cpu.weight.nice", str(START_NICE if starting else REPLICA_NICE)
+    return "cpu.shares", str(START_V1_SHARES if starting else V1_SHARES)
 
 
 JOIN_FAILED = 126
@@ -543,6 +592,19 @@ def replica_settings(
         settings["memory.max"] = str(limits.memory_bytes)
         settings["memory.swap.max"] = "0"  # The limit is the memory it has, not that plus swap.
     return settings
+
+
+def weigh(cgroups: Cgroups, placement: Placement, *, starting: bool) -> None:
+    """Set the CPU weight of a replica's cgroup: the daemon's while ``starting`` (see the module
+    docstring), then its own. Blocking, but a write to the cgroup file system: microseconds.
+
+    Raises:
+        OSError: the kernel refused the write.
+    """
+    name, value = _weight(cgroups.kind, starting=starting)
+    for hierarchy, directory in zip(cgroups.hierarchies, placement.directories, strict=True):
+        if "cpu" in hierarchy.controllers:
+            _write(os.path.join(directory, name), value)
 
 
 def remove(placement: Placement) -> bool:

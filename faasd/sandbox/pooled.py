@@ -14,7 +14,13 @@ uid and gid, its limits, ``no_new_privs``), its working directory, its environme
 ``call_token_fd``) are renumbered to the descriptors received. The replica applies the spec exactly as a
 freshly started one does (:func:`faasd.sandbox.enter.enter`: failure is exit 126), takes the environment
 as its own (also for the functions it starts, :func:`faasd.watchdog.fork.assign_environ`) and runs the
-watchdog. From then on it is an ordinary replica.
+watchdog. From then on it is an ordinary replica, but for its readiness: once its watchdog is ready, before
+it accepts a connection, it says ``serving`` on the control socket and waits for the daemon's ``go``
+(:data:`SERVING`, :data:`GO`), then closes the socket and accepts. The daemon takes ``serving`` for the
+readiness probe a cold replica answers (no connection, no request, no poll), and between the two lowers the
+replica's CPU weight, raised for its start while only faasd's code runs in it (docs/coldstart.md): nothing
+of the function -- no call -- runs before the ``go``. End of file instead of ``go`` (the daemon is stopping
+this replica) ends it.
 
 End of file on the control socket (the daemon stopped, or shrank its pool) ends an idle replica: it
 never outlives its daemon, even in the ``uid`` and ``none`` modes, which have no lifeline.
@@ -28,10 +34,15 @@ import os
 import socket
 import sys
 
-__all__ = ["POOLED_COMMAND", "READY", "encode_assignment", "main"]
+__all__ = ["GO", "POOLED_COMMAND", "READY", "SERVING", "encode_assignment", "main"]
 
 POOLED_COMMAND = "_pooled"
 READY = b"ready\n"
+"""Idle and imported: the replica may be assigned."""
+SERVING = b"serving\n"
+"""Assigned and its watchdog ready: the replica waits for :data:`GO` before it accepts a connection."""
+GO = b"go\n"
+"""The daemon's answer to :data:`SERVING`: accept calls now."""
 MAX_ASSIGNMENT_BYTES = 1 << 20
 """An assignment carries a function's environment; the daemon refuses larger ones before sending."""
 ENV_FDS = ("listen_fd", "call_token_fd")
@@ -81,8 +92,8 @@ def main(argv: list[str]) -> int:
         message, fds, _, _ = socket.recv_fds(control, MAX_ASSIGNMENT_BYTES, len(ENV_FDS) + len(SPEC_FDS))
     except OSError:
         return 0
-    control.close()
     if not message:
+        control.close()
         for fd in fds:
             os.close(fd)
         return 0  # The daemon is gone, or no longer needs this replica.
@@ -103,4 +114,21 @@ def main(argv: list[str]) -> int:
     from faasd.watchdog.main import main as watchdog_main
 
     assign_environ(env)
-    return watchdog_main([])
+
+    async def tell_serving() -> bool:
+        """Say ``serving`` and wait for ``go`` (see the module docstring); the socket is closed after."""
+        import asyncio
+
+        with control:
+            control.setblocking(False)
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.sock_sendall(control, SERVING)
+                answer = b""
+                while len(answer) < len(GO) and (chunk := await loop.sock_recv(control, len(GO) - len(answer))):
+                    answer += chunk
+            except OSError:
+                return False
+        return answer == GO
+
+    return watchdog_main([], before_accepting=tell_serving)

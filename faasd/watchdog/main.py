@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from faasd import logs
@@ -53,8 +53,12 @@ FLUSH_GRACE_S = 1.0
 _HELP = HELP
 
 
-def main(argv: list[str]) -> int:
-    """Run the watchdog until SIGTERM; return the process exit status."""
+def main(argv: list[str], before_accepting: Callable[[], Awaitable[bool]] | None = None) -> int:
+    """Run the watchdog until SIGTERM; return the process exit status.
+
+    ``before_accepting``: awaited once the watchdog is ready, before it accepts its first connection; False
+    stops it (exit status 1). A pooled replica tells its daemon there (:mod:`faasd.sandbox.pooled`).
+    """
     if argv and argv[0] in ("-h", "--help"):
         print(_HELP, end="")
         return 0
@@ -84,11 +88,11 @@ def main(argv: list[str]) -> int:
     if call_token is not None:
         _protect_memory()
     try:
-        asyncio.run(serve(config, call_token))
+        served = asyncio.run(serve(config, call_token, before_accepting))
     except OSError as exc:
         print(f"faasd watchdog: cannot serve: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    return 0
+    return 0 if served else 1
 
 
 def _unpack_handler() -> Extracted | None:
@@ -150,8 +154,13 @@ def _protect_memory() -> None:
         event(log, logging.WARNING, "cannot protect the call token from same-user processes", error=str(exc))
 
 
-async def serve(config: WatchdogConfig, call_token: bytes | None = None) -> None:
-    """Serve until a stop signal, then drain (see module docstring)."""
+async def serve(
+    config: WatchdogConfig,
+    call_token: bytes | None = None,
+    before_accepting: Callable[[], Awaitable[bool]] | None = None,
+) -> bool:
+    """Serve until a stop signal, then drain (see module docstring); False when ``before_accepting`` (see
+    :func:`main`) said not to serve. A stop signal before it answered stops it at once (it never accepted)."""
     from faasd.watchdog.app import FORBIDDEN, WatchdogApp
     from faasd.watchdog.metrics import WatchdogStats
     from faasd.watchdog.server import HttpServer
@@ -215,6 +224,17 @@ async def serve(config: WatchdogConfig, call_token: bytes | None = None) -> None
     if not config.suppress_lock:
         _write_lock(config.lock_file)
     app.ready = True
+    told = await _told_to_serve(before_accepting, stop) if before_accepting is not None else True
+    if told is not True:  # Told not to serve (False), or stopped before it was told (None): never accepts.
+        if not config.suppress_lock:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(config.lock_file)
+        server.stop_accepting()
+        server.close()
+        await app.runner.aclose()
+        if metrics_server is not None:
+            metrics_server.close()
+        return told is None
     if inherited is not None:
         # A socket the starter bound and listens on already: connections made meanwhile wait in its backlog
         # (the local backend's readiness probe among them), so accepting only now answers the first one
@@ -259,6 +279,21 @@ async def serve(config: WatchdogConfig, call_token: bytes | None = None) -> None
         metrics_server.stop_accepting()
         metrics_server.close()
     event(log, logging.INFO, "stopped", answered=sum(stats.requests_by_code().values()))
+    return True
+
+
+async def _told_to_serve(before_accepting: Callable[[], Awaitable[bool]], stop: asyncio.Event) -> bool | None:
+    """``before_accepting``'s answer, or None when a stop signal came first (then it is cancelled)."""
+    told = asyncio.ensure_future(before_accepting())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((told, stopped), return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if told.done():
+        return told.result()
+    told.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await told
+    return None
 
 
 def _watch_parent(loop: asyncio.AbstractEventLoop, pid: int, stop: Callable[[], None]) -> None:

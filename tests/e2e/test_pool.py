@@ -18,8 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from faasd.sandbox.cgroups import REPLICA_NICE, V1_SHARES, Cgroups
 from faasd.sandbox.uids import FUNCTION_UID_FIRST, FUNCTION_UID_LAST
 from tests.daemon_fixtures import Daemon, StartDaemon
+from tests.e2e.test_cgroups import _replica_dirs
+from tests.e2e.test_cgroups import here as here_fixture
 from tests.e2e.test_sandbox import (
     CANARY,
     HAVE_BWRAP,
@@ -38,6 +41,7 @@ from tests.helpers import process_alive, wait_for
 
 pytestmark = pytest.mark.slow
 stand_in_socket = stand_in_fixture  # The docker socket's stand-in, a fixture of test_sandbox.
+here = here_fixture  # The cgroups a daemon uses on this machine, a fixture of test_cgroups.
 
 ECHO_ENV = 'sh -c \'echo "greeting=$GREETING"; id -u; ls -A; cat "$secret_mount_path"/* 2>/dev/null; exit 0\''
 
@@ -86,6 +90,53 @@ def _start(start_daemon: StartDaemon, mode: str, size: int = 1, **env: str) -> D
 def _wait_pool(daemon: Daemon, ready: int) -> None:
     """Until the pool has said ``pooled replica ready`` ``ready`` times in all."""
     wait_for(lambda: daemon.logs().count("pooled replica ready") >= ready, 60.0, f"{ready} pooled replicas ready")
+
+
+@pytest.mark.parametrize("mode_vars", [{}, {"mode": "streaming"}], ids=["fork", "streaming"])
+def test_a_pooled_replica_runs_its_calls_at_the_replica_weight(
+    start_daemon: StartDaemon, here: Cgroups, mode_vars: dict[str, str]
+) -> None:
+    """It weighs the daemon's weight while it starts (docs/coldstart.md): lowered before it serves."""
+    daemon = _start(start_daemon, "bwrap")
+    _wait_pool(daemon, 1)
+    spec = {"service": "echo", "envProcess": "cat", "envVars": mode_vars}
+    with _admin(daemon) as client:
+        assert client.post("/system/functions", json=spec).status_code == 202
+    answer = httpx.post(f"{daemon.url}/function/echo", content=b"weighed", timeout=30.0)
+    assert (answer.status_code, answer.text) == (200, "weighed")
+    assert _ready_lines(daemon, "echo") == 1
+    wanted = {"cpu.shares": str(V1_SHARES), "cpu.weight.nice": str(REPLICA_NICE)}
+    found = {
+        name: (directory / name).read_text().strip()
+        for directory in _replica_dirs(daemon.state_dir, here)
+        for name in wanted
+        if (directory / name).exists()
+    }
+    assert found and all(found[name] == wanted[name] for name in found), (found, here.reason)
+
+
+def test_a_pooled_replica_starts_in_its_own_cgroup_and_is_given_the_functions_limits(
+    start_daemon: StartDaemon, here: Cgroups
+) -> None:
+    """Moving a process into a cgroup costs a grace period of RCU (docs/coldstart.md): a pooled replica is
+    in its own cgroup from its start, and its assignment writes the function's limits there, moving nothing."""
+    daemon = _start(start_daemon, "bwrap")
+    _wait_pool(daemon, 1)
+    pids = [d for d in _replica_dirs(daemon.state_dir, here) if (d / "pids.max").exists()]
+    assert len(pids) == 1 and ".pool-" in pids[0].name, pids
+    idle = sorted((pids[0] / "cgroup.procs").read_text().split())
+    assert len(idle) == 4, idle  # setsid, bwrap, bwrap's init, the watchdog: all of its sandbox.
+    spec = {"service": "echo", "envProcess": "cat", "labels": {"com.faasd.limits.processes": "32"}}
+    with _admin(daemon) as client:
+        assert client.post("/system/functions", json=spec).status_code == 202
+    answer = httpx.post(f"{daemon.url}/function/echo", content=b"limited", timeout=30.0)
+    assert (answer.status_code, answer.text) == (200, "limited")
+    assert _ready_lines(daemon, "echo") == 1
+    assert (pids[0] / "pids.max").read_text().strip() == "35"  # 32, and room for setsid, bwrap and its init.
+    assert sorted((pids[0] / "cgroup.procs").read_text().split()) == idle  # The same processes, not moved.
+    with _admin(daemon) as client:
+        assert client.request("DELETE", "/system/functions", json={"functionName": "echo"}).status_code == 202
+    wait_for(lambda: not pids[0].exists(), 15.0, "the pooled replica's cgroup to be removed with it")
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -40,15 +40,24 @@ from secrets import token_hex
 import trio
 
 from faasd.logs import event
-from faasd.procstat import parent_of
 from faasd.providers.local.process import kill_session, start_replica
 from faasd.providers.local.state import Host
+from faasd.sandbox import cgroups as sandbox_cgroups
 from faasd.sandbox.enter import ENTER_COMMAND
 from faasd.sandbox.limits import Limits
-from faasd.sandbox.plan import APP_DIR, Launch, ReplicaSandbox, plan_launch
-from faasd.sandbox.pooled import ENV_FDS, MAX_ASSIGNMENT_BYTES, POOLED_COMMAND, READY, SPEC_FDS, encode_assignment
+from faasd.sandbox.plan import APP_DIR, BWRAP_OWN_PROCESSES, Launch, ReplicaSandbox, plan_launch
+from faasd.sandbox.pooled import (
+    ENV_FDS,
+    GO,
+    MAX_ASSIGNMENT_BYTES,
+    POOLED_COMMAND,
+    READY,
+    SERVING,
+    SPEC_FDS,
+    encode_assignment,
+)
 
-__all__ = ["Member", "PoolError", "ReplicaPool", "link_tree"]
+__all__ = ["Member", "PoolError", "ReplicaPool", "link_tree", "release", "wait_serving"]
 
 log = logging.getLogger("faasd.providers.local")
 
@@ -81,12 +90,10 @@ class Member:
     app_dir: str
     """bwrap: the directory bound at its ``/home/app``; empty in the other modes."""
     taken: trio.Event = field(default_factory=trio.Event)
-    tree: tuple[tuple[int, int], ...] = ()
-    """The processes of its sandbox below ``process`` (setsid/bwrap, bwrap's init, the watchdog) as (pid,
-    parent pid), read once it said ready -- nothing of it starts a process after that until it is assigned --
-    so that moving them into the function's cgroup does not read every process's /proc entry on the
-    deploy's path (10-20 ms with 240 processes on the project's VMs); :func:`join_cgroup` checks each is
-    still its recorded parent's child and reads them all again if not."""
+    placement: sandbox_cgroups.Placement | None = None
+    """Its control group (the daemon's replica cgroups in use), which it joined when it started, as a cold
+    replica joins its own: given its function's limits when assigned
+    (:func:`faasd.sandbox.cgroups.relimit`), so no process is moved on the deploy's path."""
 
 
 class ReplicaPool:
@@ -122,14 +129,14 @@ class ReplicaPool:
                 return member
         return None
 
-    async def assign(self, member: Member, launch: Launch, workdir: str, cgroup_dirs: tuple[str, ...] = ()) -> None:
-        """Give ``member`` the replica planned as ``launch`` (a cold start's plan) in ``workdir``, in the
-        control group whose directories are ``cgroup_dirs`` (every process of its sandbox is moved there, as
-        a cold replica's join theirs before bwrap starts).
+    async def assign(self, member: Member, launch: Launch, workdir: str) -> None:
+        """Give ``member`` the replica planned as ``launch`` (a cold start's plan, in the member's own cgroup
+        given the function's limits: :func:`faasd.sandbox.cgroups.relimit`) in ``workdir``. Its control
+        socket stays open: it says :data:`SERVING` there once ready (:func:`wait_serving`, :func:`release`).
 
         Raises:
-            PoolError: it cannot be given (its files cannot be linked, it cannot join its cgroup, it is
-                gone, the message is too large); the caller stops it and starts a cold replica.
+            PoolError: it cannot be given (its files cannot be linked, it is gone, the message is too
+                large); the caller stops it and starts a cold replica.
         """
         argv = list(launch.argv)
         try:
@@ -137,26 +144,20 @@ class ReplicaPool:
         except (ValueError, IndexError):
             raise PoolError("the plan has no sandbox spec") from None
         passed = _passed_fds(spec, launch.env)
+        cwd = APP_DIR if member.app_dir else launch.cwd
+        message = encode_assignment(spec, cwd, launch.env, [name for name, _ in passed])
+        if len(message) > MAX_ASSIGNMENT_BYTES:
+            raise PoolError("the environment is too large for an assignment")
         if member.app_dir:
             try:
                 await trio.to_thread.run_sync(link_tree, workdir, member.app_dir)
             except OSError as exc:
                 raise PoolError(f"cannot link the function's files: {exc}") from None
-        if cgroup_dirs:
-            try:
-                await trio.to_thread.run_sync(join_cgroup, member.process.pid, cgroup_dirs, member.tree)
-            except OSError as exc:
-                raise PoolError(f"cannot move it into its cgroup: {exc}") from None
-        cwd = APP_DIR if member.app_dir else launch.cwd
-        message = encode_assignment(spec, cwd, launch.env, [name for name, _ in passed])
-        if len(message) > MAX_ASSIGNMENT_BYTES:
-            raise PoolError("the environment is too large for an assignment")
         try:
             socket.send_fds(member.control, [message], [fd for _, fd in passed])
         except OSError as exc:
-            raise PoolError(f"cannot reach the pooled replica: {exc}") from None
-        finally:
             member.control.close()
+            raise PoolError(f"cannot reach the pooled replica: {exc}") from None
 
     async def forget(self, member: Member) -> None:
         """After a pooled replica ended: its directory."""
@@ -204,6 +205,16 @@ class ReplicaPool:
         if host.sandbox.mode == "bwrap":
             app_dir = os.path.join(host.replicas_dir, f"{member_id}.app")
             os.makedirs(os.path.join(app_dir, ".secrets"), mode=0o700)
+        placement: sandbox_cgroups.Placement | None = None
+        cgroups = host.sandbox.cgroups
+        if cgroups.hierarchies:
+            own = BWRAP_OWN_PROCESSES if host.sandbox.mode == "bwrap" else 0
+            try:
+                placement = await trio.to_thread.run_sync(sandbox_cgroups.place, cgroups, member_id, self.limits, own)
+            except BaseException:
+                if app_dir:
+                    shutil.rmtree(app_dir, ignore_errors=True)
+                raise
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         env = dict(host.base_env)
@@ -214,6 +225,7 @@ class ReplicaPool:
             limits=self.limits,
             name=member_id,
             lifeline=host.lifeline[0] if host.lifeline is not None else None,
+            cgroup=placement,
         )
         launch = plan_launch(host.sandbox, replica, host.command.argv, env, (POOLED_COMMAND, str(theirs.fileno())))
         try:
@@ -221,14 +233,19 @@ class ReplicaPool:
         except BaseException:
             ours.close()
             os.close(read_fd)
-            if app_dir:
-                shutil.rmtree(app_dir, ignore_errors=True)
+            with trio.CancelScope(shield=True):
+                if app_dir:
+                    await trio.to_thread.run_sync(shutil.rmtree, app_dir, True)
+                if placement is not None:
+                    await trio.to_thread.run_sync(sandbox_cgroups.remove, placement)
             raise
         finally:
             theirs.close()
             os.close(write_fd)
+            if placement is not None:
+                placement.close_fds()  # The pooled replica has its own copies; its assignment opens them anew.
         self.started += 1
-        member = Member(member_id, process, ours, read_fd, app_dir)
+        member = Member(member_id, process, ours, read_fd, app_dir, placement=placement)
         try:
             answer = await self._read_ready(ours)
         except BaseException:
@@ -239,7 +256,6 @@ class ReplicaPool:
             await self._stop_idle(member, "pooled replica did not start")
             return None
         ours.setblocking(True)
-        member.tree = tuple(await trio.to_thread.run_sync(_descendant_links, process.pid))
         self._ready.append(member)
         event(log, logging.DEBUG, "pooled replica ready", replica=member_id, pid=process.pid)
         return member
@@ -297,6 +313,39 @@ class ReplicaPool:
             event(log, logging.WARNING, trouble, replica=member.id, status=status, output=_tail(member.log_fd))
         os.close(member.log_fd)
         await self.forget(member)
+        if member.placement is not None:
+            await trio.to_thread.run_sync(sandbox_cgroups.remove, member.placement)
+
+
+async def wait_serving(member: Member) -> bool:
+    """True once the assigned pooled replica says :data:`SERVING` (its watchdog is ready and waits for
+    :func:`release` before it accepts a connection); False when it says anything else or closes the socket
+    (it failed: its exit tells why). The caller bounds the wait."""
+    control = member.control
+    control.setblocking(False)
+    answer = b""
+    while len(answer) < len(SERVING):
+        await trio.lowlevel.wait_readable(control)
+        try:
+            chunk = control.recv(len(SERVING) - len(answer))
+        except BlockingIOError:
+            continue
+        except OSError:
+            return False
+        if not chunk:
+            return False
+        answer += chunk
+    return answer == SERVING
+
+
+def release(member: Member) -> None:
+    """Let the assigned pooled replica accept calls (:data:`GO`), and close its control socket.
+
+    Raises:
+        OSError: it is gone (the caller treats it as not ready; its exit is reaped as any replica's).
+    """
+    with member.control:
+        member.control.send(GO)
 
 
 def _passed_fds(spec: str, env: dict[str, str]) -> list[tuple[str, int]]:
@@ -308,62 +357,6 @@ def _passed_fds(spec: str, env: dict[str, str]) -> list[tuple[str, int]]:
         if key in SPEC_FDS:
             passed.append((f"spec:{key}", int(value)))
     return passed
-
-
-def join_cgroup(pid: int, directories: tuple[str, ...], known: tuple[tuple[int, int], ...] = ()) -> None:
-    """Move ``pid`` and every process below it (a pooled replica's sandbox: setsid, bwrap, its init, the
-    watchdog) into each of ``directories`` (a replica's cgroup, one per hierarchy). Blocking.
-
-    ``known``: the processes below ``pid`` as (pid, parent pid), read earlier (:attr:`Member.tree`); used
-    when every one of them is still its recorded parent's child, else every process is read again.
-
-    Raises:
-        OSError: a write the kernel refused (the caller does not use this pooled replica).
-    """
-    below = _unchanged(pid, known) if known else None
-    tree = [pid, *(below if below is not None else _descendants(pid))]
-    for directory in directories:
-        for member in tree:
-            try:
-                with open(os.path.join(directory, "cgroup.procs"), "w", encoding="ascii") as procs:
-                    procs.write(f"{member}\n")
-            except ProcessLookupError:
-                continue  # Gone meanwhile; nothing to move.
-
-
-def _unchanged(root: int, links: tuple[tuple[int, int], ...]) -> list[int] | None:
-    """The pids of ``links`` (parents listed before their children) if each is still the child of its
-    recorded parent, starting from ``root`` (a child of ours, not reaped: its pid cannot have been reused);
-    None if any is gone or is another process now."""
-    verified = {root}
-    for pid, parent in links:
-        if parent not in verified or parent_of(pid) != parent:
-            return None
-        verified.add(pid)
-    return [pid for pid, _ in links]
-
-
-def _descendants(root: int) -> list[int]:
-    return [pid for pid, _ in _descendant_links(root)]
-
-
-def _descendant_links(root: int) -> list[tuple[int, int]]:
-    """Every process below ``root`` as (pid, parent pid), each after its parent (reads every /proc entry)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        parent = parent_of(int(entry))
-        if parent is not None:
-            children.setdefault(parent, []).append(int(entry))
-    found: list[tuple[int, int]] = []
-    todo = [root]
-    while todo:
-        parent = todo.pop()
-        for child in children.get(parent, []):
-            found.append((child, parent))
-            todo.append(child)
-    return found
 
 
 def _tail(fd: int, limit: int = 64 * 1024) -> str:

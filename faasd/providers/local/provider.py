@@ -364,13 +364,27 @@ class LocalProvider:
         staging = os.path.join(host.staging_dir, f"{spec.name}.{token_hex(4)}")
         try:
             gid = await self._function_gid(spec.name)
-            await trio.to_thread.run_sync(build_workdir, staging, spec)
-            # Cancellable: a daemon stopping does not wait for pip. In the function's sandbox, as the function.
-            await install_requirements(staging, build_sandbox(host, staging, gid))
-            await trio.to_thread.run_sync(write_secrets, staging, values)
-            await trio.to_thread.run_sync(check_workdir, host, staging, spec, fprocess, gid)
+
+            def build() -> tuple[bool, str | None]:
+                """The directory built, checked and swapped in, in one worker thread's hop when there is no
+                ``requirements.txt`` (each hop waits for a core on a busy host; this is a cold start's path):
+                (swapped, the retired directory)."""
+                build_workdir(staging, spec)
+                if os.path.lexists(os.path.join(staging, "requirements.txt")):
+                    return False, None
+                write_secrets(staging, values)
+                check_workdir(host, staging, spec, fprocess, gid)
+                return True, install_workdir(host, spec.name, staging)
+
             with trio.CancelScope(shield=True):  # Once swapped, the bookkeeping below must follow.
-                retired = await trio.to_thread.run_sync(install_workdir, host, spec.name, staging)
+                swapped, retired = await trio.to_thread.run_sync(build)
+            if not swapped:
+                # Cancellable: a daemon stopping does not wait for pip. In the function's sandbox, as the function.
+                await install_requirements(staging, build_sandbox(host, staging, gid))
+                await trio.to_thread.run_sync(write_secrets, staging, values)
+                await trio.to_thread.run_sync(check_workdir, host, staging, spec, fprocess, gid)
+                with trio.CancelScope(shield=True):  # Once swapped, the bookkeeping below must follow.
+                    retired = await trio.to_thread.run_sync(install_workdir, host, spec.name, staging)
         except BaseException:
             if spec.name not in self._functions:
                 host.uids.release(FUNCTION_KEY + spec.name)

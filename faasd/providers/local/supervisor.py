@@ -30,7 +30,7 @@ from faasd.logs import event
 from faasd.providers.common.logbook import LineBuffer
 from faasd.providers.common.probe import wait_healthy
 from faasd.providers.common.rollout import plan_replicas
-from faasd.providers.local.pool import Member, PoolError, ReplicaPool
+from faasd.providers.local.pool import Member, PoolError, ReplicaPool, release, wait_serving
 from faasd.providers.local.process import (
     exit_fields,
     exit_text,
@@ -230,14 +230,14 @@ class Supervisor:
                     env.pop("call_token_file", None)  # Ours, not one the spec's envVars may name.
                     env["call_token_fd"] = str(token_fd)
                     pass_fds.append(token_fd)
-                cgroup = await self._place(replica_id, slot.generation)
-                launch = await self._launch(function, slot.generation, replica_id, uid, scratch, env, cgroup)
-                member = await self._from_pool(function, slot, launch, cgroup)
+                member, cgroup = await self._from_pool(function, slot, replica_id, uid, scratch, env)
                 if member is not None:
                     process = member.process
                     os.close(read_fd)
                     read_fd = member.log_fd
                 else:
+                    cgroup = await self._place(replica_id, slot.generation)
+                    launch = await self._launch(function, slot.generation, replica_id, uid, scratch, env, cgroup)
                     process = await start_replica(launch, write_fd, tuple(pass_fds))
             finally:
                 os.close(write_fd)
@@ -279,7 +279,7 @@ class Supervisor:
             async with trio.open_nursery() as nursery:
                 pumped = trio.Event()
                 nursery.start_soon(self._pump_logs, function, replica_id, stream, pumped)
-                nursery.start_soon(self._become_ready, function, slot, replica, process)
+                nursery.start_soon(self._become_ready, function, slot, replica, process, member)
                 nursery.start_soon(self._stop_when_asked, function, slot, replica, process)
                 await process.wait()
                 self._unpublish_slot(function, slot)
@@ -295,35 +295,57 @@ class Supervisor:
                 if process.returncode != 0:
                     await trio.to_thread.run_sync(kill_session, process.pid)
                 await self._forget_replica(replica_id, replica_dir, scratch, uid, cgroup)
-                if member is not None and self.pool is not None:
-                    await self.pool.forget(member)
+                if member is not None:
+                    member.control.close()  # Closed already once it was told to serve.
+                    if self.pool is not None:
+                        await self.pool.forget(member)
         if replica.was_ready:
             return replica_id, process.returncode, ""
         trouble = replica.trouble or f"replica {exit_text(process.returncode)} before it was ready"
         return replica_id, process.returncode, trouble
 
     async def _from_pool(
-        self, function: Function, slot: Slot, launch: Launch, cgroup: sandbox_cgroups.Placement | None
-    ) -> Member | None:
-        """A pooled replica given this slot's replica (``launch`` is its cold plan, ``cgroup`` its control
-        group), or None: start one."""
+        self, function: Function, slot: Slot, replica_id: str, uid: int | None, scratch: str, env: dict[str, str]
+    ) -> tuple[Member | None, sandbox_cgroups.Placement | None]:
+        """A pooled replica given this slot's replica -- planned as a cold one would be, in the pooled
+        replica's own cgroup given the function's limits -- and that cgroup; (None, None): start one.
+
+        In fork and streaming modes its cgroup weighs the daemon's weight until it is ready
+        (:func:`faasd.sandbox.cgroups.weigh`; :meth:`_pooled_serving` lowers it)."""
         pool = self.pool
         member = pool.take(slot.generation.limits) if pool is not None else None
         if member is None or pool is None:
-            return None
-        directories = cgroup.directories if cgroup is not None else ()
+            return None, None
+        sandbox = self.host.sandbox
+        cgroup: sandbox_cgroups.Placement | None = None
         try:
-            await pool.assign(member, launch, function.workdir, directories)
-        except PoolError as exc:
+            if member.placement is not None and sandbox is not None:
+                own = BWRAP_OWN_PROCESSES if sandbox.mode == "bwrap" else 0
+                relimit = functools.partial(
+                    sandbox_cgroups.relimit,
+                    sandbox.cgroups,
+                    member.placement,
+                    slot.generation.limits,
+                    own,
+                    starting=_starts_without_code(slot),
+                )
+                cgroup = await trio.to_thread.run_sync(relimit)
+            launch = await self._launch(function, slot.generation, replica_id, uid, scratch, env, cgroup)
+            await pool.assign(member, launch, function.workdir)
+        except (PoolError, OSError) as exc:
             event(log, logging.WARNING, "pooled replica not used", function=function.name, error=str(exc))
+            if cgroup is not None:
+                cgroup.close_fds()
             with trio.CancelScope(shield=True):
-                await pool.discard(member)
-            return None
+                await pool.discard(member)  # With its cgroup.
+            return None, None
         except BaseException:  # Cancelled half-way: it must not stay behind, waiting.
+            if cgroup is not None:
+                cgroup.close_fds()
             with trio.CancelScope(shield=True):
                 await pool.discard(member)
             raise
-        return member
+        return member, cgroup
 
     def _mark_failed(self, function: Function, slot: Slot, reason: str) -> None:
         """Record why the current generation cannot run (a retiring generation's trouble is not news)."""
@@ -410,10 +432,15 @@ class Supervisor:
         slot.replica = None
         self.publish(function)
 
-    async def _become_ready(self, function: Function, slot: Slot, replica: Replica, process: trio.Process) -> None:
+    async def _become_ready(
+        self, function: Function, slot: Slot, replica: Replica, process: trio.Process, member: Member | None = None
+    ) -> None:
+        """Publish the replica once it is ready: a cold one when it answers the health probe, a pooled one
+        when it says so on its control socket (its CPU weight then lowered, before it is let accept)."""
         ready_timeout_s = self.host.ready_timeout_s
         with trio.move_on_after(ready_timeout_s) as deadline:
-            await wait_healthy(LOCALHOST, slot.port, poll_s=READY_POLL_S)
+            if member is None or not await self._pooled_serving(replica, member):
+                await wait_healthy(LOCALHOST, slot.port, poll_s=READY_POLL_S)
         if deadline.cancelled_caught:
             event(
                 log,
@@ -443,6 +470,24 @@ class Supervisor:
         )
         self.reconcile(function)
         self.publish(function)
+
+    async def _pooled_serving(self, replica: Replica, member: Member) -> bool:
+        """Wait for the pooled replica's ``serving``, lower its CPU weight, let it accept: True; False when it
+        failed before (then it is probed as a cold replica would be, and ends or times out as one)."""
+        if not await wait_serving(member):
+            return False
+        sandbox = self.host.sandbox
+        try:
+            if sandbox is not None and sandbox.cgroups.cpu and member.placement is not None:
+                # A write to the cgroup file system, microseconds: not worth a worker thread's hop.
+                sandbox_cgroups.weigh(sandbox.cgroups, member.placement, starting=False)
+            release(member)
+        except OSError as exc:
+            replica.trouble = f"cannot let the pooled replica serve: {exc.strerror or exc}"
+            event(log, logging.WARNING, "pooled replica not released", replica=replica.id, error=str(exc))
+            member.control.close()
+            await trio.sleep_forever()  # The replica ends without its go: its exit ends this task.
+        return True
 
     async def _stop_when_asked(self, function: Function, slot: Slot, replica: Replica, process: trio.Process) -> None:
         await slot.stop.wait()
@@ -506,3 +551,10 @@ class Supervisor:
             if replica_id not in self._replica_ids:
                 self._replica_ids.add(replica_id)
                 return replica_id
+
+
+def _starts_without_code(slot: Slot) -> bool:
+    """Whether nothing of the function runs in a replica of ``slot`` before it is ready: fork and streaming
+    modes start a process per call only (http starts the function's server, python imports its handler)."""
+    mode = slot.generation.spec.env_vars.get("mode", "").strip() or "fork"
+    return mode in ("fork", "streaming")

@@ -1,0 +1,126 @@
+"""A pooled replica's readiness, told on its control socket (faasd.sandbox.pooled): once assigned and its
+watchdog ready it says ``serving`` and accepts no connection until the daemon's ``go`` -- the daemon lowers
+the replica's CPU weight in between, so no call runs before that (docs/coldstart.md). End of file instead
+of ``go`` ends it without serving; so does a SIGTERM.
+
+``faasd.pyz _pooled FD`` runs here without a sandbox spec (the local backend's tests run it in bwrap):
+what is checked is the protocol, with real processes and sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from faasd.sandbox.pooled import GO, READY, SERVING, encode_assignment
+from tests.helpers import scaled
+
+REQUEST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+
+
+class Pooled:
+    """A ``_pooled`` process, its control socket (ours), and the listening socket it is assigned."""
+
+    def __init__(self, command: list[str], tmp: Path) -> None:
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.control.settimeout(scaled(20))
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.process = subprocess.Popen(
+            [*command, "_pooled", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            cwd=tmp,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        theirs.close()
+
+    def read(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size and (chunk := self.control.recv(size - len(data))):
+            data += chunk
+        return data
+
+    def assign(self, tmp: Path) -> None:
+        env = {
+            "fprocess": "cat",
+            "listen_fd": str(self.listener.fileno()),
+            "suppress_lock": "true",
+            "port": str(self.port),
+        }
+        message = encode_assignment("", str(tmp), env, ["env:listen_fd"])
+        socket.send_fds(self.control, [message], [self.listener.fileno()])
+
+    def connect(self) -> socket.socket:
+        client = socket.create_connection(("127.0.0.1", self.port), timeout=scaled(20))
+        client.sendall(REQUEST)
+        return client
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=scaled(20))
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        self.control.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def pooled(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[Pooled]:
+    replica = Pooled([pyz_python, str(faasd_pyz)], tmp_path)
+    try:
+        assert replica.read(len(READY)) == READY
+        yield replica
+    finally:
+        replica.close()
+
+
+def _answered(client: socket.socket, within_s: float) -> bool:
+    client.settimeout(within_s)
+    try:
+        return bool(client.recv(1, socket.MSG_PEEK))
+    except TimeoutError:
+        return False
+
+
+def test_it_says_serving_and_accepts_only_after_go(pooled: Pooled, tmp_path: Path) -> None:
+    pooled.assign(tmp_path)
+    assert pooled.read(len(SERVING)) == SERVING
+    with pooled.connect() as client:
+        assert not _answered(client, 0.5)  # In the backlog: nothing of the function may run before the go.
+        pooled.control.sendall(GO)
+        client.settimeout(scaled(20))
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello"), answer
+    assert pooled.read(1) == b""  # It closed its control socket once told.
+    assert pooled.process.poll() is None
+
+
+def test_end_of_file_instead_of_go_ends_it_without_serving(pooled: Pooled, tmp_path: Path) -> None:
+    pooled.assign(tmp_path)
+    assert pooled.read(len(SERVING)) == SERVING
+    with pooled.connect() as client:
+        pooled.control.shutdown(socket.SHUT_WR)
+        assert pooled.process.wait(timeout=scaled(20)) == 1
+        assert not _answered(client, 0.2)
+
+
+def test_a_sigterm_before_go_stops_it_without_serving(pooled: Pooled, tmp_path: Path) -> None:
+    pooled.assign(tmp_path)
+    assert pooled.read(len(SERVING)) == SERVING
+    with pooled.connect() as client:
+        pooled.process.send_signal(signal.SIGTERM)
+        assert pooled.process.wait(timeout=scaled(20)) == 0
+        assert not _answered(client, 0.2)
