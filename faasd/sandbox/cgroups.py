@@ -34,9 +34,9 @@ daemon's weight -- the policy of each replica's autogroup nice value without cgr
 applies to every process of the replica whatever its session, with no rate limit, and also where
 autogroups do not apply (any process in a non-root CPU cgroup, e.g. under a systemd unit with
 ``Delegate=yes``). A pooled replica given a fork- or streaming-mode function weighs what the daemon
-does from its assignment until the daemon has seen it ready (:func:`weigh`): only faasd's code runs in it
-then, and on a busy host a tenth made that start wait for a core ten times as long; the daemon lowers
-it before the replica accepts its first call (:mod:`faasd.sandbox.pooled`). And a CFS quota:
+does from its assignment until the daemon has seen it ready (:func:`relimit`, :func:`weigh`): only faasd's
+code runs in it then, and on a busy host a tenth made that start wait for a core; the daemon lowers it
+before the replica accepts its first call (:mod:`faasd.sandbox.pooled`). And a CFS quota:
 ``limits.cpu``, else half the CPUs the daemon may use, at least one
 (:func:`default_cpu_nanos`), so that a runaway function leaves a CPU to everyone else on a small machine.
 

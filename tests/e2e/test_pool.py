@@ -10,7 +10,9 @@ log line.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -37,7 +39,8 @@ from tests.e2e.test_sandbox import (
 from tests.e2e.test_sandbox import (
     stand_in_socket as stand_in_fixture,
 )
-from tests.helpers import process_alive, wait_for
+from tests.e2e.test_watchdog_modes_http import UPSTREAM, UPSTREAM_PYTHON
+from tests.helpers import free_port, process_alive, wait_for
 
 pytestmark = pytest.mark.slow
 stand_in_socket = stand_in_fixture  # The docker socket's stand-in, a fixture of test_sandbox.
@@ -189,7 +192,9 @@ def test_a_pooled_replica_serves_only_its_functions_code_and_secrets_as_its_own_
 
 @pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed")
 @pytest.mark.parametrize(
-    "mode_vars", [{}, {"mode": "streaming"}, {"mode": "python"}], ids=["fork", "streaming", "python"]
+    "mode_vars",
+    [{}, {"mode": "streaming"}, {"mode": "python"}, {"mode": "http"}],
+    ids=["fork", "streaming", "python", "http"],
 )
 def test_every_watchdog_mode_runs_from_the_pool(start_daemon: StartDaemon, mode_vars: dict[str, str]) -> None:
     daemon = _start(start_daemon, "bwrap")
@@ -201,11 +206,20 @@ def test_every_watchdog_mode_runs_from_the_pool(start_daemon: StartDaemon, mode_
             "envVars": mode_vars,
             "handlerArchive": _archive({"handler.py": b"def handle(req):\n    return req\n"}),
         }
+    if mode_vars.get("mode") == "http":  # The function's own server, started before the replica is ready.
+        port = free_port()
+        spec = {
+            "service": "echo",
+            "envProcess": f"{shlex.quote(UPSTREAM_PYTHON)} upstream.py {port}",
+            "envVars": {**mode_vars, "upstream_url": f"http://127.0.0.1:{port}"},
+            "handlerArchive": _archive({"upstream.py": UPSTREAM.read_bytes()}),
+        }
     with _admin(daemon) as client:
         assert client.post("/system/functions", json=spec).status_code == 202
     daemon.wait_available("echo", 1)
     answer = httpx.post(f"{daemon.url}/function/echo", content=b"pooled echo", timeout=30.0)
-    assert (answer.status_code, answer.text) == (200, "pooled echo")
+    text = json.loads(answer.text)["body"] if mode_vars.get("mode") == "http" else answer.text
+    assert (answer.status_code, text) == (200, "pooled echo")
     assert _ready_lines(daemon, "echo") == 1
 
 

@@ -14,7 +14,15 @@ except for what depends on its function, which it gets when the supervisor takes
 * its uid and gid, its limits and ``no_new_privs``: the very spec a cold replica would get, applied
   by :func:`faasd.sandbox.enter.enter` before it runs anything of the function; a pooled replica
   starts with the loosest limits any function may ask for (they can only be lowered);
+* its control group: it starts in one of its own (named after its pool id), joined as a cold replica
+  joins its own, with the loosest limits; :func:`faasd.sandbox.cgroups.relimit` writes the function's
+  limits there when it is assigned -- moving processes into a cgroup then would cost the deploy a grace
+  period of RCU (10-14 ms on the project's VMs);
 * its environment, listening socket and call token, as a cold replica gets them.
+
+Once assigned it tells its readiness itself: ``serving`` on its control socket, answered ``go`` by the
+supervisor (:func:`wait_serving`, :func:`release`), which takes it for the health probe a cold replica
+answers.
 
 Not pooled (started cold, as before): a function with ``limits.memory`` (bwrap sizes its ``/tmp`` from
 it when it starts, and its address-space cap is to hold from the interpreter's start, as for a cold
