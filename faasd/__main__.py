@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"faasd {__version__}")
         return 0
     if command == "up":  # The daemon: plain arguments skip click (faasd.upargs).
+        from faasd.codecache import install
+
+        install()  # Before the imports that build dataclasses and attrs classes.
         from faasd.upargs import try_up
 
         code = try_up(args[1:])

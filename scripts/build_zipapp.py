@@ -14,7 +14,11 @@ What goes in, and why:
 * compiled extensions are left out (zipimport cannot load them; markupsafe and pyyaml fall back to
   their pure-Python code), as are type stubs, ``__pycache__``, test suites shipped inside packages
   and ``*.dist-info/RECORD`` (it lists files that are no longer there);
-* the rest of ``*.dist-info`` stays: importlib.metadata reads it from the zip, and licenses must ship.
+* the rest of ``*.dist-info`` stays: importlib.metadata reads it from the zip, and licenses must ship;
+* ``faasd/_codecache.marshal``: the methods dataclasses and attrs write while ``faasd up`` imports its
+  start modules, compiled once here (:mod:`faasd.codecache` says why). The texts are learnt by importing
+  those modules from the zipapp built so far in two child interpreters with different hash seeds (a text
+  that differs between them, like attrs' ``__hash__``, is left out), and compiled in a third.
 
 The output is deterministic: sorted entries, fixed timestamps, modes and compression, so the same
 lock, sources and interpreter give a byte-identical file.
@@ -27,9 +31,12 @@ import hashlib
 import http.client
 import importlib.util
 import io
+import json
 import os
 import stat
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -56,6 +63,10 @@ FILE_ATTR = (stat.S_IFREG | 0o644) << 16
 DIR_ATTR = ((stat.S_IFDIR | 0o755) << 16) | 0x10  # 0x10: MS-DOS directory bit
 COMPRESSION = zipfile.ZIP_DEFLATED
 COMPRESS_LEVEL = 6
+
+CODE_CACHE = "faasd/_codecache.marshal"  # faasd.codecache.CACHE_FILE, inside the package
+CODE_CACHE_SEEDS = ("1", "2")
+CHILD_TIMEOUT = 120.0
 
 DROPPED_SUFFIXES = (".so", ".pyd", ".pyi", ".pyc", ".pyo", ".c", ".h")
 DROPPED_DIRS = frozenset({"__pycache__", "tests", "_tests"})
@@ -243,6 +254,43 @@ def add_bytecode(files: dict[str, bytes]) -> dict[str, bytes]:
     return out
 
 
+# --- the code cache (faasd.codecache) -------------------------------------------------------------
+
+_PRELUDE = "import json, sys; sys.path.insert(0, sys.argv[1]); from faasd import codecache; "
+_COLLECT = _PRELUDE + "print(json.dumps(codecache.collect()))"
+_DUMP = _PRELUDE + "sys.stdout.buffer.write(codecache.dump([tuple(k) for k in json.load(sys.stdin)]))"
+
+
+def _child(code: str, pyz: Path, seed: str, stdin: bytes = b"") -> bytes:
+    """Run ``code`` in a child interpreter with ``pyz`` on its path; its stdout."""
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-s", "-c", code, str(pyz)],
+            input=stdin,
+            capture_output=True,
+            env=env,
+            cwd=pyz.parent,
+            timeout=CHILD_TIMEOUT,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BuildError(f"code cache: cannot run {sys.executable}: {exc}") from exc
+    if result.returncode != 0:
+        tail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        raise BuildError(f"code cache: importing the start modules failed: {tail[0]}")
+    return result.stdout
+
+
+def code_cache(files: dict[str, bytes]) -> bytes:
+    """The content of :data:`CODE_CACHE` for a zipapp holding ``files`` (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="faasd-build-") as tmp:
+        pyz = Path(tmp) / "stage.pyz"
+        pyz.write_bytes(zip_bytes(files))
+        runs = [{tuple(key) for key in json.loads(_child(_COLLECT, pyz, seed))} for seed in CODE_CACHE_SEEDS]
+        keys = sorted(set.intersection(*runs))
+        return _child(_DUMP, pyz, "0", json.dumps(keys).encode())
+
+
 # --- writing --------------------------------------------------------------------------------------
 
 
@@ -266,8 +314,8 @@ def zip_info(arcname: str) -> zipfile.ZipInfo:
     else:
         info.external_attr = FILE_ATTR
         # Bytecode is stored, not deflated: zipimport reads each imported module's .pyc twice (once for its
-        # spec, once to run it), and inflating was about a tenth of the daemon's import time.
-        info.compress_type = zipfile.ZIP_STORED if arcname.endswith(".pyc") else COMPRESSION
+        # spec, once to run it), and inflating was about a tenth of the daemon's import time. So is the code cache.
+        info.compress_type = zipfile.ZIP_STORED if arcname.endswith((".pyc", ".marshal")) else COMPRESSION
     return info
 
 
@@ -324,7 +372,9 @@ def build(output: Path, lock: Path = LOCK_FILE, cache: Path | None = None) -> in
     cache = cache_dir() if cache is None else cache
     wheels = [(w.filename, wheel_files(fetch_wheel(w, cache))) for w in read_lock(lock)]
     files = collect([("faasd", package_files(PACKAGE_DIR)), *wheels])
-    data = zip_bytes(add_bytecode(files))
+    files = add_bytecode(files)
+    files[CODE_CACHE] = code_cache(files)
+    data = zip_bytes(files)
     write_executable(output, data)
     return len(data)
 
