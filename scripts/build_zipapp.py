@@ -15,10 +15,11 @@ What goes in, and why:
   their pure-Python code), as are type stubs, ``__pycache__``, test suites shipped inside packages
   and ``*.dist-info/RECORD`` (it lists files that are no longer there);
 * the rest of ``*.dist-info`` stays: importlib.metadata reads it from the zip, and licenses must ship;
-* ``faasd/_codecache.marshal``: the methods dataclasses and attrs write while ``faasd up`` imports its
-  start modules, compiled once here (:mod:`faasd.codecache` says why). The texts are learnt by importing
-  those modules from the zipapp built so far in two child interpreters with different hash seeds (a text
-  that differs between them, like attrs' ``__hash__``, is left out), and compiled in a third.
+* ``faasd/_codecache.marshal``: the methods dataclasses and attrs write, and the regular expressions
+  compiled, while ``faasd up`` imports its start modules, compiled once here (:mod:`faasd.codecache`
+  says why). They are learnt by importing those modules from the zipapp built so far in two child
+  interpreters with different hash seeds (a text that differs between them, like attrs' ``__hash__``,
+  is left out), and compiled in a third.
 
 The output is deterministic: sorted entries, fixed timestamps, modes and compression, so the same
 lock, sources and interpreter give a byte-identical file.
@@ -31,7 +32,7 @@ import hashlib
 import http.client
 import importlib.util
 import io
-import json
+import marshal
 import os
 import stat
 import subprocess
@@ -256,9 +257,9 @@ def add_bytecode(files: dict[str, bytes]) -> dict[str, bytes]:
 
 # --- the code cache (faasd.codecache) -------------------------------------------------------------
 
-_PRELUDE = "import json, sys; sys.path.insert(0, sys.argv[1]); from faasd import codecache; "
-_COLLECT = _PRELUDE + "print(json.dumps(codecache.collect()))"
-_DUMP = _PRELUDE + "sys.stdout.buffer.write(codecache.dump([tuple(k) for k in json.load(sys.stdin)]))"
+_PRELUDE = "import marshal, sys; sys.path.insert(0, sys.argv[1]); from faasd import codecache; "
+_COLLECT = _PRELUDE + "sys.stdout.buffer.write(marshal.dumps(codecache.collect()))"
+_DUMP = _PRELUDE + "sys.stdout.buffer.write(codecache.dump(*marshal.loads(sys.stdin.buffer.read())))"
 
 
 def _child(code: str, pyz: Path, seed: str, stdin: bytes = b"") -> bytes:
@@ -286,9 +287,10 @@ def code_cache(files: dict[str, bytes]) -> bytes:
     with tempfile.TemporaryDirectory(prefix="faasd-build-") as tmp:
         pyz = Path(tmp) / "stage.pyz"
         pyz.write_bytes(zip_bytes(files))
-        runs = [{tuple(key) for key in json.loads(_child(_COLLECT, pyz, seed))} for seed in CODE_CACHE_SEEDS]
-        keys = sorted(set.intersection(*runs))
-        return _child(_DUMP, pyz, "0", json.dumps(keys).encode())
+        runs = [marshal.loads(_child(_COLLECT, pyz, seed)) for seed in CODE_CACHE_SEEDS]
+        keys = sorted(set.intersection(*(set(texts) for texts, _ in runs)))
+        patterns = sorted(set.intersection(*(set(patterns) for _, patterns in runs)), key=repr)
+        return _child(_DUMP, pyz, "0", marshal.dumps((keys, patterns)))
 
 
 # --- writing --------------------------------------------------------------------------------------

@@ -210,20 +210,23 @@ def test_network_error_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1
 
 
-def test_ships_a_code_cache_that_covers_the_daemons_start_modules(builds: tuple[Path, Path], pyz_python: str) -> None:
+def test_ships_a_code_cache_that_covers_the_daemons_start_modules(builds: tuple[Path, Path]) -> None:
     """faasd.codecache: importing what ``faasd up`` imports before it serves compiles nothing the cache
-    holds -- only attrs' ``__hash__`` texts, which hold a per-process hash, are compiled there."""
+    does not hold (no text, no regular expression) but attrs' ``__hash__`` texts, which hold a
+    per-process hash -- run by the interpreter that built it (another patch release's standard library
+    may compile a few other texts, which are then compiled as before)."""
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); from faasd import codecache; import importlib\n"
         "installed = codecache.install()\n"
         "for name in codecache.START_MODULES: importlib.import_module(name)\n"
-        "print(json.dumps([installed, codecache.stats(), codecache.missed()]))\n"
+        "missed = [m if len(m) == 3 else repr(m) for m in codecache.missed()]\n"
+        "print(json.dumps([installed, codecache.stats(), missed]))\n"
     )
     result = subprocess.run(
-        [pyz_python, "-c", code, str(builds[0])], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code, str(builds[0])], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
     installed, counts, missed = json.loads(result.stdout)
     assert installed is True
     assert counts["hits"] > 100  # faasd's own dataclasses, hypercorn's, h11's, trio's attrs classes.
-    assert [source for source, _, _ in missed if "def __hash__" not in source] == []
+    assert [m for m in missed if not (isinstance(m, list) and "def __hash__" in m[0])] == []

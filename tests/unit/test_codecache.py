@@ -16,13 +16,18 @@ from faasd import codecache
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CLASSES = """
+CLASSES = r"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
+import re
+
 import attr
+
+WORD = re.compile(r"(?P<word>[a-z]+)-(\d{2,})", re.IGNORECASE)
+BYTES = re.compile(rb"^\s*([0-9a-f]+)\r?$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,13 +85,27 @@ from faasd import codecache
 
 
 def test_cached_classes_have_the_same_methods_and_behave_the_same(tmp_path: Path) -> None:
-    keys = json.loads(_child(PRELUDE + "print(json.dumps(codecache.collect(['cached_mod'])))", tmp_path))
+    keys, patterns = json.loads(
+        _child(
+            PRELUDE
+            + """
+keys, patterns = codecache.collect(['cached_mod'])
+patterns = [(p.decode('latin-1') if isinstance(p, bytes) else p, isinstance(p, bytes), f) for p, f in patterns]
+print(json.dumps([keys, patterns]))
+""",
+            tmp_path,
+        )
+    )
     assert len(keys) >= 8  # __init__, __repr__, __eq__, ordering, __setattr__/__delattr__, __hash__, attrs' own.
-    (tmp_path / "cache.marshal").write_bytes(codecache.dump([tuple(key) for key in keys]))
+    assert len(patterns) == 2
+    compiled = [(p.encode("latin-1") if is_bytes else p, flags) for p, is_bytes, flags in patterns]
+    (tmp_path / "cache.marshal").write_bytes(codecache.dump([tuple(key) for key in keys], compiled))
     out = _child(
         PRELUDE
         + """
 import plain_mod  # Compiled as usual: before install().
+import re
+re.purge()  # Else re's own cache would answer cached_mod's patterns.
 assert codecache.install(open(sys.argv[1] + "/cache.marshal", "rb").read())
 import cached_mod
 import late_mod  # Not in the cache: compiled as usual.
@@ -115,12 +134,19 @@ else:
 assert cached_mod.Plain(1) < cached_mod.Plain(2) and cached_mod.Plain(1).b == []
 assert cached_mod.Attrs(1) == cached_mod.Attrs(1, "y") and repr(cached_mod.Attrs(2)) == "Attrs(x=2, y='y')"
 assert late_mod.Late().z == 0.5
+for name in ("WORD", "BYTES"):
+    cached, plain = getattr(cached_mod, name), getattr(plain_mod, name)
+    assert cached is not plain  # Not re's own cache: compiled again, from the cached code.
+    assert (cached.pattern, cached.flags, cached.groups, cached.groupindex) == (
+        plain.pattern, plain.flags, plain.groups, plain.groupindex)
+assert cached_mod.WORD.match("Abc-123").groupdict() == {"word": "Abc"}
+assert cached_mod.WORD.match("abc-1") is None and cached_mod.BYTES.match(b" 1f\\r").group(1) == b"1f"
 print(json.dumps([codecache.stats(), codecache.missed()]))
 """,
         tmp_path,
     )
     counts, missed = json.loads(out)
-    assert counts["hits"] == len(keys)
+    assert counts["hits"] == len(keys) + len(patterns)
     assert [source.split("(")[0] for source, _, _ in missed] == ["def __create_fn__"] * 3  # Late's three.
     assert counts["misses"] == 3
 
