@@ -673,6 +673,9 @@ class WrkResult:
     non_2xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
     cpu_ms_per_req: float | None = None
+    own_cpu_ms_per_req: float | None = None
+    """The server process's own CPU per request (utime + stime, children excluded): for a fork watchdog, its
+    share without the ``cat`` children's, the least noisy figure on a shared machine."""
 
     @property
     def errors(self) -> int:

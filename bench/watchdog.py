@@ -180,11 +180,13 @@ def measure_target(factory: TargetFactory, wrk: str, script: Path, tmp: Path, ar
         out.echo_ok = running.echo_ok
         h.run_wrk(wrk, target.url, WARMUP, WARMUP_S, script)  # discarded
         for level in LEVELS:
-            cpu0 = running.cpu_seconds()
+            cpu0, own0 = running.cpu_seconds(), h.process_cpu_seconds(running.proc.pid)
             result, raw = h.run_wrk(wrk, target.url, level, args.duration, script)
-            cpu1 = running.cpu_seconds()
+            cpu1, own1 = running.cpu_seconds(), h.process_cpu_seconds(running.proc.pid)
             if result.requests:
                 result.cpu_ms_per_req = (cpu1 - cpu0) * 1000.0 / result.requests
+                if own0 is not None and own1 is not None:
+                    result.own_cpu_ms_per_req = (own1 - own0) * 1000.0 / result.requests
             if running.proc.poll() is not None:  # this level's numbers are wrk hammering a closed port: drop them
                 status = running.proc.returncode
                 raise h.BenchError(f"{target.name} exited (status {status}) during the c{level.connections} load")
@@ -276,6 +278,7 @@ def summarize(run: Run, suite: Suite) -> dict[str, object]:
                 "p99_ms_median": h.median(series(run, name, c, "p99_ms")),
                 "errors_total": sum(int(e or 0) for e in series(run, name, c, "errors")),
                 "cpu_ms_per_req_median": h.median(series(run, name, c, "cpu_ms_per_req")),
+                "own_cpu_ms_per_req_median": h.median(series(run, name, c, "own_cpu_ms_per_req")),
             }
         startups = [r[name].startup_ms if name in r else None for r in run.rounds]
         summary["targets"][name] = {
@@ -294,6 +297,9 @@ def summarize(run: Run, suite: Suite) -> dict[str, object]:
         )
         ratios[f"{ours}-{theirs} p50 c1 ms"] = h.paired_differences(
             series(run, ours, 1, "p50_ms"), series(run, theirs, 1, "p50_ms")
+        )
+        ratios[f"{ours}/{theirs} own cpu c16"] = h.paired_ratios(
+            series(run, ours, 16, "own_cpu_ms_per_req"), series(run, theirs, 16, "own_cpu_ms_per_req")
         )
     if suite.spawn:
         spawn2 = spawn_series(run, "rate2")
@@ -366,10 +372,11 @@ def report(run: Run, suite: Suite, summary: dict[str, object], args: argparse.Na
                     h.fmt_ms(h.median(series(run, name, c, "p99_ms"))),
                     str(sum(int(e or 0) for e in series(run, name, c, "errors"))),
                     h.fmt_ms(h.median(series(run, name, c, "cpu_ms_per_req"))),
+                    h.fmt_ms(h.median(series(run, name, c, "own_cpu_ms_per_req")), 3),
                 ]
             )
-    headers = ["target", "c", "req/s median [min-max]", "p50 ms", "p99 ms", "errors", "CPU ms/req"]
-    lines += [h.render_table(headers, rows, right=(1, 2, 3, 4, 5, 6)), ""]
+    headers = ["target", "c", "req/s median [min-max]", "p50 ms", "p99 ms", "errors", "CPU ms/req", "own CPU ms/req"]
+    lines += [h.render_table(headers, rows, right=(1, 2, 3, 4, 5, 6, 7)), ""]
 
     if suite.spawn:
         lines.append("baselines (same env, every round):")
@@ -394,6 +401,8 @@ def report(run: Run, suite: Suite, summary: dict[str, object], args: argparse.Na
         p50 = h.fmt_ratio(ratios[f"{ours}/{theirs} p50 c1"])
         added = h.fmt_delta(ratios[f"{ours}-{theirs} p50 c1 ms"])
         lines.append(f"  {ours} / {theirs}: p50 at c1 {p50} (<= 1 is faster), difference {added}")
+        own = h.fmt_ratio(ratios[f"{ours}/{theirs} own cpu c16"])
+        lines.append(f"  {ours} / {theirs}: own CPU per request at c16 {own} (children excluded)")
     if suite.spawn:
         for name in run.names:
             lines.append(f"  {name} / raw spawn (2 threads) at c16: {h.fmt_ratio(ratios[f'{name}/raw spawn rps c16'])}")
