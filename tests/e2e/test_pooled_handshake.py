@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -108,19 +108,22 @@ def test_it_says_serving_and_accepts_only_after_go(pooled: Pooled, tmp_path: Pat
     assert pooled.process.poll() is None
 
 
-def test_end_of_file_instead_of_go_ends_it_without_serving(pooled: Pooled, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("stop", "status"),
+    [
+        pytest.param(lambda pooled: pooled.control.shutdown(socket.SHUT_WR), 1, id="end of file instead of go"),
+        pytest.param(lambda pooled: pooled.process.send_signal(signal.SIGTERM), 0, id="SIGTERM before go"),
+    ],
+)
+def test_stopped_before_go_it_ends_without_serving(
+    stop: Callable[[Pooled], None], status: int, pooled: Pooled, tmp_path: Path
+) -> None:
+    """The daemon stopping this replica (end of file on the control socket: exit 1, never told to serve) or
+    a SIGTERM (a clean stop: 0) before the go: it ends, and the connection waiting in its backlog gets
+    nothing."""
     pooled.assign(tmp_path)
     assert pooled.read(len(SERVING)) == SERVING
     with pooled.connect() as client:
-        pooled.control.shutdown(socket.SHUT_WR)
-        assert pooled.process.wait(timeout=scaled(20)) == 1
-        assert not _answered(client, 0.2)
-
-
-def test_a_sigterm_before_go_stops_it_without_serving(pooled: Pooled, tmp_path: Path) -> None:
-    pooled.assign(tmp_path)
-    assert pooled.read(len(SERVING)) == SERVING
-    with pooled.connect() as client:
-        pooled.process.send_signal(signal.SIGTERM)
-        assert pooled.process.wait(timeout=scaled(20)) == 0
+        stop(pooled)
+        assert pooled.process.wait(timeout=scaled(20)) == status
         assert not _answered(client, 0.2)

@@ -31,7 +31,8 @@ kills its own watchdog      502 for that call; 503 for calls      the replica is
 
 In every case the other functions keep their latency: the p99 of calls to a reference function while
 the fault runs stays within :data:`P99_FACTOR` of its p99 without it, measured in the same run over
-:data:`ROUNDS` interleaved pairs of windows (calm, fault, calm, fault, ...) so that a change in the
+:data:`ROUNDS` interleaved pairs of windows (calm, fault, calm, fault, ...; :data:`MORE_ROUNDS` more, judged
+together with them, when those come out over the bound) so that a change in the
 machine's load counts against both sides alike. The misbehaving function is called at a bounded rate
 (:data:`FAULT_PAUSE_S`). On a loaded machine a p99 is noisy: rerun a failure alone before reading
 anything into it (tests/README.md).
@@ -326,6 +327,12 @@ WINDOW_CALLS = 75
 """Calls to the reference function per window."""
 ROUNDS = 4
 """Interleaved (calm, fault) window pairs: the p99s compared are over ROUNDS x WINDOW_CALLS calls each."""
+MORE_ROUNDS = 8
+"""When the first ROUNDS come out over the bound, this many more pairs, and the bound is judged on all of
+them: over 300 calls a side the p99 is the third slowest call, and on a shared machine the slowest come
+in bursts that land in one window or the other (the memory hog: 2.32x in one whole-suite run, 1.84-1.93x
+in four runs alone on the same quiet machine minutes later). The first rounds stay in the pool: a fault
+that really costs more than P99_FACTOR still fails, on three times the evidence."""
 FAULT_CALLERS = 2
 FAULT_PAUSE_S = 0.1
 """Bounded load: each caller of the misbehaving function waits this long between its calls (at most
@@ -391,21 +398,31 @@ def test_a_misbehaving_function(kind: str, start_daemon: StartDaemon, ledger: En
     counter = in_thread(count_sleepers, "sleepers") if bad.needs_process_limit else None
     try:
         with daemon.client(auth=False, timeout=30) as client:
+
+            def rounds(count: int) -> None:
+                for _ in range(count):
+                    calm.extend(_latencies(client, WINDOW_CALLS))
+                    with Load(
+                        lambda: daemon.client(auth=False, timeout=30),
+                        lambda c: c.post("/function/bad", content=b"x"),
+                        workers=FAULT_CALLERS,
+                        pause=FAULT_PAUSE_S,
+                        ok=lambda response: response.status_code in bad.expect,
+                    ) as fault:
+                        fault.wait_ok(1, timeout=30)  # The fault is happening: one call has run into it.
+                        during.extend(_latencies(client, WINDOW_CALLS))
+                    ledger.load(fault)
+                    ledger.fault(f"a function that {kind}")
+                    assert fault.failed == 0, f"{kind}: {fault.summary()}"
+
             _latencies(client, 20)  # Warm.
-            for _ in range(ROUNDS):
-                calm += _latencies(client, WINDOW_CALLS)
-                with Load(
-                    lambda: daemon.client(auth=False, timeout=30),
-                    lambda c: c.post("/function/bad", content=b"x"),
-                    workers=FAULT_CALLERS,
-                    pause=FAULT_PAUSE_S,
-                    ok=lambda response: response.status_code in bad.expect,
-                ) as fault:
-                    fault.wait_ok(1, timeout=30)  # The fault is happening: one call has run into it.
-                    during += _latencies(client, WINDOW_CALLS)
-                ledger.load(fault)
-                ledger.fault(f"a function that {kind}")
-                assert fault.failed == 0, f"{kind}: {fault.summary()}"
+            rounds(ROUNDS)
+            if _p99(during) > P99_FACTOR * _p99(calm):
+                print(
+                    f"{kind}: over {ROUNDS} rounds, ref p99 {_p99(calm) * 1000:.1f} ms calm, "
+                    f"{_p99(during) * 1000:.1f} ms during: {MORE_ROUNDS} more rounds, judged with these"
+                )
+                rounds(MORE_ROUNDS)
     finally:
         stop_counting.set()
         if counter is not None:

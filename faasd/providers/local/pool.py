@@ -270,18 +270,9 @@ class ReplicaPool:
 
     async def _read_ready(self, control: socket.socket) -> bytes:
         """What the pooled replica says first (``ready`` once it has imported the watchdog), bounded."""
-        control.setblocking(False)
         answer = b""
         with trio.move_on_after(self.host.ready_timeout_s):
-            while len(answer) < len(READY):
-                await trio.lowlevel.wait_readable(control)
-                try:
-                    chunk = control.recv(len(READY) - len(answer))
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    break
-                answer += chunk
+            answer = await _receive(control, len(READY))
         return answer
 
     async def _wait_taken(self, member: Member) -> bool:
@@ -329,21 +320,27 @@ async def wait_serving(member: Member) -> bool:
     """True once the assigned pooled replica says :data:`SERVING` (its watchdog is ready and waits for
     :func:`release` before it accepts a connection); False when it says anything else or closes the socket
     (it failed: its exit tells why). The caller bounds the wait."""
-    control = member.control
+    return await _receive(member.control, len(SERVING)) == SERVING
+
+
+async def _receive(control: socket.socket, size: int) -> bytes:
+    """``size`` bytes from a pooled replica's control socket (non-blocking from here on), or fewer when it
+    closes the socket or the socket fails first: the replica is ending, and its exit says why. The
+    caller bounds the wait."""
     control.setblocking(False)
     answer = b""
-    while len(answer) < len(SERVING):
+    while len(answer) < size:
         await trio.lowlevel.wait_readable(control)
         try:
-            chunk = control.recv(len(SERVING) - len(answer))
+            chunk = control.recv(size - len(answer))
         except BlockingIOError:
             continue
         except OSError:
-            return False
+            break
         if not chunk:
-            return False
+            break
         answer += chunk
-    return answer == SERVING
+    return answer
 
 
 def release(member: Member) -> None:
