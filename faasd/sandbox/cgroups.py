@@ -577,7 +577,8 @@ def replica_settings(
     ``own_processes``: the sandbox's own processes in the cgroup (see :func:`place`)."""
     settings: dict[str, str] = {}
     if "cpu" in controllers:
-        settings["cpu.weight.nice" if kind == "v2" else "cpu.shares"] = str(REPLICA_NICE if kind == "v2" else V1_SHARES)
+        name, value = _weight(kind, starting=False)
+        settings[name] = value
     cpu_nanos = limits.cpu_nanos or default_cpu_nanos(cpus)
     if "cpu" in controllers and cpu_nanos:
         quota = max(1000, cpu_nanos * CPU_PERIOD_US // NANOS_PER_CPU)  # The kernel's minimum: 1 ms.
