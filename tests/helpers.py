@@ -185,61 +185,30 @@ def in_thread(function: Callable[[], T], name: str = "in-thread") -> Future[T]:
     return future
 
 
-def _status_200(response: Any) -> bool:
+def status_200(response: Any) -> bool:
     return getattr(response, "status_code", None) == 200
 
 
-class Load:
-    """Calls ``call(client)`` over and over from ``workers`` threads until the ``with`` block ends, and
-    records the outcome of every call -- an exception (reset connection, timeout, a bug in ``call``) is a
-    failed call, never a silently dead thread.
+class Outcomes:
+    """The outcome of every call of a load, counted as it comes: what :class:`Load` records, and
+    :class:`tests.fault_load.ProcessLoad` (the same load from a process of its own).
 
-    ``make_client()`` gives each worker its own client (e.g. ``lambda: daemon.client(auth=False)``); it is
-    closed when the worker ends. A call succeeds when ``ok(response)`` (default: status 200). Bounded:
-    each worker stops after ``max_calls`` calls or ``max_seconds`` (scaled), whichever comes first, so a
-    test that forgets to stop it cannot hang. ``pause`` sleeps between one worker's calls.
-
-    Read after (or during) the block: ``calls``, ``ok``, ``failed``, ``failures`` (one line each:
+    Read after (or during) the load: ``calls``, ``ok``, ``failed``, ``failures`` (one line each:
     ``"502: <body>"`` or ``"ReadError('...')"``, the first 1000 kept), ``outcomes`` (a Counter:
     ``"200"``, ``"502"``, ``"ReadError"``), ``answers`` (a Counter of the successful bodies, stripped).
     ``wait_ok(n)`` waits until ``n`` more calls succeeded -- the readiness signal that load is flowing.
-
-    Example::
-
-        with Load(lambda: daemon.client(auth=False), lambda c: c.post("/function/echo", content=b"x"),
-                  workers=4) as load:
-            load.wait_ok(20)
-            ...  # the fault under load
-        assert load.failed <= 2, load.summary()
     """
 
     MAX_FAILURE_LINES = 1000
 
-    def __init__(
-        self,
-        make_client: Callable[[], Any],
-        call: Callable[[Any], Any],
-        *,
-        workers: int = 1,
-        ok: Callable[[Any], bool] = _status_200,
-        pause: float = 0.0,
-        max_calls: int = 100_000,
-        max_seconds: float = 120.0,
-    ) -> None:
-        self.make_client = make_client
-        self.call = call
+    def __init__(self, ok: Callable[[Any], bool] = status_200) -> None:
         self.is_ok = ok
-        self.pause = pause
-        self.max_calls = max_calls
-        self.max_seconds = scaled(max_seconds)
         self.ok = 0
         self.failed = 0
         self.failures: list[str] = []
         self.outcomes: Counter[str] = Counter()
         self.answers: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._worker, name=f"load-{n}", daemon=True) for n in range(workers)]
 
     @property
     def calls(self) -> int:
@@ -257,6 +226,19 @@ class Load:
         target = self.ok + count
         wait_for(lambda: self.ok >= target, timeout, lambda: f"{count} successful calls under load: {self.summary()}")
 
+    def record_response(self, response: Any) -> None:
+        """One call answered: ``response`` has a ``status_code`` and a ``text``; ``ok(response)`` judges it."""
+        status = str(getattr(response, "status_code", "?"))
+        text = getattr(response, "text", "")
+        if self.is_ok(response):
+            self._record(status, None, text.strip() if isinstance(text, str) else None)
+        else:
+            self._record(status, f"{status}: {str(text)[:200]}")
+
+    def record_exception(self, name: str, detail: str) -> None:
+        """One call that got no answer: the exception's class name, and its repr."""
+        self._record(name, detail[:300])
+
     def _record(self, key: str, failure: str | None, answer: str | None = None) -> None:
         with self._lock:
             self.outcomes[key] += 1
@@ -269,12 +251,56 @@ class Load:
                 if len(self.failures) < self.MAX_FAILURE_LINES:
                     self.failures.append(failure)
 
+
+class Load(Outcomes):
+    """Calls ``call(client)`` over and over from ``workers`` threads until the ``with`` block ends, and
+    records the outcome of every call (:class:`Outcomes`) -- an exception (reset connection, timeout, a bug
+    in ``call``) is a failed call, never a silently dead thread.
+
+    ``make_client()`` gives each worker its own client (e.g. ``lambda: daemon.client(auth=False)``); it is
+    closed when the worker ends. A call succeeds when ``ok(response)`` (default: status 200). Bounded:
+    each worker stops after ``max_calls`` calls or ``max_seconds`` (scaled), whichever comes first, so a
+    test that forgets to stop it cannot hang. ``pause`` sleeps between one worker's calls.
+
+    The workers share the test's interpreter: a test that times other calls meanwhile, and compares
+    those times with calls made without the load, measures the workers' share of the GIL too -- use
+    :class:`tests.fault_load.ProcessLoad` there.
+
+    Example::
+
+        with Load(lambda: daemon.client(auth=False), lambda c: c.post("/function/echo", content=b"x"),
+                  workers=4) as load:
+            load.wait_ok(20)
+            ...  # the fault under load
+        assert load.failed <= 2, load.summary()
+    """
+
+    def __init__(
+        self,
+        make_client: Callable[[], Any],
+        call: Callable[[Any], Any],
+        *,
+        workers: int = 1,
+        ok: Callable[[Any], bool] = status_200,
+        pause: float = 0.0,
+        max_calls: int = 100_000,
+        max_seconds: float = 120.0,
+    ) -> None:
+        super().__init__(ok)
+        self.make_client = make_client
+        self.call = call
+        self.pause = pause
+        self.max_calls = max_calls
+        self.max_seconds = scaled(max_seconds)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._worker, name=f"load-{n}", daemon=True) for n in range(workers)]
+
     def _worker(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         try:
             client = self.make_client()
         except Exception as exc:
-            self._record(type(exc).__name__, f"make_client: {exc!r}")
+            self.record_exception(type(exc).__name__, f"make_client: {exc!r}")
             return
         try:
             for _ in range(self.max_calls):
@@ -283,14 +309,9 @@ class Load:
                 try:
                     response = self.call(client)
                 except Exception as exc:
-                    self._record(type(exc).__name__, repr(exc)[:300])
+                    self.record_exception(type(exc).__name__, repr(exc))
                 else:
-                    status = str(getattr(response, "status_code", "?"))
-                    text = getattr(response, "text", "")
-                    if self.is_ok(response):
-                        self._record(status, None, text.strip() if isinstance(text, str) else None)
-                    else:
-                        self._record(status, f"{status}: {str(text)[:200]}")
+                    self.record_response(response)
                 if self.pause:
                     self._stop.wait(self.pause)
         finally:

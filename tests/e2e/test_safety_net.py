@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import SLOW_TIMEOUT_S
 from tests.daemon_fixtures import StartDaemon
+from tests.fault_load import ProcessLoad
 from tests.helpers import Load, free_port, in_thread, scaled
 from tests.process_tree import Orphans, subreaper
 
@@ -64,6 +65,26 @@ def test_load_counts_every_outcome_exceptions_included() -> None:
             time.sleep(0.01)
     assert (load.calls, load.ok, load.failed) == (10, 0, 10), load.summary()
     assert load.outcomes == {"ConnectError": 10} and "ConnectError" in load.failures[0]
+
+
+def test_process_load_counts_every_outcome_exceptions_included() -> None:
+    """The same as :class:`Load`'s, from its own process; it stops on its own after ``max_calls``."""
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with ProcessLoad(url, "/", workers=2, max_calls=5, timeout=1) as load:
+        load.wait(timeout=10)
+        assert load.done()
+    assert (load.calls, load.ok, load.failed) == (10, 0, 10), load.summary()
+    assert load.outcomes == {"ConnectError": 10} and "ConnectError" in load.failures[0]
+
+
+def test_process_load_records_answers_and_stops_when_told(start_daemon: StartDaemon) -> None:
+    """Answers are judged by ``ok`` and kept in ``responses``; leaving the block stops the child."""
+    daemon = start_daemon()
+    daemon.deploy("echo", "cat")
+    with ProcessLoad(daemon.url, "/function/echo", body=b"hi", pause=0.01, ok=lambda a: a.text == "hi") as load:
+        load.wait_ok(3)
+    assert load.done()  # Ended by the block, long before its 120 s.
+    assert load.failed == 0 and load.calls >= 3 and set(load.responses) == {(200, "hi")}, load.summary()
 
 
 def test_in_thread_hands_the_exception_to_the_reader() -> None:

@@ -55,6 +55,7 @@ import httpx
 import pytest
 
 from tests.daemon_fixtures import Daemon, StartDaemon
+from tests.fault_load import ProcessLoad
 from tests.helpers import Load, in_thread, must_run_everything, process_alive, scaled, wait_for
 from tests.process_tree import cmdline, proc_table
 from tests.reliability.ledger import Entry
@@ -337,7 +338,8 @@ FAULT_CALLERS = 2
 FAULT_PAUSE_S = 0.1
 """Bounded load: each caller of the misbehaving function waits this long between its calls (at most
 ~20 calls a second in all). A tight loop of calls to *any* function would measure the load, not the
-fault."""
+fault. The callers run in a process of their own (:class:`tests.fault_load.ProcessLoad`, which says
+why): threads of this one would take the GIL from the reference function's calls being timed."""
 PROCESS_LIMIT = 64
 
 
@@ -402,11 +404,12 @@ def test_a_misbehaving_function(kind: str, start_daemon: StartDaemon, ledger: En
             def rounds(count: int) -> None:
                 for _ in range(count):
                     calm.extend(_latencies(client, WINDOW_CALLS))
-                    with Load(
-                        lambda: daemon.client(auth=False, timeout=30),
-                        lambda c: c.post("/function/bad", content=b"x"),
+                    with ProcessLoad(
+                        daemon.url,
+                        "/function/bad",
                         workers=FAULT_CALLERS,
                         pause=FAULT_PAUSE_S,
+                        timeout=30,
                         ok=lambda response: response.status_code in bad.expect,
                     ) as fault:
                         fault.wait_ok(1, timeout=30)  # The fault is happening: one call has run into it.
