@@ -68,6 +68,20 @@ _ALREADY_APPLIED = ("oom", "nice", "life")
 """Spec keys a pooled replica applied at its start (they are the same for every function)."""
 
 
+async def _readable(sock: socket.socket) -> None:
+    """Wait until ``sock`` is readable, on either loop; its reader is removed however this ends (a stop
+    signal cancels the wait before the socket is closed)."""
+    from faasd.watchdog.loop import running_loop
+
+    loop = running_loop()
+    ready = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
 def encode_assignment(spec: str, cwd: str, env: dict[str, str], fds: list[str] | None = None) -> bytes:
     """The daemon's side: the message :func:`main` reads (JSON: small, and parsed by the stdlib). ``fds``
     names what each descriptor sent with it stands for: ``env:<variable>`` or ``spec:<key>``."""
@@ -116,16 +130,18 @@ def main(argv: list[str]) -> int:
     assign_environ(env)
 
     async def tell_serving() -> bool:
-        """Say ``serving`` and wait for ``go`` (see the module docstring); the socket is closed after."""
-        import asyncio
-
+        """Say ``serving`` and wait for ``go`` (see the module docstring); the socket is closed after.
+        On whichever loop the watchdog's mode runs (:func:`faasd.watchdog.loop.running_loop`)."""
         with control:
-            control.setblocking(False)
-            loop = asyncio.get_running_loop()
             try:
-                await loop.sock_sendall(control, SERVING)
+                control.sendall(SERVING)  # A few bytes into an idle local socket: never blocks.
+                control.setblocking(False)
                 answer = b""
-                while len(answer) < len(GO) and (chunk := await loop.sock_recv(control, len(GO) - len(answer))):
+                while len(answer) < len(GO):
+                    await _readable(control)
+                    chunk = control.recv(len(GO) - len(answer))
+                    if not chunk:
+                        break
                     answer += chunk
             except OSError:
                 return False

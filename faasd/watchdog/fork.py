@@ -31,7 +31,6 @@ path, failures included (issue 11: a ``ValueError`` from ``posix_spawn`` once le
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import logging
@@ -45,11 +44,14 @@ from faasd.http1 import canonical_header_name
 from faasd.logs import event
 from faasd.watchdog.config import TOKEN_VARIABLE
 from faasd.watchdog.fdwatch import FdWatch
+from faasd.watchdog.loop import sleep
 from faasd.watchdog.oom import OomWatch
 from faasd.watchdog.proclimit import ProcessLimit
 from faasd.watchdog.spawn import SpawnThreads, prepare, spawn
 
 if TYPE_CHECKING:
+    import asyncio
+
     from faasd.http1 import Request
     from faasd.watchdog.config import WatchdogConfig
     from faasd.watchdog.metrics import WatchdogStats
@@ -174,7 +176,7 @@ class ForkRunner:
         handed back last: a process started meanwhile for a killed call is killed there, not left behind."""
         if self.spawner is not None:
             self.spawner.close()
-            await asyncio.sleep(0)
+            await sleep(0)
         self.fds.close()
 
     def healthy(self) -> bool:

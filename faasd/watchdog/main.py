@@ -15,7 +15,6 @@ Lifecycle (docs/watchdog.md):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -23,15 +22,18 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING
 
 from faasd import logs
 from faasd.logs import event
 from faasd.watchdog.config import HIDDEN, TOKEN_VARIABLE, ConfigError, WatchdogConfig
+from faasd.watchdog.loop import running_loop, sleep
 from faasd.watchdog.usage import HELP
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from faasd.archive import Extracted
     from faasd.http1 import Request
     from faasd.watchdog.metrics import WatchdogStats
@@ -88,11 +90,23 @@ def main(argv: list[str], before_accepting: Callable[[], Awaitable[bool]] | None
     if call_token is not None:
         _protect_memory()
     try:
-        served = asyncio.run(serve(config, call_token, before_accepting))
+        served = _run(config.mode, serve(config, call_token, before_accepting))
     except OSError as exc:
         print(f"faasd watchdog: cannot serve: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0 if served else 1
+
+
+def _run(mode: str, main_task: Coroutine[Any, Any, bool]) -> bool:
+    """Run ``main_task`` on the watchdog's own loop (fork and streaming modes, :mod:`faasd.watchdog.loop`:
+    no ``asyncio`` import at start), or on asyncio's (python and http modes use more of it)."""
+    if mode in ("fork", "streaming"):
+        from faasd.watchdog import loop
+
+        return bool(loop.run(main_task))
+    import asyncio
+
+    return asyncio.run(main_task)
 
 
 def _unpack_handler() -> Extracted | None:
@@ -165,7 +179,7 @@ async def serve(
     from faasd.watchdog.metrics import WatchdogStats
     from faasd.watchdog.server import HttpServer
 
-    loop = asyncio.get_running_loop()
+    loop = running_loop()
     stats = WatchdogStats()
     app = WatchdogApp(config, stats, loop, call_token)
     server = HttpServer(
@@ -179,12 +193,13 @@ async def serve(
         refusal=FORBIDDEN,
     )
     app.server = server
-    stop = asyncio.Event()
+    stop = loop.create_future()  # Done at the first stop signal.
     signals_seen: list[int] = []
 
     def on_signal(signum: int) -> None:
         signals_seen.append(signum)
-        stop.set()
+        if not stop.done():
+            stop.set_result(None)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
@@ -224,7 +239,7 @@ async def serve(
     if not config.suppress_lock:
         _write_lock(config.lock_file)
     app.ready = True
-    told = await _told_to_serve(before_accepting, stop) if before_accepting is not None else True
+    told = await _told_to_serve(loop, before_accepting, stop) if before_accepting is not None else True
     if told is not True:  # Told not to serve (False), or stopped before it was told (None): never accepts.
         if not config.suppress_lock:
             with contextlib.suppress(FileNotFoundError):
@@ -252,7 +267,7 @@ async def serve(
         call_token="required" if call_token is not None else "none",
     )
 
-    await stop.wait()
+    await stop
     event(log, logging.INFO, "shutting down", signal=signal.Signals(signals_seen[0]).name)
     if not config.suppress_lock:
         with contextlib.suppress(FileNotFoundError):
@@ -282,21 +297,32 @@ async def serve(
     return True
 
 
-async def _told_to_serve(before_accepting: Callable[[], Awaitable[bool]], stop: asyncio.Event) -> bool | None:
-    """``before_accepting``'s answer, or None when a stop signal came first (then it is cancelled)."""
-    told = asyncio.ensure_future(before_accepting())
-    stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait((told, stopped), return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
+async def _told_to_serve(loop: Any, before_accepting: Callable[[], Awaitable[bool]], stop: Any) -> bool | None:
+    """``before_accepting``'s answer, or None when a stop signal (``stop`` done) came first (then it is
+    cancelled, and has ended when this returns). On either loop: futures and done callbacks only."""
+    told = loop.create_task(before_accepting())
+    await _first_done(loop, told, stop)
     if told.done():
-        return told.result()
+        return bool(told.result())
     told.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await told
+    await _first_done(loop, told)
     return None
 
 
-def _watch_parent(loop: asyncio.AbstractEventLoop, pid: int, stop: Callable[[], None]) -> None:
+async def _first_done(loop: Any, *futures: Any) -> None:
+    """Wait until one of ``futures`` is done (``asyncio.wait(FIRST_COMPLETED)`` on either loop)."""
+    first = loop.create_future()
+
+    def settle(_: object) -> None:
+        if not first.done():
+            first.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(settle)
+    await first
+
+
+def _watch_parent(loop: Any, pid: int, stop: Callable[[], None]) -> None:
     """Call ``stop`` when process ``pid`` ends (at once if it is already gone)."""
     try:
         fd = os.pidfd_open(pid)
@@ -335,7 +361,7 @@ async def _wait_until(
     while not condition():
         if time.monotonic() >= deadline or (abort is not None and abort()):
             return False
-        await asyncio.sleep(poll_s)
+        await sleep(poll_s)
     return True
 
 

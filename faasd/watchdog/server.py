@@ -1,10 +1,12 @@
-"""The watchdog's HTTP/1.1 server: asyncio protocols around the sans-I/O parser in :mod:`faasd.http1`.
+"""The watchdog's HTTP/1.1 server: asyncio-style protocols around the sans-I/O parser in :mod:`faasd.http1`.
 
 Why asyncio and not trio here (measured on the project machines): the watchdog starts once per replica
 and its budget is ~150 ms to ready, while ``import trio`` alone costs 70-220 ms there; and per request
 a trio task plus stream wrappers cost more CPU than the whole rest of the server. asyncio's protocol
 callbacks (no task per request) keep the watchdog's own share of a fork-mode call near 0.1 ms. The
-daemon, which starts once, uses trio.
+daemon, which starts once, uses trio. The same protocol runs on asyncio's loop (python and http modes)
+and on the watchdog's own (fork and streaming modes, :mod:`faasd.watchdog.loop`: no ``asyncio`` import at
+start), whose transports keep the asyncio semantics relied on here.
 
 Structure: :class:`HttpServer` owns the listeners, the live connections and one periodic tick that
 enforces every deadline (idle and slow-client read timeouts, stuck writes, and the app's own, e.g. a
@@ -16,7 +18,6 @@ not interleaved) through :meth:`HttpConnection.respond`, which writes the whole 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import time
@@ -26,8 +27,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from faasd.http1 import RemoteProtocolError, RequestParser
 from faasd.logs import event
+from faasd.watchdog.loop import running_loop
 
 if TYPE_CHECKING:
+    import asyncio
+
     from faasd.http1 import Request
 
 __all__ = ["App", "HttpConnection", "HttpServer"]
@@ -105,7 +109,7 @@ class HttpServer:
 
     async def listen(self, host: str, port: int, sock: socket.socket | None = None) -> asyncio.Server:
         """Start accepting on ``host:port`` (or on the listening ``sock`` given); returns once bound."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         self._loop = loop
         if sock is not None:
             server = await loop.create_server(lambda: HttpConnection(self), sock=sock, backlog=1024)
@@ -164,8 +168,10 @@ class HttpServer:
             connection.close()
 
 
-class HttpConnection(asyncio.Protocol):
-    """One client connection: parse, hand complete requests to the app, write answers in order."""
+class HttpConnection:
+    """One client connection: parse, hand complete requests to the app, write answers in order.
+
+    An ``asyncio.Protocol`` by its methods (not its base class: that would import asyncio)."""
 
     __slots__ = (
         "_bodyless",
@@ -215,8 +221,7 @@ class HttpConnection(asyncio.Protocol):
         self._on_writable: Callable[[], None] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         if self.server.draining:
             transport.close()

@@ -2,18 +2,21 @@
 Python's own import profiler (``PYTHONPROFILEIMPORTTIME=1``, the environment form of ``-X importtime``),
 whose lines go to the same log as the processes' own: the daemon serves before it imports the
 management API's stack, click, YAML, Docker's SDK or prometheus_client, and loads Quart afterwards;
-the watchdog never imports ssl, shutil or urllib.parse, whatever its mode.
+the watchdog never imports ssl, shutil or urllib.parse, whatever its mode, and in fork and streaming modes
+serves a call and stops without ever importing asyncio (its own loop, :mod:`faasd.watchdog.loop`).
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.daemon_fixtures import StartDaemon
-from tests.helpers import wait_for
+from tests.helpers import scaled, wait_for
 
 DAEMON_LATER = (
     "quart",
@@ -33,6 +36,8 @@ DAEMON_LATER = (
 """The gateway's metrics are counted without ``prometheus_client`` (with ``http.server``, ``email`` and
 ``urllib.request``, which it imports): it renders them on the first scrape."""
 WATCHDOG_NEVER = ("_ssl", "shutil", "bz2", "lzma", "urllib.parse", "ipaddress", "trio", "click", "quart")
+FORK_NEVER = ("asyncio", "concurrent.futures", "ssl")
+"""Fork and streaming modes run on the watchdog's own loop: none of asyncio's imports, from start to exit."""
 
 
 def _imported(log: str, until: str = "") -> set[str]:
@@ -67,6 +72,19 @@ def test_the_watchdog_imports_neither_ssl_nor_shutil(start_watchdog: Callable[..
     for mode in ("fork", "streaming"):
         watchdog = start_watchdog("cat", mode=mode, PYTHONPROFILEIMPORTTIME="1")
         imported = _imported(watchdog.logs(), "event=ready")
-        assert "asyncio" in imported, mode  # The profiler ran.
+        assert "faasd.watchdog.server" in imported, mode  # The profiler ran.
         assert not set(WATCHDOG_NEVER) & imported, (mode, sorted(set(WATCHDOG_NEVER) & imported))
         assert httpx.post(f"{watchdog.base_url}/", content=b"x", timeout=10).text == "x"
+        watchdog.send_signal(signal.SIGTERM)
+        assert watchdog.wait_exit(scaled(10)) == 0
+        imported = _imported(watchdog.logs())
+        assert "event=stopped" in watchdog.logs(), mode
+        assert not set(FORK_NEVER) & imported, (mode, sorted(set(FORK_NEVER) & imported))
+
+
+def test_warm_modes_still_run_on_asyncio(start_watchdog: Callable[..., Any], tmp_path: Path) -> None:
+    """The other side of the choice (faasd.watchdog.main._run): python mode serves on asyncio's loop."""
+    (tmp_path / "handler.py").write_text("def handle(req):\n    return req\n")
+    watchdog = start_watchdog(None, mode="python", handler=str(tmp_path / "handler.py"), PYTHONPROFILEIMPORTTIME="1")
+    assert "asyncio" in _imported(watchdog.logs(), "event=ready")
+    assert httpx.post(f"{watchdog.base_url}/", content=b"x", timeout=10).text == "x"
