@@ -19,9 +19,14 @@ Every error is a :class:`RemoteProtocolError` carrying the status to answer (h11
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from faasd.calltoken import HEADER_LOWER as _CALL_TOKEN
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
+if TYPE_CHECKING:  # Type checkers see dataclasses; the watchdog's start does not import them.
+    from dataclasses import dataclass as record
+else:
+    from faasd.record import record
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -68,7 +73,7 @@ class RemoteProtocolError(Exception):
         self.reason = reason
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Request:
     """One parsed request. ``headers`` keeps arrival order; names are lower-cased ``str``."""
 
@@ -84,8 +89,8 @@ class Request:
     content_length: int
     """Declared length, or -1 for a chunked body whose length was unknown up front."""
     host: str
-    body: bytes = field(default=b"")
-    raw_head: bytes = field(default=b"", repr=False)
+    body: bytes = b""
+    raw_head: bytes = b""
     """The request line and headers as received (no final blank line), for proxies that can forward
     them untouched."""
     forwardable: bool = False
@@ -497,7 +502,7 @@ FRAMING_CHUNKED = 2
 FRAMING_UNTIL_CLOSE = 3
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class ResponseHead:
     """An upstream response's status line and headers (names lower-cased bytes, as ASGI wants)."""
 

@@ -18,15 +18,18 @@ from __future__ import annotations
 import os
 from _operator import _compare_digest as compare_digest  # hmac.compare_digest's C fallback
 from collections.abc import Sized
-from typing import TYPE_CHECKING, Protocol
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
 if TYPE_CHECKING:
     import asyncio
+    from typing import Protocol
 
     from faasd.http1 import Request
     from faasd.watchdog.config import WatchdogConfig
     from faasd.watchdog.metrics import WatchdogStats
     from faasd.watchdog.server import HttpConnection, HttpServer
+else:
+    Protocol = object  # The base of Runner, a description for type checkers only.
 
 __all__ = ["FORBIDDEN", "HEALTH_PATH", "Runner", "WatchdogApp", "make_runner"]
 

@@ -11,16 +11,23 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Literal, TypeVar
 
 from faasd.http1 import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES
 from faasd.units import parse_bool, parse_duration, parse_size
 from faasd.watchdog.privileges import RunAs, parse_run_as
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
+if TYPE_CHECKING:  # Type checkers see dataclasses; the watchdog's start does not import them.
+    from dataclasses import dataclass as record
+    from typing import Literal, TypeVar
+
+    Mode = Literal["fork", "streaming", "http", "python"]
+    T = TypeVar("T")
+else:
+    from faasd.record import record
+
 __all__ = ["MODES", "ConfigError", "WatchdogConfig"]
 
-Mode = Literal["fork", "streaming", "http", "python"]
 MODES: tuple[str, ...] = ("fork", "streaming", "http", "python")
 
 DEFAULT_WORKERS = max(2, min(os.cpu_count() or 2, 8))
@@ -31,9 +38,6 @@ DEFAULT_TIMEOUT_S = 30.0
 
 DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 """Largest function output kept in memory before the call is killed and answered 502."""
-
-T = TypeVar("T")
-
 
 TOKEN_VARIABLE = "call_token"
 """The environment variable that may hold the call token itself (see ``call_token_env``)."""
@@ -50,7 +54,7 @@ class ConfigError(ValueError):
         self.name = name
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class WatchdogConfig:
     """Validated watchdog settings; units are in the field names."""
 

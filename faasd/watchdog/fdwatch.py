@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import select
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
 if TYPE_CHECKING:
     import asyncio
 

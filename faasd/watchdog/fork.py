@@ -33,15 +33,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from faasd.http1 import canonical_header_name
-from faasd.logs import event
+from faasd.logs import ERROR, INFO, WARNING, LineLogger, event
 from faasd.watchdog.config import TOKEN_VARIABLE
 from faasd.watchdog.fdwatch import FdWatch
 from faasd.watchdog.loop import sleep
@@ -49,6 +47,7 @@ from faasd.watchdog.oom import OomWatch
 from faasd.watchdog.proclimit import ProcessLimit
 from faasd.watchdog.spawn import SpawnThreads, prepare, spawn
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
 if TYPE_CHECKING:
     import asyncio
 
@@ -59,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CallResult", "ForkRunner", "UnpassableRequest", "original_environ"]
 
-log = logging.getLogger("faasd.watchdog")
+log = LineLogger("faasd.watchdog")
 
 PIPE_ATOMIC_BYTES = 4096
 """A body this small fits in any new pipe (even one the kernel limited to a single page), so it is
@@ -374,7 +373,7 @@ class ForkCall:
         try:
             env = runner.child_env(self.request)
         except UnpassableRequest as exc:
-            self._refuse(400, str(exc), logging.INFO)
+            self._refuse(400, str(exc), INFO)
             return False
         body = runner.stdin_bytes(self.request)
         child_ends: list[int] = []
@@ -426,12 +425,12 @@ class ForkCall:
     def _start_failed(self, exc: BaseException) -> None:
         """Answer a call whose process could not be started, by why."""
         if isinstance(exc, OSError) and exc.errno == errno.E2BIG:
-            self._refuse(431, ENV_TOO_LARGE, logging.INFO)
+            self._refuse(431, ENV_TOO_LARGE, INFO)
         elif isinstance(exc, ValueError):  # spawn: "embedded null byte" in a value we did not foresee.
-            self._refuse(400, f"Request cannot be passed to the function: {exc}", logging.INFO)
+            self._refuse(400, f"Request cannot be passed to the function: {exc}", INFO)
         else:
             reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
-            self._refuse(500, f"Cannot start process: {reason}", logging.ERROR)
+            self._refuse(500, f"Cannot start process: {reason}", ERROR)
 
     def _refuse(self, status: int, reason: str, level: int) -> None:
         """Answer ``status`` with a one-line ``reason``, no process having been started."""
@@ -592,9 +591,9 @@ class ForkCall:
         output = b"".join(self._out_chunks)
         errors = b"".join(self._err_chunks)
         if errors:
-            event(log, logging.INFO, "stderr", text=errors[:4096].decode("utf-8", "replace"))
+            event(log, INFO, "stderr", text=errors[:4096].decode("utf-8", "replace"))
         if config.write_debug:
-            event(log, logging.INFO, "output", text=output[:4096].decode("utf-8", "replace"))
+            event(log, INFO, "output", text=output[:4096].decode("utf-8", "replace"))
         code = os.waitstatus_to_exitcode(self.status or 0)
         if code == 0:
             return 200, output, None
@@ -619,7 +618,7 @@ class ForkCall:
         self.kill_reason = reason
         self.force_deadline = time.monotonic() + FORCE_FINISH_AFTER_KILL_S
         self.runner.stats.count_kill(reason)
-        event(log, logging.WARNING, "killing process group", pid=self.pid, reason=reason)
+        event(log, WARNING, "killing process group", pid=self.pid, reason=reason)
         if self.pid > 0:  # Else still being spawned: _spawned() kills it as soon as it exists.
             self._signal_group()
             self._close_stdin()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import time
@@ -42,7 +41,7 @@ from faasd.http1 import (
     ResponseHead,
     parse_response_head,
 )
-from faasd.logs import event
+from faasd.logs import ERROR, INFO, WARNING, LineLogger, event
 from faasd.units import parse_duration
 from faasd.watchdog.fork import DEFAULT_CONTENT_TYPE, original_environ
 from faasd.watchdog.httplimit import check_server
@@ -56,7 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HttpRunner"]
 
-log = logging.getLogger("faasd.watchdog")
+log = LineLogger("faasd.watchdog")
 
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect"}
@@ -344,7 +343,7 @@ class HttpRunner:
                     f"the function's server did not listen on {self._url()} within {self.config.start_timeout_s:g}s"
                 )
             await asyncio.sleep(PROBE_INTERVAL_S)
-        event(log, logging.INFO, "upstream ready", upstream=self._url(), pid=self.pid)
+        event(log, INFO, "upstream ready", upstream=self._url(), pid=self.pid)
         self._became_ready()
 
     def _url(self) -> str:
@@ -401,7 +400,7 @@ class HttpRunner:
         *lines, rest = buffer.split(b"\n")
         self._log_buffers[fd] = bytearray(rest[-16384:])
         for line in lines:
-            event(log, logging.INFO, "function", text=line[:16384].decode("utf-8", "replace"))
+            event(log, INFO, "function", text=line[:16384].decode("utf-8", "replace"))
 
     def _on_exit(self) -> None:
         self.loop.remove_reader(self.pidfd)
@@ -421,7 +420,7 @@ class HttpRunner:
         if self.closing:
             return
         code = os.waitstatus_to_exitcode(status)
-        event(log, logging.WARNING, "function server exited; restarting", exit=code, delay_s=self._restart_delay)
+        event(log, WARNING, "function server exited; restarting", exit=code, delay_s=self._restart_delay)
         if time.monotonic() - self._spawned_at > 10:
             self._restart_delay = RESTART_DELAY_S
         self.loop.call_later(self._restart_delay, self._restart)
@@ -433,7 +432,7 @@ class HttpRunner:
         try:
             self._spawn()
         except OSError as exc:
-            event(log, logging.ERROR, "cannot restart the function's server", error=exc.strerror or str(exc))
+            event(log, ERROR, "cannot restart the function's server", error=exc.strerror or str(exc))
             self.loop.call_later(self._restart_delay, self._restart)
             return
         self._keep(self.loop.create_task(self._probe_until_ready()))
@@ -442,7 +441,7 @@ class HttpRunner:
         while not self.closing and self.pid and not await self._accepts():
             await asyncio.sleep(PROBE_INTERVAL_S)
         if self.pid and not self.closing:
-            event(log, logging.INFO, "upstream ready again", pid=self.pid)
+            event(log, INFO, "upstream ready again", pid=self.pid)
             self._became_ready()
 
     def _became_ready(self) -> None:

@@ -23,19 +23,18 @@ is the server's own business, as under any init.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 from typing import TYPE_CHECKING
 
-from faasd.logs import event
+from faasd.logs import WARNING, LineLogger, event
 
 if TYPE_CHECKING:
     from faasd.watchdog.http import HttpRunner
 
 __all__ = ["check_server"]
 
-log = logging.getLogger("faasd.watchdog")
+log = LineLogger("faasd.watchdog")
 
 
 def check_server(runner: HttpRunner, now: float) -> None:
@@ -50,7 +49,7 @@ def check_server(runner: HttpRunner, now: float) -> None:
         return
     event(
         log,
-        logging.WARNING,
+        WARNING,
         "killing the function's server: its process group filled the replica's process limit; it restarts",
         pid=server,
         limit=limit.limit,

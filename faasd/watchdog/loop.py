@@ -28,9 +28,10 @@ import os
 import select
 import signal
 import socket
-import sys
 from collections import deque
 from time import monotonic
+
+from faasd.logs import LineLogger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,9 +76,7 @@ def _settle(future: Any, _: object = None) -> None:
 
 def _report(what: str, callback: object) -> None:
     """A callback raised: log it as asyncio does, and go on."""
-    import logging
-
-    logging.getLogger("faasd.watchdog").error("%s %r", what, callback, exc_info=sys.exc_info())
+    LineLogger("faasd.watchdog").error("%s %r", what, callback, exc_info=True)
 
 
 class CancelledError(BaseException):
@@ -398,7 +397,8 @@ def _ignore(signum: int, frame: object) -> None:
 
 def _bind(host: str | None, port: int, reuse_address: bool) -> list[socket.socket]:
     """A listening socket per address of ``host`` (as asyncio's ``create_server``: IPv6 ones V6ONLY)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    name = host.encode() if host and host.isascii() else (host or None)  # bytes: no ``encodings.idna`` import
+    infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):

@@ -16,21 +16,20 @@ Lifecycle (docs/watchdog.md):
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING
 
 from faasd import logs
-from faasd.logs import event
+from faasd.logs import INFO, WARNING, LineLogger, event
 from faasd.watchdog.config import HIDDEN, TOKEN_VARIABLE, ConfigError, WatchdogConfig
 from faasd.watchdog.loop import running_loop, sleep
 from faasd.watchdog.usage import HELP
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
 if TYPE_CHECKING:
     from typing import Any
 
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-log = logging.getLogger("faasd.watchdog")
+log = LineLogger("faasd.watchdog")
 
 PR_SET_DUMPABLE = 4
 """prctl option (linux/prctl.h)."""
@@ -84,9 +83,9 @@ def main(argv: list[str], before_accepting: Callable[[], Awaitable[bool]] | None
         except OSError as exc:
             print(f"faasd watchdog: run_as={os.environ.get('run_as', '').strip()}: {exc}", file=sys.stderr)
             return 2
-    logs.configure(config.log_level)
+    logs.configure_lines(config.log_level)
     if unpacked is not None:
-        event(log, logging.INFO, "handler unpacked", files=unpacked.files, bytes=unpacked.bytes, dir=os.getcwd())
+        event(log, INFO, "handler unpacked", files=unpacked.files, bytes=unpacked.bytes, dir=os.getcwd())
     if call_token is not None:
         _protect_memory()
     try:
@@ -165,7 +164,7 @@ def _protect_memory() -> None:
         if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
     except (OSError, AttributeError, ImportError) as exc:
-        event(log, logging.WARNING, "cannot protect the call token from same-user processes", error=str(exc))
+        event(log, WARNING, "cannot protect the call token from same-user processes", error=str(exc))
 
 
 async def serve(
@@ -257,7 +256,7 @@ async def serve(
         await server.listen(config.bind, config.port, sock=inherited)
     event(
         log,
-        logging.INFO,
+        INFO,
         "ready",
         mode=config.mode,
         fprocess=" ".join(config.argv),
@@ -268,7 +267,7 @@ async def serve(
     )
 
     await stop
-    event(log, logging.INFO, "shutting down", signal=signal.Signals(signals_seen[0]).name)
+    event(log, INFO, "shutting down", signal=signal.Signals(signals_seen[0]).name)
     if not config.suppress_lock:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(config.lock_file)
@@ -282,7 +281,7 @@ async def serve(
         abort=lambda: len(signals_seen) > 1,
     )
     if not drained:
-        event(log, logging.WARNING, "drain time over, killing calls", calls=app.calls_in_flight())
+        event(log, WARNING, "drain time over, killing calls", calls=app.calls_in_flight())
         app.kill_all("shutdown")
         await _wait_until(lambda: not server.busy_connections(), SHUTDOWN_KILL_GRACE_S)
     for connection in list(server.connections):
@@ -293,7 +292,7 @@ async def serve(
     if metrics_server is not None:
         metrics_server.stop_accepting()
         metrics_server.close()
-    event(log, logging.INFO, "stopped", answered=sum(stats.requests_by_code().values()))
+    event(log, INFO, "stopped", answered=sum(stats.requests_by_code().values()))
     return True
 
 
@@ -334,7 +333,7 @@ def _watch_parent(loop: Any, pid: int, stop: Callable[[], None]) -> None:
     def parent_exited() -> None:
         loop.remove_reader(fd)
         os.close(fd)
-        event(log, logging.WARNING, "parent process ended", parent_pid=pid)
+        event(log, WARNING, "parent process ended", parent_pid=pid)
         stop()
 
     loop.add_reader(fd, parent_exited)

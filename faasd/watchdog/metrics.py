@@ -14,7 +14,10 @@ from __future__ import annotations
 import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["BUCKETS_S", "WatchdogStats"]
 

@@ -25,7 +25,12 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-from dataclasses import dataclass
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
+if TYPE_CHECKING:  # Type checkers see dataclasses; the watchdog's start does not import them.
+    from dataclasses import dataclass as record
+else:
+    from faasd.record import record
 
 __all__ = ["PR_SET_NO_NEW_PRIVS", "RunAs", "drop_to", "parse_run_as"]
 
@@ -33,7 +38,7 @@ PR_SET_NO_NEW_PRIVS = 38
 """prctl option (linux/prctl.h)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class RunAs:
     """The user and group a watchdog's functions run as."""
 

@@ -48,20 +48,23 @@ Nothing here runs without a pids cgroup.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import signal
 import time
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, TypeVar
 
-from faasd.logs import event
+from faasd.logs import WARNING, LineLogger, event
 from faasd.procstat import parent_of, stat_fields
 from faasd.sandbox import enter
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
 if TYPE_CHECKING:
+    from typing import TypeVar
+
     from faasd.watchdog.server import HttpConnection
+
+    C = TypeVar("C")
 
 __all__ = [
     "CALL_NICE",
@@ -74,7 +77,7 @@ __all__ = [
     "ProcessLimit",
 ]
 
-log = logging.getLogger("faasd.watchdog")
+log = LineLogger("faasd.watchdog")
 
 SWEEP_SLICE_S = 0.1
 """How long one tick may spend stopping processes that left their call (it runs on the event loop)."""
@@ -93,8 +96,6 @@ CALL_NICE = 5
 after it is spawned: inside the replica's cgroup, a fork bomb's hundred processes would otherwise leave
 the watchdog a hundredth of the replica's CPU, and the bomb would churn until the watchdog's tick got to
 run. Calls compete with each other as before; the watchdog, which answers them all, comes first."""
-
-C = TypeVar("C")
 
 CULPRIT_SHARE = 4
 """A call is the culprit when it holds at least 1/4 of the limit: a fork bomb that churns (processes
@@ -222,7 +223,7 @@ class ProcessLimit:
         self._stopped.clear()
         self._killed.clear()
         if count:
-            event(log, logging.WARNING, "killed processes that left their call", count=count, limit=self.limit)
+            event(log, WARNING, "killed processes that left their call", count=count, limit=self.limit)
         return count
 
     def _kill_stopped(self) -> None:

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import fcntl
 import json
-import logging
 import os
 import re
 import signal
@@ -38,7 +37,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from faasd.logs import event
+from faasd.logs import ERROR, INFO, WARNING, LineLogger, event
 from faasd.runtime import self_command
 from faasd.watchdog.fork import DEFAULT_CONTENT_TYPE, original_environ
 from faasd.watchdog.oom import OomWatch
@@ -52,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PythonCall", "PythonRunner"]
 
-log = logging.getLogger("faasd.watchdog")
+log = LineLogger("faasd.watchdog")
 
 HEADER = struct.Struct("!II")
 READ_BYTES = 256 * 1024
@@ -168,7 +167,7 @@ class PythonRunner:
             raise OSError(f"no python worker ready within {self.config.start_timeout_s:g}s") from None
         if self.start_error is not None and not any(w.state in (IDLE, BUSY) for w in self.workers):
             raise OSError(self.start_error)
-        event(log, logging.INFO, "python workers started", workers=self.config.workers, handler=self.config.handler)
+        event(log, INFO, "python workers started", workers=self.config.workers, handler=self.config.handler)
 
     def healthy(self) -> bool:
         return any(worker.state in (IDLE, BUSY) for worker in self.workers)
@@ -212,7 +211,7 @@ class PythonRunner:
             self.process_limit.lower(worker.pid)
         except Exception as exc:  # OSError (EMFILE, ENOMEM, ...) or anything else: no fd may leak.
             reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-            event(log, logging.ERROR, "cannot start a python worker", error=reason)
+            event(log, ERROR, "cannot start a python worker", error=reason)
             for name in ("to_fd", "from_fd", "log_fd"):
                 self._close_fd(worker, name)
             self._schedule_respawn()
@@ -349,7 +348,7 @@ class PythonRunner:
                 del buffer[:end]
                 self._on_frame(worker, meta, body)
             except (ValueError, TypeError, AttributeError, KeyError) as exc:
-                event(log, logging.WARNING, "python worker sent an invalid answer", pid=worker.pid, error=str(exc))
+                event(log, WARNING, "python worker sent an invalid answer", pid=worker.pid, error=str(exc))
                 self._doom(worker, 502, "python worker sent an invalid answer; worker killed\n", "protocol")
                 return
 
@@ -371,7 +370,7 @@ class PythonRunner:
                 self._ready.set()
             else:
                 self.start_error = str(meta.get("error", "worker failed to start"))
-                event(log, logging.ERROR, "python worker failed to start", error=self.start_error)
+                event(log, ERROR, "python worker failed to start", error=self.start_error)
                 if not self.healthy():
                     self._ready.set()  # start() reports the error.
             return
@@ -424,7 +423,7 @@ class PythonRunner:
         *lines, rest = buffer.split(b"\n")
         worker.log_buffer = bytearray(rest[-16384:])
         for line in lines:
-            event(log, logging.INFO, "function", worker=worker.pid, text=line[:16384].decode("utf-8", "replace"))
+            event(log, INFO, "function", worker=worker.pid, text=line[:16384].decode("utf-8", "replace"))
 
     def _on_exit(self, worker: Worker) -> None:
         self.loop.remove_reader(worker.pidfd)
@@ -458,7 +457,7 @@ class PythonRunner:
             self._answer(call, 500, f"worker crashed during the call: {how}\n".encode(), "text/plain")
         if self.closing:
             return
-        event(log, logging.WARNING, "python worker ended", pid=worker.pid, how=how, starting=was_starting)
+        event(log, WARNING, "python worker ended", pid=worker.pid, how=how, starting=was_starting)
         if time.monotonic() - worker.spawned > STABLE_AFTER_S:
             self._restart_delay = RESTART_DELAY_S
         if was_starting and not self._ready.is_set() and not self.healthy():
@@ -481,7 +480,7 @@ class PythonRunner:
     # -- deadlines and killing --------------------------------------------------------------------
     def _kill(self, worker: Worker, reason: str) -> None:
         self.stats.count_kill(reason)
-        event(log, logging.WARNING, "killing python worker", pid=worker.pid, reason=reason)
+        event(log, WARNING, "killing python worker", pid=worker.pid, reason=reason)
         worker.call = None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)

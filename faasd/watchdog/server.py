@@ -18,25 +18,27 @@ not interleaved) through :meth:`HttpConnection.respond`, which writes the whole 
 
 from __future__ import annotations
 
-import logging
 import socket
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Protocol
 
 from faasd.http1 import RemoteProtocolError, RequestParser
-from faasd.logs import event
+from faasd.logs import INFO, LineLogger, event
 from faasd.watchdog.loop import running_loop
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
 if TYPE_CHECKING:
     import asyncio
+    from typing import Protocol
 
     from faasd.http1 import Request
+else:
+    Protocol = object  # The base of App, a description for type checkers only.
 
 __all__ = ["App", "HttpConnection", "HttpServer"]
 
-log = logging.getLogger("faasd.watchdog")
+log = LineLogger("faasd.watchdog")
 
 FAST_TICK_S = 0.05
 """Deadline check period while anything is in flight (the precision of timeouts)."""
@@ -443,7 +445,7 @@ class HttpConnection:
 
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
         """Answer a request we could not parse, then close (the stream position is lost)."""
-        event(log, logging.INFO, "bad request", status=exc.status, reason=exc.reason)
+        event(log, INFO, "bad request", status=exc.status, reason=exc.reason)
         self.busy = True
         self.started = time.monotonic()
         self.request = None
@@ -460,7 +462,7 @@ class HttpConnection:
 
     def write_timed_out(self) -> None:
         """The client did not take the answer within write_timeout: drop the connection."""
-        event(log, logging.INFO, "write timeout, closing connection")
+        event(log, INFO, "write timeout, closing connection")
         if self.transport is not None:
             self.transport.abort()
 

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
 if TYPE_CHECKING:
     import asyncio
     from queue import SimpleQueue
+    from threading import Thread
 
 _fork_exec: Callable[..., int] | None
 try:
@@ -195,13 +195,14 @@ class SpawnThreads:
         self._count = count
         self._jobs: SimpleQueue[tuple[tuple[bytes, list[bytes], list[bytes], int, int, int], SpawnDone] | None]
         self._jobs = None  # type: ignore[assignment]  # created with the threads
-        self._threads: list[threading.Thread] = []
+        self._threads: list[Thread] = []
 
     def submit(
         self, executable: bytes, argv: list[bytes], env: list[bytes], fds: tuple[int, int, int], done: SpawnDone
     ) -> None:
         """Spawn in a thread; ``done`` is called on the loop. The fds must stay open until then."""
         if not self._threads:
+            import threading  # Here: a watchdog that never has two calls at once does without it.
             from _queue import SimpleQueue  # queue.SimpleQueue itself, without queue's imports
 
             self._jobs = SimpleQueue()

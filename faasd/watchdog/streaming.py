@@ -15,15 +15,14 @@ that fails before writing anything is answered like fork mode (500 with stderr, 
 
 from __future__ import annotations
 
-import logging
 import os
 
-from faasd.logs import event
+from faasd.logs import WARNING, LineLogger, event
 from faasd.watchdog.fork import DEFAULT_CONTENT_TYPE, CallResult, ForkCall, ForkRunner
 
 __all__ = ["StreamingCall", "StreamingRunner"]
 
-log = logging.getLogger("faasd.watchdog")
+log = LineLogger("faasd.watchdog")
 
 
 class StreamingCall(ForkCall):
@@ -69,7 +68,7 @@ class StreamingCall(ForkCall):
         complete = self.kill_reason is None
         if complete and self.status:
             code = os.waitstatus_to_exitcode(self.status)
-            event(log, logging.WARNING, "function failed after its answer started", exit=code)
+            event(log, WARNING, "function failed after its answer started", exit=code)
         connection.end_stream(complete=complete)
 
 
