@@ -1,19 +1,17 @@
 """The event loop fork and streaming modes serve on: the part of asyncio's API they use, on one ``epoll``.
 
-Why (docs/coldstart.md, "The watchdog's start"): ``import asyncio`` is about two thirds of the watchdog's
-imports -- ``concurrent.futures`` with ``logging``, ``inspect``/``ast``/``dis``, ``typing``, ``ssl``'s
-guard -- and the watchdog starts once per replica, on the cold start's path. Fork and streaming modes
-need very little of it: callbacks, timers, fd readiness, a signal or two, a listening socket whose
-connections drive :class:`faasd.watchdog.server.HttpConnection`, and a coroutine runner for ``serve``.
-This module is that, with asyncio's semantics where the watchdog relies on them, so the server and the
-calls run unchanged on either loop (python and http modes, which use more of asyncio, stay on it).
+Why (docs/coldstart.md, "The watchdog's own loop"): ``import asyncio`` was about two thirds of the
+watchdog's imports -- ``concurrent.futures`` with ``logging``, ``inspect``/``ast``/``dis``, ``typing``,
+``ssl``'s guard -- and the watchdog starts once per replica, on the cold start's path. Fork and streaming
+modes need very little of it: callbacks, timers, fd readiness, a signal or two, a listening socket whose
+connections drive :class:`faasd.watchdog.server.HttpConnection` (:mod:`faasd.watchdog.transport`), and a
+coroutine runner for ``serve``. This module is that, with asyncio's semantics where the watchdog relies on
+them, so the server and the calls run unchanged on either loop (python and http modes, which use more of
+asyncio, stay on it; :func:`running_loop` gives whichever runs).
 
 What it keeps of asyncio's behaviour: callbacks run in the order scheduled, a callback that raises is
-logged and the loop goes on, a reader removed earlier in a batch of readiness does not run;
-:class:`Transport` sends at once when nothing is buffered, buffers the rest, pauses and resumes its
-protocol's writing around the same 64/16 KiB water marks, keeps the write side open after end of file
-when ``eof_received`` says so, flushes before closing and calls ``connection_lost`` exactly once.
-Signals come through ``signal.set_wakeup_fd`` on the loop's self-pipe, as in asyncio.
+logged and the loop goes on, a reader removed earlier in a batch of readiness does not run; signals come
+through ``signal.set_wakeup_fd`` on the loop's self-pipe, which ``call_soon_threadsafe`` writes to as well.
 
 What it does not do: TLS, subprocess transports, executors, debug mode, task cancellation beyond what
 ``serve`` needs (a cancelled task gets :class:`CancelledError` at its ``await``).
@@ -22,7 +20,6 @@ What it does not do: TLS, subprocess transports, executors, debug mode, task can
 from __future__ import annotations
 
 import contextlib
-import errno
 import heapq
 import os
 import select
@@ -32,6 +29,7 @@ from collections import deque
 from time import monotonic
 
 from faasd.logs import LineLogger
+from faasd.watchdog.transport import Server, Transport, bind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,12 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CancelledError", "Future", "Loop", "Task", "Transport", "run", "running_loop", "sleep"]
 
-MAX_READ_BYTES = 256 * 1024
-"""Bytes asked for per ``recv`` (asyncio's ``max_size``)."""
-HIGH_WATER_BYTES = 64 * 1024
-"""Buffered output past which a protocol is told to pause writing; it resumes at a quarter (asyncio's)."""
-ACCEPT_RETRY_S = 1.0
-"""Out of descriptors (EMFILE...): accepting pauses this long rather than spinning (asyncio's delay)."""
 
 _READ = select.EPOLLIN
 _WRITE = select.EPOLLOUT
@@ -382,7 +374,7 @@ class Loop:
     ) -> Server:
         """Listen on ``host:port`` (every address it resolves to) or on ``sock``; each connection gets a
         protocol from ``factory()`` driven by a :class:`Transport`."""
-        sockets = [sock] if sock is not None else _bind(host, port or 0, reuse_address)
+        sockets = [sock] if sock is not None else bind(host, port or 0, reuse_address)
         server = Server(self, sockets, factory)
         for listener in sockets:
             listener.setblocking(False)
@@ -393,222 +385,6 @@ class Loop:
 
 def _ignore(signum: int, frame: object) -> None:
     """The Python-level handler: the wakeup fd carries the signal to the loop."""
-
-
-def _bind(host: str | None, port: int, reuse_address: bool) -> list[socket.socket]:
-    """A listening socket per address of ``host`` (as asyncio's ``create_server``: IPv6 ones V6ONLY)."""
-    name = host.encode() if host and host.isascii() else (host or None)  # bytes: no ``encodings.idna`` import
-    infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    sockets: list[socket.socket] = []
-    try:
-        for family, kind, proto, _, address in dict.fromkeys(infos):
-            listener = socket.socket(family, kind, proto)
-            sockets.append(listener)
-            if reuse_address:
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            listener.bind(address)
-    except OSError as exc:
-        for listener in sockets:
-            listener.close()
-        raise OSError(exc.errno, f"error while attempting to bind on address {address!r}: {exc.strerror}") from None
-    return sockets
-
-
-class Server:
-    """The listening sockets of one :meth:`Loop.create_server`; :meth:`close` stops accepting (connections
-    already made go on)."""
-
-    def __init__(self, loop: Loop, sockets: list[socket.socket], factory: Callable[[], Any]) -> None:
-        self._loop = loop
-        self.sockets = sockets
-        self._factory = factory
-
-    def accept(self, listener: socket.socket) -> None:
-        for _ in range(64):
-            try:
-                conn, _address = listener.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._loop.remove_reader(listener.fileno())
-                    self._loop.call_later(ACCEPT_RETRY_S, self._resume, listener)
-                return
-            conn.setblocking(False)
-            if conn.family in (socket.AF_INET, socket.AF_INET6):
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            Transport(self._loop, conn, self._factory())
-
-    def _resume(self, listener: socket.socket) -> None:
-        if listener in self.sockets:
-            self._loop.add_reader(listener.fileno(), self.accept, listener)
-
-    def close(self) -> None:
-        for listener in self.sockets:
-            self._loop.remove_reader(listener.fileno())
-            listener.close()
-        self.sockets = []
-
-
-class Transport:
-    """One connection's socket for its protocol: asyncio's selector socket transport, the parts the
-    watchdog's server uses (see the module docstring)."""
-
-    __slots__ = (
-        "_buffer",
-        "_closing",
-        "_fd",
-        "_high",
-        "_loop",
-        "_lost",
-        "_low",
-        "_paused",
-        "_protocol",
-        "_sock",
-        "_writing_paused",
-    )
-
-    def __init__(self, loop: Loop, sock: socket.socket, protocol: Any) -> None:
-        self._loop = loop
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._protocol = protocol
-        self._buffer = bytearray()
-        self._closing = False
-        self._lost = False
-        self._paused = False
-        self._writing_paused = False
-        self._high = HIGH_WATER_BYTES
-        self._low = HIGH_WATER_BYTES // 4
-        protocol.connection_made(self)
-        if not self._closing:
-            loop.add_reader(self._fd, self._read_ready)
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        if name == "socket":
-            return self._sock
-        if name == "peername":
-            try:
-                return self._sock.getpeername()
-            except OSError:
-                return default
-        return default
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def _read_ready(self) -> None:
-        try:
-            data = self._sock.recv(MAX_READ_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._force_close(exc)
-            return
-        if not data:
-            if self._protocol.eof_received():
-                self._loop.remove_reader(self._fd)  # Half-closed: the answer may still go out.
-            else:
-                self.close()
-            return
-        try:
-            self._protocol.data_received(data)
-        except Exception as exc:  # As asyncio: a protocol that failed loses its connection.
-            _report("data_received failed", self._protocol)
-            self._force_close(exc)
-
-    def pause_reading(self) -> None:
-        if not self._closing and not self._paused:
-            self._paused = True
-            self._loop.remove_reader(self._fd)
-
-    def resume_reading(self) -> None:
-        if not self._closing and self._paused:
-            self._paused = False
-            self._loop.add_reader(self._fd, self._read_ready)
-
-    def write(self, data: bytes) -> None:
-        """Send now what the socket takes; buffer the rest (its writer sends it when it can)."""
-        if not data or self._lost:
-            return
-        if not self._buffer:
-            try:
-                sent = self._sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._force_close(exc)
-                return
-            if sent == len(data):
-                return
-            self._buffer += memoryview(data)[sent:]
-            self._loop.add_writer(self._fd, self._write_ready)
-        else:
-            self._buffer += data
-        if len(self._buffer) > self._high and not self._writing_paused:
-            self._writing_paused = True
-            self._protocol.pause_writing()
-
-    def writelines(self, pieces: list[bytes]) -> None:
-        self.write(b"".join(pieces))
-
-    def _write_ready(self) -> None:
-        try:
-            sent = self._sock.send(self._buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._force_close(exc)
-            return
-        del self._buffer[:sent]
-        if self._writing_paused and len(self._buffer) <= self._low:
-            self._writing_paused = False
-            self._protocol.resume_writing()  # May write more.
-        if not self._buffer:
-            self._loop.remove_writer(self._fd)
-            if self._closing and not self._lost:
-                self._lost = True
-                self._loop.call_soon(self._connection_lost, None)
-
-    def get_write_buffer_size(self) -> int:
-        return len(self._buffer)
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._high = HIGH_WATER_BYTES if high is None else high
-        self._low = (self._high // 4 if high is not None else HIGH_WATER_BYTES // 4) if low is None else low
-
-    def close(self) -> None:
-        """Stop reading; ``connection_lost`` once what is buffered is sent."""
-        if self._closing:
-            return
-        self._closing = True
-        self._loop.remove_reader(self._fd)
-        if not self._buffer:
-            self._lost = True
-            self._loop.call_soon(self._connection_lost, None)
-
-    def abort(self) -> None:
-        """Close now, dropping what is buffered."""
-        self._force_close(None)
-
-    def _force_close(self, exc: BaseException | None) -> None:
-        if self._lost:
-            return
-        self._lost = True
-        self._closing = True
-        self._buffer.clear()
-        self._loop.remove_writer(self._fd)
-        self._loop.remove_reader(self._fd)
-        self._loop.call_soon(self._connection_lost, exc)
-
-    def _connection_lost(self, exc: BaseException | None) -> None:
-        self._loop.remove_writer(self._fd)
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._sock.close()
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
