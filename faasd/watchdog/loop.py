@@ -254,7 +254,8 @@ class Loop:
     # -- fds --------------------------------------------------------------------------------------
     def _watch(
         self, fd: int, table: dict[int, Handle], callback: Callable[..., object] | None, args: tuple[object, ...]
-    ) -> None:
+    ) -> bool:
+        """Set (or with ``callback`` None, drop) ``fd``'s entry in ``table``; True (for the removers)."""
         had = bool(self._readers.get(fd)) * _READ | bool(self._writers.get(fd)) * _WRITE
         old = table.pop(fd, None)
         if old is not None:
@@ -263,31 +264,26 @@ class Loop:
             table[fd] = Handle(callback, args)
         mask = (fd in self._readers) * _READ | (fd in self._writers) * _WRITE
         if mask == had:
-            return
+            return True
         if not had:
             self._epoll.register(fd, mask)
         elif mask:
             self._epoll.modify(fd, mask)
         else:
             self._epoll.unregister(fd)
+        return True
 
     def add_reader(self, fd: int, callback: Callable[..., object], *args: object) -> None:
         self._watch(fd, self._readers, callback, args)
 
-    def remove_reader(self, fd: int) -> bool:
-        watched = fd in self._readers
-        if watched:
-            self._watch(fd, self._readers, None, ())
-        return watched
-
     def add_writer(self, fd: int, callback: Callable[..., object], *args: object) -> None:
         self._watch(fd, self._writers, callback, args)
 
+    def remove_reader(self, fd: int) -> bool:
+        return fd in self._readers and self._watch(fd, self._readers, None, ())
+
     def remove_writer(self, fd: int) -> bool:
-        watched = fd in self._writers
-        if watched:
-            self._watch(fd, self._writers, None, ())
-        return watched
+        return fd in self._writers and self._watch(fd, self._writers, None, ())
 
     # -- signals ----------------------------------------------------------------------------------
     def add_signal_handler(self, signum: int, callback: Callable[..., object], *args: object) -> None:
