@@ -136,10 +136,3 @@ class ProcessLoad(Outcomes):
         finally:
             if self._reader is not None:
                 self._reader.join(scaled(timeout))
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        try:
-            self.stop()
-        except AssertionError:
-            if exc_type is None:  # Do not hide the failure that ended the block.
-                raise

@@ -226,6 +226,17 @@ class Outcomes:
         target = self.ok + count
         wait_for(lambda: self.ok >= target, timeout, lambda: f"{count} successful calls under load: {self.summary()}")
 
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the load's calls and wait for them (each finishes the call it is in); the ``with`` block's end."""
+        raise NotImplementedError
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            self.stop()
+        except AssertionError:
+            if exc_type is None:  # Do not hide the failure that ended the block.
+                raise
+
     def record_response(self, response: Any) -> None:
         """One call answered: ``response`` has a ``status_code`` and a ``text``; ``ok(response)`` judges it."""
         status = str(getattr(response, "status_code", "?"))
@@ -333,13 +344,6 @@ class Load(Outcomes):
         hung = [thread.name for thread in self._threads if thread.is_alive()]
         if hung:
             raise AssertionError(f"load workers still in a call {timeout:g}s after stop: {hung}; {self.summary()}")
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        try:
-            self.stop()
-        except AssertionError:
-            if exc_type is None:  # Do not hide the failure that ended the block.
-                raise
 
 
 # -- a raw HTTP/1.1 client -----------------------------------------------------------------------
