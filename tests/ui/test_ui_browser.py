@@ -125,14 +125,17 @@ def test_deploy_invoke_scale_load_logs_and_delete(ui: Ui, faasd_cli: MakeCli) ->
     faasd_cli(daemon).run("scale", FUNCTION, "2").ok()
     ui.wait_text(f"{card} [data-field=replicas]", lambda text: ready_replicas(text) == 2, "2 replicas after scale")
 
-    # ... and the autoscaler under load: ~12 calls in flight for a target of 2 per replica is a panic at 2 replicas
-    # (it wants 6, the threshold is 4). With 8 the first seconds' samples could ask for 3, which the stable
-    # window grants before the panic window reaches 4; at 3 replicas 8 in flight never asks for 6: no panic.
+    # ... and the autoscaler under load: ~24 calls in flight for a target of 2 per replica (1.8 at 90 %
+    # utilisation) is a panic at 2 replicas (the panic window wants 14, the threshold is 4) within 2 s. The panic
+    # window must cross twice the ready replicas before the stable window grants a step: with 12 in flight (and
+    # 8 before that) the stable window granted 3, then 4, while the panic window's 6 s average was still
+    # climbing, and at 4 replicas 12 in flight never asks for 8 -- no panic (ci8, ci12). With 24 it still
+    # panics at 6 replicas (it wants 14 >= 12).
     def call(client: object) -> object:
         return client.post(f"/function/{FUNCTION}", content=b"load")  # type: ignore[attr-defined]
 
-    with Load(lambda: daemon.client(auth=False), call, workers=12, max_seconds=60) as load:
-        load.wait_ok(12)
+    with Load(lambda: daemon.client(auth=False), call, workers=24, max_seconds=60) as load:
+        load.wait_ok(24)
         ui.wait_text(f"{card} [data-field=replicas]", lambda text: ready_replicas(text) >= 3, "replicas under load")
         decision = ui.wait_text(f"{card} [data-field=decision]", lambda t: "panic" in t, "the autoscaler's panic")
         ui.screenshot("list")
