@@ -71,11 +71,11 @@ _ALREADY_APPLIED = ("oom", "nice", "life")
 async def _readable(sock: socket.socket) -> None:
     """Wait until ``sock`` is readable, on either loop; its reader is removed however this ends (a stop
     signal cancels the wait before the socket is closed)."""
-    from faasd.watchdog.loop import running_loop
+    from faasd.watchdog.loop import running_loop, settle
 
     loop = running_loop()
     ready = loop.create_future()
-    loop.add_reader(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    loop.add_reader(sock.fileno(), settle, ready)
     try:
         await ready
     finally:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Generator
     from typing import Any
 
-__all__ = ["CancelledError", "Future", "Loop", "Task", "Transport", "run", "running_loop", "sleep"]
+__all__ = ["CancelledError", "Future", "Loop", "Task", "Transport", "run", "running_loop", "settle", "sleep"]
 
 
 _READ = select.EPOLLIN
@@ -57,11 +57,13 @@ async def sleep(seconds: float) -> None:
     """``asyncio.sleep`` on whichever loop runs (a future and a timer: both loops have them)."""
     loop = running_loop()
     future = loop.create_future()
-    loop.call_later(seconds, _settle, future)
+    loop.call_later(seconds, settle, future)
     await future
 
 
-def _settle(future: Any, _: object = None) -> None:
+def settle(future: Any, _: object = None) -> None:
+    """Set ``future``'s result to None unless it is done already: a timer's, a reader's or another future's
+    done callback (the ignored argument) that wakes whoever awaits ``future``, on either loop."""
     if not future.done():
         future.set_result(None)
 

@@ -16,6 +16,7 @@ Lifecycle (docs/watchdog.md):
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -26,7 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from faasd import logs
 from faasd.logs import INFO, WARNING, LineLogger, event
 from faasd.watchdog.config import HIDDEN, TOKEN_VARIABLE, ConfigError, WatchdogConfig
-from faasd.watchdog.loop import running_loop, sleep
+from faasd.watchdog.loop import running_loop, settle, sleep
 from faasd.watchdog.usage import HELP
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
@@ -311,13 +312,8 @@ async def _told_to_serve(loop: Any, before_accepting: Callable[[], Awaitable[boo
 async def _first_done(loop: Any, *futures: Any) -> None:
     """Wait until one of ``futures`` is done (``asyncio.wait(FIRST_COMPLETED)`` on either loop)."""
     first = loop.create_future()
-
-    def settle(_: object) -> None:
-        if not first.done():
-            first.set_result(None)
-
     for future in futures:
-        future.add_done_callback(settle)
+        future.add_done_callback(functools.partial(settle, first))
     await first
 
 
