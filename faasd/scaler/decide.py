@@ -12,6 +12,9 @@ and called every tick by :mod:`faasd.scaler.loop`. The rules, after Knative's KP
 3. **Panic** starts when the panic window asks for at least ``panic_threshold`` (2) times the ready
    replicas, and ends once a whole stable window passed without that happening. While panicking the
    decision is ``max(stable want, panic want, current)``: it scales up at once and never down.
+   Each window averages the samples there are (a function younger than 60 s has fewer): in its
+   first seconds both windows see nearly the same samples, the stable want rises about as fast as the
+   panic want and the ready replicas keep up, so a burst may scale it without a panic.
 4. Otherwise the decision is the stable want, but a scale-down at most halves the replicas per tick.
 5. Bounds: never above ``max``; never below ``max(min, 1)`` -- the autoscaler itself never scales to
    zero except by rule 6. A function at 0 replicas (scaled to zero, deployed with ``min=0``, or scaled

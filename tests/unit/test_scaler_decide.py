@@ -53,6 +53,19 @@ def test_step_to_twice_capacity_panics_and_scales_within_one_tick():
     assert "panic" in after[0].reason
 
 
+@pytest.mark.parametrize(("idle_seconds", "panics", "after_20s"), [(4, False, 12), (12, True, 14)])
+def test_a_burst_on_a_function_younger_than_the_panic_window_may_scale_without_panic(idle_seconds, panics, after_20s):
+    # Each window averages the samples the function has. Four idle seconds, then 24 in flight at 2
+    # replicas: both windows average nearly the same samples, the stable want grows about as fast as the
+    # panic want, the replicas (ready at once) keep up, and the panic window never asks for twice the
+    # ready ones -- the stable window scales it, tick by tick, as for any load under 2x its capacity.
+    # Twelve idle seconds first: the stable window lags and the burst is a panic at 2 replicas.
+    timeline = [0.0] * idle_seconds + [24.0] * 20
+    decisions = run(timeline, settings=ScaleSettings(target=2, min_replicas=2), replicas=2, tick=1)
+    assert any(d.panicking for d in decisions) is panics
+    assert decisions[-1].desired == after_20s  # ceil(24 / 1.8) = 14 once the stable window has caught up
+
+
 def test_spike_scales_up_at_once_and_does_not_flap_down_during_panic():
     timeline = [5.0] * 30 + [80.0] * 4 + [5.0] * 40
     decisions = run(timeline, replicas=1)
