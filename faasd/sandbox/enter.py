@@ -41,6 +41,8 @@ import os
 import signal
 import sys
 
+from faasd.execenv import remember
+
 __all__ = [
     "ENTER_COMMAND",
     "SandboxSpecError",
@@ -110,6 +112,7 @@ def parse_spec(text: str) -> dict[str, int]:
 
 def enter(text: str) -> None:
     """Apply the spec to this process (see the module docstring); exit 126 on any failure."""
+    remember()  # The environment as exec'd, while this process may still read it (faasd.execenv).
     try:
         _confine(parse_spec(text))
     except (OSError, SandboxSpecError) as exc:

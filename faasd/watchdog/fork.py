@@ -38,6 +38,7 @@ import signal
 import time
 from collections.abc import Callable
 
+from faasd.execenv import exec_environ
 from faasd.http1 import canonical_header_name
 from faasd.logs import ERROR, INFO, WARNING, LineLogger, event
 from faasd.watchdog.config import TOKEN_VARIABLE
@@ -88,8 +89,6 @@ CallResult = tuple[int, bytes, str | None]
 """(status, body, content type override or None) handed to the call's ``done`` callback."""
 
 
-_TOKEN_KEY = TOKEN_VARIABLE.encode()
-
 _REQUEST_KEYS = ("Http_Method", "Http_Path", "Http_Query", "Http_ContentType", "Http_Content_Length", "Http_Host")
 """The request metadata :meth:`ForkRunner.child_env` passes whatever the headers say."""
 
@@ -111,27 +110,11 @@ def assign_environ(env: dict[str, str]) -> None:
 
 def original_environ() -> dict[str, str]:
     """The environment this process was started with (or was assigned, :func:`assign_environ`): what the
-    function must see.
-
-    Not ``os.environ``: started in the C locale, Python adds ``LC_CTYPE=C.UTF-8`` to it (PEP 538
-    locale coercion). Passed on, that makes every function's libc load a locale -- measured ~40 us of
-    extra CPU per ``cat`` on the project machines, ~8 % of a fork-mode call -- and functions would see
-    a variable nobody set. ``/proc/self/environ`` still holds the environment as exec'd. Never the
-    call token (``call_token``, on Marathon): the function must not learn what opens its replica.
+    function must see -- not ``os.environ``, which Python's locale coercion changed (:mod:`faasd.execenv`).
+    Never the call token (``call_token``, on Marathon): the function must not learn what opens its replica.
     """
-    if _assigned_environ is not None:
-        return {key: value for key, value in _assigned_environ.items() if key != TOKEN_VARIABLE}
-    try:
-        with open("/proc/self/environ", "rb") as file:
-            data = file.read()
-    except OSError:
-        return {key: value for key, value in os.environ.items() if key != TOKEN_VARIABLE}
-    env: dict[str, str] = {}
-    for item in data.split(b"\0"):
-        key, sep, value = item.partition(b"=")
-        if sep and key and key != _TOKEN_KEY:
-            env[os.fsdecode(key)] = os.fsdecode(value)
-    return env
+    env = _assigned_environ if _assigned_environ is not None else exec_environ()
+    return {key: value for key, value in env.items() if key != TOKEN_VARIABLE}
 
 
 class UnpassableRequest(ValueError):

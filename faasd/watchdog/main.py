@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 
 from faasd import logs
+from faasd.execenv import remember
 from faasd.logs import INFO, WARNING, LineLogger, event
 from faasd.watchdog.config import HIDDEN, TOKEN_VARIABLE, ConfigError, WatchdogConfig
 from faasd.watchdog.loop import running_loop, settle, sleep
@@ -67,6 +68,7 @@ def main(argv: list[str], before_accepting: Callable[[], Awaitable[bool]] | None
     if argv:
         print(f"faasd watchdog: unexpected argument {argv[0]!r}; configure with env vars", file=sys.stderr)
         return 2
+    remember()  # Before run_as or the non-dumpable mark close /proc/self/environ to us (faasd.execenv).
     try:
         unpacked = _unpack_handler()
         config = WatchdogConfig.from_env(os.environ)

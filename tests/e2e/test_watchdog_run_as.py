@@ -125,6 +125,19 @@ def test_fork_mode_functions_run_as_nobody_and_cannot_read_the_token(start_watch
     assert watchdog.request("POST", "/", content=b"x").status_code == 403  # The token is still checked.
 
 
+def test_a_function_run_as_nobody_gets_the_environment_the_watchdog_was_given(start_watchdog, shared_dir: Path) -> None:
+    # Once nobody (and non-dumpable) the watchdog cannot read /proc/self/environ: read before it drops, or
+    # the function would get os.environ with Python's LC_CTYPE=C.UTF-8 (PEP 538), which nobody set.
+    path, token = token_file(shared_dir)
+    watchdog = start_watchdog(
+        "env", call_token_file=str(path), run_as=f"{NOBODY}:{NOBODY}", lock_file=str(lock_dir(shared_dir) / ".lock")
+    )
+    answer = watchdog.request("POST", "/", content=b"", headers={HEADER: token})
+    assert answer.status_code == 200, answer.text
+    names = {line.partition("=")[0] for line in answer.text.splitlines()}
+    assert "fprocess" in names and not {"LANG", "LC_ALL", "LC_CTYPE"} & names, answer.text
+
+
 def test_python_mode_workers_from_an_archive_run_as_nobody(start_watchdog, shared_dir: Path) -> None:
     path, token = token_file(shared_dir)
     app = shared_dir / "app"
