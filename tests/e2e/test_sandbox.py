@@ -257,23 +257,12 @@ def _assert_warns_unsafe(daemon: Daemon, faasd_cli: MakeCli) -> None:
 def test_bwrap_works_for_a_daemon_that_is_not_root(
     start_daemon: StartDaemon, faasd_pyz: Path, tmp_path: Path, stand_in_socket: str
 ) -> None:
-    """As under systemd's DynamicUser: the daemon has no privilege, bwrap makes a user namespace, and the
-    function -- which runs as the daemon's own uid -- still sees nothing of it: not its files (the mount
-    namespace), not its environment (the PID namespace)."""
+    """As under systemd's DynamicUser (and the unit's NoNewPrivileges=yes): the daemon has no privilege,
+    bwrap makes a user namespace, and the function -- which runs as the daemon's own uid -- still sees
+    nothing of it: not its files (the mount namespace), not its environment (the PID namespace)."""
     uid = 1_899_990_000 + os.getpid() % 10_000  # No /etc/passwd entry needed, as with DynamicUser.
     with _world_readable_dir() as shared:
-        pyz = shared / "faasd.pyz"
-        shutil.copyfile(faasd_pyz, pyz)
-        os.chmod(pyz, 0o644)
-        state = shared / "state"
-        state.mkdir(mode=0o700)
-        os.chown(state, uid, uid)
-        wrapper = tmp_path / "as-daemon-user.sh"
-        wrapper.write_text(
-            f"#!/bin/sh\nshift\nexec setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all "
-            f'/usr/bin/python3 {pyz} "$@"\n'
-        )
-        wrapper.chmod(0o755)
+        state, wrapper = _as_unprivileged_user(uid, shared, faasd_pyz, tmp_path)
         daemon = start_daemon(state_dir=state, python=str(wrapper), FAASD_PASSWORD="", FAASD_TEST_CANARY=CANARY)
         with _admin(daemon) as client:
             sandbox = client.get("/system/info").json()["faasd"]["sandbox"]
@@ -282,6 +271,50 @@ def test_bwrap_works_for_a_daemon_that_is_not_root(
         _assert_contained(found, daemon)
         assert found["uid"] == uid  # The daemon's own uid: only the namespaces stand between them.
         _check_processes_limit_per_sandbox(daemon, uid)
+        daemon.stop()
+
+
+def _as_unprivileged_user(uid: int, shared: Path, faasd_pyz: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A state dir for ``uid`` and a ``python`` stand-in for :func:`start_daemon` that runs the zipapp as
+    that uid, with no capabilities, no groups and no_new_privs set -- what the shipped unit's
+    ``DynamicUser=yes`` and ``NoNewPrivileges=yes`` give the daemon."""
+    pyz = shared / "faasd.pyz"
+    shutil.copyfile(faasd_pyz, pyz)
+    os.chmod(pyz, 0o644)
+    state = shared / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, uid, uid)
+    wrapper = tmp_path / "as-daemon-user.sh"
+    wrapper.write_text(
+        f"#!/bin/sh\nshift\nexec setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all "
+        f'--no-new-privs /usr/bin/python3 {pyz} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return state, wrapper
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root (to start the daemon as another user)")
+def test_a_daemon_that_is_not_root_without_bwrap_falls_back_to_none_and_says_so(
+    start_daemon: StartDaemon, faasd_cli: MakeCli, faasd_pyz: Path, tmp_path: Path
+) -> None:
+    """``auto`` with neither bubblewrap nor root: no sandbox, and the log, ``faasd status`` and
+    ``/system/info`` say so (and why)."""
+    uid = 1_899_980_000 + os.getpid() % 10_000
+    with _world_readable_dir() as shared:
+        state, wrapper = _as_unprivileged_user(uid, shared, faasd_pyz, tmp_path)
+        path = shared / "bin"
+        path.mkdir(mode=0o755)
+        for tool in ("sh", "cat", "python3", "setsid", "setpriv"):
+            os.symlink(shutil.which(tool, path="/usr/bin:/bin"), path / tool)  # type: ignore[arg-type]
+        daemon = start_daemon(state_dir=state, python=str(wrapper), FAASD_PASSWORD="", PATH=str(path))
+        wait_for(lambda: "event=sandbox" in daemon.logs(), 15, "the backend's sandbox line (after the ready line)")
+        line = next(line for line in daemon.logs().splitlines() if "event=sandbox" in line)
+        assert "bwrap is not installed" in line and "uid mode needs root" in line, line
+        _assert_warns_unsafe(daemon, faasd_cli)
+        with _admin(daemon) as client:
+            assert client.post("/system/functions", json={"service": "echo", "envProcess": "cat"}).status_code == 202
+            _wait_ready(client, "echo")
+        assert httpx.post(f"{daemon.url}/function/echo", content=b"still works").text == "still works"
         daemon.stop()
 
 
