@@ -69,3 +69,18 @@ def test_a_timeout_above_the_bound_is_refused_at_deploy(start_daemon: StartDaemo
         )
         assert fits.status_code == 202, fits.text
     assert httpx.post(f"{daemon.url}/function/fits", content=b"ok").text == "ok"
+
+
+def test_a_replicas_429_reaches_the_caller_through_the_gateway(start_daemon: StartDaemon) -> None:
+    # max_inflight=1 on the one replica, three calls of 2 s at once: one runs, the watchdog refuses the
+    # others, and the gateway relays that 429 and its reason (it neither retries nor turns it into a 502).
+    daemon = start_daemon()
+    daemon.deploy("single", "sh -c 'sleep 2; echo done'", envVars={"max_inflight": "1"})
+    calls = [in_thread(lambda: _timed_call(daemon, "single")) for _ in range(3)]
+    results = [call.result(timeout=scaled(20)) for call in calls]
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses[0] == 200 and statuses[-1] == 429 and set(statuses) == {200, 429}, results
+    refused = next(text for status, text, _ in results if status == 429)
+    assert "Concurrent request limit exceeded" in refused, results
+    metrics = httpx.get(f"{daemon.url}/metrics").text
+    assert 'gateway_function_invocation_total{code="429",function_name="single"}' in metrics, metrics[-2000:]
