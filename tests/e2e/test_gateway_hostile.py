@@ -381,8 +381,9 @@ def test_a_client_that_never_reads_its_answer_is_cut_off_after_write_timeout(sta
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     try:
         sock.sendall(http_request("GET", "/function/big"))
-        time.sleep(1)  # The answer starts, fills the socket buffers, and the daemon's writes stall.
-        assert _open_fds(daemon.pid) > fds_before, "the call is not in flight"
+        # The call is in flight (its replica connection open); its answer fills the socket buffers and
+        # the daemon's writes stall.
+        wait_for(lambda: _open_fds(daemon.pid) > fds_before, scaled(10), "the call to be in flight")
         # Within write_timeout (plus slack) the daemon gives up on the client, the call and the replica's
         # connection: its file descriptors are back where they were.
         started = time.monotonic()
@@ -412,9 +413,10 @@ def test_connections_over_the_limit_get_503_and_the_fd_limit_is_raised(
     soft, hard = line.split()[3:5]
     assert soft == hard, line
     port = _port(daemon)
+    fds_before = _open_fds(daemon.pid)
     held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(40)]
     try:
-        time.sleep(0.2)
+        wait_for(lambda: _open_fds(daemon.pid) >= fds_before + 40, scaled(10), "the daemon to accept all 40")
         with RawConnection(port) as extra:
             answer = extra.read_response()
             assert answer.status == 503 and "connections" in answer.text, answer
