@@ -62,6 +62,16 @@ def must_run_everything() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false") or os.environ.get("FAASD_TEST_REQUIRE_ALL") == "1"
 
 
+def parse_env(text: str) -> dict[str, str]:
+    """Parse ``env`` output (one NAME=value per line; values here never contain newlines)."""
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep:
+            env[name] = value
+    return env
+
+
 def free_port() -> int:
     """A TCP port that was free on 127.0.0.1 a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -39,7 +39,7 @@ from faasd.sandbox.uids import FUNCTION_UID_FIRST, FUNCTION_UID_LAST
 from tests.daemon_fixtures import Daemon, MakeCli, StartDaemon
 from tests.e2e.http_bomb import deploy_http_bomb
 from tests.fault_load import ProcessLoad
-from tests.helpers import in_thread, must_run_everything, process_alive, scaled, wait_for
+from tests.helpers import in_thread, must_run_everything, parse_env, process_alive, scaled, wait_for
 from tests.process_tree import orphans_to_init
 from tests.reliability.ledger import Entry
 
@@ -225,7 +225,7 @@ def test_a_function_sees_the_environment_it_was_given_in_every_mode(mode: str, s
     with daemon.client(auth=False) as client:
         answer = client.post("/function/env", content=b"")
     assert answer.status_code == 200, answer.text
-    names = {line.partition("=")[0] for line in answer.text.splitlines()}
+    names = parse_env(answer.text).keys()
     assert "fprocess" in names and "Http_Method" in names
     assert not {"LANG", "LC_ALL", "LC_CTYPE"} & names, answer.text
 

@@ -13,18 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RawConnection, assert_duration_header, http_request
-
-
-def parse_env(text: str) -> dict[str, str]:
-    """Parse ``env`` output (one NAME=value per line; values here never contain newlines)."""
-    env: dict[str, str] = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition("=")
-        if sep:
-            env[name] = value
-    return env
-
+from tests.helpers import RawConnection, assert_duration_header, http_request, parse_env
 
 # -- echo ---------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import pytest
 
 from faasd.watchdog.config import ConfigError, WatchdogConfig
 from tests.e2e.conftest import CLEAN_PATH
+from tests.helpers import parse_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the watchdog starts as root and drops")
 
@@ -134,7 +135,7 @@ def test_a_function_run_as_nobody_gets_the_environment_the_watchdog_was_given(st
     )
     answer = watchdog.request("POST", "/", content=b"", headers={HEADER: token})
     assert answer.status_code == 200, answer.text
-    names = {line.partition("=")[0] for line in answer.text.splitlines()}
+    names = parse_env(answer.text).keys()
     assert "fprocess" in names and not {"LANG", "LC_ALL", "LC_CTYPE"} & names, answer.text
 
 
