@@ -104,6 +104,7 @@ def assemble(
         config.upstream_timeout_s, config.max_upstream_timeout_s, lambda name: service_ref[0].spec(name)
     )
     metrics = GatewayMetrics(ready_replicas=lambda: {name: len(registry.get(name)) for name in service_ref[0].names()})
+    registry.calls_started = metrics.started_count
 
     def removed(name: str) -> None:
         metrics.forget(name)

@@ -9,7 +9,7 @@ zero). One owner writes, many read, all on the trio thread: no locks.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -18,12 +18,20 @@ from faasd.providers.types import Endpoint
 __all__ = ["EndpointRegistry"]
 
 
+def _no_calls(name: str) -> int:
+    return 0
+
+
 class EndpointRegistry:
     """Function name -> tuple of ready endpoints, with change notification."""
 
     def __init__(self) -> None:
         self._endpoints: dict[str, tuple[Endpoint, ...]] = {}
         self._changed: dict[str, trio.Event] = {}
+        self.calls_started: Callable[[str], int] = _no_calls
+        """Calls the gateway has started to a function since the daemon started (the assembly sets it to
+        the gateway metrics' count): what the local backend divides a function's CPU time by
+        (:mod:`faasd.sandbox.cpuclass`)."""
 
     def __repr__(self) -> str:
         ready = sum(len(endpoints) for endpoints in self._endpoints.values())

@@ -130,6 +130,8 @@ def _sandbox_rows(sandbox: object) -> list[tuple[str, object]]:
             rows.append(("Cgroups", f"none (rlimits only): {cgroups.get('reason', '')}"))
         else:
             rows.append(("Cgroups", f"{cgroups.get('mode')}: {cgroups.get('reason', '')}"))
+        if "cpu_classes" in cgroups:  # CPU-heavy functions in the idle class (docs/sandbox.md, "CPU classes").
+            rows.append(("CPU classes", cgroups["cpu_classes"]))
     return rows
 
 

@@ -201,6 +201,11 @@ class GatewayMetrics:
         children[1].observe(seconds)
         self.invocations[function] = self.invocations.get(function, 0) + 1
 
+    def started_count(self, function: str) -> int:
+        """Calls started to ``function`` since the daemon started (a dict lookup)."""
+        child = self._started_children.get(function)
+        return int(child.value) if child is not None else 0
+
     def in_flight(self) -> dict[str, int]:
         """Calls started and not answered yet, per function: read at scrape time from the two counts the
         calls update anyway (the started counter and :attr:`invocations`), so no third count per call."""

@@ -21,9 +21,10 @@ What the daemon can use is decided once, at start (:func:`setup`, blocking), in 
    Under systemd that is what ``Delegate=yes`` gives the unit (the shipped unit says so). The test
    machines cannot run this path -- they boot cgroup v1 with every controller on a v1 hierarchy and an
    empty v2 mount -- so it is covered by the parsing and detection tests only; the v1 path runs for real.
-2. **cgroup v1** -- the ``cpu`` and ``pids`` hierarchies where the daemon's cgroup in each is writable
-   and ours: ``<mount><daemon's path>/faasd-<hash>.<replica id>`` in each (v1 lets a cgroup have both
-   processes and children: no leaf needed). Memory stays ``RLIMIT_AS`` (the v1 memory controller is
+2. **cgroup v1** -- the ``cpu``, ``cpuacct`` and ``pids`` hierarchies (``cpuacct`` often shares the
+   ``cpu`` one) where the daemon's cgroup in each is writable and ours:
+   ``<mount><daemon's path>/faasd-<hash>.<replica id>`` in each (v1 lets a cgroup have both processes
+   and children: no leaf needed). Memory stays ``RLIMIT_AS`` (the v1 memory controller is
    not used).
 3. **none** -- rlimits only, and the autogroup nice value of each replica's session
    (:mod:`faasd.sandbox.enter`); the reason is reported.
@@ -39,6 +40,7 @@ code runs in it then, and on a busy host a tenth made that start wait for a core
 before the replica accepts its first call (:mod:`faasd.sandbox.pooled`). And a CFS quota:
 ``limits.cpu``, else half the CPUs the daemon may use, at least one
 (:func:`default_cpu_nanos`), so that a runaway function leaves a CPU to everyone else on a small machine.
+A function whose calls are CPU-heavy also goes to the idle class (:mod:`faasd.sandbox.cpuclass`).
 
 Measured on a 2-CPU machine shared with other work, a fork bomb (or a memory hog) next to a function
 called in a loop through the daemon: the callers waited for the CPU in the daemon and the client more
@@ -106,8 +108,9 @@ __all__ = [
 Kind = Literal["v2", "v1", "none"]
 
 CONTROLLERS = ("cpu", "pids", "memory")
-"""What faasd uses, in v2; on v1 only ``cpu`` and ``pids`` (see the module docstring)."""
-V1_CONTROLLERS = ("cpu", "pids")
+"""What faasd uses, in v2; on v1 ``cpu``, ``cpuacct`` (a replica's CPU time, :mod:`faasd.sandbox.cpuclass`)
+and ``pids`` (see the module docstring)."""
+V1_CONTROLLERS = ("cpu", "cpuacct", "pids")
 
 DAEMON_LEAF = "faasd-daemon"
 """cgroup v2: the leaf the daemon moves itself into (the "no internal processes" rule)."""
@@ -168,6 +171,8 @@ class Cgroups:
     """What is used and where, or why nothing is."""
     cpus: int = 1
     """CPUs the daemon may run on (its affinity), when it was set up: the default quota is half."""
+    cpu_classes: str = "off: not checked"
+    """``on`` when CPU-heavy functions go to the idle class (:mod:`faasd.sandbox.cpuclass`), else why not."""
 
     @property
     def controllers(self) -> frozenset[str]:
@@ -189,7 +194,7 @@ class Cgroups:
         default = default_cpu_nanos(self.cpus) if self.cpu else None
         if default:
             described["default_cpu"] = f"{default / NANOS_PER_CPU:g}"
-        return {**described, "reason": self.reason}
+        return {**described, "cpu_classes": self.cpu_classes, "reason": self.reason}
 
 
 NO_CGROUPS = Cgroups("none", reason="not set up")

@@ -99,11 +99,11 @@ def _replica_dirs(daemon_state: Path, here: Cgroups) -> list[Path]:
 
 def test_this_machine_uses_cgroup_v1_and_says_why_not_v2(tmp_path: Path):
     """The empty v2 mount (no cpu, pids or memory controller: they are on v1 hierarchies) is found
-    unusable, with the reason; the writable v1 cpu and pids hierarchies are used."""
+    unusable, with the reason; the writable v1 cpu, cpuacct and pids hierarchies are used."""
     found = _cgroups_here(tmp_path / "state")
     if found.kind == "v2":
         pytest.skip(f"this machine has a usable cgroup v2 hierarchy: {found.reason}")
-    assert found.kind == "v1" and found.controllers == {"cpu", "pids"}, found
+    assert found.kind == "v1" and found.controllers == {"cpu", "cpuacct", "pids"}, found
     assert "memory: RLIMIT_AS" in found.reason and "cgroup v2 at " in found.reason, found.reason
     assert "none of cpu, pids, memory is available" in found.reason, found.reason
 

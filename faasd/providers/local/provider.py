@@ -28,6 +28,7 @@ from faasd.logs import event
 from faasd.namelocks import NameLocks
 from faasd.providers.base import SecretLookup
 from faasd.providers.common.logbook import DEFAULT_LOG_BYTES, LogBook
+from faasd.providers.local.cpuwatch import watch_cpu
 from faasd.providers.local.pool import ReplicaPool
 from faasd.providers.local.process import remove_tree
 from faasd.providers.local.requirements import install_requirements
@@ -53,6 +54,7 @@ from faasd.providers.types import FunctionSpec, FunctionStatus, LogMessage, LogR
 from faasd.registry import EndpointRegistry
 from faasd.runtime import self_command
 from faasd.sandbox import cgroups as sandbox_cgroups
+from faasd.sandbox import cpuclass
 from faasd.sandbox import files as sandbox_files
 from faasd.sandbox import host as sandbox_host
 from faasd.sandbox.limits import limits_from_spec
@@ -173,6 +175,8 @@ class LocalProvider:
                 )
             )
             cgroups = await trio.to_thread.run_sync(sandbox_cgroups.setup, self._state_dir)
+            cpu_classes = await trio.to_thread.run_sync(cpuclass.available, cgroups)
+            cgroups = replace(cgroups, cpu_classes=f"off: {cpu_classes}" if cpu_classes else "on")
             host.sandbox = sandbox = replace(sandbox, cgroups=cgroups)
             fell_back = sandbox.requested == "auto" and sandbox.mode != "bwrap"
             level = logging.WARNING if fell_back or not sandbox.isolated else logging.INFO
@@ -187,6 +191,7 @@ class LocalProvider:
                 cgroups=cgroups.kind,
                 cgroup_controllers=",".join(sorted(cgroups.controllers)) or "-",
                 cgroups_reason=cgroups.reason,
+                cpu_classes=cgroups.cpu_classes,
                 ms=decided_ms,
             )
             if sandbox.mode == "bwrap":
@@ -197,6 +202,9 @@ class LocalProvider:
                     self._supervisor.nursery = nursery
                     if self._pool is not None:
                         nursery.start_soon(self._pool.run, name="replica pool")
+                    if cpu_classes is None:
+                        functions = self._functions.values
+                        nursery.start_soon(watch_cpu, cgroups, functions, self._registry.calls_started)
                     if sandbox.per_function_uid:  # Ahead of the first deploy, after the daemon's own start.
                         nursery.start_soon(host.busy_uids.read_later)
                     event(log, logging.INFO, "local provider running", state_dir=self._state_dir)

@@ -18,6 +18,8 @@ from faasd.providers.common.logbook import LogBook
 from faasd.providers.local.busyuids import BusyUids
 from faasd.providers.types import FunctionSpec
 from faasd.runtime import SelfCommand
+from faasd.sandbox.cgroups import Placement
+from faasd.sandbox.cpuclass import FunctionCpu
 from faasd.sandbox.limits import Limits
 from faasd.sandbox.plan import Sandbox
 from faasd.sandbox.uids import UidPool
@@ -123,6 +125,12 @@ class Replica:
     """Why it is being killed before it was ready (the readiness timeout)."""
     pooled: bool = False
     """It was a pooled replica, given this slot's function (:mod:`.pool`)."""
+    cgroup: Placement | None = None
+    """Its cgroup, when it has one (:mod:`faasd.sandbox.cgroups`)."""
+    cpu_s: float | None = None
+    """Its cgroup's CPU time when last read since it was ready (:mod:`.cpuwatch`); None before."""
+    batch: bool = False
+    """Its cgroup is in the idle CPU class (:mod:`faasd.sandbox.cpuclass`)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -159,6 +167,8 @@ class Function:
     failure: str = ""
     """Why the current generation cannot run (its replicas cannot start, or exit before ready); cleared
     when one of its replicas becomes ready, or by a new generation."""
+    cpu: FunctionCpu = field(default_factory=FunctionCpu)
+    """Its CPU time per call and CPU class (:mod:`.cpuwatch`)."""
     gid: int | None = None
     """Its own number when the sandbox gives out uids (faasd.sandbox.uids): the gid its files are shared
     with and its replicas run with (each with a uid of its own), and the uid its build step runs as."""

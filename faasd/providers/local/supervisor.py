@@ -264,7 +264,9 @@ class Supervisor:
             with trio.CancelScope(shield=True):
                 await self._forget_replica(replica_id, replica_dir, scratch, uid, cgroup)
             raise
-        replica = slot.replica = Replica(replica_id, process.pid, trio.current_time(), pooled=member is not None)
+        replica = slot.replica = Replica(
+            replica_id, process.pid, trio.current_time(), pooled=member is not None, cgroup=cgroup
+        )
         event(
             log,
             logging.DEBUG,
