@@ -113,6 +113,22 @@ class Daemon:
         if wait:
             self.wait_available(name, 1, exact=False)
 
+    def sandbox(self) -> dict[str, Any]:
+        """``faasd.sandbox`` of ``/system/info`` once decided: the local backend starts after the ready
+        line (faasd.providers.deferred), and says ``pending`` until then."""
+        found: dict[str, Any] = {}
+
+        password_file = self.state_dir / "password"  # A daemon started without FAASD_PASSWORD made one.
+        password = password_file.read_text().strip() if password_file.exists() else self.env["FAASD_PASSWORD"]
+
+        def decided() -> bool:
+            with httpx.Client(base_url=self.url, auth=("admin", password), timeout=30.0) as client:
+                found.update(client.get("/system/info").json()["faasd"]["sandbox"])
+            return found.get("mode") != "pending"
+
+        wait_for(decided, scaled(15.0), "the local backend's sandbox to be decided")
+        return found
+
     def status(self, name: str) -> dict[str, Any]:
         with self.client() as client:
             response = client.get(f"/system/function/{name}")

@@ -479,12 +479,13 @@ def _setup_v1(
 # -- one replica ------------------------------------------------------------------------------------
 
 
-def place(cgroups: Cgroups, replica: str, limits: Limits, own_processes: int = 0) -> Placement:
+def place(cgroups: Cgroups, replica: str, limits: Limits, own_processes: int = 0, *, idle: bool = False) -> Placement:
     """Create ``replica``'s cgroup with ``limits`` (and open ``memory.events`` with a v2 memory limit).
     Blocking.
 
     ``own_processes``: processes of the sandbox itself in the cgroup (bwrap's), not counted against the
-    function's process limit.
+    function's process limit. ``idle``: in the idle CPU class (``cpu.idle`` 1), as a pooled replica
+    starts (:mod:`faasd.providers.local.pool`); :func:`relimit` takes it out.
 
     Raises:
         OSError: the cgroup cannot be made or limited (it is removed again; nothing stays open).
@@ -496,6 +497,8 @@ def place(cgroups: Cgroups, replica: str, limits: Limits, own_processes: int = 0
             os.mkdir(directory)
             placement.directories += (directory,)
         _limit(cgroups, placement, limits, own_processes)
+        if idle:
+            _set_idle(cgroups, placement, True)
     except OSError:
         placement.close_fds()
         remove(placement)
@@ -519,6 +522,7 @@ def relimit(
     """
     adopted = Placement(directories=placement.directories)
     try:
+        _set_idle(cgroups, adopted, False)  # First: the kernel refuses a weight for a cgroup in the idle class.
         _limit(cgroups, adopted, limits, own_processes, starting=starting)
     except OSError:
         adopted.close_fds()
@@ -545,6 +549,14 @@ def _limit(
         if "pids.max" in settings:
             placement.pids_fd = os.open(os.path.join(directory, "pids.events"), os.O_RDONLY | os.O_CLOEXEC)
             placement.procs_fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _set_idle(cgroups: Cgroups, placement: Placement, idle: bool) -> None:
+    """``cpu.idle`` of the replica's cgroup, where the kernel has it (Linux 5.15 and later)."""
+    for hierarchy, directory in zip(cgroups.hierarchies, placement.directories, strict=True):
+        path = os.path.join(directory, "cpu.idle")
+        if "cpu" in hierarchy.controllers and os.path.exists(path):
+            _write(path, "1" if idle else "0")
 
 
 def _weight(kind: Kind, *, starting: bool) -> tuple[str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -45,15 +44,7 @@ def _call(client: httpx.Client, path: str, count: int) -> None:
 @pytest.fixture
 def daemon(start_daemon: StartDaemon) -> Daemon:
     daemon = start_daemon()
-    sandbox: dict[str, Any] = {}
-
-    def decided() -> bool:  # The local backend starts after the ready line (faasd.providers.deferred).
-        with daemon.client() as client:
-            sandbox.update(client.get("/system/info").json()["faasd"]["sandbox"])
-        return sandbox["mode"] != "pending"
-
-    wait_for(decided, scaled(15), "the sandbox decided")
-    cgroup_info = sandbox["cgroups"]
+    cgroup_info = daemon.sandbox()["cgroups"]
     if cgroup_info.get("cpu_classes") != "on":
         reason = f"no CPU classes here: {cgroup_info.get('cpu_classes')} ({cgroup_info.get('reason')})"
         if must_run_everything():

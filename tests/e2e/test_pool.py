@@ -15,11 +15,13 @@ import os
 import shlex
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from faasd.providers.local.pool import REFILL_DELAY_S
 from faasd.sandbox.cgroups import REPLICA_NICE, V1_SHARES, Cgroups
 from faasd.sandbox.uids import FUNCTION_UID_FIRST, FUNCTION_UID_LAST
 from tests.daemon_fixtures import Daemon, StartDaemon
@@ -90,6 +92,11 @@ def _start(start_daemon: StartDaemon, mode: str, size: int = 1, **env: str) -> D
     )
 
 
+def _cpu_dirs(daemon: Daemon, here: Cgroups) -> list[Path]:
+    """The daemon's replica cgroups in the cpu hierarchy that have ``cpu.idle`` (none: no idle class here)."""
+    return [d for d in _replica_dirs(daemon.state_dir, here) if (d / "cpu.idle").exists()]
+
+
 def _wait_pool(daemon: Daemon, ready: int) -> None:
     """Until the pool has said ``pooled replica ready`` ``ready`` times in all."""
     wait_for(lambda: daemon.logs().count("pooled replica ready") >= ready, 60.0, f"{ready} pooled replicas ready")
@@ -102,6 +109,7 @@ def test_a_pooled_replica_runs_its_calls_at_the_replica_weight(
     """It weighs the daemon's weight while it starts (docs/coldstart.md): lowered before it serves."""
     daemon = _start(start_daemon, "bwrap")
     _wait_pool(daemon, 1)
+    pooled = {directory.name for directory in _replica_dirs(daemon.state_dir, here)}  # Not the refill, later.
     spec = {"service": "echo", "envProcess": "cat", "envVars": mode_vars}
     with _admin(daemon) as client:
         assert client.post("/system/functions", json=spec).status_code == 202
@@ -113,7 +121,7 @@ def test_a_pooled_replica_runs_its_calls_at_the_replica_weight(
         name: (directory / name).read_text().strip()
         for directory in _replica_dirs(daemon.state_dir, here)
         for name in wanted
-        if (directory / name).exists()
+        if (directory / name).exists() and directory.name in pooled
     }
     assert found and all(found[name] == wanted[name] for name in found), (found, here.reason)
 
@@ -129,6 +137,8 @@ def test_a_pooled_replica_starts_in_its_own_cgroup_and_is_given_the_functions_li
     assert len(pids) == 1 and ".pool-" in pids[0].name, pids
     idle = sorted((pids[0] / "cgroup.procs").read_text().split())
     assert len(idle) == 4, idle  # setsid, bwrap, bwrap's init, the watchdog: all of its sandbox.
+    cpu_idle = {d.name: (d / "cpu.idle").read_text().strip() for d in _cpu_dirs(daemon, here)}
+    classes = daemon.sandbox()["cgroups"]["cpu_classes"]
     spec = {"service": "echo", "envProcess": "cat", "labels": {"com.faasd.limits.processes": "32"}}
     with _admin(daemon) as client:
         assert client.post("/system/functions", json=spec).status_code == 202
@@ -137,6 +147,9 @@ def test_a_pooled_replica_starts_in_its_own_cgroup_and_is_given_the_functions_li
     assert _ready_lines(daemon, "echo") == 1
     assert (pids[0] / "pids.max").read_text().strip() == "35"  # 32, and room for setsid, bwrap and its init.
     assert sorted((pids[0] / "cgroup.procs").read_text().split()) == idle  # The same processes, not moved.
+    if classes == "on":  # It started in the idle CPU class, and left it when it was given its function.
+        assert cpu_idle == {pids[0].name: "1"}, cpu_idle
+        assert {d.name: (d / "cpu.idle").read_text().strip() for d in _cpu_dirs(daemon, here)}[pids[0].name] == "0"
     with _admin(daemon) as client:
         assert client.request("DELETE", "/system/functions", json={"functionName": "echo"}).status_code == 202
     wait_for(lambda: not pids[0].exists(), 15.0, "the pooled replica's cgroup to be removed with it")
@@ -265,6 +278,40 @@ def test_the_pool_refills_and_cold_starts_leave_nothing_behind(start_daemon: Sta
     pipes_before = [fd for fd in fds_before if fd.startswith("pipe:")]
     pipes_after = [fd for fd in _fds(daemon) if fd.startswith("pipe:")]
     assert len(pipes_after) <= len(pipes_before), (pipes_before, pipes_after)
+
+
+def _started_at(pid: int) -> float:
+    """When process ``pid`` started, in seconds since the epoch (to the kernel's clock tick, 10 ms)."""
+    boot = next(
+        float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+    )
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _logged_at(line: str) -> float:
+    stamp = line.split(" ", 1)[0]
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+@pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed")
+def test_a_pooled_replica_in_the_idle_class_is_replaced_at_once(start_daemon: StartDaemon) -> None:
+    """Where pooled replicas start in the idle CPU class, a refill starts as soon as one is taken (not
+    REFILL_DELAY_S later), so cold starts a little apart all find the pool refilled."""
+    daemon = _start(start_daemon, "bwrap")
+    classes = daemon.sandbox()["cgroups"]["cpu_classes"]
+    if classes != "on":
+        pytest.skip(f"pooled replicas start in the idle class only with CPU classes: {classes}")
+    _wait_pool(daemon, 1)
+    [first] = _pooled_any(daemon)
+    with _admin(daemon) as client:
+        assert client.post("/system/functions", json={"service": "echo", "envProcess": "cat"}).status_code == 202
+    assert httpx.post(f"{daemon.url}/function/echo", content=b"hi", timeout=30.0).text == "hi"
+    [ready] = [line for line in daemon.logs().splitlines() if 'event="replica ready"' in line and "pooled=True" in line]
+    found: list[int] = []
+    wait_for(lambda: found.extend(p for p in _pooled_any(daemon) if p != first) or found, 15.0, "the refill")
+    waited = _started_at(found[0]) - _logged_at(ready)
+    assert waited < REFILL_DELAY_S * 2 / 3, f"the refill started {waited:.3f} s after the pooled replica was ready"
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -243,10 +243,9 @@ def test_none_is_unsafe_and_says_so(start_daemon: StartDaemon, faasd_cli: MakeCl
 
 
 def _assert_warns_unsafe(daemon: Daemon, faasd_cli: MakeCli) -> None:
+    sandbox = daemon.sandbox()
     line = next(line for line in daemon.logs().splitlines() if "event=sandbox" in line)
     assert "level=warning" in line and "mode=none" in line and "read its state dir" in line, line
-    with _admin(daemon) as client:
-        sandbox = client.get("/system/info").json()["faasd"]["sandbox"]
     assert sandbox["mode"] == "none" and sandbox["isolated"] is False, sandbox
     password = (daemon.state_dir / "password").read_text().strip()
     status = faasd_cli(daemon, FAASD_PASSWORD=password).run("status").ok()
@@ -264,8 +263,7 @@ def test_bwrap_works_for_a_daemon_that_is_not_root(
     with _world_readable_dir() as shared:
         state, wrapper = _as_unprivileged_user(uid, shared, faasd_pyz, tmp_path)
         daemon = start_daemon(state_dir=state, python=str(wrapper), FAASD_PASSWORD="", FAASD_TEST_CANARY=CANARY)
-        with _admin(daemon) as client:
-            sandbox = client.get("/system/info").json()["faasd"]["sandbox"]
+        sandbox = daemon.sandbox()
         assert sandbox["mode"] == "bwrap" and sandbox["function_uids"] is False, sandbox
         found = _probe(daemon, stand_in_socket)
         _assert_contained(found, daemon)
@@ -584,8 +582,7 @@ def _during(steady: str, fault: Callable[[], list[tuple[int, str]]]) -> tuple[li
 
 
 def _cgroups(daemon: Daemon) -> dict[str, object]:
-    with daemon.client() as client:
-        return client.get("/system/info").json()["faasd"]["sandbox"]["cgroups"]
+    return daemon.sandbox()["cgroups"]
 
 
 def _needs(daemon: Daemon, controller: str) -> None:

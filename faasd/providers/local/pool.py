@@ -35,6 +35,7 @@ Idle pooled replicas end when the daemon closes their control socket, or dies.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -74,10 +75,22 @@ MAX_FAILURES = 3
 RETRY_S = 1.0
 REFILL_DELAY_S = 0.3
 """After a pooled replica is taken, how long before its replacement starts: the replica just given out and
-its first calls have the CPU first (a replacement's start costs what a cold replica's does)."""
+its first calls have the CPU first (a replacement's start costs what a cold replica's does). Not where
+pooled replicas start in the idle CPU class (:data:`IDLE_START_DELAY_S`)."""
 FIRST_FILL_DELAY_S = 0.5
 """The pool fills this long after the backend starts: the daemon's own start (to ``/healthz`` 200) has the
-CPU first, and a pooled replica is about as costly to start as a cold one."""
+CPU first, and a pooled replica is about as costly to start as a cold one. Not where pooled replicas
+start in the idle CPU class."""
+IDLE_START_DELAY_S = 0.0
+"""Both delays where pooled replicas start in the idle CPU class (``cpu.idle`` 1, the cgroups of
+:mod:`faasd.sandbox.cpuclass`): a refill then runs on CPU time nobody else wants -- any other task
+preempts it at once -- so it can start as soon as a pooled replica is taken, and a burst of cold starts
+finds the pool refilled instead of empty. Its cgroup leaves the idle class when it is assigned
+(:func:`faasd.sandbox.cgroups.relimit`)."""
+IDLE_START_PATIENCE = 10
+"""A pooled replica starting in the idle class waits for spare CPU: on a machine kept busy it may take
+longer than ``ready_timeout`` to say ``ready`` without anything being wrong, so it gets this many times
+that before it counts as a failure (three in a row stop the pool)."""
 LIMIT_CAP = 1048576
 """The largest process and open-file limits a function may ask for (faasd.sandbox.limits' ranges)."""
 
@@ -115,6 +128,12 @@ class ReplicaPool:
         """Pooled replicas started since the daemon started (the test of refills counts them)."""
         self._ready: list[Member] = []
         self._seq = itertools.count()
+
+    @property
+    def _idle_start(self) -> bool:
+        """Pooled replicas start in the idle CPU class (:data:`IDLE_START_DELAY_S`)."""
+        sandbox = self.host.sandbox
+        return sandbox is not None and sandbox.cgroups.cpu_classes == "on"
 
     @property
     def ready(self) -> int:
@@ -178,7 +197,7 @@ class ReplicaPool:
         """Keep the pool full until cancelled; idle pooled replicas are stopped on the way out."""
         try:
             task_status.started()
-            await trio.sleep(FIRST_FILL_DELAY_S)
+            await trio.sleep(IDLE_START_DELAY_S if self._idle_start else FIRST_FILL_DELAY_S)
             async with trio.open_nursery() as nursery:
                 for _ in range(max(self.size, 0)):
                     nursery.start_soon(self._keep_one)
@@ -198,7 +217,7 @@ class ReplicaPool:
                 member = None
             if member is not None and await self._wait_taken(member):
                 failures = 0
-                await trio.sleep(REFILL_DELAY_S)
+                await trio.sleep(IDLE_START_DELAY_S if self._idle_start else REFILL_DELAY_S)
                 continue
             failures += 1
             await trio.sleep(RETRY_S)
@@ -218,7 +237,10 @@ class ReplicaPool:
         if cgroups.hierarchies:
             own = BWRAP_OWN_PROCESSES if host.sandbox.mode == "bwrap" else 0
             try:
-                placement = await trio.to_thread.run_sync(sandbox_cgroups.place, cgroups, member_id, self.limits, own)
+                place = functools.partial(
+                    sandbox_cgroups.place, cgroups, member_id, self.limits, own, idle=self._idle_start
+                )
+                placement = await trio.to_thread.run_sync(place)
             except BaseException:
                 if app_dir:
                     shutil.rmtree(app_dir, ignore_errors=True)
@@ -271,7 +293,8 @@ class ReplicaPool:
     async def _read_ready(self, control: socket.socket) -> bytes:
         """What the pooled replica says first (``ready`` once it has imported the watchdog), bounded."""
         answer = b""
-        with trio.move_on_after(self.host.ready_timeout_s):
+        patience = IDLE_START_PATIENCE if self._idle_start else 1
+        with trio.move_on_after(self.host.ready_timeout_s * patience):
             answer = await _receive(control, len(READY))
         return answer
 

@@ -64,6 +64,13 @@ __all__ = ["LocalProvider"]
 log = logging.getLogger("faasd.providers.local")
 
 
+def _setup_cgroups(state_dir: str) -> sandbox_cgroups.Cgroups:
+    """The replicas' cgroups (:func:`faasd.sandbox.cgroups.setup`) and whether CPU classes work with them."""
+    cgroups = sandbox_cgroups.setup(state_dir)
+    problem = cpuclass.available(cgroups)
+    return replace(cgroups, cpu_classes=f"off: {problem}" if problem else "on")
+
+
 class LocalProvider:
     """Runs functions as local ``faasd watchdog`` processes (see the package docstring).
 
@@ -174,9 +181,7 @@ class LocalProvider:
                     sandbox_host.resolve, self._sandbox_request, state_dir=self._state_dir, command=host.command
                 )
             )
-            cgroups = await trio.to_thread.run_sync(sandbox_cgroups.setup, self._state_dir)
-            cpu_classes = await trio.to_thread.run_sync(cpuclass.available, cgroups)
-            cgroups = replace(cgroups, cpu_classes=f"off: {cpu_classes}" if cpu_classes else "on")
+            cgroups = await trio.to_thread.run_sync(_setup_cgroups, self._state_dir)
             host.sandbox = sandbox = replace(sandbox, cgroups=cgroups)
             fell_back = sandbox.requested == "auto" and sandbox.mode != "bwrap"
             level = logging.WARNING if fell_back or not sandbox.isolated else logging.INFO
@@ -202,7 +207,7 @@ class LocalProvider:
                     self._supervisor.nursery = nursery
                     if self._pool is not None:
                         nursery.start_soon(self._pool.run, name="replica pool")
-                    if cpu_classes is None:
+                    if cgroups.cpu_classes == "on":
                         functions = self._functions.values
                         nursery.start_soon(watch_cpu, cgroups, functions, self._registry.calls_started)
                     if sandbox.per_function_uid:  # Ahead of the first deploy, after the daemon's own start.
