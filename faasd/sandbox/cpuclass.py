@@ -140,12 +140,15 @@ def usage_seconds(cgroups: Cgroups, placement: Placement) -> float | None:
             text = file.read()
     except OSError:
         return None
-    if cgroups.kind != "v2":
-        return int(text) / 1e9
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "usage_usec":
-            return int(value) / 1e6
+    try:
+        if cgroups.kind != "v2":
+            return int(text) / 1e9
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "usage_usec":
+                return int(value) / 1e6
+    except ValueError:  # Not what the kernel writes: treated as unreadable.
+        return None
     return None
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 
 import trio
 
+from faasd.errors import describe_exception
 from faasd.logs import event
 from faasd.providers.local.state import Function, Replica
 from faasd.sandbox import cpuclass
@@ -46,43 +47,59 @@ async def watch_cpu(cgroups: Cgroups, functions: Callable[[], Iterable[Function]
     """Until cancelled: classify ``functions()`` by their CPU time per call (``calls(name)``: the calls the
     gateway has started to it) and keep their replicas' cgroups in their class."""
     last = trio.current_time()
+    failed = False
     while True:
         await trio.sleep(cpuclass.INTERVAL_S)
         now = trio.current_time()
         seconds, last = now - last, now
-        running = [(function, _ready_replicas(function)) for function in functions() if not function.removed]
-        replicas = [replica for _, these in running for replica in these]
-        if not replicas:
-            continue
-        readings = await trio.to_thread.run_sync(_read, cgroups, replicas)
-        used = dict(zip(map(id, replicas), readings, strict=True))
-        changes: list[tuple[Replica, bool]] = []
-        for function, these in running:
-            cpu_s = 0.0
-            for replica in these:
-                now_s = used[id(replica)]
-                if now_s is not None and replica.cpu_s is not None:
-                    cpu_s += max(0.0, now_s - replica.cpu_s)
-                replica.cpu_s = now_s
-            state = function.cpu
-            count = calls(function.name)
-            started, state.calls = max(0, count - state.calls), count
-            state.recent.append((cpu_s, started))
-            batch = cpuclass.decide(state.batch, state.recent, seconds)
-            if batch != state.batch:
-                state.batch = batch
-                event(
-                    log,
-                    logging.INFO,
-                    "function CPU class",
-                    function=function.name,
-                    cpu_class="batch (idle)" if batch else "ordinary",
-                    cpu_ms_per_call=round(cpu_s / max(started, 1) * 1000, 1),
-                    cpus=round(cpu_s / seconds, 2),
-                )
-            changes += [(replica, batch) for replica in these if replica.batch != batch]
-        if changes:
-            done = await trio.to_thread.run_sync(_write, cgroups, changes)
-            for (replica, batch), ok in zip(changes, done, strict=True):
-                if ok:
-                    replica.batch = batch
+        try:
+            await _one_pass(cgroups, functions, calls, seconds)
+        except Exception as exc:  # A policy's failure must not stop the backend: say it once, go on.
+            if not failed:
+                event(log, logging.ERROR, "CPU classes failed; trying again", error=describe_exception(exc))
+            failed = True
+        else:
+            failed = False
+
+
+async def _one_pass(
+    cgroups: Cgroups, functions: Callable[[], Iterable[Function]], calls: Callable[[str], int], seconds: float
+) -> None:
+    """One interval: read, decide, write."""
+    running = [(function, _ready_replicas(function)) for function in functions() if not function.removed]
+    replicas = [replica for _, these in running for replica in these]
+    if not replicas:
+        return
+    readings = await trio.to_thread.run_sync(_read, cgroups, replicas)
+    used = dict(zip(map(id, replicas), readings, strict=True))
+    changes: list[tuple[Replica, bool]] = []
+    for function, these in running:
+        cpu_s = 0.0
+        for replica in these:
+            now_s = used[id(replica)]
+            if now_s is not None and replica.cpu_s is not None:
+                cpu_s += max(0.0, now_s - replica.cpu_s)
+            replica.cpu_s = now_s
+        state = function.cpu
+        count = calls(function.name)
+        started, state.calls = max(0, count - state.calls), count
+        state.recent.append((cpu_s, started))
+        pinned = function.generation.limits.cpu_class
+        batch = pinned == "batch" if pinned != "auto" else cpuclass.decide(state.batch, state.recent, seconds)
+        if batch != state.batch:
+            state.batch = batch
+            event(
+                log,
+                logging.INFO,
+                "function CPU class",
+                function=function.name,
+                cpu_class="batch (idle)" if batch else "ordinary",
+                cpu_ms_per_call=round(cpu_s / max(started, 1) * 1000, 1),
+                cpus=round(cpu_s / seconds, 2),
+            )
+        changes += [(replica, batch) for replica in these if replica.batch != batch]
+    if changes:
+        done = await trio.to_thread.run_sync(_write, cgroups, changes)
+        for (replica, batch), ok in zip(changes, done, strict=True):
+            if ok:
+                replica.batch = batch
