@@ -55,6 +55,9 @@ class DaemonConfig:
     pool_size: int = 2
     """Local backend: replicas kept started, sandboxed and imported for cold starts (docs/coldstart.md); 0:
     none."""
+    cpu_classes: bool = True
+    """Local backend: functions whose calls are CPU-heavy run in the idle CPU class, and pooled replicas
+    start in it (docs/sandbox.md, "CPU classes"); where the machine's cgroups allow."""
     log_level: str = "info"
     upstream_timeout_s: float = 60.0
     """Longest a function call may take through the gateway (OpenFaaS's upstream_timeout), unless the
@@ -335,6 +338,7 @@ _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "provider": ("provider", _Choice(PROVIDERS)),
     "sandbox": ("sandbox", _Choice(SANDBOXES)),
     "pool_size": ("pool_size", _Between(0, 64, _count)),
+    "cpu_classes": ("cpu_classes", _bool),
     "log_level": ("log_level", _Choice(("debug", "info", "warning", "error"))),
     "upstream_timeout": ("upstream_timeout_s", _Positive(_duration)),
     "max_upstream_timeout": ("max_upstream_timeout_s", _Positive(_duration)),
@@ -384,6 +388,7 @@ _HELP: dict[str, str] = {
     "provider": "Backend [default: local].",
     "sandbox": "How local functions are isolated: bwrap, uid (root), none (unsafe) [default: auto].",
     "pool_size": "Local replicas kept started and sandboxed for cold starts; 0: none [default: 2].",
+    "cpu_classes": "Local functions whose calls are CPU-heavy run in the idle CPU class [default: true].",
     "log_level": "[default: info]",
     "upstream_timeout": "Longest wait for a function's answer, unless it sets a longer exec_timeout [default: 60s].",
     "max_upstream_timeout": "Most a function's own exec_timeout/write_timeout may raise that wait to [default: 1h].",

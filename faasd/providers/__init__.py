@@ -56,6 +56,7 @@ def load_provider(
             call_token=call_token,
             sandbox=config.sandbox,
             pool_size=config.pool_size,
+            cpu_classes=config.cpu_classes,
         )
     if name == "swarm":
         from faasd.providers.swarm import SwarmProvider

@@ -21,6 +21,9 @@ cgroups, :mod:`faasd.sandbox.enter` for the rlimits):
 * **open files** -- label ``com.faasd.limits.open_files`` (default :data:`DEFAULT_OPEN_FILES`), per
   process (``RLIMIT_NOFILE``).
 * **/tmp** (``bwrap`` mode) -- a tmpfs as large as the memory limit, else :data:`DEFAULT_TMP_BYTES`.
+* **CPU class** -- label ``com.faasd.cpu-class``: ``auto`` (the default: the daemon decides from the
+  function's CPU time per call), ``batch`` (always the idle CPU class) or ``ordinary`` (never):
+  :mod:`faasd.sandbox.cpuclass`.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from faasd.providers.types import FunctionSpec, Resources
 from faasd.units import NANOS_PER_CPU, parse_cpus, parse_size
 
 __all__ = [
+    "CPU_CLASSES",
     "DEFAULT_OPEN_FILES",
     "DEFAULT_PROCESSES",
     "DEFAULT_TMP_BYTES",
+    "LABEL_CPU_CLASS",
     "LABEL_OPEN_FILES",
     "LABEL_PROCESSES",
     "MIN_CPU_NANOS",
@@ -46,6 +51,9 @@ __all__ = [
 
 LABEL_PROCESSES = "com.faasd.limits.processes"
 LABEL_OPEN_FILES = "com.faasd.limits.open_files"
+LABEL_CPU_CLASS = "com.faasd.cpu-class"
+CPU_CLASSES = ("auto", "batch", "ordinary")
+"""Values of :data:`LABEL_CPU_CLASS`."""
 
 DEFAULT_PROCESSES = 128
 """Processes and threads of one replica: its watchdog (2), its calls' processes (fork mode: one or more
@@ -79,6 +87,8 @@ class Limits:
     """CPU quota of the replica in nano-CPUs (where it has a cgroup); None: no quota."""
     processes: int = DEFAULT_PROCESSES
     open_files: int = DEFAULT_OPEN_FILES
+    cpu_class: str = "auto"
+    """One of :data:`CPU_CLASSES`."""
 
     @property
     def tmp_bytes(self) -> int:
@@ -101,6 +111,7 @@ def limits_from_spec(spec: FunctionSpec) -> Limits:
         cpu_nanos=cpu,
         processes=_label_int(spec.labels, LABEL_PROCESSES, DEFAULT_PROCESSES, _PROCESSES_RANGE),
         open_files=_label_int(spec.labels, LABEL_OPEN_FILES, DEFAULT_OPEN_FILES, _OPEN_FILES_RANGE),
+        cpu_class=_cpu_class(spec.labels),
     )
 
 
@@ -133,6 +144,15 @@ def _cpu(resources: Resources | None, field_name: str) -> int | None:
     if value < MIN_CPU_NANOS:
         raise InvalidRequest(f"{field_name}.cpu {resources.cpu!r} is below the minimum of 0.01 (10m)")
     return value
+
+
+def _cpu_class(labels: Mapping[str, str]) -> str:
+    text = labels.get(LABEL_CPU_CLASS)
+    if text is None:
+        return "auto"
+    if text.strip() not in CPU_CLASSES:
+        raise InvalidRequest(f"label {LABEL_CPU_CLASS}={text!r}: must be one of {', '.join(CPU_CLASSES)}")
+    return text.strip()
 
 
 def _label_int(labels: Mapping[str, str], key: str, default: int, bounds: tuple[int, int]) -> int:

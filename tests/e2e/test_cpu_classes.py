@@ -88,3 +88,31 @@ def test_a_new_replica_of_a_batch_function_joins_its_class(daemon: Daemon) -> No
         assert response.status_code in (200, 202), response.text
     daemon.wait_available("heavy", 2)
     wait_for(lambda: _cpu_idle(daemon, "heavy") == ["1", "1"], scaled(5), "both replicas in the idle class")
+
+
+def test_a_label_pins_a_function_to_a_class(daemon: Daemon) -> None:
+    """``com.faasd.cpu-class``: ``batch`` is in the idle class before any call; ``ordinary`` never, however
+    heavy its calls; anything else is a 400 naming the label."""
+    daemon.deploy("background", "cat", labels={"com.faasd.cpu-class": "batch"})
+    daemon.deploy("pinned", f"sh -c '{SPIN}; cat'", labels={"com.faasd.cpu-class": "ordinary"})
+    wait_for(lambda: _cpu_idle(daemon, "background") == ["1"], scaled(5), "the batch function in the idle class")
+    with daemon.client(auth=False, timeout=30) as client:
+        _call(client, "/function/pinned", 4)
+    time.sleep(INTERVAL_S * 3)
+    assert _cpu_idle(daemon, "pinned") == ["0"] and _classes(daemon, "pinned") == []
+    with daemon.client() as client:
+        spec = {"service": "odd", "envProcess": "cat", "labels": {"com.faasd.cpu-class": "idle"}}
+        response = client.post("/system/functions", json=spec)
+    assert response.status_code == 400 and "com.faasd.cpu-class" in response.text, response.text
+
+
+def test_cpu_classes_can_be_turned_off(start_daemon: StartDaemon, faasd_cli: MakeCli) -> None:
+    daemon = start_daemon(FAASD_CPU_CLASSES="false")
+    assert daemon.sandbox()["cgroups"]["cpu_classes"] == "off: turned off (cpu_classes = false)"
+    daemon.deploy("heavy", f"sh -c '{SPIN}; cat'")
+    with daemon.client(auth=False, timeout=30) as client:
+        _call(client, "/function/heavy", 4)
+    time.sleep(INTERVAL_S * 3)
+    assert _cpu_idle(daemon, "heavy") in ([], ["0"]) and _classes(daemon, "heavy") == []
+    status = faasd_cli(daemon).run("status").ok()
+    assert "CPU classes\toff: turned off" in status.out, status.out

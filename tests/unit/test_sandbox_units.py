@@ -53,10 +53,16 @@ def test_limits_default_and_from_the_spec():
         name="f",
         limits=Resources(memory="128M", cpu="0.5"),
         requests=Resources(memory="4G"),  # A reservation: checked, not applied.
-        labels={"com.faasd.limits.processes": "64", "com.faasd.limits.open_files": " 1024 "},
+        labels={
+            "com.faasd.limits.processes": "64",
+            "com.faasd.limits.open_files": " 1024 ",
+            "com.faasd.cpu-class": "batch",
+        },
     )
     limits = limits_from_spec(spec)
-    assert limits == Limits(memory_bytes=128 << 20, cpu_nanos=500_000_000, processes=64, open_files=1024)
+    assert limits == Limits(
+        memory_bytes=128 << 20, cpu_nanos=500_000_000, processes=64, open_files=1024, cpu_class="batch"
+    )
     assert limits.tmp_bytes == 128 << 20
     assert limits_from_spec(FunctionSpec(name="f", limits=Resources(cpu="250m"))).cpu_nanos == 250_000_000
 
@@ -71,6 +77,7 @@ def test_limits_default_and_from_the_spec():
         (FunctionSpec(name="f", limits=Resources(cpu="5m")), r"limits.cpu '5m' is below the minimum of 0.01"),
         (FunctionSpec(name="f", requests=Resources(cpu="-1")), "requests.cpu '-1'"),
         (FunctionSpec(name="f", labels={"com.faasd.limits.processes": "8"}), "from 16 to"),
+        (FunctionSpec(name="f", labels={"com.faasd.cpu-class": "idle"}), "auto, batch, ordinary"),
         (FunctionSpec(name="f", labels={"com.faasd.limits.open_files": "many"}), "com.faasd.limits.open_files"),
     ],
 )

@@ -64,10 +64,10 @@ __all__ = ["LocalProvider"]
 log = logging.getLogger("faasd.providers.local")
 
 
-def _setup_cgroups(state_dir: str) -> sandbox_cgroups.Cgroups:
+def _setup_cgroups(state_dir: str, cpu_classes: bool) -> sandbox_cgroups.Cgroups:
     """The replicas' cgroups (:func:`faasd.sandbox.cgroups.setup`) and whether CPU classes work with them."""
     cgroups = sandbox_cgroups.setup(state_dir)
-    problem = cpuclass.available(cgroups)
+    problem = cpuclass.available(cgroups) if cpu_classes else "turned off (cpu_classes = false)"
     return replace(cgroups, cpu_classes=f"off: {problem}" if problem else "on")
 
 
@@ -89,6 +89,8 @@ class LocalProvider:
             starts, which raises :class:`~faasd.sandbox.host.SandboxUnavailable` for an explicit mode
             this machine cannot provide.
         pool_size: replicas kept started and sandboxed for cold starts (:mod:`.pool`); 0: none.
+        cpu_classes: CPU-heavy functions in the idle CPU class, where the cgroups allow
+            (:mod:`faasd.sandbox.cpuclass`); False: never.
 
     Resource handling:
         Every replica belongs to a task in the nursery opened by :meth:`run`; when that is cancelled
@@ -113,6 +115,7 @@ class LocalProvider:
         call_token: CallToken | None = None,
         sandbox: str = "none",
         pool_size: int = 0,
+        cpu_classes: bool = True,
     ) -> None:
         self._state_dir = state_dir = os.path.abspath(state_dir)
         self._host = Host(
@@ -130,6 +133,7 @@ class LocalProvider:
         self._secrets = secrets
         self._log_bytes = log_bytes
         self._sandbox_request = sandbox
+        self._cpu_classes = cpu_classes
         self._pool = ReplicaPool(self._host, pool_size) if pool_size > 0 else None
         self._supervisor = Supervisor(self._host, registry, self._pool)
         self._functions: dict[str, Function] = {}
@@ -181,7 +185,7 @@ class LocalProvider:
                     sandbox_host.resolve, self._sandbox_request, state_dir=self._state_dir, command=host.command
                 )
             )
-            cgroups = await trio.to_thread.run_sync(_setup_cgroups, self._state_dir)
+            cgroups = await trio.to_thread.run_sync(_setup_cgroups, self._state_dir, self._cpu_classes)
             host.sandbox = sandbox = replace(sandbox, cgroups=cgroups)
             fell_back = sandbox.requested == "auto" and sandbox.mode != "bwrap"
             level = logging.WARNING if fell_back or not sandbox.isolated else logging.INFO
