@@ -21,8 +21,9 @@ least :data:`BUSY_CPUS` of a CPU busy, becomes *batch* (idle class); one whose c
 half that over the last :data:`WINDOW_INTERVALS` becomes *ordinary* again. Intervals without calls and
 with little CPU time change nothing: a batch function called now and then stays batch between its
 calls. CPU time with no calls at all (a process left spinning by an http-mode function) counts as one
-heavy call. A replica's CPU time counts
-only from when it was ready, so its own start (an interpreter's imports) is not mistaken for a call.
+heavy call. A replica's CPU time counts only from when it was ready, so its own start (an interpreter's
+imports) is not mistaken for a call. A deployer may pin a function instead (the label
+``com.faasd.cpu-class``, :mod:`faasd.sandbox.limits`), and ``cpu_classes = false`` turns all this off.
 
 What it costs. A batch function is as fast as before on a machine with CPU to spare. Under sustained
 contention it gets what the others leave, which can be little: that is the trade -- a light call waits
@@ -30,8 +31,7 @@ microseconds for a heavy one instead of a time slice. ``cpu.idle`` is the kernel
 (the cgroup form of ``SCHED_IDLE``, what systemd's ``CPUSchedulingPolicy=idle`` is for a service).
 
 Everything here is blocking file I/O on the cgroup file system (microseconds per file): the local
-backend runs one pass of reads and writes in a worker thread per interval
-(:meth:`faasd.providers.local.provider.LocalProvider.run`).
+backend's loop (:mod:`faasd.providers.local.cpuwatch`) runs its reads, and its writes, in a worker thread.
 """
 
 from __future__ import annotations
