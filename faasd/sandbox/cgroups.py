@@ -100,6 +100,7 @@ __all__ = [
     "relimit",
     "remove",
     "replica_settings",
+    "set_idle",
     "setup",
     "sweep",
     "weigh",
@@ -498,7 +499,7 @@ def place(cgroups: Cgroups, replica: str, limits: Limits, own_processes: int = 0
             placement.directories += (directory,)
         _limit(cgroups, placement, limits, own_processes)
         if idle:
-            _set_idle(cgroups, placement, True)
+            set_idle(cgroups, placement, True)
     except OSError:
         placement.close_fds()
         remove(placement)
@@ -522,7 +523,7 @@ def relimit(
     """
     adopted = Placement(directories=placement.directories)
     try:
-        _set_idle(cgroups, adopted, False)  # First: the kernel refuses a weight for a cgroup in the idle class.
+        set_idle(cgroups, adopted, False)  # First: the kernel refuses a weight for a cgroup in the idle class.
         _limit(cgroups, adopted, limits, own_processes, starting=starting)
     except OSError:
         adopted.close_fds()
@@ -551,12 +552,20 @@ def _limit(
             placement.procs_fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_RDONLY | os.O_CLOEXEC)
 
 
-def _set_idle(cgroups: Cgroups, placement: Placement, idle: bool) -> None:
-    """``cpu.idle`` of the replica's cgroup, where the kernel has it (Linux 5.15 and later)."""
+def set_idle(cgroups: Cgroups, placement: Placement, idle: bool) -> bool:
+    """``cpu.idle`` of the replica's cgroup, where the kernel has it (Linux 5.15 and later): True when
+    written, False when there is no such file (an older kernel, or the cgroup is gone). Blocking.
+
+    Raises:
+        OSError: the kernel refused the write.
+    """
+    written = False
     for hierarchy, directory in zip(cgroups.hierarchies, placement.directories, strict=True):
         path = os.path.join(directory, "cpu.idle")
         if "cpu" in hierarchy.controllers and os.path.exists(path):
             _write(path, "1" if idle else "0")
+            written = True
+    return written
 
 
 def _weight(kind: Kind, *, starting: bool) -> tuple[str, str]:

@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from faasd.sandbox.cgroups import Cgroups, Placement
+from faasd.sandbox.cgroups import Cgroups, Placement, set_idle
 
 __all__ = [
     "BUSY_CPUS",
@@ -111,13 +111,6 @@ def _usage_file(cgroups: Cgroups, placement: Placement) -> str | None:
     return None
 
 
-def _idle_file(cgroups: Cgroups, placement: Placement) -> str | None:
-    for hierarchy, directory in zip(cgroups.hierarchies, placement.directories, strict=True):
-        if "cpu" in hierarchy.controllers:
-            return os.path.join(directory, "cpu.idle")
-    return None
-
-
 def available(cgroups: Cgroups) -> str | None:
     """None when CPU classes work with these cgroups, else why not (for ``/system/info``). Blocking."""
     if not cgroups.cpu:
@@ -155,12 +148,7 @@ def usage_seconds(cgroups: Cgroups, placement: Placement) -> float | None:
 def set_batch(cgroups: Cgroups, placement: Placement, batch: bool) -> bool:
     """Put the replica's cgroup in the idle class (or take it out); False when the kernel refused or the
     cgroup is gone."""
-    path = _idle_file(cgroups, placement)
-    if path is None:
-        return False
     try:
-        with open(path, "w", encoding="ascii") as file:
-            file.write("1" if batch else "0")
+        return set_idle(cgroups, placement, batch)
     except OSError:
         return False
-    return True
