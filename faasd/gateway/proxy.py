@@ -397,6 +397,23 @@ async def receive_now(stream: trio.SocketStream, max_bytes: int) -> bytes:
             raise trio.BrokenResourceError(str(exc)) from exc
 
 
+def receive_waiting(stream: trio.SocketStream, max_bytes: int) -> bytes | None:
+    """The bytes already waiting on ``stream`` (b"" once the peer closed or the connection broke), or
+    None when a read would wait. Not a checkpoint: a caller that finds bytes need not arm a deadline
+    (a cancel scope costs about as much as parsing a request), and only one that finds none waits,
+    through :func:`receive_now` under its deadline. Only for a stream no other task reads."""
+    raw = getattr(stream.socket, "_sock", None)  # trio's socket wraps a non-blocking stdlib one
+    if raw is None:
+        return None
+    try:
+        data: bytes = raw.recv(max_bytes)
+    except BlockingIOError:
+        return None
+    except OSError:  # Reset, or closed under us: the connection is over, as receive_now reports it.
+        return b""
+    return data
+
+
 async def send_all_now(stream: trio.SocketStream, data: bytes) -> None:
     """:func:`send_now`, then ``send_all`` for whatever the kernel did not take at once."""
     sent = send_now(stream, data)

@@ -69,7 +69,7 @@ from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 
 from faasd.gateway._protocol import AppTasks, ClientGone, Http1Protocol, RequestRefused
 from faasd.gateway.fastpath import FastInvokeRoute, Verdict, classify
-from faasd.gateway.proxy import receive_now, send_now
+from faasd.gateway.proxy import receive_now, receive_waiting, send_now
 from faasd.logs import event
 
 __all__ = [
@@ -362,35 +362,44 @@ class _Connection:
     async def _read_loop(self, protocol: Http1Protocol) -> None:
         """Read, enforce the phase's deadline, feed the protocol; linger once closing.
 
-        One cancel scope per read: while waiting for bytes it carries the phase's deadline; while the
-        protocol handles them it has none (hypercorn may wait in there: for the app to take a body
-        chunk, or for an answer to finish before a pipelined request) and is cancelled if the
-        connection starts closing meanwhile (hypercorn would not wake up for that).
+        Bytes already waiting are read at once, with no cancel scope: a keep-alive client's next request
+        is often there by the time an answer's bookkeeping is done, and a scope per read was a tenth of
+        the daemon's work on that path. Only a read that must wait gets a scope, carrying the phase's
+        deadline (a deadline already past, such as a head trickling in too slowly, ends it at once).
+        While the protocol handles bytes it runs in a scope without a deadline (hypercorn may wait in
+        there: for the app to take a body chunk, or for an answer to finish before a pipelined request),
+        which :meth:`_begin_close` cancels if the connection starts closing meanwhile (hypercorn would not
+        wake up for that). The fast path needs none: it never waits on the client.
         """
         stream = self.stream
         while True:
             data: bytes | None = None
-            with trio.CancelScope(deadline=self._deadline()) as scope:
-                self.scope = scope
-                self.reading = True
-                try:
-                    data = await receive_now(stream, MAX_RECV)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-                self.reading = False
-                if data and self.closing_since is None:
-                    self._received(len(data))
-                    scope.deadline = math.inf
-                    if self.held or (self.server.fast_route is not None and _between_requests(protocol)):
-                        data = await self._serve_fast(data)
-                    if data:
+            if self.closing_since is None:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                data = receive_waiting(stream, MAX_RECV)
+            if data is None:  # Nothing waiting (or lingering): wait under the phase's deadline.
+                with trio.CancelScope(deadline=self._deadline()) as scope:
+                    self.scope = scope
+                    self.reading = True
+                    try:
+                        data = await receive_now(stream, MAX_RECV)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""
+                    self.reading = False
+                self.scope = None
+            if data and self.closing_since is None:
+                self._received(len(data))
+                if self.held or (self.server.fast_route is not None and _between_requests(protocol)):
+                    data = await self._serve_fast(data)
+                if data:
+                    with trio.CancelScope() as scope:  # For _begin_close: hypercorn may wait in there.
+                        self.scope = scope
                         with contextlib.suppress(RequestRefused, ClientGone):
                             await protocol.handle(RawData(data))
                     self.scope = None
-                    if self.closing_since is None:
-                        self._after_events(protocol)
-                    continue
-            self.scope = None
+                if self.closing_since is None:
+                    self._after_events(protocol)
+                continue
             if self.closing_since is not None:  # Lingering: drop what comes until EOF or the deadline.
                 if not data:
                     return
