@@ -28,8 +28,8 @@ and answered 503 when the buffers are full. Buffered bodies are held for their c
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -535,8 +535,19 @@ def _call_headers(scope: Scope, started_ns: int | None = None) -> list[tuple[byt
             call_id = value
             break
     if call_id is None:
-        call_id = str(uuid.uuid4()).encode()
+        call_id = new_call_id()
     return [(b"x-call-id", call_id), (b"x-start-time", str(started_ns or time.time_ns()).encode())]
+
+
+def new_call_id() -> bytes:
+    """A new X-Call-Id: a random (version 4) UUID as text, like the one OpenFaaS's gateway sets. The same
+    value as ``str(uuid.uuid4())``, formatted from the 16 random bytes without a ``UUID`` object, which
+    took twice as long, on every call."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}".encode()
 
 
 def raw_call_headers(request: Request, started_ns: int | None = None) -> list[tuple[bytes, bytes]]:
@@ -547,7 +558,7 @@ def raw_call_headers(request: Request, started_ns: int | None = None) -> list[tu
             call_id = value.encode("latin-1")
             break
     return [
-        (b"x-call-id", call_id or str(uuid.uuid4()).encode()),
+        (b"x-call-id", call_id or new_call_id()),
         (b"x-start-time", str(started_ns or time.time_ns()).encode()),
     ]
 

@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import struct
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -308,6 +309,23 @@ async def test_the_call_token_is_the_gateways_never_the_clients(serve: Callable[
     assert "x-faasd-call-token" not in seen, seen  # The replica takes it out; the forged one never reached it.
     assert seen["x-forwarded-host"] == "faasd.test" and seen["x-forwarded-for"] == "127.0.0.1"
     assert seen["x-call-id"] == reply.headers[b"x-call-id"].decode()
+
+
+async def test_each_call_gets_a_new_version_4_uuid_as_its_call_id(serve: Callable[..., Awaitable[Served]]) -> None:
+    served = await serve()
+    await served.gateway.deploy("echo", "cat")
+    await served.gateway.wait_available("echo", 1)
+    conn = await served.connect()
+    ids = []
+    for _ in range(50):
+        await conn.send(post("/function/echo", b"x"))
+        reply = await conn.reply()
+        assert reply.status == 200
+        call_id = reply.headers[b"x-call-id"].decode()
+        parsed = uuid.UUID(call_id)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, call_id)
+        ids.append(call_id)
+    assert len(set(ids)) == len(ids) and served.server.fast_calls == 50
 
 
 async def test_a_client_that_leaves_during_its_call_is_counted_as_499(serve: Callable[..., Awaitable[Served]]) -> None:
