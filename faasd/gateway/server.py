@@ -621,16 +621,35 @@ class _Connection:
 
 
 def _peer_closed(stream: trio.SocketStream) -> bool:
-    """Has the client closed its side (EOF or reset waiting to be read)? Never blocks."""
+    """Has the client closed its side (EOF or reset waiting to be read)? Never blocks.
+
+    On TCP the connection's state answers first (``TCP_INFO``, one system call that raises nothing): an
+    established connection has not seen the client's FIN. Only otherwise a peek decides, so bytes the
+    client pipelined before closing still count as a client that is there. The peek alone raised
+    ``BlockingIOError`` on every answer: 2.1 µs against 0.5 µs for ``TCP_INFO`` in a hot loop, and this
+    runs between the replica's answer and the client's (docs/gateway.md, "Where a c1 call's time goes").
+    """
     raw = getattr(stream.socket, "_sock", None)  # trio's socket wraps a stdlib one; its recv would wait.
     if raw is None:
         return False
+    if _TCP_INFO is not None and raw.family != socket.AF_UNIX:
+        try:
+            if raw.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_ESTABLISHED:
+                return False
+        except OSError:
+            return True
     try:
         return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False
     except OSError:
         return True
+
+
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+"""Linux's ``TCP_INFO`` socket option; its first byte is the connection's state (``tcpi_state``)."""
+_TCP_ESTABLISHED = 1
+"""``TCP_ESTABLISHED`` in ``include/net/tcp_states.h``: no FIN from the peer yet."""
 
 
 def _between_requests(protocol: Http1Protocol) -> bool:
