@@ -374,7 +374,8 @@ class _Connection:
         stream = self.stream
         while True:
             data: bytes | None = None
-            if self.closing_since is None:
+            probed = self.closing_since is None
+            if probed:
                 await trio.lowlevel.checkpoint_if_cancelled()
                 data = receive_waiting(stream, MAX_RECV)
             if data is None:  # Nothing waiting (or lingering): wait under the phase's deadline.
@@ -382,6 +383,8 @@ class _Connection:
                     self.scope = scope
                     self.reading = True
                     try:
+                        if probed:  # The probe just found nothing: wait before reading, not a second EAGAIN.
+                            await trio.lowlevel.wait_readable(stream.socket)
                         data = await receive_now(stream, MAX_RECV)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         data = b""
