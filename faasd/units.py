@@ -7,8 +7,6 @@ after the variable's name in a one-line error.
 
 from __future__ import annotations
 
-import re
-
 __all__ = ["NANOS_PER_CPU", "parse_bool", "parse_cpus", "parse_duration", "parse_size"]
 
 _DURATION_UNITS = {
@@ -21,10 +19,12 @@ _DURATION_UNITS = {
     "m": 60.0,
     "h": 3600.0,
 }
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
+# Patterns as text, compiled by ``re``'s own cache on first use: the watchdog imports this module at start,
+# and most of its settings are plain numbers or absent, so ``re`` stays unimported there (docs/coldstart.md).
+_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)"
+_SIZE = r"(?i)(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)"
 _SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
-_CPUS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(m?)")
+_CPUS = r"(\d+(?:\.\d*)?|\.\d+)(m?)"
 NANOS_PER_CPU = 1_000_000_000
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
@@ -49,7 +49,9 @@ def parse_duration(text: str) -> float:
         return seconds
     position = 0
     total = 0.0
-    for match in _DURATION_PART.finditer(value):
+    import re
+
+    for match in re.finditer(_DURATION_PART, value):
         if match.start() != position:
             break
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
@@ -68,7 +70,12 @@ def parse_size(text: str) -> int:
     Raises:
         ValueError: not of that form.
     """
-    match = _SIZE.fullmatch(text.strip())
+    text = text.strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    import re
+
+    match = re.fullmatch(_SIZE, text)
     if match is None:
         raise ValueError("not a size (use bytes like 1048576, or 512k, 10m, 1g)")
     number, power, _suffix = match.groups()
@@ -83,7 +90,9 @@ def parse_cpus(text: str) -> int:
     Raises:
         ValueError: not of those forms.
     """
-    match = _CPUS.fullmatch(text.strip())
+    import re
+
+    match = re.fullmatch(_CPUS, text.strip())
     if match is None:
         raise ValueError("not a CPU amount (use 0.5, 500m or 500000000)")
     number, milli = match.groups()

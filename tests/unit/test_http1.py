@@ -201,3 +201,83 @@ def test_incomplete_head_waits_for_more():
 )
 def test_canonical_header_names_match_go(lower: str, canonical: str):
     assert canonical_header_name(lower) == canonical
+
+
+# The parser checks byte classes with bytes.translate (no ``re`` in the watchdog's start-up). These compare it,
+# over many generated lines, with the regular expressions of the grammar it implements.
+_PIECES = [b"GET", b"POST", b"M-1!", b"/", b"/a?b=c", b"\xc3\xa9", b"@", b"\x00", b"\x7f", b"\x1f", b"\t", b" ", b""]
+_VERSIONS = [
+    b"HTTP/1.1",
+    b"HTTP/1.0",
+    b"HTTP/1.1",
+    b"HTTP/1.0",
+    b"HTTP/2.0",
+    b"HTTP/1.",
+    b"http/1.1",
+    b"HTTP/1.10",
+    b"HTTP/1.1 ",
+]
+
+
+def _request_lines(count: int) -> list[bytes]:
+    import random
+
+    generator = random.Random(1234)
+    lines = []
+    for _ in range(count):
+        weights = [8] * 7 + [1] * 6  # Mostly visible pieces, so that many lines are valid.
+        method = b"".join(generator.choices(_PIECES, weights, k=generator.randint(0, 2)))
+        target = generator.choice([b"/", b""]) + b"".join(
+            generator.choices(_PIECES, weights, k=generator.randint(0, 3))
+        )
+        lines.append(method + b" " + target + b" " + generator.choice(_VERSIONS))
+    return lines
+
+
+def test_request_lines_are_accepted_exactly_as_the_grammar_says():
+    import re
+
+    token = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+    grammar = re.compile(rb"(" + token + rb") ([\x21-\x7e\x80-\xff]+) HTTP/1\.([01])")
+    lines = _request_lines(4000)
+    accepted = 0
+    for line in lines:
+        expected = grammar.fullmatch(line)
+        if expected is None or not expected.group(2).startswith(b"/"):  # Origin form only, here.
+            assert parse_error(line + b"\r\nHost: h\r\n\r\n").status in (400, 505), line
+            continue
+        accepted += 1
+        [request] = parse_all(line + b"\r\nHost: h\r\n\r\n")
+        assert request.method == expected.group(1).decode("ascii"), line
+        assert request.http11 == (expected.group(3) == b"1"), line
+    assert 100 < accepted < len(lines) - 100  # Both sides of the grammar were exercised.
+
+
+@pytest.mark.parametrize(
+    ("line", "ok"),
+    [
+        (b"HTTP/1.1 200 OK", True),
+        (b"HTTP/1.0 404", True),
+        (b"HTTP/1.1 204 ", True),
+        (b"HTTP/1.1 200 Fine \xff", True),
+        (b"HTTP/1.1 2000 OK", False),
+        (b"HTTP/1.1 20 OK", False),
+        (b"HTTP/1.1 2x0 OK", False),
+        (b"HTTP/1.1  200 OK", False),
+        (b"HTTP/1.1 200OK", False),
+        (b"HTTP/1.1 200 O\rK", False),
+        (b"HTTP/1.1 200 O\nK", False),
+        (b"HTTP/2.0 200 OK", False),
+        (b"HTTP/1.1", False),
+        (b"", False),
+        (b"HTTP/1.1 \xd9\xa1\xd9\xa2\xd9\xa3", False),
+    ],
+)
+def test_a_replica_status_line_is_checked_like_the_grammar(line: bytes, ok: bool):
+    from faasd.http1 import parse_response_head
+
+    if ok:
+        assert parse_response_head(line + b"\r\nContent-Length: 0", request_method="GET").status == int(line[9:12])
+    else:
+        with pytest.raises(RemoteProtocolError):
+            parse_response_head(line + b"\r\nContent-Length: 0", request_method="GET")

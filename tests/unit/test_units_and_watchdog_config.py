@@ -141,3 +141,26 @@ def test_bad_values_name_the_variable(env: dict[str, str], name: str):
         WatchdogConfig.from_env(env)
     assert info.value.name == name
     assert str(info.value).startswith(f"invalid {name}=")
+
+
+def test_split_command_splits_as_shlex_does():
+    """The watchdog splits a plain fprocess itself (no ``re`` at start-up) and hands quoting to shlex:
+    both must give shlex.split's words, or its error, for every string."""
+    import random
+    import shlex
+
+    from faasd.watchdog.config import split_command
+
+    alphabet = ["a", "b", " ", "\t", "\r", "\n", "\x0b", "\x0c", "\xa0", "'", '"', "\\", "#", "$", "é", "=", "-"]
+    generator = random.Random(99)
+    for _ in range(5000):
+        text = "".join(generator.choices(alphabet, k=generator.randint(0, 12)))
+        try:
+            expected: list[str] | str = shlex.split(text)
+        except ValueError as exc:
+            expected = str(exc)
+        try:
+            got: list[str] | str = split_command(text)
+        except ValueError as exc:
+            got = str(exc)
+        assert got == expected, repr(text)
