@@ -38,10 +38,15 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import sys
 
 from faasd.execenv import remember
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
+if TYPE_CHECKING:
+    import signal
+else:
+    import _signal as signal  # signal's functions without its enum wrappers: docs/coldstart.md
 
 __all__ = [
     "ENTER_COMMAND",

@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import signal
 import time
 from collections.abc import Callable
 
@@ -43,7 +42,7 @@ from faasd.http1 import canonical_header_name
 from faasd.logs import ERROR, INFO, WARNING, LineLogger, event
 from faasd.watchdog.config import TOKEN_VARIABLE
 from faasd.watchdog.fdwatch import FdWatch
-from faasd.watchdog.loop import sleep
+from faasd.watchdog.loop import signal_name, sleep
 from faasd.watchdog.oom import OomWatch
 from faasd.watchdog.proclimit import ProcessLimit
 from faasd.watchdog.spawn import SpawnThreads, prepare, spawn
@@ -51,11 +50,14 @@ from faasd.watchdog.spawn import SpawnThreads, prepare, spawn
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
 if TYPE_CHECKING:
     import asyncio
+    import signal
 
     from faasd.http1 import Request
     from faasd.watchdog.config import WatchdogConfig
     from faasd.watchdog.metrics import WatchdogStats
     from faasd.watchdog.server import HttpConnection
+else:
+    import _signal as signal  # signal's functions without its enum wrappers: docs/coldstart.md
 
 __all__ = ["CallResult", "ForkRunner", "UnpassableRequest", "original_environ"]
 
@@ -584,7 +586,7 @@ class ForkCall:
             head = f"exit status {code}\n".encode()
         else:
             why = self.runner.oom.explain(code)  # The kernel at the replica's memory limit (cgroup v2).
-            head = f"killed by signal {signal.Signals(-code).name}{': ' + why if why else ''}\n".encode()
+            head = f"killed by signal {signal_name(-code)}{': ' + why if why else ''}\n".encode()
         return 500, head + output + errors, "text/plain"
 
     def _finish_with(self, result: CallResult) -> None:

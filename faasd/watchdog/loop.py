@@ -23,8 +23,6 @@ import contextlib
 import heapq
 import os
 import select
-import signal
-import socket
 from collections import deque
 from time import monotonic
 
@@ -33,10 +31,27 @@ from faasd.watchdog.transport import Server, Transport, bind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
+    import socket
     from collections.abc import Callable, Coroutine, Generator
     from typing import Any
+else:
+    # signal's and socket's C modules: socket.py and signal.py turn their constants into enums at import, and
+    # with ``enum`` that was about 4 ms of every watchdog's exec -> first 200 (docs/coldstart.md).
+    import _signal as signal
 
-__all__ = ["CancelledError", "Future", "Loop", "Task", "Transport", "run", "running_loop", "settle", "sleep"]
+__all__ = [
+    "CancelledError",
+    "Future",
+    "Loop",
+    "Task",
+    "Transport",
+    "run",
+    "running_loop",
+    "settle",
+    "signal_name",
+    "sleep",
+]
 
 
 _READ = select.EPOLLIN
@@ -51,6 +66,17 @@ def running_loop() -> Any:
     import asyncio
 
     return asyncio.get_running_loop()
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15: for log lines and answers, so ``signal``'s enums are imported only when one is
+    named."""
+    from signal import Signals
+
+    try:
+        return Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 async def sleep(seconds: float) -> None:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -28,19 +26,27 @@ from faasd import logs
 from faasd.execenv import remember
 from faasd.logs import INFO, WARNING, LineLogger, event
 from faasd.watchdog.config import HIDDEN, TOKEN_VARIABLE, ConfigError, WatchdogConfig
-from faasd.watchdog.loop import running_loop, settle, sleep
+from faasd.watchdog.loop import running_loop, settle, signal_name, sleep
 from faasd.watchdog.usage import HELP
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
 if TYPE_CHECKING:
+    import signal
+    import socket
     from typing import Any
 
     from faasd.archive import Extracted
     from faasd.http1 import Request
     from faasd.watchdog.metrics import WatchdogStats
     from faasd.watchdog.server import HttpConnection
+else:
+    import _signal as signal  # signal's functions without its enum wrappers: docs/coldstart.md
+    import _socket as socket  # the C socket type without socket.py's enums (docs/coldstart.md)
 
-__all__ = ["main"]
+__all__ = ["OWN_LOOP_MODES", "main"]
+
+OWN_LOOP_MODES = ("fork", "streaming")
+"""The modes served on :mod:`faasd.watchdog.loop` rather than asyncio's."""
 
 log = LineLogger("faasd.watchdog")
 
@@ -102,13 +108,31 @@ def main(argv: list[str], before_accepting: Callable[[], Awaitable[bool]] | None
 def _run(mode: str, main_task: Coroutine[Any, Any, bool]) -> bool:
     """Run ``main_task`` on the watchdog's own loop (fork and streaming modes, :mod:`faasd.watchdog.loop`:
     no ``asyncio`` import at start), or on asyncio's (python and http modes use more of it)."""
-    if mode in ("fork", "streaming"):
+    if mode in OWN_LOOP_MODES:
         from faasd.watchdog import loop
 
         return bool(loop.run(main_task))
     import asyncio
 
     return asyncio.run(main_task)
+
+
+def _inherited_listener(fd: int, mode: str) -> socket.socket:
+    """The listening socket the starter bound (``listen_fd``), made non-blocking and not inheritable (else
+    every function process would hold a copy of the port).
+
+    The own loop takes the C socket type (:mod:`faasd.watchdog.transport`); asyncio's accepts through
+    ``socket.socket.accept``, so python and http modes get socket.py's type, which asyncio imported anyway.
+    """
+    if mode in OWN_LOOP_MODES:
+        listener = socket.socket(fileno=fd)
+    else:
+        import socket as stdlib_socket
+
+        listener = stdlib_socket.socket(fileno=fd)
+    os.set_inheritable(fd, False)
+    listener.setblocking(False)
+    return listener
 
 
 def _unpack_handler() -> Extracted | None:
@@ -218,9 +242,7 @@ async def serve(
 
     inherited: socket.socket | None = None
     if config.listen_fd is not None:
-        inherited = socket.socket(fileno=config.listen_fd)
-        inherited.set_inheritable(False)  # Else every function process gets a copy of the port.
-        inherited.setblocking(False)
+        inherited = _inherited_listener(config.listen_fd, config.mode)
     else:
         await server.listen(config.bind, config.port)
     metrics_server: HttpServer | None = None
@@ -270,7 +292,7 @@ async def serve(
     )
 
     await stop
-    event(log, INFO, "shutting down", signal=signal.Signals(signals_seen[0]).name)
+    event(log, INFO, "shutting down", signal=signal_name(signals_seen[0]))
     if not config.suppress_lock:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(config.lock_file)

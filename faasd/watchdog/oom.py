@@ -12,9 +12,13 @@ changes.
 
 from __future__ import annotations
 
-import signal
-
 from faasd.sandbox import enter
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
+if TYPE_CHECKING:
+    import signal
+else:
+    import _signal as signal  # signal's functions without its enum wrappers: docs/coldstart.md
 
 __all__ = ["OomWatch"]
 

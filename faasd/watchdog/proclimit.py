@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import time
 from collections.abc import Collection, Mapping
 
@@ -60,11 +59,14 @@ from faasd.sandbox import enter
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
 if TYPE_CHECKING:
+    import signal
     from typing import TypeVar
 
     from faasd.watchdog.server import HttpConnection
 
     C = TypeVar("C")
+else:
+    import _signal as signal  # signal's functions without its enum wrappers: docs/coldstart.md
 
 __all__ = [
     "CALL_NICE",

@@ -25,14 +25,16 @@ to ``os.posix_spawn`` for good (:data:`backend` says which one runs).
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
 if TYPE_CHECKING:
     import asyncio
+    import signal
     from queue import SimpleQueue
     from threading import Thread
+else:
+    import _signal as signal  # signal's own functions without its enum wrappers (docs/coldstart.md)
 
 _fork_exec: Callable[..., int] | None
 try:

@@ -11,16 +11,20 @@ connection (logged), as with asyncio.
 from __future__ import annotations
 
 import errno
-import socket
 
 from faasd.logs import LineLogger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable
     from typing import Any
 
     from faasd.watchdog.loop import Loop
+else:
+    # The C socket type: socket.py turns its constants into enums at import (with ``enum``, ~2 ms of every
+    # watchdog's start, docs/coldstart.md); its Python-level ``accept`` is all it adds that is used here.
+    import _socket as socket
 
 __all__ = ["Server", "Transport", "bind"]
 
@@ -67,7 +71,7 @@ class Server:
     def accept(self, listener: socket.socket) -> None:
         for _ in range(64):
             try:
-                conn, _address = listener.accept()
+                fd, _address = listener._accept()  # type: ignore[attr-defined]  # socket.socket.accept's own step
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as exc:
@@ -75,6 +79,7 @@ class Server:
                     self._loop.remove_reader(listener.fileno())
                     self._loop.call_later(ACCEPT_RETRY_S, self._resume, listener)
                 return
+            conn = socket.socket(listener.family, listener.type, listener.proto, fileno=fd)
             conn.setblocking(False)
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

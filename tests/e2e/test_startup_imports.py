@@ -38,6 +38,10 @@ DAEMON_LATER = (
 WATCHDOG_NEVER = ("_ssl", "shutil", "bz2", "lzma", "urllib.parse", "ipaddress", "trio", "click", "quart")
 FORK_NEVER = ("asyncio", "concurrent.futures", "ssl")
 """Fork and streaming modes run on the watchdog's own loop: none of asyncio's imports, from start to exit."""
+FORK_NOT_BEFORE_ANSWERING = ("enum", "socket", "signal", "selectors", "re", "shlex", "http")
+"""Nor, until a call has been answered, socket.py's and signal.py's enums (the loop uses their C modules),
+``re`` (the parser checks byte classes; a plain ``fprocess`` is split without shlex) or ``http``'s status
+enum: together about 7 ms of a fork-mode watchdog's exec -> first 200 (docs/coldstart.md)."""
 
 
 def _imported(log: str, until: str = "") -> set[str]:
@@ -75,6 +79,8 @@ def test_the_watchdog_imports_neither_ssl_nor_shutil(start_watchdog: Callable[..
         assert "faasd.watchdog.server" in imported, mode  # The profiler ran.
         assert not set(WATCHDOG_NEVER) & imported, (mode, sorted(set(WATCHDOG_NEVER) & imported))
         assert httpx.post(f"{watchdog.base_url}/", content=b"x", timeout=10).text == "x"
+        imported = _imported(watchdog.logs())
+        assert not set(FORK_NOT_BEFORE_ANSWERING) & imported, (mode, sorted(set(FORK_NOT_BEFORE_ANSWERING) & imported))
         watchdog.send_signal(signal.SIGTERM)
         assert watchdog.wait_exit(scaled(10)) == 0
         imported = _imported(watchdog.logs())
