@@ -71,6 +71,11 @@ def _is_digits(data: bytes, longest: int = 19) -> bool:
     return 0 < len(data) <= longest and data.isdigit()
 
 
+def _is_target(data: bytes) -> bool:
+    """``data`` is a request target's bytes: visible ASCII or raw UTF-8, at least one."""
+    return bool(data) and not data.translate(None, _TARGET_BYTES)
+
+
 def _is_hex(data: bytes) -> bool:
     """``data`` is 1 to 16 hex digits: a chunk size that fits in 64 bits."""
     return 0 < len(data) <= 16 and not data.translate(None, _HEX_BYTES)
@@ -391,14 +396,23 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
         raise RemoteProtocolError(400, "Bare CR or LF in request head")
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
-    http11 = _HTTP_VERSIONS.get(parts[2]) if len(parts) == 3 else None
-    if http11 is None or not _is_token(parts[0]) or not parts[1] or parts[1].translate(None, _TARGET_BYTES):
-        if len(parts) == 3 and parts[2].startswith(b"HTTP/") and parts[2] not in _HTTP_VERSIONS:
+    if len(parts) != 3:
+        raise RemoteProtocolError(400, "Malformed request line")
+    method_bytes, target_bytes, version = parts
+    http11 = _HTTP_VERSIONS.get(version)
+    target = target_bytes.decode("latin-1")
+    # The usual method is letters and the usual target printable text: str/bytes predicates answer those
+    # in a few ns; the byte-class checks are for the rest.
+    if (
+        http11 is None
+        or not (method_bytes.isalpha() or _is_token(method_bytes))
+        or not ((target and target.isprintable()) or _is_target(target_bytes))
+    ):
+        if version.startswith(b"HTTP/") and version not in _HTTP_VERSIONS:
             raise RemoteProtocolError(505, "HTTP version not supported")
-        if len(parts) == 3 and len(parts[1].translate(None, _CONTROL_BYTES)) != len(parts[1]):
+        if len(target_bytes.translate(None, _CONTROL_BYTES)) != len(target_bytes):
             raise RemoteProtocolError(400, "Control character in request target")
         raise RemoteProtocolError(400, "Malformed request line")
-    method_bytes, target_bytes = parts[0], parts[1]
     headers: list[tuple[str, str]] = []
     content_length = -1
     chunked = False
@@ -412,7 +426,7 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
     token_lines: list[bytes] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not _is_token(name):
+        if not colon or not (name.replace(b"-", b"").isalnum() or _is_token(name)):
             if line[:1] in (b" ", b"\t"):
                 raise RemoteProtocolError(400, "Obsolete header line folding is not accepted")
             raise RemoteProtocolError(400, "Malformed header line")
@@ -429,7 +443,8 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
             raise RemoteProtocolError(400, "NUL byte in header value")
         headers.append((key, text))
         if key == "content-length":
-            if not _is_digits(value.strip(b" \t")):
+            digits = value.strip(b" \t")
+            if not digits.isdigit() or len(digits) > 19:  # bytes.isdigit: ASCII digits, and False when empty
                 raise RemoteProtocolError(400, "Invalid Content-Length")
             length = int(text)
             if content_length >= 0 and length != content_length:
@@ -458,7 +473,6 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
         raise RemoteProtocolError(400, "Both Content-Length and Transfer-Encoding given")
     if http11 and host is None:
         raise RemoteProtocolError(400, "Missing Host header")
-    target = target_bytes.decode("latin-1")
     if target[:1] != "/":
         target = _origin_form(target, method_bytes)
     path, _, query = target.partition("?")
@@ -553,7 +567,7 @@ def parse_response_head(head: bytes, *, request_method: str) -> ResponseHead:
     connection = b""
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not _is_token(name):
+        if not colon or not (name.replace(b"-", b"").isalnum() or _is_token(name)):
             raise RemoteProtocolError(502, "Upstream sent a malformed header line")
         key = name.lower()
         value = value.strip(b" \t")
