@@ -229,13 +229,14 @@ class Faasd:
         return h.Target("faasd up", argv, env, port, probe, log_path=tmp / "daemon.log", cwd=tmp)
 
     def watchdog(self, tmp: Path) -> h.Target:
-        """A bare ``faasd watchdog`` (fork mode, ``cat``), as the local backend would start one, minus the daemon."""
+        """A bare ``faasd watchdog`` (fork mode, ``cat``), as the local backend would start one, minus the daemon
+        and the sandbox: ``python3 -S`` (``faasd.runtime.self_command``), so the interpreter's ``site`` (with
+        whatever ``.pth`` files this machine's Python carries) is not counted in the floor."""
         port = h.free_port()
         env = self.env(fprocess="cat", port=port, bind=h.LOCALHOST, metrics_port=0, suppress_lock="true")
         probe = h.Probe("POST", "/", BODY, "text/plain", expect_status=200, expect_body=BODY)
-        return h.Target(
-            "faasd watchdog", [*self.prefix, "watchdog"], env, port, probe, log_path=tmp / "wd.log", cwd=tmp
-        )
+        argv = [self.prefix[0], "-S", *self.prefix[1:], "watchdog"]
+        return h.Target("faasd watchdog", argv, env, port, probe, log_path=tmp / "wd.log", cwd=tmp)
 
     def hello(self, tmp: Path, script: Path) -> h.Target:
         """The hypercorn-trio hello world, same interpreter (and hypercorn/trio) as the daemon."""
