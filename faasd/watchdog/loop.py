@@ -69,14 +69,14 @@ def running_loop() -> Any:
 
 
 def signal_name(signum: int) -> str:
-    """``SIGTERM`` for 15: for log lines and answers, so ``signal``'s enums are imported only when one is
-    named."""
+    """``SIGTERM`` for 15 (the number, for one the platform does not name): for log lines and answers, so
+    ``signal``'s enums are imported only when one is named."""
     from signal import Signals
 
     try:
         return Signals(signum).name
     except ValueError:
-        return f"signal {signum}"
+        return str(signum)
 
 
 async def sleep(seconds: float) -> None:
