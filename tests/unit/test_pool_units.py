@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from faasd.gateway.lazyapp import LazyApp
-from faasd.providers.local.pool import _passed_fds, link_tree
+from faasd.providers.local.pool import Member, PoolError, _passed_fds, link_files, link_tree
 from faasd.sandbox.pooled import encode_assignment
 
 
@@ -51,6 +51,19 @@ def test_link_tree_refuses_what_it_cannot_link(tmp_path: Path) -> None:
     os.mkfifo(source / "fifo")
     with pytest.raises(OSError):
         link_tree(str(source), str(target))
+
+
+def test_files_a_pooled_replica_cannot_be_given_are_a_pool_error(tmp_path: Path) -> None:
+    """What makes the supervisor start a cold replica instead: the cause is in the message."""
+    source, target = tmp_path / "function", tmp_path / "pooled"
+    source.mkdir()
+    target.mkdir()
+    (source / "handler.py").write_text("x = 1\n")
+    os.mkfifo(source / "fifo")
+    member = Member("pool-1", None, None, -1, str(target))  # type: ignore[arg-type]  # Only app_dir is read.
+    with pytest.raises(PoolError, match=r"cannot link the function's files: .*fifo"):
+        link_files(member, str(source))
+    link_files(Member("pool-2", None, None, -1, ""), str(source))  # type: ignore[arg-type]  # No app dir: nothing to do.
 
 
 def test_an_assignment_is_json_the_pooled_replica_reads() -> None:

@@ -66,7 +66,7 @@ from faasd.sandbox.pooled import (
     encode_assignment,
 )
 
-__all__ = ["Member", "PoolError", "ReplicaPool", "link_tree", "release", "wait_serving"]
+__all__ = ["Member", "PoolError", "ReplicaPool", "link_files", "link_tree", "release", "wait_serving"]
 
 log = logging.getLogger("faasd.providers.local")
 
@@ -156,14 +156,15 @@ class ReplicaPool:
                 return member
         return None
 
-    async def assign(self, member: Member, launch: Launch, workdir: str) -> None:
-        """Give ``member`` the replica planned as ``launch`` (a cold start's plan, in the member's own cgroup
-        given the function's limits: :func:`faasd.sandbox.cgroups.relimit`) in ``workdir``. Its control
-        socket stays open: it says :data:`SERVING` there once ready (:func:`wait_serving`, :func:`release`).
+    def assign(self, member: Member, launch: Launch) -> None:
+        """Give ``member``, its files already linked (:func:`link_files`), the replica planned as ``launch`` (a cold
+        start's plan, in the member's own cgroup given the function's limits:
+        :func:`faasd.sandbox.cgroups.relimit`). Its control socket stays open: it says :data:`SERVING` there
+        once ready (:func:`wait_serving`, :func:`release`).
 
         Raises:
-            PoolError: it cannot be given (its files cannot be linked, it is gone, the message is too
-                large); the caller stops it and starts a cold replica.
+            PoolError: it cannot be given (it is gone, the message is too large); the caller stops it and
+                starts a cold replica.
         """
         argv = list(launch.argv)
         try:
@@ -175,11 +176,6 @@ class ReplicaPool:
         message = encode_assignment(spec, cwd, launch.env, [name for name, _ in passed])
         if len(message) > MAX_ASSIGNMENT_BYTES:
             raise PoolError("the environment is too large for an assignment")
-        if member.app_dir:
-            try:
-                await trio.to_thread.run_sync(link_tree, workdir, member.app_dir)
-            except OSError as exc:
-                raise PoolError(f"cannot link the function's files: {exc}") from None
         try:
             socket.send_fds(member.control, [message], [fd for _, fd in passed])
         except OSError as exc:
@@ -406,6 +402,21 @@ def _pool_limits() -> Limits:
         return LIMIT_CAP if hard == resource.RLIM_INFINITY else min(hard, LIMIT_CAP)
 
     return Limits(processes=cap(resource.RLIMIT_NPROC), open_files=cap(resource.RLIMIT_NOFILE))
+
+
+def link_files(member: Member, workdir: str) -> None:
+    """Fill ``member``'s own files directory with hard links to the function's ``workdir`` (bwrap mode;
+    nothing to do in the others), before :meth:`ReplicaPool.assign`. Blocking: the supervisor runs it in a
+    worker thread, in the same hop as the cgroup's relimit, since each hop costs the cold start a wake.
+
+    Raises:
+        PoolError: the function's files cannot be linked; the caller stops it and starts a cold replica.
+    """
+    if member.app_dir:
+        try:
+            link_tree(workdir, member.app_dir)
+        except OSError as exc:
+            raise PoolError(f"cannot link the function's files: {exc}") from None
 
 
 def link_tree(source: str, target: str) -> None:
