@@ -296,8 +296,8 @@ def _logged_at(line: str) -> float:
 
 @pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed")
 def test_a_pooled_replica_in_the_idle_class_is_replaced_at_once(start_daemon: StartDaemon) -> None:
-    """Where pooled replicas start in the idle CPU class, a refill starts as soon as one is taken (not
-    REFILL_DELAY_S later), so cold starts a little apart all find the pool refilled."""
+    """Where pooled replicas start in the idle CPU class, a refill starts soon after one is taken
+    (IDLE_START_DELAY_S, not REFILL_DELAY_S later), so cold starts a little apart all find the pool refilled."""
     daemon = _start(start_daemon, "bwrap")
     classes = daemon.sandbox()["cgroups"]["cpu_classes"]
     if classes != "on":
