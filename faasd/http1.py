@@ -62,8 +62,10 @@ _HTTP_VERSIONS = {b"HTTP/1.0": False, b"HTTP/1.1": True}
 
 
 def _is_token(data: bytes) -> bool:
-    """``data`` is one or more ``tchar``."""
-    return bool(data) and not data.translate(None, _TOKEN_BYTES)
+    """``data`` is one or more ``tchar``. The usual method or header name is letters, digits and ``-``:
+    ``bytes.isalnum`` answers that in a few ns (ASCII only, False when empty); the rest gets the byte-class
+    check."""
+    return data.replace(b"-", b"").isalnum() or (bool(data) and not data.translate(None, _TOKEN_BYTES))
 
 
 def _is_digits(data: bytes, longest: int = 19) -> bool:
@@ -401,11 +403,11 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
     method_bytes, target_bytes, version = parts
     http11 = _HTTP_VERSIONS.get(version)
     target = target_bytes.decode("latin-1")
-    # The usual method is letters and the usual target printable text: str/bytes predicates answer those
-    # in a few ns; the byte-class checks are for the rest.
+    # The usual target is printable text: str.isprintable answers that in a few ns (of the latin-1 text, a
+    # subset of what a target may hold); the byte-class check is for the rest.
     if (
         http11 is None
-        or not (method_bytes.isalpha() or _is_token(method_bytes))
+        or not _is_token(method_bytes)
         or not ((target and target.isprintable()) or _is_target(target_bytes))
     ):
         if version.startswith(b"HTTP/") and version not in _HTTP_VERSIONS:
@@ -426,7 +428,7 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
     token_lines: list[bytes] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not (name.replace(b"-", b"").isalnum() or _is_token(name)):
+        if not colon or not _is_token(name):
             if line[:1] in (b" ", b"\t"):
                 raise RemoteProtocolError(400, "Obsolete header line folding is not accepted")
             raise RemoteProtocolError(400, "Malformed header line")
@@ -443,8 +445,7 @@ def _parse_head(head: bytes) -> tuple[Request, int, int]:
             raise RemoteProtocolError(400, "NUL byte in header value")
         headers.append((key, text))
         if key == "content-length":
-            digits = value.strip(b" \t")
-            if not digits.isdigit() or len(digits) > 19:  # bytes.isdigit: ASCII digits, and False when empty
+            if not _is_digits(value.strip(b" \t")):
                 raise RemoteProtocolError(400, "Invalid Content-Length")
             length = int(text)
             if content_length >= 0 and length != content_length:
@@ -567,7 +568,7 @@ def parse_response_head(head: bytes, *, request_method: str) -> ResponseHead:
     connection = b""
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not (name.replace(b"-", b"").isalnum() or _is_token(name)):
+        if not colon or not _is_token(name):
             raise RemoteProtocolError(502, "Upstream sent a malformed header line")
         key = name.lower()
         value = value.strip(b" \t")
