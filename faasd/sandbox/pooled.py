@@ -61,8 +61,10 @@ _PRELOAD = (
     "faasd.watchdog.python",
     "faasd.calltoken",
     "ctypes",  # The watchdog's prctl (memory of a replica holding the call token).
+    "resource",  # enter()'s limits: a C extension loaded from disk, 0.5 ms on the assignment's path.
 )
-"""What every mode's watchdog imports before it serves: imported while the replica waits."""
+"""What every mode's watchdog, and :func:`faasd.sandbox.enter.enter` applying an assignment's limits, import
+before they serve: imported while the replica waits, so the assignment imports nothing."""
 
 _ALREADY_APPLIED = ("oom", "nice", "life")
 """Spec keys a pooled replica applied at its start (they are the same for every function)."""

@@ -15,6 +15,7 @@ import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -50,14 +51,14 @@ class Pooled:
             data += chunk
         return data
 
-    def assign(self, tmp: Path) -> None:
+    def assign(self, tmp: Path, spec: str = "") -> None:
         env = {
             "fprocess": "cat",
             "listen_fd": str(self.listener.fileno()),
             "suppress_lock": "true",
             "port": str(self.port),
         }
-        message = encode_assignment("", str(tmp), env, ["env:listen_fd"])
+        message = encode_assignment(spec, str(tmp), env, ["env:listen_fd"])
         socket.send_fds(self.control, [message], [self.listener.fileno()])
 
     def connect(self) -> socket.socket:
@@ -83,6 +84,15 @@ def pooled(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> Iterator[Pooled]
         yield replica
     finally:
         replica.close()
+
+
+def _drain(stream: IO[bytes]) -> bytes:
+    """What the process has written to ``stream`` so far (without waiting for more)."""
+    os.set_blocking(stream.fileno(), False)
+    data = b""
+    while chunk := stream.read():  # None once nothing is waiting.
+        data += chunk
+    return data
 
 
 def _answered(client: socket.socket, within_s: float) -> bool:
@@ -127,3 +137,28 @@ def test_stopped_before_go_it_ends_without_serving(
         stop(pooled)
         assert pooled.process.wait(timeout=scaled(20)) == status
         assert not _answered(client, 0.2)
+
+
+def test_its_assignment_imports_nothing(pyz_python: str, faasd_pyz: Path, tmp_path: Path) -> None:
+    """Everything the assignment runs -- :func:`faasd.sandbox.enter.enter` with limits, the watchdog's
+    start -- was imported while the replica waited: an import there (``resource``, a C extension loaded from
+    disk, was one: 0.5 ms) lies on every pooled cold start's path. ``-X importtime`` writes a line per
+    import as it happens, and everything before ``ready`` was written before ``ready`` was sent."""
+    replica = Pooled([pyz_python, "-X", "importtime", str(faasd_pyz)], tmp_path)
+    try:
+        assert replica.read(len(READY)) == READY
+        assert replica.process.stdout is not None
+        assert b"import time:" in _drain(replica.process.stdout)  # The preload, as a check of the method.
+        replica.assign(tmp_path, spec=f"nofile={min(4096, _hard_open_files())}")
+        assert replica.read(len(SERVING)) == SERVING
+        late = [line for line in _drain(replica.process.stdout).splitlines() if line.startswith(b"import time:")]
+        assert late == []
+    finally:
+        replica.close()
+
+
+def _hard_open_files() -> int:
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1 << 20 if hard == resource.RLIM_INFINITY else hard
