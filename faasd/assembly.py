@@ -128,6 +128,7 @@ def assemble(
         persistent=bool(getattr(provider, "persistent", False)),
     )
     pool = UpstreamPool()
+    registry.upstream = pool
     meter = LoadMeter()
     autoscaler = Autoscaler(service, registry, meter, on_tick=metrics.autoscaler_tick)
     metrics.desired_replicas = autoscaler.desired_replicas

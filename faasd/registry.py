@@ -4,18 +4,35 @@ Discovery (a provider's ``run`` task) publishes the full list of ready endpoints
 it changes; the gateway's router reads :meth:`EndpointRegistry.get` on every call (a dict lookup) and
 waits with :meth:`EndpointRegistry.wait_for` when a function has none yet (cold start, scale from
 zero). One owner writes, many read, all on the trio thread: no locks.
+
+A backend whose replica listens before it is ready (the local one: the daemon binds each slot's socket, and
+connections wait in its backlog until the replica accepts) may :meth:`~EndpointRegistry.announce` the
+endpoint when the replica starts: the gateway then connects ahead (:class:`Upstream`), so the first call
+after the replica is published -- the one a cold start waits for -- is sent at once instead of after a
+connect. :meth:`~EndpointRegistry.retire` says the endpoint's socket is closed for good: its idle
+connections go too.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import trio
 
 from faasd.providers.types import Endpoint
 
-__all__ = ["EndpointRegistry"]
+__all__ = ["EndpointRegistry", "Upstream"]
+
+
+class Upstream(Protocol):
+    """The gateway's connections to replicas (:class:`faasd.gateway.proxy.UpstreamPool`), as the registry
+    hints them."""
+
+    async def preconnect(self, endpoint: Endpoint) -> None: ...
+
+    def forget(self, authority: str) -> None: ...
 
 
 def _no_calls(name: str) -> int:
@@ -32,6 +49,8 @@ class EndpointRegistry:
         """Calls the gateway has started to a function since the daemon started (the assembly sets it to
         the gateway metrics' count): what the local backend divides a function's CPU time by
         (:mod:`faasd.sandbox.cpuclass`)."""
+        self.upstream: Upstream | None = None
+        """Where :meth:`announce` and :meth:`retire` go (the assembly sets the gateway's pool)."""
 
     def __repr__(self) -> str:
         ready = sum(len(endpoints) for endpoints in self._endpoints.values())
@@ -57,6 +76,17 @@ class EndpointRegistry:
     def forget(self, name: str) -> None:
         """The function is gone: drop its endpoints (waiters wake and see none)."""
         self.publish(name, ())
+
+    async def announce(self, endpoint: Endpoint) -> None:
+        """A replica is starting behind ``endpoint``, whose socket already listens: connect ahead. Not a
+        publish: no call is sent there before the endpoint is published."""
+        if self.upstream is not None:
+            await self.upstream.preconnect(endpoint)
+
+    def retire(self, authority: str) -> None:
+        """The socket at ``authority`` is closed for good: close the connections kept to it."""
+        if self.upstream is not None:
+            self.upstream.forget(authority)
 
     def names(self) -> list[str]:
         """Functions with at least one ready endpoint."""

@@ -171,6 +171,21 @@ class UpstreamPool:
         self.connects += 1
         return UpstreamConnection(stream, endpoint.authority)
 
+    async def preconnect(self, endpoint: Endpoint) -> None:
+        """Connect to ``endpoint`` ahead of its first call and keep the connection idle, unless one is
+        idle there already (:meth:`faasd.registry.EndpointRegistry.announce`). The replica is not ready yet:
+        the connection waits in its socket's backlog until it accepts, and the request a held call sends on
+        it is read then -- the call saves the connect, a loop turn and a wake. A replica that never
+        accepts it makes it a stale connection, which :func:`_exchange` replaces as any other; one that
+        cannot be made is left to the call."""
+        if self._idle.get(endpoint.authority):
+            return
+        try:
+            connection = await self.connect(endpoint)
+        except InvocationError:
+            return
+        self.give_back(connection)
+
     def give_back(self, connection: UpstreamConnection) -> None:
         idle = self._idle.setdefault(connection.authority, [])
         if len(idle) >= self.max_idle:

@@ -23,9 +23,10 @@ import trio
 
 from faasd.config import DaemonConfig
 from faasd.errors import FunctionNotFound, InvalidRequest
+from faasd.gateway.proxy import UpstreamPool
 from faasd.providers import Provider, load_provider
 from faasd.providers.local import LocalProvider
-from faasd.providers.types import FunctionSpec, LogRequest
+from faasd.providers.types import Endpoint, FunctionSpec, LogRequest
 from faasd.registry import EndpointRegistry
 from tests.helpers import process_alive, process_state, scaled, session_members
 from tests.providers.conformance import (
@@ -234,6 +235,51 @@ async def test_cold_start(make_local: Maker) -> None:
     print(f"\ncold start deploy -> first 200 (ms): p50={p50:.1f} min={timings_ms[0]} max={timings_ms[-1]}")
     print(f"all: {timings_ms}")
     assert p50 < 1000, timings_ms
+
+
+class _Recorder:
+    """The gateway's pool, as the registry hints it, noting whether each endpoint was published already."""
+
+    def __init__(self, registry: EndpointRegistry) -> None:
+        self.pool = UpstreamPool()
+        self.registry = registry
+        self.announced: list[tuple[Endpoint, bool]] = []
+        self.retired: list[str] = []
+
+    async def preconnect(self, endpoint: Endpoint) -> None:
+        published = any(e.authority == endpoint.authority for e in self.registry.get("early"))
+        self.announced.append((endpoint, published))
+        await self.pool.preconnect(endpoint)
+
+    def forget(self, authority: str) -> None:
+        self.retired.append(authority)
+        self.pool.forget(authority)
+
+
+async def test_each_replica_is_announced_before_it_is_published_and_its_slot_retired_after(make_local: Maker) -> None:
+    """The gateway connects ahead of a replica's first call (faasd/registry.py): the connection made while
+    the replica starts carries a call once it is published; when the slot ends, its connections go."""
+    async with running(make_local()) as (provider, registry):
+        recorder = _Recorder(registry)
+        registry.upstream = recorder
+        await provider.deploy(function_spec("early"), 1)
+        (endpoint,) = await ready_endpoints(registry, "early", 1)
+        assert recorder.announced == [(endpoint, False)]
+        connection = recorder.pool.take(endpoint.authority)
+        assert connection is not None and recorder.pool.connects == 1
+        await connection.stream.send_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\nahead"
+        )
+        answer = b""
+        with trio.fail_after(scaled(10)):
+            while chunk := await connection.stream.receive_some(65536):
+                answer += chunk
+        await connection.stream.aclose()
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ahead"), answer
+        await recorder.pool.preconnect(endpoint)  # Kept idle, as a call would leave it.
+        await provider.remove("early")
+        assert recorder.retired == [endpoint.authority]
+        assert recorder.pool.take(endpoint.authority) is None
 
 
 async def test_cancellation_stops_and_reaps_every_replica(make_local: Maker) -> None:

@@ -199,6 +199,7 @@ class Supervisor:
                 backoff = min(backoff * 2, RESTART_BACKOFF_MAX_S)
         finally:
             slot.listener.close()
+            self.registry.retire(f"{LOCALHOST}:{slot.port}")  # Its connections, kept or made ahead.
             if slot in function.slots:
                 function.slots.remove(slot)
             slot.done.set()
@@ -281,6 +282,8 @@ class Supervisor:
         try:
             async with trio.open_nursery() as nursery:
                 pumped = trio.Event()
+                # Its socket listens already (this slot's): the gateway may connect ahead of the first call.
+                nursery.start_soon(self.registry.announce, Endpoint(LOCALHOST, slot.port, replica_id))
                 nursery.start_soon(self._pump_logs, function, replica_id, stream, pumped)
                 nursery.start_soon(self._become_ready, function, slot, replica, process, member)
                 nursery.start_soon(self._stop_when_asked, function, slot, replica, process)
