@@ -8,8 +8,12 @@ answer, parsing the head with :mod:`faasd.http1`.
 Streaming: request bodies are forwarded as they arrive (``Content-Length`` kept, else chunked);
 response bodies are relayed as they arrive, so neither side is buffered whole.
 
-Error handling: a pooled connection that turns out closed before any answer byte (the replica closed
-it while idle) is retried once on a fresh connection, if the request body was not streamed yet.
+Error handling: a pooled connection is checked before it is reused -- an idle keep-alive connection
+the replica closed (or wrote to) is readable, and is dropped for another. One that still fails before
+any answer byte is replayed once on a fresh connection only if the request is replayable (GET, HEAD,
+OPTIONS or TRACE, or one carrying an ``Idempotency-Key``, with no body streamed yet), the rule of Go's
+``net/http`` Transport: a POST the replica may have started (its watchdog killed mid-call) must not run
+twice, so it gets the 502.
 Connect failures raise :class:`~faasd.errors.InvocationError` before anything was sent, so the caller
 may try another replica. A replica that does not answer within the timeout raises
 :class:`~faasd.errors.FunctionTimeout`. Once the response has started, a failure can only cut the
@@ -108,6 +112,9 @@ timeout (its read_timeout, 30 s by default), so we never reuse one the replica i
 MAX_IDLE_PER_ENDPOINT = 256
 
 
+_REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
 class ReplicaUnreachable(InvocationError):
     """The replica refused the connection: nothing was sent, so another replica may be tried."""
 
@@ -152,9 +159,9 @@ class UpstreamPool:
         now = time.monotonic()
         while idle:
             connection = idle.pop()
-            if now - connection.idle_since < self.idle_timeout_s:
+            if now - connection.idle_since < self.idle_timeout_s and not connection.stream.socket.is_readable():
                 return connection
-            _close_quietly(connection)
+            _close_quietly(connection)  # Too old, or the replica closed it (EOF) or wrote out of turn.
         return None
 
     async def connect(self, endpoint: Endpoint) -> UpstreamConnection:
@@ -175,9 +182,9 @@ class UpstreamPool:
         """Connect to ``endpoint`` ahead of its first call and keep the connection idle, unless one is
         idle there already (:meth:`faasd.registry.EndpointRegistry.announce`). The replica is not ready yet:
         the connection waits in its socket's backlog until it accepts, and the request a held call sends on
-        it is read then -- the call saves the connect, a loop turn and a wake. A replica that never
-        accepts it makes it a stale connection, which :func:`_exchange` replaces as any other; one that
-        cannot be made is left to the call."""
+        it is read then -- the call saves the connect, a loop turn and a wake. A replica restarted on the
+        same socket accepts it as well; a socket closed unaccepted resets it, and :meth:`take` drops it
+        then; one that cannot be made is left to the call."""
         if self._idle.get(endpoint.authority):
             return
         try:
@@ -225,6 +232,12 @@ class ProxyRequest:
         self.more_body = more_body
         self.length = length
         self.receive = receive
+
+    @property
+    def replayable(self) -> bool:
+        """Whether sending this request twice is safe (RFC 9110 9.2.2; the methods Go's Transport replays,
+        or the client's ``Idempotency-Key`` saying so). Asked only when a reused connection failed."""
+        return self.method in _REPLAYABLE_METHODS or b"\r\nidempotency-key:" in self.head.lower()
 
 
 async def forward(
@@ -498,8 +511,8 @@ async def _exchange(
             head = await _read_head(connection, request.method)
         except (UpstreamClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             _close_quietly(connection)
-            if reused and not streamed:
-                continue  # The replica closed this idle connection; a fresh one will do.
+            if reused and not streamed and request.replayable:
+                continue  # The replica closed this idle connection as it was taken; a fresh one will do.
             raise InvocationError(f"Connection to replica {endpoint.replica} failed: {_describe(exc)}") from exc
         except RemoteProtocolError as exc:
             _close_quietly(connection)

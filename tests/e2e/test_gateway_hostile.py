@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.daemon_fixtures import Daemon, MakeCli, StartDaemon, basic_auth
-from tests.e2e.test_daemon_api import _archive
+from tests.e2e.test_daemon_api import _archive, _running
 from tests.helpers import RawConnection, free_port, http_request, rss_bytes, scaled, wait_for
 
 MiB = 1024 * 1024
@@ -374,6 +374,7 @@ def test_a_client_that_never_reads_its_answer_is_cut_off_after_write_timeout(sta
     replica's process) for good: the daemon's writes waited with no deadline."""
     daemon = start_daemon(FAASD_WRITE_TIMEOUT="2s")
     daemon.deploy("big", "head -c 200000000 /dev/zero", envVars={"mode": "streaming", "exec_timeout": "120s"})
+    [replica] = daemon.replicas()
     with daemon.client() as client:
         client.get("/healthz")
     fds_before = _open_fds(daemon.pid)
@@ -381,12 +382,14 @@ def test_a_client_that_never_reads_its_answer_is_cut_off_after_write_timeout(sta
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     try:
         sock.sendall(http_request("GET", "/function/big"))
-        # The call is in flight (its replica connection open); its answer fills the socket buffers and
-        # the daemon's writes stall.
-        wait_for(lambda: _open_fds(daemon.pid) > fds_before, scaled(10), "the call to be in flight")
+        # The call is in flight (its process runs: the daemon's count of fds says nothing here, as the
+        # call may go out on a connection made ahead); its answer fills the socket buffers and the
+        # daemon's writes stall.
+        wait_for(lambda: _running(replica, "head -c"), scaled(10), "the call to reach the function")
         # Within write_timeout (plus slack) the daemon gives up on the client, the call and the replica's
-        # connection: its file descriptors are back where they were.
+        # connection: the function's process is stopped, and the file descriptors are back where they were.
         started = time.monotonic()
+        wait_for(lambda: not _running(replica, "head -c"), scaled(10), "the call to be given up")
         _wait_fds(daemon, fds_before, slack=1)
         assert time.monotonic() - started < scaled(6)
     finally:
