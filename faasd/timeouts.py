@@ -31,9 +31,12 @@ from faasd.units import parse_duration
 
 __all__ = ["ANSWER_GRACE_S", "FunctionTimeouts", "own_timeout_s"]
 
-ANSWER_GRACE_S = 1.0
+ANSWER_GRACE_S = 2.0
 """How much longer than a function's own limit the gateway waits: its watchdog answers at the limit
-(408 in fork/python modes, 504 in http mode), and that answer must still arrive in time."""
+(408 in fork/python modes, 504 in http mode), and that answer must still arrive in time -- also when a
+process that left the call's group holds its output open, and the watchdog answers only after waiting
+``FORCE_FINISH_AFTER_KILL_S`` (1 s, :mod:`faasd.watchdog.fork`) past its deadline tick. (At 1 s the two
+waits ended together, and such a call got the gateway's 502 or the 408 by chance.)"""
 
 WATCHDOG_WRITE_TIMEOUT_S = 30.0
 """The watchdog's default ``write_timeout`` (:mod:`faasd.watchdog.config`), its bound when ``exec_timeout`` is 0."""

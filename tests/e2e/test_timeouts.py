@@ -32,10 +32,14 @@ def test_a_functions_own_timeout_raises_the_gateways(start_daemon: StartDaemon) 
     daemon.deploy("plain", "sh -c 'sleep 2; echo done'")
     # Its own limit (1.5 s) ends it: the watchdog's 408 reaches the caller, not the gateway's 502.
     daemon.deploy("overrun", "sleep 30", envVars={"exec_timeout": "1500ms"})
+    # The same, but a process that left the call's group holds its output open: the watchdog waits
+    # FORCE_FINISH_AFTER_KILL_S (1 s) for it after the kill, then answers 408 anyway -- and the gateway
+    # must still be waiting then (it gave up at the same moment when its grace was 1 s: a 502).
+    daemon.deploy("escaped", "sh -c 'setsid sleep 30 & sleep 30'", envVars={"exec_timeout": "1500ms"})
 
     calls = {
         name: in_thread(lambda name=name: _timed_call(daemon, name))
-        for name in ("patient", "written", "plain", "overrun")
+        for name in ("patient", "written", "plain", "overrun", "escaped")
     }
     results = {name: call.result(timeout=scaled(40)) for name, call in calls.items()}
 
@@ -49,6 +53,9 @@ def test_a_functions_own_timeout_raises_the_gateways(start_daemon: StartDaemon) 
     status, text, took = results["overrun"]
     assert status == 408 and "exceeded exec_timeout of 1.5s" in text, results["overrun"]
     assert 1.4 <= took < scaled(2.4), results["overrun"]
+    status, text, took = results["escaped"]
+    assert status == 408 and "exceeded exec_timeout of 1.5s" in text, results["escaped"]
+    assert 2.4 <= took < scaled(3.4), results["escaped"]
 
 
 def test_a_timeout_above_the_bound_is_refused_at_deploy(start_daemon: StartDaemon) -> None:

@@ -307,7 +307,7 @@ MISBEHAVIOURS = {
     "forks without end": Misbehaviour(
         {
             "envProcess": "sh -c 'while :; do sleep 100 & done'",
-            "envVars": {"exec_timeout": "1s"},  # Below the daemon's upstream_timeout (2 s): 408, not 502.
+            "envVars": {"exec_timeout": "1s"},  # The gateway waits 1 s + ANSWER_GRACE_S: 408, not 502.
             "labels": {"com.faasd.limits.processes": "64"},
         },
         frozenset({408, 429, 500}),
