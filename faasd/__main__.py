@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "_sandbox":  # A local replica: confine this process first, then take the role.
         from faasd.sandbox.enter import enter
 
-        enter(args[1] if len(args) > 1 else "")
+        # A pooled replica (faasd.sandbox.pooled, "_pooled") follows the daemon's lifeline from its assignment on.
+        enter(args[1] if len(args) > 1 else "", follow_daemon=args[2:3] != ["_pooled"])
         args = args[2:]
         command = args[0] if args else ""
         if command == "--" and len(args) > 1:  # Confined, now run another program (a function's build step).

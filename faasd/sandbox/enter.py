@@ -115,11 +115,21 @@ def parse_spec(text: str) -> dict[str, int]:
     return values
 
 
-def enter(text: str) -> None:
-    """Apply the spec to this process (see the module docstring); exit 126 on any failure."""
+def enter(text: str, *, follow_daemon: bool = True) -> None:
+    """Apply the spec to this process (see the module docstring); exit 126 on any failure.
+
+    ``follow_daemon=False`` leaves ``life`` for later (a pooled replica, :mod:`faasd.sandbox.pooled`,
+    applies it with its assignment): its thread would be there when the assignment changes uid, and
+    glibc makes every thread of the process take part in each ``set*id`` call (a signal to each, waited
+    for: 0.1 ms for the three calls with one thread more, measured here; more on a busy machine).
+    The descriptor stays open meanwhile; nothing is exec'd before the assignment.
+    """
     remember()  # The environment as exec'd, while this process may still read it (faasd.execenv).
     try:
-        _confine(parse_spec(text))
+        values = parse_spec(text)
+        if not follow_daemon:
+            values.pop("life", None)
+        _confine(values)
     except (OSError, SandboxSpecError) as exc:
         print(f"faasd sandbox: cannot confine the replica: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_CONFINE_FAILED) from None

@@ -3,10 +3,11 @@
 The local backend keeps a few of these ready (:mod:`faasd.providers.local.pool`, docs/coldstart.md).
 Started as ``faasd _sandbox SPEC _pooled FD``, a pooled replica is already confined by everything that
 does not depend on its function: bwrap's namespaces and file system (an empty ``/home/app`` and
-``/var/openfaas/secrets``, bound from directories the daemon fills later), the lifeline, the OOM score,
-the scheduling group; its limits are the loosest any function may have, and -- as root -- it keeps only
-the capabilities to change user. Then it imports the watchdog (every mode), tells the daemon ``ready``
-on the control socket ``FD`` and waits there. No function code runs before its assignment.
+``/var/openfaas/secrets``, bound from directories the daemon fills later), the OOM score, the scheduling
+group (it holds the lifeline's descriptor, and follows it from its assignment on); its limits are the
+loosest any function may have, and -- as root -- it keeps only the capabilities to change user. Then it
+imports the watchdog (every mode), tells the daemon ``ready`` on the control socket ``FD`` and waits there.
+No function code runs before its assignment.
 
 The assignment is one message (:func:`encode_assignment`): the rest of the replica's sandbox spec (its
 uid and gid, its limits, ``no_new_privs``), its working directory, its environment, and -- as
@@ -66,8 +67,10 @@ _PRELOAD = (
 """What every mode's watchdog, and :func:`faasd.sandbox.enter.enter` applying an assignment's limits, import
 before they serve: imported while the replica waits, so the assignment imports nothing."""
 
-_ALREADY_APPLIED = ("oom", "nice", "life")
-"""Spec keys a pooled replica applied at its start (they are the same for every function)."""
+_ALREADY_APPLIED = ("oom", "nice")
+"""Spec keys a pooled replica applied at its start (they are the same for every function). Not ``life``:
+the lifeline's thread is started with the assignment, after the uid switch (:func:`faasd.sandbox.enter.enter`);
+until then the control socket's end of file ends the replica with its daemon."""
 
 
 async def _readable(sock: socket.socket) -> None:

@@ -330,6 +330,33 @@ def test_idle_pooled_replicas_die_with_a_killed_daemon(mode: str, start_daemon: 
 
 
 @pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed")
+def test_a_pooled_replica_follows_the_lifeline_from_its_assignment_on(start_daemon: StartDaemon) -> None:
+    """Idle, a pooled replica runs one thread: the lifeline's thread would take part in each of its
+    assignment's uid changes (glibc signals every thread). Assigned, the same process -- now the watchdog --
+    follows the lifeline, and ends with a killed daemon."""
+    daemon = _start(start_daemon, "bwrap", size=1)
+    _wait_pool(daemon, 1)
+    [outer] = _pooled_any(daemon)
+    [inner] = [pid for pid in [outer, *_descendants(outer)] if not _descendants(pid)]
+    assert _threads(inner) == 1
+    daemon.deploy("echo", "cat")
+    assert _ready_lines(daemon, "echo") == 1, daemon.logs()[-3000:]  # It was the pooled one.
+    assert process_alive(inner) and _threads(inner) == 2  # Its watchdog (no call yet) and the lifeline's.
+    inside = _descendants(daemon.pid)
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(10)
+    wait_for(
+        lambda: not [pid for pid in inside if process_alive(pid)],
+        10.0,
+        lambda: f"processes that outlived their daemon: {[pid for pid in inside if process_alive(pid)]}",
+    )
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+@pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed")
 def test_a_stopped_daemon_stops_its_idle_pooled_replicas(start_daemon: StartDaemon) -> None:
     daemon = _start(start_daemon, "bwrap", size=2)
     _wait_pool(daemon, 2)
