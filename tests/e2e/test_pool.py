@@ -37,6 +37,7 @@ from tests.e2e.test_sandbox import (
     _assert_contained,
     _descendants,
     _probe,
+    _wait_all_ended,
 )
 from tests.e2e.test_sandbox import (
     stand_in_socket as stand_in_fixture,
@@ -322,11 +323,7 @@ def test_idle_pooled_replicas_die_with_a_killed_daemon(mode: str, start_daemon: 
     assert len(_pooled_any(daemon)) == 2, inside
     daemon.proc.send_signal(signal.SIGKILL)
     daemon.proc.wait(10)
-    wait_for(
-        lambda: not [pid for pid in inside if process_alive(pid)],
-        10.0,
-        lambda: f"processes that outlived their daemon: {[pid for pid in inside if process_alive(pid)]}",
-    )
+    _wait_all_ended(inside)
 
 
 @pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed")
@@ -345,11 +342,7 @@ def test_a_pooled_replica_follows_the_lifeline_from_its_assignment_on(start_daem
     inside = _descendants(daemon.pid)
     daemon.proc.send_signal(signal.SIGKILL)
     daemon.proc.wait(10)
-    wait_for(
-        lambda: not [pid for pid in inside if process_alive(pid)],
-        10.0,
-        lambda: f"processes that outlived their daemon: {[pid for pid in inside if process_alive(pid)]}",
-    )
+    _wait_all_ended(inside)
 
 
 def _threads(pid: int) -> int:

@@ -447,10 +447,15 @@ def test_replicas_die_with_a_killed_daemon(start_daemon: StartDaemon) -> None:
     assert len(inside) >= 8, inside  # 2 x (setsid, bwrap, its init, the watchdog) and the sleep.
     daemon.proc.send_signal(signal.SIGKILL)
     daemon.proc.wait(10)
+    _wait_all_ended(inside)
+
+
+def _wait_all_ended(pids: list[int]) -> None:
+    """Until none of ``pids`` is alive (a killed daemon's processes), 10 s at most."""
     wait_for(
-        lambda: not [pid for pid in inside if process_alive(pid)],
+        lambda: not [pid for pid in pids if process_alive(pid)],
         10.0,
-        lambda: f"processes that outlived their daemon: {[pid for pid in inside if process_alive(pid)]}",
+        lambda: f"processes that outlived their daemon: {[pid for pid in pids if process_alive(pid)]}",
     )
 
 
