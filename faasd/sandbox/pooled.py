@@ -127,7 +127,8 @@ def main(argv: list[str]) -> int:
     spec = ",".join(f"{key}={value}" for key, value in values.items() if key not in _ALREADY_APPLIED)
     enter(spec)
     os.chdir(assignment["cwd"])
-    os.environ.clear()
+    for key in [*os.environ]:  # Not os.environ.clear(): its popitem() copies the keys for each one it pops.
+        del os.environ[key]
     os.environ.update(env)
     from faasd.watchdog.fork import assign_environ
     from faasd.watchdog.main import main as watchdog_main

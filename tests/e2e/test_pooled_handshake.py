@@ -28,7 +28,7 @@ REQUEST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close
 class Pooled:
     """A ``_pooled`` process, its control socket (ours), and the listening socket it is assigned."""
 
-    def __init__(self, command: list[str], tmp: Path) -> None:
+    def __init__(self, command: list[str], tmp: Path, env: dict[str, str] | None = None) -> None:
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.control.settimeout(scaled(20))
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -39,7 +39,7 @@ class Pooled:
             [*command, "_pooled", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             cwd=tmp,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -51,12 +51,13 @@ class Pooled:
             data += chunk
         return data
 
-    def assign(self, tmp: Path, spec: str = "") -> None:
+    def assign(self, tmp: Path, spec: str = "", env: dict[str, str] | None = None) -> None:
         env = {
             "fprocess": "cat",
             "listen_fd": str(self.listener.fileno()),
             "suppress_lock": "true",
             "port": str(self.port),
+            **(env or {}),
         }
         message = encode_assignment(spec, str(tmp), env, ["env:listen_fd"])
         socket.send_fds(self.control, [message], [self.listener.fileno()])
@@ -116,6 +117,26 @@ def test_it_says_serving_and_accepts_only_after_go(pooled: Pooled, tmp_path: Pat
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello"), answer
     assert pooled.read(1) == b""  # It closed its control socket once told.
     assert pooled.process.poll() is None
+
+
+def test_its_functions_get_the_assignments_environment_and_nothing_of_its_start(
+    pyz_python: str, faasd_pyz: Path, tmp_path: Path
+) -> None:
+    replica = Pooled([pyz_python, str(faasd_pyz)], tmp_path, env={"LEFT_FROM_START": "pool"})
+    try:
+        assert replica.read(len(READY)) == READY
+        replica.assign(tmp_path, env={"fprocess": "env", "GREETING": "from the assignment"})
+        assert replica.read(len(SERVING)) == SERVING
+        replica.control.sendall(GO)
+        with replica.connect() as client:
+            client.settimeout(scaled(20))
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and b"\nGREETING=from the assignment\n" in answer, answer
+        assert b"LEFT_FROM_START" not in answer, answer
+    finally:
+        replica.close()
 
 
 @pytest.mark.parametrize(
