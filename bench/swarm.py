@@ -54,6 +54,10 @@ BODY = b"0123456789" * 10
 PINNED = {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "1"}
 """Autoscaling off (min == max): the benchmark sets replica counts itself."""
 PREFIX = "bench-"
+CALL_TOKEN_HEADER = "X-Faasd-Call-Token"
+CALL_TOKEN_CONFIG = "faasd-call-token"
+"""Replicas answer only calls carrying the call token; on Swarm every daemon uses the swarm's, kept in this
+Docker config (faasd/providers/swarm/spec.py)."""
 READY_TIMEOUT_S = 60.0
 GONE_TIMEOUT_S = 30.0
 
@@ -122,6 +126,14 @@ class Docker:
                 return int(binding["HostPort"])
         return None
 
+    def call_token(self) -> tuple[tuple[str, str], ...]:
+        """The call token header for a call that does not come through the gateway (the swarm's token)."""
+        configs = self.get("/configs", filters={"name": [CALL_TOKEN_CONFIG]})
+        for config in configs if isinstance(configs, list) else []:
+            if config.get("Spec", {}).get("Name") == CALL_TOKEN_CONFIG:
+                return ((CALL_TOKEN_HEADER, base64.b64decode(config["Spec"]["Data"]).decode().strip()),)
+        raise h.BenchError(f"no Docker config {CALL_TOKEN_CONFIG}: the daemon has not made its call token")
+
     def services(self) -> list[dict]:
         found = self.get("/services")
         return found if isinstance(found, list) else []
@@ -154,12 +166,13 @@ class Daemon:
         finally:
             connection.close()
 
-    def deploy(self, name: str, fprocess: str = "cat", labels: dict[str, str] | None = None) -> None:
-        status, text = self.request(
-            "POST",
-            "/system/functions",
-            {"service": name, "image": IMAGE, "envProcess": fprocess, "labels": labels or {}},
-        )
+    def deploy(
+        self, name: str, fprocess: str = "cat", labels: dict[str, str] | None = None, constraints: tuple[str, ...] = ()
+    ) -> None:
+        document = {"service": name, "image": IMAGE, "envProcess": fprocess, "labels": labels or {}}
+        if constraints:
+            document["constraints"] = list(constraints)
+        status, text = self.request("POST", "/system/functions", document)
         if status != 202:
             raise h.BenchError(f"deploy {name}: {status} {text[:200]!r}")
 
@@ -190,11 +203,14 @@ class Daemon:
                 self.proc.wait()
 
 
-def start_daemon(python: str, pyz: Path, workdir: Path) -> Daemon:
+def start_daemon(python: str, pyz: Path, workdir: Path, engines: str = "") -> Daemon:
+    """``faasd up --provider swarm``; ``engines``: its ``swarm_engines`` (the other nodes' Docker engines)."""
     port = h.free_port()
     password = secrets.token_hex(12)
     log_path = workdir / "daemon.log"
     env = h.clean_env(HOME=str(workdir), FAASD_PASSWORD=password, FAASD_LOG_LEVEL="warning")
+    if engines:
+        env["FAASD_SWARM_ENGINES"] = engines
     argv = [python, str(pyz), "up", "--provider", "swarm", "--port", str(port), "--state-dir", str(workdir / "state")]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
@@ -365,9 +381,11 @@ def throughput(daemon: Daemon, docker: Docker, args: argparse.Namespace, report:
                 f"http://{h.LOCALHOST}:{daemon.port}",
                 h.Load(method="POST", path=f"/function/{name}", body=BODY).write_script(Path(tmp), "gateway.lua"),
             ),
-            "direct": (
+            "direct": (  # With the call token, as the gateway sends it: a replica refuses a call without it.
                 f"http://{h.LOCALHOST}:{port}",
-                h.Load(method="POST", path="/", body=BODY).write_script(Path(tmp), "direct.lua"),
+                h.Load(method="POST", path="/", body=BODY, headers=docker.call_token()).write_script(
+                    Path(tmp), "direct.lua"
+                ),
             ),
         }
         level = h.Level(2, 16)
