@@ -21,7 +21,7 @@ import re
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -72,11 +72,26 @@ def parse_env(text: str) -> dict[str, str]:
     return env
 
 
+_HANDED_OUT: deque[int] = deque(maxlen=1024)
+"""The ports :func:`free_port` gave lately: never given twice."""
+
+
 def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port that was free on 127.0.0.1 a moment ago, and not one this process was given lately.
+
+    Why the memory: a port asked for and closed is free again at once, so two calls in a row can get the
+    same port from the kernel; a test that then starts two servers (a watchdog and the upstream behind it
+    in http mode) starts both on one port, and the watchdog's readiness probe of its upstream can reach
+    the watchdog's own listener while the upstream failed to bind (the likely cause of a CI run where such
+    a test's first call was answered 502, which 15 runs of that test alone did not repeat).
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.append(port)
+            return port
 
 
 def wait_for(
