@@ -178,6 +178,13 @@ class WatchdogConfig:
         if metrics_port and metrics_port == port:
             raise ConfigError("metrics_port", str(metrics_port), "must differ from port")
         listen_fd = reader.get("listen_fd", _non_negative_int, None)
+        bind = env.get("bind", "0.0.0.0").strip() or "0.0.0.0"
+        own_ports = {metrics_port} - {0} | ({port} if listen_fd is None else set())
+        if upstream[1] in own_ports and upstream[0] in (bind, *_OWN_HOSTS):
+            # Its readiness probe would reach the watchdog's own listener, and every call would come back to it.
+            raise ConfigError(
+                "upstream_url", upstream_url, "is the watchdog's own address: the server needs a port of its own"
+            )
         socket_activated = env.get("LISTEN_PID") == str(os.getpid())
         if listen_fd is None and socket_activated and reader.get("LISTEN_FDS", _non_negative_int, 0) >= 1:
             listen_fd = 3  # SD_LISTEN_FDS_START
@@ -203,7 +210,7 @@ class WatchdogConfig:
             max_memory_bytes=reader.get("max_memory", _non_negative_size, 0),
             start_timeout_s=reader.get("start_timeout", _positive_duration, 30.0),
             port=port,
-            bind=env.get("bind", "0.0.0.0").strip() or "0.0.0.0",
+            bind=bind,
             metrics_port=metrics_port,
             read_timeout_s=reader.get("read_timeout", _positive_duration, DEFAULT_TIMEOUT_S),
             write_timeout_s=reader.get("write_timeout", _positive_duration, DEFAULT_TIMEOUT_S),
@@ -278,6 +285,10 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_size(text: str) -> int:
     return parse_size(text)
+
+
+_OWN_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::")
+"""Hosts an ``upstream_url`` on the watchdog's own port would reach the watchdog at (with its ``bind``)."""
 
 
 def _parse_upstream(url: str) -> tuple[str, int]:

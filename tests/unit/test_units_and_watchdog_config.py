@@ -127,6 +127,9 @@ def test_values_are_parsed():
         ({**BASE, "port": "abc"}, "port"),
         ({**BASE, "port": "70000"}, "port"),
         ({**BASE, "metrics_port": "8080"}, "metrics_port"),
+        ({**BASE, "mode": "http", "upstream_url": "http://127.0.0.1:8080"}, "upstream_url"),
+        ({**BASE, "mode": "http", "upstream_url": "http://localhost:8081"}, "upstream_url"),
+        ({**BASE, "mode": "http", "port": "9000", "upstream_url": "http://0.0.0.0:9000"}, "upstream_url"),
         ({**BASE, "exec_timeout": "xyz"}, "exec_timeout"),
         ({**BASE, "read_timeout": "0"}, "read_timeout"),
         ({**BASE, "max_inflight": "-1"}, "max_inflight"),
@@ -141,6 +144,15 @@ def test_bad_values_name_the_variable(env: dict[str, str], name: str):
         WatchdogConfig.from_env(env)
     assert info.value.name == name
     assert str(info.value).startswith(f"invalid {name}=")
+
+
+def test_an_upstream_on_another_port_or_host_is_fine():
+    http = {**BASE, "mode": "http"}
+    assert WatchdogConfig.from_env({**http, "upstream_url": "http://127.0.0.1:5000"}).upstream_port == 5000
+    assert WatchdogConfig.from_env({**http, "upstream_url": "http://10.0.0.7:8080"}).upstream_host == "10.0.0.7"
+    # Listening on an inherited socket, the watchdog does not use ``port``; without metrics, 8081 is free.
+    assert WatchdogConfig.from_env({**http, "listen_fd": "3", "upstream_url": "http://127.0.0.1:8080"})
+    assert WatchdogConfig.from_env({**http, "metrics_port": "0", "upstream_url": "http://127.0.0.1:8081"})
 
 
 def test_split_command_splits_as_shlex_does():
