@@ -407,7 +407,10 @@ _HELP: dict[str, str] = {
     "swarm_route": "Swarm: how the daemon reaches tasks: overlay-dns in a container on the network, else "
     "host-port [default: auto].",
     "swarm_pull": "Swarm: let Swarm pull function images missing here [default: off].",
-    "swarm_engines": "Swarm: Docker engines of the other nodes (comma-separated), which deploys copy images to.",
+    "swarm_engines": (
+        "Swarm: Docker engines of the other nodes (comma-separated): deploys copy images to them, and a new"
+        " replica's port there is read from them."
+    ),
     "marathon_url": "Marathon: its base URL, e.g. http://marathon.mesos:8080 (provider marathon).",
     "marathon_group": "Marathon: the group holding the functions' apps [default: faasd].",
     "marathon_user": "Marathon: HTTP basic auth user.",

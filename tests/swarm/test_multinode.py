@@ -9,6 +9,8 @@ What is proved, with the daemon on the host (``host-port`` route) and no registr
   --node-engine`` ahead of it), replicas spread over both nodes, and every replica answers calls, node
   2's at its node's address with the call token; a replica whose image is missing on its node makes
   the function failed, naming the node;
+* a new replica on node 2 is called as soon as it serves, before Swarm's first health check reports its
+  port (the daemon reads the port from node 2's engine);
 * the autoscaler's new replicas land on both nodes;
 * node 2's dockerd stopped under load: calls keep succeeding (at most 1 % fail), its replicas are
   unpublished at once and rescheduled on node 1; node 2 back: the replicas spread again.
@@ -21,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
@@ -159,8 +162,10 @@ def test_four_replicas_spread_over_both_nodes_answer_from_both(
     print(f"answers per replica: {seen}")
 
     # Node 2's replicas were called at node 2's address, with the call token: without it they refuse.
+    # (The port is read from node 2's engine: Swarm reports it in the task only after the first health check.)
     remote = [t for t in swarm.running_tasks("mn-spread") if t["NodeID"] == two_nodes.node2]
-    port = next(p["PublishedPort"] for p in remote[0]["Status"]["PortStatus"]["Ports"] if p["TargetPort"] == 8080)
+    container = node2_engine.inspect_container(remote[0]["Status"]["ContainerStatus"]["ContainerID"])
+    port = int(container["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"])
     assert httpx.post(f"http://{NODE2_ADDR}:{port}/", content=b"", timeout=10).status_code in (401, 403)
     assert f"{NODE2_ADDR}:{port}" in daemon.logs()
 
@@ -194,6 +199,35 @@ def test_an_image_missing_on_a_node_fails_the_function_naming_the_node(
     )
     assert f"cannot start on node {NODE2_HOSTNAME}" in state["reason"], state
     assert "No such image" in state["reason"] and "swarm_engines" in state["reason"], state
+
+
+def _started_at(container: dict) -> float:
+    """A container's ``State.StartedAt`` (RFC 3339 with nanoseconds) as a Unix time."""
+    stamp = container["State"]["StartedAt"].rstrip("Z")
+    seconds, _, fraction = stamp.partition(".")
+    return datetime.fromisoformat(seconds).replace(tzinfo=UTC).timestamp() + float(f"0.{fraction or 0}")
+
+
+def test_a_replica_on_another_node_is_called_before_swarms_first_health_check(
+    start_daemon: StartDaemon, swarm: SwarmHelper, base_image: str, two_nodes: Nodes, node2_engine: docker.APIClient
+) -> None:
+    # Swarm reports a task's host-mode port in the task's status only once its first health check passed,
+    # 2 s (the check's interval) after its container started; the manager's engine does not have another
+    # node's containers. With node 2's engine in swarm_engines the daemon reads the port from it at once.
+    swarm.track("mn-first")
+    daemon = _start(start_daemon)
+    constraints = [f"node.hostname == {NODE2_HOSTNAME}"]
+    labels = {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "1"}
+    daemon.deploy("mn-first", "cat", image=base_image, labels=labels, constraints=constraints, wait=False)
+    with daemon.client(auth=False) as client:
+        answer = client.post("/function/mn-first", content=b"first", timeout=WAIT_S)  # Held until it serves.
+    answered = time.time()
+    assert answer.status_code == 200 and answer.text == "first", answer.text
+    (task,) = swarm.running_tasks("mn-first")
+    assert task["NodeID"] == two_nodes.node2
+    started = _started_at(node2_engine.inspect_container(task["Status"]["ContainerStatus"]["ContainerID"]))
+    print(f"first answer {answered - started:.2f}s after node 2 started the container")
+    assert answered - started < 1.5, f"{answered - started:.2f}s: the port waited for Swarm's first health check"
 
 
 def test_the_autoscalers_new_replicas_land_on_both_nodes(

@@ -41,7 +41,7 @@ from faasd.providers.swarm.liveness import watch_remote
 from faasd.providers.swarm.nodes import Nodes
 from faasd.providers.swarm.rebalance import force_update, to_rebalance
 from faasd.providers.swarm.site import Site
-from faasd.providers.swarm.tasks import read_all, read_function
+from faasd.providers.swarm.tasks import NodeEngine, read_all, read_function
 from faasd.providers.swarm.views import View, Views
 
 __all__ = ["RESYNC_S", "Discovery"]
@@ -80,8 +80,11 @@ class Discovery:
         *,
         resync_s: float = RESYNC_S,
         on_connect: Callable[[], Awaitable[None]],
+        engines: NodeEngine | None = None,
     ) -> None:
         self.client = client
+        self.engines = engines
+        """The other nodes' engines (``swarm_engines``): where a new task's port is read before Swarm reports it."""
         self.site = site
         self.views = views
         self.resync_s = resync_s
@@ -259,7 +262,12 @@ class Discovery:
         site.rule, self.nodes, snapshots = await self.client.call(
             "reading the swarm",
             functools.partial(
-                read_all, known=self.views.known_addresses(), route=site.route, network=site.network, rule=site.rule
+                read_all,
+                known=self.views.known_addresses(),
+                route=site.route,
+                network=site.network,
+                rule=site.rule,
+                engines=self.engines,
             ),
         )
         self.resyncs += 1
@@ -317,6 +325,7 @@ class Discovery:
                     network=site.network,
                     rule=site.rule,
                     nodes=self.nodes,
+                    engines=self.engines,
                 ),
             )
         except FaasdError as exc:

@@ -106,7 +106,8 @@ class SwarmProvider:
             is refused, nothing ever reaches a registry).
         default_image: what a spec without ``image`` runs.
         engines: Docker engine addresses of the swarm's other nodes: every deploy copies the image
-            to those missing it (:mod:`.engines`).
+            to those missing it, and a new task's port there is read from its node's engine
+            (:mod:`.engines`).
         stop_grace_s: between SIGTERM and SIGKILL when Swarm stops a task.
         resync_s: period of the full re-read.
         extra_labels: added to every service and Docker secret created (tests mark what they make).
@@ -145,13 +146,18 @@ class SwarmProvider:
         self._site = Site(network, route)
         self._client = DockerClient(docker_host)
         self._views = Views(registry)
+        self._engines = Engines(engines)
         self._discovery = Discovery(
-            self._client, self._site, self._views, resync_s=resync_s, on_connect=self._on_connect
+            self._client,
+            self._site,
+            self._views,
+            resync_s=resync_s,
+            on_connect=self._on_connect,
+            engines=self._engines.client_for if self._engines else None,
         )
         self._secrets = secrets
         self._pull = pull
         self._default_image = default_image
-        self._engines = Engines(engines)
         self._stop_grace_s = stop_grace_s
         self._extra_labels = dict(extra_labels or {})
         self._call_token = call_token
@@ -208,6 +214,7 @@ class SwarmProvider:
 
     async def aclose(self) -> None:
         self._client.close()
+        self._engines.close()
 
     async def _on_connect(self) -> None:
         """On every connection to dockerd: where the daemon runs, and the swarm's call token."""

@@ -4,18 +4,21 @@ Blocking functions taking the docker SDK client first, run in worker threads by 
 (:mod:`.discovery`). A read returns a :class:`Snapshot` that :meth:`.views.Views.apply` brings the
 view of a function in line with. Where a task answers depends on the route: its node's address
 (127.0.0.1 on the engine's own node, :mod:`.nodes`) and the watchdog's host-mode published port
-(``host-port``), or its address on the functions network and port 8080 (``overlay-dns``).
+(``host-port``), or its address on the functions network and port 8080 (``overlay-dns``). A task on
+another node whose engine is among ``swarm_engines`` (:class:`.engines.Engines`) has its port read from
+that engine as soon as its container runs, not after Swarm's first health check reports it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import docker
 import docker.errors
+import requests
 
 from faasd.providers.swarm.nodes import LOCALHOST, Nodes, node_of, read_nodes, rejection
 from faasd.providers.swarm.placement import network_ids
@@ -29,6 +32,9 @@ __all__ = [
     "read_all",
     "read_function",
 ]
+
+NodeEngine = Callable[[str], "docker.APIClient | None"]
+"""Node ID -> a client of that node's engine, when the daemon has one (blocking)."""
 
 LIVE_STATES = frozenset({"starting", "running"})
 PENDING_STATES = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready"})
@@ -56,6 +62,7 @@ def read_function(
     network: str,
     rule: FunctionRule,
     nodes: Nodes,
+    engines: NodeEngine | None = None,
 ) -> Snapshot:
     """One function's service and tasks; the nodes are read again when a task runs on one not known."""
     try:
@@ -77,14 +84,20 @@ def read_function(
     return Snapshot(
         service,
         tasks,
-        addresses(api, tasks, known, route, network, nodes),
+        addresses(api, tasks, known, route, network, nodes, engines),
         rejections((*tasks, *ended), nodes),
         fresh,
     )
 
 
 def read_all(
-    api: docker.APIClient, *, known: Mapping[str, tuple[str, int]], route: str, network: str, rule: FunctionRule
+    api: docker.APIClient,
+    *,
+    known: Mapping[str, tuple[str, int]],
+    route: str,
+    network: str,
+    rule: FunctionRule,
+    engines: NodeEngine | None = None,
 ) -> tuple[FunctionRule, Nodes, dict[str, Snapshot]]:
     """Every function and its tasks, and the nodes; with the rule brought up to date (the network may
     have been made again, with a new ID, by hand)."""
@@ -99,7 +112,7 @@ def read_all(
     for service_id, service in services.items():
         tasks = by_service[service_id]
         result[service["Spec"]["Name"]] = Snapshot(
-            service, tasks, addresses(api, tasks, known, route, network, nodes), rejections(tasks, nodes)
+            service, tasks, addresses(api, tasks, known, route, network, nodes, engines), rejections(tasks, nodes)
         )
     return rule, nodes, result
 
@@ -111,6 +124,7 @@ def addresses(
     route: str,
     network: str,
     nodes: Nodes,
+    engines: NodeEngine | None = None,
 ) -> dict[str, tuple[str, int]]:
     """Where each live task answers: its node's address and its host-mode port, or its overlay address."""
     result: dict[str, tuple[str, int]] = {}
@@ -127,7 +141,9 @@ def addresses(
         else:
             node = node_of(task)
             host = nodes.host(node)
-            address = published_port(api, task, host, local=not node or node == nodes.own) if host else None
+            local = not node or node == nodes.own
+            engine = None if local or engines is None else engines(node)
+            address = published_port(api, task, host, local=local, engine=engine) if host else None
         if address is not None:
             result[task_id] = address
     return result
@@ -153,22 +169,33 @@ def overlay_address(task: Mapping[str, Any], network: str) -> tuple[str, int] | 
 
 
 def published_port(
-    api: docker.APIClient, task: Mapping[str, Any], host: str = LOCALHOST, *, local: bool = True
+    api: docker.APIClient,
+    task: Mapping[str, Any],
+    host: str = LOCALHOST,
+    *,
+    local: bool = True,
+    engine: docker.APIClient | None = None,
 ) -> tuple[str, int] | None:
     """The host-mode port of the watchdog on ``host`` (the task's node): from the task once Swarm
-    reports it (after the first health check), else, on the engine's own node (``local``), from the
-    container, which has it from its start (another node's containers are not on this engine)."""
+    reports it (after the first health check), else from the container, which has it from its start:
+    on the engine's own node (``local``) through ``api``, on another node through its own ``engine``
+    when the daemon has it (another node's containers are not on the manager's engine)."""
     status = task.get("Status") or {}
     for port in (status.get("PortStatus") or {}).get("Ports") or []:
         if port.get("TargetPort") == WATCHDOG_PORT and port.get("PublishedPort"):
             return host, int(port["PublishedPort"])
     container_id = (status.get("ContainerStatus") or {}).get("ContainerID")
-    if not container_id or not local:
+    reader = api if local else engine
+    if not container_id or reader is None:
         return None
     try:
-        container = api.inspect_container(container_id)
+        container = reader.inspect_container(container_id)
     except docker.errors.NotFound:
         return None
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        if local:
+            raise
+        return None  # That node's engine is unreachable: Swarm's report of the port will do.
     bindings = ((container.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{WATCHDOG_PORT}/tcp") or []
     for binding in bindings:
         if binding.get("HostPort"):
