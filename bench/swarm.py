@@ -432,6 +432,21 @@ def cleanup(daemon: Daemon | None, docker: Docker, created: set[str]) -> list[st
 # --------------------------------------------------------------------------------------------- report
 
 
+def failure(exc: BaseException, daemon: Daemon | None) -> list[str]:
+    """What a benchmark that stopped on ``exc`` reports: the error, and the daemon's last log lines."""
+    lines = [str(exc)]
+    if daemon is not None:
+        lines.append("daemon log tail:\n" + h.log_tail(daemon.log_path, 15))
+    return lines
+
+
+def finish(report: object, code: int, json_path: Path | None) -> int:
+    """Write every number to ``json_path`` (``--json``), if given; the exit status ``code``."""
+    if json_path:
+        json_path.write_text(json.dumps(report.__dict__, indent=2, default=str))
+    return code
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -527,9 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             print("throughput: gateway vs direct ...", flush=True)
             throughput(daemon, docker, args, report, created)
         except h.BenchError as exc:
-            report.errors.append(str(exc))
-            if daemon is not None:
-                report.errors.append("daemon log tail:\n" + h.log_tail(daemon.log_path, 15))
+            report.errors.extend(failure(exc, daemon))
         except KeyboardInterrupt:
             report.errors.append("interrupted")
         finally:
@@ -538,10 +551,7 @@ def main(argv: list[str] | None = None) -> int:
                 report.errors.append(f"containers still running after cleanup: {left}")
             if daemon is not None:
                 daemon.stop()
-    code = print_report(report)
-    if args.json:
-        args.json.write_text(json.dumps(report.__dict__, indent=2, default=str))
-    return code
+    return finish(report, print_report(report), args.json)
 
 
 if __name__ == "__main__":

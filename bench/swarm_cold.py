@@ -170,30 +170,33 @@ def min_max_ms(values: list[float]) -> str:
     return f"[{min(values) * 1000:.0f}-{max(values) * 1000:.0f}]" if values else ""
 
 
+def print_rows(*rows: tuple[str, list[float]]) -> None:
+    for label, values in rows:
+        print(f"  {label:<46} {median_ms(values)}  {min_max_ms(values)}")
+
+
 def print_report(report: ColdReport) -> int:
     print(f"\n1. the image (deploys placed on node 2; the image is {report.image_mb:.0f} MB)")
     print(f"  {'':<46} {'p50 ms':>8}  min-max")
-    for label, values in (
+    print_rows(
         ("deploy -> first 200, image on node 2", report.present_s),
         ("  of it, the deploy API call", report.present_api_s),
         ("  deploy -> the container started", report.present_started_s),
         ("deploy -> first 200, image streamed to node 2", report.absent_s),
         ("  of it, the deploy API call", report.absent_api_s),
         ("  deploy -> the container started", report.absent_started_s),
-    ):
-        print(f"  {label:<46} {median_ms(values)}  {min_max_ms(values)}")
+    )
     if report.present_s and report.absent_s:
         saved = statistics.median(report.absent_s) - statistics.median(report.present_s)
         ratio = statistics.median(report.absent_s) / statistics.median(report.present_s)
         print(f"  a pre-pulled image saves {saved * 1000:.0f} ms of a deploy (absent / present: {ratio:.2f}x)")
     print("\n2. the task (scale 0 -> 1 by the API, node 1)")
-    for label, values in (
+    print_rows(
         ("scale POST -> first 200", report.scale_s),
         ("  Swarm's part: POST -> container started", report.swarm_part_s),
         ("  the container's: started -> first 200", report.container_part_s),
         ("a call to the running replica (warm)", report.warm_call_s),
-    ):
-        print(f"  {label:<46} {median_ms(values)}  {min_max_ms(values)}")
+    )
     if report.scale_s and report.swarm_part_s:
         share = statistics.median(report.swarm_part_s) / statistics.median(report.scale_s)
         print(f"  Swarm's part is {share:.0%} of a scale from zero: what a task started ahead would save, at most")
@@ -246,9 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             print("the task: scale 0 -> 1 ...", flush=True)
             task_runs(daemon, docker, args.runs, report, created)
         except (h.BenchError, subprocess.SubprocessError) as exc:
-            report.errors.append(str(exc))
-            if daemon is not None:
-                report.errors.append("daemon log tail:\n" + h.log_tail(daemon.log_path, 15))
+            report.errors.extend(sw.failure(exc, daemon))
         except KeyboardInterrupt:
             report.errors.append("interrupted")
         finally:
@@ -265,10 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                 node_availability("drain")
             except subprocess.SubprocessError as exc:
                 report.errors.append(f"node 2 not drained again: {exc}")
-    code = print_report(report)
-    if args.json:
-        args.json.write_text(json.dumps(report.__dict__, indent=2, default=str))
-    return code
+    return sw.finish(report, print_report(report), args.json)
 
 
 if __name__ == "__main__":
