@@ -12,6 +12,7 @@ that engine as soon as its container runs, not after Swarm's first health check 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -142,7 +143,7 @@ def addresses(
             node = node_of(task)
             host = nodes.host(node)
             local = not node or node == nodes.own
-            engine = None if local or engines is None else engines(node)
+            engine = None if local or engines is None else functools.partial(engines, node)
             address = published_port(api, task, host, local=local, engine=engine) if host else None
         if address is not None:
             result[task_id] = address
@@ -174,19 +175,22 @@ def published_port(
     host: str = LOCALHOST,
     *,
     local: bool = True,
-    engine: docker.APIClient | None = None,
+    engine: Callable[[], docker.APIClient | None] | None = None,
 ) -> tuple[str, int] | None:
     """The host-mode port of the watchdog on ``host`` (the task's node): from the task once Swarm
     reports it (after the first health check), else from the container, which has it from its start:
-    on the engine's own node (``local``) through ``api``, on another node through its own ``engine``
-    when the daemon has it (another node's containers are not on the manager's engine)."""
+    on the engine's own node (``local``) through ``api``, on another node through its own engine, which
+    ``engine()`` gives when the daemon has it (another node's containers are not on the manager's
+    engine; asked only when the task does not say the port, as finding it may ask every engine)."""
     status = task.get("Status") or {}
     for port in (status.get("PortStatus") or {}).get("Ports") or []:
         if port.get("TargetPort") == WATCHDOG_PORT and port.get("PublishedPort"):
             return host, int(port["PublishedPort"])
     container_id = (status.get("ContainerStatus") or {}).get("ContainerID")
-    reader = api if local else engine
-    if not container_id or reader is None:
+    if not container_id:
+        return None
+    reader = api if local else (engine() if engine is not None else None)
+    if reader is None:
         return None
     try:
         container = reader.inspect_container(container_id)
