@@ -5,6 +5,7 @@ missing engine: no swarm needed; tests/swarm/test_multinode.py runs it all on tw
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,18 @@ async def test_a_deploy_names_the_engine_it_could_not_copy_the_image_to(tmp_path
             await engines.distribute(DockerClient(), "sha256:" + "0" * 64, "faasd/watchdog:latest")
     message = caught.value.message
     assert "faasd/watchdog:latest is not on every node" in message and missing in message, message
+
+
+def test_an_unreachable_node_engine_gives_no_port_and_is_not_asked_again_at_once(tmp_path: Path) -> None:
+    # Discovery asks for a node's engine to read a new replica's port; an engine that is down must not fail
+    # the read (the port then comes from Swarm's report) nor be connected to again on every read.
+    engines = Engines([f"unix://{tmp_path}/no-such-engine.sock"])
+    assert engines.client_for("some-node-id") is None
+    started = time.monotonic()
+    for _ in range(100):
+        assert engines.client_for("some-node-id") is None
+    assert time.monotonic() - started < 0.5  # No connection attempt while MAP_AGAIN_S has not passed.
+    engines.close()
 
 
 async def _health_server(nursery: trio.Nursery, host: str) -> tuple[int, trio.CancelScope]:
