@@ -180,7 +180,7 @@ class WatchdogConfig:
         listen_fd = reader.get("listen_fd", _non_negative_int, None)
         bind = env.get("bind", "0.0.0.0").strip() or "0.0.0.0"
         own_ports = {metrics_port} - {0} | ({port} if listen_fd is None else set())
-        if upstream[1] in own_ports and upstream[0] in (bind, *_OWN_HOSTS):
+        if upstream[1] in own_ports and _reaches(upstream[0], bind):
             # Its readiness probe would reach the watchdog's own listener, and every call would come back to it.
             raise ConfigError(
                 "upstream_url", upstream_url, "is the watchdog's own address: the server needs a port of its own"
@@ -287,8 +287,13 @@ def _non_negative_size(text: str) -> int:
     return parse_size(text)
 
 
-_OWN_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::")
-"""Hosts an ``upstream_url`` on the watchdog's own port would reach the watchdog at (with its ``bind``)."""
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"})
+"""Names of this host an ``upstream_url`` may use; ``0.0.0.0`` and ``::`` as a bind address mean every address."""
+
+
+def _reaches(host: str, bind: str) -> bool:
+    """Whether a connection to ``host`` reaches a listener bound to ``bind`` on this host."""
+    return host == bind or (host in _LOCAL_HOSTS and bind in _LOCAL_HOSTS)
 
 
 def _parse_upstream(url: str) -> tuple[str, int]:

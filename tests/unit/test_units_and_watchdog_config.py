@@ -130,6 +130,7 @@ def test_values_are_parsed():
         ({**BASE, "mode": "http", "upstream_url": "http://127.0.0.1:8080"}, "upstream_url"),
         ({**BASE, "mode": "http", "upstream_url": "http://localhost:8081"}, "upstream_url"),
         ({**BASE, "mode": "http", "port": "9000", "upstream_url": "http://0.0.0.0:9000"}, "upstream_url"),
+        ({**BASE, "mode": "http", "bind": "10.0.0.5", "upstream_url": "http://10.0.0.5:8080"}, "upstream_url"),
         ({**BASE, "exec_timeout": "xyz"}, "exec_timeout"),
         ({**BASE, "read_timeout": "0"}, "read_timeout"),
         ({**BASE, "max_inflight": "-1"}, "max_inflight"),
@@ -153,6 +154,8 @@ def test_an_upstream_on_another_port_or_host_is_fine():
     # Listening on an inherited socket, the watchdog does not use ``port``; without metrics, 8081 is free.
     assert WatchdogConfig.from_env({**http, "listen_fd": "3", "upstream_url": "http://127.0.0.1:8080"})
     assert WatchdogConfig.from_env({**http, "metrics_port": "0", "upstream_url": "http://127.0.0.1:8081"})
+    # Bound to one other address, the watchdog is not reached on loopback's 8080.
+    assert WatchdogConfig.from_env({**http, "bind": "10.0.0.5", "upstream_url": "http://127.0.0.1:8080"})
 
 
 def test_split_command_splits_as_shlex_does():
