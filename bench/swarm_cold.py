@@ -83,16 +83,12 @@ def container_started_ns(docker: sw.Docker, name: str, since_ns: int) -> int | N
     }
     connection = sw._UnixConnection(docker.path, timeout=30)
     try:
-        connection.request("GET", "/events?" + "&".join(f"{k}={v}" for k, v in _quoted(query)))
+        connection.request("GET", "/events?" + urllib.parse.urlencode(query))
         data = connection.getresponse().read()
     finally:
         connection.close()
     times = [json.loads(line)["timeNano"] for line in data.splitlines() if line.strip()]
     return min(times) if times else None
-
-
-def _quoted(query: dict[str, str]) -> list[tuple[str, str]]:
-    return [(key, urllib.parse.quote(value, safe="")) for key, value in query.items()]
 
 
 def wait_no_containers(docker: sw.Docker, names: set[str]) -> None:
