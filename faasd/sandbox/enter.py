@@ -252,11 +252,16 @@ def _become(uid: int, gid: int, *, no_new_privs: bool) -> None:
 
 
 def _follow_daemon(fd: int) -> None:
-    """Kill this process once the daemon's end of the lifeline pipe is closed (see the module docstring)."""
-    os.set_inheritable(fd, False)
-    import threading
+    """Kill this process once the daemon's end of the lifeline pipe is closed (see the module docstring).
 
-    threading.Thread(target=_wait_for_eof, args=(fd,), name="faasd-lifeline", daemon=True).start()
+    A bare ``_thread`` rather than :class:`threading.Thread`, whose ``start()`` waits until the new thread
+    has run: that wait was 0.2-0.6 ms on a pooled replica's path from its assignment to its first answer
+    (the new thread needs a CPU, often a halted vCPU woken). Nothing is lost meanwhile: a daemon gone
+    before the thread first runs is seen then, as its first read returns end of file at once."""
+    os.set_inheritable(fd, False)
+    import _thread
+
+    _thread.start_new_thread(_wait_for_eof, (fd,))
 
 
 def _wait_for_eof(fd: int) -> None:
