@@ -8,6 +8,7 @@ once the socket accepts.
 
 from __future__ import annotations
 
+import os
 import socket
 
 import trio
@@ -75,3 +76,26 @@ async def test_without_an_upstream_announce_and_retire_do_nothing() -> None:
     await registry.announce(Endpoint("127.0.0.1", 9, "r"))
     registry.retire("127.0.0.1:9")
     assert registry.get("r") == ()
+
+
+async def test_an_address_a_name_and_a_refused_port_connect_as_they_should() -> None:
+    """An IP address is connected with one socket, a name through trio's lookup; a refused connect raises
+    :class:`~faasd.errors.InvocationError` naming the replica, and leaves no socket open."""
+    from faasd.errors import InvocationError
+
+    listener, endpoint = _listening()
+    pool = UpstreamPool()
+    with listener:
+        for host in ("127.0.0.1", "localhost"):
+            connection = await pool.connect(Endpoint(host, endpoint.port, "r1"))
+            assert connection.stream.socket.getpeername() == ("127.0.0.1", endpoint.port)
+            await connection.stream.aclose()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    for host in ("127.0.0.1", "localhost", "::1"):
+        try:
+            await pool.connect(Endpoint(host, endpoint.port, "gone"))
+        except InvocationError as exc:
+            assert "gone" in str(exc), exc
+        else:
+            raise AssertionError(f"{host}: a connect to a closed port succeeded")
+    assert len(os.listdir("/proc/self/fd")) == fds_before
