@@ -281,6 +281,48 @@ def test_the_pool_refills_and_cold_starts_leave_nothing_behind(start_daemon: Sta
     assert len(pipes_after) <= len(pipes_before), (pipes_before, pipes_after)
 
 
+@pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed")
+def test_a_refused_deploy_stops_the_pooled_replica_it_took(start_daemon: StartDaemon) -> None:
+    """A deploy takes a pooled replica before it builds the function's directory (it is readied in the same
+    worker thread's hop): one whose archive is then refused stops it, the pool refills, nothing is left."""
+    daemon = _start(start_daemon, "bwrap")
+    _wait_pool(daemon, 1)
+    [taken] = _pooled_any(daemon)
+    with _admin(daemon) as client:
+        bad = {"service": "bad", "envProcess": "cat", "handlerArchive": _archive({"../escape": b"x"})}
+        refused = client.post("/system/functions", json=bad)
+        assert refused.status_code == 400 and ".." in refused.text, refused.text
+        wait_for(lambda: not process_alive(taken), 10.0, "the pooled replica the refused deploy took to stop")
+        _wait_pool(daemon, 2)
+        assert client.post("/system/functions", json={"service": "good", "envProcess": "cat"}).status_code == 202
+    daemon.wait_available("good", 1)
+    assert httpx.post(f"{daemon.url}/function/good", content=b"ok", timeout=30.0).text == "ok"
+    assert _ready_lines(daemon, "good") == 1
+    with _admin(daemon) as client:
+        removed = client.request("DELETE", "/system/functions", json={"functionName": "good"})
+        assert removed.status_code in (200, 202), removed.text
+    _wait_pool(daemon, 3)
+
+    def settled() -> bool:
+        return len(_pooled_any(daemon)) == 1 and len(list((daemon.state_dir / "replicas").iterdir())) == 1
+
+    wait_for(settled, 30.0, lambda: f"one idle pooled replica and its directory left: {_pooled_any(daemon)}")
+
+
+@pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed")
+def test_a_deploy_at_zero_replicas_leaves_the_pool_alone(start_daemon: StartDaemon) -> None:
+    """``com.openfaas.scale.min: 0`` starts nothing: the idle pooled replica stays for the first call."""
+    daemon = _start(start_daemon, "bwrap")
+    _wait_pool(daemon, 1)
+    [idle] = _pooled_any(daemon)
+    with _admin(daemon) as client:
+        spec = {"service": "lazy", "envProcess": "cat", "labels": {"com.openfaas.scale.min": "0"}}
+        assert client.post("/system/functions", json=spec).status_code == 202
+    assert _pooled_any(daemon) == [idle] and daemon.logs().count("pooled replica ready") == 1
+    assert httpx.post(f"{daemon.url}/function/lazy", content=b"woken", timeout=30.0).text == "woken"
+    assert _ready_lines(daemon, "lazy") == 1
+
+
 def _started_at(pid: int) -> float:
     """When process ``pid`` started, in seconds since the epoch (to the kernel's clock tick, 10 ms)."""
     boot = next(

@@ -29,7 +29,7 @@ from faasd.namelocks import NameLocks
 from faasd.providers.base import SecretLookup
 from faasd.providers.common.logbook import DEFAULT_LOG_BYTES, LogBook
 from faasd.providers.local.cpuwatch import watch_cpu
-from faasd.providers.local.pool import ReplicaPool
+from faasd.providers.local.pool import Adopted, PoolError, ReplicaPool, adopt, starts_without_code
 from faasd.providers.local.process import remove_tree
 from faasd.providers.local.requirements import install_requirements
 from faasd.providers.local.state import (
@@ -374,41 +374,67 @@ class LocalProvider:
     # -- applying a spec ----------------------------------------------------------------------------
 
     async def _apply(self, spec: FunctionSpec, replicas: int) -> None:
-        """Validate and build the new working dir, swap it in, start the new generation (lock held)."""
+        """Validate and build the new working dir, swap it in, start the new generation (lock held).
+
+        A pooled replica is taken first and readied for the new generation in the same worker thread's hop
+        that builds the directory (:func:`~faasd.providers.local.pool.adopt`), so the first replica is
+        assigned without a hop of its own (docs/coldstart.md)."""
         host = self._host
         fprocess, values = await check_spec(spec, self._secrets)
         limits = limits_from_spec(spec)
         staging = os.path.join(host.staging_dir, f"{spec.name}.{token_hex(4)}")
+        workdir = os.path.join(host.functions_dir, spec.name)
+        starting = starts_without_code(spec.env_vars)
+        member = self._supervisor.reserve(limits) if replicas > 0 else None
+        adopted: Adopted | None = None
+
+        def ready_member() -> Adopted | None:
+            """The pooled replica readied once the directory is in place; None when it cannot be (it is
+            stopped then, and the slot takes another or starts a cold one)."""
+            if member is None:
+                return None
+            try:
+                return adopt(host, member, workdir, limits, starting=starting)
+            except (PoolError, OSError) as exc:
+                event(log, logging.WARNING, "pooled replica not used", function=spec.name, error=str(exc))
+                return None
+
         try:
             gid = await self._function_gid(spec.name)
 
-            def build() -> tuple[bool, str | None]:
-                """The directory built, checked and swapped in, in one worker thread's hop when there is no
-                ``requirements.txt`` (each hop waits for a core on a busy host; this is a cold start's path):
-                (swapped, the retired directory)."""
+            def build() -> tuple[bool, str | None, Adopted | None]:
+                """The directory built, checked and swapped in, and the pooled replica readied, in one worker
+                thread's hop when there is no ``requirements.txt`` (each hop waits for a core on a busy host;
+                this is a cold start's path): (swapped, the retired directory, the readied replica)."""
                 build_workdir(staging, spec)
                 if os.path.lexists(os.path.join(staging, "requirements.txt")):
-                    return False, None
+                    return False, None, None
                 write_secrets(staging, values)
                 check_workdir(host, staging, spec, fprocess, gid)
-                return True, install_workdir(host, spec.name, staging)
+                return True, install_workdir(host, spec.name, staging), ready_member()
+
+            def install() -> tuple[str | None, Adopted | None]:
+                return install_workdir(host, spec.name, staging), ready_member()
 
             with trio.CancelScope(shield=True):  # Once swapped, the bookkeeping below must follow.
-                swapped, retired = await trio.to_thread.run_sync(build)
+                swapped, retired, adopted = await trio.to_thread.run_sync(build)
             if not swapped:
                 # Cancellable: a daemon stopping does not wait for pip. In the function's sandbox, as the function.
                 await install_requirements(staging, build_sandbox(host, staging, gid))
                 await trio.to_thread.run_sync(write_secrets, staging, values)
                 await trio.to_thread.run_sync(check_workdir, host, staging, spec, fprocess, gid)
                 with trio.CancelScope(shield=True):  # Once swapped, the bookkeeping below must follow.
-                    retired = await trio.to_thread.run_sync(install_workdir, host, spec.name, staging)
+                    retired, adopted = await trio.to_thread.run_sync(install)
         except BaseException:
             if spec.name not in self._functions:
                 host.uids.release(FUNCTION_KEY + spec.name)
             with trio.CancelScope(shield=True):
                 await remove_tree(staging)
+                if member is not None and self._pool is not None:
+                    await self._pool.discard(member)
             raise
-        workdir = os.path.join(host.functions_dir, spec.name)
+        if member is not None and adopted is None:
+            self._supervisor.give_up(Adopted(member, None))
         spec = replace(spec, handler_archive=b"")  # Unpacked on disk now; no need to keep it in memory.
         function = self._functions.get(spec.name)
         if function is None:
@@ -436,7 +462,7 @@ class LocalProvider:
             generation=function.generation.number,
             replicas=replicas,
         )
-        self._supervisor.reconcile(function)
+        self._supervisor.reconcile(function, adopted)
 
     async def _function_gid(self, name: str) -> int | None:
         """The function's own number when the sandbox gives out uids (a new one on its first deploy)."""

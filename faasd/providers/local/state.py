@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -23,6 +24,9 @@ from faasd.sandbox.cpuclass import FunctionCpu
 from faasd.sandbox.limits import Limits
 from faasd.sandbox.plan import Sandbox
 from faasd.sandbox.uids import UidPool
+
+if TYPE_CHECKING:  # pool.py imports this module.
+    from faasd.providers.local.pool import Adopted
 
 __all__ = [
     "FUNCTION_KEY",
@@ -146,6 +150,9 @@ class Slot:
     stopping: bool = False
     stop: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)
+    adopted: Adopted | None = None
+    """A pooled replica the deploy readied for this slot's first replica (:class:`~.pool.Adopted`); taken
+    by it, or stopped with the slot."""
 
     @property
     def published(self) -> bool:

@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
 from secrets import token_hex
 
 import trio
@@ -31,7 +30,16 @@ from faasd.logs import event
 from faasd.providers.common.logbook import LineBuffer
 from faasd.providers.common.probe import wait_healthy
 from faasd.providers.common.rollout import plan_replicas
-from faasd.providers.local.pool import Member, PoolError, ReplicaPool, link_files, release, wait_serving
+from faasd.providers.local.pool import (
+    Adopted,
+    Member,
+    PoolError,
+    ReplicaPool,
+    adopt,
+    release,
+    starts_without_code,
+    wait_serving,
+)
 from faasd.providers.local.process import (
     exit_fields,
     exit_text,
@@ -47,6 +55,7 @@ from faasd.registry import EndpointRegistry
 from faasd.sandbox import cgroups as sandbox_cgroups
 from faasd.sandbox import files as sandbox_files
 from faasd.sandbox import host as sandbox_host
+from faasd.sandbox.limits import Limits
 from faasd.sandbox.plan import BWRAP_OWN_PROCESSES, Launch, ReplicaSandbox, plan_launch
 
 __all__ = ["Supervisor"]
@@ -96,18 +105,41 @@ class Supervisor:
 
     # -- a function's slots -------------------------------------------------------------------------
 
-    def reconcile(self, function: Function) -> None:
-        """Apply :func:`plan_replicas` to ``function`` (sync: called from operations and readiness)."""
+    def reserve(self, limits: Limits) -> Member | None:
+        """A pooled replica for a deploy to ready in its build's hop (:func:`~faasd.providers.local.pool.adopt`)
+        and hand to :meth:`reconcile`, or None (no pool, none ready, or limits a pooled replica cannot have)."""
+        return self.pool.take(limits) if self.pool is not None else None
+
+    def reconcile(self, function: Function, adopted: Adopted | None = None) -> None:
+        """Apply :func:`plan_replicas` to ``function`` (sync: called from operations and readiness).
+        ``adopted``: a pooled replica readied for its current generation, given to the first slot started
+        (stopped if none is)."""
         if function.removed or self.nursery is None:
+            if adopted is not None:
+                self.give_up(adopted)
             return
         start, stop = plan_replicas(function.slots, function.generation, function.desired)
         for slot in stop:
             self.stop_slot(slot)
         for _ in range(start):
-            if not self._start_slot(function):
+            if not self._start_slot(function, adopted):
                 break
+            adopted = None
+        if adopted is not None:
+            self.give_up(adopted)
         self.publish(function)
         self._collect_retired(function)
+
+    def give_up(self, adopted: Adopted) -> None:
+        """Stop a pooled replica a deploy took that no slot will assign (in the background). With the
+        provider stopped, its control socket is closed: a pooled replica waiting for its assignment ends at
+        that end of file."""
+        if self.nursery is not None and self.pool is not None:
+            self.nursery.start_soon(self.pool.discard_adopted, adopted)
+            return
+        adopted.member.control.close()
+        if adopted.cgroup is not None:
+            adopted.cgroup.close_fds()
 
     @staticmethod
     def stop_slot(slot: Slot) -> None:
@@ -129,7 +161,7 @@ class Supervisor:
             ],
         )
 
-    def _start_slot(self, function: Function) -> bool:
+    def _start_slot(self, function: Function, adopted: Adopted | None = None) -> bool:
         assert self.nursery is not None
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -144,6 +176,7 @@ class Supervisor:
             generation=function.generation,
             listener=listener,
             port=listener.getsockname()[1],
+            adopted=adopted,
         )
         function.slots.append(slot)
         self.nursery.start_soon(self._supervise, function, slot, name=f"replica slot {function.name}:{slot.port}")
@@ -199,6 +232,10 @@ class Supervisor:
                 backoff = min(backoff * 2, RESTART_BACKOFF_MAX_S)
         finally:
             slot.listener.close()
+            if slot.adopted is not None and self.pool is not None:  # Stopped before its first replica.
+                adopted, slot.adopted = slot.adopted, None
+                with trio.CancelScope(shield=True):
+                    await self.pool.discard_adopted(adopted)
             self.registry.retire(f"{LOCALHOST}:{slot.port}")  # Its connections, kept or made ahead.
             if slot in function.slots:
                 function.slots.remove(slot)
@@ -319,41 +356,29 @@ class Supervisor:
         """A pooled replica given this slot's replica -- planned as a cold one would be, in the pooled
         replica's own cgroup given the function's limits -- and that cgroup; (None, None): start one.
 
-        In fork and streaming modes its cgroup weighs the daemon's weight until it is ready
-        (:func:`faasd.sandbox.cgroups.weigh`; :meth:`_pooled_serving` lowers it)."""
+        The one the deploy readied for this slot (``slot.adopted``), else one taken from the pool now and
+        readied in a worker thread (:func:`~faasd.providers.local.pool.adopt`). In fork and streaming modes
+        its cgroup weighs the daemon's weight until it is ready (:func:`faasd.sandbox.cgroups.weigh`;
+        :meth:`_pooled_serving` lowers it)."""
         pool = self.pool
-        member = pool.take(slot.generation.limits) if pool is not None else None
-        if member is None or pool is None:
+        if pool is None:
             return None, None
-        sandbox = self.host.sandbox
-        cgroup: sandbox_cgroups.Placement | None = None
-        relimit: Callable[[], sandbox_cgroups.Placement] | None = None
-        if member.placement is not None and sandbox is not None:
-            own = BWRAP_OWN_PROCESSES if sandbox.mode == "bwrap" else 0
-            relimit = functools.partial(
-                sandbox_cgroups.relimit,
-                sandbox.cgroups,
-                member.placement,
-                slot.generation.limits,
-                own,
-                starting=_starts_without_code(slot),
-            )
-
-        def adopt() -> sandbox_cgroups.Placement | None:
-            """The member's cgroup given the function's limits, and its files linked: one worker thread's
-            hop for both (a hop is a wake of its own on the way to the first answer: 58-116 us on an idle loop
-            here, over 1 ms while the daemon is busy)."""
-            adopted = relimit() if relimit is not None else None
-            try:
-                link_files(member, function.workdir)
-            except BaseException:
-                if adopted is not None:
-                    adopted.close_fds()
-                raise
-            return adopted
-
+        adopted, slot.adopted = slot.adopted, None
+        member = adopted.member if adopted is not None else pool.take(slot.generation.limits)
+        if member is None:
+            return None, None
+        cgroup = adopted.cgroup if adopted is not None else None
         try:
-            cgroup = await trio.to_thread.run_sync(adopt)
+            if adopted is None:
+                ready = functools.partial(
+                    adopt,
+                    self.host,
+                    member,
+                    function.workdir,
+                    slot.generation.limits,
+                    starting=starts_without_code(slot.generation.spec.env_vars),
+                )
+                cgroup = (await trio.to_thread.run_sync(ready)).cgroup
             launch = await self._launch(function, slot.generation, replica_id, uid, scratch, env, cgroup)
             pool.assign(member, launch)
         except (PoolError, OSError) as exc:
@@ -575,10 +600,3 @@ class Supervisor:
             if replica_id not in self._replica_ids:
                 self._replica_ids.add(replica_id)
                 return replica_id
-
-
-def _starts_without_code(slot: Slot) -> bool:
-    """Whether nothing of the function runs in a replica of ``slot`` before it is ready: fork and streaming
-    modes start a process per call only (http starts the function's server, python imports its handler)."""
-    mode = slot.generation.spec.env_vars.get("mode", "").strip() or "fork"
-    return mode in ("fork", "streaming")
