@@ -3,8 +3,9 @@
 The gateway's routes call this, never the provider directly, so "what should run" and "what runs" stay
 in step in one place:
 
-* deploy/update go to the provider first (it validates what it can run), then to the store; a
-  provider that refuses leaves no stored record behind. Operations on one function run one at a time
+* deploy/update go to the provider (it validates what it can run) and to the store; a provider that
+  refuses leaves no stored record behind (a deploy commits while the provider works and puts the
+  record back when it refuses: :meth:`FunctionService._deploy_and_store`). Operations on one function run one at a time
   (a lock per name), so the store always ends with what the provider applied last;
 * after a daemon restart :meth:`FunctionService.load` reads the store (fast: before the gateway binds,
   so every stored function is known to the first request) and :meth:`FunctionService.restore`
@@ -240,11 +241,61 @@ class FunctionService:
         async with self._locks.hold(spec.name):
             existing = self._functions.get(spec.name)
             replicas = existing.replicas if existing is not None else min(spec.min_replicas, MAX_REPLICAS)
-            await self.provider.deploy(spec, replicas)
-            self._keep(await self.store.put_function(spec, replicas))
+            self._keep(await self._deploy_and_store(spec, replicas, existing))
             self._failed.pop(spec.name, None)
         event(log, logging.INFO, "deployed", function=spec.name, replicas=replicas, created=existing is None)
         return existing is None
+
+    async def _deploy_and_store(
+        self, spec: FunctionSpec, replicas: int, previous: StoredFunction | None
+    ) -> StoredFunction:
+        """Apply ``spec`` to the provider and commit it to the store side by side (name lock held).
+
+        Why side by side: the commit waits for the disk (``synchronous=FULL``) in a worker thread while the
+        local provider builds the function's directory in another; one after the other they were two waits
+        on the way to a deploy's 202 and its first answer (docs/coldstart.md). The 202 still waits for both.
+
+        A provider that refuses (or fails) leaves the store as it was: the record committed meanwhile is
+        put back to ``previous`` (deleted for a new function) before the provider's error is raised. A
+        daemon killed between the two keeps the refused spec; its restore then fails the same way, and the
+        function is listed ``failed`` with the reason until it is deployed again or removed (a persistent
+        backend's is forgotten, as it is not there). A commit that fails raises
+        :class:`~faasd.errors.StateError` once the provider is done, as it did when the commit came second.
+        """
+        stored: list[StoredFunction] = []
+        store_error: list[Exception] = []
+        provider_error: list[Exception] = []
+
+        async def commit() -> None:
+            try:
+                stored.append(await self.store.put_function(spec, replicas))
+            except Exception as exc:  # Raised below, after the provider's part, not as a group.
+                store_error.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(commit)
+            try:
+                await self.provider.deploy(spec, replicas)
+            except Exception as exc:  # Raised below, once the commit is done and undone.
+                provider_error.append(exc)
+        if provider_error:
+            if stored:
+                with trio.CancelScope(shield=True):
+                    await self._put_back(spec.name, previous)
+            raise provider_error[0]
+        if store_error:
+            raise store_error[0]
+        return stored[0]
+
+    async def _put_back(self, name: str, previous: StoredFunction | None) -> None:
+        """The store as it was before a refused deploy (:meth:`_deploy_and_store`)."""
+        try:
+            if previous is None:
+                await self.store.delete_function(name)
+            else:
+                await self.store.put_function(previous.spec, previous.replicas)
+        except FaasdError as exc:
+            event(log, logging.ERROR, "cannot undo a refused deploy in the store", function=name, error=exc.message)
 
     async def update(self, spec: FunctionSpec) -> None:
         """Replace an existing function's spec, keeping its replica count.

@@ -101,6 +101,25 @@ async def test_secrets_reach_the_function_and_a_missing_one_is_refused(make_gate
     assert in_use.status_code == 409 and "needs" in in_use.text
 
 
+async def test_a_deploy_the_backend_refuses_leaves_the_store_as_it_was(make_gateway: MakeGateway) -> None:
+    """A deploy is committed while the backend checks it (``FunctionService._deploy_and_store``): a refusal
+    puts the record back -- none for a new function, the previous spec and replicas for a redeploy."""
+    gateway = await make_gateway()
+    store = gateway.parts.service.store
+    refused = await gateway.deploy("needs", "cat", secrets=["no-such-secret"])
+    assert refused.status_code == 400 and "no-such-secret" in refused.text, refused.text
+    assert await store.get_function("needs") is None
+    assert (await gateway.deploy("echo", "cat", envVars={"MARKER": "one"})).status_code == 202
+    scaled = await gateway.client.post("/system/scale-function/echo", json={"replicas": 2}, headers=gateway.admin)
+    assert scaled.status_code == 202, scaled.text
+    again = await gateway.deploy("echo", "cat", envVars={"MARKER": "two"}, secrets=["no-such-secret"])
+    assert again.status_code == 400, again.text
+    stored = await store.get_function("echo")
+    assert stored is not None and stored.spec.env_vars == {"MARKER": "one"} and stored.replicas == 2, stored
+    document = await gateway.function("echo")
+    assert document["envVars"] == {"MARKER": "one"} and document["replicas"] == 2, document
+
+
 async def test_validation_errors_change_nothing(make_gateway: MakeGateway) -> None:
     gateway = await make_gateway()
     client, admin = gateway.client, gateway.admin
