@@ -350,10 +350,13 @@ def watchdogs(root: int) -> list[int]:
     """The replicas below ``root``: live ``faasd watchdog`` processes whose parent is not one.
 
     A fork-mode watchdog's child has the watchdog's command line between its fork and its exec of ``cat``; on a
-    busy machine that window is long enough to be seen, and it must not count as a second replica.
+    busy machine that window is long enough to be seen, and it must not count as a second replica -- nor when it
+    has ended by the time its parent is read (``_ppid`` 0: a round once failed on such a child as "the replicas
+    changed").
     """
     found = {pid for pid in h.descendants(root) if pid != root and is_watchdog(pid) and h.alive(pid)}
-    return sorted(pid for pid in found if _ppid(pid) not in found)
+    parents = {pid: _ppid(pid) for pid in found}
+    return sorted(pid for pid, parent in parents.items() if parent and parent not in found)
 
 
 CALL_TOKEN_HEADER = "X-Faasd-Call-Token"
