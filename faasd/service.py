@@ -258,8 +258,8 @@ class FunctionService:
         A provider that refuses (or fails) leaves the store as it was: the record committed meanwhile is
         put back to ``previous`` (deleted for a new function) before the provider's error is raised. A
         daemon killed between the two keeps the refused spec; its restore then fails the same way, and the
-        function is listed ``failed`` with the reason until it is deployed again or removed (a persistent
-        backend's is forgotten, as it is not there). A commit that fails raises
+        function is listed ``failed`` with the reason until it is deployed again or removed (with a persistent
+        backend, what the backend runs replaces it at the next start). A commit that fails raises
         :class:`~faasd.errors.StateError` once the provider is done, as it did when the commit came second.
         """
         stored: list[StoredFunction] = []
