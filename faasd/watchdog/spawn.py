@@ -202,18 +202,35 @@ class SpawnThreads:
     def submit(
         self, executable: bytes, argv: list[bytes], env: list[bytes], fds: tuple[int, int, int], done: SpawnDone
     ) -> None:
-        """Spawn in a thread; ``done`` is called on the loop. The fds must stay open until then."""
-        if not self._threads:
-            import threading  # Here: a watchdog that never has two calls at once does without it.
+        """Spawn in a thread; ``done`` is called on the loop. The fds must stay open until then.
+
+        Raises:
+            RuntimeError: no spawn thread runs, and the kernel refused to start one (the call answers by it).
+        """
+        if len(self._threads) < self._count:
+            self._start_threads()
+        self._jobs.put(((executable, argv, env, *fds), done))
+
+    def _start_threads(self) -> None:
+        """Start the threads not running yet. The kernel may refuse one: a thread counts against the
+        replica's ``pids.max``, which a fork bomb fills. With one running, spawns go on and the next
+        :meth:`submit` tries again; with none, the caller gets the error -- a job queued then would wait
+        for a thread that never ran (it did: a call stuck unspawned past its deadline, never answered)."""
+        import threading  # Here: a watchdog that never has two calls at once does without it.
+
+        if self._jobs is None:
             from _queue import SimpleQueue  # queue.SimpleQueue itself, without queue's imports
 
             self._jobs = SimpleQueue()
-            self._threads = [
-                threading.Thread(target=self._work, name=f"spawn-{i}", daemon=True) for i in range(self._count)
-            ]
-            for thread in self._threads:
+        while len(self._threads) < self._count:
+            thread = threading.Thread(target=self._work, name=f"spawn-{len(self._threads)}", daemon=True)
+            try:
                 thread.start()
-        self._jobs.put(((executable, argv, env, *fds), done))
+            except RuntimeError:  # "can't start new thread"
+                if not self._threads:
+                    raise
+                return
+            self._threads.append(thread)
 
     def _work(self) -> None:
         jobs = self._jobs

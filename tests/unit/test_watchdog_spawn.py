@@ -127,6 +127,51 @@ def test_spawn_threads_hand_every_result_back_on_the_loop() -> None:
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
+@pytest.mark.parametrize("started", [0, 1], ids=["no thread", "one of two"])
+def test_spawn_threads_the_kernel_refused_are_started_again_later(
+    started: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork bomb fills its replica's ``pids.max``, and a thread counts as a process: ``Thread.start``
+    raises. That call is answered by the error; a later one must still be spawned, not queued for a
+    thread that never ran (seen: a call stuck at pid 0 past its deadline, never answered, a 502 from the
+    gateway 3 s later)."""
+    real_start = threading.Thread.start
+    state = {"starts": 0, "refusing": True}
+
+    def start(thread: threading.Thread) -> None:
+        state["starts"] += 1
+        if state["refusing"] and state["starts"] > started:
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    async def main() -> tuple[BaseException | None, int, BaseException | None]:
+        loop = asyncio.get_running_loop()
+        threads = SpawnThreads(loop, 2)
+        results: asyncio.Queue[tuple[int, BaseException | None]] = asyncio.Queue()
+
+        def done(pid: int, exc: BaseException | None) -> None:
+            results.put_nowait((pid, exc))
+
+        refused: BaseException | None = None
+        monkeypatch.setattr(threading.Thread, "start", start)
+        try:
+            threads.submit(CAT, [b"cat"], [], (-1, 1, 2), done)
+        except RuntimeError as exc:
+            refused = exc
+        if refused is None:  # One thread ran: it took the call.
+            assert (await asyncio.wait_for(results.get(), 10))[1] is None
+        state["refusing"] = False
+        threads.submit(CAT, [b"cat"], [], (-1, 1, 2), done)  # The kernel allows threads again.
+        pid, exc = await asyncio.wait_for(results.get(), 10)
+        threads.close()
+        return refused, pid, exc
+
+    refused, pid, exc = asyncio.run(main())
+    assert (refused is not None) == (started == 0)
+    assert exc is None and pid > 0
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 @pytest.mark.parametrize("outcome", ["started", "failed"])
 def test_finish_does_not_wait_for_another_holder_of_the_error_pipe(outcome: str) -> None:
     """finish() runs on the event loop for a spawn thread's start(): meanwhile the other spawn thread's
