@@ -23,9 +23,11 @@ Kill policy (trio's ``deliver_cancel`` in spirit, but immediate): a call past it
 (:mod:`faasd.watchdog.proclimit`), or still running when shutdown's drain time is up gets its process
 group SIGKILLed. Functions that need a graceful stop should be written to finish within
 ``exec_timeout``; there is nothing useful a fork-mode call can do with a SIGTERM grace period.
-Error handling: a process that cannot start answers 500 ``Cannot start process: <reason>``; a request
-whose metadata no environment variable can carry answers 400 (a NUL decoded into the path) or 431 (a
-value past the kernel's 128 KiB limit), with a one-line reason. Every fd a call opens is closed on every
+Error handling: a process that cannot start answers 500 ``Cannot start process: <reason>`` (with a pids
+cgroup, a refusal at the replica's process limit names the limit,
+:meth:`~faasd.watchdog.proclimit.ProcessLimit.full_reason`); a request whose metadata no environment
+variable can carry answers 400 (a NUL decoded into the path) or 431 (a value past the kernel's 128 KiB
+limit), with a one-line reason. Every fd a call opens is closed on every
 path, failures included (issue 11: a ``ValueError`` from ``posix_spawn`` once leaked two per call).
 """
 
@@ -283,6 +285,14 @@ class ForkRunner:
                 call.kill(reason)
 
 
+def _refused_by_kernel(exc: BaseException) -> bool:
+    """The kernel refused the process (``EAGAIN`` from the fork) or the spawn thread (a thread counts as a
+    process): with a pids cgroup, the replica is at its limit."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.EAGAIN
+    return isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
+
+
 class ForkCall:
     """One process run for one request, from spawn to the ``done`` callback."""
 
@@ -415,6 +425,8 @@ class ForkCall:
             self._refuse(400, f"Request cannot be passed to the function: {exc}", INFO)
         else:
             reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+            if _refused_by_kernel(exc) and self.runner.process_limit.active:
+                reason = self.runner.process_limit.full_reason()
             self._refuse(500, f"Cannot start process: {reason}", ERROR)
 
     def _refuse(self, status: int, reason: str, level: int) -> None:

@@ -284,6 +284,11 @@ class ProcessLimit:
         """The 500 body of a call killed for filling the limit."""
         return f"Killed process: it filled its replica's process limit of {self.limit} ({LABEL})\n".encode()
 
+    def full_reason(self) -> str:
+        """Why a call could not start while the replica is at its limit (the kernel refused its process, or
+        the thread that would have started it)."""
+        return f"its replica is at its process limit of {self.limit} ({LABEL})"
+
     def cooling_message(self) -> bytes:
         """The 429 body of a call refused during a cooldown."""
         return f"Function cooling down: a call filled its replica's process limit of {self.limit}\n".encode()

@@ -1,0 +1,100 @@
+"""A fork-mode call that cannot start because its replica is at its process limit is told so.
+
+With a pids cgroup the kernel refuses a fork (``EAGAIN``), or the thread a spawn needs (CPython raises
+``RuntimeError: can't start new thread``; a thread counts as a process), once a fork bomb filled the
+replica's ``pids.max``. The answer names the limit and its label instead of the errno's text. The
+kernel's refusal is stood in for at the spawn (a real one depends on the moment a bomb fills the limit:
+tests/reliability/test_faults.py runs that, and accepts any 500); the runner, loop and pipes are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from faasd.http1 import RequestParser
+from faasd.sandbox import enter
+from faasd.watchdog import fork as fork_module
+from faasd.watchdog.config import WatchdogConfig
+from faasd.watchdog.fork import ForkRunner
+from faasd.watchdog.metrics import WatchdogStats
+
+LIMIT = 64
+EXPECTED = f"Cannot start process: its replica is at its process limit of {LIMIT} (com.faasd.limits.processes)\n"
+
+
+def _request() -> object:
+    parser = RequestParser(65536, 65536)
+    parser.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+    request = parser.next_request()
+    assert request is not None
+    return request
+
+
+@pytest.fixture
+def pids_cgroup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A replica with a pids cgroup, as :mod:`faasd.sandbox.enter` leaves it (``pids.events`` kept open)."""
+    events = tmp_path / "pids.events"
+    events.write_text("max 0\n")
+    fd = os.open(events, os.O_RDONLY)
+    monkeypatch.setitem(enter._kept, "pev", fd)
+    monkeypatch.setitem(enter._kept, "plim", LIMIT)
+    yield
+    os.close(fd)
+
+
+def _answers(count: int) -> list[tuple[int, bytes]]:
+    """Start ``count`` calls of ``sleep 30`` at once, then stop those that started (503); every answer's
+    status and body."""
+
+    async def main() -> list[tuple[int, bytes]]:
+        loop = asyncio.get_running_loop()
+        runner = ForkRunner(WatchdogConfig.from_env({"fprocess": "sleep 30"}), WatchdogStats(), loop)
+        answers: list[tuple[int, bytes]] = []
+        for _ in range(count):
+            runner.start_call(_request(), lambda result: answers.append(result[:2]))  # type: ignore[arg-type]
+        runner.kill_all("shutdown")
+        for _ in range(250):
+            if len(answers) == count:
+                break
+            await asyncio.sleep(0.02)
+        await runner.aclose()
+        return answers
+
+    return asyncio.run(main())
+
+
+def test_a_fork_the_kernel_refused_names_the_limit(pids_cgroup: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(*args: object) -> int:
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    monkeypatch.setattr(fork_module, "spawn", refused)
+    assert _answers(1) == [(500, EXPECTED.encode())]
+
+
+def test_a_spawn_thread_the_kernel_refused_names_the_limit(pids_cgroup: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second call at once goes to a spawn thread, which cannot start: it is answered, the first runs."""
+
+    def refused(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    answers = _answers(2)
+    assert sorted(status for status, _ in answers) == [500, 503], answers
+    assert (500, EXPECTED.encode()) in answers, answers
+
+
+def test_without_a_pids_cgroup_the_kernels_reason_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(enter._kept, "pev", raising=False)
+
+    def refused(*args: object) -> int:
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    monkeypatch.setattr(fork_module, "spawn", refused)
+    assert _answers(1) == [(500, f"Cannot start process: {os.strerror(errno.EAGAIN)}\n".encode())]
