@@ -10,6 +10,7 @@ import contextlib
 import io
 import itertools
 import os
+import shutil
 import signal
 import stat
 import statistics
@@ -22,7 +23,7 @@ import pytest
 import trio
 
 from faasd.config import DaemonConfig
-from faasd.errors import FunctionNotFound, InvalidRequest
+from faasd.errors import FunctionNotFound, InvalidRequest, StateError
 from faasd.gateway.proxy import UpstreamPool
 from faasd.providers import Provider, load_provider
 from faasd.providers.local import LocalProvider
@@ -190,6 +191,24 @@ async def test_invalid_specs_are_refused_without_side_effects(
         state = Path(provider._state_dir)
         assert not (state / "functions" / "bad").exists()
         assert not list((state / "staging").iterdir())
+
+
+async def test_a_state_dir_removed_under_the_daemon_is_a_state_error_naming_it(make_local: Maker) -> None:
+    """An operator's ``rm -r`` of the state directory: a deploy that cannot write its function's directory
+    is refused with the path (500, one line), not an unexpected exception; what runs goes on running."""
+    async with running(make_local()) as (provider, registry):
+        assert isinstance(provider, LocalProvider)
+        await provider.deploy(function_spec("kept"), 1)
+        await ready_endpoints(registry, "kept", 1)
+        staging = Path(provider._state_dir) / "staging"
+        shutil.rmtree(staging)
+        with pytest.raises(StateError) as caught:
+            await provider.deploy(function_spec("late"), 1)
+        assert str(staging) in caught.value.message and "\n" not in caught.value.message
+        with pytest.raises(FunctionNotFound):
+            await provider.status("late")
+        endpoint = (await ready_endpoints(registry, "kept", 1))[0]
+        assert (await call(endpoint, b"still here"))[0] == 200
 
 
 async def test_fprocess_env_var_is_accepted_instead_of_envprocess(make_local: Maker) -> None:

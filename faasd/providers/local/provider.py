@@ -23,7 +23,7 @@ from secrets import token_hex
 import trio
 
 from faasd.calltoken import CallToken
-from faasd.errors import BackendUnavailable, FunctionNotFound, InvalidRequest
+from faasd.errors import BackendUnavailable, FunctionNotFound, InvalidRequest, StateError
 from faasd.logs import event
 from faasd.namelocks import NameLocks
 from faasd.providers.base import SecretLookup
@@ -416,15 +416,19 @@ class LocalProvider:
             def install() -> tuple[str | None, Adopted | None]:
                 return install_workdir(host, spec.name, staging), ready_member()
 
-            with trio.CancelScope(shield=True):  # Once swapped, the bookkeeping below must follow.
-                swapped, retired, adopted = await trio.to_thread.run_sync(build)
-            if not swapped:
-                # Cancellable: a daemon stopping does not wait for pip. In the function's sandbox, as the function.
-                await install_requirements(staging, build_sandbox(host, staging, gid))
-                await trio.to_thread.run_sync(write_secrets, staging, values)
-                await trio.to_thread.run_sync(check_workdir, host, staging, spec, fprocess, gid)
+            try:
                 with trio.CancelScope(shield=True):  # Once swapped, the bookkeeping below must follow.
-                    retired, adopted = await trio.to_thread.run_sync(install)
+                    swapped, retired, adopted = await trio.to_thread.run_sync(build)
+                if not swapped:
+                    # Cancellable: a daemon stopping does not wait for pip. In the function's sandbox, as the function.
+                    await install_requirements(staging, build_sandbox(host, staging, gid))
+                    await trio.to_thread.run_sync(write_secrets, staging, values)
+                    await trio.to_thread.run_sync(check_workdir, host, staging, spec, fprocess, gid)
+                    with trio.CancelScope(shield=True):  # Once swapped, the bookkeeping below must follow.
+                        retired, adopted = await trio.to_thread.run_sync(install)
+            except OSError as exc:  # The state directory: removed under the daemon, read-only, full.
+                where = exc.filename or host.staging_dir
+                raise StateError(f"cannot build the function's directory: {where}: {exc.strerror or exc}") from exc
         except BaseException:
             if spec.name not in self._functions:
                 host.uids.release(FUNCTION_KEY + spec.name)
