@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from faasd.http1 import Request, RequestParser
+
 T = TypeVar("T")
 
 
@@ -650,3 +652,12 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def parsed_request(raw: bytes = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n") -> Request:
+    """``raw`` through the watchdog's parser (:mod:`faasd.http1`): the request a runner is handed."""
+    parser = RequestParser(65536, 65536)
+    parser.feed(raw)
+    request = parser.next_request()
+    assert request is not None
+    return request

@@ -13,18 +13,10 @@ import asyncio
 import os
 import signal
 
-from faasd.http1 import RequestParser
 from faasd.watchdog.config import WatchdogConfig
 from faasd.watchdog.fork import ForkRunner
 from faasd.watchdog.metrics import WatchdogStats
-
-
-def _request() -> object:
-    parser = RequestParser(65536, 65536)
-    parser.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
-    request = parser.next_request()
-    assert request is not None
-    return request
+from tests.helpers import parsed_request
 
 
 def test_force_finishing_an_abandoned_call_whose_leader_still_runs_does_not_raise() -> None:
@@ -32,7 +24,7 @@ def test_force_finishing_an_abandoned_call_whose_leader_still_runs_does_not_rais
         loop = asyncio.get_running_loop()
         runner = ForkRunner(WatchdogConfig.from_env({"fprocess": "sleep 30"}), WatchdogStats(), loop)
         answers: list[object] = []
-        call = runner.start_call(_request(), answers.append)  # type: ignore[arg-type]
+        call = runner.start_call(parsed_request(), answers.append)  # type: ignore[arg-type]
         assert call is not None and call.pid > 0  # alone: spawned on the loop, at once
         pid = call.pid
         os.kill(pid, signal.SIGSTOP)  # it cannot exit on its own meanwhile

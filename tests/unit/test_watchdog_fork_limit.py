@@ -18,23 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from faasd.http1 import RequestParser
 from faasd.sandbox import enter
 from faasd.watchdog import fork as fork_module
 from faasd.watchdog.config import WatchdogConfig
 from faasd.watchdog.fork import ForkRunner
 from faasd.watchdog.metrics import WatchdogStats
+from tests.helpers import parsed_request
 
 LIMIT = 64
 EXPECTED = f"Cannot start process: its replica is at its process limit of {LIMIT} (com.faasd.limits.processes)\n"
-
-
-def _request() -> object:
-    parser = RequestParser(65536, 65536)
-    parser.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
-    request = parser.next_request()
-    assert request is not None
-    return request
 
 
 @pytest.fixture
@@ -58,7 +50,7 @@ def _answers(count: int) -> list[tuple[int, bytes]]:
         runner = ForkRunner(WatchdogConfig.from_env({"fprocess": "sleep 30"}), WatchdogStats(), loop)
         answers: list[tuple[int, bytes]] = []
         for _ in range(count):
-            runner.start_call(_request(), lambda result: answers.append(result[:2]))  # type: ignore[arg-type]
+            runner.start_call(parsed_request(), lambda result: answers.append(result[:2]))  # type: ignore[arg-type]
         runner.kill_all("shutdown")
         for _ in range(250):
             if len(answers) == count:
