@@ -27,8 +27,8 @@ Error handling: a process that cannot start answers 500 ``Cannot start process: 
 cgroup, a refusal at the replica's process limit names the limit,
 :meth:`~faasd.watchdog.proclimit.ProcessLimit.full_reason`); a request whose metadata no environment
 variable can carry answers 400 (a NUL decoded into the path) or 431 (a value past the kernel's 128 KiB
-limit), with a one-line reason. Every fd a call opens is closed on every
-path, failures included (issue 11: a ``ValueError`` from ``posix_spawn`` once leaked two per call).
+limit), with a one-line reason. Every fd a call opens is closed on every path, failures included (issue
+11: a ``ValueError`` from ``posix_spawn`` once leaked two per call).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ asyncio, stay on it; :func:`running_loop` gives whichever runs).
 
 What it keeps of asyncio's behaviour: callbacks run in the order scheduled, a callback that raises is
 logged and the loop goes on, a reader removed earlier in a batch of readiness does not run; signals come
-through ``signal.set_wakeup_fd`` on the loop's self-pipe, which ``call_soon_threadsafe`` writes to as well (only while
-the loop may be blocked in ``epoll``).
+through ``signal.set_wakeup_fd`` on the loop's self-pipe, which ``call_soon_threadsafe`` writes to as well
+(only while the loop may be blocked in ``epoll``).
 
 What it does not do: TLS, subprocess transports, executors, debug mode, task cancellation beyond what
 ``serve`` needs (a cancelled task gets :class:`CancelledError` at its ``await``).
