@@ -5,8 +5,8 @@ closing notes and ``bench/watchdog.py``):
 
 * CPython's own vfork + exec, :func:`faasd.watchdog.spawn.spawn` (``_posixsubprocess.fork_exec``,
   what ``subprocess`` runs underneath: its child does a few syscalls before ``execve`` where glibc's
-  ``posix_spawn`` child does ~130, and it lets other threads run while the child execs), run by
-  :data:`SPAWN_THREADS` spawn threads so the event loop never waits for a child to exec; pipes made by
+  ``posix_spawn`` child does ~130), on the event loop: the loop waits the ~40 us until the child has
+  exec'd, which measured faster than handing spawns to threads (docs/watchdog.md); pipes made by
   ``os.pipe2(O_CLOEXEC)``; no ``subprocess.Popen`` (its bookkeeping costs more than the spawn). The
   environment is handed over as ready ``NAME=value`` bytes: the watchdog's own encoded once, only the
   request's ``Http_*`` per call. Measured: docs/watchdog.md, "Performance (fork mode)".
@@ -44,10 +44,10 @@ from faasd.http1 import canonical_header_name
 from faasd.logs import ERROR, INFO, WARNING, LineLogger, event
 from faasd.watchdog.config import TOKEN_VARIABLE
 from faasd.watchdog.fdwatch import FdWatch
-from faasd.watchdog.loop import signal_name, sleep
+from faasd.watchdog.loop import signal_name
 from faasd.watchdog.oom import OomWatch
 from faasd.watchdog.proclimit import ProcessLimit
-from faasd.watchdog.spawn import SpawnThreads, prepare, spawn
+from faasd.watchdog.spawn import prepare, spawn
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the watchdog's start-up).
 if TYPE_CHECKING:
@@ -71,10 +71,6 @@ written with one blocking ``write`` that cannot block."""
 
 READ_CHUNK_BYTES = 256 * 1024
 """Bytes asked for per read of the function's output (pipes hold 64 KiB; this drains them in one)."""
-
-SPAWN_THREADS = 2
-"""Threads that start calls' processes off the event loop (:class:`~faasd.watchdog.spawn.SpawnThreads`);
-0 spawns on the loop itself. Two: what was measured (on 2 cores, docs/watchdog.md); not tuned further."""
 
 FORCE_FINISH_AFTER_KILL_S = 1.0
 """After a kill, how long to wait for the output pipes to close before answering anyway: a process
@@ -149,20 +145,14 @@ class ForkRunner:
         self.oom = OomWatch()
         self.process_limit = ProcessLimit()
         self._env_keys: dict[str, str] = {}
-        self.spawner = SpawnThreads(loop, SPAWN_THREADS) if SPAWN_THREADS else None
         self.fds = FdWatch(loop)
         """Where calls watch their pipes and pidfds: not the loop's ``add_reader`` (:mod:`~faasd.watchdog.fdwatch`)."""
         prepare()
 
     async def start(self) -> None:
-        """Nothing to start ahead of calls (the spawn threads start with the first calls that overlap)."""
+        """Nothing to start ahead of calls."""
 
     async def aclose(self) -> None:
-        """Stop the spawn threads (once calls are done or killed), then let the loop run the results they
-        handed back last: a process started meanwhile for a killed call is killed there, not left behind."""
-        if self.spawner is not None:
-            self.spawner.close()
-            await sleep(0)
         self.fds.close()
 
     def healthy(self) -> bool:
@@ -286,11 +276,9 @@ class ForkRunner:
 
 
 def _refused_by_kernel(exc: BaseException) -> bool:
-    """The kernel refused the process (``EAGAIN`` from the fork) or the spawn thread (a thread counts as a
-    process): with a pids cgroup, the replica is at its limit."""
-    if isinstance(exc, OSError):
-        return exc.errno == errno.EAGAIN
-    return isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
+    """The kernel refused the process (``EAGAIN`` from the fork): with a pids cgroup, the replica is at its
+    limit."""
+    return isinstance(exc, OSError) and exc.errno == errno.EAGAIN
 
 
 class ForkCall:
@@ -300,7 +288,6 @@ class ForkCall:
         "_done",
         "_err_chunks",
         "_out_chunks",
-        "_pending",
         "_stdin_view",
         "connection",
         "deadline",
@@ -343,8 +330,6 @@ class ForkCall:
         self._out_chunks: list[bytes] = []
         self._err_chunks: list[bytes] = []
         self._stdin_view: memoryview | None = None
-        self._pending: tuple[list[int], bytes] | None = None
-        """While a spawn thread starts the process: the child's pipe ends and the body."""
 
     # -- start ------------------------------------------------------------------------------------
     def spawn(self) -> bool:
@@ -356,12 +341,9 @@ class ForkCall:
         (NUL in the path) or 431 (a value past the kernel's size limit) before or instead of a spawn;
         a process that cannot start is answered 500 with the reason.
 
-        While other calls are in flight the process is started by a spawn thread and the call goes on
-        in :meth:`_on_spawned`; until then its pid is 0 (a kill meanwhile is applied as soon as it
-        exists). A call alone is spawned on the loop: the hand-off to a thread and back measured +0.3 ms
-        p50 at c1 (5 of 5 rounds) and ~+0.3 ms of CPU per call, for nothing to do meanwhile.
-        Why not ``os.posix_spawn`` in a thread (tried before, no gain): it holds the GIL until its
-        vfork'd child has exec'd, so every other thread, the event loop's included, waits anyway.
+        Spawned on the event loop, which waits until the child has exec'd (~40 us): two spawn threads
+        with the loop going on meanwhile measured slower, at c16 and on a host busy with other work
+        (docs/watchdog.md, "Performance (fork mode)").
         """
         runner = self.runner
         config = runner.config
@@ -383,26 +365,12 @@ class ForkCall:
             if not config.combine_output:
                 self.err_fd, w_err = os.pipe2(os.O_CLOEXEC)
                 child_ends.append(w_err)
-            if runner.spawner is not None and runner.calls:  # Alone, the loop has nothing else to do.
-                self._pending = (child_ends, body)
-                runner.spawner.submit(runner._executable, runner._argv, env, (stdin, w_out, w_err), self._on_spawned)
-                return True
             pid = spawn(runner._executable, runner._argv, env, stdin, w_out, w_err)
         except Exception as exc:  # Whatever failed, no fd of this call may outlive it.
             self._spawn_failed(child_ends, exc)
             return False
         self._spawned(pid, child_ends, body)
         return True
-
-    def _on_spawned(self, pid: int, exc: BaseException | None) -> None:
-        """A spawn thread is done with this call (on the event loop)."""
-        assert self._pending is not None
-        child_ends, body = self._pending
-        self._pending = None
-        if exc is not None:
-            self._spawn_failed(child_ends, exc)
-        else:
-            self._spawned(pid, child_ends, body)
 
     def _spawn_failed(self, child_ends: list[int], exc: BaseException) -> None:
         for fd in child_ends:
@@ -453,10 +421,7 @@ class ForkCall:
         fds.add(self.out_fd, self._on_stdout)
         if self.err_fd >= 0:
             fds.add(self.err_fd, self._on_stderr)
-        if self.kill_reason is not None:  # Killed (timeout, client gone) before it even started.
-            self._signal_group()
-            self._close_stdin()
-        elif body:
+        if body:
             self._write_stdin(body)
 
     def _write_stdin(self, body: bytes) -> None:
@@ -616,7 +581,7 @@ class ForkCall:
         self.force_deadline = time.monotonic() + FORCE_FINISH_AFTER_KILL_S
         self.runner.stats.count_kill(reason)
         event(log, WARNING, "killing process group", pid=self.pid, reason=reason)
-        if self.pid > 0:  # Else still being spawned: _spawned() kills it as soon as it exists.
+        if self.pid > 0:  # Always, once spawned; killpg(0) would be the watchdog's own group.
             self._signal_group()
             self._close_stdin()
 

@@ -11,8 +11,7 @@ asyncio, stay on it; :func:`running_loop` gives whichever runs).
 
 What it keeps of asyncio's behaviour: callbacks run in the order scheduled, a callback that raises is
 logged and the loop goes on, a reader removed earlier in a batch of readiness does not run; signals come
-through ``signal.set_wakeup_fd`` on the loop's self-pipe, which ``call_soon_threadsafe`` writes to as well
-(only while the loop may be blocked in ``epoll``).
+through ``signal.set_wakeup_fd`` on the loop's self-pipe, which ``call_soon_threadsafe`` writes to as well.
 
 What it does not do: TLS, subprocess transports, executors, debug mode, task cancellation beyond what
 ``serve`` needs (a cancelled task gets :class:`CancelledError` at its ``await``).
@@ -246,9 +245,6 @@ class Loop:
         self._writers: dict[int, Handle] = {}
         self._signals: dict[int, Handle] = {}
         self._stopping = False
-        self._polling = True
-        """False while the loop runs callbacks, from the end of one ``epoll`` wait to the start of the
-        next: then another thread's :meth:`call_soon_threadsafe` need not wake it."""
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.add_reader(self._wake_read, self._woken)
 
@@ -262,15 +258,10 @@ class Loop:
         return handle
 
     def call_soon_threadsafe(self, callback: Callable[..., object], *args: object) -> Handle:
-        """From another thread. The self-pipe is written only while the loop may be blocked in ``epoll``
-        (:attr:`_polling`, set before it looks at its ready queue): a running loop finds the handle on its
-        next turn. At c16 in fork mode, where every spawn thread's result comes this way and the loop is
-        mostly running, that spares a write, a read and an ``epoll`` event per call."""
         handle = Handle(callback, args)
         self._ready.append(handle)  # deque.append is atomic
-        if self._polling:
-            with contextlib.suppress(OSError):  # Full: the loop wakes anyway.
-                os.write(self._wake_write, b"\0")
+        with contextlib.suppress(OSError):  # Full: the loop wakes anyway.
+            os.write(self._wake_write, b"\0")
         return handle
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: object) -> Handle:
@@ -360,14 +351,11 @@ class Loop:
         ready = self._ready
         timers = self._timers
         timeout = -1.0
-        self._polling = True  # Before the queue is looked at: a handle appended after that must wake the poll.
         if ready:
             timeout = 0.0
         elif timers:
             timeout = max(0.0, timers[0][0] - monotonic())
-        events = self._epoll.poll(timeout)
-        self._polling = False
-        for fd, mask in events:
+        for fd, mask in self._epoll.poll(timeout):
             if mask & ~_WRITE:  # in, hang-up, error: readable (a read says which)
                 handle = self._readers.get(fd)
                 if handle is not None:

@@ -113,40 +113,6 @@ def test_call_soon_threadsafe_wakes_a_blocked_loop() -> None:
     assert miniloop.run(main()) < 2.0  # Woken by the self-pipe, not by a timer (there is none).
 
 
-def test_a_thread_wakes_the_loop_through_the_self_pipe_only_while_it_is_blocked(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A spawn thread hands every result back with ``call_soon_threadsafe``: while the loop is running (at
-    c16 it mostly is) the handle is seen on its next turn, and a write to the self-pipe -- a syscall, then
-    a read and an epoll event on the loop -- is spared; while it is blocked in ``epoll`` it is woken."""
-    writes: list[int] = []
-    real_write = os.write
-
-    def counting_write(fd: int, data: bytes) -> int:
-        writes.append(fd)
-        return real_write(fd, data)
-
-    monkeypatch.setattr(miniloop.os, "write", counting_write)
-
-    async def main() -> tuple[int, int, int]:
-        loop = miniloop.running_loop()
-        ran: list[int] = []
-        posting = threading.Thread(target=lambda: [loop.call_soon_threadsafe(ran.append, i) for i in range(100)])
-        posting.start()
-        posting.join()  # On the loop, which is running meanwhile: nothing to wake.
-        busy_writes = len(writes)
-        await miniloop.sleep(0)  # The 100 handles run.
-        done = loop.create_future()
-        threading.Timer(0.05, loop.call_soon_threadsafe, (done.set_result, None)).start()
-        await done  # Blocked in epoll until the thread's handle: woken through the self-pipe.
-        return busy_writes, len(writes) - busy_writes, len(ran)
-
-    busy_writes, blocked_writes, ran = miniloop.run(main())
-    assert busy_writes == 0
-    assert blocked_writes >= 1
-    assert ran == 100
-
-
 def test_signal_handler_runs_on_the_loop() -> None:
     async def main() -> int:
         loop = miniloop.running_loop()

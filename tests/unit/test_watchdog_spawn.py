@@ -4,16 +4,14 @@ the faster one must not change anything a function can observe."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import shutil
-import threading
 
 import pytest
 
 from faasd.watchdog import spawn as spawn_module
-from faasd.watchdog.spawn import SpawnThreads, spawn
+from faasd.watchdog.spawn import spawn
 from tests.process_tree import proc_table
 
 CAT = os.fsencode(shutil.which("cat") or "/bin/cat")
@@ -97,110 +95,3 @@ def test_a_nul_byte_raises_value_error_before_anything_runs(backend: str, where:
     with pytest.raises(ValueError, match="null"):
         spawn(CAT, argv, env, -1, 1, 2)
     assert fd_count() == before
-
-
-def test_spawn_threads_hand_every_result_back_on_the_loop() -> None:
-    async def main() -> list[tuple[int, BaseException | None]]:
-        loop = asyncio.get_running_loop()
-        threads = SpawnThreads(loop, 2)
-        results: list[tuple[int, BaseException | None]] = []
-        finished = asyncio.Event()
-
-        def done(pid: int, exc: BaseException | None) -> None:
-            assert asyncio.get_running_loop() is loop  # called on the loop, not in a spawn thread
-            results.append((pid, exc))
-            if len(results) == 3:
-                finished.set()
-
-        for executable in (CAT, b"/nonexistent/function", CAT):
-            threads.submit(executable, [b"cat"], [], (-1, 1, 2), done)
-        await asyncio.wait_for(finished.wait(), 10)
-        threads.close()
-        return results
-
-    results = asyncio.run(main())
-    started = [pid for pid, exc in results if exc is None]
-    failed = [exc for _, exc in results if exc is not None]
-    assert len(started) == 2 and all(pid > 0 for pid in started)
-    assert len(failed) == 1 and isinstance(failed[0], OSError) and failed[0].errno == errno.ENOENT
-    for pid in started:
-        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-
-
-@pytest.mark.parametrize("started", [0, 1], ids=["no thread", "one of two"])
-def test_spawn_threads_the_kernel_refused_are_started_again_later(
-    started: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A fork bomb fills its replica's ``pids.max``, and a thread counts as a process: ``Thread.start``
-    raises. That call is answered by the error; a later one must still be spawned, not queued for a
-    thread that never ran (seen: a call stuck at pid 0 past its deadline, never answered, a 502 from the
-    gateway 3 s later)."""
-    real_start = threading.Thread.start
-    state = {"starts": 0, "refusing": True}
-
-    def start(thread: threading.Thread) -> None:
-        state["starts"] += 1
-        if state["refusing"] and state["starts"] > started:
-            raise RuntimeError("can't start new thread")
-        real_start(thread)
-
-    async def main() -> tuple[BaseException | None, int, BaseException | None]:
-        loop = asyncio.get_running_loop()
-        threads = SpawnThreads(loop, 2)
-        results: asyncio.Queue[tuple[int, BaseException | None]] = asyncio.Queue()
-
-        def done(pid: int, exc: BaseException | None) -> None:
-            results.put_nowait((pid, exc))
-
-        refused: BaseException | None = None
-        monkeypatch.setattr(threading.Thread, "start", start)
-        try:
-            threads.submit(CAT, [b"cat"], [], (-1, 1, 2), done)
-        except RuntimeError as exc:
-            refused = exc
-        if refused is None:  # One thread ran: it took the call.
-            first, error = await asyncio.wait_for(results.get(), 10)
-            assert error is None
-            os.waitpid(first, 0)
-        state["refusing"] = False
-        threads.submit(CAT, [b"cat"], [], (-1, 1, 2), done)  # The kernel allows threads again.
-        pid, exc = await asyncio.wait_for(results.get(), 10)
-        threads.close()
-        return refused, pid, exc
-
-    refused, pid, exc = asyncio.run(main())
-    assert (refused is not None) == (started == 0)
-    assert exc is None and pid > 0
-    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-
-
-@pytest.mark.parametrize("outcome", ["started", "failed"])
-def test_finish_does_not_wait_for_another_holder_of_the_error_pipe(outcome: str) -> None:
-    """finish() runs on the event loop for a spawn thread's start(): meanwhile the other spawn thread's
-    vfork'd child, not yet exec'd, holds a copy of every fd, this start's error pipe included. finish()
-    must not wait for it (a blocking read would), and must still see a failure the child reported."""
-    executable = CAT if outcome == "started" else b"/nonexistent/function"
-    pid, err_read, err_write = spawn_module.start(executable, [b"cat"], [], -1, 1, 2)
-    if spawn_module.backend != "fork_exec":
-        pytest.skip("posix_spawn has no error pipe")
-    other_holder = os.dup(err_write)  # as the other thread's child has it until its exec
-    results: list[int | BaseException] = []
-
-    def finish() -> None:
-        try:
-            results.append(spawn_module.finish((pid, err_read, err_write)))
-        except OSError as exc:
-            results.append(exc)
-
-    thread = threading.Thread(target=finish)
-    thread.start()
-    thread.join(2)
-    waited = not results
-    os.close(other_holder)  # ends a read that blocked, so the test never hangs
-    thread.join(5)
-    assert not waited, "finish() waited for the other holder of the error pipe's write end"
-    if outcome == "started":
-        assert results == [pid]
-        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    else:
-        assert isinstance(results[0], OSError) and results[0].errno == errno.ENOENT
