@@ -17,6 +17,9 @@ closing notes and ``bench/watchdog.py``):
   a fresh pipe always has room for them. An empty body gives the process ``/dev/null``.
 * The child gets its own process group so a timeout, an output flood or shutdown kills everything the
   function started, not only its first process.
+* Each call's process runs at nice +5 against the watchdog (:data:`~faasd.watchdog.proclimit.CALL_NICE`,
+  set right after the spawn): the watchdog, which answers every call, no longer waits for a CPU behind
+  them (docs/watchdog.md).
 
 Kill policy (trio's ``deliver_cancel`` in spirit, but immediate): a call past its deadline, over
 ``max_output_bytes``, abandoned by its client, filling its replica's process limit
@@ -143,7 +146,7 @@ class ForkRunner:
         self._executable = os.fsencode(config.executable)
         self._argv = [os.fsencode(arg) for arg in config.argv]
         self.oom = OomWatch()
-        self.process_limit = ProcessLimit()
+        self.process_limit = ProcessLimit(nice_calls=True)
         self._env_keys: dict[str, str] = {}
         self.fds = FdWatch(loop)
         """Where calls watch their pipes and pidfds: not the loop's ``add_reader`` (:mod:`~faasd.watchdog.fdwatch`)."""

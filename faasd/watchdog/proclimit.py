@@ -97,7 +97,10 @@ CALL_NICE = 5
 """Each call's process (python mode: each worker) runs this much nicer than the watchdog, set right
 after it is spawned: inside the replica's cgroup, a fork bomb's hundred processes would otherwise leave
 the watchdog a hundredth of the replica's CPU, and the bomb would churn until the watchdog's tick got to
-run. Calls compete with each other as before; the watchdog, which answers them all, comes first."""
+run. Calls compete with each other as before; the watchdog, which answers them all, comes first.
+Under a watched limit in every mode; in fork and streaming modes always (``nice_calls``): there the
+watchdog otherwise waited for a CPU behind its own calls' processes a third of the time at c16, and the
+calls they could have started meanwhile left the CPUs idle (docs/watchdog.md, "Performance")."""
 
 CULPRIT_SHARE = 4
 """A call is the culprit when it holds at least 1/4 of the limit: a fork bomb that churns (processes
@@ -108,7 +111,8 @@ one or two each."""
 class ProcessLimit:
     """The replica's process limit as the watchdog watches it (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, nice_calls: bool = False) -> None:
+        """``nice_calls``: :meth:`lower` gives every call's process :data:`CALL_NICE`, watched or not."""
         self.limit = enter.process_limit() or 0
         """The function's process limit (``com.faasd.limits.processes``); 0 when not watched."""
         self._refused = enter.pids_refused()
@@ -117,7 +121,7 @@ class ProcessLimit:
         self._last_kill = float("-inf")
         self._dying = 0
         """The process group killed last: the cooldown lasts until it is gone."""
-        self.call_nice = os.getpriority(os.PRIO_PROCESS, 0) + CALL_NICE if self.active else None
+        self.call_nice = os.getpriority(os.PRIO_PROCESS, 0) + CALL_NICE if self.active or nice_calls else None
         """Nice value of each call's process (see :data:`CALL_NICE`); None: the watchdog's own."""
         self._own = _self_and_ancestors() if self.active else frozenset()
         """Never swept: the watchdog and the processes above it in the cgroup (bwrap's)."""
@@ -143,7 +147,7 @@ class ProcessLimit:
         return self._refused is not None and self.limit > 0
 
     def lower(self, pid: int) -> None:
-        """Give a call's (or python worker's) new process :attr:`call_nice`, when watched."""
+        """Give a call's (or python worker's) new process :attr:`call_nice`, when watched (or ``nice_calls``)."""
         if self.call_nice is not None:
             with contextlib.suppress(OSError):  # Gone already, or not allowed: the limits still hold.
                 os.setpriority(os.PRIO_PROCESS, pid, self.call_nice)
