@@ -99,8 +99,8 @@ after it is spawned: inside the replica's cgroup, a fork bomb's hundred processe
 the watchdog a hundredth of the replica's CPU, and the bomb would churn until the watchdog's tick got to
 run. Calls compete with each other as before; the watchdog, which answers them all, comes first.
 Under a watched limit in every mode; in fork and streaming modes always (``nice_calls``): there the
-watchdog otherwise waited for a CPU behind its own calls' processes a third of the time at c16, and the
-calls they could have started meanwhile left the CPUs idle (docs/watchdog.md, "Performance")."""
+watchdog otherwise waited for a CPU behind its own calls' processes a third of the time at c16, while
+the calls it would have started meanwhile could have used the CPU time left idle (docs/watchdog.md)."""
 
 CULPRIT_SHARE = 4
 """A call is the culprit when it holds at least 1/4 of the limit: a fork bomb that churns (processes
