@@ -5,6 +5,8 @@ same run, rounds interleaved (the order of blocks and of loads rotates each roun
 
 1. one fork-mode replica (``fprocess=cat``) loaded with a 100-byte POST straight on its own port and through
    ``/function/echo`` (same replica, same round) at c1 and c16: the latency the gateway adds;
+   The floor under that latency, same replica, same round: ``bench/_relay.py``, a bare Python relay in front of
+   it at c1 (what any Python hop costs: two more loopback sends and wake-ups, no gateway work);
 2. proxied throughput at c16 to a cheap upstream (the replica's ``/_/health``, answered without forking) vs a
    hypercorn-trio hello world run by the same interpreter: the cost of the proxy itself;
 3. ``faasd up`` -> ``/healthz`` 200 with a fresh state dir (baseline: the hello world's exec -> first 200);
@@ -67,6 +69,8 @@ TARGET_SANDBOX_COLD_RATIO = 1.2  # deploy -> first 200 p50 with the sandbox / wi
 TARGET_HOP_C16_RATIO = 0.9  # c16 req/s through the gateway / straight to the same replica, at least
 TARGET_HOP_CPU_RATIO = 0.5  # daemon CPU per proxied /_/health call / the hello world's CPU per request, at most
 TARGET_HOP_P50_RATIO = 0.3  # (gateway p50 - direct p50) / direct p50 at c1, at most
+#: The same ratio for bench/_relay.py in front of the replica: no target, the floor the row above is read against.
+FLOOR_KEY = "bare relay added p50 / direct p50 at c1"
 #: Other processes using more than this much CPU (% of one core) during a measurement make it suspect.
 DISTURBED_PCT = 25.0
 TARGETS_TEXT = (
@@ -79,7 +83,8 @@ TARGETS_TEXT = (
 
 BLOCKS = ("load", "start", "cold", "sandbox")
 SANDBOX_BASELINE = "none"
-DIRECT, GATEWAY, HELLO = "direct", "gateway", "hello"
+DIRECT, GATEWAY, HELLO, RELAY = "direct", "gateway", "hello", "relay"
+RELAY_SCRIPT = Path(__file__).resolve().parent / "_relay.py"
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,7 @@ class LoadSpec:
     """One wrk run of a round: which server it hits, with which request, at which concurrency."""
 
     key: str
-    server: str  # DIRECT (the replica's own port), GATEWAY (the daemon) or HELLO
+    server: str  # DIRECT (the replica's own port), GATEWAY (the daemon), HELLO or RELAY (bench/_relay.py)
     load: h.Load
     level: h.Level
 
@@ -100,6 +105,7 @@ HELLO_GET = h.Load("GET", "/", b"", None)
 LOADS = (
     LoadSpec("post direct c1", DIRECT, POST_DIRECT, C1),
     LoadSpec("post gateway c1", GATEWAY, POST_GATEWAY, C1),
+    LoadSpec("post relay c1", RELAY, POST_GATEWAY, C1),
     LoadSpec("post direct c16", DIRECT, POST_DIRECT, C16),
     LoadSpec("post gateway c16", GATEWAY, POST_GATEWAY, C16),
     LoadSpec("health gateway c16", GATEWAY, HEALTH_GATEWAY, C16),
@@ -111,6 +117,7 @@ WARMUPS = (
     LoadSpec("warm-up direct", DIRECT, POST_DIRECT, C16),
     LoadSpec("warm-up gateway health", GATEWAY, HEALTH_GATEWAY, C16),
     LoadSpec("warm-up hello", HELLO, HELLO_GET, C16),
+    LoadSpec("warm-up relay", RELAY, POST_GATEWAY, C1),
 )
 
 # A raw ASGI hello world on hypercorn's trio worker (``hypercorn.trio.serve``, what ``-k trio`` runs), configured
@@ -244,6 +251,14 @@ class Faasd:
         argv = [self.python, str(script), str(port), *([str(self.pyz)] if self.pyz else [])]
         probe = h.Probe("GET", "/", content_type=None, expect_status=200, expect_body=HELLO_BODY)
         return h.Target("hello world", argv, self.env(), port, probe, log_path=tmp / "hello.log", cwd=tmp)
+
+    def relay(self, tmp: Path, replica_port: int, headers: tuple[tuple[str, str], ...]) -> h.Target:
+        """bench/_relay.py in front of the replica, same interpreter as the daemon; ready when a call echoes."""
+        port = h.free_port()
+        argv = [self.python, str(RELAY_SCRIPT), str(port), str(replica_port)]
+        env = self.env(**({"RELAY_HEADER": f"{headers[0][0]}: {headers[0][1]}"} if headers else {}))
+        probe = h.Probe("POST", f"/function/{FUNCTION}", BODY, "text/plain", expect_status=200, expect_body=BODY)
+        return h.Target("bare relay", argv, env, port, probe, log_path=tmp / "relay.log", cwd=tmp)
 
 
 # --------------------------------------------------------------------------------------------- management API
@@ -453,6 +468,7 @@ class LoadRun:
     daemon_cpu: float | None = None  # the daemon process alone, not its replicas
     replica_cpu: float | None = None  # the replica's tree: watchdog + its cat children
     hello_cpu: float | None = None
+    relay_cpu: float | None = None
     others_pct: float | None = None  # CPU of processes outside the benchmark meanwhile, % of one core
 
 
@@ -532,8 +548,13 @@ def measure_load(
             return None
         return (after[key] - before[key]) * 1000.0 / result.requests  # type: ignore[operator]
 
-    run = LoadRun(result, raw, per_req("daemon"), per_req("replica"), per_req("hello"), others_pct)
-    result.cpu_ms_per_req = {GATEWAY: run.daemon_cpu, DIRECT: run.replica_cpu, HELLO: run.hello_cpu}[spec.server]
+    run = LoadRun(result, raw, per_req("daemon"), per_req("replica"), per_req("hello"), per_req("relay"), others_pct)
+    result.cpu_ms_per_req = {
+        GATEWAY: run.daemon_cpu,
+        DIRECT: run.replica_cpu,
+        HELLO: run.hello_cpu,
+        RELAY: run.relay_cpu,
+    }[spec.server]
     return run
 
 
@@ -542,6 +563,7 @@ def _cpu(pids: dict[str, int]) -> dict[str, float | None]:
         "daemon": h.process_cpu_seconds(pids["daemon"]),
         "replica": h.tree_cpu_seconds(pids["replica"]),
         "hello": h.process_cpu_seconds(pids["hello"]),
+        "relay": h.process_cpu_seconds(pids["relay"]),
     }
 
 
@@ -556,6 +578,7 @@ def load_block(
     password = secrets.token_hex(12)
     daemon: h.Running | None = None
     hello: h.Running | None = None
+    relay: h.Running | None = None
     try:
         daemon = h.start(faasd.daemon(tmp, password, pool=0), ready_timeout=args.ready_timeout)
         api = Api(daemon.target.port, password)
@@ -569,13 +592,16 @@ def load_block(
         hello = h.start(faasd.hello(tmp, hello_script), ready_timeout=args.ready_timeout)
         if hello.echo_ok is False:
             raise h.BenchError("the hello world did not answer 'Hello, world!'")
-        ports = {GATEWAY: daemon.target.port, DIRECT: replica.port, HELLO: hello.target.port}
-        pids = {"daemon": daemon.proc.pid, "replica": replica.pid, "hello": hello.proc.pid}
+        relay = h.start(faasd.relay(tmp, replica.port, token), ready_timeout=args.ready_timeout)
+        if relay.echo_ok is False:
+            raise h.BenchError("the bare relay did not echo the request's body")
+        ports = {GATEWAY: daemon.target.port, DIRECT: replica.port, HELLO: hello.target.port, RELAY: relay.target.port}
+        pids = {"daemon": daemon.proc.pid, "replica": replica.pid, "hello": hello.proc.pid, "relay": relay.proc.pid}
         for spec in warmups:
             measure_load(spec, ports, pids, wrk, WARMUP_S, tmp)  # discarded
         for spec in specs:
             out.loads[spec.key] = measure_load(spec, ports, pids, wrk, args.duration, tmp)
-            for name, running in (("daemon", daemon), ("hello world", hello)):
+            for name, running in (("daemon", daemon), ("hello world", hello), ("bare relay", relay)):
                 if running.proc.poll() is not None:
                     raise h.BenchError(f"the {name} exited (status {running.proc.returncode}) during {spec.key}")
             if not h.alive(replica.pid):
@@ -587,8 +613,9 @@ def load_block(
     except h.BenchError as exc:
         out.error = _with_log(str(exc), tmp / "daemon.log")
     finally:
-        if hello is not None:
-            hello.stop()
+        for running in (hello, relay):
+            if running is not None:
+                running.stop()
         if daemon is not None:
             stop_daemon(daemon, out)
     return out
@@ -829,6 +856,7 @@ def summarize(rounds: list[Round]) -> dict[str, object]:
             "daemon_cpu_ms_per_req": h.median(series(rounds, spec.key, "daemon_cpu")),
             "replica_cpu_ms_per_req": h.median(series(rounds, spec.key, "replica_cpu")),
             "hello_cpu_ms_per_req": h.median(series(rounds, spec.key, "hello_cpu")),
+            "relay_cpu_ms_per_req": h.median(series(rounds, spec.key, "relay_cpu")),
             "others_pct": series(rounds, spec.key, "others_pct"),
         }
     added = {}
@@ -840,10 +868,15 @@ def summarize(rounds: list[Round]) -> dict[str, object]:
             "rps_ratio": h.paired_ratios(series(rounds, gw, "rps"), series(rounds, direct, "rps")),
         }
     direct_p50 = series(rounds, "post direct c1", "p50_ms")
-    added_p50 = [
-        None if g is None or d is None else g - d
-        for g, d in zip(series(rounds, "post gateway c1", "p50_ms"), direct_p50, strict=True)
-    ]
+
+    def added_to_direct(key: str) -> list[float | None]:
+        return [
+            None if g is None or d is None else g - d
+            for g, d in zip(series(rounds, key, "p50_ms"), direct_p50, strict=True)
+        ]
+
+    added_p50, relay_added_p50 = added_to_direct("post gateway c1"), added_to_direct("post relay c1")
+    added["relay c1"] = {"p50_ms": [v for v in relay_added_p50 if v is not None]}
     hop = {
         "c16 gateway / direct req/s": h.paired_ratios(
             series(rounds, "post gateway c16", "rps"), series(rounds, "post direct c16", "rps")
@@ -852,6 +885,8 @@ def summarize(rounds: list[Round]) -> dict[str, object]:
             series(rounds, "health gateway c16", "daemon_cpu"), series(rounds, "hello c16", "hello_cpu")
         ),
         "added p50 / direct p50 at c1": h.paired_ratios(added_p50, direct_p50),
+        FLOOR_KEY: h.paired_ratios(relay_added_p50, direct_p50),
+        "gateway-added / relay-added p50 at c1": h.paired_ratios(added_p50, relay_added_p50),
     }
     hello_rps = series(rounds, "hello c16", "rps")
     ratios = {
@@ -952,6 +987,12 @@ def hop_report(hop: dict[str, list[float]]) -> list[str]:
         ok = None if mid is None else (mid >= target if sense == ">=" else mid <= target)
         shown = h.fmt_range(values, lambda v: f"{v:.2f}x")
         lines.append(f"  {key:<42} {shown:>24}  target {sense} {target:g}x -> {verdict(ok)}")
+    for key, what in (
+        (FLOOR_KEY, "the floor: any Python hop adds this much"),
+        ("gateway-added / relay-added p50 at c1", "faasd's gateway against that floor"),
+    ):
+        shown = h.fmt_range(hop.get(key, []), lambda v: f"{v:.2f}x")
+        lines.append(f"  {key:<42} {shown:>24}  ({what})")
     return lines
 
 
@@ -1002,6 +1043,12 @@ def report(rounds: list[Round], summary: dict, args: argparse.Namespace, meta: d
             f"  c{c}: p50 {h.fmt_delta(a['p50_ms'])}, p99 {h.fmt_delta(a['p99_ms'])}; "
             f"req/s gateway / direct {h.fmt_ratio(a['rps_ratio'])}"
         )
+    relay = loads["post relay c1"]
+    lines.append(
+        "  c1, a bare Python relay (bench/_relay.py) instead of the gateway: p50 "
+        f"{h.fmt_delta(added['relay c1']['p50_ms'])}"
+        f" ({h.fmt_ms(h.median(relay['p50_ms']))} ms); its CPU {h.fmt_ms(relay['relay_cpu_ms_per_req'])} ms/req"
+    )
     lines.append("")
 
     lines.append("2. proxied throughput at c16, GET with a cheap upstream (the replica's /_/health, no fork)")
