@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         install()  # Before the imports that build dataclasses and attrs classes.
         from faasd.upargs import try_up
 
-        code = try_up(args[1:])
-        if code is not None:
-            return code
+        try_up(args[1:])  # Returns only when click must parse these arguments.
     from faasd.cli import main as cli_main
 
     return cli_main(args)

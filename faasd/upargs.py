@@ -14,7 +14,12 @@ settings. :func:`start_daemon` is what both paths run once the configuration is 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from faasd.config import ConfigError, DaemonConfig, config_keys
 from faasd.providers.types import FunctionSpec
@@ -56,21 +61,23 @@ def parse(args: Sequence[str]) -> tuple[dict[str, object], str | None] | None:
     return settings, config_file
 
 
-def try_up(args: Sequence[str]) -> int | None:
-    """Run ``faasd up args`` here if they are plain and the configuration loads; None: let click do it."""
+def try_up(args: Sequence[str]) -> None:
+    """Run ``faasd up args`` here, and exit with the daemon's status, if they are plain and the
+    configuration loads; return when they are not: click parses them then."""
     parsed = parse(args)
     if parsed is None:
-        return None
+        return
     settings, config_file = parsed
     try:
         config = DaemonConfig.load(file=config_file, flags=settings)
     except ConfigError:
-        return None  # click reports it, as a usage error.
-    return start_daemon(config, [])
+        return  # click reports it, as a usage error.
+    start_daemon(config, [])
 
 
-def start_daemon(config: DaemonConfig, specs: list[FunctionSpec]) -> int:
-    """Start the local backend's sandbox check, then import and run the daemon; its exit status."""
+def start_daemon(config: DaemonConfig, specs: list[FunctionSpec]) -> NoReturn:
+    """Start the local backend's sandbox check, then import and run the daemon; exit the process with its
+    status once it has stopped (:func:`exit_after_daemon`)."""
     if config.provider == "local":  # The check's test replica runs while the daemon's modules load.
         from faasd.runtime import self_command
         from faasd.sandbox.host import start_check
@@ -78,4 +85,22 @@ def start_daemon(config: DaemonConfig, specs: list[FunctionSpec]) -> int:
         start_check(config.sandbox, state_dir=config.state_dir, command=self_command())
     from faasd.daemon import main_up
 
-    return main_up(config, deploy=specs)
+    exit_after_daemon(main_up(config, deploy=specs))
+
+
+def exit_after_daemon(code: int) -> NoReturn:
+    """End the process the daemon ran in with ``code``, without the interpreter's teardown.
+
+    Why: the daemon's shutdown closes what it holds itself (the gateway drains, the replicas stop, the
+    store and the queue close, the ``stopped`` line is logged). What Python does after that -- ``atexit``
+    handlers, then destroying every module and object of quart, hypercorn, trio, the backends -- took
+    80-130 ms of a 150-190 ms stop on a 2-vCPU VM, and ``systemctl stop`` or ``restart`` waited for it.
+    So: the log handlers and the standard streams are flushed, then ``os._exit``. Only a daemon that ran
+    (or could not start) gets here; a bug's traceback propagates from :func:`~faasd.daemon.main_up` as
+    before.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # A closed or broken stream: nothing more to say.
+            stream.flush()
+    os._exit(code)

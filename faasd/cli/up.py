@@ -67,9 +67,7 @@ def up(ctx: CliContext, config_file: str | None, stack_file: str | None, **setti
             for spec in specs:
                 deploy_spec(ctx, spec, wait=True, timeout_s=60)
             return
-    code = start_daemon(config, specs)
-    if code:
-        click.get_current_context().exit(code)  # main_up logged the one error line already.
+    start_daemon(config, specs)  # Exits the process with the daemon's status (main_up logged any error line).
 
 
 def _answers(url: str) -> bool:
