@@ -10,7 +10,8 @@ Lifecycle (docs/watchdog.md):
 2. Bind the invoke port (and the metrics port), write the lock file, mark ready.
 3. On SIGTERM/SIGINT: remove the lock file (health turns 503), keep serving for
    ``healthcheck_interval``, close the listener and idle connections, let calls in flight finish for up
-   to ``write_timeout``, then kill what is left and exit 0. A second signal skips the wait.
+   to ``write_timeout``, then kill what is left and exit 0. A second signal skips the wait. A signal before
+   the watchdog is ready (a warm mode's server or workers still starting) stops it at once, exit 0.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 
 from faasd import logs
 from faasd.execenv import remember
@@ -62,7 +63,7 @@ FLUSH_GRACE_S = 1.0
 _HELP = HELP
 
 
-def main(argv: list[str], before_accepting: Callable[[], Awaitable[bool]] | None = None) -> int:
+def main(argv: list[str], before_accepting: Callable[[], Coroutine[Any, Any, bool]] | None = None) -> int:
     """Run the watchdog until SIGTERM; return the process exit status.
 
     ``before_accepting``: awaited once the watchdog is ready, before it accepts its first connection; False
@@ -197,7 +198,7 @@ def _protect_memory() -> None:
 async def serve(
     config: WatchdogConfig,
     call_token: bytes | None = None,
-    before_accepting: Callable[[], Awaitable[bool]] | None = None,
+    before_accepting: Callable[[], Coroutine[Any, Any, bool]] | None = None,
 ) -> bool:
     """Serve until a stop signal, then drain (see module docstring); False when ``before_accepting`` (see
     :func:`main`) said not to serve. A stop signal before it answered stops it at once (it never accepted)."""
@@ -256,15 +257,19 @@ async def serve(
         )
         await metrics_server.listen(config.bind, config.metrics_port)
     try:
-        await app.runner.start()  # Warm modes: the function's server or workers are up before we say ready.
+        # Warm modes: the function's server or workers are up before we say ready. A stop signal meanwhile
+        # ends the wait (else it lasted until start_timeout, past the backend's stop grace).
+        started, _ = await _unless_stopped(loop, app.runner.start(), stop)
     except BaseException:
         await app.runner.aclose()  # A server or workers started before the failure must not outlive us.
         raise
-    if not config.suppress_lock:
-        _write_lock(config.lock_file)
-    app.ready = True
-    told = await _told_to_serve(loop, before_accepting, stop) if before_accepting is not None else True
-    if told is not True:  # Told not to serve (False), or stopped before it was told (None): never accepts.
+    told: bool | None = None
+    if started:
+        if not config.suppress_lock:
+            _write_lock(config.lock_file)
+        app.ready = True
+        told = await _told_to_serve(loop, before_accepting, stop) if before_accepting is not None else True
+    if told is not True:  # Told not to serve (False), or stopped before it was ready or told (None).
         if not config.suppress_lock:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(config.lock_file)
@@ -321,16 +326,25 @@ async def serve(
     return True
 
 
-async def _told_to_serve(loop: Any, before_accepting: Callable[[], Awaitable[bool]], stop: Any) -> bool | None:
-    """``before_accepting``'s answer, or None when a stop signal (``stop`` done) came first (then it is
-    cancelled, and has ended when this returns). On either loop: futures and done callbacks only."""
-    told = loop.create_task(before_accepting())
-    await _first_done(loop, told, stop)
-    if told.done():
-        return bool(told.result())
-    told.cancel()
-    await _first_done(loop, told)
-    return None
+async def _told_to_serve(
+    loop: Any, before_accepting: Callable[[], Coroutine[Any, Any, bool]], stop: Any
+) -> bool | None:
+    """``before_accepting``'s answer, or None when a stop signal (``stop`` done) came first."""
+    answered, told = await _unless_stopped(loop, before_accepting(), stop)
+    return bool(told) if answered else None
+
+
+async def _unless_stopped(loop: Any, work: Coroutine[Any, Any, Any], stop: Any) -> tuple[bool, Any]:
+    """Run ``work`` until it ends or a stop signal comes (``stop`` done): (True, its result; its exception
+    propagates), or (False, None) once it was cancelled and has ended. On either loop: futures and done
+    callbacks only."""
+    task = loop.create_task(work)
+    await _first_done(loop, task, stop)
+    if task.done():
+        return True, task.result()
+    task.cancel()
+    await _first_done(loop, task)
+    return False, None
 
 
 async def _first_done(loop: Any, *futures: Any) -> None:

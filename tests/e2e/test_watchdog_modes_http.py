@@ -324,6 +324,26 @@ def test_start_fails_cleanly_when_the_upstream_never_listens(start_watchdog):
     assert not leftovers, f"the watchdog exited but left its function server running: {leftovers}"
 
 
+def test_sigterm_while_the_upstream_is_starting_stops_at_once(start_watchdog):
+    """A stop signal while the watchdog still waits for its function's server to listen: it stops now,
+    server and all, and exits 0. Before, the signal was noted but the wait went on to ``start_timeout``
+    (30 s by default), so the local backend's stop grace ran out and the replica was killed."""
+    watchdog = start_watchdog(
+        "sleep 1000",
+        wait_ready=False,
+        mode="http",
+        upstream_url=f"http://127.0.0.1:{free_port()}",
+        start_timeout="60s",
+    )
+    wait_for(lambda: any("sleep" in command for _, command in session_members(watchdog.pid)), 10, "the server")
+    t0 = time.monotonic()
+    watchdog.send_signal(signal.SIGTERM)
+    assert watchdog.wait_exit(scaled(10.0)) == 0, watchdog.logs()
+    assert time.monotonic() - t0 < scaled(2.0), f"the stop waited for the server to listen:\n{watchdog.logs()}"
+    assert not session_members(watchdog.pid), "the watchdog exited but left its function server running"
+    assert "faasd watchdog:" not in watchdog.logs(), watchdog.logs()
+
+
 def test_start_fails_cleanly_when_the_upstream_exits_at_once(start_watchdog):
     watchdog = start_watchdog(
         "sh -c 'echo cannot bind >&2; exit 3'",

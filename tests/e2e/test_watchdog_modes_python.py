@@ -194,6 +194,18 @@ def test_a_handler_that_does_not_import_within_start_timeout_stops_cleanly(start
     assert not leftovers, f"the watchdog exited but left its workers running: {leftovers}"
 
 
+def test_sigterm_while_the_handler_imports_stops_at_once(start_watchdog):
+    """A stop signal while the workers still import the handler: the watchdog stops them and exits 0 at
+    once, rather than after the import or ``start_timeout``."""
+    watchdog = start_python(start_watchdog, FIXTURES / "py_slow_import.py", wait_ready=False, start_timeout="60s")
+    wait_for(lambda: len(session_members(watchdog.pid)) >= 3, 10, "the workers to start")
+    t0 = time.monotonic()
+    watchdog.send_signal(signal.SIGTERM)
+    assert watchdog.wait_exit(scaled(10.0)) == 0, watchdog.logs()
+    assert time.monotonic() - t0 < scaled(2.0), f"the stop waited for the import:\n{watchdog.logs()}"
+    assert not session_members(watchdog.pid), "the watchdog exited but left its workers running"
+
+
 def test_timeout_is_408_and_a_new_worker_replaces_the_killed_one(start_watchdog):
     watchdog = start_python(start_watchdog, workers="1", exec_timeout="1s")
     before = pid_of(watchdog)["pid"]
