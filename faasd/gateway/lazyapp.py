@@ -10,7 +10,9 @@ the management API meanwhile:
   inside the same long-lived lifespan call, once the daemon says it serves (:meth:`LazyApp.begin`) or a
   request asks for the app, the module is imported in a worker thread (the event loop keeps serving
   calls) and the app is built on the trio thread and sent its own ``startup``; at ``shutdown`` it gets
-  its own ``shutdown`` first (a load still under way is waited for: an import cannot be interrupted);
+  its own ``shutdown`` first. A load still under way then is left to its thread (an import cannot be
+  interrupted, and the daemon is about to exit): waiting for it made a stop right after ``faasd up``
+  take the import's 0.3-0.5 s;
 * a request for the management API that arrives before that waits for it (a first ``faasd deploy``
   right after ``faasd up`` answers a few hundred milliseconds later, it does not fail). With no
   lifespan at all (an ASGI test client), the first request loads the app itself.
@@ -83,12 +85,21 @@ class LazyApp:
             return
         await self._app(scope, receive, send)
 
-    async def _load(self) -> AsgiCallable | None:
-        """Import the module in a worker thread, build the app here; None (logged) if either fails."""
+    async def _load(self, *, abandon_on_cancel: bool = False) -> AsgiCallable | None:
+        """Import the module in a worker thread, build the app here; None (logged) if either fails.
+
+        ``abandon_on_cancel``: a cancel leaves the import to its thread (the lifespan's load, cancelled only
+        at shutdown); whoever waits for the app is then told it is not there."""
         self._loading = True
         started = trio.current_time()
         try:
-            await trio.to_thread.run_sync(importlib.import_module, self._module)
+            try:
+                await trio.to_thread.run_sync(
+                    importlib.import_module, self._module, abandon_on_cancel=abandon_on_cancel
+                )
+            except trio.Cancelled:
+                self._loaded.set()
+                raise
             app = self._build()
         except Exception as exc:  # A bug or a broken install: the gateway keeps serving calls.
             log.error("cannot load the %s: %s", self._what, exc, exc_info=exc)
@@ -128,7 +139,7 @@ class LazyApp:
                 await self._loaded.wait()
                 app = self._app
             else:
-                app = await self._load_shielded()
+                app = await self._load(abandon_on_cancel=True)
             if app is None:
                 await events.receive()  # Nothing to shut down: wait for the outer shutdown.
                 return
@@ -150,9 +161,3 @@ class LazyApp:
             await app(dict(scope), receive_inner, send_inner)
         finally:
             stopped.set()
-
-    async def _load_shielded(self) -> AsgiCallable | None:
-        """:meth:`_load`, not abandoned half-way by a shutdown (an import cannot be interrupted anyway)."""
-        with trio.CancelScope(shield=True):
-            app = await self._load()
-        return app

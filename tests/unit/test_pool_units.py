@@ -179,3 +179,28 @@ async def test_lazy_app_never_begun_shuts_down_at_once() -> None:
         with trio.fail_after(5):
             assert (await app_sent.receive())["type"] == "lifespan.shutdown.complete"
     assert not app.loaded
+
+
+async def test_lazy_app_still_importing_shuts_down_without_waiting_for_the_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon stopped while its management API still imports: the import is left to its worker thread (it
+    cannot be interrupted; the process is about to exit) and the shutdown goes on. Before, it waited for the
+    import: a stop right after ``faasd up`` took the import's time, 0.3-0.5 s, instead of 10-30 ms."""
+    (tmp_path / "slow_management_api.py").write_text("import time\n\ntime.sleep(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = LazyApp("slow_management_api", lambda: _hello)
+    to_app, app_events = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
+    from_app, app_sent = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, {"type": "lifespan"}, app_events.receive, from_app.send)
+        await to_app.send({"type": "lifespan.startup"})
+        await app_sent.receive()
+        app.begin()
+        await trio.sleep(0.2)  # The import is under way in its thread.
+        started = trio.current_time()
+        await to_app.send({"type": "lifespan.shutdown"})
+        with trio.fail_after(10):
+            assert (await app_sent.receive())["type"] == "lifespan.shutdown.complete"
+        assert trio.current_time() - started < 1.0, "the shutdown waited for the import"
+    assert not app.loaded
