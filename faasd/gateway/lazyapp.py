@@ -93,14 +93,11 @@ class LazyApp:
         self._loading = True
         started = trio.current_time()
         try:
-            try:
-                await trio.to_thread.run_sync(
-                    importlib.import_module, self._module, abandon_on_cancel=abandon_on_cancel
-                )
-            except trio.Cancelled:
-                self._loaded.set()
-                raise
+            await trio.to_thread.run_sync(importlib.import_module, self._module, abandon_on_cancel=abandon_on_cancel)
             app = self._build()
+        except trio.Cancelled:
+            self._loaded.set()
+            raise
         except Exception as exc:  # A bug or a broken install: the gateway keeps serving calls.
             log.error("cannot load the %s: %s", self._what, exc, exc_info=exc)
             self._loaded.set()

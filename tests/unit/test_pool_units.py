@@ -4,10 +4,13 @@ sees at /home/app) and the assignment message; and the management API loaded aft
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -103,6 +106,19 @@ async def _call(app: LazyApp) -> list[dict]:  # type: ignore[type-arg]
     return sent
 
 
+@contextlib.asynccontextmanager
+async def _lifespan_started(app: LazyApp) -> AsyncIterator[tuple[Any, Any]]:
+    """``app``'s lifespan running in a nursery, its ``startup`` sent and answered ``startup.complete``:
+    yields (the channel to send it lifespan events, the channel of what it sent back)."""
+    to_app, app_events = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
+    from_app, app_sent = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, {"type": "lifespan"}, app_events.receive, from_app.send)
+        await to_app.send({"type": "lifespan.startup"})
+        assert (await app_sent.receive())["type"] == "lifespan.startup.complete"
+        yield to_app, app_sent
+
+
 async def test_lazy_app_answers_startup_at_once_and_requests_wait_for_the_load() -> None:
     built = trio.Event()
 
@@ -111,12 +127,7 @@ async def test_lazy_app_answers_startup_at_once_and_requests_wait_for_the_load()
         return _hello
 
     app = LazyApp("json", build)
-    to_app, app_events = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
-    from_app, app_sent = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(app, {"type": "lifespan"}, app_events.receive, from_app.send)
-        await to_app.send({"type": "lifespan.startup"})
-        assert (await app_sent.receive())["type"] == "lifespan.startup.complete"  # Before anything loads.
+    async with _lifespan_started(app) as (to_app, app_sent):  # Its startup answered before anything loads.
         answer = await _call(app)  # Waits for the load, then served by the built app.
         assert built.is_set() and app.loaded
         assert answer[1]["body"] == b"managed"
@@ -149,12 +160,7 @@ async def test_lazy_app_under_a_lifespan_loads_only_once_begun() -> None:
         return _hello
 
     app = LazyApp("json", build)
-    to_app, app_events = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
-    from_app, app_sent = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(app, {"type": "lifespan"}, app_events.receive, from_app.send)
-        await to_app.send({"type": "lifespan.startup"})
-        assert (await app_sent.receive())["type"] == "lifespan.startup.complete"
+    async with _lifespan_started(app) as (to_app, app_sent):  # Its startup answered before anything loads.
         await trio.sleep(0.05)
         assert not builds and not app.loaded  # The daemon's start is not shared with the import.
         app.begin()
@@ -169,12 +175,7 @@ async def test_lazy_app_under_a_lifespan_loads_only_once_begun() -> None:
 
 async def test_lazy_app_never_begun_shuts_down_at_once() -> None:
     app = LazyApp("json", lambda: _hello)
-    to_app, app_events = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
-    from_app, app_sent = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(app, {"type": "lifespan"}, app_events.receive, from_app.send)
-        await to_app.send({"type": "lifespan.startup"})
-        await app_sent.receive()
+    async with _lifespan_started(app) as (to_app, app_sent):
         await to_app.send({"type": "lifespan.shutdown"})
         with trio.fail_after(5):
             assert (await app_sent.receive())["type"] == "lifespan.shutdown.complete"
@@ -190,12 +191,7 @@ async def test_lazy_app_still_importing_shuts_down_without_waiting_for_the_impor
     (tmp_path / "slow_management_api.py").write_text("import time\n\ntime.sleep(3)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     app = LazyApp("slow_management_api", lambda: _hello)
-    to_app, app_events = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
-    from_app, app_sent = trio.open_memory_channel[dict](4)  # type: ignore[type-arg]
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(app, {"type": "lifespan"}, app_events.receive, from_app.send)
-        await to_app.send({"type": "lifespan.startup"})
-        await app_sent.receive()
+    async with _lifespan_started(app) as (to_app, app_sent):
         app.begin()
         await trio.sleep(0.2)  # The import is under way in its thread.
         started = trio.current_time()
