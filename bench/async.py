@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as h  # the bench directory is not a package: imported by path, stdlib only
 import autoscale as a  # its open-loop load (OpenLoad) for the sync side of the steady block
 import gateway as g  # its Faasd (how to run faasd), Api (management calls) and helpers
+from _gateway_report import DISTURBED_PCT
 
 FUNCTION = "echo"
 HANDLER = b"def handle(req):\n    return req\n"
@@ -386,7 +387,7 @@ def report(out: Results, args: argparse.Namespace, meta: dict) -> str:
         f"  ratio {h.fmt_ratio(ratios)} -- {verdict(None if met is None else met >= TARGET_ACCEPT_RATIO)}",
     ]
     others = [v for v in series(out, "sync", "others_pct") + series(out, "async", "others_pct") if v is not None]
-    if others and max(others) > g.DISTURBED_PCT:
+    if others and max(others) > DISTURBED_PCT:
         lines.append(f"warning: other processes used up to {max(others):.0f}% of a core during a load: rerun")
     if out.errors:
         lines += ["", "errors:", *(f"  {e}" for e in out.errors)]

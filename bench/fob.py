@@ -36,7 +36,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as h  # the bench directory is not a package: imported by path, stdlib only
-from gateway import DEFAULT_FAASD, REPO, Api, Faasd, choose_faasd, kill_stray_watchdogs, poll, verdict
+from _gateway_daemon import Api, Faasd, poll
+from _gateway_report import verdict
+from gateway import DEFAULT_FAASD, REPO, choose_faasd, kill_stray_watchdogs
 
 HELLO = (REPO / "sample-functions" / "snippets" / "helloworld.py").read_bytes()
 HANDLER = b"def handle(req):\n    return '42'\n"

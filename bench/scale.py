@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as h  # the bench directory is not a package: imported by path, stdlib only
 import gateway as g  # how to run faasd (Faasd), the management API (Api), finding replicas, helpers
+from _gateway_report import verdict
 
 HOT = g.FUNCTION
 ZERO = {"com.openfaas.scale.min": "0"}
@@ -610,7 +611,7 @@ def report(runs: list[CountRun], args: argparse.Namespace, meta: dict) -> str:
             checks.append((f"invoke many/one {key}", value, ok, "x"))
         for label, value, ok, unit in checks:
             shown = "-" if value is None else (f"{value:.1%}" if unit == "%" else f"{value:.3f}x")
-            lines.append(f"  {run.count:>6,}: {label:<26} {shown:>8} -> {g.verdict(None if value is None else ok)}")
+            lines.append(f"  {run.count:>6,}: {label:<26} {shown:>8} -> {verdict(None if value is None else ok)}")
     return "\n".join(lines)
 
 
