@@ -23,7 +23,6 @@ response short (the client sees a truncated body / reset), which is what every p
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
@@ -43,6 +42,7 @@ from faasd.http1 import (
     parse_response_head,
 )
 from faasd.providers.types import Endpoint
+from faasd.tcpconnect import open_tcp
 
 __all__ = [
     "DROP_ANSWER",
@@ -172,7 +172,7 @@ class UpstreamPool:
             InvocationError: the replica does not accept connections.
         """
         try:
-            stream = await _open_stream(endpoint.host, endpoint.port)
+            stream = await open_tcp(endpoint.host, endpoint.port)
         except OSError as exc:
             message = f"Can't reach replica {endpoint.replica} at {endpoint.authority}: {_describe(exc)}"
             raise ReplicaUnreachable(message) from exc
@@ -210,39 +210,6 @@ class UpstreamPool:
     async def aclose(self) -> None:
         for authority in list(self._idle):
             self.forget(authority)
-
-
-async def _open_stream(host: str, port: int) -> trio.SocketStream:
-    """A TCP connection to ``host``: one socket and its ``connect`` when ``host`` is an IP address (every
-    local and Swarm replica's), :func:`trio.open_tcp_stream` (a name lookup, then Happy Eyeballs) for a
-    name. The direct connect costs about a third of the CPU (40-50 us against 110-130 us a connect on
-    loopback, more with cold caches), and the local backend's connects ahead run on the same trio thread
-    as the deploy they belong to (docs/coldstart.md).
-
-    Raises:
-        OSError: the connection was refused or failed (the socket is closed).
-    """
-    family = _ip_family(host)
-    if family is None:
-        return await trio.open_tcp_stream(host, port)
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    try:
-        await sock.connect((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)  # It sets TCP_NODELAY, as open_tcp_stream does.
-
-
-def _ip_family(host: str) -> int | None:
-    """``AF_INET`` or ``AF_INET6`` when ``host`` is an address of that family, None for a name."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        return family
-    return None
 
 
 def _close_quietly(connection: UpstreamConnection) -> None:

@@ -42,6 +42,7 @@ import trio
 
 from faasd.errors import InvalidRequest
 from faasd.queue.hosts import LOOPBACK_ONLY, CallbackHosts, IpAddress, is_localhost, unmapped
+from faasd.tcpconnect import open_tcp
 
 __all__ = [
     "MAX_URL_CHARS",
@@ -306,7 +307,7 @@ async def _connect(addresses: list[IpAddress], port: int) -> trio.SocketStream:
     error: OSError | None = None
     for address in addresses:
         try:
-            return await trio.open_tcp_stream(str(address), port)
+            return await open_tcp(str(address), port)
         except OSError as exc:
             error = exc
     assert error is not None

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import trio
 
+from faasd.tcpconnect import open_tcp
+
 __all__ = ["HEALTH_PATH", "health_ok", "wait_healthy"]
 
 HEALTH_PATH = "/_/health"
@@ -42,7 +44,7 @@ async def health_ok(
     stream: trio.SocketStream | None = None
     with trio.move_on_after(connect_timeout_s):
         try:
-            stream = await trio.open_tcp_stream(host, port)
+            stream = await open_tcp(host, port)
         except OSError:
             return False
     if stream is None:
