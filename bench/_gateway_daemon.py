@@ -17,6 +17,7 @@ BODY = b"0123456789" * 10  # 100 bytes, printable so logs and echoes stay readab
 FUNCTION = "echo"
 HELLO_BODY = b"Hello, world!"
 RELAY_SCRIPT = Path(__file__).resolve().parent / "_relay.py"
+LEAN_RELAY_SCRIPT = Path(__file__).resolve().parent / "_lean_relay.py"
 
 # --------------------------------------------------------------------------------------------- how faasd runs
 
@@ -89,11 +90,28 @@ class Faasd:
 
     def relay(self, tmp: Path, replica_port: int, headers: tuple[tuple[str, str], ...]) -> h.Target:
         """bench/_relay.py in front of the replica, same interpreter as the daemon; ready when a call echoes."""
+        return self._relay("bare relay", RELAY_SCRIPT, [], tmp, replica_port, headers)
+
+    def lean_relay(self, tmp: Path, replica_port: int, headers: tuple[tuple[str, str], ...]) -> h.Target:
+        """bench/_lean_relay.py in front of the replica: faasd's parser on the watchdog's loop, imported from
+        the faasd being measured (the zipapp, or the source tree on ``PYTHONPATH``)."""
+        return self._relay("lean relay", LEAN_RELAY_SCRIPT, [str(self.pyz or "")], tmp, replica_port, headers)
+
+    def _relay(
+        self,
+        name: str,
+        script: Path,
+        extra: list[str],
+        tmp: Path,
+        replica_port: int,
+        headers: tuple[tuple[str, str], ...],
+    ) -> h.Target:
         port = h.free_port()
-        argv = [self.python, str(RELAY_SCRIPT), str(port), str(replica_port)]
+        argv = [self.python, str(script), str(port), str(replica_port), *extra]
         env = self.env(**({"RELAY_HEADER": f"{headers[0][0]}: {headers[0][1]}"} if headers else {}))
         probe = h.Probe("POST", f"/function/{FUNCTION}", BODY, "text/plain", expect_status=200, expect_body=BODY)
-        return h.Target("bare relay", argv, env, port, probe, log_path=tmp / "relay.log", cwd=tmp)
+        log = tmp / f"{name.replace(' ', '-')}.log"
+        return h.Target(name, argv, env, port, probe, log_path=log, cwd=tmp)
 
 
 # --------------------------------------------------------------------------------------------- management API

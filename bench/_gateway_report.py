@@ -24,6 +24,8 @@ TARGET_HOP_CPU_RATIO = 0.5  # daemon CPU per proxied /_/health call / the hello 
 TARGET_HOP_P50_RATIO = 0.3  # (gateway p50 - direct p50) / direct p50 at c1, at most
 #: The same ratio for bench/_relay.py in front of the replica: no target, the floor the row above is read against.
 FLOOR_KEY = "bare relay added p50 / direct p50 at c1"
+#: The same for bench/_lean_relay.py: what a gateway on the watchdog's loop (docs/gateway.md, option 3) might add.
+LEAN_KEY = "lean relay added p50 / direct p50 at c1"
 #: Other processes using more than this much CPU (% of one core) during a measurement make it suspect.
 DISTURBED_PCT = 25.0
 TARGETS_TEXT = (
@@ -49,6 +51,7 @@ class LoadRun:
     hello_cpu: float | None = None
     relay_cpu: float | None = None
     others_pct: float | None = None  # CPU of processes outside the benchmark meanwhile, % of one core
+    lean_cpu: float | None = None  # bench/_lean_relay.py, the estimate for a gateway on a lean loop
 
 
 @dataclass
@@ -150,6 +153,7 @@ def summarize(rounds: list[Round], load_keys: list[str]) -> dict[str, object]:
             "replica_cpu_ms_per_req": h.median(series(rounds, key, "replica_cpu")),
             "hello_cpu_ms_per_req": h.median(series(rounds, key, "hello_cpu")),
             "relay_cpu_ms_per_req": h.median(series(rounds, key, "relay_cpu")),
+            "lean_cpu_ms_per_req": h.median(series(rounds, key, "lean_cpu")),
             "others_pct": series(rounds, key, "others_pct"),
         }
     added = {}
@@ -170,6 +174,8 @@ def summarize(rounds: list[Round], load_keys: list[str]) -> dict[str, object]:
 
     added_p50, relay_added_p50 = added_to_direct("post gateway c1"), added_to_direct("post relay c1")
     added["relay c1"] = {"p50_ms": [v for v in relay_added_p50 if v is not None]}
+    lean_added_p50 = added_to_direct("post lean c1")
+    added["lean c1"] = {"p50_ms": [v for v in lean_added_p50 if v is not None]}
     hop = {
         "c16 gateway / direct req/s": h.paired_ratios(
             series(rounds, "post gateway c16", "rps"), series(rounds, "post direct c16", "rps")
@@ -180,6 +186,7 @@ def summarize(rounds: list[Round], load_keys: list[str]) -> dict[str, object]:
         "added p50 / direct p50 at c1": h.paired_ratios(added_p50, direct_p50),
         FLOOR_KEY: h.paired_ratios(relay_added_p50, direct_p50),
         "gateway-added / relay-added p50 at c1": h.paired_ratios(added_p50, relay_added_p50),
+        LEAN_KEY: h.paired_ratios(lean_added_p50, direct_p50),
     }
     hello_rps = series(rounds, "hello c16", "rps")
     ratios = {
@@ -283,6 +290,7 @@ def hop_report(hop: dict[str, list[float]]) -> list[str]:
     for key, what in (
         (FLOOR_KEY, "the floor: any Python hop adds this much"),
         ("gateway-added / relay-added p50 at c1", "faasd's gateway against that floor"),
+        (LEAN_KEY, "faasd's parser and header work on the watchdog's loop: option 3's estimate"),
     ):
         shown = h.fmt_range(hop.get(key, []), lambda v: f"{v:.2f}x")
         lines.append(f"  {key:<42} {shown:>24}  ({what})")
@@ -341,6 +349,12 @@ def report(rounds: list[Round], summary: dict, args: argparse.Namespace, meta: d
         "  c1, a bare Python relay (bench/_relay.py) instead of the gateway: p50 "
         f"{h.fmt_delta(added['relay c1']['p50_ms'])}"
         f" ({h.fmt_ms(h.median(relay['p50_ms']))} ms); its CPU {h.fmt_ms(relay['relay_cpu_ms_per_req'])} ms/req"
+    )
+    lean = loads["post lean c1"]
+    lines.append(
+        "  c1, faasd's parser on the watchdog's loop (bench/_lean_relay.py) instead of the gateway: p50 "
+        f"{h.fmt_delta(added['lean c1']['p50_ms'])}"
+        f" ({h.fmt_ms(h.median(lean['p50_ms']))} ms); its CPU {h.fmt_ms(lean['lean_cpu_ms_per_req'])} ms/req"
     )
     lines.append("")
 

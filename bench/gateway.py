@@ -6,7 +6,9 @@ same run, rounds interleaved (the order of blocks and of loads rotates each roun
 1. one fork-mode replica (``fprocess=cat``) loaded with a 100-byte POST straight on its own port and through
    ``/function/echo`` (same replica, same round) at c1 and c16: the latency the gateway adds;
    The floor under that latency, same replica, same round: ``bench/_relay.py``, a bare Python relay in front of
-   it at c1 (what any Python hop costs: two more loopback sends and wake-ups, no gateway work);
+   it at c1 (what any Python hop costs: two more loopback sends and wake-ups, no gateway work), and
+   ``bench/_lean_relay.py``, faasd's own parser and per-call header work on the watchdog's loop (what a gateway on
+   that loop might add: docs/gateway.md, option 3);
 2. proxied throughput at c16 to a cheap upstream (the replica's ``/_/health``, answered without forking) vs a
    hypercorn-trio hello world run by the same interpreter: the cost of the proxy itself;
 3. ``faasd up`` -> ``/healthz`` 200 with a fresh state dir (baseline: the hello world's exec -> first 200);
@@ -79,7 +81,7 @@ PINNED = {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "1"}
 C1, C16 = h.Level(1, 1), h.Level(2, 16)
 WARMUP_S = 1
 
-DIRECT, GATEWAY, HELLO, RELAY = "direct", "gateway", "hello", "relay"
+DIRECT, GATEWAY, HELLO, RELAY, LEAN = "direct", "gateway", "hello", "relay", "lean"
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ class LoadSpec:
     """One wrk run of a round: which server it hits, with which request, at which concurrency."""
 
     key: str
-    server: str  # DIRECT (the replica's own port), GATEWAY (the daemon), HELLO or RELAY (bench/_relay.py)
+    server: str  # DIRECT (the replica's own port), GATEWAY (the daemon), HELLO, RELAY or LEAN (bench/_*relay.py)
     load: h.Load
     level: h.Level
 
@@ -101,6 +103,7 @@ LOADS = (
     LoadSpec("post direct c1", DIRECT, POST_DIRECT, C1),
     LoadSpec("post gateway c1", GATEWAY, POST_GATEWAY, C1),
     LoadSpec("post relay c1", RELAY, POST_GATEWAY, C1),
+    LoadSpec("post lean c1", LEAN, POST_GATEWAY, C1),
     LoadSpec("post direct c16", DIRECT, POST_DIRECT, C16),
     LoadSpec("post gateway c16", GATEWAY, POST_GATEWAY, C16),
     LoadSpec("health gateway c16", GATEWAY, HEALTH_GATEWAY, C16),
@@ -113,6 +116,7 @@ WARMUPS = (
     LoadSpec("warm-up gateway health", GATEWAY, HEALTH_GATEWAY, C16),
     LoadSpec("warm-up hello", HELLO, HELLO_GET, C16),
     LoadSpec("warm-up relay", RELAY, POST_GATEWAY, C1),
+    LoadSpec("warm-up lean", LEAN, POST_GATEWAY, C1),
 )
 
 # A raw ASGI hello world on hypercorn's trio worker (``hypercorn.trio.serve``, what ``-k trio`` runs), configured
@@ -212,11 +216,13 @@ def measure_load(
         return (after[key] - before[key]) * 1000.0 / result.requests  # type: ignore[operator]
 
     run = LoadRun(result, raw, per_req("daemon"), per_req("replica"), per_req("hello"), per_req("relay"), others_pct)
+    run.lean_cpu = per_req("lean")
     result.cpu_ms_per_req = {
         GATEWAY: run.daemon_cpu,
         DIRECT: run.replica_cpu,
         HELLO: run.hello_cpu,
         RELAY: run.relay_cpu,
+        LEAN: run.lean_cpu,
     }[spec.server]
     return run
 
@@ -227,6 +233,7 @@ def _cpu(pids: dict[str, int]) -> dict[str, float | None]:
         "replica": h.tree_cpu_seconds(pids["replica"]),
         "hello": h.process_cpu_seconds(pids["hello"]),
         "relay": h.process_cpu_seconds(pids["relay"]),
+        "lean": h.process_cpu_seconds(pids["lean"]),
     }
 
 
@@ -242,6 +249,7 @@ def load_block(
     daemon: h.Running | None = None
     hello: h.Running | None = None
     relay: h.Running | None = None
+    lean: h.Running | None = None
     try:
         daemon = h.start(faasd.daemon(tmp, password, pool=0), ready_timeout=args.ready_timeout)
         api = Api(daemon.target.port, password)
@@ -258,13 +266,19 @@ def load_block(
         relay = h.start(faasd.relay(tmp, replica.port, token), ready_timeout=args.ready_timeout)
         if relay.echo_ok is False:
             raise h.BenchError("the bare relay did not echo the request's body")
-        ports = {GATEWAY: daemon.target.port, DIRECT: replica.port, HELLO: hello.target.port, RELAY: relay.target.port}
-        pids = {"daemon": daemon.proc.pid, "replica": replica.pid, "hello": hello.proc.pid, "relay": relay.proc.pid}
+        lean = h.start(faasd.lean_relay(tmp, replica.port, token), ready_timeout=args.ready_timeout)
+        if lean.echo_ok is False:
+            raise h.BenchError("the lean relay did not echo the request's body")
+        ports = {GATEWAY: daemon.target.port, DIRECT: replica.port, HELLO: hello.target.port}
+        ports |= {RELAY: relay.target.port, LEAN: lean.target.port}
+        pids = {"daemon": daemon.proc.pid, "replica": replica.pid, "hello": hello.proc.pid}
+        pids |= {"relay": relay.proc.pid, "lean": lean.proc.pid}
         for spec in warmups:
             measure_load(spec, ports, pids, wrk, WARMUP_S, tmp)  # discarded
         for spec in specs:
             out.loads[spec.key] = measure_load(spec, ports, pids, wrk, args.duration, tmp)
-            for name, running in (("daemon", daemon), ("hello world", hello), ("bare relay", relay)):
+            servers = (("daemon", daemon), ("hello world", hello), ("bare relay", relay), ("lean relay", lean))
+            for name, running in servers:
                 if running.proc.poll() is not None:
                     raise h.BenchError(f"the {name} exited (status {running.proc.returncode}) during {spec.key}")
             if not h.alive(replica.pid):
@@ -276,7 +290,7 @@ def load_block(
     except h.BenchError as exc:
         out.error = _with_log(str(exc), tmp / "daemon.log")
     finally:
-        for running in (hello, relay):
+        for running in (hello, relay, lean):
             if running is not None:
                 running.stop()
         if daemon is not None:
