@@ -6,7 +6,9 @@ to 127.0.0.1:UPSTREAM_PORT over one kept-alive connection per client connection,
 FAASD_PATH (the zipapp or a source tree; default: this repository). Per call it does the gateway's header work:
 the strict parse of the request and of the replica's answer head, the hop-by-hop headers dropped,
 ``X-Forwarded-For``/``X-Forwarded-Host``, ``X-Call-Id`` (the client's or a new one), ``X-Start-Time``, the call
-token (``RELAY_HEADER``, ``Name: value``, from the environment), ``Date`` and the answer's framing. It has no
+token (``RELAY_HEADER``, ``Name: value``, from the environment), ``Date`` and the answer's framing; the header
+sets, the call id and the date are the gateway's own (``faasd.gateway.proxy``, ``faasd.gateway.invoke``, which
+bring trio into the process: imported, never run). It has no
 function registry, limits, deadlines, metrics, failover or error answers: it is not a gateway, and a gateway on
 this loop would cost a little more. Between ``bench/_relay.py`` (the floor: any Python hop) and faasd's gateway
 (trio), it says how much of the gateway's cost is its loop. Bodies are ``Content-Length`` framed only, as the
@@ -20,39 +22,30 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else str(Path(__file__).resolve().parent.parent))
 
+from faasd.gateway.invoke import _DROP_REQUEST_TEXT as DROP_REQUEST  # the fast path's own set
+from faasd.gateway.invoke import new_call_id
+from faasd.gateway.proxy import DROP_ANSWER, http_date
 from faasd.http1 import FRAMING_LENGTH, RequestParser, ResponseHead, parse_response_head
 from faasd.watchdog.loop import Loop
 from faasd.watchdog.transport import Transport
 
-DROP_REQUEST = {
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host",
-    "content-length", "x-call-id", "x-start-time",
-}  # fmt: skip
-DROP_ANSWER = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server"}
-_date: list[Any] = [0, b""]
+
+class _Protocol:
+    """What :class:`~faasd.watchdog.transport.Transport` calls that both ends here answer alike: end of file
+    closes the connection, and the writes are small enough never to pause."""
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
 
 
-def new_call_id() -> bytes:
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}".encode()
-
-
-def http_date() -> bytes:
-    now = int(time.time())
-    if _date[0] != now:
-        _date[:] = [now, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()]
-    value: bytes = _date[1]
-    return value
-
-
-class Upstream:
+class Upstream(_Protocol):
     """The kept connection to the replica: reads one answer (head, then its ``Content-Length`` body)."""
 
     def __init__(self, client: Client) -> None:
@@ -80,18 +73,11 @@ class Upstream:
         self.buffer, self.head = b"", None
         self.client.answer(head, buffer[:length])
 
-    def eof_received(self) -> bool:
-        return False
-
     def connection_lost(self, exc: BaseException | None) -> None:
         self.client.transport.close()
 
-    def pause_writing(self) -> None: ...
 
-    def resume_writing(self) -> None: ...
-
-
-class Client:
+class Client(_Protocol):
     """One client connection: each whole request goes to the replica with the gateway's headers."""
 
     def connection_made(self, transport: Transport) -> None:
@@ -142,15 +128,8 @@ class Client:
         out += (self.call_headers, b"date: ", http_date(), b"\r\ncontent-length: %d\r\n\r\n" % len(body), body)
         self.transport.write(b"".join(out))
 
-    def eof_received(self) -> bool:
-        return False
-
     def connection_lost(self, exc: BaseException | None) -> None:
         self.upstream.transport.close()
-
-    def pause_writing(self) -> None: ...
-
-    def resume_writing(self) -> None: ...
 
 
 async def serve(port: int) -> None:
