@@ -50,8 +50,8 @@ class LoadRun:
     replica_cpu: float | None = None  # the replica's tree: watchdog + its cat children
     hello_cpu: float | None = None
     relay_cpu: float | None = None
-    others_pct: float | None = None  # CPU of processes outside the benchmark meanwhile, % of one core
     lean_cpu: float | None = None  # bench/_lean_relay.py, the estimate for a gateway on a lean loop
+    others_pct: float | None = None  # CPU of processes outside the benchmark meanwhile, % of one core
 
 
 @dataclass

@@ -45,9 +45,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _gateway_daemon as gd  # how faasd runs (Faasd), the management API (Api), helpers
 import _harness as h  # the bench directory is not a package: imported by path, stdlib only
 import autoscale as a  # its open-loop load (OpenLoad) for the sync side of the steady block
-import gateway as g  # its Faasd (how to run faasd), Api (management calls) and helpers
+import gateway as g  # which faasd to run (choose_faasd), its defaults, stopping stray watchdogs
 from _gateway_report import DISTURBED_PCT
 
 FUNCTION = "echo"
@@ -65,14 +66,14 @@ DAEMON_ENV = {
     "FAASD_ASYNC_QUEUE_TOTAL": "1000000",
     "FAASD_ASYNC_MAX_STORED_SIZE": "2g",
 }
-SYNC = h.Load("POST", f"/function/{FUNCTION}", g.BODY, "text/plain")
-ASYNC = h.Load("POST", f"/async-function/{FUNCTION}", g.BODY, "text/plain")
+SYNC = h.Load("POST", f"/function/{FUNCTION}", gd.BODY, "text/plain")
+ASYNC = h.Load("POST", f"/async-function/{FUNCTION}", gd.BODY, "text/plain")
 
 
 # --------------------------------------------------------------------------------------------- the daemon
 
 
-def deploy_echo(api: g.Api) -> None:
+def deploy_echo(api: gd.Api) -> None:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w:gz") as tar:
         info = tarfile.TarInfo("handler.py")
@@ -88,7 +89,7 @@ def deploy_echo(api: g.Api) -> None:
     api.expect("POST", "/system/functions", document)
 
 
-def async_counts(api: g.Api) -> dict[str, float]:
+def async_counts(api: gd.Api) -> dict[str, float]:
     """``faasd_async_calls_total`` of ``echo`` by outcome, and the queue depth, from ``GET /metrics``."""
     status, body = api.call("GET", "/metrics", timeout=10.0)
     if status != 200:
@@ -128,7 +129,7 @@ class AcceptRun:
 
 
 def accept_run(
-    kind: str, wrk: str, api: g.Api, daemon_pid: int, port: int, scripts: dict[str, Path], duration: int
+    kind: str, wrk: str, api: gd.Api, daemon_pid: int, port: int, scripts: dict[str, Path], duration: int
 ) -> AcceptRun:
     url = f"http://{h.LOCALHOST}:{port}"
     run = AcceptRun(kind)
@@ -158,9 +159,9 @@ def accept_run(
     return run
 
 
-def drain(api: g.Api) -> float:
+def drain(api: gd.Api) -> float:
     """Wait until the async queue of ``echo`` is empty; seconds it took. Bounded by DRAIN_TIMEOUT_S."""
-    return g.poll("the async queue to drain", lambda: async_counts(api).get("depth", 0) == 0, DRAIN_TIMEOUT_S, 0.05)
+    return gd.poll("the async queue to drain", lambda: async_counts(api).get("depth", 0) == 0, DRAIN_TIMEOUT_S, 0.05)
 
 
 # --------------------------------------------------------------------------------------------- steady block
@@ -229,7 +230,7 @@ class AsyncOpenLoad:
             if conn is None:
                 conn = self._local.conn = http.client.HTTPConnection(h.LOCALHOST, self.port, timeout=self.timeout)
             try:
-                conn.request("POST", f"/async-function/{FUNCTION}", g.BODY, headers)
+                conn.request("POST", f"/async-function/{FUNCTION}", gd.BODY, headers)
                 response = conn.getresponse()
                 response.read()
                 status = response.status
@@ -273,7 +274,7 @@ class Steady:
     """Calls not answered 202, or whose callback did not arrive (or did not say 200)."""
 
 
-def steady_block(api: g.Api, port: int, args: argparse.Namespace) -> Steady:
+def steady_block(api: gd.Api, port: int, args: argparse.Namespace) -> Steady:
     out = Steady(args.rate, args.steady)
     sync = a.OpenLoad(port, FUNCTION, workers=64)
     sync.run([(args.rate, args.steady)], time.perf_counter() + 0.2)
@@ -285,7 +286,7 @@ def steady_block(api: g.Api, port: int, args: argparse.Namespace) -> Steady:
         load.run(args.rate, args.steady, time.perf_counter() + 0.2)
         ids = set(load.due)
         with contextlib.suppress(h.BenchError):
-            g.poll("every callback", lambda: receiver.count(ids) == len(ids), CALLBACK_TIMEOUT_S, 0.05)
+            gd.poll("every callback", lambda: receiver.count(ids) == len(ids), CALLBACK_TIMEOUT_S, 0.05)
         out.accept_ms = load.accept_ms
         out.async_failed = dict(load.refused)
         for call_id, due in load.due.items():
@@ -458,9 +459,9 @@ def main(argv: list[str] | None = None) -> int:
             target.env.update(DAEMON_ENV)
             daemon = h.start(target, ready_timeout=args.ready_timeout)
             try:
-                api = g.Api(target.port, password)
+                api = gd.Api(target.port, password)
                 deploy_echo(api)
-                g.first_200(api, FUNCTION, 30.0, {})
+                gd.first_200(api, FUNCTION, 30.0, {})
                 scripts = {"sync": SYNC.write_script(Path(tmp), "sync.lua")}
                 scripts["async"] = ASYNC.write_script(Path(tmp), "async.lua")
                 for index in range(args.rounds):

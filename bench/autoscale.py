@@ -40,8 +40,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _gateway_daemon as gd  # how faasd runs (Faasd), the management API (Api), helpers
 import _harness as h  # the bench directory is not a package: imported by path, stdlib only
-import gateway as g  # its Faasd (how to run faasd), Api (management calls) and helpers
+import gateway as g  # which faasd to run (choose_faasd), its defaults, stopping stray watchdogs
 
 FUNCTION = "step"
 PINNED_FUNCTION = "pinned"
@@ -98,11 +99,11 @@ class OpenLoad:
         for attempt in range(2):  # a keep-alive connection the server closed is retried once on a new one
             conn = self._connection()
             try:
-                conn.request("POST", self.path, g.BODY, {"Content-Type": "text/plain"})
+                conn.request("POST", self.path, gd.BODY, {"Content-Type": "text/plain"})
                 response = conn.getresponse()
                 body = response.read()
                 status = response.status
-                if status == 200 and body != g.BODY:
+                if status == 200 and body != gd.BODY:
                     status = 299  # a 200 with a wrong body counts as a failed call
                 break
             except (OSError, http.client.HTTPException):
@@ -138,7 +139,7 @@ class OpenLoad:
 class Watcher:
     """Polls the function's ``replicas`` / ``availableReplicas`` every 50 ms on its own thread."""
 
-    def __init__(self, api: g.Api, name: str, t0: float) -> None:
+    def __init__(self, api: gd.Api, name: str, t0: float) -> None:
         self.api, self.name, self.t0 = api, name, t0
         self.samples: list[tuple[float, int, int]] = []  # (s since t0, replicas, available)
         self.missed = 0  # polls the daemon did not answer within 10 s
@@ -225,7 +226,7 @@ def _failed(calls: list[Call], start: float, end: float) -> int:
 # --------------------------------------------------------------------------------------------- the blocks
 
 
-def step_block(api: g.Api, port: int, args: argparse.Namespace, out: Results) -> None:
+def step_block(api: gd.Api, port: int, args: argparse.Namespace, out: Results) -> None:
     """1x -> 2x -> 4x -> idle against the autoscaled function, with the watcher on."""
     phases = [(ONE_X * k, float(args.phase)) for k in STEPS]
     load = OpenLoad(port, FUNCTION)
@@ -254,7 +255,7 @@ def step_block(api: g.Api, port: int, args: argparse.Namespace, out: Results) ->
     out.to_zero_s = watcher.first(idle_from, lambda r, a: r == 0 and a == 0)
 
 
-def pinned_block(api: g.Api, port: int, args: argparse.Namespace, out: Results) -> None:
+def pinned_block(api: gd.Api, port: int, args: argparse.Namespace, out: Results) -> None:
     """The same rates against a function already at 4 replicas: the p99 without any scaling."""
     seconds = max(3.0, args.phase / 3)
     load = OpenLoad(port, PINNED_FUNCTION)
@@ -266,11 +267,11 @@ def pinned_block(api: g.Api, port: int, args: argparse.Namespace, out: Results) 
             out.errors.append(f"the pinned function failed {failed} calls at {step.label}")
 
 
-def wait_zero(api: g.Api, name: str, timeout: float = 20.0) -> None:
-    g.poll(f"{name} at zero replicas", lambda: api.available(name) == 0, timeout, interval=0.05)
+def wait_zero(api: gd.Api, name: str, timeout: float = 20.0) -> None:
+    gd.poll(f"{name} at zero replicas", lambda: api.available(name) == 0, timeout, interval=0.05)
 
 
-def cold_block(api: g.Api, faasd: g.Faasd, args: argparse.Namespace, tmp: Path, out: Results) -> None:
+def cold_block(api: gd.Api, faasd: gd.Faasd, args: argparse.Namespace, tmp: Path, out: Results) -> None:
     """Single calls at zero alternating with bare watchdog starts, then a burst of 50 concurrent calls at zero."""
     for i in range(args.cold):
         for job in ("invoke", "watchdog") if i % 2 == 0 else ("watchdog", "invoke"):
@@ -281,7 +282,7 @@ def cold_block(api: g.Api, faasd: g.Faasd, args: argparse.Namespace, tmp: Path, 
             wait_zero(api, FUNCTION)
             t0 = time.perf_counter()
             answer = api.invoke(FUNCTION, 30.0)
-            if answer is None or answer[0] != 200 or answer[1] != g.BODY:
+            if answer is None or answer[0] != 200 or answer[1] != gd.BODY:
                 out.cold_failed += 1
             else:
                 out.cold_ms.append((time.perf_counter() - t0) * 1000.0)
@@ -411,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="faasd-bench-as-") as tmp:
             password = secrets.token_hex(12)
             daemon = h.start(faasd.daemon(Path(tmp), password), ready_timeout=args.ready_timeout)
-            api = g.Api(daemon.target.port, password)
+            api = gd.Api(daemon.target.port, password)
             api.deploy(
                 FUNCTION,
                 {
@@ -423,8 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             pinned = str(PINNED_REPLICAS)
             api.deploy(PINNED_FUNCTION, {"com.openfaas.scale.min": pinned, "com.openfaas.scale.max": pinned})
-            g.first_200(api, FUNCTION, 20.0, {})
-            g.poll("the pinned replicas", lambda: api.available(PINNED_FUNCTION) == PINNED_REPLICAS, 30.0, 0.05)
+            gd.first_200(api, FUNCTION, 20.0, {})
+            gd.poll("the pinned replicas", lambda: api.available(PINNED_FUNCTION) == PINNED_REPLICAS, 30.0, 0.05)
             try:
                 step_block(api, daemon.target.port, args, out)
                 pinned_block(api, daemon.target.port, args, out)

@@ -215,8 +215,16 @@ def measure_load(
             return None
         return (after[key] - before[key]) * 1000.0 / result.requests  # type: ignore[operator]
 
-    run = LoadRun(result, raw, per_req("daemon"), per_req("replica"), per_req("hello"), per_req("relay"), others_pct)
-    run.lean_cpu = per_req("lean")
+    run = LoadRun(
+        result,
+        raw,
+        daemon_cpu=per_req("daemon"),
+        replica_cpu=per_req("replica"),
+        hello_cpu=per_req("hello"),
+        relay_cpu=per_req("relay"),
+        lean_cpu=per_req("lean"),
+        others_pct=others_pct,
+    )
     result.cpu_ms_per_req = {
         GATEWAY: run.daemon_cpu,
         DIRECT: run.replica_cpu,

@@ -50,11 +50,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _gateway_daemon as gd  # how faasd runs (Faasd), the management API (Api), helpers
 import _harness as h  # the bench directory is not a package: imported by path, stdlib only
-import gateway as g  # how to run faasd (Faasd), the management API (Api), finding replicas, helpers
+import gateway as g  # which faasd to run (choose_faasd), its defaults, stopping stray watchdogs
 from _gateway_report import verdict
 
-HOT = g.FUNCTION
+HOT = gd.FUNCTION
 ZERO = {"com.openfaas.scale.min": "0"}
 C1, C16 = h.Level(1, 1), h.Level(2, 16)
 LEVELS = {"c1": C1, "c16": C16}
@@ -79,7 +80,7 @@ class Daemon:
     label: str
     target: h.Target
     running: h.Running
-    api: g.Api
+    api: gd.Api
     password: str
     state: Path
 
@@ -92,15 +93,15 @@ class Daemon:
         return self.target.port
 
 
-def start_daemon(faasd: g.Faasd, tmp: Path, label: str, args: argparse.Namespace) -> Daemon:
+def start_daemon(faasd: gd.Faasd, tmp: Path, label: str, args: argparse.Namespace) -> Daemon:
     tmp.mkdir(parents=True, exist_ok=True)
     password = secrets.token_hex(12)
-    target = faasd.daemon(tmp, password, args.sandbox, pool=0)  # Replicas found by their command line (g.watchdogs).
+    target = faasd.daemon(tmp, password, args.sandbox, pool=0)  # Replicas found by their command line (gd.watchdogs).
     running = h.start(target, ready_timeout=args.ready_timeout)
-    return Daemon(label, target, running, g.Api(target.port, password), password, tmp / "state")
+    return Daemon(label, target, running, gd.Api(target.port, password), password, tmp / "state")
 
 
-def restart_daemon(faasd: g.Faasd, daemon: Daemon, args: argparse.Namespace, timeout: float) -> Daemon:
+def restart_daemon(faasd: gd.Faasd, daemon: Daemon, args: argparse.Namespace, timeout: float) -> Daemon:
     """The same daemon again on its state dir and port; ready at its first ``/healthz`` 200."""
     target = faasd.daemon(daemon.state.parent, daemon.password, args.sandbox, pool=0)
     target.port = daemon.port
@@ -209,7 +210,7 @@ def deploy_many(daemon: Daemon, names: list[str], clients: int, timeout: float) 
 
 def deploy_hot(daemon: Daemon, timeout: float) -> None:
     daemon.api.deploy(HOT, labels=g.PINNED)
-    g.first_200(daemon.api, HOT, timeout, {})
+    gd.first_200(daemon.api, HOT, timeout, {})
 
 
 # --------------------------------------------------------------------------------------------- observing
@@ -329,7 +330,7 @@ class InvokeRun:
 def invoke_rounds(
     daemons: dict[str, Daemon], wrk: str, args: argparse.Namespace, tmp: Path
 ) -> tuple[list[dict[str, dict[str, InvokeRun]]], list[list[str]]]:
-    script = h.Load("POST", f"/function/{HOT}", g.BODY, "text/plain").write_script(tmp, "invoke.lua")
+    script = h.Load("POST", f"/function/{HOT}", gd.BODY, "text/plain").write_script(tmp, "invoke.lua")
     rounds: list[dict[str, dict[str, InvokeRun]]] = []
     orders: list[list[str]] = []
     for index in range(args.rounds):
@@ -385,7 +386,7 @@ def restored_ms(log: Path) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def run_count(count: int, faasd: g.Faasd, wrk: str, args: argparse.Namespace, tmp_root: Path) -> CountRun:
+def run_count(count: int, faasd: gd.Faasd, wrk: str, args: argparse.Namespace, tmp_root: Path) -> CountRun:
     run = CountRun(count)
     tmp = tmp_root / f"n{count}"
     daemons: dict[str, Daemon] = {}
@@ -403,7 +404,7 @@ def run_count(count: int, faasd: g.Faasd, wrk: str, args: argparse.Namespace, tm
         expected = {"one": 1, "many": 1 + run.deploy.deployed}
         time.sleep(3.0)  # settle: the deploys' garbage collected, the replica steady
         for label, daemon in daemons.items():
-            run.replicas[label] = len(g.watchdogs(daemon.pid))
+            run.replicas[label] = len(gd.watchdogs(daemon.pid))
             run.rss_kib[label]["loaded"] = rss_kib(daemon.pid)
             run.fds[label] = open_fds(daemon.pid)
         with contextlib.suppress(OSError):
@@ -424,14 +425,14 @@ def run_count(count: int, faasd: g.Faasd, wrk: str, args: argparse.Namespace, tm
             started = time.perf_counter()
             daemons["many"] = again = restart_daemon(faasd, many, args, args.restart_timeout)
             run.restart["up_s"] = again.running.startup_s
-            run.restart["hot_200_s"] = g.first_200(again.api, HOT, args.restart_timeout, {}) - started
+            run.restart["hot_200_s"] = gd.first_200(again.api, HOT, args.restart_timeout, {}) - started
             deadline = started + args.restart_timeout
             while (ms := restored_ms(again.target.log_path)) is None and time.perf_counter() < deadline:
                 time.sleep(0.2)
             run.restart["restored_s"] = time.perf_counter() - started if ms is not None else None
             run.restart["restore_ms_logged"] = ms
             run.restart["rss_kib"] = rss_kib(again.pid)
-            run.restart["replicas"] = len(g.watchdogs(again.pid))
+            run.restart["replicas"] = len(gd.watchdogs(again.pid))
     except (h.BenchError, ValueError, OSError) as exc:  # ValueError: an answer that is not the JSON expected
         logs = [f"{d.label}:\n{h.log_tail(d.target.log_path)}" for d in daemons.values() if d.target.log_path]
         run.error = f"{exc!r}\n" + "\n".join(logs)
