@@ -114,7 +114,7 @@ def assemble(
         store,
         provider,
         registry,
-        invocations=lambda name: metrics.invocations.get(name, 0),
+        invocations=metrics.invocation_count,
         on_removed=removed,
         check=lambda spec: _check_spec(spec, timeouts, config),
     )

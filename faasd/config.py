@@ -90,6 +90,9 @@ class DaemonConfig:
     hold them (with a margin for the daemon's own files and its upstream connections)."""
     max_header_bytes: int = 16 * 1024
     """Largest request head (request line and headers); more is answered 431."""
+    invoke_edge: bool = True
+    """Answer plain function calls on the invoke edge, a lean event loop in a thread of the daemon
+    (:mod:`faasd.gateway.edge`); off: the trio server answers every request."""
     docker_host: str = ""
     """dockerd's address for ``provider = swarm`` (``unix:///...``, ``tcp://...``); empty: ``$DOCKER_HOST``,
     else the local socket."""
@@ -352,6 +355,7 @@ _PARSERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "write_timeout": ("write_timeout_s", _Positive(_duration)),
     "max_connections": ("max_connections", _Positive(_count)),
     "max_header_size": ("max_header_bytes", _Positive(_size)),
+    "invoke_edge": ("invoke_edge", _bool),
     "docker_host": ("docker_host", _text),
     "swarm_network": ("swarm_network", _text),
     "swarm_route": ("swarm_route", _Choice(("auto", "host-port", "overlay-dns"))),
@@ -402,6 +406,7 @@ _HELP: dict[str, str] = {
     "write_timeout": "Longest a client may take to accept each piece of its answer [default: 30s].",
     "max_connections": "Client connections open at once; more get 503 [default: 1024].",
     "max_header_size": "Largest request line + headers; 431 above [default: 16KiB].",
+    "invoke_edge": "Answer plain function calls on the lean loop of the invoke edge [default: true].",
     "docker_host": "Swarm: dockerd's address [default: $DOCKER_HOST, else the local socket].",
     "swarm_network": "Swarm: the overlay network functions join [default: functions].",
     "swarm_route": "Swarm: how the daemon reaches tasks: overlay-dns in a container on the network, else "

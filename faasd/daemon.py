@@ -63,6 +63,7 @@ from faasd.gateway import (
     ServerLimits,
     fit_connections,
 )
+from faasd.gateway.edgerun import run_edge
 from faasd.gateway.fastpath import FastInvokeRoute
 from faasd.logs import event
 from faasd.providers import load_provider
@@ -234,11 +235,16 @@ async def _serve_gateway(
         answered=answered,
     )
     try:
-        with trio.CancelScope() as serving:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_end_when_drained, server, config, shutdown, serving)
-                await server.serve(shutdown_trigger=shutdown.wait, task_status=task_status)
-                nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as edge_nursery:
+            if config.invoke_edge:
+                edge_nursery.start_soon(run_edge, server, app.invoker, config.shutdown_timeout_s, shutdown, answered)
+            with trio.CancelScope() as serving:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_end_when_drained, server, config, shutdown, serving)
+                    await server.serve(shutdown_trigger=shutdown.wait, task_status=task_status)
+                    nursery.cancel_scope.cancel()
+            if not server.serving.is_set():
+                edge_nursery.cancel_scope.cancel()
     finally:
         done.set()
 

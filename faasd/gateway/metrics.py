@@ -181,7 +181,11 @@ class GatewayMetrics:
         self._finished_children: dict[tuple[str, int], tuple[Count, Observations]] = {}
         self._started_children: dict[str, Count] = {}
         self.invocations: dict[str, int] = {}
-        """Answered calls per function since start (``invocationCount`` in function listings)."""
+        """Answered calls per function since start (``invocationCount`` in function listings); read it
+        through :meth:`invocation_count`, which counts the edge's calls too."""
+        self.pull: Callable[[], None] = _nothing
+        """Brings in the calls counted by the invoke edge's thread before a read (the daemon sets it:
+        :mod:`faasd.gateway.edgefeed`)."""
 
     def started(self, function: str) -> None:
         child = self._started_children.get(function)
@@ -203,14 +207,21 @@ class GatewayMetrics:
 
     def started_count(self, function: str) -> int:
         """Calls started to ``function`` since the daemon started (a dict lookup)."""
+        self.pull()
         child = self._started_children.get(function)
         return int(child.value) if child is not None else 0
 
     def in_flight(self) -> dict[str, int]:
         """Calls started and not answered yet, per function: read at scrape time from the two counts the
         calls update anyway (the started counter and :attr:`invocations`), so no third count per call."""
+        self.pull()
         invocations = self.invocations
         return {name: int(child.value) - invocations.get(name, 0) for name, child in self._started_children.items()}
+
+    def invocation_count(self, function: str) -> int:
+        """Answered calls to ``function`` since the daemon started."""
+        self.pull()
+        return self.invocations.get(function, 0)
 
     def hold(self, function: str, delta: int) -> None:
         self.held[function] = self.held.get(function, 0) + delta
@@ -237,6 +248,7 @@ class GatewayMetrics:
 
     def forget(self, function: str) -> None:
         """Drop a removed function's per-function series (bounded label values)."""
+        self.pull()
         for code in [code for (name, code) in self._finished_children if name == function]:
             del self._finished_children[(function, code)]
             for family in (self._invocations, self._seconds):
@@ -263,6 +275,7 @@ class GatewayMetrics:
         :meth:`load_client` has not done it yet."""
         from prometheus_client import CollectorRegistry, generate_latest
 
+        self.pull()
         if self._registry is None:
             from prometheus_client.platform_collector import PlatformCollector
             from prometheus_client.process_collector import ProcessCollector
@@ -361,3 +374,7 @@ class _StateCollector:
 
     def describe(self) -> Iterator[Any]:
         return iter(())
+
+
+def _nothing() -> None:
+    """:attr:`GatewayMetrics.pull` when no other thread counts calls."""

@@ -177,6 +177,16 @@ class HttpServer:
         self.answered = answered if answered is not None else trio.Event()
         """Set once a first request was answered (or its connection closed): the daemon starts its second
         stage then, so that the first answer does not wait for the interpreter's lock (faasd.daemon)."""
+        self.listen_sockets: list[socket.socket] = []
+        """The listening sockets, once :meth:`serve` bound them (the invoke edge accepts on duplicates)."""
+        self.adopted = 0
+        """Connections handed over by the invoke edge since start (:meth:`adopt`)."""
+        self._handler: Callable[[trio.SocketStream, bytes], Awaitable[None]] | None = None
+        self._connections: trio.Nursery | None = None
+        self._accept_scope = trio.CancelScope()
+        self._accept_again = trio.Event()
+        self.serving = trio.Event()
+        """Set once :meth:`serve` listens (the invoke edge starts after it)."""
 
     def __repr__(self) -> str:
         stats = self.statistics()
@@ -211,13 +221,17 @@ class HttpServer:
             binds = []
             for sock in sockets.insecure_sockets:
                 sock.listen(self.config.backlog)
+                self.listen_sockets.append(sock)
                 listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
                 binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
             async with trio.open_nursery() as connections:
+                self._connections = connections
                 handler = partial(self._connection, lifespan_state)
+                self._handler = handler
                 async with trio.open_nursery() as accepting:
-                    accepting.start_soon(partial(trio.serve_listeners, handler, listeners, handler_nursery=connections))
+                    accepting.start_soon(self._accept, handler, listeners, connections)
                     task_status.started(binds)
+                    self.serving.set()
                     await shutdown_trigger()
                     accepting.cancel_scope.cancel()
                 self.stopping = True
@@ -228,7 +242,40 @@ class HttpServer:
             await lifespan.wait_for_shutdown()
             lifespan_nursery.cancel_scope.cancel()
 
-    async def _connection(self, state: dict[str, Any], stream: trio.SocketStream) -> None:
+    async def _accept(
+        self, handler: Callable[[trio.SocketStream], Awaitable[None]], listeners: list[Any], nursery: trio.Nursery
+    ) -> None:
+        """Accept connections, except while the invoke edge does (:meth:`pause_accepting`)."""
+        while True:
+            with self._accept_scope:
+                await trio.serve_listeners(handler, listeners, handler_nursery=nursery)
+            await self._accept_again.wait()
+            self._accept_scope = trio.CancelScope()
+            self._accept_again = trio.Event()
+
+    def pause_accepting(self) -> None:
+        """The invoke edge accepts on the listening sockets now (:mod:`faasd.gateway.edge`)."""
+        self._accept_scope.cancel()
+
+    def resume_accepting(self) -> None:
+        """The invoke edge stopped: accept here again."""
+        self._accept_again.set()
+
+    def adopt(self, sock: socket.socket, data: bytes) -> None:
+        """Serve a connection the invoke edge accepted, starting with the bytes it read and did not answer
+        (``data``), as if this server had accepted it and read them. Called on the trio thread (through
+        ``TrioToken.run_sync_soon``); a server that stops closes it."""
+        nursery, handler = self._connections, self._handler
+        if nursery is None or handler is None or self.stopping:
+            sock.close()
+            return
+        if type(sock) is not socket.socket:  # The edge's loop accepts with _socket's type, which trio refuses.
+            sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        self.adopted += 1
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        nursery.start_soon(handler, stream, data)
+
+    async def _connection(self, state: dict[str, Any], stream: trio.SocketStream, data: bytes = b"") -> None:
         if len(self.connections) >= self.limits.max_connections:
             self.refused += 1
             await _refuse(stream, self.limits.max_connections)
@@ -236,7 +283,7 @@ class HttpServer:
         connection = _Connection(self, stream, ConnectionState(state.copy()))
         self.connections.add(connection)
         try:
-            await connection.run()
+            await connection.run(data)
         finally:
             self.connections.discard(connection)
 
@@ -321,7 +368,8 @@ class _Connection:
         """The start of a request head that may be for the fast path, not yet given to the protocol."""
         self.client_host = ""
 
-    async def run(self) -> None:
+    async def run(self, data: bytes = b"") -> None:
+        """Serve the connection; ``data``: bytes already read from it (the invoke edge's hand-over)."""
         sock = self.stream.socket
         try:
             client = parse_socket_addr(sock.family, sock.getpeername())
@@ -341,7 +389,7 @@ class _Connection:
                 )
                 self.protocol = protocol
                 try:
-                    await self._read_loop(protocol)
+                    await self._read_loop(protocol, data)
                 finally:
                     self._close_socket()
                     await protocol.handle(Closed())
@@ -359,7 +407,7 @@ class _Connection:
             self._begin_close(linger=False)
 
     # -- reading and deadlines ------------------------------------------------------------------------
-    async def _read_loop(self, protocol: Http1Protocol) -> None:
+    async def _read_loop(self, protocol: Http1Protocol, first: bytes = b"") -> None:
         """Read, enforce the phase's deadline, feed the protocol; linger once closing.
 
         Bytes already waiting are read at once, with no cancel scope: a keep-alive client's next request
@@ -369,13 +417,16 @@ class _Connection:
         While the protocol handles bytes it runs in a scope without a deadline (hypercorn may wait in
         there: for the app to take a body chunk, or for an answer to finish before a pipelined request),
         which :meth:`_begin_close` cancels if the connection starts closing meanwhile (hypercorn would not
-        wake up for that). The fast path needs none: it never waits on the client.
+        wake up for that). The fast path needs none: it never waits on the client. ``first``: bytes read
+        before (the invoke edge's), handled as the first read.
         """
         stream = self.stream
         while True:
             data: bytes | None = None
             probed = self.closing_since is None
-            if probed:
+            if first:
+                data, first = first, b""
+            elif probed:
                 await trio.lowlevel.checkpoint_if_cancelled()
                 data = receive_waiting(stream, MAX_RECV)
             if data is None:  # Nothing waiting (or lingering): wait under the phase's deadline.

@@ -8,6 +8,10 @@ the in-flight curve for that second, i.e. the average number of calls in flight.
 Calls held while a function scales from zero are not counted until they reach a replica, so a burst
 queued during a cold start cannot make the autoscaler overshoot (Knative's known failure). The wake-up
 itself is recorded with :meth:`touch`, which marks the function in use without adding load.
+
+Calls answered by the invoke edge (:mod:`faasd.gateway.edge`, another thread) come in through
+:mod:`faasd.gateway.edgefeed`: :attr:`LoadMeter.pull` applies them (with :meth:`LoadMeter.started_at` and
+:meth:`LoadMeter.finished_at`, at the times they happened) before every read and every event of the meter's own.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ class FunctionLoad:
         self._area = self.in_flight * (now - second)
         self._changed = now
 
+    @property
+    def changed(self) -> float:
+        """When the last event was counted."""
+        return self._changed
+
     def started(self, now: float) -> None:
         self.advance(now)
         self._started += 1
@@ -81,6 +90,8 @@ class LoadMeter:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._loads: dict[str, FunctionLoad] = {}
+        self.pull: Callable[[], None] = _nothing
+        """Brings in the events counted elsewhere first (the daemon sets it: :mod:`faasd.gateway.edgefeed`)."""
 
     def _load(self, name: str, now: float) -> FunctionLoad:
         load = self._loads.get(name)
@@ -89,26 +100,42 @@ class LoadMeter:
         return load
 
     def started(self, name: str) -> None:
+        self.pull()
         now = self.clock()
         self._load(name, now).started(now)
 
     def finished(self, name: str) -> None:
+        self.pull()
         now = self.clock()
         self._load(name, now).finished(now)
 
+    def started_at(self, name: str, now: float) -> None:
+        """:meth:`started` for a call that started at ``now``, counted later (an edge call): a time before the
+        function's last counted event counts as that event's, so the meter's clock never runs backwards."""
+        load = self._load(name, now)
+        load.started(max(now, load.changed))
+
+    def finished_at(self, name: str, now: float) -> None:
+        """:meth:`finished` for a call that ended at ``now``, counted later (see :meth:`started_at`)."""
+        load = self._load(name, now)
+        load.finished(max(now, load.changed))
+
     def touch(self, name: str) -> None:
         """Mark ``name`` in use now without counting a call (a call is waiting for a replica)."""
+        self.pull()
         now = self.clock()
         load = self._load(name, now)
         load.advance(now)
         load.last_active = now
 
     def window(self, name: str) -> Window:
+        self.pull()
         now = self.clock()
         return self._load(name, now).window(now)
 
     def peek(self, name: str) -> Window:
         """The window of ``name`` without starting to count it (empty when it has no counters)."""
+        self.pull()
         load = self._loads.get(name)
         return load.window(self.clock()) if load is not None else Window(requests=(), concurrency=(), idle_s=0.0)
 
@@ -118,6 +145,7 @@ class LoadMeter:
     def forget_idle(self, name: str) -> bool:
         """Drop the counters of ``name`` unless a call is in flight (its end must find them); True when it
         has none left."""
+        self.pull()
         load = self._loads.get(name)
         if load is not None and load.in_flight:
             return False
@@ -128,3 +156,7 @@ class LoadMeter:
         """How many functions have counters (not ``__len__``: an empty meter must stay truthy, callers write
         ``meter or LoadMeter()``)."""
         return len(self._loads)
+
+
+def _nothing() -> None:
+    """:attr:`LoadMeter.pull` when nothing is counted elsewhere."""

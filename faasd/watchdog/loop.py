@@ -115,6 +115,7 @@ class Handle:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self._callback, self._args = _nothing, ()  # A cancelled timer waits in the heap: not with its objects.
 
     def run(self) -> None:
         try:
@@ -405,6 +406,10 @@ class Loop:
             listener.listen(backlog)
             self.add_reader(listener.fileno(), server.accept, listener)
         return server
+
+
+def _nothing() -> None:
+    """What a cancelled :class:`Handle` holds instead of its callback."""
 
 
 def _ignore(signum: int, frame: object) -> None:

@@ -237,6 +237,16 @@ class Transport:
         """Close now, dropping what is buffered."""
         self._force_close(None)
 
+    def detach(self) -> socket.socket:
+        """Give the socket up, open, to another owner (the daemon's invoke edge hands connections to its trio
+        server): no callback comes any more, ``connection_lost`` included. Only with nothing left to write."""
+        if self._buffer:
+            raise RuntimeError("cannot detach a transport with unsent bytes")
+        self._lost = self._closing = True
+        self._loop.remove_reader(self._fd)
+        self._loop.remove_writer(self._fd)
+        return self._sock
+
     def _force_close(self, exc: BaseException | None) -> None:
         if self._lost:
             return

@@ -21,6 +21,8 @@ from functools import partial
 import pytest
 import trio
 
+from faasd.gateway.edge import Edge
+from faasd.gateway.edgerun import run_edge
 from faasd.gateway.fastpath import FastInvokeRoute, Verdict, classify
 from faasd.gateway.proxy import ProxyRequest, UpstreamClosed, UpstreamPool, forward_raw
 from faasd.gateway.server import HttpServer, ServerLimits
@@ -40,6 +42,16 @@ class Served:
     gateway: Gateway
     server: HttpServer
     port: int
+    edge: Edge | None = None
+    """The invoke edge in front of the server (the ``edge`` runs of each test), or None."""
+
+    @property
+    def fast_calls(self) -> int:
+        """Calls answered without hypercorn: by the trio server's fast path, or by the edge."""
+        return self.server.fast_calls + (self.edge.calls if self.edge is not None else 0)
+
+    def working(self) -> int:
+        return self.server.working() + (self.edge.working() if self.edge is not None else 0)
 
     async def connect(self) -> Conn:
         return Conn(await trio.open_tcp_stream("127.0.0.1", self.port))
@@ -115,8 +127,12 @@ def post(path: str, body: bytes, *headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-@pytest.fixture
-async def serve(make_gateway: MakeGateway, nursery: trio.Nursery) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
+@pytest.fixture(params=["trio", "edge"])
+async def serve(
+    make_gateway: MakeGateway, nursery: trio.Nursery, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
+    """Each test runs twice: the trio server alone, and with the invoke edge (faasd/gateway/edge.py) in
+    front of it, accepting every connection as in ``faasd up``: the same bytes must get the same answers."""
     stop = trio.Event()
 
     async def start(**settings: object) -> Served:
@@ -129,7 +145,20 @@ async def serve(make_gateway: MakeGateway, nursery: trio.Nursery) -> AsyncIterat
             fast_route=FastInvokeRoute(gateway.parts.invoker),
         )
         binds = await nursery.start(partial(server.serve, shutdown_trigger=stop.wait))
-        return Served(gateway, server, int(binds[0].rsplit(":", 1)[1]))
+        served = Served(gateway, server, int(binds[0].rsplit(":", 1)[1]))
+        if request.param == "edge":
+            accepting = trio.Event()
+
+            def hook(edge: Edge) -> None:
+                served.edge = edge
+                accepting.set()
+
+            answered = trio.Event()
+            answered.set()
+            nursery.start_soon(run_edge, server, gateway.parts.invoker, 1.0, stop, answered, hook)
+            with trio.fail_after(scaled(10)):
+                await accepting.wait()
+        return served
 
     yield start
     stop.set()
@@ -145,13 +174,13 @@ async def test_a_whole_call_is_answered_by_the_fast_path_as_the_asgi_route_answe
     request = post("/function/echo", b"whole", "Content-Type: text/plain", "X-Call-Id: call-1")
     await conn.send(request)
     fast = await conn.reply()
-    assert served.server.fast_calls == 1
+    assert served.fast_calls == 1
     # The same request with its body in a second write: hypercorn's protocol and the ASGI route.
     await conn.send(request[:-3])
     await trio.sleep(0.05)
     await conn.send(request[-3:])
     slow = await conn.reply()
-    assert served.server.fast_calls == 1
+    assert served.fast_calls == 1
     assert (fast.status, fast.body) == (slow.status, slow.body) == (200, b"whole")
     assert fast.headers[b"x-call-id"] == slow.headers[b"x-call-id"] == b"call-1"
     assert set(fast.headers) == set(slow.headers), (fast.headers, slow.headers)
@@ -162,7 +191,7 @@ async def test_a_whole_call_is_answered_by_the_fast_path_as_the_asgi_route_answe
     await trio.sleep(0.05)
     await conn.send(post("/function/echo.openfaas-fn", b"again"))
     assert (await conn.reply()).body == b"again"
-    assert served.server.fast_calls == 2
+    assert served.fast_calls == 2
     await conn.aclose()
 
 
@@ -182,12 +211,12 @@ async def test_pipelined_and_mixed_requests_keep_their_order(serve: Callable[...
     assert (healthz.status, healthz.body) == (200, b"OK\n")
     assert (await conn.reply()).body == b"three"
     assert (await conn.reply()).body == b"four"
-    assert served.server.fast_calls >= 1  # The first; the rest were already hypercorn's, pipelined behind /healthz.
-    before = served.server.fast_calls
+    assert served.fast_calls >= 1  # The first; the rest were already hypercorn's, pipelined behind /healthz.
+    before = served.fast_calls
     await trio.sleep(0.05)  # hypercorn's protocol ends its cycle after its last write.
     await conn.send(post("/", b"five", "X-Function: echo") + post("/function/echo", b"six"))
     assert [(await conn.reply()).body for _ in range(2)] == [b"five", b"six"]
-    assert served.server.fast_calls == before + 2
+    assert served.fast_calls == before + 2
     await conn.aclose()
 
 
@@ -203,7 +232,7 @@ async def test_a_head_in_pieces_is_held_then_served_and_a_stalled_one_times_out(
         await conn.send(piece)
         await trio.sleep(0.02)
     assert (await conn.reply()).body == b"pieces"
-    assert served.server.fast_calls == 1
+    assert served.fast_calls == 1
     # A head that stops coming is cut off after header_timeout with a 408, as on the ASGI route.
     started = trio.current_time()
     await conn.send(b"POST /function/echo HTTP/1.1\r\nHost: x")
@@ -243,7 +272,7 @@ async def test_errors_on_the_fast_path(serve: Callable[..., Awaitable[Served]]) 
         assert reply.headers[b"x-content-type-options"] == b"nosniff"
         assert reply.headers[b"content-type"] == b"text/plain; charset=utf-8"
         assert b"x-call-id" in reply.headers and b"date" in reply.headers
-    assert served.server.fast_calls == len(cases)
+    assert served.fast_calls == len(cases)
     # The connection survived every error; Connection: close is honoured, and then the server closes.
     await conn.send(post("/function/echo", b"last", "Connection: close"))
     last = await conn.reply()
@@ -264,7 +293,7 @@ async def test_head_and_options(serve: Callable[..., Awaitable[Served]]) -> None
     assert (await conn.reply("OPTIONS")).status == 200
     await conn.send(b"GET /function/echo/_/health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (await conn.reply("GET")).body == b"OK"
-    assert served.server.fast_calls == 3
+    assert served.fast_calls == 3
 
 
 async def test_metrics_and_load_count_every_call_once(serve: Callable[..., Awaitable[Served]]) -> None:
@@ -281,7 +310,7 @@ async def test_metrics_and_load_count_every_call_once(serve: Callable[..., Await
         await trio.sleep(0.01)
         await conn.send(request[-2:])
         assert (await conn.reply()).status == 200
-    assert served.server.fast_calls == 20
+    assert served.fast_calls == 20
     labels = {"function_name": "echo"}
     # A call is counted once its answer is written: the last one may be a moment behind its client.
     with trio.fail_after(scaled(2)):
@@ -304,7 +333,7 @@ async def test_the_call_token_is_the_gateways_never_the_clients(serve: Callable[
     conn = await served.connect()
     await conn.send(post("/function/show", b"", "X-Faasd-Call-Token: forged-by-the-client-0123456789"))
     reply = await conn.reply()
-    assert reply.status == 200 and served.server.fast_calls == 1  # The replica refuses calls without the token.
+    assert reply.status == 200 and served.fast_calls == 1  # The replica refuses calls without the token.
     seen = json.loads(reply.body)
     assert "x-faasd-call-token" not in seen, seen  # The replica takes it out; the forged one never reached it.
     assert seen["x-forwarded-host"] == "faasd.test" and seen["x-forwarded-for"] == "127.0.0.1"
@@ -325,7 +354,7 @@ async def test_each_call_gets_a_new_version_4_uuid_as_its_call_id(serve: Callabl
         parsed = uuid.UUID(call_id)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, call_id)
         ids.append(call_id)
-    assert len(set(ids)) == len(ids) and served.server.fast_calls == 50
+    assert len(set(ids)) == len(ids) and served.fast_calls == 50
 
 
 async def test_a_client_that_leaves_during_its_call_is_counted_as_499(serve: Callable[..., Awaitable[Served]]) -> None:
@@ -335,14 +364,14 @@ async def test_a_client_that_leaves_during_its_call_is_counted_as_499(serve: Cal
     conn = await served.connect()
     await conn.send(post("/function/slow", b""))
     with trio.fail_after(scaled(5)):
-        while not served.server.working():
+        while not served.working():
             await trio.sleep(0.01)
-    assert served.server.fast_calls == 1
+    assert served.fast_calls == 1
     await conn.aclose()
     with trio.fail_after(scaled(5)):
         while await served.metric("gateway_function_invocation_total", code="499", function_name="slow") != 1:
             await trio.sleep(0.05)
-    assert served.server.working() == 0
+    assert served.working() == 0
 
 
 async def test_what_the_fast_path_leaves_to_hypercorn(serve: Callable[..., Awaitable[Served]]) -> None:
@@ -375,7 +404,7 @@ async def test_what_the_fast_path_leaves_to_hypercorn(serve: Callable[..., Await
     conn = await served.connect()
     await conn.send(post("/function/echo", b"x", "X-Long: " + "a" * 20_000))
     assert (await conn.reply()).status == 431
-    assert served.server.fast_calls == 0
+    assert served.fast_calls == 0
     await conn.aclose()
 
 
