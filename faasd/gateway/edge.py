@@ -128,6 +128,7 @@ class Edge:
             self.pool.close_all()
             if self.server is not None:
                 self.server.close()
+            loop.call_soon(_nothing)  # So that the pass below does not wait for readiness: no timeout is left.
             with contextlib.suppress(Exception):
                 loop._run_once()  # The aborts' connection_lost callbacks: their calls are counted.
             self._flush()
@@ -420,3 +421,7 @@ class EdgeConnection:
         data, self.buffer = self.buffer, b""
         edge.give(transport.detach(), data)
         edge.check_drained()
+
+
+def _nothing() -> None:
+    """A callback that makes the loop's last pass poll without waiting."""
