@@ -37,7 +37,7 @@ from faasd.errors import FaasdError, InvalidRequest
 from faasd.gateway.edgecall import EdgeCall, UpstreamPool
 from faasd.gateway.edgefeed import FLUSH_DELAY_S, EdgeFeed
 from faasd.gateway.fastpath import FastInvokeRoute, Verdict, classify
-from faasd.gateway.invoke import Invoker, Router, _log_failure, raw_call_headers, text_answer
+from faasd.gateway.invoke import Invoker, Router, log_failure, raw_call_headers, text_answer
 from faasd.gateway.server import ServerLimits
 from faasd.http1 import Request
 from faasd.tcpconnect import ip_family
@@ -57,8 +57,9 @@ for the garbage collector to walk) until each one's time came, a minute or more 
 HANDOVER_POLL_S = 0.01
 """How often a connection waiting to be handed over checks that its last answer went out."""
 
-HandOver = Callable[[socket.socket, bytes], None]
-"""``hand_over(sock, data)``: the trio server takes the connection (called on the edge's thread)."""
+HandOver = Callable[[socket.socket, bytes, float], None]
+"""``hand_over(sock, data, waited_s)``: the trio server takes the connection (called on the edge's thread;
+``waited_s``: since the accept, for a connection that has not sent a whole request head yet)."""
 
 
 class Edge:
@@ -203,10 +204,10 @@ class Edge:
             with contextlib.suppress(Exception):  # trio has finished: the daemon is gone.
                 self.drain_soon()
 
-    def give(self, sock: socket.socket, data: bytes) -> None:
+    def give(self, sock: socket.socket, data: bytes, waited_s: float) -> None:
         self.handed_over += 1
         try:
-            self.hand_over(sock, data)
+            self.hand_over(sock, data, waited_s)
         except Exception:  # trio has finished: nobody can serve it.
             sock.close()
 
@@ -227,6 +228,9 @@ class EdgeConnection:
         self.write_timer: Handle | None = None
         self.write_mark = 0
         self.closing = False
+        self.accepted = 0.0
+        self.fresh = True
+        """No request taken yet: a hand-over passes on how long the head has been awaited."""
         self.leaving = False
         """Being handed over: no more reads or callbacks here."""
 
@@ -240,7 +244,8 @@ class EdgeConnection:
             return
         peer = transport.get_extra_info("peername")
         self.client_host = str(peer[0]) if isinstance(peer, tuple) else ""
-        self.deadline = time.monotonic() + limits.header_timeout_s
+        self.accepted = time.monotonic()
+        self.deadline = self.accepted + limits.header_timeout_s
         edge.watch(self)
 
     def data_received(self, data: bytes) -> None:
@@ -307,13 +312,14 @@ class EdgeConnection:
             nul = False
         keep_alive = request.keep_alive and not edge.stopping
         edge.calls += 1  # Counted before it is answered, as the trio server's fast_calls.
+        self.fresh = False
         started_ns = time.time_ns()
         started = time.monotonic()
         call_headers = raw_call_headers(request, started_ns)
         try:
             if nul:
                 raise InvalidRequest("The path or query contains a NUL byte (%00)")
-            name, endpoints = invoker._resolve(name)
+            name, endpoints = invoker.resolve(name)
         except FaasdError as exc:
             self._answer_error(exc.http_status, exc.message, call_headers, keep_alive)
             return True
@@ -321,10 +327,10 @@ class EdgeConnection:
             edge.calls -= 1
             return False  # Held (scale from zero), resolved or refused by the trio path.
         try:
-            proxy_request = invoker._raw_proxy_request(request, upstream, call_headers, self.client_host)
+            proxy_request = invoker.raw_proxy_request(request, upstream, call_headers, self.client_host)
         except FaasdError as exc:
             edge.counted(name, started, exc.http_status)
-            _log_failure(name, exc, call_headers)
+            log_failure(name, exc, call_headers)
             self._answer_error(exc.http_status, exc.message, call_headers, keep_alive)
             return True
         self.call = EdgeCall(self, name, endpoints, proxy_request, call_headers, keep_alive, started)
@@ -419,7 +425,8 @@ class EdgeConnection:
         edge = self.edge
         edge.connections.discard(self)
         data, self.buffer = self.buffer, b""
-        edge.give(transport.detach(), data)
+        waited_s = time.monotonic() - self.accepted if self.fresh else 0.0
+        edge.give(transport.detach(), data, waited_s)
         edge.check_drained()
 
 

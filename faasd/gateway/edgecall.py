@@ -21,18 +21,16 @@ import time
 from typing import TYPE_CHECKING
 
 from faasd.errors import FaasdError, FunctionTimeout, InvocationError
-from faasd.gateway.invoke import CLIENT_CLOSED_STATUS, MAX_FAILOVER, _log_failure
+from faasd.gateway.invoke import CLIENT_CLOSED_STATUS, MAX_FAILOVER, log_failure
 from faasd.gateway.proxy import (
-    _REASONS,
-    DROP_ANSWER,
     IDLE_TIMEOUT_S,
     MAX_CHUNKED_BODY_BYTES,
     MAX_IDLE_PER_ENDPOINT,
     MAX_RESPONSE_HEAD_BYTES,
     ProxyRequest,
     ReplicaUnreachable,
-    _describe,
-    http_date,
+    answer_head,
+    describe_error,
 )
 from faasd.http1 import (
     FRAMING_CHUNKED,
@@ -266,7 +264,7 @@ class EdgeCall:
         authority = endpoint.authority
         self.tried.add(authority)
         self.edge.pool.forget(authority)
-        message = f"Can't reach replica {endpoint.replica} at {authority}: {_describe(exc)}"
+        message = f"Can't reach replica {endpoint.replica} at {authority}: {describe_error(exc)}"
         if len(self.tried) >= min(len(self.endpoints), MAX_FAILOVER):
             self._fail(ReplicaUnreachable(message))
             return
@@ -305,15 +303,7 @@ class EdgeCall:
     def _answer_head(self, head: ResponseHead, data: bytes) -> None:
         self.head = head
         self.client.deadline = math.inf  # The function's timeout bounds the wait for the head, not the body.
-        parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, _REASONS.get(head.status, b""))]
-        for name, value in head.headers:
-            if name not in DROP_ANSWER:
-                parts += (name, b": ", value, b"\r\n")
-        for name, value in self.call_headers:
-            parts += (name, b": ", value, b"\r\n")
-        parts += (b"date: ", http_date(), b"\r\n")
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
+        parts = answer_head(head, self.call_headers, self.keep_alive)
         if head.framing == FRAMING_LENGTH or head.framing == FRAMING_NONE:
             self.remaining = max(head.content_length, 0) if head.framing == FRAMING_LENGTH else 0
             parts.append(b"content-length: %d\r\n\r\n" % self.remaining)
@@ -369,7 +359,7 @@ class EdgeCall:
                 self._release_slot()
                 self._attempt(endpoint, fresh=True)
                 return
-            reason = _describe(exc) if exc is not None else "replica closed the connection before answering"
+            reason = describe_error(exc) if exc is not None else "replica closed the connection before answering"
             self._fail(InvocationError(f"Connection to replica {endpoint.replica} failed: {reason}"))
             return
         if head.framing != FRAMING_LENGTH and head.framing != FRAMING_NONE and self.decoder is None:
@@ -404,7 +394,7 @@ class EdgeCall:
     def _fail(self, exc: FaasdError) -> None:
         """No answer was written yet: answer the error (the trio path's status and text)."""
         self._end(exc.http_status, reusable=False)
-        _log_failure(self.name, exc, self.call_headers)
+        log_failure(self.name, exc, self.call_headers)
         self.client._answer_error(exc.http_status, exc.message, self.call_headers, self.keep_alive)
 
     def _done(self, *, reusable: bool) -> None:

@@ -72,9 +72,9 @@ async def run_edge(
     token = trio.lowlevel.current_trio_token()
     feed = edge_feed(invoker)
 
-    def adopt(sock: socket.socket, data: bytes) -> None:
+    def adopt(sock: socket.socket, data: bytes, waited_s: float) -> None:
         try:
-            server.adopt(sock, data)
+            server.adopt(sock, data, waited_s)
         except Exception:  # Raised in a run_sync_soon callback, it would end trio, so the daemon.
             log.exception("cannot adopt a connection from the invoke edge")
             sock.close()
@@ -85,8 +85,8 @@ async def run_edge(
         except Exception:
             log.exception("cannot count the invoke edge's calls")
 
-    def hand_over(sock: socket.socket, data: bytes) -> None:
-        token.run_sync_soon(adopt, sock, data)
+    def hand_over(sock: socket.socket, data: bytes, waited_s: float) -> None:
+        token.run_sync_soon(adopt, sock, data, waited_s)
 
     edge = Edge(
         listeners=[sock.dup() for sock in server.listen_sockets],
@@ -102,6 +102,7 @@ async def run_edge(
     async def follow() -> None:
         try:
             await accepting.wait()
+            server.extra_connections = lambda: len(edge.connections)
             server.pause_accepting()
             accepting_hook(edge)
             await shutdown.wait()
@@ -120,5 +121,6 @@ async def run_edge(
                 log.exception("invoke edge failed")
             nursery.cancel_scope.cancel()
     finally:
+        server.extra_connections = lambda: 0
         server.resume_accepting()
         feed.drain()

@@ -90,7 +90,7 @@ async def _no_body() -> MutableMapping[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-def _log_failure(name: str, exc: FaasdError, call_headers: list[tuple[bytes, bytes]]) -> None:
+def log_failure(name: str, exc: FaasdError, call_headers: list[tuple[bytes, bytes]]) -> None:
     if exc.http_status >= 500:
         event(
             log,
@@ -236,7 +236,7 @@ class Invoker:
             self.buffered_bytes -= reserved
 
     # -- the call ---------------------------------------------------------------------------------
-    def _resolve(self, name: str) -> tuple[str, tuple[Endpoint, ...]]:
+    def resolve(self, name: str) -> tuple[str, tuple[Endpoint, ...]]:
         """The function's canonical name and its ready endpoints now (none: it may be held).
 
         Raises:
@@ -260,7 +260,7 @@ class Invoker:
         started = time.monotonic()
         call_headers = _call_headers(scope, started_ns)
         try:
-            name, endpoints = self._resolve(name)
+            name, endpoints = self.resolve(name)
         except FaasdError as exc:
             await send_text(send, exc.http_status, exc.message, call_headers)
             return
@@ -272,7 +272,7 @@ class Invoker:
         except FaasdError as exc:
             # Never raised once the answer started: forward() raises these only before its first send.
             status = exc.http_status
-            _log_failure(name, exc, call_headers)
+            log_failure(name, exc, call_headers)
             await send_text(send, status, exc.message, call_headers)
         except OSError:  # The server's ClientGone: the client left before its answer was complete.
             status = CLIENT_CLOSED_STATUS
@@ -293,7 +293,7 @@ class Invoker:
         keep_alive = request.keep_alive
         call_headers = raw_call_headers(request, started_ns)
         try:
-            name, endpoints = self._resolve(name)
+            name, endpoints = self.resolve(name)
         except FaasdError as exc:
             await write(text_answer(exc.http_status, exc.message, call_headers, keep_alive))
             return keep_alive
@@ -303,7 +303,7 @@ class Invoker:
         try:
             if not endpoints:
                 endpoints = await self._hold(name)
-            proxy_request = self._raw_proxy_request(request, target, call_headers, client)
+            proxy_request = self.raw_proxy_request(request, target, call_headers, client)
             meter = self.meter
             meter.started(name)
             try:
@@ -315,7 +315,7 @@ class Invoker:
             return keep_alive
         except FaasdError as exc:
             status = exc.http_status
-            _log_failure(name, exc, call_headers)
+            log_failure(name, exc, call_headers)
             await write(text_answer(status, exc.message, call_headers, keep_alive))
             return keep_alive
         except OSError:
@@ -497,7 +497,7 @@ class Invoker:
             receive=receive,
         )
 
-    def _raw_proxy_request(
+    def raw_proxy_request(
         self, request: Request, target: bytes, call_headers: list[tuple[bytes, bytes]], client: str
     ) -> ProxyRequest:
         """:meth:`_proxy_request` for a request parsed by :mod:`faasd.http1` (whole, body in hand)."""

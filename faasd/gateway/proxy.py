@@ -54,6 +54,8 @@ __all__ = [
     "UpstreamClosed",
     "UpstreamPool",
     "Write",
+    "answer_head",
+    "describe_error",
     "forward",
     "forward_raw",
     "http_date",
@@ -174,7 +176,7 @@ class UpstreamPool:
         try:
             stream = await open_tcp(endpoint.host, endpoint.port)
         except OSError as exc:
-            message = f"Can't reach replica {endpoint.replica} at {endpoint.authority}: {_describe(exc)}"
+            message = f"Can't reach replica {endpoint.replica} at {endpoint.authority}: {describe_error(exc)}"
             raise ReplicaUnreachable(message) from exc
         self.connects += 1
         return UpstreamConnection(stream, endpoint.authority)
@@ -301,15 +303,7 @@ async def forward_raw(
         UpstreamClosed, RemoteProtocolError: the replica failed mid-answer (the answer is cut short).
     """
     connection, head = await _exchange_within(pool, endpoint, request, timeout_s)
-    parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, _REASONS.get(head.status, b""))]
-    for name, value in head.headers:
-        if name not in DROP_ANSWER:
-            parts += (name, b": ", value, b"\r\n")
-    for name, value in response_headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts += (b"date: ", http_date(), b"\r\n")
-    if not keep_alive:
-        parts.append(b"connection: close\r\n")
+    parts = answer_head(head, response_headers, keep_alive)
     framing = head.framing
     try:
         if framing in (FRAMING_LENGTH, FRAMING_NONE):
@@ -323,6 +317,23 @@ async def forward_raw(
         raise
     _release(pool, connection, reusable and head.keep_alive)
     return head.status
+
+
+def answer_head(head: ResponseHead, response_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> list[bytes]:
+    """The client's answer head for the replica's ``head``, all but its framing line and the blank line:
+    the status, the replica's headers but :data:`DROP_ANSWER`, ``response_headers``, ``Date`` (as hypercorn
+    adds it) and ``Connection: close`` unless ``keep_alive``. Shared by :func:`forward_raw` and the invoke
+    edge (:mod:`faasd.gateway.edgecall`)."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, _REASONS.get(head.status, b""))]
+    for name, value in head.headers:
+        if name not in DROP_ANSWER:
+            parts += (name, b": ", value, b"\r\n")
+    for name, value in response_headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts += (b"date: ", http_date(), b"\r\n")
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    return parts
 
 
 async def _relay_length(connection: UpstreamConnection, head: ResponseHead, out: bytes, write: Write) -> bool:
@@ -514,7 +525,7 @@ async def _exchange(
             _close_quietly(connection)
             if reused and not streamed and request.replayable:
                 continue  # The replica closed this idle connection as it was taken; a fresh one will do.
-            raise InvocationError(f"Connection to replica {endpoint.replica} failed: {_describe(exc)}") from exc
+            raise InvocationError(f"Connection to replica {endpoint.replica} failed: {describe_error(exc)}") from exc
         except RemoteProtocolError as exc:
             _close_quietly(connection)
             raise InvocationError(f"Replica {endpoint.replica} sent an invalid answer: {exc.reason}") from exc
@@ -628,7 +639,7 @@ async def _relay_body(connection: UpstreamConnection, head: ResponseHead, send: 
     return False
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import logging
 import math
 import resource
@@ -94,6 +95,9 @@ LINGER_BYTES = 64 * 1024 * 1024
 is read and dropped for up to ``LINGER_S`` / ``LINGER_BYTES`` before the socket closes: closing with
 unread data sends a reset, which destroys the answer before a client that sends its whole body first
 reads it. Dropping costs no memory; the time bound keeps it cheap."""
+ACCEPT_RETRY_S = 0.1
+"""Out of descriptors or memory, how long accepting waits before it tries again (trio's own delay)."""
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 REFUSE_TIMEOUT_S = 1.0
 """How long a connection over ``max_connections`` gets to take its 503."""
 FD_RESERVE = 256
@@ -181,10 +185,12 @@ class HttpServer:
         """The listening sockets, once :meth:`serve` bound them (the invoke edge accepts on duplicates)."""
         self.adopted = 0
         """Connections handed over by the invoke edge since start (:meth:`adopt`)."""
-        self._handler: Callable[[trio.SocketStream, bytes], Awaitable[None]] | None = None
+        self._handler: Callable[[trio.SocketStream, bytes, float], Awaitable[None]] | None = None
         self._connections: trio.Nursery | None = None
         self._accept_scope = trio.CancelScope()
         self._accept_again = trio.Event()
+        self.extra_connections: Callable[[], int] = lambda: 0
+        """Connections held elsewhere that count against ``max_connections`` (the invoke edge's)."""
         self.serving = trio.Event()
         """Set once :meth:`serve` listens (the invoke edge starts after it)."""
 
@@ -234,6 +240,8 @@ class HttpServer:
                     self.serving.set()
                     await shutdown_trigger()
                     accepting.cancel_scope.cancel()
+                for listener in listeners:
+                    listener.socket.close()
                 self.stopping = True
                 await self.context.terminated.set()
                 for connection in list(self.connections):
@@ -245,10 +253,13 @@ class HttpServer:
     async def _accept(
         self, handler: Callable[[trio.SocketStream], Awaitable[None]], listeners: list[Any], nursery: trio.Nursery
     ) -> None:
-        """Accept connections, except while the invoke edge does (:meth:`pause_accepting`)."""
+        """Accept connections, except while the invoke edge does (:meth:`pause_accepting`). Not
+        ``trio.serve_listeners``, which closes its listeners when cancelled: a pause must leave them open."""
         while True:
             with self._accept_scope:
-                await trio.serve_listeners(handler, listeners, handler_nursery=nursery)
+                async with trio.open_nursery() as accepting:
+                    for listener in listeners:
+                        accepting.start_soon(_accept_from, listener, handler, nursery)
             await self._accept_again.wait()
             self._accept_scope = trio.CancelScope()
             self._accept_again = trio.Event()
@@ -261,9 +272,11 @@ class HttpServer:
         """The invoke edge stopped: accept here again."""
         self._accept_again.set()
 
-    def adopt(self, sock: socket.socket, data: bytes) -> None:
+    def adopt(self, sock: socket.socket, data: bytes, waited_s: float = 0.0) -> None:
         """Serve a connection the invoke edge accepted, starting with the bytes it read and did not answer
-        (``data``), as if this server had accepted it and read them. Called on the trio thread (through
+        (``data``), as if this server had accepted it and read them; ``waited_s``: how long ago the edge
+        accepted it, for a connection that has not completed a request head yet (its ``header_timeout``
+        runs from the accept, not from here). Called on the trio thread (through
         ``TrioToken.run_sync_soon``); a server that stops closes it."""
         nursery, handler = self._connections, self._handler
         if nursery is None or handler is None or self.stopping:
@@ -273,19 +286,39 @@ class HttpServer:
             sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         self.adopted += 1
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-        nursery.start_soon(handler, stream, data)
+        nursery.start_soon(handler, stream, data, waited_s)
 
-    async def _connection(self, state: dict[str, Any], stream: trio.SocketStream, data: bytes = b"") -> None:
-        if len(self.connections) >= self.limits.max_connections:
+    async def _connection(
+        self, state: dict[str, Any], stream: trio.SocketStream, data: bytes = b"", waited_s: float = 0.0
+    ) -> None:
+        if len(self.connections) + self.extra_connections() >= self.limits.max_connections:
             self.refused += 1
             await _refuse(stream, self.limits.max_connections)
             return
         connection = _Connection(self, stream, ConnectionState(state.copy()))
+        connection.phase_started -= waited_s
         self.connections.add(connection)
         try:
             await connection.run(data)
         finally:
             self.connections.discard(connection)
+
+
+async def _accept_from(
+    listener: trio.SocketListener, handler: Callable[[trio.SocketStream], Awaitable[None]], nursery: trio.Nursery
+) -> None:
+    """Accept on ``listener`` until cancelled; out of descriptors or memory, wait a little and go on (as
+    ``trio.serve_listeners``)."""
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                raise
+            event(log, logging.ERROR, "cannot accept a connection; retrying", error=exc.strerror or str(exc))
+            await trio.sleep(ACCEPT_RETRY_S)
+            continue
+        nursery.start_soon(handler, stream)
 
 
 def fit_connections(max_connections: int) -> int:

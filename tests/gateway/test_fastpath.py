@@ -1,130 +1,30 @@
 """The invoke fast path (faasd/gateway/fastpath.py) behind the daemon's real HTTP server, in process.
 
-The parts are assembled as ``faasd up`` does (tests/gateway/conftest.py, memory replicas behind real
-sockets, the real call token); here :class:`faasd.gateway.HttpServer` serves them on 127.0.0.1 with
-the fast path on, and the tests talk raw HTTP/1.1 to it, so they choose how the bytes arrive: whole
-(the fast path) or in pieces (hypercorn's protocol). ``server.fast_calls`` says which path answered:
-each test checks it, or it would pass just as well with the fast path off.
+The parts are assembled as ``faasd up`` does and served on 127.0.0.1 with the fast path on
+(tests/gateway/raw.py); each test runs on the trio server alone and with the invoke edge in front of it.
+The tests talk raw HTTP/1.1, so they choose how the bytes arrive: whole (the fast path, or the edge) or
+in pieces (hypercorn's protocol). ``served.fast_calls`` says which path answered: each test checks it,
+or it would pass just as well with the fast path off.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import socket
 import struct
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 
 import pytest
 import trio
 
-from faasd.gateway.edge import Edge
-from faasd.gateway.edgerun import run_edge
 from faasd.gateway.fastpath import FastInvokeRoute, Verdict, classify
 from faasd.gateway.proxy import ProxyRequest, UpstreamClosed, UpstreamPool, forward_raw
-from faasd.gateway.server import HttpServer, ServerLimits
-from faasd.http1 import FRAMING_CHUNKED, FRAMING_LENGTH, ChunkedDecoder, parse_response_head
 from faasd.providers.memory import Answer, Call
 from faasd.providers.types import Endpoint
-from tests.gateway.conftest import Gateway
+from tests.gateway.raw import HEADER_TIMEOUT_S, Conn, MakeGateway, Served, post, start_served
 from tests.helpers import scaled
-
-MakeGateway = Callable[..., Awaitable[Gateway]]
-
-HEADER_TIMEOUT_S = 0.5
-
-
-@dataclass
-class Served:
-    gateway: Gateway
-    server: HttpServer
-    port: int
-    edge: Edge | None = None
-    """The invoke edge in front of the server (the ``edge`` runs of each test), or None."""
-
-    @property
-    def fast_calls(self) -> int:
-        """Calls answered without hypercorn: by the trio server's fast path, or by the edge."""
-        return self.server.fast_calls + (self.edge.calls if self.edge is not None else 0)
-
-    def working(self) -> int:
-        return self.server.working() + (self.edge.working() if self.edge is not None else 0)
-
-    async def connect(self) -> Conn:
-        return Conn(await trio.open_tcp_stream("127.0.0.1", self.port))
-
-    async def metric(self, name: str, **labels: str) -> float | None:
-        text = (await self.gateway.client.get("/metrics")).text
-        wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-        match = re.search(rf"^{re.escape(name)}\{{{re.escape(wanted)}\}} (\S+)$", text, re.MULTILINE)
-        return float(match.group(1)) if match else None
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[bytes, bytes]
-    body: bytes
-
-
-class Conn:
-    """A raw client connection: send bytes as given, read whole answers."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = b""
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def reply(self, method: str = "POST") -> Reply:
-        with trio.fail_after(scaled(10)):
-            while b"\r\n\r\n" not in self.buffer:
-                await self._more()
-            end = self.buffer.index(b"\r\n\r\n")
-            head = parse_response_head(self.buffer[:end], request_method=method)
-            self.buffer = self.buffer[end + 4 :]
-            body = b""
-            if head.framing == FRAMING_LENGTH:
-                while len(self.buffer) < head.content_length:
-                    await self._more()
-                body, self.buffer = self.buffer[: head.content_length], self.buffer[head.content_length :]
-            elif head.framing == FRAMING_CHUNKED:
-                decoder = ChunkedDecoder(1 << 30, 4096, error_status=502)
-                pieces = decoder.feed(self.buffer)
-                self.buffer = b""
-                while not decoder.done:
-                    await self._more()
-                    pieces += decoder.feed(self.buffer)
-                    self.buffer = b""
-                body, self.buffer = b"".join(pieces), decoder.leftover
-        return Reply(head.status, dict(head.headers), body)
-
-    async def closed(self) -> bool:
-        """True when the server closes the connection (within a few seconds)."""
-        with trio.move_on_after(scaled(5)):
-            while True:
-                data = await self.stream.receive_some(65536)
-                if not data:
-                    return True
-        return False
-
-    async def _more(self) -> None:
-        data = await self.stream.receive_some(65536)
-        if not data:
-            raise EOFError("the server closed the connection")
-        self.buffer += data
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-
-def post(path: str, body: bytes, *headers: str) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "Host: faasd.test", f"Content-Length: {len(body)}", *headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 @pytest.fixture(params=["trio", "edge"])
@@ -134,33 +34,7 @@ async def serve(
     """Each test runs twice: the trio server alone, and with the invoke edge (faasd/gateway/edge.py) in
     front of it, accepting every connection as in ``faasd up``: the same bytes must get the same answers."""
     stop = trio.Event()
-
-    async def start(**settings: object) -> Served:
-        gateway = await make_gateway(**settings)
-        server = HttpServer(
-            gateway.parts.app,
-            bind=["127.0.0.1:0"],
-            limits=ServerLimits(header_timeout_s=HEADER_TIMEOUT_S, read_timeout_s=HEADER_TIMEOUT_S),
-            graceful_timeout_s=1.0,
-            fast_route=FastInvokeRoute(gateway.parts.invoker),
-        )
-        binds = await nursery.start(partial(server.serve, shutdown_trigger=stop.wait))
-        served = Served(gateway, server, int(binds[0].rsplit(":", 1)[1]))
-        if request.param == "edge":
-            accepting = trio.Event()
-
-            def hook(edge: Edge) -> None:
-                served.edge = edge
-                accepting.set()
-
-            answered = trio.Event()
-            answered.set()
-            nursery.start_soon(run_edge, server, gateway.parts.invoker, 1.0, stop, answered, hook)
-            with trio.fail_after(scaled(10)):
-                await accepting.wait()
-        return served
-
-    yield start
+    yield partial(start_served, make_gateway, nursery, stop, edge=request.param == "edge")
     stop.set()
 
 
