@@ -237,6 +237,7 @@ class EdgeConnection:
     # -- the transport's protocol ---------------------------------------------------------------------
     def connection_made(self, transport: Transport) -> None:
         self.transport = transport
+        self.accepted = time.monotonic()
         edge = self.edge
         limits = edge.limits
         if edge.stopping or len(edge.connections) + edge.others() >= limits.max_connections:
@@ -244,7 +245,6 @@ class EdgeConnection:
             return
         peer = transport.get_extra_info("peername")
         self.client_host = str(peer[0]) if isinstance(peer, tuple) else ""
-        self.accepted = time.monotonic()
         self.deadline = self.accepted + limits.header_timeout_s
         edge.watch(self)
 

@@ -140,8 +140,11 @@ class UpstreamPool:
         """Open a connection to ``endpoint`` without blocking; ``call.connected(upstream)`` or
         ``call.unreachable(endpoint, error)`` follows (on a later pass of the loop, never inside this)."""
         family = ip_family(endpoint.host)
+        if family is None:  # A name would be resolved here, blocking the loop: the trio path takes those.
+            self.loop.call_soon(call.unreachable, endpoint, OSError(f"not an address: {endpoint.host[:80]!r}"))
+            return
         try:
-            sock = socket.socket(family or socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as exc:
             self.loop.call_soon(call.unreachable, endpoint, exc)
             return
@@ -305,8 +308,9 @@ class EdgeCall:
         self.client.deadline = math.inf  # The function's timeout bounds the wait for the head, not the body.
         parts = answer_head(head, self.call_headers, self.keep_alive)
         if head.framing == FRAMING_LENGTH or head.framing == FRAMING_NONE:
+            # No body (HEAD, 204, 304) keeps the length the replica declared, as forward_raw does.
             self.remaining = max(head.content_length, 0) if head.framing == FRAMING_LENGTH else 0
-            parts.append(b"content-length: %d\r\n\r\n" % self.remaining)
+            parts.append(b"content-length: %d\r\n\r\n" % max(head.content_length, 0))
         else:
             if head.framing == FRAMING_CHUNKED:
                 self.decoder = ChunkedDecoder(MAX_CHUNKED_BODY_BYTES, MAX_RESPONSE_HEAD_BYTES, error_status=502)

@@ -13,6 +13,7 @@ from functools import partial
 import pytest
 import trio
 
+from faasd.providers.types import Endpoint
 from tests.gateway.raw import Conn, MakeGateway, Served, post, start_served
 from tests.helpers import scaled
 
@@ -184,3 +185,57 @@ async def test_a_head_begun_late_on_a_new_connection_still_has_header_timeout_fr
     assert (await conn.reply()).status == 408
     assert 0.9 <= trio.current_time() - accepted < 1.65  # From the handover on, it would be 1.7 s or more.
     assert served.server.adopted == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "answer", "body", "length"),
+    [
+        ("POST", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Fn: a\r\n\r\nhello", b"hello", b"5"),
+        (
+            "POST",
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            b"abcde",
+            None,
+        ),  # noqa: E501
+        ("POST", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", b"until the end", None),
+        ("POST", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", b"", None),
+        ("POST", b"HTTP/1.1 204 No Content\r\n\r\n", b"", b"0"),
+        ("POST", b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\nRetry-After: 1\r\n\r\nslow", b"slow", b"4"),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", b"", b"5"),
+        ("POST", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok", b"2"),
+    ],
+)
+async def test_every_framing_of_a_replica_answer_is_relayed_by_the_edge(
+    serve: Serve, nursery: trio.Nursery, method: str, answer: bytes, body: bytes, length: bytes | None
+) -> None:
+    """A replica's answer by Content-Length, chunked, until it closes, without a body, with a status of its
+    own, to HEAD (the declared length kept), after a 100: the head and the body in separate writes."""
+
+    async def replica(stream: trio.SocketStream) -> None:
+        interim = answer.startswith(b"HTTP/1.1 100")  # Both heads first, then the body.
+        head, _, rest = answer.rpartition(b"\r\n\r\n") if interim else answer.partition(b"\r\n\r\n")
+        while await stream.receive_some(65536):  # One request per read (small, whole).
+            await stream.send_all(head + b"\r\n\r\n")
+            await trio.sleep(0.01)
+            await stream.send_all(rest)
+            if b"Connection: close" in answer:
+                await stream.aclose()
+                return
+
+    served = await serve()
+    assert served.edge is not None
+    await echo(served)
+    listeners = await nursery.start(partial(trio.serve_tcp, replica, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    served.gateway.registry.publish("echo", [Endpoint("127.0.0.1", port, "raw-1", call_token=False)])
+    conn = await served.connect()
+    request = b"%s /function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" % method.encode()
+    await conn.send(request)
+    reply = await conn.reply(method)
+    assert (reply.status, reply.body) == (int(answer.rpartition(b"HTTP/1.1 ")[2][:3]), body), reply
+    assert reply.headers.get(b"content-length") == length, reply.headers
+    assert b"x-call-id" in reply.headers and b"date" in reply.headers and b"connection" not in reply.headers
+    assert served.edge.calls == 1 and served.server.adopted == 0
+    # The connection is kept for the next call, whatever the replica's framing was.
+    await conn.send(request)
+    assert (await conn.reply(method)).status == reply.status
