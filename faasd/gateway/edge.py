@@ -187,13 +187,17 @@ class Edge:
     def _new_connection(self) -> EdgeConnection:
         return EdgeConnection(self)
 
-    def counted(self, name: str, started: float, status: int, seconds: float = -1.0) -> None:
-        """A call ended: feed its start and end (its start is fed with its end: both are applied together
-        anyway, and a call's start matters to a reader only once it is applied)."""
-        feed = self.feed
+    def call_started(self, name: str, started: float, metered: bool) -> None:
+        """A call began at ``started`` (fed now: see :mod:`faasd.gateway.edgefeed`)."""
+        self.feed.started(name, started, metered)
+        self._schedule_flush()
+
+    def call_finished(self, name: str, started: float, status: int, metered: bool) -> None:
         now = time.monotonic()
-        feed.started(name, started)
-        feed.finished(name, now, status, now - started if seconds < 0 else seconds)
+        self.feed.finished(name, now, status, now - started, metered)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_later(FLUSH_DELAY_S, self._flush)
@@ -329,11 +333,13 @@ class EdgeConnection:
         try:
             proxy_request = invoker.raw_proxy_request(request, upstream, call_headers, self.client_host)
         except FaasdError as exc:
-            edge.counted(name, started, exc.http_status)
+            edge.call_started(name, started, metered=False)
+            edge.call_finished(name, started, exc.http_status, metered=False)
             log_failure(name, exc, call_headers)
             self._answer_error(exc.http_status, exc.message, call_headers, keep_alive)
             return True
         self.call = EdgeCall(self, name, endpoints, proxy_request, call_headers, keep_alive, started)
+        edge.call_started(name, started, metered=True)
         self.call.begin()
         return True
 

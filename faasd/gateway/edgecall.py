@@ -431,7 +431,7 @@ class EdgeCall:
                 self.edge.pool.give_back(upstream)
             else:
                 upstream.transport.abort()
-        self.edge.counted(self.name, self.started, status)
+        self.edge.call_finished(self.name, self.started, status, metered=True)
 
     def _release_slot(self) -> None:
         """The replica no longer counts this call as its load (the router's least-busy pick)."""

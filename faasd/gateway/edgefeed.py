@@ -28,14 +28,19 @@ FLUSH_DELAY_S = 0.05
 
 class EdgeFeed:
     """Events from the edge thread (:meth:`started`, :meth:`finished`), applied on the trio thread by
-    :meth:`drain` to ``on_started(name, now)`` and ``on_finished(name, now, status, seconds)``."""
+    :meth:`drain` to ``on_started(name, now, metered)`` and ``on_finished(name, now, status, seconds, metered)``.
+
+    Each event is fed when it happens, not when the call ends: the load meter integrates the calls in flight
+    over time (the autoscaler's concurrency), so a call's start must be counted at its place among the other
+    calls' events. ``metered``: the call reached a replica (the meter counts those; the metrics count every
+    call with a known function, a 413 included, as the trio path does)."""
 
     def __init__(
         self,
-        on_started: Callable[[str, float], None],
-        on_finished: Callable[[str, float, int, float], None],
+        on_started: Callable[[str, float, bool], None],
+        on_finished: Callable[[str, float, int, float, bool], None],
     ) -> None:
-        self._events: deque[tuple[str, float, int, float]] = deque()
+        self._events: deque[tuple[str, float, int, float, bool]] = deque()
         self._on_started = on_started
         self._on_finished = on_finished
         self.applied = 0
@@ -45,22 +50,22 @@ class EdgeFeed:
         return len(self._events)
 
     # -- the edge thread ------------------------------------------------------------------------------
-    def started(self, name: str, now: float) -> None:
+    def started(self, name: str, now: float, metered: bool) -> None:
         """A call to ``name`` started at ``now`` (``time.monotonic``)."""
-        self._events.append((name, now, -1, 0.0))
+        self._events.append((name, now, -1, 0.0, metered))
 
-    def finished(self, name: str, now: float, status: int, seconds: float) -> None:
+    def finished(self, name: str, now: float, status: int, seconds: float, metered: bool) -> None:
         """The call to ``name`` was answered with ``status`` (499: its client left) after ``seconds``."""
-        self._events.append((name, now, status, seconds))
+        self._events.append((name, now, status, seconds, metered))
 
     # -- the trio thread ------------------------------------------------------------------------------
     def drain(self) -> None:
         """Apply every event so far, oldest first."""
         events = self._events
         while events:
-            name, now, status, seconds = events.popleft()
+            name, now, status, seconds, metered = events.popleft()
             if status < 0:
-                self._on_started(name, now)
+                self._on_started(name, now, metered)
             else:
-                self._on_finished(name, now, status, seconds)
+                self._on_finished(name, now, status, seconds, metered)
             self.applied += 1

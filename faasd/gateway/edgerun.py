@@ -39,12 +39,14 @@ def edge_feed(invoker: Invoker) -> EdgeFeed:
     every read."""
     metrics, meter = invoker.metrics, invoker.meter
 
-    def started(name: str, now: float) -> None:
+    def started(name: str, now: float, metered: bool) -> None:
         metrics.started(name)
-        meter.started_at(name, now)
+        if metered:
+            meter.started_at(name, now)
 
-    def finished(name: str, now: float, status: int, seconds: float) -> None:
-        meter.finished_at(name, now)
+    def finished(name: str, now: float, status: int, seconds: float, metered: bool) -> None:
+        if metered:
+            meter.finished_at(name, now)
         metrics.finished(name, status, seconds)
 
     feed = EdgeFeed(started, finished)

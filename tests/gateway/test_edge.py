@@ -196,7 +196,7 @@ async def test_a_head_begun_late_on_a_new_connection_still_has_header_timeout_fr
             b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
             b"abcde",
             None,
-        ),  # noqa: E501
+        ),
         ("POST", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", b"until the end", None),
         ("POST", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", b"", None),
         ("POST", b"HTTP/1.1 204 No Content\r\n\r\n", b"", b"0"),
@@ -239,3 +239,26 @@ async def test_every_framing_of_a_replica_answer_is_relayed_by_the_edge(
     # The connection is kept for the next call, whatever the replica's framing was.
     await conn.send(request)
     assert (await conn.reply(method)).status == reply.status
+
+
+async def test_the_edges_calls_in_flight_are_the_autoscalers_load(serve: Serve) -> None:
+    """Four calls of 0.4 s at once, twice: the load meter's concurrency (the area under the calls-in-flight
+    curve, per second) adds up to 4 x 0.4 x 2 = 3.2 call-seconds, as on the trio path -- each call's start
+    counted when it starts, not with its end (which left about 0.5)."""
+    served = await serve()
+    assert served.edge is not None
+    await echo(served, "slow", "sleep 0.4")
+    conns = [await served.connect() for _ in range(4)]
+
+    async def call(conn: Conn) -> None:
+        await conn.send(post("/function/slow", b""))
+        assert (await conn.reply()).status == 200
+
+    for _ in range(2):
+        async with trio.open_nursery() as calls:
+            for conn in conns:
+                calls.start_soon(call, conn)
+    await trio.sleep(1.05)  # The meter's current second closes.
+    window = served.gateway.parts.invoker.meter.window("slow")
+    assert sum(window.requests) == 8
+    assert 2.8 <= sum(window.concurrency) <= 3.6, window.concurrency
