@@ -1,6 +1,6 @@
 """The invoke edge: plain function calls answered on a lean event loop, in a thread of the daemon.
 
-Why (docs/gateway.md, "The edge"): a call through the trio server's fast path costs the daemon about
+Why (docs/gateway.md, "The invoke edge"): a call through the trio server's fast path costs the daemon about
 0.33 ms of CPU and adds twice what any Python hop adds to a call's latency; a third of that is trio's run
 loop (its scheduler, cancel scopes, the readable waits), which no cut to faasd's own code removes. The same
 per-call work on the watchdog's loop (:mod:`faasd.watchdog.loop`: one ``epoll``, callbacks) costs under
@@ -26,7 +26,6 @@ flight (bounded by ``shutdown_timeout``).
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import socket
 import threading
@@ -45,8 +44,6 @@ from faasd.watchdog.loop import Handle, Loop
 from faasd.watchdog.transport import Server, Transport
 
 __all__ = ["Edge"]
-
-log = logging.getLogger("faasd.gateway.edge")
 
 MAX_PENDING_BYTES = 64 * 1024
 """Bytes of a pipelined next request kept while a call runs; past this the connection is not read."""

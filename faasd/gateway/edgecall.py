@@ -41,6 +41,7 @@ from faasd.http1 import (
     ResponseHead,
     parse_response_head,
 )
+from faasd.logs import event
 from faasd.providers.types import Endpoint
 from faasd.tcpconnect import ip_family
 from faasd.watchdog.transport import Transport
@@ -408,7 +409,7 @@ class EdgeCall:
         self.client.answered(self.keep_alive)
 
     def _cut_short(self, why: str) -> None:
-        log.warning("invoke answer cut short: %s", why)
+        event(log, logging.WARNING, "invoke answer cut short", function=self.name, reason=why)
         self._end(500, reusable=False)
         self.client.cut_short()
 

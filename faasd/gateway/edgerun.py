@@ -11,6 +11,7 @@ a way in.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 from collections.abc import Callable
@@ -69,7 +70,10 @@ async def run_edge(
         await answered.wait()
     if shutdown.is_set():
         return
-    from faasd.gateway.edge import Edge  # The edge's loop is imported here, off the start-up path.
+    # Imported in a worker thread, off the start-up path and off the trio thread (as the second stage's).
+    edge_module = await trio.to_thread.run_sync(importlib.import_module, "faasd.gateway.edge")
+    if shutdown.is_set():
+        return
 
     token = trio.lowlevel.current_trio_token()
     feed = edge_feed(invoker)
@@ -90,7 +94,7 @@ async def run_edge(
     def hand_over(sock: socket.socket, data: bytes, waited_s: float) -> None:
         token.run_sync_soon(adopt, sock, data, waited_s)
 
-    edge = Edge(
+    edge: Edge = edge_module.Edge(
         listeners=[sock.dup() for sock in server.listen_sockets],
         invoker=invoker,
         limits=server.limits,
