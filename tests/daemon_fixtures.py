@@ -91,6 +91,13 @@ class Daemon:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_started(self) -> None:
+        """Wait until the daemon's start is over: the parts started after its first answer are up -- the
+        invoke edge accepts (faasd/gateway/edge.py: a thread, an epoll and a pipe of its own), the async queue
+        is loaded (its database's files). Count what the daemon holds (files, threads) from then on."""
+        lines = ("invoke edge accepting", "async queue loaded")
+        wait_for(lambda: all(line in self.logs() for line in lines), 10, lambda: f"the log lines {lines}")
+
     def replicas(self) -> list[int]:
         """Pids of the daemon's replica watchdogs now: its direct children that run ``watchdog`` (not the
         snippet source checker, ``_checksource``, the daemon's other child)."""

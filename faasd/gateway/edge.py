@@ -397,9 +397,8 @@ class EdgeConnection:
         self.deadline = math.inf
         if self.call is not None:
             self.call.timed_out()
-        elif not self.leaving and not self.closing:
-            self.closing = True
-            self.transport.close()
+        else:
+            self.shutdown()
 
     def _cancel_timers(self) -> None:
         self.deadline = math.inf

@@ -110,6 +110,7 @@ async def run_edge(
             await accepting.wait()
             server.extra_connections = lambda: len(edge.connections)
             server.pause_accepting()
+            event(log, logging.INFO, "invoke edge accepting")
             accepting_hook(edge)
             await shutdown.wait()
             edge.stop(grace_s)

@@ -193,6 +193,7 @@ def test_keep_alive_connections_answered_before_their_body_never_hang_or_leak(st
     port = _port(daemon)
     with daemon.client() as client:
         client.get("/healthz")
+    daemon.wait_started()
     fds_before = _open_fds(daemon.pid)
     body = b'{"service": "x", "envProcess": "cat"}'
     heads = {
@@ -305,6 +306,7 @@ def test_slowloris_leaves_other_clients_fast_and_slow_connections_are_closed(
     timeouts = {"head": 10.0, "body": 10.0, "idle": 10.0, "silent": 10.0}
     daemon = start_daemon(FAASD_KEEP_ALIVE_TIMEOUT="10s")
     daemon.deploy("echo", "cat")
+    daemon.wait_started()
     port = _port(daemon)
     fds_before = _open_fds(daemon.pid)
 
@@ -378,6 +380,7 @@ def test_a_client_that_never_reads_its_answer_is_cut_off_after_write_timeout(sta
     [replica] = daemon.replicas()
     with daemon.client() as client:
         client.get("/healthz")
+    daemon.wait_started()
     fds_before = _open_fds(daemon.pid)
     sock = socket.create_connection(("127.0.0.1", _port(daemon)), timeout=10)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)

@@ -240,6 +240,7 @@ def test_hostile_inputs(group: str, start_daemon: StartDaemon, ledger: Entry) ->
     try:
         for _ in range(20):  # Warm: the first calls allocate what every later one reuses.
             assert not health.check()
+        daemon.wait_started()
         fds_before = _open_fds(daemon.pid)
         rss_before = rss_bytes(daemon.pid)
         started = time.monotonic()
