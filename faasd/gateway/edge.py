@@ -35,8 +35,8 @@ from collections.abc import Callable
 from faasd.errors import FaasdError, InvalidRequest
 from faasd.gateway.edgecall import EdgeCall, UpstreamPool
 from faasd.gateway.edgefeed import FLUSH_DELAY_S, EdgeFeed
-from faasd.gateway.fastpath import FastInvokeRoute, Verdict, classify
-from faasd.gateway.invoke import Invoker, Router, log_failure, raw_call_headers, text_answer
+from faasd.gateway.fastpath import FastInvokeRoute, Verdict, classify, split_call
+from faasd.gateway.invoke import NUL_MESSAGE, Invoker, Router, log_failure, raw_call_headers, text_answer
 from faasd.gateway.server import ServerLimits
 from faasd.http1 import Request
 from faasd.tcpconnect import ip_family
@@ -104,7 +104,6 @@ class Edge:
         """Connections given to the trio server since start."""
         self._flush_scheduled = False
         self._done = self.loop.create_future()
-        self._stop_timer: Handle | None = None
         self._sweeping: Handle | None = None
         self._closing = threading.Lock()
         self._closed = False
@@ -152,7 +151,7 @@ class Edge:
             self.server.close()
         for connection in list(self.connections):
             connection.shutdown()
-        self._stop_timer = self.loop.call_later(grace_s, self._finish)
+        self.loop.call_later(grace_s, self._finish)
         self.check_drained()
 
     def watch(self, connection: EdgeConnection) -> None:
@@ -301,46 +300,41 @@ class EdgeConnection:
         """Begin the call ``request``, or answer its error; False: the trio server must take it."""
         edge = self.edge
         invoker = edge.invoker
-        if target[:10] == b"/function/":
-            path, _, query = target[10:].partition(b"?")
-            name_bytes, _, rest = path.partition(b"/")
-            upstream = b"/" + rest + (b"?" + query if query else b"")
-            name = name_bytes.decode("latin-1")
-            nul = b"%00" in rest or b"%00" in query
-        else:  # POST / with X-Function (classify sent the others away).
-            name = (request.header("x-function") or "").strip()
-            upstream = b"/"
-            nul = False
+        name, upstream, nul = split_call(request, target)
         keep_alive = request.keep_alive and not edge.stopping
-        edge.calls += 1  # Counted before it is answered, as the trio server's fast_calls.
-        self.fresh = False
         started_ns = time.time_ns()
         started = time.monotonic()
-        call_headers = raw_call_headers(request, started_ns)
         try:
             if nul:
-                raise InvalidRequest("The path or query contains a NUL byte (%00)")
+                raise InvalidRequest(NUL_MESSAGE)
             name, endpoints = invoker.resolve(name)
         except FaasdError as exc:
-            self._answer_error(exc.http_status, exc.message, call_headers, keep_alive)
+            self._take()
+            self.answer_error(exc.http_status, exc.message, raw_call_headers(request, started_ns), keep_alive)
             return True
-        if not endpoints or ip_family(endpoints[0].host) is None or invoker.failure(name):
-            edge.calls -= 1
-            return False  # Held (scale from zero), resolved or refused by the trio path.
+        if not endpoints or ip_family(endpoints[0].host) is None:
+            return False  # Held (scale from zero, or refused: a failed restore), or resolved by the trio path.
+        self._take()
+        call_headers = raw_call_headers(request, started_ns)
         try:
             proxy_request = invoker.raw_proxy_request(request, upstream, call_headers, self.client_host)
         except FaasdError as exc:
             edge.call_started(name, started, metered=False)
             edge.call_finished(name, started, exc.http_status, metered=False)
             log_failure(name, exc, call_headers)
-            self._answer_error(exc.http_status, exc.message, call_headers, keep_alive)
+            self.answer_error(exc.http_status, exc.message, call_headers, keep_alive)
             return True
         self.call = EdgeCall(self, name, endpoints, proxy_request, call_headers, keep_alive, started)
         edge.call_started(name, started, metered=True)
         self.call.begin()
         return True
 
-    def _answer_error(
+    def _take(self) -> None:
+        """This request is answered here (counted before its answer, as the trio server's ``fast_calls``)."""
+        self.edge.calls += 1
+        self.fresh = False
+
+    def answer_error(
         self, status: int, message: str, call_headers: list[tuple[bytes, bytes]], keep_alive: bool
     ) -> None:
         self.write(text_answer(status, message, call_headers, keep_alive))

@@ -20,7 +20,7 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from faasd.errors import FaasdError, FunctionTimeout, InvocationError
+from faasd.errors import FaasdError
 from faasd.gateway.invoke import CLIENT_CLOSED_STATUS, MAX_FAILOVER, log_failure
 from faasd.gateway.proxy import (
     IDLE_TIMEOUT_S,
@@ -28,9 +28,12 @@ from faasd.gateway.proxy import (
     MAX_IDLE_PER_ENDPOINT,
     MAX_RESPONSE_HEAD_BYTES,
     ProxyRequest,
-    ReplicaUnreachable,
+    UpstreamClosed,
     answer_head,
-    describe_error,
+    connection_error,
+    invalid_answer_error,
+    timeout_error,
+    unreachable_error,
 )
 from faasd.http1 import (
     FRAMING_CHUNKED,
@@ -268,9 +271,8 @@ class EdgeCall:
         authority = endpoint.authority
         self.tried.add(authority)
         self.edge.pool.forget(authority)
-        message = f"Can't reach replica {endpoint.replica} at {authority}: {describe_error(exc)}"
         if len(self.tried) >= min(len(self.endpoints), MAX_FAILOVER):
-            self._fail(ReplicaUnreachable(message))
+            self._fail(unreachable_error(endpoint, exc))
             return
         try:
             self._attempt(self.edge.router.pick(self.name, self.endpoints, frozenset(self.tried)))
@@ -364,8 +366,8 @@ class EdgeCall:
                 self._release_slot()
                 self._attempt(endpoint, fresh=True)
                 return
-            reason = describe_error(exc) if exc is not None else "replica closed the connection before answering"
-            self._fail(InvocationError(f"Connection to replica {endpoint.replica} failed: {reason}"))
+            gone = exc if exc is not None else UpstreamClosed("replica closed the connection before answering")
+            self._fail(connection_error(endpoint, gone))
             return
         if head.framing != FRAMING_LENGTH and head.framing != FRAMING_NONE and self.decoder is None:
             self.client.write(b"0\r\n\r\n")  # A close-delimited body ends here.
@@ -387,20 +389,18 @@ class EdgeCall:
         """No answer head within the function's timeout (the connection's deadline)."""
         if self.over or self.head is not None:
             return
-        endpoint = self.endpoint
-        replica = endpoint.replica if endpoint is not None else "?"
-        self._fail(FunctionTimeout(f"Function replica {replica} did not answer within {self.timeout_s:g}s"))
+        assert self.endpoint is not None  # Set by begin(), before any deadline.
+        self._fail(timeout_error(self.endpoint, self.timeout_s))
 
     def _invalid(self, exc: RemoteProtocolError) -> None:
-        endpoint = self.endpoint
-        replica = endpoint.replica if endpoint is not None else "?"
-        self._fail(InvocationError(f"Replica {replica} sent an invalid answer: {exc.reason}"))
+        assert self.endpoint is not None
+        self._fail(invalid_answer_error(self.endpoint, exc))
 
     def _fail(self, exc: FaasdError) -> None:
         """No answer was written yet: answer the error (the trio path's status and text)."""
         self._end(exc.http_status, reusable=False)
         log_failure(self.name, exc, self.call_headers)
-        self.client._answer_error(exc.http_status, exc.message, self.call_headers, self.keep_alive)
+        self.client.answer_error(exc.http_status, exc.message, self.call_headers, self.keep_alive)
 
     def _done(self, *, reusable: bool) -> None:
         head = self.head

@@ -123,9 +123,8 @@ async def run_edge(
             nursery.start_soon(follow)
             try:
                 await trio.to_thread.run_sync(edge.run, lambda: token.run_sync_soon(accepting.set))
-            except Exception as exc:
-                event(log, logging.ERROR, "invoke edge failed; the gateway takes every call", error=repr(exc))
-                log.exception("invoke edge failed")
+            except Exception:
+                log.exception("invoke edge failed; the gateway takes every call")
             nursery.cancel_scope.cancel()
     finally:
         server.extra_connections = lambda: 0

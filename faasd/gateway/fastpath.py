@@ -27,11 +27,11 @@ import enum
 import re
 
 from faasd.errors import InvalidRequest
-from faasd.gateway.invoke import Invoker, raw_call_headers, text_answer
+from faasd.gateway.invoke import NUL_MESSAGE, Invoker, raw_call_headers, text_answer
 from faasd.gateway.proxy import Write
 from faasd.http1 import RemoteProtocolError, Request, RequestParser
 
-__all__ = ["FastInvokeRoute", "Verdict", "classify"]
+__all__ = ["FastInvokeRoute", "Verdict", "classify", "split_call"]
 
 _FUNCTION = b"/function/"
 _UNSAFE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -66,21 +66,25 @@ class FastInvokeRoute:
     async def serve(self, request: Request, target: bytes, client: str, write: Write) -> bool:
         """Answer ``request`` (the raw ``target`` of its request line); True when the connection may be
         kept for another request."""
-        invoker = self.invoker
-        if target[:10] == _FUNCTION:
-            path, _, query = target[10:].partition(b"?")
-            name_bytes, _, rest = path.partition(b"/")
-            if b"%00" in rest or b"%00" in query:
-                message = "The path or query contains a NUL byte (%00)"
-                headers = raw_call_headers(request)
-                await write(text_answer(InvalidRequest.http_status, message, headers, request.keep_alive))
-                return request.keep_alive
-            upstream = b"/" + rest + (b"?" + query if query else b"")
-            name = name_bytes.decode("latin-1")
-        else:  # POST / with X-Function (classify sent the others to hypercorn).
-            name = (request.header("x-function") or "").strip()
-            upstream = b"/"
-        return await invoker.invoke_raw(request, name, upstream, client, write)
+        name, upstream, nul = split_call(request, target)
+        if nul:
+            headers = raw_call_headers(request)
+            await write(text_answer(InvalidRequest.http_status, NUL_MESSAGE, headers, request.keep_alive))
+            return request.keep_alive
+        return await self.invoker.invoke_raw(request, name, upstream, client, write)
+
+
+def split_call(request: Request, target: bytes) -> tuple[str, bytes, bool]:
+    """The function a fast call is for, the target to send its replica, and whether that target's path or
+    query carries an encoded NUL (answered 400: the replica would decode it into Http_Path/Http_Query).
+    ``target``: the raw target of a request :func:`classify` found FAST (``/function/...`` or ``POST /``
+    with ``X-Function``). Shared by the trio server's fast path and the invoke edge."""
+    if target[:10] == _FUNCTION:
+        path, _, query = target[10:].partition(b"?")
+        name_bytes, _, rest = path.partition(b"/")
+        nul = b"%00" in rest or b"%00" in query
+        return name_bytes.decode("latin-1"), b"/" + rest + (b"?" + query if query else b""), nul
+    return (request.header("x-function") or "").strip(), b"/", False  # POST / with X-Function.
 
 
 def classify(

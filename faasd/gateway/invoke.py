@@ -71,6 +71,8 @@ MAX_FAILOVER = 3
 """Replicas tried for one call when earlier ones refuse the connection."""
 MAX_HELD_CALLS = 1000
 """Calls held per function while it starts (scale from zero); more get 503 at once."""
+NUL_MESSAGE = "The path or query contains a NUL byte (%00)"
+"""The 400's text for an encoded NUL in a call's path or query, on every invoke path."""
 CLIENT_CLOSED_STATUS = 499
 """Recorded in the metrics for a call whose client closed its connection before the answer was complete
 (nginx's code for it): the function's own status was not delivered."""
@@ -197,7 +199,7 @@ class Invoker:
         query: bytes = scope.get("query_string", b"")
         if b"%00" in rest or b"%00" in query:
             # The replica decodes them into its Http_Path/Http_Query: no process takes a NUL in there.
-            await send_text(send, 400, "The path or query contains a NUL byte (%00)", _call_headers(scope))
+            await send_text(send, 400, NUL_MESSAGE, _call_headers(scope))
             return
         target = b"/" + rest + (b"?" + query if query else b"")
         await self.invoke(scope, receive, send, name, target)

@@ -55,12 +55,16 @@ __all__ = [
     "UpstreamPool",
     "Write",
     "answer_head",
+    "connection_error",
     "describe_error",
     "forward",
     "forward_raw",
     "http_date",
+    "invalid_answer_error",
     "receive_now",
     "send_now",
+    "timeout_error",
+    "unreachable_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -176,8 +180,7 @@ class UpstreamPool:
         try:
             stream = await open_tcp(endpoint.host, endpoint.port)
         except OSError as exc:
-            message = f"Can't reach replica {endpoint.replica} at {endpoint.authority}: {describe_error(exc)}"
-            raise ReplicaUnreachable(message) from exc
+            raise unreachable_error(endpoint, exc) from exc
         self.connects += 1
         return UpstreamConnection(stream, endpoint.authority)
 
@@ -496,7 +499,7 @@ async def _exchange_within(
     """
     with trio.move_on_after(timeout_s):
         return await _exchange(pool, endpoint, request)
-    raise FunctionTimeout(f"Function replica {endpoint.replica} did not answer within {timeout_s:g}s")
+    raise timeout_error(endpoint, timeout_s)
 
 
 def _release(pool: UpstreamPool, connection: UpstreamConnection, reusable: bool) -> None:
@@ -525,10 +528,10 @@ async def _exchange(
             _close_quietly(connection)
             if reused and not streamed and request.replayable:
                 continue  # The replica closed this idle connection as it was taken; a fresh one will do.
-            raise InvocationError(f"Connection to replica {endpoint.replica} failed: {describe_error(exc)}") from exc
+            raise connection_error(endpoint, exc) from exc
         except RemoteProtocolError as exc:
             _close_quietly(connection)
-            raise InvocationError(f"Replica {endpoint.replica} sent an invalid answer: {exc.reason}") from exc
+            raise invalid_answer_error(endpoint, exc) from exc
         except BaseException:
             _close_quietly(connection)  # Cancelled (timeout or client gone): the connection is mid-request.
             raise
@@ -637,6 +640,29 @@ async def _relay_body(connection: UpstreamConnection, head: ResponseHead, send: 
         await send({"type": "http.response.body", "body": data, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return False
+
+
+# The errors of a call to a replica, worded once for both invoke paths (this module and faasd.gateway.edgecall).
+
+
+def unreachable_error(endpoint: Endpoint, exc: OSError) -> ReplicaUnreachable:
+    """The replica refused the connection (or it failed): nothing was sent, another replica may be tried."""
+    return ReplicaUnreachable(f"Can't reach replica {endpoint.replica} at {endpoint.authority}: {describe_error(exc)}")
+
+
+def timeout_error(endpoint: Endpoint, timeout_s: float) -> FunctionTimeout:
+    """No answer head within the function's timeout."""
+    return FunctionTimeout(f"Function replica {endpoint.replica} did not answer within {timeout_s:g}s")
+
+
+def connection_error(endpoint: Endpoint, exc: BaseException) -> InvocationError:
+    """The connection failed before any answer (a call that may have started: not sent again)."""
+    return InvocationError(f"Connection to replica {endpoint.replica} failed: {describe_error(exc)}")
+
+
+def invalid_answer_error(endpoint: Endpoint, exc: RemoteProtocolError) -> InvocationError:
+    """The replica's answer head does not parse."""
+    return InvocationError(f"Replica {endpoint.replica} sent an invalid answer: {exc.reason}")
 
 
 def describe_error(exc: BaseException) -> str:
