@@ -227,6 +227,36 @@ def watchdogs(root: int) -> list[int]:
     return sorted(pid for pid, parent in parents.items() if parent and parent not in found)
 
 
+def assigned_pooled(root: int) -> list[int]:
+    """The pooled replicas below ``root`` that were given a function: ``_pooled`` processes that no longer run as
+    ``root``'s uid.
+
+    A pooled replica's command line says ``_pooled``, not ``watchdog``, before and after its assignment, so
+    :func:`watchdogs` does not see it; what changes when it is given its function is its uid (the function's own,
+    in the sandbox's ``bwrap`` and ``uid`` modes, which are the modes that pool). An idle one still runs as the
+    daemon. Its wrappers (``setsid``, ``bwrap``) keep the daemon's uid: only the replica itself is listed.
+    """
+    own = _uid(root)
+    found = []
+    for pid in h.descendants(root):
+        if pid != root and "_pooled" in h.cmdline(pid) and h.alive(pid) and _uid(pid) not in (own, None):
+            found.append(pid)
+    parents = {pid: _ppid(pid) for pid in found}
+    return sorted(pid for pid, parent in parents.items() if parent and parent not in found)
+
+
+def _uid(pid: int) -> int | None:
+    """Real uid of a live process (None when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 CALL_TOKEN_HEADER = "X-Faasd-Call-Token"
 """A local replica answers only calls carrying its daemon's call token (faasd/calltoken.py), which the daemon
 keeps in ``<state dir>/call-token``: the direct loads send it, as the gateway does."""

@@ -79,6 +79,7 @@ class StartBlock:
 class ColdBlock:
     deploy_ms: list[float] = field(default_factory=list)  # deploy POST sent -> first 200 of the function
     deploy_api_ms: list[float] = field(default_factory=list)  # deploy POST sent -> its 202
+    first_deploy_ms: list[float] = field(default_factory=list)  # the same, right after the daemon's start
     watchdog_ms: list[float] = field(default_factory=list)  # bare faasd watchdog exec -> first 200
     scale_ms: list[float] = field(default_factory=list)  # scale POST (0 -> 1) sent -> first 200
     wake_ms: list[float] = field(default_factory=list)  # invoke at 0 replicas (the gateway wakes it) -> 200
@@ -199,6 +200,7 @@ def summarize(rounds: list[Round], load_keys: list[str]) -> dict[str, object]:
         "hello_start_ms": pooled(rounds, "start", "hello_ms"),
         "deploy_ms": pooled(rounds, "cold", "deploy_ms"),
         "deploy_api_ms": pooled(rounds, "cold", "deploy_api_ms"),
+        "first_deploy_ms": pooled(rounds, "cold", "first_deploy_ms"),
         "watchdog_start_ms": pooled(rounds, "cold", "watchdog_ms"),
         "scale_ms": pooled(rounds, "cold", "scale_ms"),
         "wake_ms": pooled(rounds, "cold", "wake_ms"),
@@ -407,6 +409,7 @@ def report(rounds: list[Round], summary: dict, args: argparse.Namespace, meta: d
     rows = [
         stat_row("deploy new function -> first 200", "deploy_ms"),
         stat_row("  deploy POST -> 202", "deploy_api_ms"),
+        stat_row("first deploy right after faasd up -> first 200", "first_deploy_ms"),
         stat_row("bare faasd watchdog exec -> first 200 (floor)", "watchdog_start_ms"),
         stat_row("scale 0 -> 1 -> first 200", "scale_ms"),
         stat_row("invoke at 0 replicas -> 200 (gateway wakes it)", "wake_ms"),
