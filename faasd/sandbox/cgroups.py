@@ -634,6 +634,15 @@ def weigh(cgroups: Cgroups, placement: Placement, *, starting: bool) -> None:
             _write(os.path.join(directory, name), value)
 
 
+def members(placement: Placement) -> list[int] | None:
+    """The processes in the replica's cgroup (the first hierarchy's; each holds the same ones), None when it
+    cannot be read. Blocking."""
+    try:
+        return [int(pid) for pid in _read(os.path.join(placement.directories[0], "cgroup.procs")).split()]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def remove(placement: Placement) -> bool:
     """Kill whatever still runs in the replica's cgroup and remove it; False when it would not go (it
     is left for the next start's :func:`sweep`). Blocking."""

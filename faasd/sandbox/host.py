@@ -294,9 +294,20 @@ SANDBOX_DEPTH = 3
 """setsid -> bwrap -> bwrap's init (pid 1 inside) -> the command (pid 2 inside)."""
 
 
-def sandboxed_pid(outer: int) -> int | None:
+def sandboxed_pid(outer: int, candidates: list[int] | None = None) -> int | None:
     """The host pid of the command of the sandbox started as ``outer`` (pid 2 of its PID namespace, under
-    bwrap's own init), or None when it is not (or no longer) there. Blocking."""
+    bwrap's own init), or None when it is not (or no longer) there. Blocking.
+
+    ``candidates``: the processes it can only be one of -- its replica's cgroup's members -- checked one by one.
+    Without them every process's parent is read, three levels down: about 90 reads of ``/proc/<pid>/stat`` per
+    level with 90 processes, 5 ms of CPU on the project's 2-core VMs for each replica stopped, and ten times that
+    on a host running a thousand processes.
+    """
+    if candidates is not None:
+        for pid in candidates:
+            if pid != outer and _inner_pid(pid) == 2 and outer in _ancestors(pid, SANDBOX_DEPTH):
+                return pid
+        return None
     parents = {outer}
     for _ in range(SANDBOX_DEPTH):
         children = {pid for pid in _pids() if parent_of(pid) in parents}
@@ -307,12 +318,13 @@ def sandboxed_pid(outer: int) -> int | None:
     return None
 
 
-def signal_sandboxed(outer: int, signum: int) -> bool:
+def signal_sandboxed(outer: int, signum: int, candidates: list[int] | None = None) -> bool:
     """Send ``signum`` to the process the bwrap ``outer`` runs; False when it is not there (blocking).
+    ``candidates`` as for :func:`sandboxed_pid`.
 
     Through a pidfd taken before the process is checked again, so a pid reused in between cannot be hit.
     """
-    pid = sandboxed_pid(outer)
+    pid = sandboxed_pid(outer, candidates)
     if pid is None:
         return False
     try:

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from faasd.providers.local import LocalProvider
 from faasd.providers.types import FunctionSpec, LogRequest, Resources
 from faasd.registry import EndpointRegistry
 from faasd.sandbox import cgroups as sandbox_cgroups
+from faasd.sandbox import host as sandbox_host
 from faasd.sandbox.cgroups import REPLICA_NICE, V1_SHARES, Cgroups
 from faasd.sandbox.plan import BWRAP_OWN_PROCESSES, Sandbox
 from faasd.sandbox.uids import FUNCTION_UID_FIRST, FUNCTION_UID_LAST
@@ -225,6 +227,42 @@ async def test_a_stop_drains_calls_inside_bwrap(make_sandboxed: Maker):
         await wait_until(lambda: not provider.replicas("slow"), "the replica to end")
         lines = [m.text async for m in provider.logs(LogRequest(name="slow"))]
         assert any("shutting down" in line and "SIGTERM" in line for line in lines), lines
+
+
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="bwrap is not installed")
+async def test_a_stop_finds_the_watchdog_among_its_cgroups_members_not_every_process(
+    make_sandboxed: Maker, monkeypatch: pytest.MonkeyPatch
+):
+    """Where replicas have cgroups, the SIGTERM's target inside bwrap is looked for among the replica's cgroup's
+    members: no read of every process on the host per replica stopped (docs/coldstart.md). The stop still
+    drains: the watchdog logs its own SIGTERM."""
+    scans: list[str] = []
+    every_pid = sandbox_host._pids
+
+    def counted() -> list[int]:
+        scans.append(sys._getframe(1).f_code.co_name)
+        return every_pid()
+
+    monkeypatch.setattr(sandbox_host, "_pids", counted)
+    async with running(make_sandboxed("bwrap")) as (provider, registry):
+        if provider.sandbox_info()["cgroups"] == "none":
+            pytest.skip("no control groups for replicas on this host")
+        spec = FunctionSpec(name="stopped", env_process="cat", env_vars={"healthcheck_interval": "0"})
+        await provider.deploy(spec, 1)
+        await ready_endpoints(registry, "stopped", 1)
+        await provider.scale("stopped", 0)
+        await wait_until(lambda: not provider.replicas("stopped"), "the replica to end")
+        lines: list[str] = []
+        with trio.move_on_after(5):
+            while not any("SIGTERM" in line for line in lines):
+                lines = await _log_lines(provider, "stopped")
+                await trio.sleep(0.05)
+    assert any("shutting down" in line and "SIGTERM" in line for line in lines), lines
+    assert "sandboxed_pid" not in scans, scans
+
+
+async def _log_lines(provider: Provider, name: str) -> list[str]:
+    return [m.text async for m in provider.logs(LogRequest(name=name))]
 
 
 @pytest.mark.skipif(not shutil.which("bwrap"), reason="bwrap is not installed")

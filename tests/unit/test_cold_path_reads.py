@@ -41,3 +41,17 @@ async def test_reads_asked_for_together_share_one() -> None:
         for _ in range(3):
             nursery.start_soon(busy.read)
     assert scan.calls == 1 and busy.read_at is not None
+
+
+async def test_reads_later_asked_for_within_the_delay_share_one() -> None:
+    """Each new function's deploy asks for a read half a second later: a burst of deploys makes one read, not one
+    each (a read holds the interpreter's lock for most of its 10-35 ms, on the next deploys' path)."""
+    scan = CountingScan()
+    busy = BusyUids(scan)
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(busy.read_later)
+            await trio.sleep(0.05)
+    assert scan.calls == 1
+    await busy.read_later()  # Asked for after that read: read again.
+    assert scan.calls == 2

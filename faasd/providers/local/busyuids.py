@@ -6,8 +6,9 @@ of an earlier daemon, or a function of another faasd daemon on the host -- and f
 ``/proc/<pid>/status`` of every process (:func:`faasd.sandbox.host.busy_uids`): 10-35 ms with 240 processes
 on the project's 2-core VMs, which was the largest single step of a new function's deploy -> first 200
 (docs/coldstart.md). So the provider reads them at its start and again, in the background, half a second
-after each time a snapshot was used; a deploy uses the last snapshot when it is at most :data:`MAX_AGE_S` old, and reads
-/proc on its own path only when it is older (the first deploy after a quiet minute).
+after a snapshot was used (once for all the uses within that half second); a deploy uses the last snapshot
+when it is at most :data:`MAX_AGE_S` old, and reads /proc on its own path only when it is older (the first
+deploy after a quiet minute).
 
 What that changes: a number is checked against the processes alive at a read at most a minute old instead
 of a few milliseconds old. Leftovers of an earlier daemon were alive at this daemon's start, so the first
@@ -51,6 +52,8 @@ class BusyUids:
         self._scan = scan
         self._max_age_s = max_age_s
         self._reading: trio.Event | None = None
+        self._read_due = False
+        """A :meth:`read_later` is waiting for its delay."""
 
     async def fresh(self) -> set[int]:
         """The last snapshot if it is at most ``max_age_s`` old, else one read now."""
@@ -59,8 +62,15 @@ class BusyUids:
         return self.uids
 
     async def read_later(self) -> None:
-        """:meth:`read`, :data:`READ_AGAIN_DELAY_S` from now (the snapshot was just used)."""
-        await trio.sleep(READ_AGAIN_DELAY_S)
+        """:meth:`read`, :data:`READ_AGAIN_DELAY_S` from now (the snapshot was just used); when a read is
+        already due by then, none more: a burst of new functions' deploys makes one read, not one each."""
+        if self._read_due:
+            return
+        self._read_due = True
+        try:
+            await trio.sleep(READ_AGAIN_DELAY_S)
+        finally:
+            self._read_due = False
         await self.read()
 
     async def read(self) -> None:

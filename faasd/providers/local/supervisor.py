@@ -553,8 +553,7 @@ class Supervisor:
         """
         stop_grace_s = self.host.stop_grace_s
         inside = self.host.sandbox_mode == "bwrap"
-        signal_inside = functools.partial(sandbox_host.signal_sandboxed, process.pid, signal.SIGTERM)
-        if not (inside and await trio.to_thread.run_sync(signal_inside)):
+        if not (inside and await trio.to_thread.run_sync(_terminate_inside, process.pid, replica.cgroup)):
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
         with trio.move_on_after(stop_grace_s):
@@ -600,3 +599,11 @@ class Supervisor:
             if replica_id not in self._replica_ids:
                 self._replica_ids.add(replica_id)
                 return replica_id
+
+
+def _terminate_inside(outer: int, cgroup: sandbox_cgroups.Placement | None) -> bool:
+    """SIGTERM to the watchdog inside the bwrap sandbox ``outer``; False when it is not there. Looked for among
+    its cgroup's members where it has one, else among every process (:func:`faasd.sandbox.host.sandboxed_pid`).
+    Blocking."""
+    candidates = sandbox_cgroups.members(cgroup) if cgroup is not None else None
+    return sandbox_host.signal_sandboxed(outer, signal.SIGTERM, candidates)
