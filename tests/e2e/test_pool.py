@@ -14,6 +14,8 @@ import json
 import os
 import shlex
 import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -355,6 +357,39 @@ def test_a_pooled_replica_in_the_idle_class_is_replaced_at_once(start_daemon: St
     wait_for(lambda: found.extend(p for p in _pooled_any(daemon) if p != first) or found, 15.0, "the refill")
     waited = _started_at(found[0]) - _logged_at(ready)
     assert waited < REFILL_DELAY_S * 2 / 3, f"the refill started {waited:.3f} s after the pooled replica was ready"
+
+
+@pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed")
+def test_a_cold_start_takes_the_refill_under_way_rather_than_starting_another(start_daemon: StartDaemon) -> None:
+    """When cold starts come faster than the pool refills, the next one waits for the refill that is starting --
+    out of the idle CPU class from then on -- instead of starting a cold replica beside it. Here the refill is
+    kept from finishing by a busy machine (a CPU burner per CPU: the idle class gets no CPU time) until the
+    second deploy comes; its replica is that pooled one, not a cold one."""
+    daemon = _start(start_daemon, "bwrap")
+    classes = daemon.sandbox()["cgroups"]["cpu_classes"]
+    if classes != "on":
+        pytest.skip(f"pooled replicas start in the idle class only with CPU classes: {classes}")
+    _wait_pool(daemon, 1)
+    burners = [
+        subprocess.Popen(
+            [sys.executable, "-c", "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"]
+        )
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        with _admin(daemon) as client:
+            assert client.post("/system/functions", json={"service": "first", "envProcess": "cat"}).status_code == 202
+            daemon.wait_available("first", 1)
+            wait_for(lambda: len(_pooled_any(daemon)) == 2, 15.0, "the refill to start")  # Beside first's replica.
+            assert daemon.logs().count("pooled replica ready") == 1, "the refill was not held back by the burners"
+            assert client.post("/system/functions", json={"service": "second", "envProcess": "cat"}).status_code == 202
+            daemon.wait_available("second", 1)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert httpx.post(f"{daemon.url}/function/second", content=b"hi", timeout=30.0).text == "hi"
+    assert (_ready_lines(daemon, "second"), _ready_lines(daemon, "second", pooled=False)) == (1, 0)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -128,6 +128,8 @@ class Member:
     app_dir: str
     """bwrap: the directory bound at its ``/home/app``; empty in the other modes."""
     taken: trio.Event = field(default_factory=trio.Event)
+    promoted: bool = False
+    """Taken out of the idle CPU class while it starts, a cold start waiting for it (:meth:`ReplicaPool.take_soon`)."""
     placement: sandbox_cgroups.Placement | None = None
     """Its control group (the daemon's replica cgroups in use), which it joined when it started, as a cold
     replica joins its own: given its function's limits when assigned
@@ -157,6 +159,10 @@ class ReplicaPool:
         self.started = 0
         """Pooled replicas started since the daemon started (the test of refills counts them)."""
         self._ready: list[Member] = []
+        self._starting: list[Member] = []
+        """Started, not ready yet: refills under way."""
+        self._settled = trio.Event()
+        """Set (and replaced) each time a starting one becomes ready or fails."""
         self._seq = itertools.count()
 
     @property
@@ -185,6 +191,47 @@ class ReplicaPool:
                 member.taken.set()
                 return member
         return None
+
+    async def take_soon(self, limits: Limits) -> Member | None:
+        """:meth:`take`; or, when none is ready but one is starting -- a refill under way, as when cold starts
+        come faster than the pool refills -- that one, once it is ready (within ``ready_timeout``).
+
+        Why wait rather than start a cold replica: the refill has done part of a start already, so it is ready
+        sooner than a new start would be, and no second replica starts beside it on the same CPUs. It leaves
+        the idle CPU class at once (:meth:`_promote`): a cold start is waiting for it. None when none is ready
+        or starting, or the one waited for failed (the caller starts a cold replica).
+        """
+        deadline = trio.current_time() + self.host.ready_timeout_s
+        promoted = False
+        while True:
+            member = self.take(limits)
+            if member is not None or not self._starting or not self.eligible(limits):
+                return member
+            if not promoted:
+                self._promote()
+                promoted = True
+            settled = self._settled
+            with trio.move_on_at(deadline):
+                await settled.wait()
+            if trio.current_time() >= deadline:
+                return None
+
+    def _promote(self) -> None:
+        """The longest-starting pooled replica not promoted yet out of the idle CPU class, at the daemon's weight:
+        a cold start waits for it. One per waiting cold start: another refill at that weight would compete with
+        the replicas just given out. A write to the cgroup file system: microseconds, no worker thread's hop.
+        Best effort: one left in the idle class still starts, only later."""
+        sandbox = self.host.sandbox
+        if sandbox is None or not sandbox.cgroups.cpu:
+            return
+        for member in self._starting:
+            if member.promoted or member.placement is None:
+                continue
+            member.promoted = True
+            with contextlib.suppress(OSError):
+                sandbox_cgroups.set_idle(sandbox.cgroups, member.placement, False)
+                sandbox_cgroups.weigh(sandbox.cgroups, member.placement, starting=True)
+            return
 
     def assign(self, member: Member, launch: Launch) -> None:
         """Give ``member``, its files already linked (:func:`link_files`), the replica planned as ``launch`` (a cold
@@ -302,19 +349,29 @@ class ReplicaPool:
                 placement.close_fds()  # The pooled replica has its own copies; its assignment opens them anew.
         self.started += 1
         member = Member(member_id, process, ours, read_fd, app_dir, placement=placement)
+        self._starting.append(member)
         try:
             answer = await self._read_ready(ours)
         except BaseException:
+            self._settle(member)
             with trio.CancelScope(shield=True):
                 await self._stop_idle(member)
             raise
         if answer != READY:
+            self._settle(member)
             await self._stop_idle(member, "pooled replica did not start")
             return None
         ours.setblocking(True)
         self._ready.append(member)
+        self._settle(member)
         event(log, logging.DEBUG, "pooled replica ready", replica=member_id, pid=process.pid)
         return member
+
+    def _settle(self, member: Member) -> None:
+        """``member`` is no longer starting (ready, or failed): wake what waits for one (:meth:`take_soon`)."""
+        self._starting.remove(member)
+        self._settled.set()
+        self._settled = trio.Event()
 
     async def _read_ready(self, control: socket.socket) -> bytes:
         """What the pooled replica says first (``ready`` once it has imported the watchdog), bounded."""

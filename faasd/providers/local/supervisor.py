@@ -356,15 +356,16 @@ class Supervisor:
         """A pooled replica given this slot's replica -- planned as a cold one would be, in the pooled
         replica's own cgroup given the function's limits -- and that cgroup; (None, None): start one.
 
-        The one the deploy readied for this slot (``slot.adopted``), else one taken from the pool now and
-        readied in a worker thread (:func:`~faasd.providers.local.pool.adopt`). In fork and streaming modes
+        The one the deploy readied for this slot (``slot.adopted``), else one taken from the pool now (or the
+        refill under way, once ready: :meth:`~faasd.providers.local.pool.ReplicaPool.take_soon`) and readied
+        in a worker thread (:func:`~faasd.providers.local.pool.adopt`). In fork and streaming modes
         its cgroup weighs the daemon's weight until it is ready (:func:`faasd.sandbox.cgroups.weigh`;
         :meth:`_pooled_serving` lowers it)."""
         pool = self.pool
         if pool is None:
             return None, None
         adopted, slot.adopted = slot.adopted, None
-        member = adopted.member if adopted is not None else pool.take(slot.generation.limits)
+        member = adopted.member if adopted is not None else await pool.take_soon(slot.generation.limits)
         if member is None:
             return None, None
         cgroup = adopted.cgroup if adopted is not None else None
