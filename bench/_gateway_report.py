@@ -83,6 +83,7 @@ class ColdBlock:
     watchdog_ms: list[float] = field(default_factory=list)  # bare faasd watchdog exec -> first 200
     scale_ms: list[float] = field(default_factory=list)  # scale POST (0 -> 1) sent -> first 200
     wake_ms: list[float] = field(default_factory=list)  # invoke at 0 replicas (the gateway wakes it) -> 200
+    burst_ms: list[float] = field(default_factory=list)  # the same, back to back (faster than the pool refills)
     scale_down_ms: list[float] = field(default_factory=list)  # scale POST (1 -> 0) sent -> availableReplicas 0
     seen: dict[str, int] = field(default_factory=dict)  # non-200 answers before a first 200
     others_pct: float | None = None
@@ -204,6 +205,7 @@ def summarize(rounds: list[Round], load_keys: list[str]) -> dict[str, object]:
         "watchdog_start_ms": pooled(rounds, "cold", "watchdog_ms"),
         "scale_ms": pooled(rounds, "cold", "scale_ms"),
         "wake_ms": pooled(rounds, "cold", "wake_ms"),
+        "burst_ms": pooled(rounds, "cold", "burst_ms"),
         "scale_down_ms": pooled(rounds, "cold", "scale_down_ms"),
         "stop_ms": [v for block in ("load", "start", "cold") for v in pooled(rounds, block, "stop_ms")],
     }
@@ -413,6 +415,7 @@ def report(rounds: list[Round], summary: dict, args: argparse.Namespace, meta: d
         stat_row("bare faasd watchdog exec -> first 200 (floor)", "watchdog_start_ms"),
         stat_row("scale 0 -> 1 -> first 200", "scale_ms"),
         stat_row("invoke at 0 replicas -> 200 (gateway wakes it)", "wake_ms"),
+        stat_row("  the same, back to back (a burst)", "burst_ms"),
         stat_row("  scale 1 -> 0 -> availableReplicas 0", "scale_down_ms"),
     ]
     lines += [h.render_table(headers, rows, right=range(1, 6))]

@@ -80,6 +80,12 @@ DEFAULT_FAASD = REPO / "dist" / "faasd.pyz"
 #: the bare watchdog: what a daemon loads after its first answer (the management API, the backend) and its replica
 #: pool are ready by then, as on any daemon that has been up for a second.
 SETTLE_S = 1.0
+#: How long the cold block's function stays at zero before each timed scale or wake: a function scaled to zero has
+#: been idle, and the replica pool has refilled meanwhile (a refill in the idle CPU class takes 0.1-0.2 s after
+#: the take on the project's VMs). Cold starts coming faster than that are the burst row's.
+COLD_REST_S = 0.5
+#: Invokes at zero per round timed back to back (no rest: faster than the pool refills), reported on their own row.
+BURST_WAKES = 4
 #: The load block's function stays at exactly one replica: the autoscaler would otherwise add replicas under
 #: the c16 load, and the gateway would spread over several what the direct runs put on one.
 PINNED = {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "1"}
@@ -349,8 +355,9 @@ def cold_block(
 ) -> ColdBlock:
     """Deploys of new functions (each removed after its first 200), bare watchdog starts alternating with them,
     then ``cycles`` cycles on one function of: scale to 0, then back to 1 by the scale API, and scale to 0, then
-    an invoke alone (the gateway scales it from zero); one fresh daemon for all of it. Before all of that, one
-    deploy right after the daemon's start (``first_deploy_ms``), then :data:`SETTLE_S` of rest."""
+    an invoke alone (the gateway scales it from zero), each after :data:`COLD_REST_S` at zero; then
+    :data:`BURST_WAKES` invokes at zero back to back (``burst_ms``); one fresh daemon for all of it. Before all
+    of that, one deploy right after the daemon's start (``first_deploy_ms``), then :data:`SETTLE_S` of rest."""
     out = ColdBlock()
     password = secrets.token_hex(12)
     daemon: h.Running | None = None
@@ -393,18 +400,21 @@ def cold_block(
             poll("the previous function's replicas to exit", no_replicas, 10.0)
             api.deploy(name)
             first_200(api, name, args.cold_timeout, {})
-            for j in range(cycles):
-                for how in ("scale", "wake") if j % 2 == 0 else ("wake", "scale"):
-                    t0 = time.perf_counter()
-                    api.scale(name, 0)
-                    poll(f"{name} availableReplicas 0", lambda: api.available(name) == 0, 15.0)
-                    out.scale_down_ms.append((time.perf_counter() - t0) * 1000.0)
-                    poll(f"{name}'s replica to exit", no_replicas, 10.0)
-                    t0 = time.perf_counter()
-                    if how == "scale":
-                        api.scale(name, 1)
-                    t1 = first_200(api, name, args.cold_timeout, out.seen)
-                    (out.scale_ms if how == "scale" else out.wake_ms).append((t1 - t0) * 1000.0)
+            plan = [how for j in range(cycles) for how in (("scale", "wake") if j % 2 == 0 else ("wake", "scale"))]
+            plan += ["burst"] * BURST_WAKES
+            for how in plan:
+                t0 = time.perf_counter()
+                api.scale(name, 0)
+                poll(f"{name} availableReplicas 0", lambda: api.available(name) == 0, 15.0)
+                out.scale_down_ms.append((time.perf_counter() - t0) * 1000.0)
+                poll(f"{name}'s replica to exit", no_replicas, 10.0)
+                if how != "burst":
+                    time.sleep(COLD_REST_S)
+                t0 = time.perf_counter()
+                if how == "scale":
+                    api.scale(name, 1)
+                t1 = first_200(api, name, args.cold_timeout, out.seen)
+                {"scale": out.scale_ms, "wake": out.wake_ms, "burst": out.burst_ms}[how].append((t1 - t0) * 1000.0)
             api.remove(name)
     except h.BenchError as exc:
         out.error = _with_log(str(exc), tmp / "daemon.log")
