@@ -123,10 +123,13 @@ async def test_stop_lets_the_call_in_flight_finish_and_closes_idle_connections(s
     idle = await served.connect()
     await idle.send(post("/function/slow", b""))
     assert (await idle.reply()).status == 200
+    taken = served.edge.calls
     busy = await served.connect()
     await busy.send(post("/function/slow", b""))
     with trio.fail_after(scaled(5)):
-        while not served.edge.working():
+        # The busy call taken, not only a call in flight: the idle connection's answer can reach the client
+        # before the edge's thread has marked its call done (its send lets go of the GIL).
+        while served.edge.calls == taken or not served.edge.working():
             await trio.sleep(0.01)
     stop.set()
     assert await idle.closed()
