@@ -214,33 +214,28 @@ def is_watchdog(pid: int) -> bool:
     return any(part == "watchdog" or part.endswith(" watchdog") for part in h.cmdline(pid))
 
 
-def watchdogs(root: int) -> list[int]:
+def watchdogs(root: int, *, assigned_pooled: bool = False) -> list[int]:
     """The replicas below ``root``: live ``faasd watchdog`` processes whose parent is not one.
 
     A fork-mode watchdog's child has the watchdog's command line between its fork and its exec of ``cat``; on a
     busy machine that window is long enough to be seen, and it must not count as a second replica -- nor when it
     has ended by the time its parent is read (``_ppid`` 0: a round once failed on such a child as "the replicas
     changed").
+
+    ``assigned_pooled``: also the pooled replicas given a function, in the same read of the process table. A
+    pooled replica's command line says ``_pooled``, not ``watchdog``, before and after its assignment; what
+    changes when it is given its function is its uid (the function's own, in the sandbox's ``bwrap`` and ``uid``
+    modes, which are the modes that pool). An idle one still runs as the daemon, and so do its wrappers
+    (``setsid``, ``bwrap``): only the replica itself is listed.
     """
-    found = {pid for pid in h.descendants(root) if pid != root and is_watchdog(pid) and h.alive(pid)}
-    parents = {pid: _ppid(pid) for pid in found}
-    return sorted(pid for pid, parent in parents.items() if parent and parent not in found)
+    own = _uid(root) if assigned_pooled else None
 
+    def is_replica(pid: int) -> bool:
+        if is_watchdog(pid):
+            return True
+        return assigned_pooled and "_pooled" in h.cmdline(pid) and _uid(pid) not in (own, None)
 
-def assigned_pooled(root: int) -> list[int]:
-    """The pooled replicas below ``root`` that were given a function: ``_pooled`` processes that no longer run as
-    ``root``'s uid.
-
-    A pooled replica's command line says ``_pooled``, not ``watchdog``, before and after its assignment, so
-    :func:`watchdogs` does not see it; what changes when it is given its function is its uid (the function's own,
-    in the sandbox's ``bwrap`` and ``uid`` modes, which are the modes that pool). An idle one still runs as the
-    daemon. Its wrappers (``setsid``, ``bwrap``) keep the daemon's uid: only the replica itself is listed.
-    """
-    own = _uid(root)
-    found = []
-    for pid in h.descendants(root):
-        if pid != root and "_pooled" in h.cmdline(pid) and h.alive(pid) and _uid(pid) not in (own, None):
-            found.append(pid)
+    found = {pid for pid in h.descendants(root) if pid != root and is_replica(pid) and h.alive(pid)}
     parents = {pid: _ppid(pid) for pid in found}
     return sorted(pid for pid, parent in parents.items() if parent and parent not in found)
 

@@ -48,7 +48,6 @@ from _gateway_daemon import (
     FUNCTION,
     Api,
     Faasd,
-    assigned_pooled,
     call_token_headers,
     find_replica,
     first_200,
@@ -369,7 +368,7 @@ def cold_block(
         pid = daemon.proc.pid
 
         def no_replicas() -> bool:
-            return not watchdogs(pid) and not assigned_pooled(pid)
+            return not watchdogs(pid, assigned_pooled=True)
 
         # A deploy right after the daemon answered /healthz waits for what it loads after its first answer (the
         # management API, the backend, the replica pool): the start-up's cost, reported on its own row. The

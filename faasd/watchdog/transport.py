@@ -84,7 +84,7 @@ class Server:
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             transport = Transport(self._loop, conn, self._factory())
-            if not transport._closing:
+            if not transport._closing and not transport._paused:  # As its reader would (none when paused).
                 # A loopback client sends its request as soon as its connect completes, mostly before this
                 # accept: read it now rather than a loop pass later (an EAGAIN costs one recv otherwise).
                 transport._read_ready()

@@ -211,9 +211,9 @@ class ReplicaPool:
                 self._promote()
                 promoted = True
             settled = self._settled
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(deadline) as waited:
                 await settled.wait()
-            if trio.current_time() >= deadline:
+            if waited.cancelled_caught:
                 return None
 
     def _promote(self) -> None:
